@@ -1,0 +1,78 @@
+// Package wire holds the JSON shapes of the edge feed and the usage ingest
+// (SPEC §4), shared by the control plane that serves them and the edge that
+// consumes them, so the two halves cannot drift apart.
+package wire
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Paths of the edge protocol on the control plane.
+const (
+	SnapshotPath = "/v1/edge/snapshot"
+	UsagePath    = "/v1/edge/usage"
+)
+
+// Snapshot is the body of a 200 answer to GET /v1/edge/snapshot: every
+// client with its active secrets, hashes only.
+type Snapshot struct {
+	Epoch       string    `json:"epoch"`
+	Revision    int64     `json:"revision"`
+	GeneratedAt time.Time `json:"generated_at"`
+	Clients     []Client  `json:"clients"`
+}
+
+// Client is one client in a snapshot.
+type Client struct {
+	ClientID string   `json:"client_id"`
+	Secrets  []Secret `json:"secrets"`
+}
+
+// Secret is one active secret in a snapshot. Hash is a stored hash string
+// (`sha256:…`, bcrypt or argon2id PHC); ExpiresAt is set when the secret is
+// scheduled to expire.
+type Secret struct {
+	ID        string     `json:"id"`
+	Hash      string     `json:"hash"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// Usage is the body of POST /v1/edge/usage.
+type Usage struct {
+	Edge   string  `json:"edge"`
+	Stamps []Stamp `json:"stamps"`
+}
+
+// Stamp says that a secret was last used at LastUsedAt, by a caller at From.
+type Stamp struct {
+	ClientID   string    `json:"client_id"`
+	SecretID   string    `json:"secret_id"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	From       string    `json:"from,omitempty"`
+}
+
+// ETag formats the entity tag of a snapshot: "<epoch>.<revision>", quoted.
+func ETag(epoch string, revision int64) string {
+	return `"` + epoch + "." + strconv.FormatInt(revision, 10) + `"`
+}
+
+// ParseETag reads an entity tag written by ETag. A weak tag (W/"…") is
+// accepted, as proxies may weaken tags of compressed answers.
+func ParseETag(tag string) (epoch string, revision int64, ok bool) {
+	tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+	if len(tag) < 2 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+		return "", 0, false
+	}
+	tag = tag[1 : len(tag)-1]
+	dot := strings.LastIndexByte(tag, '.')
+	if dot <= 0 {
+		return "", 0, false
+	}
+	rev, err := strconv.ParseInt(tag[dot+1:], 10, 64)
+	if err != nil || rev < 0 {
+		return "", 0, false
+	}
+	return tag[:dot], rev, true
+}
