@@ -1,0 +1,249 @@
+package rotagate
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Placeholders set on success.
+const (
+	placeholderClientID = "http.auth.client_id"
+	placeholderSecretID = "http.auth.secret_id"
+	placeholderUserID   = "http.auth.user.id"
+)
+
+// outcome names why a request was answered; it goes to the debug log.
+type outcome string
+
+const (
+	outcomeNoCredentials   outcome = "no_credentials"
+	outcomeMalformed       outcome = "malformed"
+	outcomeTooLarge        outcome = "body_too_large"
+	outcomeMethodRefused   outcome = "method_not_allowed"
+	outcomeUnavailable     outcome = "unavailable"
+	outcomeInvalidClient   outcome = "invalid_client"
+	outcomeInternalFault   outcome = "fault"
+	contentTypeJSON                = "application/json"
+	descriptionBadClient           = "client authentication failed"
+	descriptionBadRequest          = "the request's client credentials are malformed or ambiguous"
+	descriptionTooLarge            = "the request body is too large"
+	descriptionUnavailable         = "credentials cannot be checked right now"
+)
+
+// answers holds every error answer, built once: bodies are byte-identical
+// whatever the cause, and writing them allocates nothing.
+type answers struct {
+	unauthorized, badRequest, tooLarge, unavailable []byte
+	challenge, retryAfter                           []string
+}
+
+var (
+	headerJSON     = []string{contentTypeJSON}
+	headerNoStore  = []string{"no-store"}
+	headerNoCache  = []string{"no-cache"}
+	headerNoSniffs = []string{"nosniff"}
+)
+
+func newAnswers(realm string, retryAfterSeconds int) answers {
+	body := func(code, desc string) []byte {
+		return []byte(`{"error":"` + code + `","error_description":"` + desc + `"}`)
+	}
+	return answers{
+		unauthorized: body("invalid_client", descriptionBadClient),
+		badRequest:   body("invalid_request", descriptionBadRequest),
+		tooLarge:     body("invalid_request", descriptionTooLarge),
+		unavailable:  body("temporarily_unavailable", descriptionUnavailable),
+		challenge:    []string{`Basic realm="` + realm + `"`},
+		retryAfter:   []string{strconv.Itoa(retryAfterSeconds)},
+	}
+}
+
+// credentials found in a request.
+type credentials struct {
+	id, secret string
+	basic      bool   // from the Authorization header
+	body       []byte // the form body read, when one was
+	form       formCredentials
+}
+
+// ServeHTTP authenticates the request's client credentials.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	creds, out := h.extract(r)
+	switch out {
+	case outcomeMalformed:
+		return h.refuse(w, r, out, http.StatusBadRequest, h.answers.badRequest, false)
+	case outcomeTooLarge:
+		return h.refuse(w, r, out, http.StatusRequestEntityTooLarge, h.answers.tooLarge, false)
+	case outcomeNoCredentials:
+		return h.refuse(w, r, out, http.StatusUnauthorized, h.answers.unauthorized, true)
+	}
+	if (creds.basic && !h.allowed.basic) || (!creds.basic && !h.allowed.post) {
+		return h.refuse(w, r, outcomeMethodRefused, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
+	}
+
+	now := h.now()
+	snap, confirmed := h.feed.current()
+	if snap == nil || (h.MaxStale >= 0 && now.Sub(confirmed) > time.Duration(h.MaxStale)) {
+		return h.refuse(w, r, outcomeUnavailable, http.StatusServiceUnavailable, h.answers.unavailable, false)
+	}
+
+	secretID, ok, err := h.verifier.verify(r.Context(), snap.clients[creds.id], readOnlyBytes(creds.secret), now)
+	if err != nil {
+		return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
+	}
+	if !ok {
+		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
+	}
+
+	if !h.ForwardCredentials {
+		h.strip(r, &creds)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set(placeholderClientID, creds.id)
+	repl.Set(placeholderSecretID, secretID)
+	repl.Set(placeholderUserID, creds.id)
+	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	h.feed.usage.record(creds.id, secretID, from, now)
+	if c := h.logger.Check(zapcore.DebugLevel, "client authenticated"); c != nil {
+		c.Write(zap.String("client_id", creds.id), zap.String("secret_id", secretID))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// extract finds the request's credentials. Query-string credentials are
+// never looked at.
+func (h *Handler) extract(r *http.Request) (credentials, outcome) {
+	var c credentials
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		id, secret, isBasic, err := parseBasic(auth)
+		if err != nil {
+			return c, outcomeMalformed
+		}
+		c.id, c.secret, c.basic = id, secret, isBasic
+	}
+	if r.Body != nil && r.Body != http.NoBody && isForm(r.Header.Get("Content-Type")) {
+		body, err := readLimited(r.Body, r.ContentLength, h.MaxBody)
+		if err == errBodyTooLarge {
+			return c, outcomeTooLarge
+		}
+		if err != nil {
+			return c, outcomeMalformed
+		}
+		c.body = body
+		if c.form, err = parseForm(body); err != nil {
+			return c, outcomeMalformed
+		}
+		// Whatever happens next, the upstream gets the body as it came.
+		h.setBody(r, body)
+	}
+	switch {
+	case c.basic && (c.form.hasSecret || (c.form.hasID && c.form.clientID != c.id)):
+		return c, outcomeMalformed // two authentication methods in one request
+	case c.basic:
+		return c, ""
+	case c.form.hasSecret && !c.form.hasID:
+		return c, outcomeMalformed
+	case c.form.hasSecret:
+		c.id, c.secret = c.form.clientID, c.form.secret
+		return c, ""
+	}
+	return c, outcomeNoCredentials
+}
+
+var errBodyTooLarge = errors.New("body too large")
+
+// readLimited reads a whole body of at most limit bytes.
+func readLimited(body io.ReadCloser, contentLength, limit int64) ([]byte, error) {
+	if contentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	size := int64(512)
+	if contentLength > 0 {
+		size = contentLength + 1 // one more to see EOF without growing
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
+	body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, errBodyTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// setBody gives the request a body that replays b, with a length to match.
+func (h *Handler) setBody(r *http.Request, b []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	if r.ContentLength != int64(len(b)) {
+		r.ContentLength = int64(len(b))
+		r.TransferEncoding = nil
+		r.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	}
+}
+
+// strip removes the credentials the request authenticated with: the
+// Authorization header for Basic, the client_secret pair from a form body
+// (client_id stays).
+func (h *Handler) strip(r *http.Request, c *credentials) {
+	if c.basic {
+		r.Header.Del("Authorization")
+		return
+	}
+	b := c.body
+	cut := make([]byte, 0, len(b)-(c.form.secretEnd-c.form.secretStart))
+	cut = append(append(cut, b[:c.form.secretStart]...), b[c.form.secretEnd:]...)
+	h.setBody(r, cut)
+}
+
+// refuse writes an RFC 6749 §5.2 error answer.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, out outcome, status int, body []byte, challenge bool) error {
+	hdr := w.Header()
+	hdr["Content-Type"] = headerJSON
+	hdr["Cache-Control"] = headerNoStore
+	hdr["Pragma"] = headerNoCache
+	hdr["X-Content-Type-Options"] = headerNoSniffs
+	if challenge {
+		hdr["Www-Authenticate"] = h.answers.challenge
+	}
+	if status == http.StatusServiceUnavailable {
+		hdr["Retry-After"] = h.answers.retryAfter
+	}
+	if c := h.logger.Check(zapcore.DebugLevel, "client authentication refused"); c != nil {
+		c.Write(zap.String("outcome", string(out)), zap.Int("status", status), zap.String("remote", r.RemoteAddr))
+	}
+	w.WriteHeader(status)
+	_, err := w.Write(body)
+	return err
+}
+
+// methodSet is the parsed Methods option.
+type methodSet struct{ basic, post bool }
+
+func newMethodSet(methods []string) methodSet {
+	var m methodSet
+	for _, name := range methods {
+		switch name {
+		case methodBasic:
+			m.basic = true
+		case methodPost:
+			m.post = true
+		}
+	}
+	return m
+}
+
+// readOnlyBytes views a string as bytes without copying; the verifier only
+// reads what it is given.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -1,0 +1,385 @@
+package rotagate
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestAnswers(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	bigBody := "grant_type=client_credentials&pad=" + strings.Repeat("x", defaultMaxBody)
+	tests := []struct {
+		name      string
+		req       func() *http.Request
+		status    int
+		code      string
+		challenge bool
+	}{
+		{"no credentials", func() *http.Request { return httptest.NewRequest(http.MethodPost, "/token", nil) }, 401, "invalid_client", true},
+		{"form without credentials", func() *http.Request { return formRequest("grant_type=client_credentials") }, 401, "invalid_client", true},
+		{"client_id alone is no credential", func() *http.Request { return formRequest("grant_type=client_credentials&client_id=app") }, 401, "invalid_client", true},
+		{"bearer is no client credential", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Bearer abc")
+			return r
+		}, 401, "invalid_client", true},
+		{"unknown client basic", func() *http.Request { return basicRequest("nobody", appSecret) }, 401, "invalid_client", true},
+		{"wrong secret basic", func() *http.Request { return basicRequest("app", appSecret+"x") }, 401, "invalid_client", true},
+		{"wrong secret post", func() *http.Request { return postForm("app", "nope") }, 401, "invalid_client", false},
+		{"unknown client post", func() *http.Request { return postForm("nobody", appSecret) }, 401, "invalid_client", false},
+		{"expired secret", func() *http.Request { return basicRequest("expiry", expiredSecret) }, 401, "invalid_client", true},
+		{"secret of another client", func() *http.Request { return basicRequest("legacy-argon", appSecret) }, 401, "invalid_client", true},
+		{"wrong legacy bcrypt", func() *http.Request { return basicRequest("legacy-bcrypt", "legacy secret") }, 401, "invalid_client", true},
+		{"wrong legacy argon2id", func() *http.Request { return postForm("legacy-argon", "legacy secret") }, 401, "invalid_client", false},
+		{"empty secret", func() *http.Request { return basicRequest("app", "") }, 401, "invalid_client", true},
+		{"basic and body", func() *http.Request {
+			r := postForm("app", appSecret)
+			r.Header.Set("Authorization", basicHeader("app", appSecret))
+			return r
+		}, 400, "invalid_request", false},
+		{"basic and a different body client_id", func() *http.Request {
+			r := formRequest("grant_type=client_credentials&client_id=other")
+			r.Header.Set("Authorization", basicHeader("app", appSecret))
+			return r
+		}, 400, "invalid_request", false},
+		{"repeated client_id", func() *http.Request {
+			return formRequest("client_id=app&client_id=app&client_secret=" + appSecret)
+		}, 400, "invalid_request", false},
+		{"repeated client_secret", func() *http.Request {
+			return formRequest("client_id=app&client_secret=" + appSecret + "&client_secret=" + appSecret)
+		}, 400, "invalid_request", false},
+		{"repeated grant_type with basic", func() *http.Request {
+			r := formRequest("grant_type=client_credentials&grant_type=client_credentials")
+			r.Header.Set("Authorization", basicHeader("app", appSecret))
+			return r
+		}, 400, "invalid_request", false},
+		{"escaped repeated name", func() *http.Request {
+			return formRequest("client_id=app&client%5Fsecret=a&client_secret=" + appSecret)
+		}, 400, "invalid_request", false},
+		{"secret without client_id", func() *http.Request { return formRequest("client_secret=" + appSecret) }, 400, "invalid_request", false},
+		{"bad base64", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Basic !!!notbase64")
+			return r
+		}, 400, "invalid_request", false},
+		{"no colon", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app"+appSecret)))
+			return r
+		}, 400, "invalid_request", false},
+		{"bad escape in basic", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app:%zz")))
+			return r
+		}, 400, "invalid_request", false},
+		{"bad escape in body secret", func() *http.Request { return formRequest("client_id=app&client_secret=%g1") }, 400, "invalid_request", false},
+		{"body over max_body", func() *http.Request { return formRequest(bigBody) }, 413, "invalid_request", false},
+		{"chunked body over max_body", func() *http.Request {
+			r := formRequest(bigBody)
+			r.ContentLength = -1
+			return r
+		}, 413, "invalid_request", false},
+	}
+	unauthorized := ""
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, up := serve(t, h, tt.req())
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.status, w.Body)
+			}
+			if up.called {
+				t.Fatal("the next handler was called")
+			}
+			var body struct{ Error, ErrorDescription string }
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error != tt.code {
+				t.Fatalf("body %s (%v), want error %q", w.Body, err, tt.code)
+			}
+			checkErrorHeaders(t, w)
+			if got := w.Header().Get("WWW-Authenticate"); (got != "") != tt.challenge || (tt.challenge && got != `Basic realm="api"`) {
+				t.Fatalf("WWW-Authenticate %q, challenge wanted: %v", got, tt.challenge)
+			}
+			if tt.status == 401 {
+				if unauthorized == "" {
+					unauthorized = w.Body.String()
+				} else if w.Body.String() != unauthorized {
+					t.Fatalf("401 body differs by cause:\n%s\n%s", w.Body, unauthorized)
+				}
+			}
+		})
+	}
+}
+
+func checkErrorHeaders(t *testing.T, w *httptest.ResponseRecorder) {
+	t.Helper()
+	for k, v := range map[string]string{"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"} {
+		if got := w.Header().Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+func TestMethodsOption(t *testing.T) {
+	basicOnly := newTestHandler(t, nil, func(h *Handler) { h.Methods = []string{"basic"} })
+	w, _ := serve(t, basicOnly, postForm("app", appSecret))
+	if w.Code != 401 || w.Header().Get("WWW-Authenticate") != "" {
+		t.Fatalf("post on a basic-only edge: %d %q", w.Code, w.Header().Get("WWW-Authenticate"))
+	}
+	if w, _ := serve(t, basicOnly, basicRequest("app", appSecret)); w.Code != 200 {
+		t.Fatalf("basic on a basic-only edge: %d", w.Code)
+	}
+	postOnly := newTestHandler(t, nil, func(h *Handler) { h.Methods = []string{"post"}; h.Realm = "tokens" })
+	w, _ = serve(t, postOnly, basicRequest("app", appSecret))
+	if w.Code != 401 || w.Header().Get("WWW-Authenticate") != `Basic realm="tokens"` {
+		t.Fatalf("basic on a post-only edge: %d %q", w.Code, w.Header().Get("WWW-Authenticate"))
+	}
+	if w, _ := serve(t, postOnly, postForm("app", appSecret)); w.Code != 200 {
+		t.Fatalf("post on a post-only edge: %d", w.Code)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	h := newTestHandler(t, nil, func(h *Handler) { h.RevocationDelay = 30_000_000_000 })
+	h.feed.snap.Store(nil)
+	w, up := serve(t, h, basicRequest("app", appSecret))
+	if w.Code != 503 || up.called || !strings.Contains(w.Body.String(), `"temporarily_unavailable"`) || w.Header().Get("Retry-After") != "10" {
+		t.Fatalf("no snapshot: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	checkErrorHeaders(t, w)
+
+	h = newTestHandler(t, nil, nil)
+	h.now = func() time.Time { return testNow.Add(30*time.Second + time.Nanosecond) }
+	if w, _ := serve(t, h, basicRequest("app", appSecret)); w.Code != 503 {
+		t.Fatalf("confirmation older than max_stale: %d", w.Code)
+	}
+	h.now = func() time.Time { return testNow.Add(30 * time.Second) }
+	if w, _ := serve(t, h, basicRequest("app", appSecret)); w.Code != 200 {
+		t.Fatalf("confirmation exactly max_stale old: %d", w.Code)
+	}
+
+	forever := newTestHandler(t, nil, func(h *Handler) { h.MaxStale = Forever })
+	forever.now = func() time.Time { return testNow.Add(1000 * time.Hour) }
+	if w, _ := serve(t, forever, basicRequest("app", appSecret)); w.Code != 200 {
+		t.Fatalf("max_stale forever: %d", w.Code)
+	}
+}
+
+func TestSuccessBasicStripsAndSetsPlaceholders(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	r := basicRequest("app", appSecret2)
+	r.Header.Set("X-Other", "kept")
+	w, up := serve(t, h, r)
+	if w.Code != 200 || !up.called {
+		t.Fatalf("status %d, upstream called %v", w.Code, up.called)
+	}
+	if up.header.Get("Authorization") != "" {
+		t.Fatal("the Authorization header reached the upstream")
+	}
+	if up.header.Get("X-Other") != "kept" || up.body != "grant_type=client_credentials" || up.length != int64(len(up.body)) {
+		t.Fatalf("upstream got header %v body %q length %d", up.header, up.body, up.length)
+	}
+	if up.clientID != "app" || up.secretID != "sec_app2" || up.userID != "app" {
+		t.Fatalf("placeholders: %q %q %q", up.clientID, up.secretID, up.userID)
+	}
+	if s, ok := h.feed.usage.pending["sec_app2"]; !ok || s.clientID != "app" || !s.at.Equal(testNow) || s.from != "192.0.2.1" {
+		t.Fatalf("usage stamp: %+v %v", s, ok)
+	}
+}
+
+func TestSuccessPostStripsSecretOnly(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	for _, body := range []string{
+		"grant_type=client_credentials&client_id=app&client_secret=" + appSecret + "&scope=a+b",
+		"client_secret=" + appSecret + "&client_id=app&grant_type=client_credentials",
+		"client_id=app&grant_type=client_credentials&client_secret=" + appSecret,
+	} {
+		w, up := serve(t, h, formRequest(body))
+		if w.Code != 200 {
+			t.Fatalf("%s: status %d", body, w.Code)
+		}
+		want := strings.NewReplacer("client_secret="+appSecret+"&", "", "&client_secret="+appSecret, "").Replace(body)
+		if up.body != want || up.length != int64(len(want)) || up.header.Get("Content-Length") != strconv.Itoa(len(want)) {
+			t.Fatalf("upstream body %q (length %d, header %q), want %q", up.body, up.length, up.header.Get("Content-Length"), want)
+		}
+		if strings.Contains(up.body, appSecret) || !strings.Contains(up.body, "client_id=app") {
+			t.Fatalf("upstream body %q", up.body)
+		}
+	}
+	// The only parameter.
+	w, up := serve(t, h, formRequest("client_secret="+appSecret+"&client_id=app"))
+	if w.Code != 200 || up.body != "client_id=app" {
+		t.Fatalf("status %d body %q", w.Code, up.body)
+	}
+}
+
+func TestForwardCredentials(t *testing.T) {
+	h := newTestHandler(t, nil, func(h *Handler) { h.ForwardCredentials = true })
+	body := "grant_type=client_credentials&client_id=app&client_secret=" + appSecret
+	w, up := serve(t, h, formRequest(body))
+	if w.Code != 200 || up.body != body || up.length != int64(len(body)) {
+		t.Fatalf("status %d, upstream body %q length %d", w.Code, up.body, up.length)
+	}
+	r := basicRequest("app", appSecret)
+	auth := r.Header.Get("Authorization")
+	w, up = serve(t, h, r)
+	if w.Code != 200 || up.header.Get("Authorization") != auth || up.body != "grant_type=client_credentials" {
+		t.Fatalf("basic forwarded: %d %q %q", w.Code, up.header.Get("Authorization"), up.body)
+	}
+}
+
+func TestBasicURLEncoding(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	// Client id and secret with space, %, + and : survive form-urlencoding.
+	w, up := serve(t, h, basicRequest("a b%c+d", "p: a%20+b c"))
+	if w.Code != 200 || up.secretID != "sec_odd" || up.clientID != "a b%c+d" {
+		t.Fatalf("status %d, ids %q %q", w.Code, up.clientID, up.secretID)
+	}
+	w, _ = serve(t, h, postForm("a b%c+d", "p: a%20+b c"))
+	if w.Code != 200 {
+		t.Fatalf("post: status %d", w.Code)
+	}
+	// Unpadded base64 and a lower-case scheme are tolerated.
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "basic "+strings.TrimRight(base64.StdEncoding.EncodeToString([]byte("app:"+appSecret)), "="))
+	if w, _ := serve(t, h, r); w.Code != 200 {
+		t.Fatalf("unpadded: status %d", w.Code)
+	}
+	// Without url-encoding, '+' would be read as a space: refused.
+	r = httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("a b%c+d:p: a%20+b c")))
+	if w, _ := serve(t, h, r); w.Code == 200 {
+		t.Fatal("raw, unencoded credentials with % were accepted")
+	}
+}
+
+func TestQueryCredentialsIgnored(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	r := httptest.NewRequest(http.MethodPost, "/token?client_id=app&client_secret="+appSecret, nil)
+	w, up := serve(t, h, r)
+	if w.Code != 401 || up.called || w.Header().Get("WWW-Authenticate") == "" {
+		t.Fatalf("query credentials: status %d", w.Code)
+	}
+}
+
+func TestImportedLegacyHashes(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	for _, tc := range []struct{ client, secretID string }{
+		{"legacy-bcrypt", "sec_bcrypt"}, {"legacy-argon", "sec_argon"}, {"mixed", "sec_mixed_bcrypt"},
+	} {
+		for round := range 2 { // the second round is a cache hit
+			w, up := serve(t, h, basicRequest(tc.client, legacySecret))
+			if w.Code != 200 || up.secretID != tc.secretID {
+				t.Fatalf("%s round %d: status %d secret %q", tc.client, round, w.Code, up.secretID)
+			}
+			h.verifier.cache.c.Wait()
+		}
+	}
+	// The generated secret of the mixed client is checked by digest.
+	if w, up := serve(t, h, postForm("mixed", appSecret)); w.Code != 200 || up.secretID != "sec_mixed_new" {
+		t.Fatalf("mixed generated: %d %q", w.Code, up.secretID)
+	}
+}
+
+func TestSlowCacheKeyedByStoredHash(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+	h.verifier.cache.c.Wait()
+	// The secret is rotated away: the next snapshot lists only a new one.
+	w := testSnapshot(t)
+	w.Revision++
+	w.Clients[1].Secrets[0].ID = "sec_new"
+	w.Clients[1].Secrets[0].Hash = "$2a$04$abcdefghijklmnopqrstuuOm1zC3I7Nbb1ST1cqS6hTA3ZfDgs1gi"
+	snap, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.snap.Store(snap)
+	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 401 {
+		t.Fatalf("a cached pair outlived its stored hash: %d", w.Code)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	if w, up := serve(t, h, basicRequest("expiry", expiringSoon)); w.Code != 200 || up.secretID != "sec_expiring" {
+		t.Fatalf("before expiry: %d", w.Code)
+	}
+	h.now = func() time.Time { return testNow.Add(time.Hour - time.Nanosecond) }
+	h.feed.confirm(testNow.Add(time.Hour))
+	if w, _ := serve(t, h, basicRequest("expiry", expiringSoon)); w.Code != 200 {
+		t.Fatalf("just before expiry: %d", w.Code)
+	}
+	h.now = func() time.Time { return testNow.Add(time.Hour) }
+	if w, _ := serve(t, h, basicRequest("expiry", expiringSoon)); w.Code != 401 {
+		t.Fatalf("at expiry: %d", w.Code)
+	}
+}
+
+// TestUnknownClientCostsTheSame counts the digest computations and
+// comparisons of the sha256 path.
+func TestUnknownClientCostsTheSame(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	var sums, matches int
+	sum, match := h.verifier.sum, h.verifier.match
+	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
+	h.verifier.match = func(a, b *[sha256.Size]byte) bool { matches++; return match(a, b) }
+	count := func(r *http.Request) [2]int {
+		sums, matches = 0, 0
+		if w, _ := serve(t, h, r); w.Code != 401 {
+			t.Fatalf("status %d", w.Code)
+		}
+		return [2]int{sums, matches}
+	}
+	wrong := count(basicRequest("app", "wrong"))
+	unknown := count(basicRequest("nobody", "wrong"))
+	oneSecret := count(basicRequest("a b%c+d", "wrong"))
+	if wrong != unknown || wrong != oneSecret || wrong[0] != 1 || wrong[1] != 2 {
+		t.Fatalf("work (digests, comparisons): wrong secret %v, unknown client %v, one-secret client %v", wrong, unknown, oneSecret)
+	}
+}
+
+// TestSecretsNeverLeak runs successes and failures with a debug logger and
+// looks for the secret in logs, answers and what the upstream received.
+func TestSecretsNeverLeak(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	h := newTestHandler(t, zap.New(core), nil)
+	encoded := strings.TrimPrefix(basicHeader("app", appSecret), "Basic ")
+	var seen []string
+	for _, r := range []*http.Request{
+		basicRequest("app", appSecret), postForm("app", appSecret),
+		basicRequest("nobody", appSecret), postForm("legacy-argon", appSecret),
+		basicRequest("app", appSecret+"%zz"),
+	} {
+		w, up := serve(t, h, r)
+		seen = append(seen, w.Body.String(), up.body)
+		for k, v := range w.Header() {
+			seen = append(seen, k+strings.Join(v, ","))
+		}
+		for k, v := range up.header {
+			seen = append(seen, k+strings.Join(v, ","))
+		}
+	}
+	for _, e := range logs.All() {
+		b, _ := json.Marshal(e.ContextMap())
+		seen = append(seen, e.Message, string(b))
+	}
+	if logs.Len() == 0 {
+		t.Fatal("nothing was logged: the leak check would prove nothing")
+	}
+	for _, s := range seen {
+		if strings.Contains(s, appSecret) || strings.Contains(s, encoded) || strings.Contains(s, appSecret[4:20]) {
+			t.Fatalf("the secret leaked into %q", s)
+		}
+	}
+}

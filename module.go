@@ -1,0 +1,322 @@
+// Package rotagate is the edge half of rotagate: a Caddy HTTP handler that
+// authenticates OAuth 2.0 client credentials (RFC 6749 §2.3.1) against a
+// snapshot of active secret hashes pulled from the rotagate control plane,
+// and enforces a bound on how long a revoked secret keeps working.
+package rotagate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the edge handler (SPEC §5, §6, §7).
+const (
+	defaultRevocationDelay  = 30 * time.Second
+	defaultUsageFlush       = 10 * time.Second
+	defaultMaxBody          = 64 << 10
+	defaultMaxSnapshotBytes = 256 << 20
+	defaultRealm            = "api"
+	methodBasic             = "basic"
+	methodPost              = "post"
+)
+
+// Handler authenticates client-credential requests at the edge. A request
+// with valid credentials goes on to the next handler with its credentials
+// stripped and the placeholders {http.auth.client_id},
+// {http.auth.secret_id} and {http.auth.user.id} set; any other request is
+// answered here with an RFC 6749 §5.2 error.
+type Handler struct {
+	// ControlPlane is where the edge pulls its snapshot from and sends its
+	// usage stamps to. Required.
+	ControlPlane *ControlPlane `json:"control_plane,omitempty"`
+
+	// RevocationDelay bounds how long a secret revoked or expired on the
+	// control plane keeps working at this edge. Default: 30s.
+	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
+
+	// MaxStale is how old the last confirmation of the snapshot may grow
+	// before the edge answers 503 instead of trusting it. "forever" never
+	// refuses, which suspends the revocation guarantee while the control
+	// plane is unreachable. Default: revocation_delay.
+	MaxStale Staleness `json:"max_stale,omitempty"`
+
+	// UsageFlush is how often last-used stamps are sent to the control
+	// plane. Default: 10s.
+	UsageFlush caddy.Duration `json:"usage_flush,omitempty"`
+
+	// Methods lists the accepted client authentication methods: "basic"
+	// (client_secret_basic) and "post" (client_secret_post). Default: both.
+	Methods []string `json:"methods,omitempty"`
+
+	// Realm is the realm of the WWW-Authenticate challenge. Default: api.
+	Realm string `json:"realm,omitempty"`
+
+	// ForwardCredentials passes the credentials on to the next handler
+	// instead of stripping them. Default: false.
+	ForwardCredentials bool `json:"forward_credentials,omitempty"`
+
+	// MaxBody is the most bytes of a form body read to find credentials;
+	// a larger form body is refused with 413. Default: 65536.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// SlowHashConcurrency bounds how many bcrypt or argon2id checks run at
+	// once, so a flood of wrong secrets cannot take every core.
+	// Default: GOMAXPROCS.
+	SlowHashConcurrency int `json:"slow_hash_concurrency,omitempty"`
+
+	// MaxSnapshotBytes is the largest snapshot accepted from the control
+	// plane (after decompression). Default: 268435456 (256 MiB).
+	MaxSnapshotBytes int64 `json:"max_snapshot_bytes,omitempty"`
+
+	logger   *zap.Logger
+	feed     *feed
+	verifier *verifier
+	answers  answers
+	allowed  methodSet
+	now      func() time.Time
+}
+
+// ControlPlane addresses the control plane's edge feed and usage ingest.
+type ControlPlane struct {
+	// URLs are base URLs of control-plane replicas serving the same store;
+	// the edge uses the first that answers. Required.
+	URLs []string `json:"urls,omitempty"`
+
+	// Token is the edge token, sent as a Bearer token. Placeholders such as
+	// {env.ROTAGATE_EDGE_TOKEN} are resolved at provisioning; an unset one
+	// is an error. Required.
+	Token string `json:"token,omitempty"`
+}
+
+// Staleness is a duration that may also be "forever" (stored as a negative
+// value), written in JSON as a duration string, nanoseconds or "forever".
+type Staleness time.Duration
+
+// Forever is the Staleness that never expires.
+const Forever = Staleness(-1)
+
+// UnmarshalJSON accepts "forever", a Go duration string or nanoseconds.
+func (s *Staleness) UnmarshalJSON(b []byte) error {
+	var str string
+	if json.Unmarshal(b, &str) == nil && str == "forever" {
+		*s = Forever
+		return nil
+	}
+	var d caddy.Duration
+	if err := d.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	if d <= 0 {
+		return fmt.Errorf("max_stale must be positive or \"forever\", got %s", time.Duration(d))
+	}
+	*s = Staleness(d)
+	return nil
+}
+
+// MarshalJSON writes "forever" or nanoseconds.
+func (s Staleness) MarshalJSON() ([]byte, error) {
+	if s < 0 {
+		return []byte(`"forever"`), nil
+	}
+	return json.Marshal(int64(s))
+}
+
+// ParseStaleness reads a Caddyfile value: "forever" or a duration.
+func ParseStaleness(v string) (Staleness, error) {
+	if v == "forever" {
+		return Forever, nil
+	}
+	d, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("must be positive or \"forever\", got %s", d)
+	}
+	return Staleness(d), nil
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.client_credentials",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in defaults, resolves the edge token, and attaches the
+// handler to the shared feed for its control plane (starting it on first
+// use: one short first fetch, then the background takes over).
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.now = time.Now
+	h.setDefaults()
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	token, err := caddy.NewReplacer().ReplaceOrErr(h.ControlPlane.Token, true, true)
+	if err != nil {
+		return fmt.Errorf("control_plane token: %v", err)
+	}
+	if err := h.prepare(); err != nil {
+		return err
+	}
+	h.feed, err = acquireFeed(ctx, h.feedConfig(token))
+	if err != nil {
+		h.verifier.close()
+		return err
+	}
+	return nil
+}
+
+// prepare builds the handler's own runtime state from its validated
+// configuration: everything but the shared feed.
+func (h *Handler) prepare() error {
+	h.allowed = newMethodSet(h.Methods)
+	h.answers = newAnswers(h.Realm, h.retryAfter())
+	var err error
+	h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay))
+	return err
+}
+
+func (h *Handler) feedConfig(token string) feedConfig {
+	return feedConfig{
+		urls:     h.ControlPlane.URLs,
+		token:    token,
+		wait:     pollWait(time.Duration(h.RevocationDelay)),
+		maxBytes: h.MaxSnapshotBytes,
+		flush:    time.Duration(h.UsageFlush),
+	}
+}
+
+func (h *Handler) setDefaults() {
+	if h.RevocationDelay == 0 {
+		h.RevocationDelay = caddy.Duration(defaultRevocationDelay)
+	}
+	if h.MaxStale == 0 {
+		h.MaxStale = Staleness(h.RevocationDelay)
+	}
+	if h.UsageFlush == 0 {
+		h.UsageFlush = caddy.Duration(defaultUsageFlush)
+	}
+	if len(h.Methods) == 0 {
+		h.Methods = []string{methodBasic, methodPost}
+	}
+	if h.Realm == "" {
+		h.Realm = defaultRealm
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.SlowHashConcurrency == 0 {
+		h.SlowHashConcurrency = runtime.GOMAXPROCS(0)
+	}
+	if h.MaxSnapshotBytes == 0 {
+		h.MaxSnapshotBytes = defaultMaxSnapshotBytes
+	}
+}
+
+// Validate checks the configuration after defaults are applied.
+func (h *Handler) Validate() error {
+	if h.ControlPlane == nil || len(h.ControlPlane.URLs) == 0 {
+		return errors.New("control_plane: at least one URL is required")
+	}
+	for _, u := range h.ControlPlane.URLs {
+		if err := checkBaseURL(u); err != nil {
+			return fmt.Errorf("control_plane: %v", err)
+		}
+	}
+	if h.ControlPlane.Token == "" {
+		return errors.New("control_plane: token is required")
+	}
+	switch {
+	case h.RevocationDelay < caddy.Duration(time.Second):
+		return fmt.Errorf("revocation_delay must be at least 1s, got %s", time.Duration(h.RevocationDelay))
+	case h.MaxStale == 0 || (h.MaxStale < 0 && h.MaxStale != Forever):
+		return errors.New("max_stale must be positive or \"forever\"")
+	case h.UsageFlush <= 0:
+		return errors.New("usage_flush must be positive")
+	case h.MaxBody <= 0:
+		return errors.New("max_body must be positive")
+	case h.SlowHashConcurrency < 1:
+		return errors.New("slow_hash_concurrency must be at least 1")
+	case h.MaxSnapshotBytes <= 0:
+		return errors.New("max_snapshot_bytes must be positive")
+	}
+	seen := map[string]bool{}
+	for _, m := range h.Methods {
+		if m != methodBasic && m != methodPost {
+			return fmt.Errorf("methods: unknown method %q (want basic, post)", m)
+		}
+		if seen[m] {
+			return fmt.Errorf("methods: %q listed twice", m)
+		}
+		seen[m] = true
+	}
+	if strings.ContainsFunc(h.Realm, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 || r == 0x7f }) {
+		return errors.New("realm must not contain quotes, backslashes or control characters")
+	}
+	return nil
+}
+
+func checkBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("bad URL %q: %v", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("bad URL %q: want http(s)://host[:port]", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("bad URL %q: no user info, query or fragment", raw)
+	}
+	return nil
+}
+
+// pollWait is how long one long-poll of the feed is held: a third of the
+// revocation delay (SPEC §6), so a lost answer still leaves two more tries
+// inside the bound.
+func pollWait(delay time.Duration) time.Duration {
+	return (delay / 3).Truncate(time.Millisecond)
+}
+
+// retryAfter is the Retry-After of a 503, in whole seconds.
+func (h *Handler) retryAfter() int {
+	s := int((pollWait(time.Duration(h.RevocationDelay)) + time.Second - 1) / time.Second)
+	return max(s, 1)
+}
+
+// Cleanup releases the handler's hold on the shared feed; the feed stops
+// (after a last usage flush) when no handler holds it any more.
+func (h *Handler) Cleanup() error {
+	if h.verifier != nil {
+		h.verifier.close()
+	}
+	if h.feed != nil {
+		return h.feed.release()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ json.Marshaler              = Staleness(0)
+	_ json.Unmarshaler            = (*Staleness)(nil)
+)

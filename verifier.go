@@ -1,0 +1,140 @@
+package rotagate
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+)
+
+// minCompares is how many digest comparisons every sha256 check makes at
+// least, padding with a dummy digest. A client with one or two secrets and
+// an unknown client (the dummy record, two secrets) then cost the same.
+const minCompares = 2
+
+// verifier checks a presented secret against a client's stored hashes.
+// sha256 hashes cost one digest of the presented secret and a constant-time
+// comparison per hash; bcrypt and argon2id checks go through a cache of
+// verified pairs, singleflight, and a semaphore that bounds their
+// concurrency.
+type verifier struct {
+	cache  *verifiedCache
+	flight singleflight.Group
+	slots  chan struct{}
+	dummy  *client // the record an unknown client id is checked against
+	pad    [sha256.Size]byte
+
+	// sum and match are the digest and comparison primitives; tests wrap
+	// them to count the work done.
+	sum   func([]byte) *[sha256.Size]byte
+	match func(a, b *[sha256.Size]byte) bool
+}
+
+func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
+	cache, err := newVerifiedCache(ttl)
+	if err != nil {
+		return nil, err
+	}
+	v := &verifier{
+		cache: cache,
+		slots: make(chan struct{}, concurrency),
+		dummy: &client{id: "", fast: minCompares, secrets: make([]secret, minCompares)},
+		sum:   secrethash.Sum,
+		match: secrethash.MatchDigest,
+	}
+	_, _ = rand.Read(v.pad[:])
+	for i := range v.dummy.secrets {
+		v.dummy.secrets[i].hash.Scheme = secrethash.SHA256
+		_, _ = rand.Read(v.dummy.secrets[i].hash.Digest[:])
+	}
+	return v, nil
+}
+
+// verify returns the id of the client's usable secret that matches the
+// presented one. A mismatch is ("", false, nil); err is set only for a
+// technical fault (the request gave up while waiting for a slow-hash slot).
+// Pass a nil client for an unknown client id: it is checked against the
+// dummy record so that it costs what a wrong secret costs.
+func (v *verifier) verify(ctx context.Context, c *client, presented []byte, now time.Time) (string, bool, error) {
+	known := c != nil
+	if !known {
+		c = v.dummy
+	}
+	digest := v.sum(presented)
+	matched := -1
+	for i := range max(c.fast, minCompares) {
+		stored := &v.pad
+		if i < c.fast {
+			stored = &c.secrets[i].hash.Digest
+		}
+		if v.match(stored, digest) && i < c.fast && c.secrets[i].usable(now) {
+			matched = i
+		}
+	}
+	if matched >= 0 && known {
+		return c.secrets[matched].id, true, nil
+	}
+	for i := c.fast; i < len(c.secrets); i++ {
+		s := &c.secrets[i]
+		if !s.usable(now) {
+			continue
+		}
+		ok, err := v.verifySlow(ctx, c.id, s, presented)
+		if err != nil {
+			return "", false, err
+		}
+		if ok {
+			return s.id, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// verifySlow checks one bcrypt or argon2id hash, through the cache of
+// verified pairs. Concurrent checks of the same pair share one computation;
+// distinct ones queue for a slot.
+func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, presented []byte) (bool, error) {
+	key := cacheKey(clientID, presented, s.hash.Encoded)
+	if id, hit := v.cache.get(key); hit && id == s.id {
+		return true, nil
+	}
+	res, err, _ := v.flight.Do(key, func() (any, error) {
+		select {
+		case v.slots <- struct{}{}:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		defer func() { <-v.slots }()
+		ok := s.hash.Verify(presented)
+		if ok {
+			v.cache.set(key, s.id)
+		}
+		return ok, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return res.(bool), nil
+}
+
+// cacheKey digests (client id, presented secret, stored hash), each part
+// length-prefixed so no two different triples share a key.
+func cacheKey(clientID string, presented []byte, stored string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, part := range [][]byte{[]byte(clientID), presented, []byte(stored)} {
+		l := uint64(len(part))
+		for i := range n {
+			n[i] = byte(l >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return string(h.Sum(nil))
+}
+
+func (v *verifier) close() { v.cache.close() }
