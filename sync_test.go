@@ -1,0 +1,154 @@
+package rotagate
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+func testFeed(t *testing.T, urls ...string) *feed {
+	t.Helper()
+	return newFeed(feedConfig{urls: urls, token: "edge-token", wait: 200 * time.Millisecond, maxBytes: 1 << 20, flush: time.Hour}, zap.NewNop())
+}
+
+func TestPollAppliesAndConfirms(t *testing.T) {
+	fs := newFeedServer(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	ctx := context.Background()
+	before := time.Now()
+	if err := f.poll(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	snap, confirmed := f.current()
+	if snap == nil || snap.revision != 7 || len(snap.clients) != 6 || confirmed.Before(before) {
+		t.Fatalf("after first poll: %+v confirmed %v", snap, confirmed)
+	}
+	// Unchanged: a long-poll ends in 304, which confirms again, keeping the
+	// snapshot.
+	if err := f.poll(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	snap2, confirmed2 := f.current()
+	if snap2 != snap || !confirmed2.After(confirmed) {
+		t.Fatalf("304 changed the snapshot or did not confirm: %v %v", confirmed, confirmed2)
+	}
+}
+
+func TestPollRejectsBadAnswers(t *testing.T) {
+	fs := newFeedServer(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	good, confirmed := f.current()
+	for name, answer := range map[string]func(w http.ResponseWriter){
+		"garbage":     func(w http.ResponseWriter) { w.Write([]byte("<html>oops")) },
+		"truncated":   func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"`)) },
+		"no epoch":    func(w http.ResponseWriter) { w.Write([]byte(`{"revision":9,"clients":[]}`)) },
+		"bad hash":    func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a","secrets":[{"id":"s","hash":"md5:x"}]}]}`)) },
+		"dup client":  func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"},{"client_id":"a"}]}`)) },
+		"rollback":    func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":6,"clients":[]}`)) },
+		"too large":   func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[],"pad":"` + strings.Repeat("x", 1<<20) + `"}`)) },
+		"server 500":  func(w http.ResponseWriter) { w.WriteHeader(500) },
+		"unexpected ": func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) },
+	} {
+		fs.mu.Lock()
+		fs.override = func(w http.ResponseWriter) bool { answer(w); return true }
+		fs.mu.Unlock()
+		if err := f.poll(context.Background(), false); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if snap, c := f.current(); snap != good || !c.Equal(confirmed) {
+			t.Errorf("%s: the snapshot or its confirmation changed", name)
+		}
+	}
+	// A new epoch replaces everything, whatever its revision.
+	fs.mu.Lock()
+	fs.override = nil
+	fs.mu.Unlock()
+	fs.update(func(s *wire.Snapshot) { s.Epoch, s.Revision, s.Clients = "e2", 1, s.Clients[:1] })
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if snap, _ := f.current(); snap.epoch != "e2" || snap.revision != 1 || len(snap.clients) != 1 {
+		t.Fatalf("new epoch not applied: %+v", snap)
+	}
+}
+
+// TestSyncLoopKeepsRefreshing runs the real loop and checks that a second
+// and a third change arrive: a poller that stops after its first fetch
+// fails here.
+func TestSyncLoopKeepsRefreshing(t *testing.T) {
+	fs := newFeedServer(t, *testSnapshot(t))
+	f := testFeed(t, "http://127.0.0.1:1", fs.URL) // the first replica is down
+	f.start(context.Background())
+	defer f.Destruct()
+	base := testSnapshot(t).Clients
+	for change := 1; change <= 3; change++ {
+		rev := int64(7 + change)
+		fs.update(func(s *wire.Snapshot) {
+			id := fmt.Sprintf("new%d", change)
+			s.Revision = rev
+			s.Clients = append(slices.Clone(base), wire.Client{ClientID: id, Secrets: []wire.Secret{{ID: "sec_" + id, Hash: secrethash.NewSHA256(id)}}})
+		})
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if snap, _ := f.current(); snap != nil && snap.revision == rev {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("change %d (revision %d) never arrived", change, rev)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func TestUsageFlush(t *testing.T) {
+	fs := newFeedServer(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	u := f.usage
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 1000 { // many requests, two secrets
+		u.record("app", "sec_app1", "192.0.2.1", t0.Add(time.Duration(i)*time.Millisecond))
+		u.record("app", "sec_app2", "192.0.2.2", t0)
+	}
+	u.record("app", "sec_app1", "192.0.2.9", t0) // older: ignored
+	fs.mu.Lock()
+	fs.failPost = true
+	fs.mu.Unlock()
+	if err := u.flush(context.Background()); err == nil {
+		t.Fatal("flush against a failing ingest succeeded")
+	}
+	u.record("app", "sec_app2", "192.0.2.3", t0.Add(time.Second)) // newer than the failed batch's
+	fs.mu.Lock()
+	fs.failPost = false
+	fs.mu.Unlock()
+	if err := u.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if len(fs.usage) != 2 {
+		t.Fatalf("%d stamps sent, want 2 (one per secret): %+v", len(fs.usage), fs.usage)
+	}
+	got := map[string]wire.Stamp{}
+	for _, s := range fs.usage {
+		got[s.SecretID] = s
+	}
+	if s := got["sec_app1"]; !s.LastUsedAt.Equal(t0.Add(999*time.Millisecond)) || s.From != "192.0.2.1" {
+		t.Fatalf("sec_app1 stamp %+v", s)
+	}
+	if s := got["sec_app2"]; !s.LastUsedAt.Equal(t0.Add(time.Second)) || s.From != "192.0.2.3" {
+		t.Fatalf("sec_app2 stamp %+v", s)
+	}
+}
