@@ -3,8 +3,8 @@ package rotagate
 import (
 	"context"
 	"fmt"
-	"slices"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,13 +51,19 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 	}
 	good, confirmed := f.current()
 	for name, answer := range map[string]func(w http.ResponseWriter){
-		"garbage":     func(w http.ResponseWriter) { w.Write([]byte("<html>oops")) },
-		"truncated":   func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"`)) },
-		"no epoch":    func(w http.ResponseWriter) { w.Write([]byte(`{"revision":9,"clients":[]}`)) },
-		"bad hash":    func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a","secrets":[{"id":"s","hash":"md5:x"}]}]}`)) },
-		"dup client":  func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"},{"client_id":"a"}]}`)) },
-		"rollback":    func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":6,"clients":[]}`)) },
-		"too large":   func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[],"pad":"` + strings.Repeat("x", 1<<20) + `"}`)) },
+		"garbage":   func(w http.ResponseWriter) { w.Write([]byte("<html>oops")) },
+		"truncated": func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"`)) },
+		"no epoch":  func(w http.ResponseWriter) { w.Write([]byte(`{"revision":9,"clients":[]}`)) },
+		"bad hash": func(w http.ResponseWriter) {
+			w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a","secrets":[{"id":"s","hash":"md5:x"}]}]}`))
+		},
+		"dup client": func(w http.ResponseWriter) {
+			w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"},{"client_id":"a"}]}`))
+		},
+		"rollback": func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":6,"clients":[]}`)) },
+		"too large": func(w http.ResponseWriter) {
+			w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[],"pad":"` + strings.Repeat("x", 1<<20) + `"}`))
+		},
 		"server 500":  func(w http.ResponseWriter) { w.WriteHeader(500) },
 		"unexpected ": func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) },
 	} {
