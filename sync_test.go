@@ -11,17 +11,19 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rotagate/rotagate/internal/feedtest"
+
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
 func testFeed(t *testing.T, urls ...string) *feed {
 	t.Helper()
-	return newFeed(feedConfig{urls: urls, token: "edge-token", wait: 200 * time.Millisecond, maxBytes: 1 << 20, flush: time.Hour}, zap.NewNop())
+	return newFeed(feedConfig{urls: urls, token: feedtest.Token, wait: 200 * time.Millisecond, maxBytes: 1 << 20, flush: time.Hour}, zap.NewNop())
 }
 
 func TestPollAppliesAndConfirms(t *testing.T) {
-	fs := newFeedServer(t, *testSnapshot(t))
+	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, fs.URL)
 	ctx := context.Background()
 	before := time.Now()
@@ -44,7 +46,7 @@ func TestPollAppliesAndConfirms(t *testing.T) {
 }
 
 func TestPollRejectsBadAnswers(t *testing.T) {
-	fs := newFeedServer(t, *testSnapshot(t))
+	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, fs.URL)
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
@@ -67,9 +69,7 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 		"server 500":  func(w http.ResponseWriter) { w.WriteHeader(500) },
 		"unexpected ": func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) },
 	} {
-		fs.mu.Lock()
-		fs.override = func(w http.ResponseWriter) bool { answer(w); return true }
-		fs.mu.Unlock()
+		fs.Override(answer)
 		if err := f.poll(context.Background(), false); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
@@ -78,10 +78,8 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 		}
 	}
 	// A new epoch replaces everything, whatever its revision.
-	fs.mu.Lock()
-	fs.override = nil
-	fs.mu.Unlock()
-	fs.update(func(s *wire.Snapshot) { s.Epoch, s.Revision, s.Clients = "e2", 1, s.Clients[:1] })
+	fs.Override(nil)
+	fs.Update(func(s *wire.Snapshot) { s.Epoch, s.Revision, s.Clients = "e2", 1, s.Clients[:1] })
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
@@ -94,14 +92,14 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 // and a third change arrive: a poller that stops after its first fetch
 // fails here.
 func TestSyncLoopKeepsRefreshing(t *testing.T) {
-	fs := newFeedServer(t, *testSnapshot(t))
+	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, "http://127.0.0.1:1", fs.URL) // the first replica is down
 	f.start(context.Background())
 	defer f.Destruct()
 	base := testSnapshot(t).Clients
 	for change := 1; change <= 3; change++ {
 		rev := int64(7 + change)
-		fs.update(func(s *wire.Snapshot) {
+		fs.Update(func(s *wire.Snapshot) {
 			id := fmt.Sprintf("new%d", change)
 			s.Revision = rev
 			s.Clients = append(slices.Clone(base), wire.Client{ClientID: id, Secrets: []wire.Secret{{ID: "sec_" + id, Hash: secrethash.NewSHA256(id)}}})
@@ -120,7 +118,7 @@ func TestSyncLoopKeepsRefreshing(t *testing.T) {
 }
 
 func TestUsageFlush(t *testing.T) {
-	fs := newFeedServer(t, *testSnapshot(t))
+	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, fs.URL)
 	u := f.usage
 	t0 := time.Unix(1_800_000_000, 0)
@@ -129,26 +127,21 @@ func TestUsageFlush(t *testing.T) {
 		u.record("app", "sec_app2", "192.0.2.2", t0)
 	}
 	u.record("app", "sec_app1", "192.0.2.9", t0) // older: ignored
-	fs.mu.Lock()
-	fs.failPost = true
-	fs.mu.Unlock()
+	fs.FailUsage(true)
 	if err := u.flush(context.Background()); err == nil {
 		t.Fatal("flush against a failing ingest succeeded")
 	}
 	u.record("app", "sec_app2", "192.0.2.3", t0.Add(time.Second)) // newer than the failed batch's
-	fs.mu.Lock()
-	fs.failPost = false
-	fs.mu.Unlock()
+	fs.FailUsage(false)
 	if err := u.flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if len(fs.usage) != 2 {
-		t.Fatalf("%d stamps sent, want 2 (one per secret): %+v", len(fs.usage), fs.usage)
+	stamps := fs.Stamps()
+	if len(stamps) != 2 {
+		t.Fatalf("%d stamps sent, want 2 (one per secret): %+v", len(stamps), stamps)
 	}
 	got := map[string]wire.Stamp{}
-	for _, s := range fs.usage {
+	for _, s := range stamps {
 		got[s.SecretID] = s
 	}
 	if s := got["sec_app1"]; !s.LastUsedAt.Equal(t0.Add(999*time.Millisecond)) || s.From != "192.0.2.1" {
