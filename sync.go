@@ -62,6 +62,7 @@ type feed struct {
 	confirmed atomic.Int64
 
 	usage *usageRecorder
+	disk  *diskCache // nil: nothing saved
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -72,6 +73,8 @@ type feed struct {
 func acquireFeed(ctx caddy.Context, cfg feedConfig) (*feed, error) {
 	v, loaded, err := feeds.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
 		f := newFeed(cfg, caddy.Log().Named("client_credentials"))
+		disk := newDiskCache(f.key)
+		f.disk = &disk
 		f.start(ctx)
 		return f, nil
 	})
@@ -113,6 +116,7 @@ func newFeed(cfg feedConfig, logger *zap.Logger) *feed {
 func (f *feed) start(parent context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	f.cancel = cancel
+	f.loadSaved()
 	first, stop := context.WithTimeout(ctx, min(3*time.Second, time.Duration(f.wait.Load())))
 	if err := f.poll(first, false); err != nil {
 		f.logger.Info("first snapshot fetch failed; retrying in the background", zap.Error(err))
@@ -233,13 +237,14 @@ func (f *feed) pollOne(ctx context.Context, base string, long bool) error {
 			return fmt.Errorf("%s: 304 although the edge holds no snapshot", base)
 		}
 		f.confirm(sent)
+		f.save(nil)
 		return nil
 	case http.StatusOK:
 	default:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("%s: unexpected status %d", base, resp.StatusCode)
 	}
-	next, err := f.decode(resp.Body)
+	next, raw, err := f.decode(resp.Body)
 	if err != nil {
 		return fmt.Errorf("%s: snapshot rejected: %w", base, err)
 	}
@@ -248,25 +253,64 @@ func (f *feed) pollOne(ctx context.Context, base string, long bool) error {
 	}
 	f.snap.Store(next)
 	f.confirm(sent)
+	f.save(raw)
 	f.logger.Debug("snapshot updated", zap.String("epoch", next.epoch), zap.Int64("revision", next.revision), zap.Int("clients", len(next.clients)))
 	return nil
 }
 
 // decode reads and validates a whole snapshot body, at most maxBytes of it.
-func (f *feed) decode(body io.Reader) (*snapshot, error) {
+func (f *feed) decode(body io.Reader) (*snapshot, []byte, error) {
 	limit := f.maxBytes.Load()
 	raw, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading body: %w", err)
+		return nil, nil, fmt.Errorf("reading body: %w", err)
 	}
 	if int64(len(raw)) > limit {
-		return nil, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
+		return nil, nil, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
 	}
 	var w wire.Snapshot
 	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, fmt.Errorf("decoding: %w", err)
+		return nil, nil, fmt.Errorf("decoding: %w", err)
 	}
-	return newSnapshot(&w)
+	snap, err := newSnapshot(&w)
+	return snap, raw, err
+}
+
+// loadSaved starts the feed from the snapshot saved by an earlier run, if
+// any, with the confirmation time saved beside it.
+func (f *feed) loadSaved() {
+	if f.disk == nil {
+		return
+	}
+	snap, confirmed, err := f.disk.load()
+	if err != nil {
+		f.logger.Warn("ignoring the saved snapshot", zap.Error(err))
+		return
+	}
+	if snap == nil {
+		return
+	}
+	f.snap.Store(snap)
+	f.confirm(confirmed)
+	f.logger.Info("loaded the saved snapshot", zap.Int64("revision", snap.revision), zap.Time("confirmed", confirmed))
+}
+
+// save writes a newly applied snapshot body (raw, when not nil) and the
+// confirmation time to disk. Failures are logged: the edge works on.
+func (f *feed) save(raw []byte) {
+	if f.disk == nil {
+		return
+	}
+	var err error
+	if raw != nil {
+		err = f.disk.saveSnapshot(raw)
+	}
+	if err == nil {
+		err = f.disk.saveConfirmed(time.Unix(0, f.confirmed.Load()))
+	}
+	if err != nil {
+		f.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+	}
 }
 
 // confirm records that the snapshot was current at sent, keeping the newest.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -149,5 +150,45 @@ func TestUsageFlush(t *testing.T) {
 	}
 	if s := got["sec_app2"]; !s.LastUsedAt.Equal(t0.Add(time.Second)) || s.From != "192.0.2.3" {
 		t.Fatalf("sec_app2 stamp %+v", s)
+	}
+}
+
+// TestSavedSnapshotSurvivesRestart: a feed that synced once, then a new
+// feed (a restarted edge) with the control plane down, serves from disk
+// with the saved confirmation time.
+func TestSavedSnapshotSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	fs := feedtest.New(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	f.disk = &diskCache{dir: dir, key: f.key}
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.poll(context.Background(), true); err != nil { // a 304 moves the confirmation
+		t.Fatal(err)
+	}
+	_, confirmed := f.current()
+	fs.Close()
+
+	restarted := testFeed(t, fs.URL)
+	restarted.disk = &diskCache{dir: dir, key: restarted.key}
+	restarted.loadSaved()
+	snap, c := restarted.current()
+	if snap == nil || snap.revision != 7 || len(snap.clients) != 6 || !c.Equal(confirmed) {
+		t.Fatalf("restarted with %+v confirmed %v, want revision 7 confirmed %v", snap, c, confirmed)
+	}
+	raw, err := os.ReadFile(restarted.disk.snapshotPath())
+	if err != nil || strings.Contains(string(raw), appSecret) {
+		t.Fatalf("saved file: %v", err)
+	}
+	// A damaged file is ignored, not trusted.
+	if err := os.WriteFile(restarted.disk.snapshotPath(), raw[:len(raw)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broken := testFeed(t, fs.URL)
+	broken.disk = &diskCache{dir: dir, key: broken.key}
+	broken.loadSaved()
+	if snap, _ := broken.current(); snap != nil {
+		t.Fatal("a truncated saved snapshot was loaded")
 	}
 }
