@@ -22,22 +22,27 @@ const (
 	placeholderUserID   = "http.auth.user.id"
 )
 
-// outcome names why a request was answered; it goes to the debug log.
+// outcome names how a request was answered: the debug log's field and the
+// auth_total metric's label.
 type outcome string
 
 const (
-	outcomeNoCredentials   outcome = "no_credentials"
-	outcomeMalformed       outcome = "malformed"
-	outcomeTooLarge        outcome = "body_too_large"
-	outcomeMethodRefused   outcome = "method_not_allowed"
-	outcomeUnavailable     outcome = "unavailable"
-	outcomeInvalidClient   outcome = "invalid_client"
-	outcomeInternalFault   outcome = "fault"
-	contentTypeJSON                = "application/json"
-	descriptionBadClient           = "client authentication failed"
-	descriptionBadRequest          = "the request's client credentials are malformed or ambiguous"
-	descriptionTooLarge            = "the request body is too large"
-	descriptionUnavailable         = "credentials cannot be checked right now"
+	outcomeAuthenticated outcome = "authenticated"
+	outcomeNoCredentials outcome = "no_credentials"
+	outcomeMalformed     outcome = "malformed"
+	outcomeTooLarge      outcome = "body_too_large"
+	outcomeMethodRefused outcome = "method_not_allowed"
+	outcomeUnavailable   outcome = "unavailable"
+	outcomeInvalidClient outcome = "invalid_client"
+	outcomeInternalFault outcome = "fault"
+)
+
+const (
+	contentTypeJSON        = "application/json"
+	descriptionBadClient   = "client authentication failed"
+	descriptionBadRequest  = "the request's client credentials are malformed or ambiguous"
+	descriptionTooLarge    = "the request body is too large"
+	descriptionUnavailable = "credentials cannot be checked right now"
 )
 
 // answers holds every error answer, built once: bodies are byte-identical
@@ -97,7 +102,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, outcomeUnavailable, http.StatusServiceUnavailable, h.answers.unavailable, false)
 	}
 
+	start := time.Now()
 	secretID, ok, err := h.verifier.verify(r.Context(), snap.clients[creds.id], readOnlyBytes(creds.secret), now)
+	edgeMetrics.verify.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
 	}
@@ -114,6 +121,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(placeholderUserID, creds.id)
 	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	h.feed.usage.record(creds.id, secretID, from, now)
+	countOutcome(outcomeAuthenticated)
 	if c := h.logger.Check(zapcore.DebugLevel, "client authenticated"); c != nil {
 		c.Write(zap.String("client_id", creds.id), zap.String("secret_id", secretID))
 	}
@@ -209,6 +217,7 @@ func (h *Handler) strip(r *http.Request, c *credentials) {
 
 // refuse writes an RFC 6749 §5.2 error answer.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, out outcome, status int, body []byte, challenge bool) error {
+	countOutcome(out)
 	hdr := w.Header()
 	hdr["Content-Type"] = headerJSON
 	hdr["Cache-Control"] = headerNoStore

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,19 @@ const (
 )
 
 var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+// TestMain keeps what Caddy writes (the saved snapshot) in a temporary
+// data directory.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rotagate-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_DATA_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // testSnapshot is the feed answer the handler tests run against.
 func testSnapshot(t testing.TB) *wire.Snapshot {

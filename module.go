@@ -174,6 +174,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.prepare(); err != nil {
 		return err
 	}
+	if err := registerMetrics(ctx); err != nil {
+		h.verifier.close()
+		return err
+	}
 	h.feed, err = acquireFeed(ctx, h.feedConfig(token))
 	if err != nil {
 		h.verifier.close()

@@ -166,6 +166,7 @@ func (f *feed) syncLoop(ctx context.Context) {
 			return
 		}
 		failures++
+		edgeMetrics.syncErrors.WithLabelValues(controlPlaneLabel(f.urls)).Inc()
 		f.logger.Warn("snapshot sync failed", zap.Int("failures", failures), zap.Error(err))
 		if !sleepCtx(ctx, backoff(failures)) {
 			return

@@ -62,6 +62,12 @@ func (u *usageRecorder) record(clientID, secretID, from string, at time.Time) {
 	u.mu.Unlock()
 }
 
+func (u *usageRecorder) pendingCount() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.pending)
+}
+
 // take removes and returns everything pending.
 func (u *usageRecorder) take() map[string]usageStamp {
 	u.mu.Lock()
@@ -127,15 +133,18 @@ func (u *usageRecorder) flush(ctx context.Context) error {
 		u.putBack(batch)
 		return err
 	}
+	label := controlPlaneLabel(u.feed.urls)
 	var errs []error
 	for _, base := range u.feed.urls {
 		if err := u.post(ctx, base, raw); err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		edgeMetrics.stampsSent.WithLabelValues(label).Add(float64(len(batch)))
 		return nil
 	}
 	u.putBack(batch)
+	edgeMetrics.stampsRetry.WithLabelValues(label).Add(float64(len(batch)))
 	return errors.Join(errs...)
 }
 

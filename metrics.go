@@ -1,0 +1,113 @@
+package rotagate
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics live in package variables, created once and registered on each
+// config's registry at Provision: Caddy builds a new registry per config, so
+// counters held by a module instance would restart at zero on every reload.
+// Labels are bounded: outcomes are a fixed set, and control planes are the
+// configured URL lists. No client id is ever a label.
+const metricsNamespace, metricsSubsystem = "rotagate", "edge"
+
+var edgeMetrics = struct {
+	auth        *prometheus.CounterVec
+	authBy      map[outcome]prometheus.Counter
+	verify      prometheus.Histogram
+	syncErrors  *prometheus.CounterVec
+	stampsSent  *prometheus.CounterVec
+	stampsRetry *prometheus.CounterVec
+	feeds       feedCollector
+}{
+	auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "auth_total",
+		Help: "Client authentication results at the edge, by outcome.",
+	}, []string{"outcome"}),
+	verify: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "verify_seconds",
+		Help:    "Time spent checking a presented secret against the client's hashes.",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11), // 1µs … ~1s
+	}),
+	syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sync_errors_total",
+		Help: "Failed or rejected polls of the control plane's snapshot feed.",
+	}, []string{"control_plane"}),
+	stampsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_flushed_total",
+		Help: "Last-used stamps delivered to the control plane.",
+	}, []string{"control_plane"}),
+	stampsRetry: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_failed_total",
+		Help: "Last-used stamps whose delivery failed (they are kept and retried).",
+	}, []string{"control_plane"}),
+}
+
+func init() {
+	m := &edgeMetrics
+	m.authBy = make(map[outcome]prometheus.Counter)
+	for _, o := range []outcome{outcomeAuthenticated, outcomeNoCredentials, outcomeMalformed, outcomeTooLarge,
+		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeInternalFault} {
+		m.authBy[o] = m.auth.WithLabelValues(string(o))
+	}
+}
+
+// registerMetrics puts the edge's collectors on a config's registry; a
+// second site in the same config finds them there already.
+func registerMetrics(ctx caddy.Context) error {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return nil
+	}
+	m := &edgeMetrics
+	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsRetry, m.feeds} {
+		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+			return err
+		}
+	}
+	return nil
+}
+
+func countOutcome(o outcome) { edgeMetrics.authBy[o].Inc() }
+
+func controlPlaneLabel(urls []string) string { return strings.Join(urls, ",") }
+
+// feedCollector reports the state of every running feed at scrape time:
+// snapshot revision and age (time since the last confirmation), and stamps
+// waiting to be sent.
+type feedCollector struct{}
+
+var (
+	descRevision = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "snapshot_revision"),
+		"Revision of the snapshot the edge holds.", []string{"control_plane"}, nil)
+	descAge = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "snapshot_age_seconds"),
+		"Seconds since the control plane last confirmed the snapshot (the edge answers 503 past max_stale).", []string{"control_plane"}, nil)
+	descPending = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "usage_stamps_pending"),
+		"Last-used stamps waiting to be sent (one per secret used since the last flush).", []string{"control_plane"}, nil)
+)
+
+func (feedCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRevision
+	ch <- descAge
+	ch <- descPending
+}
+
+func (feedCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	feeds.Range(func(_, v any) bool {
+		f := v.(*feed)
+		label := controlPlaneLabel(f.urls)
+		snap, confirmed := f.current()
+		if snap != nil {
+			ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(snap.revision), label)
+			ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, now.Sub(confirmed).Seconds(), label)
+		}
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(f.usage.pendingCount()), label)
+		return true
+	})
+}
