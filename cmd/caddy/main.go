@@ -8,6 +8,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/rotagate/rotagate"
+	_ "github.com/rotagate/rotagate/controlplane"
+	_ "github.com/rotagate/rotagate/demo"
 )
 
 func main() {

@@ -1,0 +1,603 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// Limits of the management API.
+const (
+	// MaxBodyBytes bounds a management request body; larger ones get 413.
+	MaxBodyBytes = 64 << 10
+	// DefaultMaxWait caps the wait of a feed request unless configured.
+	DefaultMaxWait = 60 * time.Second
+
+	healthTimeout = 2 * time.Second
+)
+
+// APIOptions configure the HTTP API.
+type APIOptions struct {
+	// AdminToken authorises the management API. Required.
+	AdminToken string
+	// EdgeToken authorises the edge feed and usage ingest. Required, and
+	// different from AdminToken.
+	EdgeToken string
+	// MaxWait caps the wait parameter of feed requests. Default: 60s.
+	MaxWait time.Duration
+	// Logger receives request failures (never a secret). Default: none.
+	Logger *zap.Logger
+}
+
+// API serves the management API, the edge feed, the usage ingest and the
+// health check of SPEC §3 and §4 as one http.Handler, usable inside Caddy
+// (see Handler) or on its own.
+type API struct {
+	svc     *Service
+	admin   [sha256.Size]byte
+	edge    [sha256.Size]byte
+	adminID string
+	maxWait time.Duration
+	log     *zap.Logger
+	mux     *http.ServeMux
+	feed    *feed
+
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	// onWait, when set (by tests), is called as a feed request starts
+	// waiting for a change.
+	onWait func()
+}
+
+// NewAPI returns the HTTP API over svc.
+func NewAPI(svc *Service, opts APIOptions) (*API, error) {
+	if opts.AdminToken == "" || opts.EdgeToken == "" {
+		return nil, errors.New("admin_token and edge_token are both required")
+	}
+	if opts.AdminToken == opts.EdgeToken {
+		return nil, errors.New("admin_token and edge_token must differ")
+	}
+	a := &API{
+		svc:     svc,
+		admin:   sha256.Sum256([]byte(opts.AdminToken)),
+		edge:    sha256.Sum256([]byte(opts.EdgeToken)),
+		maxWait: opts.MaxWait,
+		log:     opts.Logger,
+		mux:     http.NewServeMux(),
+		stop:    make(chan struct{}),
+	}
+	// A fingerprint short enough not to help guess a strong token, long
+	// enough to tell tokens apart in the audit log after a token change.
+	a.adminID = "admin:" + hex.EncodeToString(a.admin[:4])
+	if a.maxWait == 0 {
+		a.maxWait = DefaultMaxWait
+	}
+	if a.maxWait < 0 {
+		return nil, fmt.Errorf("max_wait must not be negative")
+	}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	a.feed = newFeed(svc)
+	a.routes()
+	return a, nil
+}
+
+// Service returns the rules the API serves.
+func (a *API) Service() *Service { return a.svc }
+
+// Close answers every waiting feed request at once (304) and makes later
+// ones answer without waiting. Call it when the server shuts down, so that
+// long polls do not hold the shutdown.
+func (a *API) Close() { a.stopOnce.Do(func() { close(a.stop) }) }
+
+// Handles reports whether path belongs to the API. Inside Caddy, other
+// paths go to the next handler.
+func (a *API) Handles(path string) bool {
+	return path == "/healthz" || path == "/v1/clients" ||
+		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/")
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type role int
+
+const (
+	roleAdmin role = iota
+	roleEdge
+)
+
+// routes wires each path to a handler per method; other methods get a
+// JSON 405, unknown paths a JSON 404.
+func (a *API) routes() {
+	a.route("/v1/clients", roleAdmin, methods{"GET": a.listClients, "POST": a.createClient})
+	a.route("/v1/clients/{client_id}", roleAdmin, methods{"GET": a.getClient, "DELETE": a.deleteClient})
+	a.route("/v1/clients/{client_id}/secrets", roleAdmin, methods{"GET": a.listSecrets, "POST": a.generateSecret})
+	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
+	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
+	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
+	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
+	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+			return
+		}
+		a.healthz(w, r)
+	})
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
+	})
+}
+
+type methods map[string]func(http.ResponseWriter, *http.Request, Actor)
+
+func (a *API) route(pattern string, need role, m methods) {
+	allowed := make([]string, 0, len(m)+1)
+	for method := range m {
+		allowed = append(allowed, method)
+	}
+	if _, ok := m["GET"]; ok {
+		allowed = append(allowed, "HEAD")
+	}
+	sort.Strings(allowed)
+	allow := strings.Join(allowed, ", ")
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
+		h, ok := m[method]
+		if !ok {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "allowed methods: "+allow)
+			return
+		}
+		who, ok := a.authorize(w, r, need)
+		if !ok {
+			return
+		}
+		h(w, r, who)
+	})
+}
+
+// authorize checks the bearer token for the route's role. Missing or
+// unknown → 401; the other role's token → 403. Tokens are compared as
+// SHA-256 digests in constant time, so neither content nor length leaks.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Actor, bool) {
+	token, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate"`)
+		writeError(w, http.StatusUnauthorized, "invalid_token", "missing bearer token")
+		return Actor{}, false
+	}
+	sum := sha256.Sum256([]byte(token))
+	isAdmin := subtle.ConstantTimeCompare(sum[:], a.admin[:]) == 1
+	isEdge := subtle.ConstantTimeCompare(sum[:], a.edge[:]) == 1
+	switch {
+	case need == roleAdmin && isAdmin:
+		return Actor{TokenID: a.adminID, RemoteIP: remoteIP(r)}, true
+	case need == roleEdge && isEdge:
+		return Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
+	case isAdmin, isEdge:
+		writeError(w, http.StatusForbidden, "insufficient_scope", "this token may not use this endpoint")
+		return Actor{}, false
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate", error="invalid_token"`)
+	writeError(w, http.StatusUnauthorized, "invalid_token", "wrong bearer token")
+	return Actor{}, false
+}
+
+func bearer(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// remoteIP is Caddy's client IP when the request went through Caddy (so
+// trusted_proxies apply), else the peer address.
+func remoteIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// JSON shapes of the management API.
+type (
+	clientJSON struct {
+		ClientID  string    `json:"client_id"`
+		Name      string    `json:"name"`
+		CreatedAt time.Time `json:"created_at"`
+	}
+	clientDetailJSON struct {
+		clientJSON
+		Secrets []secretJSON `json:"secrets"`
+	}
+	clientListJSON struct {
+		Clients []clientJSON `json:"clients"`
+		Next    string       `json:"next,omitempty"`
+	}
+	secretJSON struct {
+		ID           string     `json:"id"`
+		Hint         string     `json:"hint"`
+		Status       Status     `json:"status"`
+		CreatedAt    time.Time  `json:"created_at"`
+		ExpiresAt    *time.Time `json:"expires_at"`
+		RevokedAt    *time.Time `json:"revoked_at"`
+		LastUsedAt   *time.Time `json:"last_used_at"`
+		LastUsedFrom *string    `json:"last_used_from"`
+	}
+	secretListJSON struct {
+		Secrets []secretJSON `json:"secrets"`
+	}
+	createdSecretJSON struct {
+		ID        string     `json:"id"`
+		Secret    string     `json:"secret,omitempty"`
+		Hint      string     `json:"hint"`
+		CreatedAt time.Time  `json:"created_at"`
+		ExpiresAt *time.Time `json:"expires_at"`
+	}
+	rotatedSecretJSON struct {
+		createdSecretJSON
+		Expiring []string `json:"expiring"`
+		Revoked  []string `json:"revoked"`
+	}
+	errorJSON struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+
+	createClientRequest struct {
+		ClientID string `json:"client_id"`
+		Name     string `json:"name"`
+	}
+	generateRequest struct {
+		ExpiresIn *string        `json:"expires_in"`
+		Import    *importRequest `json:"import"`
+	}
+	importRequest struct {
+		Hash   string `json:"hash"`
+		Secret string `json:"secret"`
+	}
+	rotateRequest struct {
+		Grace *string `json:"grace"`
+	}
+)
+
+func toClientJSON(c Client) clientJSON {
+	return clientJSON{ClientID: c.ID, Name: c.Name, CreatedAt: c.CreatedAt.UTC()}
+}
+
+func toSecretJSON(s Secret, now time.Time) secretJSON {
+	out := secretJSON{
+		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
+		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt,
+	}
+	if s.LastUsedFrom != "" {
+		from := s.LastUsedFrom
+		out.LastUsedFrom = &from
+	}
+	return out
+}
+
+func toSecretsJSON(secrets []Secret, now time.Time) []secretJSON {
+	out := make([]secretJSON, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, toSecretJSON(s, now))
+	}
+	return out
+}
+
+func toCreatedJSON(ns CreatedSecret) createdSecretJSON {
+	return createdSecretJSON{
+		ID: ns.Secret.ID, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
+		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt,
+	}
+}
+
+func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
+	var req createClientRequest
+	if !a.decode(w, r, &req, true) {
+		return
+	}
+	c, err := a.svc.CreateClient(r.Context(), who, req.ClientID, req.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/clients/"+url.PathEscape(c.ID))
+	writeJSON(w, http.StatusCreated, toClientJSON(c))
+}
+
+func (a *API) listClients(w http.ResponseWriter, r *http.Request, _ Actor) {
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
+			return
+		}
+		limit = n
+	}
+	clients, next, err := a.svc.ListClients(r.Context(), q.Get("after"), limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := clientListJSON{Clients: make([]clientJSON, 0, len(clients)), Next: next}
+	for _, c := range clients {
+		out.Clients = append(out.Clients, toClientJSON(c))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) getClient(w http.ResponseWriter, r *http.Request, _ Actor) {
+	c, secrets, err := a.svc.GetClient(r.Context(), r.PathValue("client_id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, clientDetailJSON{clientJSON: toClientJSON(c), Secrets: toSecretsJSON(secrets, a.svc.Now())})
+}
+
+func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who Actor) {
+	if err := a.svc.DeleteClient(r.Context(), who, r.PathValue("client_id")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, _ Actor) {
+	secrets, err := a.svc.ListSecrets(r.Context(), r.PathValue("client_id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, secretListJSON{Secrets: toSecretsJSON(secrets, a.svc.Now())})
+}
+
+func (a *API) generateSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+	var req generateRequest
+	if !a.decode(w, r, &req, true) {
+		return
+	}
+	var opts GenerateOptions
+	if req.ExpiresIn != nil {
+		d, ok := parseDuration(w, "expires_in", *req.ExpiresIn)
+		if !ok {
+			return
+		}
+		if d <= 0 {
+			writeError(w, http.StatusBadRequest, "invalid_request", "expires_in must be positive")
+			return
+		}
+		opts.ExpiresIn = d
+	}
+	if req.Import != nil {
+		if (req.Import.Hash == "") == (req.Import.Secret == "") {
+			writeError(w, http.StatusBadRequest, "invalid_request", "import takes exactly one of hash and secret")
+			return
+		}
+		opts.ImportHash, opts.ImportSecret = req.Import.Hash, req.Import.Secret
+	}
+	ns, err := a.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), opts)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toCreatedJSON(ns))
+}
+
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+	var req rotateRequest
+	if !a.decode(w, r, &req, false) {
+		return
+	}
+	if req.Grace == nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", `grace is required (a Go duration; "0s" revokes the other secrets at once)`)
+		return
+	}
+	grace, ok := parseDuration(w, "grace", *req.Grace)
+	if !ok {
+		return
+	}
+	ns, err := a.svc.RotateSecret(r.Context(), who, r.PathValue("client_id"), grace)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := rotatedSecretJSON{createdSecretJSON: toCreatedJSON(ns), Expiring: ns.Expiring, Revoked: ns.Revoked}
+	if out.Expiring == nil {
+		out.Expiring = []string{}
+	}
+	if out.Revoked == nil {
+		out.Revoked = []string{}
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) revokeSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+	sec, err := a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toSecretJSON(sec, a.svc.Now()))
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+	defer cancel()
+	if err := a.svc.Store().Ping(ctx); err != nil {
+		a.log.Warn("health check: store does not answer", zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// parseDuration reads a non-negative Go duration string, answering 400
+// itself when it is not one.
+func parseDuration(w http.ResponseWriter, field, v string) (time.Duration, bool) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		writeError(w, http.StatusBadRequest, "invalid_request", field+` must be a non-negative Go duration such as "24h" or "90m"`)
+		return 0, false
+	}
+	return d, true
+}
+
+// decode reads a JSON object of at most MaxBodyBytes into v, refusing
+// unknown fields and trailing data. An empty body is {} when allowEmpty.
+// On failure it answers 400 or 413 itself. Error descriptions never quote
+// the body: it may hold a secret being imported.
+func (a *API) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) bool {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is over %d bytes", MaxBodyBytes))
+		} else {
+			writeError(w, http.StatusBadRequest, "invalid_request", "reading request body failed")
+		}
+		return false
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		if allowEmpty {
+			return true
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", "a JSON object is required")
+		return false
+	}
+	if err := decodeStrict(data, v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return false
+	}
+	return true
+}
+
+func decodeStrict(data []byte, v any) error {
+	if t := bytes.TrimSpace(data); t[0] != '{' {
+		return errors.New("the body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("malformed JSON: data after the object")
+	}
+	return nil
+}
+
+// describeJSONError words a decoding error without quoting any value.
+func describeJSONError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Errorf("malformed JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Errorf("field %q must be of type %s", typ.Field, jsonKind(typ.Type))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("malformed JSON: unexpected end of body")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return errors.New("unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return errors.New("malformed JSON")
+}
+
+// jsonKind names the JSON type that a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "number"
+}
+
+// fail maps an error from the rules to an answer.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, ErrNotFound):
+		what := "no such client"
+		if r.PathValue("secret_id") != "" {
+			what = "no such client or secret"
+		}
+		writeError(w, http.StatusNotFound, "not_found", what)
+	case errors.Is(err, ErrTooManyActive):
+		writeError(w, http.StatusConflict, "too_many_active_secrets",
+			`the client already has the most active secrets allowed (max_active_secrets); revoke one, or rotate with grace "0s"`)
+	case errors.Is(err, ErrClientExists):
+		writeError(w, http.StatusConflict, "client_exists", "a client with this client_id already exists")
+	case r.Context().Err() != nil:
+		// The caller went away; nobody reads an answer.
+	default:
+		a.log.Error("management request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "server_error", "internal error; see the server log")
+	}
+}
+
+// writeJSON answers with v. Every management answer is no-store: some
+// carry a secret, all describe credentials.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"error":"server_error","error_description":"encoding the answer failed"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, description string) {
+	writeJSON(w, status, errorJSON{Error: code, Description: description})
+}

@@ -1,0 +1,456 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	admin := []struct{ method, path string }{
+		{"GET", "/v1/clients"},
+		{"POST", "/v1/clients"},
+		{"GET", "/v1/clients/c"},
+		{"DELETE", "/v1/clients/c"},
+		{"GET", "/v1/clients/c/secrets"},
+		{"POST", "/v1/clients/c/secrets"},
+		{"POST", "/v1/clients/c/secrets/rotate"},
+		{"DELETE", "/v1/clients/c/secrets/sec_01234567890123456789"},
+	}
+	edge := []struct{ method, path string }{
+		{"GET", "/v1/edge/snapshot"},
+		{"POST", "/v1/edge/usage"},
+	}
+	check := func(method, path string, r response, want int, code string) {
+		t.Helper()
+		if r.status != want || r.json(t)["error"] != code {
+			t.Errorf("%s %s: %d %s, want %d %s", method, path, r.status, redact(r.body), want, code)
+		}
+	}
+	for _, rt := range admin {
+		check(rt.method, rt.path, e.do(rt.method, rt.path, "", nil), 401, "invalid_token")
+		check(rt.method, rt.path, e.do(rt.method, rt.path, "wrong", nil), 401, "invalid_token")
+		check(rt.method, rt.path, e.do(rt.method, rt.path, testEdgeToken, nil), 403, "insufficient_scope")
+	}
+	for _, rt := range edge {
+		check(rt.method, rt.path, e.do(rt.method, rt.path, "", nil), 401, "invalid_token")
+		check(rt.method, rt.path, e.do(rt.method, rt.path, testEdgeToken+"x", nil), 401, "invalid_token")
+		check(rt.method, rt.path, e.do(rt.method, rt.path, testAdminToken, nil), 403, "insufficient_scope")
+	}
+	r := e.do("GET", "/v1/clients", "", nil)
+	if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("401 without a Bearer challenge")
+	}
+	// Other schemes and case.
+	req := e.do("GET", "/v1/clients", "", nil, "Authorization", "Basic "+testAdminToken)
+	mustStatus(t, req, 401)
+	mustStatus(t, e.do("GET", "/v1/clients", "", nil, "Authorization", "bearer "+testAdminToken), 200)
+	if e.revision() != 0 {
+		t.Fatal("unauthorised requests wrote to the store")
+	}
+	if _, err := NewAPI(e.svc, APIOptions{AdminToken: "same", EdgeToken: "same"}); err == nil {
+		t.Error("NewAPI accepted equal tokens")
+	}
+	if _, err := NewAPI(e.svc, APIOptions{AdminToken: "a"}); err == nil {
+		t.Error("NewAPI accepted a missing edge token")
+	}
+}
+
+func TestClientsAPI(t *testing.T) {
+	e := newEnv(t)
+	r := e.admin("POST", "/v1/clients", map[string]string{"client_id": "acme", "name": "ACME Corp"})
+	mustStatus(t, r, 201)
+	var c clientJSON
+	r.decode(t, &c)
+	if c.ClientID != "acme" || c.Name != "ACME Corp" || !c.CreatedAt.Equal(e.clock.Now()) || r.header.Get("Location") != "/v1/clients/acme" {
+		t.Fatalf("created %+v, Location %q", c, r.header.Get("Location"))
+	}
+	if !bytes.Contains(r.body, []byte(`"created_at":"2030-01-02T03:04:05Z"`)) {
+		t.Fatalf("created_at is not RFC 3339 UTC: %s", r.body)
+	}
+	// Generated id, with and without a body.
+	for _, body := range []any{nil, map[string]string{"name": "gen"}} {
+		r = e.admin("POST", "/v1/clients", body)
+		mustStatus(t, r, 201)
+		r.decode(t, &c)
+		if !strings.HasPrefix(c.ClientID, "cli_") || len(c.ClientID) != 24 {
+			t.Fatalf("generated id %q", c.ClientID)
+		}
+	}
+	r = e.admin("POST", "/v1/clients", map[string]string{"client_id": "acme"})
+	mustStatus(t, r, 409)
+	if r.json(t)["error"] != "client_exists" {
+		t.Fatalf("duplicate: %s", r.body)
+	}
+
+	r = e.admin("GET", "/v1/clients/acme", nil)
+	mustStatus(t, r, 200)
+	var d clientDetailJSON
+	r.decode(t, &d)
+	if d.ClientID != "acme" || d.Secrets == nil || !bytes.Contains(r.body, []byte(`"secrets":[]`)) {
+		t.Fatalf("client detail %s", r.body)
+	}
+
+	mustStatus(t, e.admin("DELETE", "/v1/clients/acme", nil), 204)
+	r = e.admin("GET", "/v1/clients/acme", nil)
+	mustStatus(t, r, 404)
+	if r.json(t)["error"] != "not_found" {
+		t.Fatalf("after delete: %s", r.body)
+	}
+	mustStatus(t, e.admin("DELETE", "/v1/clients/acme", nil), 404)
+	mustStatus(t, e.admin("GET", "/v1/clients/acme/secrets", nil), 404)
+	mustStatus(t, e.admin("POST", "/v1/clients/acme/secrets", nil), 404)
+	mustStatus(t, e.admin("POST", "/v1/clients/acme/secrets/rotate", `{"grace":"0s"}`), 404)
+}
+
+func TestClientIDsNeedEscapingInPaths(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"with/slash", "per%cent", "q?and#hash", "semi;colon", "plus+sign"} {
+		mustStatus(t, e.admin("POST", "/v1/clients", map[string]string{"client_id": id}), 201)
+		path := "/v1/clients/" + url.PathEscape(id)
+		r := e.admin("GET", path, nil)
+		mustStatus(t, r, 200)
+		if r.json(t)["client_id"] != id {
+			t.Fatalf("%q: got %s", id, r.body)
+		}
+		mustStatus(t, e.admin("POST", path+"/secrets", nil), 201)
+		mustStatus(t, e.admin("DELETE", path, nil), 204)
+	}
+}
+
+func TestListClientsPagination(t *testing.T) {
+	e := newEnv(t)
+	for i := range 5 {
+		e.mustClient(fmt.Sprintf("client-%d", i))
+	}
+	var seen []string
+	after := ""
+	pages := 0
+	for {
+		path := "/v1/clients?limit=2"
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		r := e.admin("GET", path, nil)
+		mustStatus(t, r, 200)
+		var page clientListJSON
+		r.decode(t, &page)
+		pages++
+		for _, c := range page.Clients {
+			seen = append(seen, c.ClientID)
+		}
+		if page.Next == "" {
+			if bytes.Contains(r.body, []byte(`"next"`)) {
+				t.Fatalf("last page carries next: %s", r.body)
+			}
+			break
+		}
+		after = page.Next
+	}
+	if pages != 3 || strings.Join(seen, ",") != "client-0,client-1,client-2,client-3,client-4" {
+		t.Fatalf("%d pages: %v", pages, seen)
+	}
+	r := e.admin("GET", "/v1/clients", nil)
+	var all clientListJSON
+	r.decode(t, &all)
+	if len(all.Clients) != 5 || all.Next != "" {
+		t.Fatalf("default page: %d clients, next %q", len(all.Clients), all.Next)
+	}
+	r = e.admin("GET", "/v1/clients?limit=1000&after=client-4", nil)
+	r.decode(t, &all)
+	if len(all.Clients) != 0 || !bytes.Contains(r.body, []byte(`"clients":[]`)) {
+		t.Fatalf("past the end: %s", r.body)
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=abc", "limit=-1", "after=has%20space"} {
+		r := e.admin("GET", "/v1/clients?"+q, nil)
+		mustStatus(t, r, 400)
+		if r.json(t)["error"] != "invalid_request" {
+			t.Fatalf("%s: %s", q, r.body)
+		}
+	}
+}
+
+func TestSecretsAPI(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+
+	r := e.admin("POST", "/v1/clients/c/secrets", map[string]string{"expires_in": "720h"})
+	mustStatus(t, r, 201)
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Fatal("an answer carrying a secret is cacheable")
+	}
+	m := r.json(t)
+	for _, k := range []string{"id", "secret", "hint", "created_at", "expires_at"} {
+		if _, ok := m[k]; !ok {
+			t.Fatalf("generate answer lacks %q", k)
+		}
+	}
+	first := m["secret"].(string)
+	firstID := m["id"].(string)
+	if !CheckSecret(first, DefaultSecretPrefix) || m["hint"] != Hint(DefaultSecretPrefix, first) || m["expires_at"] != "2030-02-01T03:04:05Z" {
+		t.Fatalf("generate answer: hint %v expires %v", m["hint"], m["expires_at"])
+	}
+
+	r = e.admin("POST", "/v1/clients/c/secrets/rotate", map[string]string{"grace": "1h"})
+	mustStatus(t, r, 201)
+	m = r.json(t)
+	second, _ := m["secret"].(string)
+	if !CheckSecret(second, DefaultSecretPrefix) || fmt.Sprint(m["expiring"]) != "["+firstID+"]" || fmt.Sprint(m["revoked"]) != "[]" {
+		t.Fatalf("rotate answer: expiring %v revoked %v", m["expiring"], m["revoked"])
+	}
+
+	r = e.admin("POST", "/v1/clients/c/secrets", nil)
+	mustStatus(t, r, 409)
+	if r.json(t)["error"] != "too_many_active_secrets" {
+		t.Fatalf("third: %s", r.body)
+	}
+	mustStatus(t, e.admin("POST", "/v1/clients/c/secrets/rotate", `{"grace":"24h"}`), 409)
+
+	r = e.admin("GET", "/v1/clients/c/secrets", nil)
+	mustStatus(t, r, 200)
+	var list struct {
+		Secrets []map[string]any `json:"secrets"`
+	}
+	r.decode(t, &list)
+	if len(list.Secrets) != 2 {
+		t.Fatalf("%d secrets listed", len(list.Secrets))
+	}
+	for _, s := range list.Secrets {
+		for _, k := range []string{"id", "hint", "status", "created_at", "expires_at", "revoked_at", "last_used_at", "last_used_from"} {
+			if _, ok := s[k]; !ok {
+				t.Fatalf("listing lacks %q", k)
+			}
+		}
+		if s["id"] == firstID && s["status"] != "expiring" || s["id"] != firstID && s["status"] != "active" {
+			t.Fatalf("status of %v: %v", s["id"], s["status"])
+		}
+	}
+
+	r = e.admin("DELETE", "/v1/clients/c/secrets/"+firstID, nil)
+	mustStatus(t, r, 200)
+	if m := r.json(t); m["status"] != "revoked" || m["revoked_at"] != "2030-01-02T03:04:05Z" || m["id"] != firstID {
+		t.Fatalf("revoke answer: %v", m)
+	}
+	missing, _ := NewSecretID()
+	mustStatus(t, e.admin("DELETE", "/v1/clients/c/secrets/"+missing, nil), 404)
+	mustStatus(t, e.admin("DELETE", "/v1/clients/nobody/secrets/"+firstID, nil), 404)
+
+	// A secret is shown once: no later answer carries it.
+	for _, path := range []string{"/v1/clients/c", "/v1/clients/c/secrets", "/v1/clients"} {
+		body := e.admin("GET", path, nil).body
+		if bytes.Contains(body, []byte(first)) || bytes.Contains(body, []byte(second)) {
+			t.Fatalf("%s shows a secret again", path)
+		}
+	}
+	if body := e.admin("DELETE", "/v1/clients/c/secrets/"+firstID, nil).body; bytes.Contains(body, []byte(first)) {
+		t.Fatal("the revoke answer shows the secret")
+	}
+}
+
+func TestRotateWithoutGraceAPI(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	a, b := e.mustGenerate("c"), e.mustGenerate("c")
+	r := e.admin("POST", "/v1/clients/c/secrets/rotate", `{"grace":"0s"}`)
+	mustStatus(t, r, 201)
+	m := r.json(t)
+	if got := fmt.Sprint(m["revoked"]); got != fmt.Sprint([]string{a.Secret.ID, b.Secret.ID}) && got != fmt.Sprint([]string{b.Secret.ID, a.Secret.ID}) {
+		t.Fatalf("revoked %v", got)
+	}
+}
+
+func TestImportAPI(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	h, err := bcrypt.GenerateFromPassword([]byte("legacy"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.admin("POST", "/v1/clients/c/secrets", map[string]any{"import": map[string]string{"hash": string(h)}})
+	mustStatus(t, r, 201)
+	if _, ok := r.json(t)["secret"]; ok {
+		t.Fatal("a hash import answers with a secret")
+	}
+	const legacy = "legacy-plaintext-imported-via-api"
+	r = e.admin("POST", "/v1/clients/c/secrets", map[string]any{"import": map[string]string{"secret": legacy}})
+	mustStatus(t, r, 201)
+	if _, ok := r.json(t)["secret"]; ok || bytes.Contains(r.body, []byte(legacy)) {
+		t.Fatal("a plaintext import echoes the secret")
+	}
+}
+
+// Every malformed request gets a JSON error and writes nothing.
+func TestMalformedRequestsWriteNothing(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	e.mustGenerate("c")
+	e.mustGenerate("c")
+	rev := e.revision()
+	long := strings.Repeat("a", 256)
+	cases := []struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		{"POST", "/v1/clients", `{`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `[]`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `"x"`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"x"} {}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"x","extra":1}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":5}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"a b"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"a:b"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"` + long + `"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"client_id":"ok","name":"bad\u0007name"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients", `{"name":"` + strings.Repeat("n", 201) + `"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"expires_in":"soon"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"expires_in":"-1h"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"expires_in":"0s"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"expires_in":3600}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{}}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{"hash":"x","secret":"y"}}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{"hash":"plain-text"}}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{"hash":"$2b$10$short"}}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{"secret":"x","other":1}}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets", `{"import":"x"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", nil, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{"grace":"1 day"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{"grace":"-5m"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{"grace":null}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{"grace":"1h","expires_in":"1h"}`, 400, "invalid_request"},
+		{"POST", "/v1/clients/c/secrets/rotate", `{"grace":"1h"}`, 409, "too_many_active_secrets"},
+		{"GET", "/v1/clients/a%20b", nil, 400, "invalid_request"},
+		{"DELETE", "/v1/clients/a:b", nil, 400, "invalid_request"},
+		{"DELETE", "/v1/clients/c/secrets/not-a-secret-id", nil, 400, "invalid_request"},
+		{"DELETE", "/v1/clients/c/secrets/sec_01234567890123456789", nil, 404, "not_found"},
+		{"DELETE", "/v1/clients/nobody", nil, 404, "not_found"},
+		{"POST", "/v1/clients/nobody/secrets", nil, 404, "not_found"},
+		{"POST", "/v1/clients", `{"client_id":"c"}`, 409, "client_exists"},
+		{"POST", "/v1/clients", strings.Repeat(" ", MaxBodyBytes) + `{}`, 413, "request_too_large"},
+		{"POST", "/v1/clients/c/secrets", `{"import":{"secret":"` + strings.Repeat("s", MaxBodyBytes) + `"}}`, 413, "request_too_large"},
+		{"PUT", "/v1/clients", `{}`, 405, "method_not_allowed"},
+		{"GET", "/v1/clients/c/secrets/rotate", nil, 405, "method_not_allowed"},
+		{"GET", "/v1/nothing-here", nil, 404, "not_found"},
+	}
+	for _, tc := range cases {
+		r := e.admin(tc.method, tc.path, tc.body)
+		if r.status != tc.status {
+			t.Errorf("%s %s %.60v: status %d, want %d (%s)", tc.method, tc.path, tc.body, r.status, tc.status, redact(r.body))
+			continue
+		}
+		m := r.json(t)
+		if m["error"] != tc.code || m["error_description"] == "" || r.header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s %.60v: error %v (%v), want %s", tc.method, tc.path, tc.body, m["error"], m["error_description"], tc.code)
+		}
+		if tc.status == 405 && r.header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", tc.method, tc.path)
+		}
+	}
+	if e.revision() != rev {
+		t.Fatalf("malformed requests moved the revision from %d to %d", rev, e.revision())
+	}
+	clients, _, _ := e.svc.ListClients(context.Background(), "", 0)
+	if len(clients) != 1 || e.activeCount("c") != 2 {
+		t.Fatalf("malformed requests wrote: %d clients, %d active secrets", len(clients), e.activeCount("c"))
+	}
+}
+
+func TestErrorsNeverQuoteTheBody(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	const legacy = "legacy-Secret-in-a-broken-body"
+	for _, body := range []string{
+		`{"import":{"secret":"` + legacy + `"}`,
+		`{"import":{"secret":"` + legacy + `", "x": 1}}`,
+		`{"import":{"secret":["` + legacy + `"]}}`,
+		`{"import":{"secret":"` + legacy + `"}} trailing`,
+		`{"expires_in":"` + legacy + `"}`,
+	} {
+		r := e.admin("POST", "/v1/clients/c/secrets", body)
+		mustStatus(t, r, 400)
+		if bytes.Contains(r.body, []byte(legacy)) {
+			t.Fatal("an error answer quotes the request body")
+		}
+	}
+	for _, entry := range e.audit.All() {
+		for _, v := range entry.ContextMap() {
+			if strings.Contains(fmt.Sprint(v), legacy) {
+				t.Fatal("a log entry quotes the request body")
+			}
+		}
+	}
+}
+
+// Plaintext secrets never reach the database file, its WAL or shared
+// memory: only hashes do.
+func TestSecretsNeverStored(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	r := e.admin("POST", "/v1/clients/c/secrets", nil)
+	mustStatus(t, r, 201)
+	generated := r.json(t)["secret"].(string)
+	const legacy = "legacy-plaintext-that-must-not-be-stored"
+	mustStatus(t, e.admin("POST", "/v1/clients/c/secrets", map[string]any{"import": map[string]string{"secret": legacy}}), 201)
+
+	found := 0
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		data, err := os.ReadFile(e.path + suffix)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		found++
+		for _, needle := range []string{generated, generated[len(DefaultSecretPrefix):], legacy} {
+			if bytes.Contains(data, []byte(needle)) {
+				t.Fatalf("a plaintext secret is in %s", "cp.db"+suffix)
+			}
+		}
+	}
+	if found < 2 {
+		t.Fatalf("expected the database and its WAL on disk, found %d files", found)
+	}
+	// The hash is there, so the scan looked at the right bytes.
+	var all []byte
+	for _, suffix := range []string{"", "-wal"} {
+		data, _ := os.ReadFile(e.path + suffix)
+		all = append(all, data...)
+	}
+	secrets, _ := e.svc.ListSecrets(context.Background(), "c")
+	if !bytes.Contains(all, []byte(secrets[0].Hash)) {
+		t.Fatal("the stored hash is not in the files scanned")
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	st, path := openTestStore(t)
+	e := newEnvOn(t, st, path)
+	r := e.do("GET", "/healthz", "", nil)
+	mustStatus(t, r, 200)
+	mustStatus(t, e.do("POST", "/healthz", "", nil), 405)
+	st.Close()
+	r = e.do("GET", "/healthz", "", nil)
+	mustStatus(t, r, 503)
+}
+
+func TestHandles(t *testing.T) {
+	e := newEnv(t)
+	for path, want := range map[string]bool{
+		"/healthz": true, "/v1/clients": true, "/v1/clients/x": true, "/v1/edge/snapshot": true,
+		"/": false, "/v1": false, "/v1/clientsx": false, "/other": false, "/healthz/x": false,
+	} {
+		if got := e.api.Handles(path); got != want {
+			t.Errorf("Handles(%q) = %v", path, got)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+type cliEnv struct {
+	*env
+	url string
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	e := newEnv(t)
+	srv := httptest.NewServer(e.api)
+	t.Cleanup(srv.Close)
+	t.Setenv(EnvAdminToken, "")
+	t.Setenv(EnvAPIURL, "")
+	return &cliEnv{env: e, url: srv.URL}
+}
+
+// run executes the CLI with --api and --token set; stdout may hold a
+// secret and is never logged.
+func (c *cliEnv) run(args ...string) (stdout, stderr string, err error) {
+	return c.runIn("", append([]string{"--api", c.url, "--token", testAdminToken}, args...)...)
+}
+
+func (c *cliEnv) runIn(stdin string, args ...string) (string, string, error) {
+	cmd := NewCLI()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func (c *cliEnv) mustRun(args ...string) (string, string) {
+	c.t.Helper()
+	out, errOut, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("%v: %v (stderr: %s)", args, err, redact([]byte(errOut)))
+	}
+	return out, errOut
+}
+
+func TestCLIClients(t *testing.T) {
+	c := newCLIEnv(t)
+	out, errOut := c.mustRun("client", "create", "--id", "acme", "--name", "ACME Corp")
+	if out != "acme\n" || !strings.Contains(errOut, "created client acme") {
+		t.Fatalf("create: %q / %q", out, errOut)
+	}
+	out, _ = c.mustRun("client", "create")
+	if !strings.HasPrefix(out, "cli_") {
+		t.Fatalf("create with a generated id printed %q", out)
+	}
+	out, _ = c.mustRun("client", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "CLIENT_ID") || !strings.Contains(out, "ACME Corp") || !strings.Contains(out, "2030-01-02T03:04:05Z") {
+		t.Fatalf("list:\n%s", out)
+	}
+	out, _ = c.mustRun("client", "show", "acme")
+	if !strings.Contains(out, "client_id: acme") || !strings.Contains(out, "ID") {
+		t.Fatalf("show:\n%s", out)
+	}
+	out, _ = c.mustRun("--json", "client", "show", "acme")
+	var d clientDetailJSON
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d.ClientID != "acme" || d.Name != "ACME Corp" {
+		t.Fatalf("show --json: %v", err)
+	}
+	_, errOut = c.mustRun("client", "delete", "acme")
+	if !strings.Contains(errOut, "deleted client acme") {
+		t.Fatalf("delete: %q", errOut)
+	}
+	_, _, err := c.run("client", "show", "acme")
+	if err == nil || !strings.Contains(err.Error(), "not_found (HTTP 404)") {
+		t.Fatalf("show a deleted client: %v", err)
+	}
+	if _, _, err := c.run("client", "create", "--id", "a:b"); err == nil || !strings.Contains(err.Error(), "invalid_request") {
+		t.Fatalf("create with a bad id: %v", err)
+	}
+}
+
+func TestCLISecrets(t *testing.T) {
+	c := newCLIEnv(t)
+	c.mustRun("client", "create", "--id", "svc/one")
+
+	out, errOut := c.mustRun("secret", "generate", "svc/one")
+	first := strings.TrimSpace(out)
+	if !CheckSecret(first, DefaultSecretPrefix) || strings.Count(out, "\n") != 1 {
+		t.Fatal("generate did not print exactly one secret on stdout")
+	}
+	if strings.Contains(errOut, first) || !strings.Contains(errOut, "shown only this once") || !strings.Contains(errOut, "expires never") {
+		t.Fatalf("generate stderr: %s", redact([]byte(errOut)))
+	}
+
+	out, errOut = c.mustRun("secret", "rotate", "svc/one", "--grace", "24h")
+	second := strings.TrimSpace(out)
+	if !CheckSecret(second, DefaultSecretPrefix) || second == first || !strings.Contains(errOut, "expires within 24h") {
+		t.Fatalf("rotate: stderr %s", redact([]byte(errOut)))
+	}
+	if _, _, err := c.run("secret", "rotate", "svc/one"); err == nil || !strings.Contains(err.Error(), "--grace is required") {
+		t.Fatalf("rotate without --grace: %v", err)
+	}
+	if _, _, err := c.run("secret", "generate", "svc/one"); err == nil || !strings.Contains(err.Error(), "too_many_active_secrets (HTTP 409)") {
+		t.Fatalf("generate at the max: %v", err)
+	}
+
+	// Usage shows up in the listing.
+	secrets, err := c.svc.ListSecrets(context.Background(), "svc/one")
+	if err != nil || len(secrets) != 2 {
+		t.Fatalf("%d secrets (%v)", len(secrets), err)
+	}
+	used := c.clock.Now().Add(-5 * time.Minute)
+	if _, err := c.svc.ApplyUsage(context.Background(), wire.Usage{Stamps: []wire.Stamp{{ClientID: "svc/one", SecretID: secrets[0].ID, LastUsedAt: used, From: "203.0.113.5"}}}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = c.mustRun("secret", "list", "svc/one")
+	if strings.Contains(out, first) || strings.Contains(out, second) {
+		t.Fatal("secret list shows a secret")
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	header := strings.Fields(lines[0])
+	if strings.Join(header, " ") != "ID STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM" || len(lines) != 3 {
+		t.Fatalf("secret list:\n%s", out)
+	}
+	for _, want := range []string{secrets[0].ID, "expiring", "active", Hint(DefaultSecretPrefix, first), used.Format(time.RFC3339), "203.0.113.5", "never", "2030-01-03T03:04:05Z"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("secret list lacks %q:\n%s", want, out)
+		}
+	}
+
+	_, errOut = c.mustRun("secret", "revoke", "svc/one", secrets[0].ID)
+	if !strings.Contains(errOut, "revoked secret "+secrets[0].ID) {
+		t.Fatalf("revoke: %s", errOut)
+	}
+	out, _ = c.mustRun("secret", "list", "svc/one")
+	if !strings.Contains(out, "revoked") {
+		t.Fatalf("after revoke:\n%s", out)
+	}
+	out, errOut = c.mustRun("secret", "rotate", "svc/one", "--grace", "0s")
+	if !CheckSecret(strings.TrimSpace(out), DefaultSecretPrefix) || !strings.Contains(errOut, "revoked") {
+		t.Fatalf("rotate 0s: %s", redact([]byte(errOut)))
+	}
+	if _, _, err := c.run("secret", "revoke", "svc/one", "sec_01234567890123456789"); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	if _, _, err := c.run("secret", "generate", "svc/one", "--expires-in", "soon"); err == nil || !strings.Contains(err.Error(), "expires_in") {
+		t.Fatalf("bad --expires-in: %v", err)
+	}
+}
+
+func TestCLIImport(t *testing.T) {
+	c := newCLIEnv(t)
+	c.mustRun("client", "create", "--id", "legacy")
+	const plaintext = "legacy-plaintext-from-stdin"
+	out, errOut, err := c.runIn(plaintext+"\n", "--api", c.url, "--token", testAdminToken, "secret", "import", "legacy", "--stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out+errOut, plaintext) || !strings.HasPrefix(out, "sec_") {
+		t.Fatal("import --stdin printed the secret, or no id")
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
+	out, _ = c.mustRun("secret", "import", "legacy", "--hash", string(h), "--expires-in", "1h")
+	if !strings.HasPrefix(out, "sec_") {
+		t.Fatalf("import --hash printed %q", out)
+	}
+	if _, _, err := c.run("secret", "import", "legacy"); err == nil {
+		t.Fatal("import without --hash or --stdin succeeded")
+	}
+	out, _ = c.mustRun("secret", "list", "legacy")
+	if !strings.Contains(out, "(imported bcrypt)") || !strings.Contains(out, "…tdin") {
+		t.Fatalf("imported hints:\n%s", out)
+	}
+}
+
+func TestCLITokenAndURL(t *testing.T) {
+	c := newCLIEnv(t)
+	if _, _, err := c.runIn("", "--api", c.url, "client", "list"); err == nil || !strings.Contains(err.Error(), EnvAdminToken) {
+		t.Fatalf("no token: %v", err)
+	}
+	t.Setenv(EnvAdminToken, testAdminToken)
+	t.Setenv(EnvAPIURL, c.url)
+	if _, _, err := c.runIn("", "client", "list"); err != nil {
+		t.Fatalf("token and URL from the environment: %v", err)
+	}
+	if _, _, err := c.runIn("", "--token", "wrong", "client", "list"); err == nil || !strings.Contains(err.Error(), "invalid_token (HTTP 401)") {
+		t.Fatalf("wrong token: %v", err)
+	}
+	if _, _, err := c.runIn("", "--token", testEdgeToken, "client", "list"); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Fatalf("edge token: %v", err)
+	}
+	if _, _, err := c.runIn("", "--api", "not a url", "client", "list"); err == nil || !strings.Contains(err.Error(), "--api") {
+		t.Fatalf("bad --api: %v", err)
+	}
+	cmd := NewCLI()
+	cmd.SetArgs([]string{"client", "list"})
+	t.Setenv(EnvAPIURL, "")
+	if api, _ := CLIFlags(cmd); api != DefaultAPIURL {
+		t.Fatalf("default API URL %q", api)
+	}
+}
+
+func TestCLIRegisteredAndExtensible(t *testing.T) {
+	if _, ok := caddycmd.Commands()["client-credentials"]; !ok {
+		t.Fatal("caddy client-credentials is not registered")
+	}
+	cliExtMu.Lock()
+	saved := cliExts
+	cliExtMu.Unlock()
+	t.Cleanup(func() {
+		cliExtMu.Lock()
+		cliExts = saved
+		cliExtMu.Unlock()
+	})
+	var gotAPI, gotToken string
+	AddCLICommand(func(root *cobra.Command) {
+		root.AddCommand(&cobra.Command{
+			Use: "demo",
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				gotAPI, gotToken = CLIFlags(cmd)
+				return nil
+			},
+		})
+	})
+	cmd := NewCLI()
+	cmd.SetArgs([]string{"demo", "--api", "http://x:1", "--token", "t"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if gotAPI != "http://x:1" || gotToken != "t" {
+		t.Fatalf("extension saw %q %q", gotAPI, gotToken)
+	}
+}

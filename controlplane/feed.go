@@ -1,0 +1,299 @@
+package controlplane
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// Limits of the edge protocol.
+const (
+	// MaxUsageBytes bounds a usage batch, after decompression. It is
+	// larger than MaxBodyBytes: a batch holds one stamp per secret used.
+	MaxUsageBytes = 16 << 20
+
+	// snapshotRefresh is how long a built snapshot is served while the
+	// revision stays the same. Rebuilding drops secrets that have expired
+	// since (edges enforce expiry themselves meanwhile) and refreshes
+	// generated_at.
+	snapshotRefresh = time.Minute
+	// snapshotBuildTimeout bounds one snapshot build; the build is shared
+	// by every request that needs it, so it does not follow any one
+	// request's context.
+	snapshotBuildTimeout = 30 * time.Second
+)
+
+// feed builds snapshots once per revision and shares them between
+// requests: the JSON body and, on first demand, its gzip form.
+type feed struct {
+	svc   *Service
+	group singleflight.Group
+
+	mu  sync.Mutex
+	cur *builtSnapshot
+}
+
+type builtSnapshot struct {
+	epoch string
+	rev   int64
+	etag  string
+	built time.Time
+	body  []byte
+
+	gzOnce sync.Once
+	gz     []byte
+	gzErr  error
+}
+
+func newFeed(svc *Service) *feed { return &feed{svc: svc} }
+
+// get returns a snapshot at least as new as the published revision,
+// building one (once, however many requests ask) when needed.
+func (f *feed) get(ctx context.Context) (*builtSnapshot, error) {
+	epoch, rev, _ := f.svc.Notifier().Current()
+	f.mu.Lock()
+	cur := f.cur
+	f.mu.Unlock()
+	if cur != nil && cur.epoch == epoch && cur.rev >= rev && f.svc.Now().Sub(cur.built) < snapshotRefresh {
+		return cur, nil
+	}
+	// A build already under way may have read the store before the
+	// revision this request waited for: then build again.
+	for range 3 {
+		b, err := f.build(ctx)
+		if err != nil || b.epoch != epoch || b.rev >= rev {
+			return b, err
+		}
+	}
+	return f.build(ctx)
+}
+
+// build reads a snapshot from the store, sharing one read between all
+// concurrent callers.
+func (f *feed) build(ctx context.Context) (*builtSnapshot, error) {
+	ch := f.group.DoChan("snapshot", func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotBuildTimeout)
+		defer cancel()
+		snap, err := f.svc.Snapshot(bctx)
+		if err != nil {
+			return nil, err
+		}
+		body, err := json.Marshal(snap)
+		if err != nil {
+			return nil, err
+		}
+		b := &builtSnapshot{
+			epoch: snap.Epoch, rev: snap.Revision, etag: wire.ETag(snap.Epoch, snap.Revision),
+			built: snap.GeneratedAt, body: body,
+		}
+		f.mu.Lock()
+		if f.cur == nil || f.cur.epoch != b.epoch || f.cur.rev <= b.rev {
+			f.cur = b
+		}
+		f.mu.Unlock()
+		return b, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*builtSnapshot), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// gzipped returns the body compressed, computing it on first use.
+func (b *builtSnapshot) gzipped() ([]byte, error) {
+	b.gzOnce.Do(func() {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		if _, err := zw.Write(b.body); err != nil {
+			b.gzErr = err
+			return
+		}
+		if b.gzErr = zw.Close(); b.gzErr == nil {
+			b.gz = buf.Bytes()
+		}
+	})
+	return b.gz, b.gzErr
+}
+
+// snapshot serves GET /v1/edge/snapshot (SPEC §4). A request whose
+// If-None-Match names the current revision gets 304, after waiting up to
+// wait (capped at max_wait) for a change that turns the answer into 200.
+// Waiting costs no store query: requests block on the notifier's channel.
+func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, "invalid_request", `wait must be a non-negative Go duration such as "10s"`)
+			return
+		}
+		wait = min(d, a.maxWait)
+	}
+	epoch, rev, changed := a.svc.Notifier().Current()
+	if etagMatches(r.Header.Get("If-None-Match"), epoch, rev) {
+		if wait <= 0 {
+			writeNotModified(w, epoch, rev)
+			return
+		}
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		if a.onWait != nil {
+			a.onWait()
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			writeNotModified(w, epoch, rev)
+			return
+		case <-a.stop:
+			writeNotModified(w, epoch, rev)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	b, err := a.feed.get(r.Context())
+	if err != nil {
+		if r.Context().Err() == nil {
+			a.log.Error("building snapshot failed", zap.Error(err))
+			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
+		}
+		return
+	}
+	body := b.body
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("ETag", b.etag)
+	h.Add("Vary", "Accept-Encoding")
+	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		gz, err := b.gzipped()
+		if err == nil {
+			body = gz
+			h.Set("Content-Encoding", "gzip")
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+func writeNotModified(w http.ResponseWriter, epoch string, rev int64) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("ETag", wire.ETag(epoch, rev))
+	h.Add("Vary", "Accept-Encoding")
+	w.WriteHeader(http.StatusNotModified)
+}
+
+// etagMatches reports whether an If-None-Match value names (epoch, rev):
+// "*", or a list of entity tags one of which is it.
+func etagMatches(inm, epoch string, rev int64) bool {
+	if epoch == "" || rev < 0 {
+		return false
+	}
+	for _, tag := range strings.Split(inm, ",") {
+		tag = strings.TrimSpace(tag)
+		if tag == "*" {
+			return true
+		}
+		if e, r, ok := wire.ParseETag(tag); ok && e == epoch && r == rev {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether an Accept-Encoding value allows gzip: listed
+// (or covered by "*") with a non-zero quality.
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		coding = strings.ToLower(strings.TrimSpace(coding))
+		if coding != "gzip" && coding != "x-gzip" && coding != "*" {
+			continue
+		}
+		q := 1.0
+		for _, p := range strings.Split(params, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					q = f
+				}
+			}
+		}
+		if q > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// usage serves POST /v1/edge/usage (SPEC §4): 204 once the batch is
+// stored. The body may be gzip-compressed (Content-Encoding: gzip). Unknown
+// fields are ignored, so that newer edges can talk to older control planes.
+func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {
+	var body io.Reader = http.MaxBytesReader(w, r.Body, MaxUsageBytes)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", "malformed gzip body")
+			return
+		}
+		defer zr.Close()
+		body = io.LimitReader(zr, MaxUsageBytes+1)
+	default:
+		writeError(w, http.StatusUnsupportedMediaType, "invalid_request", "unsupported Content-Encoding (use gzip or none)")
+		return
+	}
+	data, err := io.ReadAll(body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || len(data) > MaxUsageBytes:
+		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("usage batch is over %d bytes", MaxUsageBytes))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "invalid_request", "reading request body failed")
+		return
+	}
+	var u wire.Usage
+	if err := json.Unmarshal(data, &u); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", describeJSONError(err).Error())
+		return
+	}
+	n, err := a.svc.ApplyUsage(r.Context(), u)
+	if err != nil {
+		if r.Context().Err() == nil {
+			a.log.Error("storing usage stamps failed", zap.String("edge", u.Edge), zap.Error(err))
+			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
+		}
+		return
+	}
+	if ce := a.log.Check(zap.DebugLevel, "usage stamps stored"); ce != nil {
+		ce.Write(zap.String("edge", u.Edge), zap.Int("stamps", len(u.Stamps)), zap.Int("updated", n))
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,338 @@
+package controlplane
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+func (e *env) edge(method, path string, body any, header ...string) response {
+	e.t.Helper()
+	return e.do(method, path, testEdgeToken, body, header...)
+}
+
+func decodeSnapshot(t *testing.T, r response) wire.Snapshot {
+	t.Helper()
+	var s wire.Snapshot
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		t.Fatalf("snapshot does not decode as wire.Snapshot: %v", err)
+	}
+	return s
+}
+
+func TestSnapshot(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("b")
+	e.mustClient("a")
+	e.mustClient("idle")
+	keep := e.mustGenerate("a")
+	gone := e.mustGenerate("a")
+	if _, err := e.svc.RevokeSecret(context.Background(), who, "a", gone.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	timed, err := e.svc.GenerateSecret(context.Background(), who, "b", GenerateOptions{ExpiresIn: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, rev, _ := e.store.Revision(context.Background())
+
+	r := e.edge("GET", wire.SnapshotPath, nil)
+	mustStatus(t, r, 200)
+	if r.header.Get("ETag") != wire.ETag(epoch, rev) || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("ETag %q, want %q", r.header.Get("ETag"), wire.ETag(epoch, rev))
+	}
+	s := decodeSnapshot(t, r)
+	if s.Epoch != epoch || s.Revision != rev || !s.GeneratedAt.Equal(e.clock.Now()) {
+		t.Fatalf("snapshot %s/%d at %v", s.Epoch, s.Revision, s.GeneratedAt)
+	}
+	if len(s.Clients) != 2 || s.Clients[0].ClientID != "a" || s.Clients[1].ClientID != "b" {
+		t.Fatalf("snapshot clients %+v", s.Clients)
+	}
+	a, b := s.Clients[0].Secrets, s.Clients[1].Secrets
+	if len(a) != 1 || a[0].ID != keep.Secret.ID || a[0].Hash != keep.Secret.Hash || a[0].ExpiresAt != nil {
+		t.Fatalf("client a: %+v", a)
+	}
+	if len(b) != 1 || b[0].ID != timed.Secret.ID || b[0].ExpiresAt == nil || !b[0].ExpiresAt.Equal(*timed.Secret.ExpiresAt) {
+		t.Fatalf("client b: %+v", b)
+	}
+	if bytes.Contains(r.body, []byte(keep.Plaintext)) {
+		t.Fatal("the snapshot holds a plaintext secret")
+	}
+
+	// Conditional: 304 with the current tag, 200 with any other.
+	r = e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", wire.ETag(epoch, rev))
+	mustStatus(t, r, 304)
+	if r.header.Get("ETag") != wire.ETag(epoch, rev) || len(r.body) != 0 {
+		t.Fatal("304 without its ETag, or with a body")
+	}
+	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", `W/`+wire.ETag(epoch, rev)), 304)
+	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", `"x.1", `+wire.ETag(epoch, rev)), 304)
+	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", wire.ETag(epoch, rev-1)), 200)
+	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", wire.ETag("other", rev)), 200)
+	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", "garbage"), 200)
+
+	// After the expiry, the rebuilt snapshot leaves the expired secret out.
+	e.clock.Add(2 * time.Hour)
+	s = decodeSnapshot(t, e.edge("GET", wire.SnapshotPath, nil))
+	if len(s.Clients) != 1 || s.Clients[0].ClientID != "a" {
+		t.Fatalf("after expiry: %+v", s.Clients)
+	}
+}
+
+func TestSnapshotBadWait(t *testing.T) {
+	e := newEnv(t)
+	for _, w := range []string{"soon", "-1s", "10"} {
+		r := e.edge("GET", wire.SnapshotPath+"?wait="+w, nil)
+		mustStatus(t, r, 400)
+		if r.json(t)["error"] != "invalid_request" {
+			t.Fatalf("wait=%s: %s", w, r.body)
+		}
+	}
+}
+
+func TestSnapshotGzip(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	e.mustGenerate("c")
+	plain := e.edge("GET", wire.SnapshotPath, nil)
+	mustStatus(t, plain, 200)
+	if plain.header.Get("Content-Encoding") != "" || !strings.Contains(plain.header.Get("Vary"), "Accept-Encoding") {
+		t.Fatalf("plain answer: Content-Encoding %q, Vary %q", plain.header.Get("Content-Encoding"), plain.header.Get("Vary"))
+	}
+	for _, ae := range []string{"gzip", "br, gzip;q=0.5", "*", "GZIP"} {
+		r := e.edge("GET", wire.SnapshotPath, nil, "Accept-Encoding", ae)
+		mustStatus(t, r, 200)
+		if r.header.Get("Content-Encoding") != "gzip" || !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
+			t.Fatalf("Accept-Encoding %q: Content-Encoding %q", ae, r.header.Get("Content-Encoding"))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(r.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(body, plain.body) {
+			t.Fatalf("gunzipped body differs from the plain one (%v)", err)
+		}
+	}
+	for _, ae := range []string{"gzip;q=0", "br", "identity"} {
+		if r := e.edge("GET", wire.SnapshotPath, nil, "Accept-Encoding", ae); r.header.Get("Content-Encoding") != "" {
+			t.Fatalf("Accept-Encoding %q got %q", ae, r.header.Get("Content-Encoding"))
+		}
+	}
+}
+
+// A waiting feed request answers 200 within 100 ms of a revoke.
+func TestLongPollWakesOnRevoke(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	victim := e.mustGenerate("c")
+	e.mustGenerate("c")
+	waiting := make(chan struct{}, 1)
+	e.api.onWait = func() { waiting <- struct{}{} }
+	srv := httptest.NewServer(e.api)
+	defer srv.Close()
+
+	epoch, rev, _ := e.store.Revision(context.Background())
+	type result struct {
+		status int
+		etag   string
+		snap   wire.Snapshot
+		at     time.Time
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", srv.URL+wire.SnapshotPath+"?wait=30s", nil)
+		req.Header.Set("Authorization", "Bearer "+testEdgeToken)
+		req.Header.Set("If-None-Match", wire.ETag(epoch, rev))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var res result
+		res.status, res.etag = resp.StatusCode, resp.Header.Get("ETag")
+		res.err = json.NewDecoder(resp.Body).Decode(&res.snap)
+		res.at = time.Now()
+		done <- res
+	}()
+	<-waiting
+
+	start := time.Now()
+	if _, err := e.svc.RevokeSecret(context.Background(), who, "c", victim.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.status != 200 || res.etag != wire.ETag(epoch, rev+1) || res.snap.Revision != rev+1 {
+		t.Fatalf("woken request: %d %s revision %d", res.status, res.etag, res.snap.Revision)
+	}
+	for _, s := range res.snap.Clients[0].Secrets {
+		if s.ID == victim.Secret.ID {
+			t.Fatal("the revoked secret is still in the snapshot")
+		}
+	}
+	if took := res.at.Sub(start); took > 100*time.Millisecond {
+		t.Fatalf("the waiting request answered %v after the revoke, want < 100ms", took)
+	}
+}
+
+func TestLongPollTimesOutWith304(t *testing.T) {
+	e := newEnv(t)
+	epoch, rev, _ := e.store.Revision(context.Background())
+	r := e.edge("GET", wire.SnapshotPath+"?wait=30ms", nil, "If-None-Match", wire.ETag(epoch, rev))
+	mustStatus(t, r, 304)
+	// wait is capped by max_wait.
+	capped := newEnv(t, func(_ *ServiceOptions, ao *APIOptions) { ao.MaxWait = 20 * time.Millisecond })
+	epoch, rev, _ = capped.store.Revision(context.Background())
+	mustStatus(t, capped.edge("GET", wire.SnapshotPath+"?wait=1h", nil, "If-None-Match", wire.ETag(epoch, rev)), 304)
+}
+
+func TestLongPollEndsOnClose(t *testing.T) {
+	e := newEnv(t)
+	epoch, rev, _ := e.store.Revision(context.Background())
+	waiting := make(chan struct{}, 1)
+	e.api.onWait = func() { waiting <- struct{}{} }
+	done := make(chan response, 1)
+	go func() {
+		done <- e.edge("GET", wire.SnapshotPath+"?wait=1h", nil, "If-None-Match", wire.ETag(epoch, rev))
+	}()
+	<-waiting
+	e.api.Close()
+	mustStatus(t, <-done, 304)
+}
+
+func TestLongPollEndsWithTheRequest(t *testing.T) {
+	e := newEnv(t)
+	epoch, rev, _ := e.store.Revision(context.Background())
+	waiting := make(chan struct{}, 1)
+	e.api.onWait = func() { waiting <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := httptest.NewRequestWithContext(ctx, "GET", wire.SnapshotPath+"?wait=1h", nil)
+		req.Header.Set("Authorization", "Bearer "+testEdgeToken)
+		req.Header.Set("If-None-Match", wire.ETag(epoch, rev))
+		e.api.ServeHTTP(httptest.NewRecorder(), req)
+	}()
+	<-waiting
+	cancel()
+	<-done
+}
+
+// A thousand waiting edges cost no store queries while they wait, and one
+// snapshot build when a change wakes them all.
+func TestThousandWaitersNoQueryStorm(t *testing.T) {
+	st, path := openTestStore(t)
+	counting := &countingStore{Store: st}
+	e := newEnvOn(t, counting, path)
+	e.mustClient("c")
+	victim := e.mustGenerate("c")
+	epoch, rev, _ := st.Revision(context.Background())
+
+	const n = 1000
+	var started sync.WaitGroup
+	started.Add(n)
+	e.api.onWait = started.Done
+	before := counting.queries()
+	results := make(chan response, n)
+	for range n {
+		go func() {
+			results <- e.edge("GET", wire.SnapshotPath+"?wait=1m", nil, "If-None-Match", wire.ETag(epoch, rev))
+		}()
+	}
+	started.Wait()
+	if q := counting.queries() - before; q != 0 {
+		t.Fatalf("%d store queries while %d requests wait, want 0", q, n)
+	}
+	if _, err := e.svc.RevokeSecret(context.Background(), who, "c", victim.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		r := <-results
+		if r.status != 200 || r.header.Get("ETag") != wire.ETag(epoch, rev+1) {
+			t.Fatalf("a waiter got %d %s", r.status, r.header.Get("ETag"))
+		}
+	}
+	if q := counting.snapshots.Load(); q > 3 {
+		t.Fatalf("%d snapshot queries for %d woken waiters, want at most 3", q, n)
+	}
+	if q := counting.queries() - before; q > 3 {
+		t.Fatalf("%d store queries for %d waiters, want at most 3", q, n)
+	}
+}
+
+func TestUsageIngest(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	a := e.mustGenerate("c")
+	rev := e.revision()
+	at := e.clock.Now().Add(-time.Minute)
+	body := wire.Usage{Edge: "edge-1", Stamps: []wire.Stamp{
+		{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: at, From: "198.51.100.7"},
+		{ClientID: "c", SecretID: "sec_unknownunknownunkn", LastUsedAt: at},
+	}}
+	for range 3 { // idempotent
+		r := e.edge("POST", wire.UsagePath, body)
+		mustStatus(t, r, 204)
+	}
+	older := wire.Usage{Edge: "edge-2", Stamps: []wire.Stamp{{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: at.Add(-time.Hour), From: "198.51.100.8"}}}
+	mustStatus(t, e.edge("POST", wire.UsagePath, older), 204)
+
+	r := e.admin("GET", "/v1/clients/c/secrets", nil)
+	var list secretListJSON
+	r.decode(t, &list)
+	s := list.Secrets[0]
+	if s.LastUsedAt == nil || !s.LastUsedAt.Equal(at) || s.LastUsedFrom == nil || *s.LastUsedFrom != "198.51.100.7" {
+		t.Fatalf("last used %v from %v", s.LastUsedAt, s.LastUsedFrom)
+	}
+	if e.revision() != rev {
+		t.Fatal("usage ingest moved the revision")
+	}
+
+	// gzip bodies, unknown fields (newer edges) and bad bodies.
+	newer := wire.Usage{Stamps: []wire.Stamp{{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: at.Add(30 * time.Second), From: "198.51.100.9"}}}
+	raw, _ := json.Marshal(newer)
+	raw = append(raw[:len(raw)-1], []byte(`,"future_field":true}`)...)
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	zw.Write(raw)
+	zw.Close()
+	mustStatus(t, e.edge("POST", wire.UsagePath, zbuf.Bytes(), "Content-Encoding", "gzip"), 204)
+	e.admin("GET", "/v1/clients/c/secrets", nil).decode(t, &list)
+	if got := list.Secrets[0].LastUsedFrom; got == nil || *got != "198.51.100.9" {
+		t.Fatalf("gzip stamp not applied: from %v", got)
+	}
+	for _, tc := range []struct {
+		body   any
+		header []string
+		status int
+	}{
+		{`{`, nil, 400},
+		{`{"stamps":"x"}`, nil, 400},
+		{`not gzip`, []string{"Content-Encoding", "gzip"}, 400},
+		{`{}`, []string{"Content-Encoding", "br"}, 415},
+		{`{"stamps":[` + strings.Repeat(" ", MaxUsageBytes) + `]}`, nil, 413},
+	} {
+		r := e.edge("POST", wire.UsagePath, tc.body, tc.header...)
+		if r.status != tc.status || r.json(t)["error"] == "" {
+			t.Errorf("%.30v: %d %s, want %d", tc.body, r.status, r.body, tc.status)
+		}
+	}
+}

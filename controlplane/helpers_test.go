@@ -1,0 +1,240 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+const (
+	testAdminToken = "admin-token-0123456789abcdef"
+	testEdgeToken  = "edge-token-0123456789abcdef"
+)
+
+// fakeClock is a settable clock for the rules.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// openTestStore opens a SQLite store on a real file in a temp dir.
+func openTestStore(t *testing.T) (*SQLiteStore, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cp.db")
+	st, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, path
+}
+
+// countingStore counts the calls that reach the store's read side.
+type countingStore struct {
+	Store
+	snapshots atomic.Int64
+	revisions atomic.Int64
+}
+
+func (c *countingStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+	c.snapshots.Add(1)
+	return c.Store.Snapshot(ctx, now)
+}
+
+func (c *countingStore) Revision(ctx context.Context) (string, int64, error) {
+	c.revisions.Add(1)
+	return c.Store.Revision(ctx)
+}
+
+func (c *countingStore) queries() int64 { return c.snapshots.Load() + c.revisions.Load() }
+
+// env is a control plane on a real SQLite file, with a fake clock and an
+// observed audit log.
+type env struct {
+	t     *testing.T
+	store Store
+	path  string
+	clock *fakeClock
+	svc   *Service
+	api   *API
+	audit *observer.ObservedLogs
+}
+
+type envOption func(*ServiceOptions, *APIOptions)
+
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	st, path := openTestStore(t)
+	return newEnvOn(t, st, path, opts...)
+}
+
+func newEnvOn(t *testing.T, st Store, path string, opts ...envOption) *env {
+	t.Helper()
+	core, logs := observer.New(zap.DebugLevel)
+	e := &env{t: t, store: st, path: path, clock: newFakeClock(), audit: logs}
+	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core)}
+	ao := APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken}
+	for _, o := range opts {
+		o(&so, &ao)
+	}
+	var err error
+	if e.svc, err = NewService(context.Background(), st, so); err != nil {
+		t.Fatalf("NewService: %v", err)
+	}
+	if e.api, err = NewAPI(e.svc, ao); err != nil {
+		t.Fatalf("NewAPI: %v", err)
+	}
+	t.Cleanup(e.api.Close)
+	return e
+}
+
+// response is an answer of the API under test.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// json decodes the body into a generic map.
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("answer is not a JSON object (status %d): %v", r.status, err)
+	}
+	return m
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decoding answer (status %d): %v", r.status, err)
+	}
+}
+
+// do sends one request to the API in process. body is a string (sent as
+// is) or a value (sent as JSON).
+func (e *env) do(method, path, token string, body any, header ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	e.api.ServeHTTP(rec, req)
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+func (e *env) admin(method, path string, body any) response {
+	e.t.Helper()
+	return e.do(method, path, testAdminToken, body)
+}
+
+// mustStatus fails the test unless r has the status. The body is shown
+// with any secret redacted.
+func mustStatus(t *testing.T, r response, want int) {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("status %d, want %d; body: %s", r.status, want, redact(r.body))
+	}
+}
+
+var secretLike = regexp.MustCompile(`[a-z0-9_]{1,16}[0-9A-Za-z]{49}`)
+
+// redact hides anything shaped like a generated secret, so that failing
+// tests never print one.
+func redact(b []byte) string {
+	return secretLike.ReplaceAllString(string(b), "[redacted]")
+}
+
+// revision reads the store's revision.
+func (e *env) revision() int64 {
+	e.t.Helper()
+	_, rev, err := e.store.Revision(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rev
+}
+
+// mustClient creates a client through the rules.
+func (e *env) mustClient(id string) {
+	e.t.Helper()
+	if _, err := e.svc.CreateClient(context.Background(), Actor{TokenID: "test"}, id, ""); err != nil {
+		e.t.Fatalf("CreateClient: %v", err)
+	}
+}
+
+// mustGenerate adds a generated secret through the rules.
+func (e *env) mustGenerate(clientID string) CreatedSecret {
+	e.t.Helper()
+	ns, err := e.svc.GenerateSecret(context.Background(), Actor{TokenID: "test"}, clientID, GenerateOptions{})
+	if err != nil {
+		e.t.Fatalf("GenerateSecret: %v", err)
+	}
+	return ns
+}
+
+// activeCount counts a client's active secrets in the store.
+func (e *env) activeCount(clientID string) int {
+	e.t.Helper()
+	secrets, err := e.store.Secrets(context.Background(), clientID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := 0
+	for i := range secrets {
+		if secrets[i].Active(e.clock.Now()) {
+			n++
+		}
+	}
+	return n
+}

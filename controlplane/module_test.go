@@ -1,0 +1,183 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// provision unmarshals a JSON config and provisions it, as Caddy would.
+func provision(t *testing.T, config string) (*Handler, error) {
+	t.Helper()
+	var h Handler
+	if err := json.Unmarshal([]byte(config), &h); err != nil {
+		t.Fatalf("config does not unmarshal: %v", err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	err := h.Provision(ctx)
+	if err != nil {
+		h.Cleanup() // as Caddy does after a failed Provision
+		return nil, err
+	}
+	t.Cleanup(func() { h.Cleanup() })
+	return &h, nil
+}
+
+func sqliteConfig(t *testing.T, path, extra string) string {
+	t.Helper()
+	p, _ := json.Marshal(path)
+	return `{"store":{"sqlite":{"path":` + string(p) + `}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"` + extra + `}`
+}
+
+func setTokens(t *testing.T) {
+	t.Setenv("TEST_CP_ADMIN", testAdminToken)
+	t.Setenv("TEST_CP_EDGE", testEdgeToken)
+}
+
+func TestProvisionDefaults(t *testing.T) {
+	setTokens(t)
+	data := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", data)
+	h, err := provision(t, `{"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.MaxActiveSecrets != 2 || h.SecretPrefix != "rgs_" || h.MaxWait != caddy.Duration(DefaultMaxWait) {
+		t.Fatalf("defaults: %d %q %v", h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait)
+	}
+	want := "sqlite:" + filepath.Join(data, "caddy", "rotagate", "rotagate.db")
+	if h.poolKey != want {
+		t.Fatalf("default store %q, want %q", h.poolKey, want)
+	}
+	// The tokens resolved from the environment are the ones enforced.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/clients", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != 200 {
+		t.Fatalf("admin request: %d (%v)", rec.Code, err)
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	setTokens(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "x.db")
+	cases := map[string]struct{ config, want string }{
+		"missing admin token": {`{"edge_token":"{env.TEST_CP_EDGE}"}`, "admin_token is required"},
+		"missing edge token":  {`{"admin_token":"{env.TEST_CP_ADMIN}"}`, "edge_token is required"},
+		"unset env": {`{"admin_token":"{env.TEST_CP_UNSET_VAR}","edge_token":"{env.TEST_CP_EDGE}"}`,
+			"admin_token: environment variable TEST_CP_UNSET_VAR is not set or empty"},
+		"unknown placeholder": {`{"admin_token":"pre{nope.x}post","edge_token":"{env.TEST_CP_EDGE}"}`, "admin_token: a placeholder in it is unknown"},
+		"same tokens":         {`{"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_ADMIN}"}`, "must differ"},
+		"postgres": {`{"store":{"postgres":{"dsn":"postgres://u:p@h/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
+			"postgres store not available yet"},
+		"two stores":     {`{"store":{"sqlite":{},"postgres":{"dsn":"x"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "not both"},
+		"empty store":    {`{"store":{},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "set sqlite or postgres"},
+		"bad prefix":     {sqliteConfig(t, db, `,"secret_prefix":"Bad-"`), "secret prefix"},
+		"bad max active": {sqliteConfig(t, db, `,"max_active_secrets":-1`), "max_active_secrets must be at least 1"},
+		"bad max wait":   {sqliteConfig(t, db, `,"max_wait":-5`), "max_wait"},
+		"unset path env": {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
+	}
+	for name, tc := range cases {
+		_, err := provision(t, tc.config)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "u:p@") {
+			t.Errorf("%s: the error quotes a secret", name)
+		}
+	}
+	if n := countPooled(); n != 0 {
+		t.Fatalf("%d stores left open after failed provisioning", n)
+	}
+}
+
+func countPooled() int {
+	n := 0
+	stores.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
+// Sites and reloads using one path share one open store; the last to go
+// closes it.
+func TestStoreSharedAcrossHandlers(t *testing.T) {
+	setTokens(t)
+	db := filepath.Join(t.TempDir(), "shared.db")
+	h1, err := provision(t, sqliteConfig(t, db, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := provision(t, sqliteConfig(t, db, `,"max_active_secrets":5`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h1.api.svc.Store() != h2.api.svc.Store() || h1.api.svc.Notifier() != h2.api.svc.Notifier() {
+		t.Fatal("two handlers on one path opened two stores")
+	}
+	if refs, _ := stores.References(h1.poolKey); refs != 2 {
+		t.Fatalf("%d references, want 2", refs)
+	}
+	// A change through one wakes feed waiters of the other.
+	_, _, changed := h2.api.svc.Notifier().Current()
+	if _, err := h1.api.svc.CreateClient(context.Background(), who, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a change through one handler did not reach the other's notifier")
+	}
+	store := h1.api.svc.Store()
+	h1.Cleanup() // as after a reload: h2 is the new config
+	if err := store.Ping(context.Background()); err != nil {
+		t.Fatalf("store closed while still in use: %v", err)
+	}
+	h2.Cleanup()
+	if err := store.Ping(context.Background()); err == nil {
+		t.Fatal("store left open after the last handler went")
+	}
+	h2.Cleanup() // a second Cleanup is harmless
+}
+
+func TestServeHTTPPassesOtherPaths(t *testing.T) {
+	setTokens(t)
+	h, err := provision(t, sqliteConfig(t, filepath.Join(t.TempDir(), "x.db"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		called = true
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	})
+	for path, api := range map[string]bool{"/": false, "/index.html": false, "/v1/other": false, "/healthz": true, "/v1/clients": true} {
+		called = false
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil), next); err != nil {
+			t.Fatal(err)
+		}
+		if called == api {
+			t.Errorf("%s: next called %v", path, called)
+		}
+	}
+}
+
+func TestModuleInfo(t *testing.T) {
+	mi := Handler{}.CaddyModule()
+	if mi.ID != "http.handlers.client_credentials_control_plane" {
+		t.Fatalf("module id %s", mi.ID)
+	}
+	if _, ok := mi.New().(*Handler); !ok {
+		t.Fatal("New does not return *Handler")
+	}
+}

@@ -1,0 +1,538 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// Defaults of the rules.
+const (
+	DefaultMaxActiveSecrets = 2
+	// MaxPageSize bounds a page of ListClients; DefaultPageSize is used when
+	// the caller asks for none.
+	MaxPageSize     = 1000
+	DefaultPageSize = 100
+
+	maxNameLen         = 200
+	maxImportSecretLen = 1024
+)
+
+// ErrInvalid marks errors that describe a malformed request. The error's
+// message says what is wrong, never echoing a secret.
+var ErrInvalid = errors.New("invalid request")
+
+type invalidError string
+
+func (e invalidError) Error() string        { return string(e) }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, args ...any) error {
+	return invalidError(fmt.Sprintf(format, args...))
+}
+
+// Actor is who performs a management action, as the audit log records it.
+type Actor struct {
+	// TokenID is a non-secret name for the credential used.
+	TokenID string
+	// RemoteIP is the caller's address, when known.
+	RemoteIP string
+}
+
+// ServiceOptions configure a Service.
+type ServiceOptions struct {
+	// MaxActiveSecrets is the most active secrets a client may have.
+	// Default: 2.
+	MaxActiveSecrets int
+	// SecretPrefix starts every generated secret. Default: rgs_.
+	SecretPrefix string
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+	// AuditLog receives one entry per management action. Default: none.
+	AuditLog *zap.Logger
+	// Notifier is told of every committed change. Share one Notifier
+	// between every Service on the same store. Default: a new one.
+	Notifier *Notifier
+}
+
+// Service enforces the rotation rules of SPEC §2 over a Store.
+type Service struct {
+	store     Store
+	maxActive int
+	prefix    string
+	now       func() time.Time
+	audit     *zap.Logger
+	notifier  *Notifier
+	epoch     string
+}
+
+// NewService returns the rules over store and publishes the store's current
+// revision to the notifier.
+func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service, error) {
+	s := &Service{
+		store:     store,
+		maxActive: opts.MaxActiveSecrets,
+		prefix:    opts.SecretPrefix,
+		now:       opts.Now,
+		audit:     opts.AuditLog,
+		notifier:  opts.Notifier,
+	}
+	if s.maxActive == 0 {
+		s.maxActive = DefaultMaxActiveSecrets
+	}
+	if s.maxActive < 1 {
+		return nil, fmt.Errorf("max_active_secrets must be at least 1, got %d", s.maxActive)
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultSecretPrefix
+	}
+	if err := ValidatePrefix(s.prefix); err != nil {
+		return nil, err
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.audit == nil {
+		s.audit = zap.NewNop()
+	}
+	if s.notifier == nil {
+		s.notifier = NewNotifier()
+	}
+	epoch, rev, err := store.Revision(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading store revision: %w", err)
+	}
+	s.epoch = epoch
+	s.notifier.Publish(epoch, rev)
+	return s, nil
+}
+
+// Store returns the store the service works on.
+func (s *Service) Store() Store { return s.store }
+
+// Notifier returns the notifier the service publishes changes to.
+func (s *Service) Notifier() *Notifier { return s.notifier }
+
+// SecretPrefix returns the prefix of generated secrets.
+func (s *Service) SecretPrefix() string { return s.prefix }
+
+// Now returns the service clock's time, in UTC at millisecond precision
+// (what the store keeps).
+func (s *Service) Now() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
+
+// update runs fn in a store transaction and publishes the new revision.
+func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
+	rev, err := s.store.Update(ctx, fn)
+	if err != nil {
+		return err
+	}
+	s.notifier.Publish(s.epoch, rev)
+	return nil
+}
+
+// CreateClient registers a client. An empty id gets a generated cli_… id.
+func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string) (c Client, err error) {
+	defer func() { s.log(who, "client.create", c.ID, "", err) }()
+	if id == "" {
+		if id, err = NewClientID(); err != nil {
+			return Client{}, err
+		}
+	} else if err := ValidateClientID(id); err != nil {
+		return Client{}, invalidError(err.Error())
+	}
+	if err := validateName(name); err != nil {
+		return Client{}, err
+	}
+	c = Client{ID: id, Name: name, CreatedAt: s.Now()}
+	err = s.update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, c) })
+	if err != nil {
+		return Client{ID: id}, err
+	}
+	return c, nil
+}
+
+func validateName(name string) error {
+	if len(name) > maxNameLen || !utf8.ValidString(name) {
+		return invalidf("name must be valid UTF-8 of at most %d bytes", maxNameLen)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return invalidf("name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// GetClient returns a client and the metadata of all its secrets.
+func (s *Service) GetClient(ctx context.Context, id string) (Client, []Secret, error) {
+	if err := ValidateClientID(id); err != nil {
+		return Client{}, nil, invalidError(err.Error())
+	}
+	c, err := s.store.Client(ctx, id)
+	if err != nil {
+		return Client{}, nil, err
+	}
+	secrets, err := s.store.Secrets(ctx, id)
+	if err != nil {
+		return Client{}, nil, err
+	}
+	return c, secrets, nil
+}
+
+// ListClients returns a page of clients ordered by id, starting after the
+// given id, and the id to continue after ("" at the end). limit 0 means
+// DefaultPageSize.
+func (s *Service) ListClients(ctx context.Context, after string, limit int) ([]Client, string, error) {
+	if limit == 0 {
+		limit = DefaultPageSize
+	}
+	if limit < 1 || limit > MaxPageSize {
+		return nil, "", invalidf("limit must be between 1 and %d", MaxPageSize)
+	}
+	if after != "" {
+		if err := ValidateClientID(after); err != nil {
+			return nil, "", invalidf("after: %v", err)
+		}
+	}
+	clients, err := s.store.Clients(ctx, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(clients) > limit {
+		clients = clients[:limit]
+		next = clients[limit-1].ID
+	}
+	return clients, next, nil
+}
+
+// ListSecrets returns the metadata of all secrets of a client.
+func (s *Service) ListSecrets(ctx context.Context, clientID string) ([]Secret, error) {
+	if err := ValidateClientID(clientID); err != nil {
+		return nil, invalidError(err.Error())
+	}
+	return s.store.Secrets(ctx, clientID)
+}
+
+// DeleteClient revokes every secret of a client and removes the client.
+func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err error) {
+	var revoked []string
+	defer func() { s.log(who, "client.delete", id, "", err, zap.Strings("revoked", revoked)) }()
+	if err := ValidateClientID(id); err != nil {
+		return invalidError(err.Error())
+	}
+	now := s.Now()
+	return s.update(ctx, func(tx Tx) error {
+		revoked = nil
+		if _, err := tx.LockClient(ctx, id); err != nil {
+			return err
+		}
+		secrets, err := tx.Secrets(ctx, id)
+		if err != nil {
+			return err
+		}
+		for i := range secrets {
+			if secrets[i].Active(now) {
+				revoked = append(revoked, secrets[i].ID)
+			}
+		}
+		return tx.DeleteClient(ctx, id)
+	})
+}
+
+// GenerateOptions choose what GenerateSecret adds. At most one of
+// ImportHash and ImportSecret may be set; with neither, a secret is
+// generated.
+type GenerateOptions struct {
+	// ExpiresIn schedules the expiry of the new secret; 0 means never.
+	ExpiresIn time.Duration
+	// ImportHash is a bcrypt or argon2id hash of a legacy secret.
+	ImportHash string
+	// ImportSecret is a plaintext legacy secret, hashed with argon2id
+	// before it is stored.
+	ImportSecret string
+}
+
+// CreatedSecret is the result of adding a secret.
+type CreatedSecret struct {
+	// Secret is the stored metadata of the new secret.
+	Secret Secret
+	// Plaintext is the generated secret, shown once; empty for imports.
+	Plaintext string
+	// Expiring lists the other secrets a rotation scheduled to expire.
+	Expiring []string
+	// Revoked lists the other secrets a rotation with no grace revoked.
+	Revoked []string
+}
+
+// GenerateSecret adds a generated or imported secret to a client, unless
+// the client is already at max_active_secrets (ErrTooManyActive).
+func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string, opts GenerateOptions) (ns CreatedSecret, err error) {
+	action := "secret.generate"
+	if opts.ImportHash != "" || opts.ImportSecret != "" {
+		action = "secret.import"
+	}
+	defer func() { s.log(who, action, clientID, ns.Secret.ID, err) }()
+	if err := ValidateClientID(clientID); err != nil {
+		return CreatedSecret{}, invalidError(err.Error())
+	}
+	if opts.ExpiresIn < 0 {
+		return CreatedSecret{}, invalidf("expires_in must not be negative")
+	}
+	ns, err = s.newSecret(clientID, opts)
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	if opts.ExpiresIn > 0 {
+		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
+		ns.Secret.ExpiresAt = &at
+	}
+	err = s.update(ctx, func(tx Tx) error {
+		active, err := s.lockActive(ctx, tx, clientID, ns.Secret.CreatedAt)
+		if err != nil {
+			return err
+		}
+		if len(active) >= s.maxActive {
+			return ErrTooManyActive
+		}
+		return tx.InsertSecret(ctx, ns.Secret)
+	})
+	if err != nil {
+		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
+	}
+	return ns, nil
+}
+
+// RotateSecret adds a generated secret and, in the same transaction, sets
+// expires_at = min(current, now+grace) on every other active secret. A
+// zero grace revokes them at once and is always allowed; a positive grace
+// with the client at max_active_secrets is ErrTooManyActive.
+func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (ns CreatedSecret, err error) {
+	defer func() {
+		s.log(who, "secret.rotate", clientID, ns.Secret.ID, err,
+			zap.Duration("grace", grace), zap.Strings("expiring", ns.Expiring), zap.Strings("revoked", ns.Revoked))
+	}()
+	if err := ValidateClientID(clientID); err != nil {
+		return CreatedSecret{}, invalidError(err.Error())
+	}
+	if grace < 0 {
+		return CreatedSecret{}, invalidf("grace must not be negative")
+	}
+	ns, err = s.newSecret(clientID, GenerateOptions{})
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	now := ns.Secret.CreatedAt
+	until := now.Add(grace)
+	err = s.update(ctx, func(tx Tx) error {
+		ns.Expiring, ns.Revoked = []string{}, nil
+		active, err := s.lockActive(ctx, tx, clientID, now)
+		if err != nil {
+			return err
+		}
+		if grace > 0 && len(active) >= s.maxActive {
+			return ErrTooManyActive
+		}
+		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
+			return err
+		}
+		for _, old := range active {
+			switch {
+			case grace == 0:
+				if err := tx.Revoke(ctx, old.ID, now); err != nil {
+					return err
+				}
+				ns.Revoked = append(ns.Revoked, old.ID)
+			case old.ExpiresAt == nil || until.Before(*old.ExpiresAt):
+				if err := tx.SetExpiry(ctx, old.ID, until); err != nil {
+					return err
+				}
+				ns.Expiring = append(ns.Expiring, old.ID)
+			default: // already expires sooner: keep it
+				ns.Expiring = append(ns.Expiring, old.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
+	}
+	return ns, nil
+}
+
+// RevokeSecret revokes one secret of a client at once. Revoking a revoked
+// secret changes nothing. The secret stays listed, with status revoked.
+func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretID string) (sec Secret, err error) {
+	defer func() { s.log(who, "secret.revoke", clientID, secretID, err) }()
+	if err := ValidateClientID(clientID); err != nil {
+		return Secret{}, invalidError(err.Error())
+	}
+	if !validSecretID(secretID) {
+		return Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
+	}
+	now := s.Now()
+	err = s.update(ctx, func(tx Tx) error {
+		if _, err := tx.LockClient(ctx, clientID); err != nil {
+			return err
+		}
+		secrets, err := tx.Secrets(ctx, clientID)
+		if err != nil {
+			return err
+		}
+		for _, cand := range secrets {
+			if cand.ID != secretID {
+				continue
+			}
+			sec = cand
+			if sec.RevokedAt != nil {
+				return nil
+			}
+			sec.RevokedAt = &now
+			return tx.Revoke(ctx, secretID, now)
+		}
+		return ErrNotFound
+	})
+	return sec, err
+}
+
+// lockActive locks a client and returns its secrets active at now.
+func (s *Service) lockActive(ctx context.Context, tx Tx, clientID string, now time.Time) ([]Secret, error) {
+	if _, err := tx.LockClient(ctx, clientID); err != nil {
+		return nil, err
+	}
+	secrets, err := tx.Secrets(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	active := secrets[:0]
+	for _, sec := range secrets {
+		if sec.Active(now) {
+			active = append(active, sec)
+		}
+	}
+	return active, nil
+}
+
+// newSecret prepares the record (and, when generated, the plaintext) of a
+// secret, outside any transaction: argon2id hashing takes real time.
+func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecret, error) {
+	id, err := NewSecretID()
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	ns := CreatedSecret{Secret: Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
+	switch {
+	case opts.ImportHash != "" && opts.ImportSecret != "":
+		return CreatedSecret{}, invalidf("import takes either hash or secret, not both")
+	case opts.ImportHash != "":
+		h, err := secrethash.Parse(opts.ImportHash)
+		if err != nil {
+			return CreatedSecret{}, invalidf("import.hash: %v", err)
+		}
+		if !h.Scheme.Slow() {
+			return CreatedSecret{}, invalidf("import.hash must be a bcrypt or argon2id hash")
+		}
+		ns.Secret.Hash = h.Encoded
+		ns.Secret.Hint = "(imported " + h.Scheme.String() + ")"
+	case opts.ImportSecret != "":
+		if len(opts.ImportSecret) > maxImportSecretLen {
+			return CreatedSecret{}, invalidf("import.secret must be at most %d bytes", maxImportSecretLen)
+		}
+		if ns.Secret.Hash, err = secrethash.NewArgon2id(opts.ImportSecret); err != nil {
+			return CreatedSecret{}, err
+		}
+		ns.Secret.Hint = importedHint(opts.ImportSecret)
+	default:
+		if ns.Plaintext, err = NewSecret(s.prefix); err != nil {
+			return CreatedSecret{}, err
+		}
+		ns.Secret.Hash = secrethash.NewSHA256(ns.Plaintext)
+		ns.Secret.Hint = Hint(s.prefix, ns.Plaintext)
+	}
+	return ns, nil
+}
+
+// Snapshot returns the feed's view of the store: every active secret's
+// hash, by client, stamped with the service clock.
+func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
+	now := s.Now()
+	snap, err := s.store.Snapshot(ctx, now)
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	snap.GeneratedAt = now
+	return snap, nil
+}
+
+// ApplyUsage records a batch of last-used stamps. Stamps are merged per
+// secret first (newest wins), so the store does one write per distinct
+// secret. Stamps from the future are recorded as now, so a skewed edge
+// clock cannot pin last_used_at ahead of time; a from that is not an IP
+// address is dropped.
+func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
+	now := s.Now()
+	newest := make(map[string]wire.Stamp, len(u.Stamps))
+	for _, st := range u.Stamps {
+		if st.SecretID == "" || st.ClientID == "" || st.LastUsedAt.IsZero() {
+			continue
+		}
+		if st.LastUsedAt.After(now) {
+			st.LastUsedAt = now
+		}
+		if addr, err := netip.ParseAddr(st.From); err == nil {
+			st.From = addr.Unmap().String()
+		} else {
+			st.From = ""
+		}
+		if cur, ok := newest[st.SecretID]; !ok || st.LastUsedAt.After(cur.LastUsedAt) {
+			newest[st.SecretID] = st
+		}
+	}
+	stamps := make([]wire.Stamp, 0, len(newest))
+	for _, st := range newest {
+		stamps = append(stamps, st)
+	}
+	// A stable order keeps lock order and tests deterministic.
+	sort.Slice(stamps, func(i, j int) bool { return stamps[i].SecretID < stamps[j].SecretID })
+	return s.store.ApplyUsage(ctx, stamps)
+}
+
+// log writes one audit entry. It names the secret by id only.
+func (s *Service) log(who Actor, action, clientID, secretID string, err error, extra ...zap.Field) {
+	fields := append([]zap.Field{
+		zap.String("action", action),
+		zap.String("who", who.TokenID),
+		zap.String("remote_ip", who.RemoteIP),
+		zap.String("client_id", clientID),
+		zap.String("secret_id", secretID),
+		zap.String("outcome", outcome(err)),
+	}, extra...)
+	s.audit.Info("audit", fields...)
+}
+
+// outcome names the result of an action for the audit log.
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrTooManyActive):
+		return "too_many_active_secrets"
+	case errors.Is(err, ErrClientExists):
+		return "client_exists"
+	case errors.Is(err, ErrInvalid):
+		return "invalid_request"
+	}
+	return "error"
+}

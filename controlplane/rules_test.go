@@ -1,0 +1,682 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+var who = Actor{TokenID: "test", RemoteIP: "192.0.2.9"}
+
+func TestGenerateUpToMax(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	a := e.mustGenerate("c")
+	b := e.mustGenerate("c")
+	if a.Secret.ID == b.Secret.ID || a.Plaintext == b.Plaintext {
+		t.Fatal("two secrets are equal")
+	}
+	if !CheckSecret(a.Plaintext, DefaultSecretPrefix) || a.Secret.Hash != secrethash.NewSHA256(a.Plaintext) {
+		t.Fatal("generated secret is malformed or its stored hash is not sha256 of it")
+	}
+	rev := e.revision()
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+		t.Fatalf("third secret: %v, want ErrTooManyActive", err)
+	}
+	if e.revision() != rev || e.activeCount("c") != 2 {
+		t.Fatal("a refused generate changed the store")
+	}
+	// Revoking one frees a slot; an expired one does not count either.
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", a.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Hour)
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); err != nil {
+		t.Fatalf("generate with an expired secret around: %v", err)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "nobody", GenerateOptions{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("generate for an unknown client: %v", err)
+	}
+}
+
+func TestMaxActiveSecretsConfigurable(t *testing.T) {
+	e := newEnv(t, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
+	e.mustClient("c")
+	for range 3 {
+		if ns := e.mustGenerate("c"); !CheckSecret(ns.Plaintext, "acme_") {
+			t.Fatal("secret does not use the configured prefix")
+		}
+	}
+	if _, err := e.svc.GenerateSecret(context.Background(), who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+		t.Fatalf("fourth secret: %v", err)
+	}
+	st, _ := openTestStore(t)
+	for _, bad := range []ServiceOptions{{MaxActiveSecrets: -1}, {SecretPrefix: "Bad-"}} {
+		if _, err := NewService(context.Background(), st, bad); err == nil {
+			t.Errorf("NewService accepted %+v", bad)
+		}
+	}
+}
+
+func TestStatusesOverTime(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	plain := e.mustGenerate("c")
+	timed, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: 90 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.clock.Now().Add(90 * time.Minute); timed.Secret.ExpiresAt == nil || !timed.Secret.ExpiresAt.Equal(want) {
+		t.Fatalf("expires_at %v, want %v", timed.Secret.ExpiresAt, want)
+	}
+	status := func() map[string]Status {
+		secrets, err := e.svc.ListSecrets(ctx, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := make(map[string]Status)
+		for i := range secrets {
+			m[secrets[i].ID] = secrets[i].Status(e.svc.Now())
+		}
+		return m
+	}
+	if s := status(); s[plain.Secret.ID] != StatusActive || s[timed.Secret.ID] != StatusExpiring {
+		t.Fatalf("statuses %v", s)
+	}
+	e.clock.Add(90 * time.Minute) // expires_at is exclusive: at it, the secret is expired
+	if s := status(); s[timed.Secret.ID] != StatusExpired {
+		t.Fatalf("statuses %v", s)
+	}
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", plain.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(); s[plain.Secret.ID] != StatusRevoked || len(s) != 2 {
+		t.Fatalf("revoked secret is not listed as revoked: %v", s)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: -time.Second}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("negative expires_in: %v", err)
+	}
+}
+
+func TestRotateWithGrace(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	old := e.mustGenerate("c")
+	start := e.clock.Now()
+
+	first, err := e.svc.RotateSecret(ctx, who, "c", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Plaintext == "" || len(first.Expiring) != 1 || first.Expiring[0] != old.Secret.ID || len(first.Revoked) != 0 {
+		t.Fatalf("rotate: expiring %v revoked %v", first.Expiring, first.Revoked)
+	}
+	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	byID := map[string]Secret{}
+	for _, s := range secrets {
+		byID[s.ID] = s
+	}
+	if exp := byID[old.Secret.ID].ExpiresAt; exp == nil || !exp.Equal(start.Add(24*time.Hour)) {
+		t.Fatalf("old secret expires at %v, want now+24h", exp)
+	}
+	if byID[first.Secret.ID].ExpiresAt != nil {
+		t.Fatal("the new secret got an expiry")
+	}
+
+	// At the max, a rotation with grace would need a third active secret.
+	rev := e.revision()
+	if _, err := e.svc.RotateSecret(ctx, who, "c", time.Hour); !errors.Is(err, ErrTooManyActive) {
+		t.Fatalf("rotate with grace at the max: %v", err)
+	}
+	if e.revision() != rev {
+		t.Fatal("a refused rotation moved the revision")
+	}
+
+	// Once the old one has expired there is room again. A later, longer
+	// grace never extends an earlier expiry: expires_at = min(current, now+G).
+	e.clock.Add(25 * time.Hour)
+	second, err := e.svc.RotateSecret(ctx, who, "c", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Expiring) != 1 || second.Expiring[0] != first.Secret.ID {
+		t.Fatalf("second rotation expiring %v", second.Expiring)
+	}
+	e2 := newEnv(t)
+	e2.mustClient("c")
+	a := e2.mustGenerate("c")
+	if _, err := e2.svc.RotateSecret(ctx, who, "c", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// a now expires in 1h. With a larger max (a second service on the same
+	// store), rotate again with a longer grace: a keeps its earlier expiry.
+	svc3, err := NewService(ctx, e2.store, ServiceOptions{MaxActiveSecrets: 3, Now: e2.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc3.RotateSecret(ctx, who, "c", 10*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	secrets, _ = e2.svc.ListSecrets(ctx, "c")
+	for _, s := range secrets {
+		if s.ID == a.Secret.ID && (s.ExpiresAt == nil || !s.ExpiresAt.Equal(e2.clock.Now().Add(time.Hour))) {
+			t.Fatalf("a longer grace extended an expiry to %v", s.ExpiresAt)
+		}
+	}
+}
+
+func TestRotateWithoutGraceRevokesOthers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	e.mustGenerate("c")
+	e.mustGenerate("c")
+	ns, err := e.svc.RotateSecret(ctx, who, "c", 0) // at the max, and allowed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns.Revoked) != 2 || len(ns.Expiring) != 0 {
+		t.Fatalf("revoked %v expiring %v", ns.Revoked, ns.Expiring)
+	}
+	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	for _, s := range secrets {
+		want := StatusRevoked
+		if s.ID == ns.Secret.ID {
+			want = StatusActive
+		}
+		if got := s.Status(e.clock.Now()); got != want {
+			t.Errorf("%s: status %s, want %s", s.ID, got, want)
+		}
+	}
+	if e.activeCount("c") != 1 {
+		t.Fatal("more than the new secret is active")
+	}
+	if _, err := e.svc.RotateSecret(ctx, who, "c", -time.Second); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("negative grace: %v", err)
+	}
+	if _, err := e.svc.RotateSecret(ctx, who, "nobody", 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rotate for an unknown client: %v", err)
+	}
+}
+
+// faultStore fails the n-th write step inside an Update, to prove that a
+// rotation is all or nothing.
+type faultStore struct {
+	Store
+	failAt int
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *faultStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
+	return f.Store.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
+}
+
+type faultTx struct {
+	Tx
+	left int
+}
+
+func (t *faultTx) step() error {
+	if t.left--; t.left == 0 {
+		return errInjected
+	}
+	return nil
+}
+
+func (t *faultTx) InsertSecret(ctx context.Context, s Secret) error {
+	if err := t.step(); err != nil {
+		return err
+	}
+	return t.Tx.InsertSecret(ctx, s)
+}
+
+func (t *faultTx) SetExpiry(ctx context.Context, id string, at time.Time) error {
+	if err := t.step(); err != nil {
+		return err
+	}
+	return t.Tx.SetExpiry(ctx, id, at)
+}
+
+func (t *faultTx) Revoke(ctx context.Context, id string, at time.Time) error {
+	if err := t.step(); err != nil {
+		return err
+	}
+	return t.Tx.Revoke(ctx, id, at)
+}
+
+func TestRotateIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		grace  time.Duration
+		failAt int
+	}{
+		{"grace: fail at the first expiry, after the insert", time.Hour, 2},
+		{"no grace: fail at the second revoke", 0, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, path := openTestStore(t)
+			e := newEnvOn(t, st, path, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
+			e.mustClient("c")
+			e.mustGenerate("c")
+			e.mustGenerate("c")
+			before, _ := st.Secrets(ctx, "c")
+			rev := e.revision()
+			_, _, changed := e.svc.Notifier().Current()
+
+			faulty, err := NewService(ctx, &faultStore{Store: st, failAt: tc.failAt},
+				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now, Notifier: e.svc.Notifier()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := faulty.RotateSecret(ctx, who, "c", tc.grace); !errors.Is(err, errInjected) {
+				t.Fatalf("rotate: %v, want the injected failure", err)
+			}
+			after, _ := st.Secrets(ctx, "c")
+			if len(after) != len(before) {
+				t.Fatalf("%d secrets after a failed rotation, want %d", len(after), len(before))
+			}
+			for i := range after {
+				if after[i].ExpiresAt != nil || after[i].RevokedAt != nil {
+					t.Fatalf("secret %s changed by a failed rotation", after[i].ID)
+				}
+			}
+			if e.revision() != rev {
+				t.Fatal("a failed rotation moved the revision")
+			}
+			select {
+			case <-changed:
+				t.Fatal("a failed rotation was published")
+			default:
+			}
+		})
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	e.mustClient("d")
+	a := e.mustGenerate("c")
+	rev := e.revision()
+	sec, err := e.svc.RevokeSecret(ctx, who, "c", a.Secret.ID)
+	if err != nil {
+		t.Fatal(err) // revoking the last active secret is allowed
+	}
+	if sec.RevokedAt == nil || !sec.RevokedAt.Equal(e.clock.Now()) || sec.Status(e.clock.Now()) != StatusRevoked {
+		t.Fatalf("revoked secret: revoked_at %v", sec.RevokedAt)
+	}
+	if e.revision() != rev+1 {
+		t.Fatal("revoke did not move the revision by one")
+	}
+	e.clock.Add(time.Minute)
+	again, err := e.svc.RevokeSecret(ctx, who, "c", a.Secret.ID)
+	if err != nil || !again.RevokedAt.Equal(*sec.RevokedAt) || e.revision() != rev+1 {
+		t.Fatalf("revoking twice: %v, revoked_at %v, revision %d", err, again.RevokedAt, e.revision())
+	}
+	if _, err := e.svc.RevokeSecret(ctx, who, "d", a.Secret.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("revoke through another client: %v", err)
+	}
+	missing, _ := NewSecretID()
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", missing); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("revoke an unknown secret: %v", err)
+	}
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", "not-an-id"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("revoke a malformed id: %v", err)
+	}
+}
+
+func TestDeleteClient(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	a, b := e.mustGenerate("c"), e.mustGenerate("c")
+	if err := e.svc.DeleteClient(ctx, who, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.svc.GetClient(ctx, "c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted client: %v", err)
+	}
+	if err := e.svc.DeleteClient(ctx, who, "c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+	snap, err := e.svc.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Clients) != 0 {
+		t.Fatal("a deleted client's secrets are still in the snapshot")
+	}
+	found := false
+	for _, entry := range e.audit.All() {
+		m := entry.ContextMap()
+		if m["action"] != "client.delete" || m["outcome"] != "ok" {
+			continue
+		}
+		found = true
+		got, _ := m["revoked"].([]any)
+		if len(got) != 2 || !(got[0] == a.Secret.ID && got[1] == b.Secret.ID || got[0] == b.Secret.ID && got[1] == a.Secret.ID) {
+			t.Fatalf("the audit of the delete names revoked secrets %v", got)
+		}
+	}
+	if !found {
+		t.Fatal("the delete is not in the audit log")
+	}
+	// The id is free again.
+	e.mustClient("c")
+}
+
+func TestImportHash(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	bc, err := bcrypt.GenerateFromPassword([]byte("legacy-one"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(bc)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Plaintext != "" || ns.Secret.Hash != string(bc) || ns.Secret.Hint != "(imported bcrypt)" {
+		t.Fatalf("bcrypt import: hint %q", ns.Secret.Hint)
+	}
+	argon, err := secrethash.NewArgon2id("legacy-two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns, err = e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); err != nil || ns.Secret.Hash != argon {
+		t.Fatalf("argon2id import: %v", err)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); !errors.Is(err, ErrTooManyActive) {
+		t.Fatalf("imports count towards the max: %v", err)
+	}
+	e2 := newEnv(t)
+	e2.mustClient("c")
+	for name, h := range map[string]string{
+		"sha256 (fast hash)": secrethash.NewSHA256("x"),
+		"garbage":            "hunter2",
+		"broken bcrypt":      "$2b$10$tooshort",
+		"broken argon2id":    "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA",
+	} {
+		if _, err := e2.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: h}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := e2.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(bc), ImportSecret: "x"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("hash and secret together: %v", err)
+	}
+	if e2.activeCount("c") != 0 {
+		t.Fatal("a refused import was stored")
+	}
+}
+
+func TestImportPlaintext(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	const legacy = "legacy-plaintext-secret-42"
+	ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: legacy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Plaintext != "" {
+		t.Fatal("the imported plaintext is echoed back")
+	}
+	h, err := secrethash.Parse(ns.Secret.Hash)
+	if err != nil || h.Scheme != secrethash.Argon2id {
+		t.Fatalf("stored hash scheme %v (%v), want argon2id", h.Scheme, err)
+	}
+	if !h.Verify([]byte(legacy)) || h.Verify([]byte("wrong")) {
+		t.Fatal("stored hash does not verify the imported secret")
+	}
+	if ns.Secret.Hint != "…t-42" {
+		t.Fatalf("hint %q", ns.Secret.Hint)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: strings.Repeat("x", maxImportSecretLen+1)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("oversized import: %v", err)
+	}
+}
+
+func TestConcurrentGenerateNeverExceedsMax(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
+	for range 50 {
+		wg.Go(func() {
+			_, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrTooManyActive):
+				refused++
+			default:
+				t.Errorf("generate: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 2 || refused != 48 || e.activeCount("c") != 2 {
+		t.Fatalf("%d generated, %d refused, %d active; want 2, 48, 2", ok, refused, e.activeCount("c"))
+	}
+}
+
+// Two stores on one file have separate in-process locks: only SQLite's
+// BEGIN IMMEDIATE keeps them from both seeing room for one more secret.
+func TestConcurrentGenerateAcrossConnectionsOnOneFile(t *testing.T) {
+	ctx := context.Background()
+	st1, path := openTestStore(t)
+	st2, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	e1 := newEnvOn(t, st1, path)
+	e2 := newEnvOn(t, st2, path)
+	e1.mustClient("c")
+	var wg sync.WaitGroup
+	for i := range 50 {
+		svc := e1.svc
+		if i%2 == 1 {
+			svc = e2.svc
+		}
+		wg.Go(func() {
+			var err error
+			if i%3 == 0 {
+				_, err = svc.RotateSecret(ctx, who, "c", time.Hour)
+			} else {
+				_, err = svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			}
+			if err != nil && !errors.Is(err, ErrTooManyActive) {
+				t.Errorf("write: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := e1.activeCount("c"); n != 2 {
+		t.Fatalf("%d active secrets, want 2", n)
+	}
+}
+
+func TestConcurrentRotateNeverExceedsMax(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	e.mustGenerate("c")
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			var err error
+			switch i % 3 {
+			case 0:
+				_, err = e.svc.RotateSecret(ctx, who, "c", time.Hour)
+			case 1:
+				_, err = e.svc.RotateSecret(ctx, who, "c", 0)
+			default:
+				_, err = e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			}
+			if err != nil && !errors.Is(err, ErrTooManyActive) {
+				t.Errorf("write: %v", err)
+			}
+			if n := e.activeCount("c"); n > 2 {
+				t.Errorf("%d active secrets seen", n)
+			}
+		})
+	}
+	wg.Wait()
+	if n := e.activeCount("c"); n < 1 || n > 2 {
+		t.Fatalf("%d active secrets at the end", n)
+	}
+}
+
+func TestEveryChangeIsPublished(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"create client", func() error { _, err := e.svc.CreateClient(ctx, who, "c", "n"); return err }},
+		{"generate", func() error { _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); return err }},
+		{"rotate", func() error { _, err := e.svc.RotateSecret(ctx, who, "c", 0); return err }},
+		{"import", func() error {
+			h, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
+			_, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(h)})
+			return err
+		}},
+		{"revoke", func() error {
+			secrets, _ := e.svc.ListSecrets(ctx, "c")
+			for _, s := range secrets {
+				if s.Active(e.clock.Now()) {
+					_, err := e.svc.RevokeSecret(ctx, who, "c", s.ID)
+					return err
+				}
+			}
+			return errors.New("no active secret to revoke")
+		}},
+		{"delete client", func() error { return e.svc.DeleteClient(ctx, who, "c") }},
+	}
+	for _, s := range steps {
+		epoch, rev, changed := e.svc.Notifier().Current()
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		select {
+		case <-changed:
+		default:
+			t.Fatalf("%s was not published", s.name)
+		}
+		if e2, r2, _ := e.svc.Notifier().Current(); e2 != epoch || r2 != rev+1 || e.revision() != rev+1 {
+			t.Fatalf("%s: published %d, stored %d, want %d", s.name, r2, e.revision(), rev+1)
+		}
+	}
+	// Usage does not move the revision.
+	rev := e.revision()
+	if _, err := e.svc.ApplyUsage(ctx, wire.Usage{Stamps: []wire.Stamp{{ClientID: "x", SecretID: "sec_x", LastUsedAt: e.clock.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if e.revision() != rev {
+		t.Fatal("usage moved the revision")
+	}
+}
+
+func TestApplyUsageMergesAndClamps(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	a := e.mustGenerate("c")
+	now := e.clock.Now()
+	n, err := e.svc.ApplyUsage(ctx, wire.Usage{Edge: "e1", Stamps: []wire.Stamp{
+		{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: now.Add(-time.Hour), From: "192.0.2.1"},
+		{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: now.Add(-time.Minute), From: "::ffff:192.0.2.2"},
+		{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: now.Add(-2 * time.Hour), From: "192.0.2.3"},
+		{ClientID: "c", SecretID: "", LastUsedAt: now},
+		{ClientID: "c", SecretID: a.Secret.ID},
+	}})
+	if err != nil || n != 1 {
+		t.Fatalf("ApplyUsage: %d updated (%v), want 1", n, err)
+	}
+	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	if s := secrets[0]; !s.LastUsedAt.Equal(now.Add(-time.Minute)) || s.LastUsedFrom != "192.0.2.2" {
+		t.Fatalf("last used %v from %q", s.LastUsedAt, s.LastUsedFrom)
+	}
+	// A stamp from the future is recorded as now; a bad from is dropped.
+	if _, err := e.svc.ApplyUsage(ctx, wire.Usage{Stamps: []wire.Stamp{
+		{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: now.Add(24 * time.Hour), From: "not an ip"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	secrets, _ = e.svc.ListSecrets(ctx, "c")
+	if s := secrets[0]; !s.LastUsedAt.Equal(now) || s.LastUsedFrom != "" {
+		t.Fatalf("future stamp: last used %v from %q", s.LastUsedAt, s.LastUsedFrom)
+	}
+}
+
+func TestAuditLogNamesWhoAndWhatButNoSecret(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	ns := e.mustGenerate("c")
+	rot, err := e.svc.RotateSecret(ctx, who, "c", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+		t.Fatal(err)
+	}
+	const legacy = "legacy-plaintext-for-audit"
+	e.mustClient("d")
+	if _, err := e.svc.GenerateSecret(ctx, who, "d", GenerateOptions{ImportSecret: legacy}); err != nil {
+		t.Fatal(err)
+	}
+	entries := e.audit.All()
+	actions := map[string]string{}
+	for _, entry := range entries {
+		m := entry.ContextMap()
+		for _, v := range m {
+			s, _ := v.(string)
+			for _, secret := range []string{ns.Plaintext, rot.Plaintext, legacy, ns.Secret.Hash, rot.Secret.Hash} {
+				if secret != "" && strings.Contains(s, secret) {
+					t.Fatal("an audit entry holds a secret or its hash")
+				}
+			}
+		}
+		actions[m["action"].(string)+"/"+m["outcome"].(string)] = m["secret_id"].(string)
+		if m["who"] == "" || m["client_id"] == "" {
+			t.Fatalf("audit entry without who or client: %v", m["action"])
+		}
+	}
+	if actions["secret.generate/ok"] != ns.Secret.ID || actions["secret.rotate/ok"] != rot.Secret.ID {
+		t.Fatalf("audit actions %v", actions)
+	}
+	if _, ok := actions["secret.generate/too_many_active_secrets"]; !ok {
+		t.Fatalf("refused generate not audited: %v", actions)
+	}
+	if _, ok := actions["secret.import/ok"]; !ok {
+		t.Fatalf("import not audited: %v", actions)
+	}
+	if _, ok := actions["client.create/ok"]; !ok {
+		t.Fatalf("client creation not audited: %v", actions)
+	}
+}

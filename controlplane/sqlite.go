@@ -1,0 +1,428 @@
+package controlplane
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// sqliteMigrations are the schema versions, in order: entry i brings the
+// schema from version i to i+1. Released entries are never edited; a
+// change is a new entry. Times are INTEGER unix milliseconds (UTC), which
+// compare and index the same way on SQLite and PostgreSQL.
+var sqliteMigrations = [][]string{
+	{ // 1: clients, secrets, and the store's epoch and revision.
+		`CREATE TABLE meta (
+			id       INTEGER PRIMARY KEY CHECK (id = 1),
+			epoch    TEXT    NOT NULL,
+			revision BIGINT  NOT NULL
+		)`,
+		`CREATE TABLE clients (
+			client_id  TEXT   PRIMARY KEY,
+			name       TEXT   NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE secrets (
+			secret_id      TEXT   PRIMARY KEY,
+			client_id      TEXT   NOT NULL REFERENCES clients (client_id),
+			hash           TEXT   NOT NULL,
+			hint           TEXT   NOT NULL,
+			created_at     BIGINT NOT NULL,
+			expires_at     BIGINT,
+			revoked_at     BIGINT,
+			last_used_at   BIGINT,
+			last_used_from TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
+	},
+}
+
+// SQLiteStore is the embedded Store: one SQLite file in WAL mode, written
+// through BEGIN IMMEDIATE transactions.
+type SQLiteStore struct {
+	db *sql.DB
+	// writeMu queues this process's writers in Go rather than in SQLite's
+	// busy handler; BEGIN IMMEDIATE still serialises writers across
+	// processes and is what the rules rely on.
+	writeMu sync.Mutex
+}
+
+// SQLiteDSN is the data source name for the database file at path: WAL, a
+// busy timeout, foreign keys, and BEGIN IMMEDIATE for every write
+// transaction so that a second writer waits instead of failing.
+func SQLiteDSN(path string) string {
+	// SQLite reads the name as a URI: escape what would end the path.
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + esc + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+}
+
+// OpenSQLite opens (creating it and its directory when needed) the database
+// at path and brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
+	if path == "" {
+		return nil, errors.New("sqlite store: empty path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite store: creating directory: %w", err)
+	}
+	// A new database is created private: it holds hashes of legacy
+	// secrets, which are worth guessing against. SQLite gives its -wal
+	// and -shm files the same mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("sqlite store: creating database file: %w", err)
+	}
+	db, err := sql.Open("sqlite", SQLiteDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: %w", err)
+	}
+	s := &SQLiteStore{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// migrate applies the missing migrations and creates the epoch, all in one
+// transaction, so that two processes opening a new file agree on both.
+func (s *SQLiteStore) migrate(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var version int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
+		return err
+	}
+	if version > len(sqliteMigrations) {
+		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(sqliteMigrations))
+	}
+	for i := version; i < len(sqliteMigrations); i++ {
+		for _, stmt := range sqliteMigrations[i] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+		}
+	}
+	if version < len(sqliteMigrations) {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, len(sqliteMigrations)); err != nil {
+			return err
+		}
+	}
+	epoch, err := randomBase62(16)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`, epoch); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Update implements Store.
+func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	t := &sqliteTx{tx: tx}
+	if err := fn(t); err != nil {
+		return 0, err
+	}
+	var rev int64
+	if t.changed {
+		err = tx.QueryRowContext(ctx, `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`).Scan(&rev)
+	} else {
+		err = tx.QueryRowContext(ctx, `SELECT revision FROM meta WHERE id = 1`).Scan(&rev)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading revision: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("committing: %w", err)
+	}
+	return rev, nil
+}
+
+// Client implements Store.
+func (s *SQLiteStore) Client(ctx context.Context, id string) (Client, error) {
+	return scanClient(s.db.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, id))
+}
+
+// Clients implements Store.
+func (s *SQLiteStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT client_id, name, created_at FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Secrets implements Store.
+func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	if _, err := scanClient(tx.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, clientID)); err != nil {
+		return nil, err
+	}
+	return querySecrets(ctx, tx, clientID)
+}
+
+// Revision implements Store.
+func (s *SQLiteStore) Revision(ctx context.Context) (string, int64, error) {
+	var epoch string
+	var rev int64
+	err := s.db.QueryRowContext(ctx, `SELECT epoch, revision FROM meta WHERE id = 1`).Scan(&epoch, &rev)
+	return epoch, rev, err
+}
+
+// Snapshot implements Store.
+func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+	var snap wire.Snapshot
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return snap, err
+	}
+	defer tx.Rollback()
+	if err := tx.QueryRowContext(ctx, `SELECT epoch, revision FROM meta WHERE id = 1`).Scan(&snap.Epoch, &snap.Revision); err != nil {
+		return snap, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT client_id, secret_id, hash, expires_at FROM secrets
+		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+		ORDER BY client_id, secret_id`, now.UnixMilli())
+	if err != nil {
+		return snap, err
+	}
+	defer rows.Close()
+	snap.Clients = []wire.Client{}
+	for rows.Next() {
+		var clientID string
+		var sec wire.Secret
+		var expires sql.NullInt64
+		if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+			return snap, err
+		}
+		sec.ExpiresAt = fromMillis(expires)
+		if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
+			snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
+		}
+		c := &snap.Clients[len(snap.Clients)-1]
+		c.Secrets = append(c.Secrets, sec)
+	}
+	return snap, rows.Err()
+}
+
+// ApplyUsage implements Store.
+func (s *SQLiteStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int, error) {
+	if len(stamps) == 0 {
+		return 0, nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `UPDATE secrets SET last_used_at = $1, last_used_from = $2
+		WHERE secret_id = $3 AND client_id = $4 AND (last_used_at IS NULL OR last_used_at < $1)`)
+	if err != nil {
+		return 0, err
+	}
+	defer stmt.Close()
+	updated := 0
+	for _, st := range stamps {
+		res, err := stmt.ExecContext(ctx, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
+		if err != nil {
+			return 0, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, err
+		}
+		updated += int(n)
+	}
+	return updated, tx.Commit()
+}
+
+// Ping implements Store.
+func (s *SQLiteStore) Ping(ctx context.Context) error {
+	var one int
+	return s.db.QueryRowContext(ctx, `SELECT 1 FROM meta WHERE id = 1`).Scan(&one)
+}
+
+// Close implements Store.
+func (s *SQLiteStore) Close() error { return s.db.Close() }
+
+// sqliteTx implements Tx over a database/sql transaction.
+type sqliteTx struct {
+	tx      *sql.Tx
+	changed bool
+}
+
+func (t *sqliteTx) LockClient(ctx context.Context, id string) (Client, error) {
+	// BEGIN IMMEDIATE already holds the database's write lock.
+	return scanClient(t.tx.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, id))
+}
+
+func (t *sqliteTx) InsertClient(ctx context.Context, c Client) error {
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
+		ON CONFLICT (client_id) DO NOTHING`, c.ID, c.Name, c.CreatedAt.UnixMilli())
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return ErrClientExists
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *sqliteTx) DeleteClient(ctx context.Context, id string) error {
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM secrets WHERE client_id = $1`, id); err != nil {
+		return err
+	}
+	return t.execOne(ctx, `DELETE FROM clients WHERE client_id = $1`, id)
+}
+
+func (t *sqliteTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	return querySecrets(ctx, t.tx, clientID)
+}
+
+func (t *sqliteTx) InsertSecret(ctx context.Context, s Secret) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt))
+	if err != nil {
+		return err
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *sqliteTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`, at.UnixMilli(), secretID)
+}
+
+func (t *sqliteTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`, at.UnixMilli(), secretID)
+}
+
+// execOne runs a statement that must touch one row: ErrNotFound otherwise.
+func (t *sqliteTx) execOne(ctx context.Context, query string, args ...any) error {
+	res, err := t.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	t.changed = true
+	return nil
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanClient(row rowScanner) (Client, error) {
+	var c Client
+	var created int64
+	if err := row.Scan(&c.ID, &c.Name, &created); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Client{}, ErrNotFound
+		}
+		return Client{}, err
+	}
+	c.CreatedAt = time.UnixMilli(created).UTC()
+	return c, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func querySecrets(ctx context.Context, q querier, clientID string) ([]Secret, error) {
+	rows, err := q.QueryContext(ctx, `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from
+		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Secret
+	for rows.Next() {
+		var s Secret
+		var created int64
+		var expires, revoked, used sql.NullInt64
+		if err := rows.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom); err != nil {
+			return nil, err
+		}
+		s.CreatedAt = time.UnixMilli(created).UTC()
+		s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func toMillis(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromMillis(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMilli(v.Int64).UTC()
+	return &t
+}
+
+// Interface guards
+var (
+	_ Store = (*SQLiteStore)(nil)
+	_ Tx    = (*sqliteTx)(nil)
+)

@@ -1,0 +1,156 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// Domain errors. Stores map their own "no rows" and constraint failures to
+// these, so the rules and the API never look at driver errors.
+var (
+	// ErrNotFound means the client or secret does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrClientExists means a client with that id already exists.
+	ErrClientExists = errors.New("client already exists")
+	// ErrTooManyActive means the client already has max_active_secrets
+	// active secrets.
+	ErrTooManyActive = errors.New("too many active secrets")
+)
+
+// Client is a registered OAuth client.
+type Client struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Secret is the stored record of one client secret. It holds the hash, never
+// the secret. Times are UTC, at millisecond precision.
+type Secret struct {
+	ID       string
+	ClientID string
+	// Hash is a stored hash string (see internal/secrethash).
+	Hash string
+	// Hint tells secrets apart in listings without revealing them.
+	Hint         string
+	CreatedAt    time.Time
+	ExpiresAt    *time.Time
+	RevokedAt    *time.Time
+	LastUsedAt   *time.Time
+	LastUsedFrom string
+}
+
+// Active reports whether the secret authenticates at now: not revoked and
+// not past its expiry.
+func (s *Secret) Active(now time.Time) bool {
+	return s.RevokedAt == nil && (s.ExpiresAt == nil || s.ExpiresAt.After(now))
+}
+
+// Status is how a listing describes a secret at a given time.
+type Status string
+
+// The statuses of SPEC §2.
+const (
+	StatusActive   Status = "active"
+	StatusExpiring Status = "expiring"
+	StatusExpired  Status = "expired"
+	StatusRevoked  Status = "revoked"
+)
+
+// Status describes the secret at now.
+func (s *Secret) Status(now time.Time) Status {
+	switch {
+	case s.RevokedAt != nil:
+		return StatusRevoked
+	case s.ExpiresAt == nil:
+		return StatusActive
+	case s.ExpiresAt.After(now):
+		return StatusExpiring
+	}
+	return StatusExpired
+}
+
+// Store holds clients and the hashes of their secrets. Implementations must
+// be safe for concurrent use. Methods that take no transaction see committed
+// data only. The SQL text of the SQLite store uses $N placeholders and
+// standard SQL so that a PostgreSQL store can share it.
+type Store interface {
+	// Update runs fn in one write transaction and commits when fn returns
+	// nil, rolls back and returns fn's error otherwise. Writers are
+	// serialised against each other for the whole transaction (BEGIN
+	// IMMEDIATE on SQLite; Tx.LockClient row locks on PostgreSQL), so that
+	// a count read inside fn still holds at commit. When fn wrote anything
+	// the store revision is bumped by one in the same transaction. It
+	// returns the revision after commit.
+	Update(ctx context.Context, fn func(Tx) error) (revision int64, err error)
+
+	// Client returns one client, or ErrNotFound.
+	Client(ctx context.Context, id string) (Client, error)
+
+	// Clients returns up to limit clients whose id sorts after the given
+	// one ("" for the first page), ordered by id.
+	Clients(ctx context.Context, after string, limit int) ([]Client, error)
+
+	// Secrets returns every secret of a client, revoked and expired ones
+	// included, oldest first; ErrNotFound when the client does not exist.
+	Secrets(ctx context.Context, clientID string) ([]Secret, error)
+
+	// Revision returns the store's epoch, a random id fixed when the store
+	// was created, and its revision, a counter that every committed change
+	// made through Update increases.
+	Revision(ctx context.Context) (epoch string, revision int64, err error)
+
+	// Snapshot returns, read in one consistent view, the epoch, the
+	// revision and every secret active at now grouped by client, ordered by
+	// client id then secret id. GeneratedAt is left for the caller to set.
+	Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error)
+
+	// ApplyUsage records last-used stamps: for each secret, last_used_at
+	// becomes the later of the stored and the reported time, and
+	// last_used_from follows the newest stamp. Stamps for unknown secrets,
+	// or naming the wrong client, are ignored. It costs one statement per
+	// stamp, is idempotent, and does not change the revision. It returns
+	// how many secrets were updated.
+	ApplyUsage(ctx context.Context, stamps []wire.Stamp) (updated int, err error)
+
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+
+	// Close releases the store. It is called once, when nothing uses the
+	// store any more.
+	Close() error
+}
+
+// Tx is the write side of the store, valid only inside Store.Update. Every
+// method that changes data marks the transaction as a change, so the
+// revision moves exactly when something was written.
+type Tx interface {
+	// LockClient returns a client and keeps its secrets from changing
+	// under other transactions until this one ends; ErrNotFound when the
+	// client does not exist.
+	LockClient(ctx context.Context, id string) (Client, error)
+
+	// InsertClient adds a client; ErrClientExists when the id is taken.
+	InsertClient(ctx context.Context, c Client) error
+
+	// DeleteClient removes a client and every secret it has; ErrNotFound
+	// when the client does not exist.
+	DeleteClient(ctx context.Context, id string) error
+
+	// Secrets returns every secret of a client, oldest first.
+	Secrets(ctx context.Context, clientID string) ([]Secret, error)
+
+	// InsertSecret adds a secret to an existing client.
+	InsertSecret(ctx context.Context, s Secret) error
+
+	// SetExpiry sets a secret's expires_at; ErrNotFound when it does not
+	// exist.
+	SetExpiry(ctx context.Context, secretID string, at time.Time) error
+
+	// Revoke sets a secret's revoked_at; ErrNotFound when it does not
+	// exist.
+	Revoke(ctx context.Context, secretID string, at time.Time) error
+}

@@ -1,0 +1,82 @@
+package demo
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/rotagate/rotagate"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestDemoEndToEnd starts the demo, runs the shell steps it prints with
+// bash, and checks each step's answer: the rotation story works as told.
+func TestDemoEndToEnd(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("curl is needed to run the demo's printed steps")
+		}
+		t.Skip("no curl")
+	}
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	d, err := Start(context.Background(), Options{
+		EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t),
+		RevocationDelay: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	var printed strings.Builder
+	d.Print(&printed)
+	if !strings.Contains(printed.String(), d.Steps()) || !strings.Contains(printed.String(), d.Secret) {
+		t.Fatal("the printed text lacks the steps or the secret")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", d.Steps()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("steps failed: %v\n%s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 8 {
+		t.Fatalf("want 8 answers, got %d:\n%s", len(lines), out)
+	}
+	token := `"access_token":"demo-token-for-demo-app"`
+	for i, want := range []string{
+		token,                 // 1. first secret
+		"second secret: rgs_", // 2. generated
+		token, token,          // 3. both work
+		`"status":"revoked"`,              // 4. revoke answer
+		`"error":"invalid_client"`, token, // 5. first refused, second works
+		`"status":"revoked"`, // 6. listing
+	} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("answer %d is %q, want it to contain %q", i+1, lines[i], want)
+		}
+	}
+	if !strings.Contains(lines[7], `"last_used_at":"20`) || !strings.Contains(lines[7], `"last_used_from":"127.0.0.1"`) {
+		t.Errorf("the listing shows no last use: %s", lines[7])
+	}
+}
