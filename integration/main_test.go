@@ -15,6 +15,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/rotagate/rotagate"
+	_ "github.com/rotagate/rotagate/controlplane"
 )
 
 // TestMain keeps Caddy's config and data files in a temporary home.
