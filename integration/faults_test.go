@@ -1,0 +1,196 @@
+package integration
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rotagate/rotagate/controlplane"
+)
+
+const outsideCPURL = "http://127.0.0.1:9181"
+
+// outsideCP is a control plane running outside Caddy — the real
+// controlplane code on a real SQLite file — that a test can stop and start
+// again on the same port, as an operator's restart would.
+type outsideCP struct {
+	t    *testing.T
+	path string
+	http *http.Server
+	cp   *controlplane.Server
+}
+
+func startOutsideCP(t *testing.T, path string) *outsideCP {
+	t.Helper()
+	cp, err := controlplane.NewServer(context.Background(), path, controlplane.ServiceOptions{},
+		controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", strings.TrimPrefix(outsideCPURL, "http://"))
+	if err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	p := &outsideCP{t: t, path: path, http: &http.Server{Handler: cp}, cp: cp}
+	go func() { _ = p.http.Serve(ln) }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop closes the listener and every connection, then the store.
+func (p *outsideCP) stop() {
+	if p.http == nil {
+		return
+	}
+	_ = p.http.Close()
+	_ = p.cp.Close()
+	p.http = nil
+}
+
+func edgeOnly(maxStale string) string {
+	return globalOptions + `
+:9080 {
+	bind 127.0.0.1
+	client_credentials {
+		control_plane ` + outsideCPURL + ` {
+			token ` + edgeToken + `
+		}
+		revocation_delay 1s
+		max_stale ` + maxStale + `
+		usage_flush 1s
+	}
+	respond "upstream reached" 200
+}
+`
+}
+
+// status makes one Basic-authenticated request to the edge.
+func status(t *testing.T, client, secret string) (int, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, edgeURL+"/token", strings.NewReader("grant_type=client_credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(client, secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
+// TestControlPlaneDown: with the control plane stopped the edge serves
+// until max_stale, then answers 503, then recovers by itself when the
+// control plane returns; a stamp whose flush failed meanwhile arrives.
+// Then the edge restarts while the control plane is down and serves from
+// its saved snapshot.
+func TestControlPlaneDown(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
+	cp := startOutsideCP(t, dbPath)
+	api := adminAPI{t: t, base: outsideCPURL}
+	api.createClient("ops")
+	s := api.generate("ops")
+	startCaddy(t, edgeOnly("2s"))
+	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+		code, _ := status(t, "ops", s.Secret)
+		return code == 200
+	})
+
+	cp.stop()
+	stopped := time.Now()
+	if code, _ := status(t, "ops", s.Secret); code != 200 { // its stamp cannot be flushed now
+		t.Fatalf("right after the control plane stopped: %d", code)
+	}
+	usedWhileDown := time.Now()
+	until503 := eventually(t, 4*time.Second, "503 once max_stale has passed", func() bool {
+		code, hdr := status(t, "ops", s.Secret)
+		return code == 503 && hdr.Get("Retry-After") != ""
+	})
+	if since := time.Since(stopped); since < time.Second || since > 3*time.Second {
+		t.Fatalf("503 came %v after the stop; max_stale is 2s", since)
+	}
+	t.Logf("control plane down: the edge served for %v, then answered 503 (max_stale 2s)", until503)
+
+	startOutsideCP(t, dbPath)
+	recovered := eventually(t, 10*time.Second, "the edge recovers by itself", func() bool {
+		code, _ := status(t, "ops", s.Secret)
+		return code == 200
+	})
+	t.Logf("the edge recovered %v after the control plane came back", recovered)
+	eventually(t, 10*time.Second, "the stamp recorded while the control plane was down arrives", func() bool {
+		got := api.secrets("ops")[s.ID]
+		return got.LastUsedAt != nil && !got.LastUsedAt.Before(usedWhileDown.Add(-time.Second).Truncate(time.Millisecond))
+	})
+}
+
+// TestEdgeRestartWhileControlPlaneDown: an edge that synced once and is
+// restarted while the control plane is down serves from its saved snapshot
+// within max_stale, then 503.
+func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
+	cp := startOutsideCP(t, dbPath)
+	api := adminAPI{t: t, base: outsideCPURL}
+	api.createClient("ops2")
+	s := api.generate("ops2")
+	startCaddy(t, edgeOnly("5s"))
+	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+		code, _ := status(t, "ops2", s.Secret)
+		return code == 200
+	})
+
+	cp.stop()
+	// Unload the edge (its feed stops), then load it again: a fresh feed
+	// that can only start from disk.
+	startCaddy(t, globalOptions+":9080 {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n")
+	startCaddy(t, edgeOnly("5s"))
+	if code, _ := status(t, "ops2", s.Secret); code != 200 {
+		t.Fatalf("the restarted edge did not serve from its saved snapshot: %d", code)
+	}
+	if code, _ := status(t, "ops2", s.Secret+"x"); code != 401 {
+		t.Fatalf("a wrong secret on the restarted edge: %d", code)
+	}
+	eventually(t, 8*time.Second, "503 once max_stale has passed since the saved confirmation", func() bool {
+		code, _ := status(t, "ops2", s.Secret)
+		return code == 503
+	})
+}
+
+// TestGarbageFromControlPlane: an endpoint that answers garbage is not
+// trusted — the edge keeps what it had and ends in 503 at max_stale.
+func TestGarbageFromControlPlane(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
+	cp := startOutsideCP(t, dbPath)
+	api := adminAPI{t: t, base: outsideCPURL}
+	api.createClient("g")
+	s := api.generate("g")
+	startCaddy(t, edgeOnly("2s"))
+	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+		code, _ := status(t, "g", s.Secret)
+		return code == 200
+	})
+	cp.stop()
+	ln, err := net.Listen("tcp", strings.TrimPrefix(outsideCPURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"x.999"`)
+		_, _ = w.Write([]byte(`{"epoch":"x","revision":999,"clients":[{"client_id":"g","secrets":[{"id":"s","hash":"plain"}]}]`))
+	})}
+	go func() { _ = garbage.Serve(ln) }()
+	defer garbage.Close()
+	if code, _ := status(t, "ops", "anything"); code != 401 {
+		t.Fatalf("unknown client: %d", code)
+	}
+	eventually(t, 4*time.Second, "503 once max_stale passes with only garbage answers", func() bool {
+		code, _ := status(t, "g", s.Secret)
+		return code == 503
+	})
+}
