@@ -219,6 +219,11 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 
 // seed creates the demo client and its first secret through the API.
 func (d *Demo) seed(ctx context.Context) error {
+	// A --dir reused from an earlier run already has the client: start it
+	// afresh, since its old secret was shown once and is gone.
+	if err := d.api(ctx, http.MethodDelete, "/v1/clients/"+d.ClientID, nil, nil); err != nil && !errors.Is(err, errNotFound) {
+		return fmt.Errorf("removing the previous demo client: %v", err)
+	}
 	if err := d.api(ctx, http.MethodPost, "/v1/clients", map[string]string{"client_id": d.ClientID, "name": "Demo app"}, nil); err != nil {
 		return fmt.Errorf("creating the demo client: %v", err)
 	}
@@ -230,12 +235,18 @@ func (d *Demo) seed(ctx context.Context) error {
 	return nil
 }
 
+var errNotFound = errors.New("not found")
+
 func (d *Demo) api(ctx context.Context, method, path string, body, out any) error {
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return err
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, d.APIURL+path, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, method, d.APIURL+path, rd)
 	if err != nil {
 		return err
 	}
@@ -246,6 +257,9 @@ func (d *Demo) api(ctx context.Context, method, path string, body, out any) erro
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return errNotFound
+	}
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(msg)))

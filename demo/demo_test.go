@@ -80,3 +80,24 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("the listing shows no last use: %s", lines[7])
 	}
 }
+
+// TestDemoReusesItsDir: a second run on the same --dir starts afresh.
+func TestDemoReusesItsDir(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	opts := Options{Dir: t.TempDir(), EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t)}
+	first, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("second run on the same dir: %v", err)
+	}
+	defer second.Stop()
+	if second.Secret == first.Secret || second.Secret == "" {
+		t.Fatal("the second run did not issue a fresh secret")
+	}
+}
