@@ -66,6 +66,8 @@ type feed struct {
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
+	// restartPause is how long a panicked loop waits before it restarts.
+	restartPause time.Duration
 }
 
 // acquireFeed returns the running feed for cfg, or starts one: a first
@@ -102,6 +104,8 @@ func newFeed(cfg feedConfig, logger *zap.Logger) *feed {
 		token:  cfg.token,
 		client: &http.Client{},
 		logger: logger,
+
+		restartPause: time.Second,
 	}
 	f.wait.Store(int64(cfg.wait))
 	f.maxBytes.Store(cfg.maxBytes)
@@ -147,7 +151,7 @@ func (f *feed) goSafe(name string, fn func()) {
 			if !panicked {
 				return
 			}
-			time.Sleep(time.Second)
+			time.Sleep(f.restartPause)
 		}
 	}()
 }

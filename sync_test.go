@@ -1,9 +1,12 @@
 package rotagate
 
 import (
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rotagate/rotagate/internal/feedtest"
 
@@ -190,5 +194,59 @@ func TestSavedSnapshotSurvivesRestart(t *testing.T) {
 	broken.loadSaved()
 	if snap, _ := broken.current(); snap != nil {
 		t.Fatal("a truncated saved snapshot was loaded")
+	}
+}
+
+// TestPanickingLoopRestarts: a background loop that panics is logged with
+// its stack and run again, not lost.
+func TestPanickingLoopRestarts(t *testing.T) {
+	core, logs := observer.New(zap.ErrorLevel)
+	f := newFeed(feedConfig{urls: []string{"http://127.0.0.1:9"}, token: "t", wait: time.Second, maxBytes: 1, flush: time.Hour}, zap.New(core))
+	f.restartPause = time.Millisecond
+	runs := 0
+	f.goSafe("test", func() {
+		runs++
+		if runs < 3 {
+			panic("boom")
+		}
+	})
+	f.done.Wait()
+	if runs != 3 || logs.FilterMessage("background loop panicked").Len() != 2 {
+		t.Fatalf("runs %d, panic logs %d", runs, logs.Len())
+	}
+	if _, ok := logs.All()[0].ContextMap()["stack"]; !ok {
+		t.Fatal("the panic was logged without its stack")
+	}
+}
+
+// TestPollAsksForGzip: the edge asks for a compressed snapshot and reads
+// one; max_snapshot_bytes counts the decompressed bytes.
+func TestPollAsksForGzip(t *testing.T) {
+	body, err := json.Marshal(testSnapshot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			http.Error(w, "gzip expected", http.StatusNotAcceptable)
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+	}))
+	defer srv.Close()
+	f := testFeed(t, srv.URL)
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if snap, _ := f.current(); snap == nil || len(snap.clients) != 6 {
+		t.Fatal("the gzipped snapshot was not applied")
+	}
+	small := testFeed(t, srv.URL)
+	small.maxBytes.Store(int64(len(body) - 1))
+	if err := small.poll(context.Background(), false); err == nil {
+		t.Fatal("a snapshot over max_snapshot_bytes once decompressed was accepted")
 	}
 }
