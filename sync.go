@@ -296,7 +296,9 @@ func (f *feed) loadSaved() {
 		return
 	}
 	f.snap.Store(snap)
-	f.confirm(confirmed)
+	if !confirmed.IsZero() { // without a confirmation time it counts as stale
+		f.confirm(confirmed)
+	}
 	f.logger.Info("loaded the saved snapshot", zap.Int64("revision", snap.revision), zap.Time("confirmed", confirmed))
 }
 

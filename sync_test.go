@@ -250,3 +250,25 @@ func TestPollAsksForGzip(t *testing.T) {
 		t.Fatal("a snapshot over max_snapshot_bytes once decompressed was accepted")
 	}
 }
+
+// TestSavedSnapshotWithoutConfirmation: a saved snapshot whose
+// confirmation file is missing is loaded but counts as unconfirmed.
+func TestSavedSnapshotWithoutConfirmation(t *testing.T) {
+	dir := t.TempDir()
+	fs := feedtest.New(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	f.disk = &diskCache{dir: dir, key: f.key}
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f.disk.confirmedPath()); err != nil {
+		t.Fatal(err)
+	}
+	restarted := testFeed(t, fs.URL)
+	restarted.disk = &diskCache{dir: dir, key: restarted.key}
+	restarted.loadSaved()
+	snap, confirmed := restarted.current()
+	if snap == nil || confirmed.UnixNano() != 0 {
+		t.Fatalf("snapshot %v, confirmed %v (want the epoch: never confirmed)", snap != nil, confirmed)
+	}
+}
