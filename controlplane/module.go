@@ -7,6 +7,9 @@
 package controlplane
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -64,8 +67,9 @@ type Handler struct {
 type StoreConfig struct {
 	// SQLite is the embedded store. Default: used when no store is set.
 	SQLite *SQLiteConfig `json:"sqlite,omitempty"`
-	// Postgres is the store for fleets of control planes. Not available
-	// yet. Default: none.
+	// Postgres is the store for fleets: several control planes (replicas)
+	// on one PostgreSQL database serve the same clients, and a change
+	// through one wakes the edges waiting on any other. Default: none.
 	Postgres *PostgresConfig `json:"postgres,omitempty"`
 }
 
@@ -80,8 +84,11 @@ type SQLiteConfig struct {
 
 // PostgresConfig configures the PostgreSQL store.
 type PostgresConfig struct {
-	// DSN is the connection string, resolved through placeholders like the
-	// tokens. Required. Default: none.
+	// DSN is the connection string, a `postgres://user:password@host/db`
+	// URL or `key=value` pairs, resolved through placeholders like the
+	// tokens (`{env.DATABASE_URL}`); an unset placeholder is an error.
+	// Control planes with the same DSN in one process share one store.
+	// Required. Default: none.
 	DSN string `json:"dsn,omitempty"`
 }
 
@@ -187,7 +194,7 @@ func (h *Handler) openStore(ctx caddy.Context, repl *caddy.Replacer) (*pooledSto
 	case cfg.SQLite != nil && cfg.Postgres != nil:
 		return nil, errors.New("store: set sqlite or postgres, not both")
 	case cfg.Postgres != nil:
-		return nil, errors.New("store: postgres store not available yet; use sqlite")
+		return h.openPostgres(ctx, repl, cfg.Postgres)
 	case cfg.SQLite == nil:
 		return nil, errors.New("store: set sqlite or postgres")
 	}
@@ -216,6 +223,44 @@ func (h *Handler) openStore(ctx caddy.Context, repl *caddy.Replacer) (*pooledSto
 	h.logger.Info("control plane store ready", zap.String("store", "sqlite"), zap.String("path", path))
 	return val.(*pooledStore), nil
 }
+
+// openPostgres takes the PostgreSQL store for the DSN from the pool,
+// connecting on first use. The store outlives config reloads, so its
+// LISTEN connection and revision check run until the last user lets go,
+// not until this handler's context ends.
+func (h *Handler) openPostgres(ctx caddy.Context, repl *caddy.Replacer, cfg *PostgresConfig) (*pooledStore, error) {
+	dsn, err := resolveSecret(repl, "store postgres dsn", cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	pgCfg, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	target := describeTarget(pgCfg.ConnConfig)
+	sum := sha256.Sum256([]byte(dsn))
+	key := "postgres:" + hex.EncodeToString(sum[:])
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		octx, cancel := context.WithTimeout(ctx, postgresStartTimeout)
+		defer cancel()
+		notifier := NewNotifier()
+		st, err := OpenPostgres(octx, dsn, PostgresOptions{Notifier: notifier, Logger: h.logger.Named("store")})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledStore{store: st, notifier: notifier}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.poolKey = key
+	h.logger.Info("control plane store ready", zap.String("store", "postgres"), zap.String("database", target))
+	return val.(*pooledStore), nil
+}
+
+// postgresStartTimeout bounds connecting to PostgreSQL and migrating at
+// provisioning.
+const postgresStartTimeout = 15 * time.Second
 
 // envOnly matches a value that is nothing but one {env.NAME} placeholder.
 var envOnly = regexp.MustCompile(`^\{env\.([A-Za-z0-9_]+)\}$`)

@@ -77,8 +77,12 @@ func TestProvisionErrors(t *testing.T) {
 			"admin_token: environment variable TEST_CP_UNSET_VAR is not set or empty"},
 		"unknown placeholder": {`{"admin_token":"pre{nope.x}post","edge_token":"{env.TEST_CP_EDGE}"}`, "admin_token: a placeholder in it is unknown"},
 		"same tokens":         {`{"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_ADMIN}"}`, "must differ"},
-		"postgres": {`{"store":{"postgres":{"dsn":"postgres://u:p@h/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
-			"postgres store not available yet"},
+		"postgres down": {`{"store":{"postgres":{"dsn":"postgres://u:s3cretpw@127.0.0.1:1/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
+			"postgres store (user u, 127.0.0.1:1, database db)"},
+		"postgres bad dsn": {`{"store":{"postgres":{"dsn":"postgres://u:s3cretpw@h:notaport/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
+			"DSN is not a valid connection string"},
+		"postgres unset dsn": {`{"store":{"postgres":{"dsn":"{env.TEST_CP_UNSET_DSN}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
+			"store postgres dsn: environment variable TEST_CP_UNSET_DSN is not set or empty"},
 		"two stores":     {`{"store":{"sqlite":{},"postgres":{"dsn":"x"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "not both"},
 		"empty store":    {`{"store":{},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "set sqlite or postgres"},
 		"bad prefix":     {sqliteConfig(t, db, `,"secret_prefix":"Bad-"`), "secret prefix"},
@@ -92,7 +96,7 @@ func TestProvisionErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 			continue
 		}
-		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "u:p@") {
+		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") {
 			t.Errorf("%s: the error quotes a secret", name)
 		}
 	}

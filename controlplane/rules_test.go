@@ -16,9 +16,9 @@ import (
 
 var who = Actor{TokenID: "test", RemoteIP: "192.0.2.9"}
 
-func TestGenerateUpToMax(t *testing.T) {
+func testGenerateUpToMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	a := e.mustGenerate("c")
 	b := e.mustGenerate("c")
@@ -51,8 +51,8 @@ func TestGenerateUpToMax(t *testing.T) {
 	}
 }
 
-func TestMaxActiveSecretsConfigurable(t *testing.T) {
-	e := newEnv(t, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
+func testMaxActiveSecretsConfigurable(t *testing.T, k storeKit) {
+	e := k.newEnv(t, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
 	e.mustClient("c")
 	for range 3 {
 		if ns := e.mustGenerate("c"); !CheckSecret(ns.Plaintext, "acme_") {
@@ -62,7 +62,7 @@ func TestMaxActiveSecretsConfigurable(t *testing.T) {
 	if _, err := e.svc.GenerateSecret(context.Background(), who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
 		t.Fatalf("fourth secret: %v", err)
 	}
-	st, _ := openTestStore(t)
+	st := k.openStore(t)
 	for _, bad := range []ServiceOptions{{MaxActiveSecrets: -1}, {SecretPrefix: "Bad-"}} {
 		if _, err := NewService(context.Background(), st, bad); err == nil {
 			t.Errorf("NewService accepted %+v", bad)
@@ -70,9 +70,9 @@ func TestMaxActiveSecretsConfigurable(t *testing.T) {
 	}
 }
 
-func TestStatusesOverTime(t *testing.T) {
+func testStatusesOverTime(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	plain := e.mustGenerate("c")
 	timed, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: 90 * time.Minute})
@@ -111,9 +111,9 @@ func TestStatusesOverTime(t *testing.T) {
 	}
 }
 
-func TestRotateWithGrace(t *testing.T) {
+func testRotateWithGrace(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	old := e.mustGenerate("c")
 	start := e.clock.Now()
@@ -156,7 +156,7 @@ func TestRotateWithGrace(t *testing.T) {
 	if len(second.Expiring) != 1 || second.Expiring[0] != first.Secret.ID {
 		t.Fatalf("second rotation expiring %v", second.Expiring)
 	}
-	e2 := newEnv(t)
+	e2 := k.newEnv(t)
 	e2.mustClient("c")
 	a := e2.mustGenerate("c")
 	if _, err := e2.svc.RotateSecret(ctx, who, "c", time.Hour); err != nil {
@@ -179,9 +179,9 @@ func TestRotateWithGrace(t *testing.T) {
 	}
 }
 
-func TestRotateWithoutGraceRevokesOthers(t *testing.T) {
+func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	e.mustGenerate("c")
 	e.mustGenerate("c")
@@ -259,7 +259,7 @@ func (t *faultTx) Revoke(ctx context.Context, id string, at time.Time) error {
 	return t.Tx.Revoke(ctx, id, at)
 }
 
-func TestRotateIsAtomic(t *testing.T) {
+func testRotateIsAtomic(t *testing.T, k storeKit) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
@@ -270,8 +270,8 @@ func TestRotateIsAtomic(t *testing.T) {
 		{"no grace: fail at the second revoke", 0, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, path := openTestStore(t)
-			e := newEnvOn(t, st, path, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
+			st := k.openStore(t)
+			e := newEnvOn(t, st, "", func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
 			e.mustClient("c")
 			e.mustGenerate("c")
 			e.mustGenerate("c")
@@ -308,9 +308,9 @@ func TestRotateIsAtomic(t *testing.T) {
 	}
 }
 
-func TestRevoke(t *testing.T) {
+func testRevoke(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	e.mustClient("d")
 	a := e.mustGenerate("c")
@@ -342,9 +342,9 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-func TestDeleteClient(t *testing.T) {
+func testDeleteClient(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	a, b := e.mustGenerate("c"), e.mustGenerate("c")
 	if err := e.svc.DeleteClient(ctx, who, "c"); err != nil {
@@ -382,9 +382,9 @@ func TestDeleteClient(t *testing.T) {
 	e.mustClient("c")
 }
 
-func TestImportHash(t *testing.T) {
+func testImportHash(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	bc, err := bcrypt.GenerateFromPassword([]byte("legacy-one"), bcrypt.MinCost)
 	if err != nil {
@@ -407,7 +407,7 @@ func TestImportHash(t *testing.T) {
 	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); !errors.Is(err, ErrTooManyActive) {
 		t.Fatalf("imports count towards the max: %v", err)
 	}
-	e2 := newEnv(t)
+	e2 := k.newEnv(t)
 	e2.mustClient("c")
 	for name, h := range map[string]string{
 		"sha256 (fast hash)": secrethash.NewSHA256("x"),
@@ -427,9 +427,9 @@ func TestImportHash(t *testing.T) {
 	}
 }
 
-func TestImportPlaintext(t *testing.T) {
+func testImportPlaintext(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	const legacy = "legacy-plaintext-secret-42"
 	ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: legacy})
@@ -454,9 +454,9 @@ func TestImportPlaintext(t *testing.T) {
 	}
 }
 
-func TestConcurrentGenerateNeverExceedsMax(t *testing.T) {
+func testConcurrentGenerateNeverExceedsMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -482,31 +482,46 @@ func TestConcurrentGenerateNeverExceedsMax(t *testing.T) {
 	}
 }
 
-// Two stores on one file have separate in-process locks: only SQLite's
-// BEGIN IMMEDIATE keeps them from both seeing room for one more secret.
-func TestConcurrentGenerateAcrossConnectionsOnOneFile(t *testing.T) {
+// Two stores on one database (two processes, or two replicas of a fleet)
+// have separate in-process locks: only the database's own locking (BEGIN
+// IMMEDIATE on SQLite, the client row lock on PostgreSQL) keeps them from
+// both seeing room for one more secret.
+func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st1, path := openTestStore(t)
-	st2, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	e1 := newEnvOn(t, st1, path)
-	e2 := newEnvOn(t, st2, path)
+	st1, reopen := k.open(t)
+	st2 := reopen(t)
+	e1 := newEnvOn(t, st1, "")
+	e2 := newEnvOn(t, st2, "")
 	e1.mustClient("c")
+	e1.mustClient("d")
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
 	for i := range 50 {
 		svc := e1.svc
 		if i%2 == 1 {
 			svc = e2.svc
 		}
 		wg.Go(func() {
+			_, err := svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrTooManyActive):
+				refused++
+			default:
+				t.Errorf("generate: %v", err)
+			}
+		})
+		// Rotations and generates mixed, on another client.
+		wg.Go(func() {
 			var err error
 			if i%3 == 0 {
-				_, err = svc.RotateSecret(ctx, who, "c", time.Hour)
+				_, err = svc.RotateSecret(ctx, who, "d", time.Hour)
 			} else {
-				_, err = svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+				_, err = svc.GenerateSecret(ctx, who, "d", GenerateOptions{})
 			}
 			if err != nil && !errors.Is(err, ErrTooManyActive) {
 				t.Errorf("write: %v", err)
@@ -514,14 +529,17 @@ func TestConcurrentGenerateAcrossConnectionsOnOneFile(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := e1.activeCount("c"); n != 2 {
+	if ok != 2 || refused != 48 || e2.activeCount("c") != 2 {
+		t.Fatalf("%d generated, %d refused, %d active; want 2, 48, 2", ok, refused, e2.activeCount("c"))
+	}
+	if n := e1.activeCount("d"); n != 2 {
 		t.Fatalf("%d active secrets, want 2", n)
 	}
 }
 
-func TestConcurrentRotateNeverExceedsMax(t *testing.T) {
+func testConcurrentRotateNeverExceedsMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	e.mustGenerate("c")
 	var wg sync.WaitGroup
@@ -550,9 +568,9 @@ func TestConcurrentRotateNeverExceedsMax(t *testing.T) {
 	}
 }
 
-func TestEveryChangeIsPublished(t *testing.T) {
+func testEveryChangeIsPublished(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	steps := []struct {
 		name string
 		do   func() error
@@ -601,9 +619,9 @@ func TestEveryChangeIsPublished(t *testing.T) {
 	}
 }
 
-func TestApplyUsageMergesAndClamps(t *testing.T) {
+func testApplyUsageMergesAndClamps(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnv(t)
+	e := k.newEnv(t)
 	e.mustClient("c")
 	a := e.mustGenerate("c")
 	now := e.clock.Now()

@@ -2,12 +2,12 @@ package controlplane
 
 import "context"
 
-// Server is a control plane outside Caddy: a SQLite store, the rules over
-// it and the HTTP API, for tests, demos and tools. Inside Caddy, use the
-// Handler module instead.
+// Server is a control plane outside Caddy: a store, the rules over it and
+// the HTTP API, for tests, demos and tools. Inside Caddy, use the Handler
+// module instead.
 type Server struct {
 	*API
-	store *SQLiteStore
+	store Store
 }
 
 // NewServer opens the SQLite database at path and returns a control plane
@@ -17,6 +17,27 @@ func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOpti
 	if err != nil {
 		return nil, err
 	}
+	return newServer(ctx, store, svc, api)
+}
+
+// NewPostgresServer connects to the PostgreSQL database named by dsn and
+// returns a control plane over it: one replica of a fleet. Replicas on
+// one database wake each other's feed requests through LISTEN/NOTIFY. The
+// service and the store share svc.Notifier (a new one when unset);
+// pg.Notifier is ignored.
+func NewPostgresServer(ctx context.Context, dsn string, pg PostgresOptions, svc ServiceOptions, api APIOptions) (*Server, error) {
+	if svc.Notifier == nil {
+		svc.Notifier = NewNotifier()
+	}
+	pg.Notifier = svc.Notifier
+	store, err := OpenPostgres(ctx, dsn, pg)
+	if err != nil {
+		return nil, err
+	}
+	return newServer(ctx, store, svc, api)
+}
+
+func newServer(ctx context.Context, store Store, svc ServiceOptions, api APIOptions) (*Server, error) {
 	s, err := NewService(ctx, store, svc)
 	if err != nil {
 		store.Close()
@@ -29,6 +50,9 @@ func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOpti
 	}
 	return &Server{API: a, store: store}, nil
 }
+
+// Store returns the server's store.
+func (s *Server) Store() Store { return s.store }
 
 // Close answers waiting feed requests and closes the store.
 func (s *Server) Close() error {

@@ -106,11 +106,11 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlCreateSchemaVersion); err != nil {
 		return err
 	}
 	var version int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
+	if err := tx.QueryRowContext(ctx, sqlSchemaVersion).Scan(&version); err != nil {
 		return err
 	}
 	if version > len(sqliteMigrations) {
@@ -124,10 +124,10 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		}
 	}
 	if version < len(sqliteMigrations) {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlClearSchemaVersion); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, len(sqliteMigrations)); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlSetSchemaVersion, len(sqliteMigrations)); err != nil {
 			return err
 		}
 	}
@@ -135,7 +135,7 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`, epoch); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlCreateMeta, epoch); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -156,9 +156,9 @@ func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, err
 	}
 	var rev int64
 	if t.changed {
-		err = tx.QueryRowContext(ctx, `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`).Scan(&rev)
+		err = tx.QueryRowContext(ctx, sqlBumpRevision).Scan(&rev)
 	} else {
-		err = tx.QueryRowContext(ctx, `SELECT revision FROM meta WHERE id = 1`).Scan(&rev)
+		err = tx.QueryRowContext(ctx, sqlRevision).Scan(&rev)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("reading revision: %w", err)
@@ -171,13 +171,12 @@ func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, err
 
 // Client implements Store.
 func (s *SQLiteStore) Client(ctx context.Context, id string) (Client, error) {
-	return scanClient(s.db.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, id))
+	return scanClient(s.db.QueryRowContext(ctx, sqlSelectClient, id))
 }
 
 // Clients implements Store.
 func (s *SQLiteStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT client_id, name, created_at FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2`, after, limit)
+	rows, err := s.db.QueryContext(ctx, sqlListClients, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +199,7 @@ func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, e
 		return nil, err
 	}
 	defer tx.Rollback()
-	if _, err := scanClient(tx.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, clientID)); err != nil {
+	if _, err := scanClient(tx.QueryRowContext(ctx, sqlSelectClient, clientID)); err != nil {
 		return nil, err
 	}
 	return querySecrets(ctx, tx, clientID)
@@ -210,7 +209,7 @@ func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, e
 func (s *SQLiteStore) Revision(ctx context.Context) (string, int64, error) {
 	var epoch string
 	var rev int64
-	err := s.db.QueryRowContext(ctx, `SELECT epoch, revision FROM meta WHERE id = 1`).Scan(&epoch, &rev)
+	err := s.db.QueryRowContext(ctx, sqlSelectMeta).Scan(&epoch, &rev)
 	return epoch, rev, err
 }
 
@@ -222,12 +221,10 @@ func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapsho
 		return snap, err
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT epoch, revision FROM meta WHERE id = 1`).Scan(&snap.Epoch, &snap.Revision); err != nil {
+	if err := tx.QueryRowContext(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
 		return snap, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT client_id, secret_id, hash, expires_at FROM secrets
-		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-		ORDER BY client_id, secret_id`, now.UnixMilli())
+	rows, err := tx.QueryContext(ctx, sqlSnapshot, now.UnixMilli())
 	if err != nil {
 		return snap, err
 	}
@@ -262,8 +259,7 @@ func (s *SQLiteStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int,
 		return 0, err
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `UPDATE secrets SET last_used_at = $1, last_used_from = $2
-		WHERE secret_id = $3 AND client_id = $4 AND (last_used_at IS NULL OR last_used_at < $1)`)
+	stmt, err := tx.PrepareContext(ctx, sqlApplyUsage)
 	if err != nil {
 		return 0, err
 	}
@@ -286,7 +282,7 @@ func (s *SQLiteStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int,
 // Ping implements Store.
 func (s *SQLiteStore) Ping(ctx context.Context) error {
 	var one int
-	return s.db.QueryRowContext(ctx, `SELECT 1 FROM meta WHERE id = 1`).Scan(&one)
+	return s.db.QueryRowContext(ctx, sqlPing).Scan(&one)
 }
 
 // Close implements Store.
@@ -300,12 +296,11 @@ type sqliteTx struct {
 
 func (t *sqliteTx) LockClient(ctx context.Context, id string) (Client, error) {
 	// BEGIN IMMEDIATE already holds the database's write lock.
-	return scanClient(t.tx.QueryRowContext(ctx, `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`, id))
+	return scanClient(t.tx.QueryRowContext(ctx, sqlSelectClient, id))
 }
 
 func (t *sqliteTx) InsertClient(ctx context.Context, c Client) error {
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
-		ON CONFLICT (client_id) DO NOTHING`, c.ID, c.Name, c.CreatedAt.UnixMilli())
+	res, err := t.tx.ExecContext(ctx, sqlInsertClient, c.ID, c.Name, c.CreatedAt.UnixMilli())
 	if err != nil {
 		return err
 	}
@@ -319,10 +314,10 @@ func (t *sqliteTx) InsertClient(ctx context.Context, c Client) error {
 }
 
 func (t *sqliteTx) DeleteClient(ctx context.Context, id string) error {
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM secrets WHERE client_id = $1`, id); err != nil {
+	if _, err := t.tx.ExecContext(ctx, sqlDeleteSecretsOf, id); err != nil {
 		return err
 	}
-	return t.execOne(ctx, `DELETE FROM clients WHERE client_id = $1`, id)
+	return t.execOne(ctx, sqlDeleteClient, id)
 }
 
 func (t *sqliteTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
@@ -330,9 +325,7 @@ func (t *sqliteTx) Secrets(ctx context.Context, clientID string) ([]Secret, erro
 }
 
 func (t *sqliteTx) InsertSecret(ctx context.Context, s Secret) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt))
+	_, err := t.tx.ExecContext(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt))
 	if err != nil {
 		return err
 	}
@@ -341,11 +334,11 @@ func (t *sqliteTx) InsertSecret(ctx context.Context, s Secret) error {
 }
 
 func (t *sqliteTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`, at.UnixMilli(), secretID)
+	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
 }
 
 func (t *sqliteTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`, at.UnixMilli(), secretID)
+	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
 }
 
 // execOne runs a statement that must touch one row: ErrNotFound otherwise.
@@ -385,22 +378,17 @@ type querier interface {
 }
 
 func querySecrets(ctx context.Context, q querier, clientID string) ([]Secret, error) {
-	rows, err := q.QueryContext(ctx, `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from
-		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`, clientID)
+	rows, err := q.QueryContext(ctx, sqlSecrets, clientID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Secret
 	for rows.Next() {
-		var s Secret
-		var created int64
-		var expires, revoked, used sql.NullInt64
-		if err := rows.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom); err != nil {
+		s, err := scanSecret(rows)
+		if err != nil {
 			return nil, err
 		}
-		s.CreatedAt = time.UnixMilli(created).UTC()
-		s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
 		out = append(out, s)
 	}
 	return out, rows.Err()

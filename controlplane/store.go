@@ -75,8 +75,8 @@ func (s *Secret) Status(now time.Time) Status {
 
 // Store holds clients and the hashes of their secrets. Implementations must
 // be safe for concurrent use. Methods that take no transaction see committed
-// data only. The SQL text of the SQLite store uses $N placeholders and
-// standard SQL so that a PostgreSQL store can share it.
+// data only. The SQLite and PostgreSQL stores share their SQL text
+// (queries.go) and one test suite, so that they behave the same.
 type Store interface {
 	// Update runs fn in one write transaction and commits when fn returns
 	// nil, rolls back and returns fn's error otherwise. Writers are
@@ -84,7 +84,10 @@ type Store interface {
 	// IMMEDIATE on SQLite; Tx.LockClient row locks on PostgreSQL), so that
 	// a count read inside fn still holds at commit. When fn wrote anything
 	// the store revision is bumped by one in the same transaction. It
-	// returns the revision after commit.
+	// returns the revision after commit. A store may call fn again when
+	// the transaction failed before commit for a transient reason (a
+	// broken connection, a deadlock), so fn must leave no trace outside
+	// the transaction but its results, and reset those when it starts.
 	Update(ctx context.Context, fn func(Tx) error) (revision int64, err error)
 
 	// Client returns one client, or ErrNotFound.

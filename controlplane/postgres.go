@@ -1,0 +1,740 @@
+package controlplane
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// postgresMigrations are the schema versions of the PostgreSQL store, in
+// order: entry i brings the schema from version i to i+1. Released entries
+// are never edited; a change is a new entry. The tables mirror the SQLite
+// store's so that both run the same queries (queries.go). Ids sort bytewise
+// (COLLATE "C"), as on SQLite, whatever the database's locale: pagination
+// must not depend on it.
+var postgresMigrations = [][]string{
+	{ // 1: clients, secrets, and the store's epoch and revision.
+		`CREATE TABLE meta (
+			id       INTEGER PRIMARY KEY CHECK (id = 1),
+			epoch    TEXT    NOT NULL,
+			revision BIGINT  NOT NULL CHECK (revision >= 0)
+		)`,
+		`CREATE TABLE clients (
+			client_id  TEXT COLLATE "C" PRIMARY KEY,
+			name       TEXT   NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE secrets (
+			secret_id      TEXT COLLATE "C" PRIMARY KEY,
+			client_id      TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
+			hash           TEXT   NOT NULL,
+			hint           TEXT   NOT NULL,
+			created_at     BIGINT NOT NULL,
+			expires_at     BIGINT,
+			revoked_at     BIGINT,
+			last_used_at   BIGINT,
+			last_used_from TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
+	},
+}
+
+// PostgresChannel is the LISTEN/NOTIFY channel on which every committed
+// change announces itself. The payload is "<epoch>.<revision>": the epoch
+// tells apart stores that share a database under different schemas.
+const PostgresChannel = "rotagate_changes"
+
+// Defaults of the PostgreSQL store.
+const (
+	// DefaultPostgresPollInterval is how often a store with a Notifier
+	// reads the revision, in case a notification was lost.
+	DefaultPostgresPollInterval = time.Second
+	// defaultConnectTimeout bounds one connection attempt when the DSN
+	// sets none.
+	defaultConnectTimeout = 5 * time.Second
+	// queryTimeout bounds the background revision check.
+	queryTimeout = 5 * time.Second
+
+	// listenIdleCheck is how long the LISTEN connection may stay quiet
+	// before it is pinged.
+	listenIdleCheck = 30 * time.Second
+
+	listenBackoffMin = 100 * time.Millisecond
+	listenBackoffMax = 5 * time.Second
+	// maxAttempts bounds the tries of one operation that fails for a
+	// transient reason (a dead pooled connection, a deadlock).
+	maxAttempts = 3
+)
+
+// PostgresOptions configure OpenPostgres.
+type PostgresOptions struct {
+	// Schema holds the store's tables; it is created when missing and
+	// put first on every connection's search_path. Lower-case letters,
+	// digits and underscores. Default: the connection's search_path
+	// (usually public).
+	Schema string
+	// Notifier, when set, hears of changes committed by every process on
+	// the database: the store LISTENs on PostgresChannel over a dedicated
+	// connection (reconnecting with backoff) and reads the revision every
+	// PollInterval as a safety net. Give it the Notifier of the Services
+	// over this store. Default: none (the store watches nothing).
+	Notifier *Notifier
+	// PollInterval is the period of the safety-net revision check.
+	// Default: 1s.
+	PollInterval time.Duration
+	// Logger receives the background work's warnings. Default: none.
+	Logger *zap.Logger
+}
+
+// PostgresStore is the Store for fleets: several control planes share one
+// PostgreSQL database. Writers lock the client row (SELECT … FOR UPDATE)
+// and then the meta row that holds the revision, so the max-active rule
+// holds across processes and revisions commit in order.
+type PostgresStore struct {
+	pool     *pgxpool.Pool
+	connCfg  *pgx.ConnConfig // for the LISTEN connection
+	epoch    string
+	notifier *Notifier
+	poll     time.Duration
+	log      *zap.Logger
+
+	// suspectUntil (unix nanoseconds): until then, every pooled
+	// connection is pinged before use, because one was found dead.
+	suspectUntil atomic.Int64
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// suspectFor is how long the pool checks every connection before use
+// after one was found dead: when the server restarts or drops a client's
+// connections, it drops all of them.
+const suspectFor = 5 * time.Second
+
+// shouldPing tells the pool to check a connection before handing it out:
+// one idle for over a second (pgxpool's default), or any while the pool
+// is suspect.
+func (s *PostgresStore) shouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
+	return p.IdleDuration > time.Second || time.Now().UnixNano() < s.suspectUntil.Load()
+}
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// OpenPostgres connects to the database named by dsn (a postgres:// URL or
+// key=value pairs), brings its schema up to date and, with a Notifier,
+// starts watching for changes. It fails when the database does not answer
+// within ctx. Errors never contain the password.
+func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*PostgresStore, error) {
+	cfg, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Schema != "" {
+		if !schemaName.MatchString(opts.Schema) {
+			return nil, fmt.Errorf("postgres store: schema %q must be 1 to 63 of [a-z0-9_], not starting with a digit", opts.Schema)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultPostgresPollInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	password := cfg.ConnConfig.Password
+	where := describeTarget(cfg.ConnConfig)
+	s := &PostgresStore{
+		connCfg:  cfg.ConnConfig.Copy(),
+		notifier: opts.Notifier,
+		poll:     opts.PollInterval,
+		log:      opts.Logger,
+	}
+	cfg.ShouldPing = s.shouldPing
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, redactf(password, "postgres store %s: %w", where, err)
+	}
+	pool := s.pool
+	if s.epoch, err = s.migrate(ctx, opts.Schema); err != nil {
+		pool.Close()
+		return nil, redactf(password, "postgres store %s: %w", where, err)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if s.notifier != nil {
+		s.wg.Add(2)
+		go s.listen(bg)
+		go s.pollRevision(bg)
+	}
+	return s, nil
+}
+
+// ParsePostgresDSN parses a DSN into a pool configuration with the store's
+// defaults (a connect timeout of 5s unless the DSN sets one). A malformed
+// DSN gives an error that does not quote it: it may hold a password.
+func ParsePostgresDSN(dsn string) (*pgxpool.Config, error) {
+	if strings.TrimSpace(dsn) == "" {
+		return nil, errors.New("postgres store: empty DSN")
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx redacts passwords only on a best-effort basis: say what
+		// is expected instead of quoting its message.
+		return nil, errors.New("postgres store: the DSN is not a valid connection string " +
+			"(want postgres://user:password@host:port/database?sslmode=… or host=… user=… dbname=… pairs)")
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "rotagate"
+	}
+	return cfg, nil
+}
+
+// describeTarget names the database for errors and logs: user, host, port
+// and database, never the password.
+func describeTarget(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("(user %s, %s:%d, database %s)", c.User, c.Host, c.Port, c.Database)
+}
+
+// redactf formats an error and blanks out the password, should a driver
+// message ever quote it. (Passwords under 4 characters are left alone:
+// blanking them would garble every message and hide nothing.)
+func redactf(password, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	if len(password) >= 4 && strings.Contains(err.Error(), password) {
+		return errors.New(strings.ReplaceAll(err.Error(), password, "xxxxx"))
+	}
+	return err
+}
+
+// migrate applies the missing migrations and creates the epoch in one
+// transaction, under an advisory lock, so that control planes starting
+// together migrate once and agree on the epoch. It returns the epoch.
+func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, error) {
+	var epoch string
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		key := fnv.New64a()
+		key.Write([]byte("rotagate migrate " + schema))
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(key.Sum64())); err != nil {
+			return err
+		}
+		if schema != "" {
+			if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, sqlCreateSchemaVersion); err != nil {
+			return err
+		}
+		var version int
+		if err := tx.QueryRow(ctx, sqlSchemaVersion).Scan(&version); err != nil {
+			return err
+		}
+		if version > len(postgresMigrations) {
+			return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(postgresMigrations))
+		}
+		for i := version; i < len(postgresMigrations); i++ {
+			for _, stmt := range postgresMigrations[i] {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %d: %w", i+1, err)
+				}
+			}
+		}
+		if version < len(postgresMigrations) {
+			if _, err := tx.Exec(ctx, sqlClearSchemaVersion); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, sqlSetSchemaVersion, len(postgresMigrations)); err != nil {
+				return err
+			}
+		}
+		fresh, err := randomBase62(16)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, sqlCreateMeta, fresh); err != nil {
+			return err
+		}
+		var rev int64
+		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	return epoch, err
+}
+
+// errCommitUnknown marks a commit whose outcome is unknown: the connection
+// broke after COMMIT was sent. Such a transaction is never retried.
+var errCommitUnknown = errors.New("the database connection broke during commit; the change may or may not have been applied")
+
+// run calls fn with a pooled connection, and again (up to maxAttempts
+// times) when it failed for a reason that guarantees nothing was
+// committed and a retry may succeed: the connection turned out dead (the
+// server closed it, or the database restarted), a deadlock, or a
+// serialization failure. fn must therefore be safe to run again.
+func (s *PostgresStore) run(ctx context.Context, fn func(*pgxpool.Conn) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var c *pgxpool.Conn
+		if c, err = s.pool.Acquire(ctx); err != nil {
+			return err
+		}
+		err = fn(c)
+		dead := c.Conn().IsClosed()
+		c.Release()
+		if dead {
+			s.suspectUntil.Store(time.Now().Add(suspectFor).UnixNano())
+		}
+		if err == nil || ctx.Err() != nil || errors.Is(err, errCommitUnknown) || attempt >= maxAttempts {
+			return err
+		}
+		if !dead && !transient(err) {
+			return err
+		}
+	}
+}
+
+// transient reports whether the server refused a statement for a reason
+// that a new attempt may not meet.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return pgconn.SafeToRetry(err)
+	}
+	switch pgErr.Code {
+	case "40001", "40P01", // serialization failure, deadlock detected
+		"57P01", "57P02", "57P03": // admin shutdown, crash shutdown, cannot connect now
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
+}
+
+// Update implements Store. The store may run fn more than once, when a
+// transaction failed before commit for a transient reason.
+func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
+	var rev int64
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("beginning transaction: %w", err)
+		}
+		defer tx.Rollback(ctx) // a no-op after Commit
+		t := &pgTx{tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		if t.changed {
+			if err := tx.QueryRow(ctx, sqlBumpRevision).Scan(&rev); err != nil {
+				return fmt.Errorf("bumping revision: %w", err)
+			}
+			// Delivered at commit, and only if the commit succeeds.
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, PostgresChannel, s.epoch+"."+strconv.FormatInt(rev, 10)); err != nil {
+				return fmt.Errorf("announcing revision: %w", err)
+			}
+		} else if err := tx.QueryRow(ctx, sqlRevision).Scan(&rev); err != nil {
+			return fmt.Errorf("reading revision: %w", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			if c.Conn().IsClosed() && ctx.Err() == nil {
+				return fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
+			}
+			return fmt.Errorf("committing: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return rev, nil
+}
+
+// Client implements Store.
+func (s *PostgresStore) Client(ctx context.Context, id string) (Client, error) {
+	var cl Client
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		var err error
+		cl, err = scanClient(c.QueryRow(ctx, sqlSelectClient, id))
+		return err
+	})
+	return cl, err
+}
+
+// Clients implements Store.
+func (s *PostgresStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
+	var out []Client
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		out = nil
+		rows, err := c.Query(ctx, sqlListClients, after, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			cl, err := scanClient(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, cl)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// readOnly runs fn in a read-only REPEATABLE READ transaction: every
+// statement in it sees the same committed state.
+func (s *PostgresStore) readOnly(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.run(ctx, func(c *pgxpool.Conn) error {
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+}
+
+// Secrets implements Store.
+func (s *PostgresStore) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	var out []Secret
+	err := s.readOnly(ctx, func(tx pgx.Tx) error {
+		if _, err := scanClient(tx.QueryRow(ctx, sqlSelectClient, clientID)); err != nil {
+			return err
+		}
+		var err error
+		out, err = pgSecrets(ctx, tx, clientID)
+		return err
+	})
+	return out, err
+}
+
+// Revision implements Store.
+func (s *PostgresStore) Revision(ctx context.Context) (string, int64, error) {
+	var epoch string
+	var rev int64
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev)
+	})
+	return epoch, rev, err
+}
+
+// Snapshot implements Store.
+func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+	var snap wire.Snapshot
+	err := s.readOnly(ctx, func(tx pgx.Tx) error {
+		snap = wire.Snapshot{Clients: []wire.Client{}}
+		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, sqlSnapshot, now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var clientID string
+			var sec wire.Secret
+			var expires sql.NullInt64
+			if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+				return err
+			}
+			sec.ExpiresAt = fromMillis(expires)
+			if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
+				snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
+			}
+			c := &snap.Clients[len(snap.Clients)-1]
+			c.Secrets = append(c.Secrets, sec)
+		}
+		return rows.Err()
+	})
+	return snap, err
+}
+
+// ApplyUsage implements Store. The stamps go in one round trip (a batch in
+// one transaction); being max-merges, they may be applied again safely.
+func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int, error) {
+	if len(stamps) == 0 {
+		return 0, nil
+	}
+	updated := 0
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		updated = 0
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		var b pgx.Batch
+		for _, st := range stamps {
+			b.Queue(sqlApplyUsage, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
+		}
+		res := tx.SendBatch(ctx, &b)
+		for range stamps {
+			tag, err := res.Exec()
+			if err != nil {
+				res.Close()
+				return err
+			}
+			updated += int(tag.RowsAffected())
+		}
+		if err := res.Close(); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	return updated, err
+}
+
+// Ping implements Store: the database answers and holds the store.
+func (s *PostgresStore) Ping(ctx context.Context) error {
+	return s.run(ctx, func(c *pgxpool.Conn) error {
+		var one int
+		return c.QueryRow(ctx, sqlPing).Scan(&one)
+	})
+}
+
+// Close implements Store: it stops watching for changes and closes the
+// connections.
+func (s *PostgresStore) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Epoch returns the store's epoch, fixed when the database was set up.
+func (s *PostgresStore) Epoch() string { return s.epoch }
+
+// listen holds a LISTEN connection and publishes every change announced
+// on it, until ctx ends. A broken connection is replaced, with backoff;
+// after each (re)connection the revision is read at once, in case a
+// change was announced while nobody listened.
+func (s *PostgresStore) listen(ctx context.Context) {
+	defer s.wg.Done()
+	backoff := listenBackoffMin
+	for {
+		connected, err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff = listenBackoffMin
+		}
+		s.log.Warn("listening for store changes failed; reconnecting",
+			zap.Duration("after", backoff), zap.Error(err))
+		timer := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		backoff = min(2*backoff, listenBackoffMax)
+	}
+}
+
+// listenOnce connects, listens and publishes until the connection fails.
+func (s *PostgresStore) listenOnce(ctx context.Context) (connected bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic while listening for store changes", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+PostgresChannel); err != nil {
+		return false, err
+	}
+	s.checkRevision(ctx)
+	for {
+		// A connection that went silent (a network partition sends no
+		// reset) would wait forever: after a quiet while, make sure the
+		// server still answers.
+		wctx, cancel := context.WithTimeout(ctx, listenIdleCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) && !conn.IsClosed() {
+			pctx, cancel := context.WithTimeout(ctx, queryTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return true, err
+		}
+		epoch, revText, ok := strings.Cut(n.Payload, ".")
+		if !ok || epoch != s.epoch {
+			continue // another store on this database
+		}
+		if rev, err := strconv.ParseInt(revText, 10, 64); err == nil {
+			s.notifier.Publish(epoch, rev)
+		}
+	}
+}
+
+// pollRevision reads the revision every poll interval and publishes it:
+// the safety net for notifications lost while the LISTEN connection was
+// down.
+func (s *PostgresStore) pollRevision(ctx context.Context) {
+	defer s.wg.Done()
+	ticker := time.NewTicker(s.poll)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			s.checkRevision(ctx)
+		}
+	}
+}
+
+// checkRevision reads the revision and publishes it.
+func (s *PostgresStore) checkRevision(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic while checking the store revision", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	epoch, rev, err := s.Revision(qctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			if ce := s.log.Check(zap.DebugLevel, "checking the store revision failed"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
+		}
+		return
+	}
+	s.notifier.Publish(epoch, rev)
+}
+
+// pgTx implements Tx over a pgx transaction.
+type pgTx struct {
+	tx      pgx.Tx
+	changed bool
+}
+
+func (t *pgTx) LockClient(ctx context.Context, id string) (Client, error) {
+	// The row lock keeps other writers of this client waiting until this
+	// transaction ends, so a count of its active secrets holds at commit.
+	return scanClient(t.tx.QueryRow(ctx, sqlSelectClient+` FOR UPDATE`, id))
+}
+
+func (t *pgTx) InsertClient(ctx context.Context, c Client) error {
+	tag, err := t.tx.Exec(ctx, sqlInsertClient, c.ID, c.Name, c.CreatedAt.UnixMilli())
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrClientExists
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *pgTx) DeleteClient(ctx context.Context, id string) error {
+	if _, err := t.tx.Exec(ctx, sqlDeleteSecretsOf, id); err != nil {
+		return err
+	}
+	return t.execOne(ctx, sqlDeleteClient, id)
+}
+
+func (t *pgTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	return pgSecrets(ctx, t.tx, clientID)
+}
+
+func (t *pgTx) InsertSecret(ctx context.Context, s Secret) error {
+	if _, err := t.tx.Exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
+		return err
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *pgTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
+}
+
+func (t *pgTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
+}
+
+// execOne runs a statement that must touch one row: ErrNotFound otherwise.
+func (t *pgTx) execOne(ctx context.Context, query string, args ...any) error {
+	tag, err := t.tx.Exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	t.changed = true
+	return nil
+}
+
+func pgSecrets(ctx context.Context, tx pgx.Tx, clientID string) ([]Secret, error) {
+	rows, err := tx.Query(ctx, sqlSecrets, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Secret
+	for rows.Next() {
+		s, err := scanSecret(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Interface guards
+var (
+	_ Store = (*PostgresStore)(nil)
+	_ Tx    = (*pgTx)(nil)
+)

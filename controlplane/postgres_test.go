@@ -1,0 +1,627 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// The PostgreSQL tests run against ROTAGATE_TEST_POSTGRES (default: the
+// local server, database test, user postgres). Each test works in a
+// schema of its own, dropped at the end. When the server is unreachable
+// they skip, unless CI is set: then they fail.
+const defaultTestPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+var (
+	pgOnce    sync.Once
+	pgAdmin   *pgxpool.Pool
+	pgDownErr error
+)
+
+// testPostgres returns the DSN of the test server and a pool on it for
+// test setup, skipping (or failing, under CI) when it is unreachable.
+func testPostgres(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	dsn := os.Getenv("ROTAGATE_TEST_POSTGRES")
+	if dsn == "" {
+		dsn = defaultTestPostgres
+	}
+	pgOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		cfg, err := ParsePostgresDSN(dsn)
+		if err != nil {
+			pgDownErr = err
+			return
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err == nil {
+			err = pool.Ping(ctx)
+		}
+		if err != nil {
+			pgDownErr = redactf(cfg.ConnConfig.Password, "PostgreSQL %s: %w", describeTarget(cfg.ConnConfig), err)
+			return
+		}
+		pgAdmin = pool
+	})
+	if pgDownErr != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL is required under CI: %v", pgDownErr)
+		}
+		t.Skipf("skipping: PostgreSQL is not reachable (%v). Start it, or point ROTAGATE_TEST_POSTGRES at one; with CI set this fails instead", pgDownErr)
+	}
+	return dsn, pgAdmin
+}
+
+// newTestSchema returns a new schema name, dropped (with everything in
+// it) when the test ends, after the stores opened later are closed.
+func newTestSchema(t *testing.T) (dsn, schema string) {
+	t.Helper()
+	dsn, admin := testPostgres(t)
+	var b [6]byte
+	rand.Read(b[:])
+	schema = "rgtest_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return dsn, schema
+}
+
+// openTestPostgres opens a store on the schema, closed when the test ends.
+func openTestPostgres(t *testing.T, dsn string, opts PostgresOptions) *PostgresStore {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := OpenPostgres(ctx, dsn, opts)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// withParam adds a query parameter to a URL DSN.
+func withParam(t *testing.T, dsn, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// postgresKit opens PostgreSQL stores, each in a schema of its own, for
+// the shared store suite. Another handle is another pool on the schema:
+// what a second replica has.
+var postgresKit = storeKit{
+	name: "postgres",
+	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
+		dsn, schema := newTestSchema(t)
+		st := openTestPostgres(t, dsn, PostgresOptions{Schema: schema})
+		return st, func(t *testing.T) Store { return openTestPostgres(t, dsn, PostgresOptions{Schema: schema}) }
+	},
+}
+
+func TestPostgresStore(t *testing.T) {
+	testPostgres(t)
+	runStoreSuite(t, postgresKit)
+}
+
+func TestPostgresMigrations(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := newTestSchema(t)
+	_, admin := testPostgres(t)
+
+	// Replicas starting together migrate once and agree on the epoch.
+	epochs := make([]string, 6)
+	var wg sync.WaitGroup
+	for i := range epochs {
+		wg.Go(func() {
+			st, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: schema})
+			if err != nil {
+				t.Errorf("open %d: %v", i, err)
+				return
+			}
+			defer st.Close()
+			epochs[i], _, err = st.Revision(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, e := range epochs {
+		if e == "" || e != epochs[0] {
+			t.Fatalf("replicas started together see epochs %v", epochs)
+		}
+	}
+	var version, metaRows int
+	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(postgresMigrations) {
+		t.Fatalf("schema_version %d (%v), want %d", version, err, len(postgresMigrations))
+	}
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.meta`).Scan(&metaRows); err != nil || metaRows != 1 {
+		t.Fatalf("%d meta rows (%v)", metaRows, err)
+	}
+
+	// A schema from a newer build is refused, not downgraded.
+	if _, err := admin.Exec(ctx, `UPDATE `+schema+`.schema_version SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: schema}); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("opening a newer schema: %v", err)
+	}
+	if _, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: "Bad-Name"}); err == nil || !strings.Contains(err.Error(), "schema") {
+		t.Fatalf("bad schema name: %v", err)
+	}
+}
+
+// A broken DSN or an unreachable database gives an error that names the
+// target and never the password.
+func TestPostgresOpenErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const pw = "s3cret-Pa55word"
+	for dsn, want := range map[string]string{
+		"":                                       "empty DSN",
+		"postgres://u:" + pw + "@h:99999999/db":  "not a valid connection string",
+		"postgres://u:" + pw + "@[::1/db":        "not a valid connection string",
+		"host=h password=" + pw + " port=x":      "not a valid connection string",
+		"postgres://u:" + pw + "@127.0.0.1:1/db": "postgres store (user u, 127.0.0.1:1, database db)",
+		"host=127.0.0.1 port=1 user=u password=" + pw + " dbname=db": "connect",
+	} {
+		_, err := OpenPostgres(ctx, dsn, PostgresOptions{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error containing %q", strings.ReplaceAll(dsn, pw, "…"), err, want)
+			continue
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("the error quotes the password: %s", strings.ReplaceAll(err.Error(), pw, "[PASSWORD]"))
+		}
+	}
+}
+
+// replica is one control-plane process of a fleet, served over HTTP.
+type replica struct {
+	srv  *Server
+	http *httptest.Server
+}
+
+func newReplica(t *testing.T, dsn string, pg PostgresOptions) *replica {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv, err := NewPostgresServer(ctx, dsn, pg, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	if err != nil {
+		t.Fatalf("NewPostgresServer: %v", err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		srv.API.Close() // ends long polls, so that the server can close
+		hs.Close()
+		srv.Close()
+	})
+	return &replica{srv: srv, http: hs}
+}
+
+// call sends one request to the replica and returns its status and body.
+func (r *replica) call(t *testing.T, method, path, token, body string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, r.http.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := r.http.Client().Do(req)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, path, err)
+		return 0, nil, ""
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(data)
+}
+
+// waitFor polls cond until it holds or the deadline passes: for effects
+// that cross process boundaries, where no in-process signal exists.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// A revoke through replica A wakes the feed requests waiting on replica B
+// within a second: LISTEN/NOTIFY carries it, not the periodic check (set
+// to a minute here so that it cannot help).
+func TestPostgresReplicasWakeEachOther(t *testing.T) {
+	dsn, schema := newTestSchema(t)
+	pg := PostgresOptions{Schema: schema, PollInterval: time.Minute}
+	a, b := newReplica(t, dsn, pg), newReplica(t, dsn, pg)
+	waiting := make(chan struct{}, 1)
+	b.srv.API.onWait = func() { waiting <- struct{}{} }
+
+	if st, _, body := a.call(t, "POST", "/v1/clients", testAdminToken, `{"client_id":"c"}`); st != 201 {
+		t.Fatalf("create client: %d %s", st, body)
+	}
+	st, _, body := a.call(t, "POST", "/v1/clients/c/secrets", testAdminToken, `{}`)
+	if st != 201 {
+		t.Fatalf("generate: %d", st)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.ID == "" {
+		t.Fatalf("generate answered %v", err)
+	}
+	secretID := created.ID
+
+	// B learns of A's changes without being asked.
+	epoch, rev, _ := a.srv.Service().Notifier().Current()
+	waitFor(t, time.Second, "replica B hears of A's changes", func() bool {
+		e, r, _ := b.srv.Service().Notifier().Current()
+		return e == epoch && r == rev
+	})
+	st, hdr, body := b.call(t, "GET", "/v1/edge/snapshot", testEdgeToken, "")
+	if st != 200 || !strings.Contains(body, secretID) {
+		t.Fatalf("B's snapshot: %d, holds the secret: %v", st, strings.Contains(body, secretID))
+	}
+	etag := hdr.Get("ETag")
+
+	type answer struct {
+		status int
+		body   string
+		at     time.Time
+	}
+	done := make(chan answer, 1)
+	go func() {
+		st, _, body := b.call(t, "GET", "/v1/edge/snapshot?wait=10s", testEdgeToken, "", "If-None-Match", etag)
+		done <- answer{st, body, time.Now()}
+	}()
+	<-waiting
+	revoked := time.Now()
+	if st, _, _ := a.call(t, "DELETE", "/v1/clients/c/secrets/"+secretID, testAdminToken, ""); st != 200 {
+		t.Fatalf("revoke through A: %d", st)
+	}
+	select {
+	case ans := <-done:
+		latency := ans.at.Sub(revoked)
+		t.Logf("cross-replica wake latency: %v", latency)
+		if ans.status != 200 || strings.Contains(ans.body, secretID) {
+			t.Fatalf("B answered %d; still holds the revoked secret: %v", ans.status, strings.Contains(ans.body, secretID))
+		}
+		if latency > time.Second {
+			t.Fatalf("B answered %v after the revoke, want within 1s", latency)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll on B was not woken by a revoke through A")
+	}
+}
+
+// A change whose notification was lost (here: written without one) still
+// reaches waiting feed requests, through the periodic revision check.
+func TestPostgresPollCatchesLostNotifications(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := newTestSchema(t)
+	_, admin := testPostgres(t)
+	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: 100 * time.Millisecond})
+	_, rev, changed := b.srv.Service().Notifier().Current()
+	if _, err := admin.Exec(ctx, `UPDATE `+schema+`.meta SET revision = revision + 1`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a change without a notification was not picked up by the revision check")
+	}
+	if _, r, _ := b.srv.Service().Notifier().Current(); r != rev+1 {
+		t.Fatalf("published revision %d, want %d", r, rev+1)
+	}
+}
+
+// When the server drops every connection of a replica, the next
+// operations succeed on new connections and the replica listens again.
+func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := newTestSchema(t)
+	_, admin := testPostgres(t)
+	appName := schema + "_a"
+	a := newReplica(t, withParam(t, dsn, "application_name", appName), PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	svc := a.srv.Service()
+	if _, err := svc.CreateClient(ctx, who, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Warm the pool with several connections, then kill them all, and the
+	// LISTEN connection with them.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := svc.ListSecrets(ctx, "c"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var killed int
+	if err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, appName).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed < 2 {
+		t.Fatalf("terminated %d connections, want the pool's and the listener's", killed)
+	}
+	// Every next operation works, the first ones included.
+	if _, err := svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); err != nil {
+		t.Fatalf("generate after the connections were killed: %v", err)
+	}
+	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 200 {
+		t.Fatalf("healthz after the connections were killed: %d", st)
+	}
+	if _, err := svc.ListSecrets(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	// A listens again: a change through B reaches it (the periodic check
+	// is a minute away).
+	_, _, changed := svc.Notifier().Current()
+	if _, err := b.srv.Service().CreateClient(ctx, who, "d", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("replica A no longer hears of changes after its connections were killed")
+	}
+}
+
+// tcpProxy stands between a store and PostgreSQL, so that a test can take
+// the database away and bring it back.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.setDown(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		for _, pair := range [][2]net.Conn{{c, up}, {up, c}} {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				io.Copy(pair[0], pair[1])
+				pair[0].Close()
+				pair[1].Close()
+			}()
+		}
+	}
+}
+
+// setDown cuts every open connection and refuses new ones, or accepts
+// them again.
+func (p *tcpProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// The database goes away under a running replica and comes back: while it
+// is away /healthz answers 503, writes fail whole (nothing half-written),
+// and the errors and logs never show the password; when it is back,
+// everything works again, change notifications included.
+func TestPostgresDatabaseDownAndBack(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := newTestSchema(t)
+	cfg, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port))
+	const pw = "s3cret-Pa55word" // trust authentication ignores it
+	u, _ := url.Parse(dsn)
+	u.Host = proxy.ln.Addr().String()
+	u.User = url.UserPassword(cfg.ConnConfig.User, pw)
+	viaProxy := withParam(t, u.String(), "connect_timeout", "2")
+
+	// Down at start: a clear error, fast.
+	proxy.setDown(true)
+	start := time.Now()
+	_, err = NewPostgresServer(ctx, viaProxy, PostgresOptions{Schema: schema}, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	if err == nil || !strings.Contains(err.Error(), "postgres store (user ") || strings.Contains(err.Error(), pw) {
+		t.Fatalf("starting with the database down: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("starting with the database down took %v", time.Since(start))
+	}
+	proxy.setDown(false)
+
+	core, logs := observer.New(zap.DebugLevel)
+	a := newReplica(t, viaProxy, PostgresOptions{Schema: schema, PollInterval: time.Minute, Logger: zap.New(core)})
+	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	a.srv.API.log = zap.New(core)
+	svc := a.srv.Service()
+	if _, err := svc.CreateClient(ctx, who, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 200 {
+		t.Fatalf("healthz: %d", st)
+	}
+	_, rev, _ := b.srv.Store().Revision(ctx)
+
+	// The connection is lost in the middle of a transaction: nothing of
+	// it is written.
+	_, err = a.srv.Store().Update(ctx, func(tx Tx) error {
+		if err := tx.InsertClient(ctx, Client{ID: "half", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		proxy.setDown(true)
+		return tx.InsertClient(ctx, Client{ID: "other-half", CreatedAt: time.Now()})
+	})
+	if err == nil {
+		t.Fatal("a transaction whose connection was lost succeeded")
+	}
+	if strings.Contains(err.Error(), pw) {
+		t.Fatal("the error quotes the password")
+	}
+	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 503 {
+		t.Fatalf("healthz with the database away: %d, want 503", st)
+	}
+	if st, _, _ := a.call(t, "POST", "/v1/clients", testAdminToken, `{"client_id":"x"}`); st < 500 {
+		t.Fatalf("a write with the database away answered %d", st)
+	}
+	for _, id := range []string{"half", "other-half", "x"} {
+		if _, err := b.srv.Store().Client(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("client %s written while the database was away: %v", id, err)
+		}
+	}
+	if _, r, _ := b.srv.Store().Revision(ctx); r != rev {
+		t.Fatalf("the revision moved from %d to %d without a change", rev, r)
+	}
+
+	// Back: health, writes and notifications recover.
+	proxy.setDown(false)
+	waitFor(t, 5*time.Second, "healthz answers 200 again", func() bool {
+		st, _, _ := a.call(t, "GET", "/healthz", "", "")
+		return st == 200
+	})
+	if _, err := svc.CreateClient(ctx, who, "after", ""); err != nil {
+		t.Fatalf("write after the database came back: %v", err)
+	}
+	_, _, changed := svc.Notifier().Current()
+	if _, err := b.srv.Service().CreateClient(ctx, who, "from-b", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(listenBackoffMax + 2*time.Second):
+		t.Fatal("replica A no longer hears of changes after the database came back")
+	}
+	for _, entry := range logs.All() {
+		line := entry.Message
+		for _, f := range entry.Context {
+			line += fmt.Sprint(f.String, f.Interface)
+		}
+		if strings.Contains(line, pw) {
+			t.Fatal("a log entry quotes the password")
+		}
+	}
+}
+
+// The Caddy module opens a PostgreSQL store from `store postgres <dsn>`,
+// the DSN given through an environment placeholder.
+func TestProvisionPostgres(t *testing.T) {
+	setTokens(t)
+	dsn, schema := newTestSchema(t)
+	_, admin := testPostgres(t)
+	if _, err := admin.Exec(context.Background(), `CREATE SCHEMA `+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TEST_CP_DSN", withParam(t, dsn, "search_path", schema))
+	config := `{"store":{"postgres":{"dsn":"{env.TEST_CP_DSN}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`
+	h1, err := provision(t, config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := provision(t, config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h1.api.svc.Store() != h2.api.svc.Store() || !strings.HasPrefix(h1.poolKey, "postgres:") || strings.Contains(h1.poolKey, "postgres://") {
+		t.Fatalf("two handlers on one DSN: shared %v, pool key %q", h1.api.svc.Store() == h2.api.svc.Store(), h1.poolKey)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"c"}`))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if err := h1.ServeHTTP(rec, req, nil); err != nil || rec.Code != 201 {
+		t.Fatalf("create client: %d (%v)", rec.Code, err)
+	}
+	var n int
+	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM `+schema+`.clients`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d clients in the schema (%v)", n, err)
+	}
+	store := h1.api.svc.Store()
+	h1.Cleanup()
+	h2.Cleanup()
+	if err := store.Ping(context.Background()); err == nil {
+		t.Fatal("store left open after the last handler went")
+	}
+}

@@ -1,0 +1,56 @@
+package controlplane
+
+import (
+	"database/sql"
+	"time"
+)
+
+// SQL text shared by the SQLite and PostgreSQL stores. Both dialects agree
+// on $N placeholders, ON CONFLICT … DO NOTHING and RETURNING, so one text
+// serves both and the two stores cannot drift apart. Times are BIGINT unix
+// milliseconds (UTC) on both.
+const (
+	sqlCreateSchemaVersion = `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`
+	sqlSchemaVersion       = `SELECT COALESCE(MAX(version), 0) FROM schema_version`
+	sqlClearSchemaVersion  = `DELETE FROM schema_version`
+	sqlSetSchemaVersion    = `INSERT INTO schema_version (version) VALUES ($1)`
+
+	sqlSelectClient = `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`
+	sqlListClients  = `SELECT client_id, name, created_at FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2`
+	sqlSelectMeta   = `SELECT epoch, revision FROM meta WHERE id = 1`
+	sqlRevision     = `SELECT revision FROM meta WHERE id = 1`
+	sqlBumpRevision = `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`
+	sqlCreateMeta   = `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`
+	sqlPing         = `SELECT 1 FROM meta WHERE id = 1`
+	sqlSnapshot     = `SELECT client_id, secret_id, hash, expires_at FROM secrets
+		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+		ORDER BY client_id, secret_id`
+	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from
+		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
+	// sqlApplyUsage is last_used_at = max(stored, reported): a stamp no
+	// newer than the stored one touches nothing, so replaying a batch, or
+	// two control planes applying stamps in any order, ends the same.
+	sqlApplyUsage = `UPDATE secrets SET last_used_at = $1, last_used_from = $2
+		WHERE secret_id = $3 AND client_id = $4 AND (last_used_at IS NULL OR last_used_at < $1)`
+	sqlInsertClient = `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
+		ON CONFLICT (client_id) DO NOTHING`
+	sqlDeleteSecretsOf = `DELETE FROM secrets WHERE client_id = $1`
+	sqlDeleteClient    = `DELETE FROM clients WHERE client_id = $1`
+	sqlInsertSecret    = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`
+	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`
+	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
+)
+
+// scanSecret reads one row of sqlSecrets.
+func scanSecret(row rowScanner) (Secret, error) {
+	var s Secret
+	var created int64
+	var expires, revoked, used sql.NullInt64
+	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom); err != nil {
+		return Secret{}, err
+	}
+	s.CreatedAt = time.UnixMilli(created).UTC()
+	s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
+	return s, nil
+}
