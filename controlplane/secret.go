@@ -138,12 +138,14 @@ func NewClientID() (string, error) {
 }
 
 // errBadClientID explains the client id syntax; it never repeats the input.
-var errBadClientID = errors.New("client_id must be 1 to 255 bytes of printable ASCII without spaces or ':'")
+var errBadClientID = errors.New("client_id must be 1 to 255 bytes of printable ASCII without spaces or ':', and not \".\" or \"..\"")
 
 // ValidateClientID checks a client id: 1 to 255 bytes of printable ASCII
 // except space and ':' (a colon cannot travel unescaped in Basic auth).
+// "." and ".." are refused too: as path segments of the management API
+// they are cleaned away, so such a client could never be reached.
 func ValidateClientID(id string) error {
-	if len(id) == 0 || len(id) > maxClientIDLen {
+	if len(id) == 0 || len(id) > maxClientIDLen || id == "." || id == ".." {
 		return errBadClientID
 	}
 	for i := 0; i < len(id); i++ {

@@ -172,7 +172,7 @@ func TestValidateClientID(t *testing.T) {
 			t.Errorf("%q: %v", id, err)
 		}
 	}
-	bad := []string{"", strings.Repeat("a", 256), "a b", "a:b", "tab\tx", "nl\n", "del\x7f", "é"}
+	bad := []string{"", strings.Repeat("a", 256), "a b", "a:b", "tab\tx", "nl\n", "del\x7f", "é", ".", ".."}
 	for _, id := range bad {
 		if ValidateClientID(id) == nil {
 			t.Errorf("%q accepted", id)
