@@ -249,36 +249,7 @@ func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, err
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, sqlCreateSchemaVersion); err != nil {
-			return err
-		}
-		var version int
-		if err := tx.QueryRow(ctx, sqlSchemaVersion).Scan(&version); err != nil {
-			return err
-		}
-		if version > len(postgresMigrations) {
-			return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(postgresMigrations))
-		}
-		for i := version; i < len(postgresMigrations); i++ {
-			for _, stmt := range postgresMigrations[i] {
-				if _, err := tx.Exec(ctx, stmt); err != nil {
-					return fmt.Errorf("migration %d: %w", i+1, err)
-				}
-			}
-		}
-		if version < len(postgresMigrations) {
-			if _, err := tx.Exec(ctx, sqlClearSchemaVersion); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, sqlSetSchemaVersion, len(postgresMigrations)); err != nil {
-				return err
-			}
-		}
-		fresh, err := randomBase62(16)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, sqlCreateMeta, fresh); err != nil {
+		if err := applyMigrations(ctx, pgxMigrationTx{tx}, postgresMigrations); err != nil {
 			return err
 		}
 		var rev int64
@@ -288,6 +259,18 @@ func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, err
 		return tx.Commit(ctx)
 	})
 	return epoch, err
+}
+
+// pgxMigrationTx adapts a pgx transaction to applyMigrations.
+type pgxMigrationTx struct{ tx pgx.Tx }
+
+func (t pgxMigrationTx) exec(ctx context.Context, query string, args ...any) error {
+	_, err := t.tx.Exec(ctx, query, args...)
+	return err
+}
+
+func (t pgxMigrationTx) queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error } {
+	return t.tx.QueryRow(ctx, query, args...)
 }
 
 // errCommitUnknown marks a commit whose outcome is unknown: the connection

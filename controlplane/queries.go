@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"context"
 	"database/sql"
+	"fmt"
 	"time"
 )
 
@@ -53,4 +55,47 @@ func scanSecret(row rowScanner) (Secret, error) {
 	s.CreatedAt = time.UnixMilli(created).UTC()
 	s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
 	return s, nil
+}
+
+// migrationTx is what applying migrations needs of a transaction, so that
+// both stores run one procedure over their own drivers.
+type migrationTx interface {
+	exec(ctx context.Context, query string, args ...any) error
+	queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error }
+}
+
+// applyMigrations brings the schema up to len(migrations), recording the
+// version, and creates the epoch when the database has none. It runs
+// inside the caller's transaction.
+func applyMigrations(ctx context.Context, tx migrationTx, migrations [][]string) error {
+	if err := tx.exec(ctx, sqlCreateSchemaVersion); err != nil {
+		return err
+	}
+	var version int
+	if err := tx.queryRow(ctx, sqlSchemaVersion).Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		for _, stmt := range migrations[i] {
+			if err := tx.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+		}
+	}
+	if version < len(migrations) {
+		if err := tx.exec(ctx, sqlClearSchemaVersion); err != nil {
+			return err
+		}
+		if err := tx.exec(ctx, sqlSetSchemaVersion, len(migrations)); err != nil {
+			return err
+		}
+	}
+	epoch, err := randomBase62(16)
+	if err != nil {
+		return err
+	}
+	return tx.exec(ctx, sqlCreateMeta, epoch)
 }

@@ -106,39 +106,22 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, sqlCreateSchemaVersion); err != nil {
-		return err
-	}
-	var version int
-	if err := tx.QueryRowContext(ctx, sqlSchemaVersion).Scan(&version); err != nil {
-		return err
-	}
-	if version > len(sqliteMigrations) {
-		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(sqliteMigrations))
-	}
-	for i := version; i < len(sqliteMigrations); i++ {
-		for _, stmt := range sqliteMigrations[i] {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("migration %d: %w", i+1, err)
-			}
-		}
-	}
-	if version < len(sqliteMigrations) {
-		if _, err := tx.ExecContext(ctx, sqlClearSchemaVersion); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, sqlSetSchemaVersion, len(sqliteMigrations)); err != nil {
-			return err
-		}
-	}
-	epoch, err := randomBase62(16)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, sqlCreateMeta, epoch); err != nil {
+	if err := applyMigrations(ctx, sqlMigrationTx{tx}, sqliteMigrations); err != nil {
 		return err
 	}
 	return tx.Commit()
+}
+
+// sqlMigrationTx adapts a database/sql transaction to applyMigrations.
+type sqlMigrationTx struct{ tx *sql.Tx }
+
+func (t sqlMigrationTx) exec(ctx context.Context, query string, args ...any) error {
+	_, err := t.tx.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (t sqlMigrationTx) queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error } {
+	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 // Update implements Store.
