@@ -86,22 +86,30 @@ func status(t *testing.T, client, secret string) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
+// syncedEdge starts an outside control plane with one client and secret,
+// and an edge on it with the given max_stale, and returns once the edge
+// accepts the secret.
+func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, secretInfo) {
+	t.Helper()
+	cp := startOutsideCP(t, filepath.Join(t.TempDir(), "rotagate.db"))
+	api := adminAPI{t: t, base: outsideCPURL}
+	api.createClient(client)
+	s := api.generate(client)
+	startCaddy(t, edgeOnly(maxStale))
+	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+		code, _ := status(t, client, s.Secret)
+		return code == 200
+	})
+	return cp, api, s
+}
+
 // TestControlPlaneDown: with the control plane stopped the edge serves
 // until max_stale, then answers 503, then recovers by itself when the
 // control plane returns; a stamp whose flush failed meanwhile arrives.
 // Then the edge restarts while the control plane is down and serves from
 // its saved snapshot.
 func TestControlPlaneDown(t *testing.T) {
-	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
-	cp := startOutsideCP(t, dbPath)
-	api := adminAPI{t: t, base: outsideCPURL}
-	api.createClient("ops")
-	s := api.generate("ops")
-	startCaddy(t, edgeOnly("2s"))
-	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
-		code, _ := status(t, "ops", s.Secret)
-		return code == 200
-	})
+	cp, api, s := syncedEdge(t, "ops", "2s")
 
 	cp.stop()
 	stopped := time.Now()
@@ -118,7 +126,7 @@ func TestControlPlaneDown(t *testing.T) {
 	}
 	t.Logf("control plane down: the edge served for %v, then answered 503 (max_stale 2s)", until503)
 
-	startOutsideCP(t, dbPath)
+	startOutsideCP(t, cp.path)
 	recovered := eventually(t, 10*time.Second, "the edge recovers by itself", func() bool {
 		code, _ := status(t, "ops", s.Secret)
 		return code == 200
@@ -134,16 +142,7 @@ func TestControlPlaneDown(t *testing.T) {
 // restarted while the control plane is down serves from its saved snapshot
 // within max_stale, then 503.
 func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
-	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
-	cp := startOutsideCP(t, dbPath)
-	api := adminAPI{t: t, base: outsideCPURL}
-	api.createClient("ops2")
-	s := api.generate("ops2")
-	startCaddy(t, edgeOnly("5s"))
-	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
-		code, _ := status(t, "ops2", s.Secret)
-		return code == 200
-	})
+	cp, _, s := syncedEdge(t, "ops2", "5s")
 
 	cp.stop()
 	// Unload the edge (its feed stops), then load it again: a fresh feed
@@ -165,16 +164,7 @@ func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
 // TestGarbageFromControlPlane: an endpoint that answers garbage is not
 // trusted — the edge keeps what it had and ends in 503 at max_stale.
 func TestGarbageFromControlPlane(t *testing.T) {
-	dbPath := filepath.Join(t.TempDir(), "rotagate.db")
-	cp := startOutsideCP(t, dbPath)
-	api := adminAPI{t: t, base: outsideCPURL}
-	api.createClient("g")
-	s := api.generate("g")
-	startCaddy(t, edgeOnly("2s"))
-	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
-		code, _ := status(t, "g", s.Secret)
-		return code == 200
-	})
+	cp, _, s := syncedEdge(t, "g", "2s")
 	cp.stop()
 	ln, err := net.Listen("tcp", strings.TrimPrefix(outsideCPURL, "http://"))
 	if err != nil {
