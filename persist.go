@@ -33,9 +33,34 @@ func newDiskCache(key string) diskCache {
 func (d diskCache) snapshotPath() string  { return filepath.Join(d.dir, d.key+".json") }
 func (d diskCache) confirmedPath() string { return filepath.Join(d.dir, d.key+".confirmed") }
 
-// saveSnapshot writes a snapshot body that was just applied.
-func (d diskCache) saveSnapshot(raw []byte) error {
-	return d.write(d.snapshotPath(), raw)
+// spool opens a temporary file that a snapshot body is copied into while
+// it is decoded; keep renames it into place once the snapshot is applied.
+func (d diskCache) spool() (*os.File, error) {
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return nil, err
+	}
+	return os.CreateTemp(d.dir, ".tmp-*")
+}
+
+// keep makes a spooled body the saved snapshot, atomically.
+func (d diskCache) keep(tmp *os.File) error {
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), d.snapshotPath())
+}
+
+// discard drops a spooled body.
+func discard(tmp *os.File) {
+	if tmp != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}
 }
 
 // saveConfirmed writes the confirmation time.

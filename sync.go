@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -242,43 +243,77 @@ func (f *feed) pollOne(ctx context.Context, base string, long bool) error {
 			return fmt.Errorf("%s: 304 although the edge holds no snapshot", base)
 		}
 		f.confirm(sent)
-		f.save(nil)
+		f.saveConfirmed()
 		return nil
 	case http.StatusOK:
 	default:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("%s: unexpected status %d", base, resp.StatusCode)
 	}
-	next, raw, err := f.decode(resp.Body)
+	next, spooled, err := f.decode(resp.Body)
 	if err != nil {
 		return fmt.Errorf("%s: snapshot rejected: %w", base, err)
 	}
 	if cur != nil && next.epoch == cur.epoch && next.revision < cur.revision {
+		discard(spooled)
 		return fmt.Errorf("%s: snapshot rejected: revision %d is older than the %d held (rollback)", base, next.revision, cur.revision)
 	}
 	f.snap.Store(next)
 	f.confirm(sent)
-	f.save(raw)
+	if spooled != nil {
+		if err := f.disk.keep(spooled); err != nil {
+			f.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+		}
+	}
+	f.saveConfirmed()
 	f.logger.Debug("snapshot updated", zap.String("epoch", next.epoch), zap.Int64("revision", next.revision), zap.Int("clients", len(next.clients)))
 	return nil
 }
 
 // decode reads and validates a whole snapshot body, at most maxBytes of it.
-func (f *feed) decode(body io.Reader) (*snapshot, []byte, error) {
+// The body is streamed into the decoder, and into a spool file when the
+// feed keeps a disk copy, so the raw bytes are never held in memory beside
+// the old and the new snapshot. The spool file is returned for the caller
+// to keep or discard.
+func (f *feed) decode(body io.Reader) (*snapshot, *os.File, error) {
 	limit := f.maxBytes.Load()
-	raw, err := io.ReadAll(io.LimitReader(body, limit+1))
+	counted := &io.LimitedReader{R: body, N: limit + 1}
+	in := io.Reader(counted)
+	var spool *os.File
+	if f.disk != nil {
+		var err error
+		if spool, err = f.disk.spool(); err != nil {
+			f.logger.Warn("cannot save the snapshot to disk", zap.Error(err))
+		} else {
+			in = io.TeeReader(counted, spool)
+		}
+	}
+	snap, err := decodeSnapshot(in, counted, limit)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading body: %w", err)
+		discard(spool)
+		return nil, nil, err
 	}
-	if int64(len(raw)) > limit {
-		return nil, nil, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
-	}
+	return snap, spool, nil
+}
+
+// decodeSnapshot decodes one snapshot from in, which reads through counted.
+func decodeSnapshot(in io.Reader, counted *io.LimitedReader, limit int64) (*snapshot, error) {
+	dec := json.NewDecoder(in)
 	var w wire.Snapshot
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, nil, fmt.Errorf("decoding: %w", err)
+	err := dec.Decode(&w)
+	if err == nil && dec.More() {
+		err = errors.New("data after the snapshot")
 	}
-	snap, err := newSnapshot(&w)
-	return snap, raw, err
+	if err == nil { // the rest (trailing space) belongs in the saved copy
+		_, err = io.Copy(io.Discard, in)
+	}
+	if counted.N <= 0 {
+		return nil, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	return newSnapshot(&w)
 }
 
 // loadSaved starts the feed from the snapshot saved by an earlier run, if
@@ -302,21 +337,14 @@ func (f *feed) loadSaved() {
 	f.logger.Info("loaded the saved snapshot", zap.Int64("revision", snap.revision), zap.Time("confirmed", confirmed))
 }
 
-// save writes a newly applied snapshot body (raw, when not nil) and the
-// confirmation time to disk. Failures are logged: the edge works on.
-func (f *feed) save(raw []byte) {
+// saveConfirmed writes the confirmation time to disk. A failure is
+// logged: the edge works on.
+func (f *feed) saveConfirmed() {
 	if f.disk == nil {
 		return
 	}
-	var err error
-	if raw != nil {
-		err = f.disk.saveSnapshot(raw)
-	}
-	if err == nil {
-		err = f.disk.saveConfirmed(time.Unix(0, f.confirmed.Load()))
-	}
-	if err != nil {
-		f.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+	if err := f.disk.saveConfirmed(time.Unix(0, f.confirmed.Load())); err != nil {
+		f.logger.Warn("saving the snapshot's confirmation time failed", zap.Error(err))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -53,10 +54,16 @@ func TestPollAppliesAndConfirms(t *testing.T) {
 func TestPollRejectsBadAnswers(t *testing.T) {
 	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, fs.URL)
+	dir := t.TempDir()
+	f.disk = &diskCache{dir: dir, key: f.key}
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	good, confirmed := f.current()
+	saved, err := os.ReadFile(f.disk.snapshotPath())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, answer := range map[string]func(w http.ResponseWriter){
 		"garbage":   func(w http.ResponseWriter) { w.Write([]byte("<html>oops")) },
 		"truncated": func(w http.ResponseWriter) { w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[{"client_id":"a"`)) },
@@ -71,7 +78,10 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 		"too large": func(w http.ResponseWriter) {
 			w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[],"pad":"` + strings.Repeat("x", 1<<20) + `"}`))
 		},
-		"server 500":  func(w http.ResponseWriter) { w.WriteHeader(500) },
+		"server 500": func(w http.ResponseWriter) { w.WriteHeader(500) },
+		"trailing": func(w http.ResponseWriter) {
+			w.Write([]byte(`{"epoch":"e1","revision":9,"clients":[]} {"epoch":"e1"}`))
+		},
 		"unexpected ": func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) },
 	} {
 		fs.Override(answer)
@@ -80,6 +90,12 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 		}
 		if snap, c := f.current(); snap != good || !c.Equal(confirmed) {
 			t.Errorf("%s: the snapshot or its confirmation changed", name)
+		}
+		if now, err := os.ReadFile(f.disk.snapshotPath()); err != nil || string(now) != string(saved) {
+			t.Errorf("%s: the saved snapshot changed", name)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(left) > 0 {
+			t.Errorf("%s: spool files left behind: %v", name, left)
 		}
 	}
 	// A new epoch replaces everything, whatever its revision.
