@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -122,19 +123,19 @@ func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, p
 }
 
 // cacheKey digests (client id, presented secret, stored hash), each part
-// length-prefixed so no two different triples share a key.
+// length-prefixed so no two different triples share a key. The parts are
+// gathered in a stack buffer: only the returned key is allocated.
 func cacheKey(clientID string, presented []byte, stored string) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, part := range [][]byte{[]byte(clientID), presented, []byte(stored)} {
-		l := uint64(len(part))
-		for i := range n {
-			n[i] = byte(l >> (8 * i))
-		}
-		h.Write(n[:])
-		h.Write(part)
-	}
-	return string(h.Sum(nil))
+	var buf [512]byte
+	b := binary.LittleEndian.AppendUint64(buf[:0], uint64(len(clientID)))
+	b = append(b, clientID...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(presented)))
+	b = append(b, presented...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(stored)))
+	b = append(b, stored...)
+	sum := sha256.Sum256(b)
+	clear(buf[:]) // the buffer held the presented secret
+	return string(sum[:])
 }
 
 func (v *verifier) close() { v.cache.close() }
