@@ -45,19 +45,12 @@ const (
 	descriptionUnavailable = "credentials cannot be checked right now"
 )
 
-// answers holds every error answer, built once: bodies are byte-identical
-// whatever the cause, and writing them allocates nothing.
+// answers holds every error answer's body and header values, built once:
+// bodies are byte-identical whatever the cause.
 type answers struct {
 	unauthorized, badRequest, tooLarge, unavailable []byte
-	challenge, retryAfter                           []string
+	challenge, retryAfter                           string
 }
-
-var (
-	headerJSON     = []string{contentTypeJSON}
-	headerNoStore  = []string{"no-store"}
-	headerNoCache  = []string{"no-cache"}
-	headerNoSniffs = []string{"nosniff"}
-)
 
 func newAnswers(realm string, retryAfterSeconds int) answers {
 	body := func(code, desc string) []byte {
@@ -68,8 +61,8 @@ func newAnswers(realm string, retryAfterSeconds int) answers {
 		badRequest:   body("invalid_request", descriptionBadRequest),
 		tooLarge:     body("invalid_request", descriptionTooLarge),
 		unavailable:  body("temporarily_unavailable", descriptionUnavailable),
-		challenge:    []string{`Basic realm="` + realm + `"`},
-		retryAfter:   []string{strconv.Itoa(retryAfterSeconds)},
+		challenge:    `Basic realm="` + realm + `"`,
+		retryAfter:   strconv.Itoa(retryAfterSeconds),
 	}
 }
 
@@ -218,16 +211,18 @@ func (h *Handler) strip(r *http.Request, c *credentials) {
 // refuse writes an RFC 6749 §5.2 error answer.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, out outcome, status int, body []byte, challenge bool) error {
 	countOutcome(out)
+	// Fresh slices each time: later handlers (Caddy's deferred `header`
+	// replacements) may edit header values in place.
 	hdr := w.Header()
-	hdr["Content-Type"] = headerJSON
-	hdr["Cache-Control"] = headerNoStore
-	hdr["Pragma"] = headerNoCache
-	hdr["X-Content-Type-Options"] = headerNoSniffs
+	hdr["Content-Type"] = []string{contentTypeJSON}
+	hdr["Cache-Control"] = []string{"no-store"}
+	hdr["Pragma"] = []string{"no-cache"}
+	hdr["X-Content-Type-Options"] = []string{"nosniff"}
 	if challenge {
-		hdr["Www-Authenticate"] = h.answers.challenge
+		hdr["Www-Authenticate"] = []string{h.answers.challenge}
 	}
 	if status == http.StatusServiceUnavailable {
-		hdr["Retry-After"] = h.answers.retryAfter
+		hdr["Retry-After"] = []string{h.answers.retryAfter}
 	}
 	if c := h.logger.Check(zapcore.DebugLevel, "client authentication refused"); c != nil {
 		c.Write(zap.String("outcome", string(out)), zap.Int("status", status), zap.String("remote", r.RemoteAddr))

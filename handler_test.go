@@ -383,3 +383,19 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorHeadersNotShared: a later handler editing the answer's header
+// values in place (as Caddy's deferred header replacements do) must not
+// change the next answer.
+func TestErrorHeadersNotShared(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	w, _ := serve(t, h, basicRequest("app", "wrong"))
+	for _, k := range []string{"Cache-Control", "Content-Type", "Pragma", "Www-Authenticate"} {
+		w.Header()[k][0] = "tampered"
+	}
+	w, _ = serve(t, h, basicRequest("app", "wrong"))
+	checkErrorHeaders(t, w)
+	if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="api"` {
+		t.Fatalf("WWW-Authenticate %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package rotagate
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,6 +62,18 @@ func discard(tmp *os.File) {
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}
+}
+
+// forget removes the saved snapshot and its confirmation time.
+func (d diskCache) forget() error {
+	err := os.Remove(d.snapshotPath())
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if err2 := os.Remove(d.confirmedPath()); err2 != nil && !errors.Is(err2, os.ErrNotExist) && err == nil {
+		err = err2
+	}
+	return err
 }
 
 // saveConfirmed writes the confirmation time.

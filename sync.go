@@ -64,6 +64,9 @@ type feed struct {
 
 	usage *usageRecorder
 	disk  *diskCache // nil: nothing saved
+	// savedCurrent is set while the saved snapshot is the one in force, so
+	// that a confirmation is never written beside an older body.
+	savedCurrent atomic.Bool
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -260,12 +263,7 @@ func (f *feed) pollOne(ctx context.Context, base string, long bool) error {
 	}
 	f.snap.Store(next)
 	f.confirm(sent)
-	if spooled != nil {
-		if err := f.disk.keep(spooled); err != nil {
-			f.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
-		}
-	}
-	f.saveConfirmed()
+	f.persist(spooled)
 	f.logger.Debug("snapshot updated", zap.String("epoch", next.epoch), zap.Int64("revision", next.revision), zap.Int("clients", len(next.clients)))
 	return nil
 }
@@ -280,20 +278,66 @@ func (f *feed) decode(body io.Reader) (*snapshot, *os.File, error) {
 	counted := &io.LimitedReader{R: body, N: limit + 1}
 	in := io.Reader(counted)
 	var spool *os.File
+	var copied bestEffortWriter
 	if f.disk != nil {
 		var err error
 		if spool, err = f.disk.spool(); err != nil {
 			f.logger.Warn("cannot save the snapshot to disk", zap.Error(err))
 		} else {
-			in = io.TeeReader(counted, spool)
+			copied.w = spool
+			in = io.TeeReader(counted, &copied)
 		}
 	}
 	snap, err := decodeSnapshot(in, counted, limit)
-	if err != nil {
+	if err != nil || copied.err != nil {
 		discard(spool)
+		spool = nil
+	}
+	if err != nil {
 		return nil, nil, err
 	}
+	if copied.err != nil {
+		f.logger.Warn("saving the snapshot to disk failed", zap.Error(copied.err))
+	}
 	return snap, spool, nil
+}
+
+// bestEffortWriter copies to w until the first error, which it keeps
+// instead of returning: the disk copy is a convenience, and a full disk
+// must not make the edge refuse good snapshots.
+type bestEffortWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (b *bestEffortWriter) Write(p []byte) (int, error) {
+	if b.err == nil {
+		_, b.err = b.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// persist saves a newly applied snapshot's spooled body and its
+// confirmation time. When the body could not be saved, the older saved
+// copy is removed: paired with a newer confirmation time it would let a
+// restarted edge trust secrets revoked since.
+func (f *feed) persist(spooled *os.File) {
+	if f.disk == nil {
+		return
+	}
+	if spooled != nil {
+		err := f.disk.keep(spooled)
+		if err == nil {
+			f.savedCurrent.Store(true)
+			f.saveConfirmed()
+			return
+		}
+		f.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+	}
+	f.savedCurrent.Store(false)
+	if err := f.disk.forget(); err != nil {
+		f.logger.Warn("removing the outdated saved snapshot failed", zap.Error(err))
+	}
 }
 
 // decodeSnapshot decodes one snapshot from in, which reads through counted.
@@ -331,6 +375,7 @@ func (f *feed) loadSaved() {
 		return
 	}
 	f.snap.Store(snap)
+	f.savedCurrent.Store(true)
 	if !confirmed.IsZero() { // without a confirmation time it counts as stale
 		f.confirm(confirmed)
 	}
@@ -340,7 +385,7 @@ func (f *feed) loadSaved() {
 // saveConfirmed writes the confirmation time to disk. A failure is
 // logged: the edge works on.
 func (f *feed) saveConfirmed() {
-	if f.disk == nil {
+	if f.disk == nil || !f.savedCurrent.Load() {
 		return
 	}
 	if err := f.disk.saveConfirmed(time.Unix(0, f.confirmed.Load())); err != nil {

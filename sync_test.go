@@ -1,10 +1,13 @@
 package rotagate
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -286,5 +289,43 @@ func TestSavedSnapshotWithoutConfirmation(t *testing.T) {
 	snap, confirmed := restarted.current()
 	if snap == nil || confirmed.UnixNano() != 0 {
 		t.Fatalf("snapshot %v, confirmed %v (want the epoch: never confirmed)", snap != nil, confirmed)
+	}
+}
+
+type failingWriter struct{ n int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.n++
+	return 0, errors.New("no space left on device")
+}
+
+// TestDiskTroubleDoesNotRejectSnapshots: a failing disk copy neither fails
+// the decode (a full disk must not stop the edge) nor leaves an older
+// saved body to be paired with a newer confirmation time.
+func TestDiskTroubleDoesNotRejectSnapshots(t *testing.T) {
+	fw := &failingWriter{}
+	copied := bestEffortWriter{w: fw}
+	body, _ := json.Marshal(testSnapshot(t))
+	counted := &io.LimitedReader{R: bytes.NewReader(body), N: int64(len(body)) + 1}
+	snap, err := decodeSnapshot(io.TeeReader(counted, &copied), counted, int64(len(body)))
+	if err != nil || snap == nil || copied.err == nil || fw.n != 1 {
+		t.Fatalf("decode with a failing copy: %v, copy error %v, writes tried %d", err, copied.err, fw.n)
+	}
+
+	fs := feedtest.New(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	f.disk = &diskCache{dir: t.TempDir(), key: f.key}
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	f.persist(nil) // a newer snapshot was applied but could not be saved
+	if _, err := os.Stat(f.disk.snapshotPath()); !os.IsNotExist(err) {
+		t.Fatalf("the outdated saved snapshot is still there: %v", err)
+	}
+	if err := f.poll(context.Background(), true); err != nil { // a 304
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.disk.confirmedPath()); !os.IsNotExist(err) {
+		t.Fatal("a confirmation time was saved with no current snapshot beside it")
 	}
 }
