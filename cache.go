@@ -3,6 +3,7 @@ package rotagate
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -100,6 +101,12 @@ func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 type verifiedCache struct {
 	c   *ristretto.Cache[string, string]
 	ttl time.Duration
+
+	// A request of the old config may still be verifying when Cleanup
+	// closes the cache; ristretto's Set after Close can panic, so the two
+	// are kept apart.
+	mu     sync.RWMutex
+	closed bool
 }
 
 func newVerifiedCache(ttl time.Duration) (*verifiedCache, error) {
@@ -117,6 +124,19 @@ func newVerifiedCache(ttl time.Duration) (*verifiedCache, error) {
 
 func (v *verifiedCache) get(key string) (string, bool) { return v.c.Get(key) }
 
-func (v *verifiedCache) set(key, secretID string) { v.c.SetWithTTL(key, secretID, 1, v.ttl) }
+func (v *verifiedCache) set(key, secretID string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if !v.closed {
+		v.c.SetWithTTL(key, secretID, 1, v.ttl)
+	}
+}
 
-func (v *verifiedCache) close() { v.c.Close() }
+func (v *verifiedCache) close() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.closed {
+		v.closed = true
+		v.c.Close()
+	}
+}

@@ -158,7 +158,7 @@ func sizeArg(d *caddyfile.Dispenser, v *int64) error {
 		return err
 	}
 	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > 1<<40 {
+	if err != nil || n == 0 || n > maxSize {
 		return d.Errf("%s: want a size such as 64KiB, got %q", name, s)
 	}
 	*v = int64(n)

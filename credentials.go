@@ -25,6 +25,9 @@ var (
 // splitting at the first colon.
 func parseBasic(header string) (id, secret string, ok bool, err error) {
 	const scheme = "basic "
+	if strings.EqualFold(strings.TrimSpace(header), "basic") {
+		return "", "", true, errMalformedBasic // the scheme with nothing after it
+	}
 	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
 		return "", "", false, nil
 	}

@@ -168,9 +168,11 @@ func readLimited(body io.ReadCloser, contentLength, limit int64) ([]byte, error)
 	if contentLength > limit {
 		return nil, errBodyTooLarge
 	}
+	// Size the buffer from Content-Length (one more to see EOF without
+	// growing), but never trust it for more than a few pages up front.
 	size := int64(512)
 	if contentLength > 0 {
-		size = contentLength + 1 // one more to see EOF without growing
+		size = min(contentLength+1, 64<<10)
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, size))
 	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))

@@ -72,6 +72,11 @@ func TestAnswers(t *testing.T) {
 			r.Header.Set("Authorization", "Basic !!!notbase64")
 			return r
 		}, 400, "invalid_request", false},
+		{"basic scheme alone", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Basic")
+			return r
+		}, 400, "invalid_request", false},
 		{"no colon", func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app"+appSecret)))
@@ -397,5 +402,16 @@ func TestErrorHeadersNotShared(t *testing.T) {
 	checkErrorHeaders(t, w)
 	if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="api"` {
 		t.Fatalf("WWW-Authenticate %q", got)
+	}
+}
+
+// TestSlowCheckAfterCleanup: a request of an old config still verifying a
+// legacy secret when its handler is cleaned up finishes without a panic.
+func TestSlowCheckAfterCleanup(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	h.verifier.close()
+	w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret))
+	if w.Code != 200 {
+		t.Fatalf("status %d", w.Code)
 	}
 }

@@ -29,6 +29,7 @@ const (
 	defaultMaxBody          = 64 << 10
 	defaultMaxSnapshotBytes = 256 << 20
 	defaultRealm            = "api"
+	maxSize                 = 1 << 40 // bound of the size options, in JSON as in the Caddyfile
 	methodBasic             = "basic"
 	methodPost              = "post"
 )
@@ -253,12 +254,12 @@ func (h *Handler) Validate() error {
 		return errors.New("max_stale must be positive or \"forever\"")
 	case h.UsageFlush <= 0:
 		return errors.New("usage_flush must be positive")
-	case h.MaxBody <= 0:
-		return errors.New("max_body must be positive")
+	case h.MaxBody <= 0 || h.MaxBody > maxSize:
+		return errors.New("max_body must be positive and at most 1 TiB")
 	case h.SlowHashConcurrency < 1:
 		return errors.New("slow_hash_concurrency must be at least 1")
-	case h.MaxSnapshotBytes <= 0:
-		return errors.New("max_snapshot_bytes must be positive")
+	case h.MaxSnapshotBytes <= 0 || h.MaxSnapshotBytes > maxSize:
+		return errors.New("max_snapshot_bytes must be positive and at most 1 TiB")
 	}
 	seen := map[string]bool{}
 	for _, m := range h.Methods {

@@ -21,6 +21,8 @@ func TestValidateRejects(t *testing.T) {
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"revocation_delay":"500ms"}`, "at least 1s"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"realm":"a\"b"}`, "realm must not contain"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"max_body":-1}`, "max_body must be positive"},
+		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"max_body":9223372036854775807}`, "at most 1 TiB"},
+		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"max_snapshot_bytes":9223372036854775807}`, "at most 1 TiB"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"usage_flush":-1}`, "usage_flush must be positive"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"slow_hash_concurrency":-2}`, "slow_hash_concurrency"},
 	} {
