@@ -329,3 +329,25 @@ func TestDiskTroubleDoesNotRejectSnapshots(t *testing.T) {
 		t.Fatal("a confirmation time was saved with no current snapshot beside it")
 	}
 }
+
+// TestUsageFlushInChunks: a backlog larger than one POST may carry goes
+// out in several, none lost.
+func TestUsageFlushInChunks(t *testing.T) {
+	fs := feedtest.New(t, *testSnapshot(t))
+	f := testFeed(t, fs.URL)
+	n := 2*maxStampsPerPost + 5
+	at := time.Unix(1_800_000_000, 0)
+	for i := range n {
+		f.usage.record("app", fmt.Sprintf("sec_%d", i), "192.0.2.1", at)
+	}
+	if err := f.usage.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, s := range fs.Stamps() {
+		got[s.SecretID] = true
+	}
+	if len(got) != n || f.usage.pendingCount() != 0 {
+		t.Fatalf("%d distinct stamps arrived of %d, %d pending", len(got), n, f.usage.pendingCount())
+	}
+}

@@ -118,33 +118,75 @@ func (u *usageRecorder) loop(ctx context.Context) {
 	}
 }
 
-// flush sends what is pending; on failure the stamps go back.
+// maxStampsPerPost keeps each usage POST far below the control plane's
+// 16 MiB body limit (a stamp is under 200 bytes of JSON), however many
+// secrets were used or piled up during an outage.
+const maxStampsPerPost = 10_000
+
+// flush sends what is pending, in POSTs of at most maxStampsPerPost
+// stamps. Stamps of a POST that failed go back for the next try, unless
+// the control plane refused them as malformed: those are dropped, or they
+// would be refused forever.
 func (u *usageRecorder) flush(ctx context.Context) error {
 	batch := u.take()
 	if batch == nil {
 		return nil
 	}
-	body := wire.Usage{Edge: u.edge, Stamps: make([]wire.Stamp, 0, len(batch))}
+	stamps := make([]wire.Stamp, 0, len(batch))
 	for id, s := range batch {
-		body.Stamps = append(body.Stamps, wire.Stamp{ClientID: s.clientID, SecretID: id, LastUsedAt: s.at.UTC(), From: s.from})
-	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		u.putBack(batch)
-		return err
+		stamps = append(stamps, wire.Stamp{ClientID: s.clientID, SecretID: id, LastUsedAt: s.at.UTC(), From: s.from})
 	}
 	label := controlPlaneLabel(u.feed.urls)
+	for len(stamps) > 0 {
+		chunk := stamps[:min(len(stamps), maxStampsPerPost)]
+		err := u.send(ctx, chunk)
+		var refused errRefusedStamps
+		switch {
+		case err == nil:
+			edgeMetrics.stampsSent.WithLabelValues(label).Add(float64(len(chunk)))
+		case errors.As(err, &refused):
+			edgeMetrics.stampsRetry.WithLabelValues(label).Add(float64(len(chunk)))
+			u.logger.Error("the control plane refused a usage batch; its stamps are dropped", zap.Int("stamps", len(chunk)), zap.Error(err))
+		default:
+			rest := make(map[string]usageStamp, len(stamps)) // this chunk and every one not sent yet
+			for _, st := range stamps {
+				rest[st.SecretID] = batch[st.SecretID]
+			}
+			u.putBack(rest)
+			edgeMetrics.stampsRetry.WithLabelValues(label).Add(float64(len(stamps)))
+			return err
+		}
+		stamps = stamps[len(chunk):]
+	}
+	return nil
+}
+
+// errRefusedStamps is a usage POST the control plane answered 400 or 413:
+// sending it again cannot succeed.
+type errRefusedStamps struct{ status int }
+
+func (e errRefusedStamps) Error() string {
+	return fmt.Sprintf("usage ingest refused the batch with %d", e.status)
+}
+
+// send POSTs one batch to the first control plane that takes it.
+func (u *usageRecorder) send(ctx context.Context, stamps []wire.Stamp) error {
+	raw, err := json.Marshal(wire.Usage{Edge: u.edge, Stamps: stamps})
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, base := range u.feed.urls {
-		if err := u.post(ctx, base, raw); err != nil {
-			errs = append(errs, err)
-			continue
+		err := u.post(ctx, base, raw)
+		if err == nil {
+			return nil
 		}
-		edgeMetrics.stampsSent.WithLabelValues(label).Add(float64(len(batch)))
-		return nil
+		var refused errRefusedStamps
+		if errors.As(err, &refused) {
+			return err
+		}
+		errs = append(errs, err)
 	}
-	u.putBack(batch)
-	edgeMetrics.stampsRetry.WithLabelValues(label).Add(float64(len(batch)))
 	return errors.Join(errs...)
 }
 
@@ -163,7 +205,10 @@ func (u *usageRecorder) post(ctx context.Context, base string, body []byte) erro
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
+	switch {
+	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusRequestEntityTooLarge:
+		return errRefusedStamps{status: resp.StatusCode}
+	case resp.StatusCode/100 != 2:
 		return fmt.Errorf("%s: usage ingest answered %d", base, resp.StatusCode)
 	}
 	return nil
