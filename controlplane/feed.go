@@ -134,6 +134,19 @@ func (b *builtSnapshot) gzipped() ([]byte, error) {
 	return b.gz, b.gzErr
 }
 
+// notModified answers 304 — an edge counts it as a confirmation that its
+// snapshot is current — only while the revision can be trusted: a replica
+// cut off from a shared database answers 503 instead, so edges turn to
+// another replica or, failing all, stop trusting their snapshot at
+// max_stale.
+func (a *API) notModified(w http.ResponseWriter, n *Notifier, epoch string, rev int64) {
+	if !n.Trusted() {
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
+		return
+	}
+	writeNotModified(w, epoch, rev)
+}
+
 // snapshot serves GET /v1/edge/snapshot (SPEC §4). A request whose
 // If-None-Match names the current revision gets 304, after waiting up to
 // wait (capped at max_wait) for a change that turns the answer into 200.
@@ -148,10 +161,11 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 		}
 		wait = min(d, a.maxWait)
 	}
-	epoch, rev, changed := a.svc.Notifier().Current()
+	n := a.svc.Notifier()
+	epoch, rev, changed := n.Current()
 	if etagMatches(r.Header.Get("If-None-Match"), epoch, rev) {
 		if wait <= 0 {
-			writeNotModified(w, epoch, rev)
+			a.notModified(w, n, epoch, rev)
 			return
 		}
 		timer := time.NewTimer(wait)
@@ -162,10 +176,10 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 		select {
 		case <-changed:
 		case <-timer.C:
-			writeNotModified(w, epoch, rev)
+			a.notModified(w, n, epoch, rev)
 			return
 		case <-a.stop:
-			writeNotModified(w, epoch, rev)
+			a.notModified(w, n, epoch, rev)
 			return
 		case <-r.Context().Done():
 			return

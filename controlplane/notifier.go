@@ -1,6 +1,9 @@
 package controlplane
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Notifier broadcasts the store's revision to waiting feed requests. Each
 // change closes the current channel and replaces it, so any number of
@@ -13,6 +16,12 @@ type Notifier struct {
 	epoch   string
 	rev     int64
 	changed chan struct{}
+
+	// A store that other processes also write (PostgreSQL) has a watcher
+	// that vouches for the revision every poll interval; while it cannot,
+	// the revision here may be stale and must not be confirmed to edges.
+	watchedEvery time.Duration
+	vouched      time.Time
 }
 
 // NewNotifier returns a Notifier that knows no revision yet.
@@ -30,6 +39,31 @@ func (n *Notifier) Publish(epoch string, rev int64) {
 	n.epoch, n.rev = epoch, rev
 	close(n.changed)
 	n.changed = make(chan struct{})
+}
+
+// Watch says that a watcher will call Vouch about every interval.
+func (n *Notifier) Watch(interval time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.watchedEvery = interval
+	n.vouched = time.Now()
+}
+
+// Vouch publishes (epoch, rev) as just read from the store.
+func (n *Notifier) Vouch(epoch string, rev int64) {
+	n.Publish(epoch, rev)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.vouched = time.Now()
+}
+
+// Trusted reports whether the published revision can be confirmed as
+// current: always for an unwatched store (this process makes every
+// change), else while the watcher vouched within three of its intervals.
+func (n *Notifier) Trusted() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.watchedEvery == 0 || time.Since(n.vouched) <= 3*n.watchedEvery
 }
 
 // Current returns the last published (epoch, rev) and a channel that is

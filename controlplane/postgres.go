@@ -178,6 +178,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	if s.notifier != nil {
+		s.notifier.Watch(s.poll)
 		s.wg.Add(2)
 		go s.listen(bg)
 		go s.pollRevision(bg)
@@ -592,7 +593,7 @@ func (s *PostgresStore) listenOnce(ctx context.Context) (connected bool, err err
 			continue // another store on this database
 		}
 		if rev, err := strconv.ParseInt(revText, 10, 64); err == nil {
-			s.notifier.Publish(epoch, rev)
+			s.notifier.Vouch(epoch, rev)
 		}
 	}
 }
@@ -632,7 +633,7 @@ func (s *PostgresStore) checkRevision(ctx context.Context) {
 		}
 		return
 	}
-	s.notifier.Publish(epoch, rev)
+	s.notifier.Vouch(epoch, rev)
 }
 
 // pgTx implements Tx over a pgx transaction.

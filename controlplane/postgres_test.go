@@ -625,3 +625,36 @@ func TestProvisionPostgres(t *testing.T) {
 		t.Fatal("store left open after the last handler went")
 	}
 }
+
+// A replica cut off from the database must not confirm an edge's snapshot:
+// its revision may be stale (another replica may have revoked a secret), so
+// it answers 503 instead of 304 until it can vouch for the revision again.
+func TestPostgresReplicaWithoutDatabaseConfirmsNothing(t *testing.T) {
+	dsn, schema := newTestSchema(t)
+	cfg, err := ParsePostgresDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port))
+	u, _ := url.Parse(dsn)
+	u.Host = proxy.ln.Addr().String()
+	viaProxy := withParam(t, u.String(), "connect_timeout", "1")
+	a := newReplica(t, viaProxy, PostgresOptions{Schema: schema, PollInterval: 50 * time.Millisecond})
+
+	st, hdr, _ := a.call(t, "GET", "/v1/edge/snapshot", testEdgeToken, "")
+	if st != 200 {
+		t.Fatalf("first snapshot: %d", st)
+	}
+	etag := hdr.Get("ETag")
+	poll := func() int {
+		st, _, _ := a.call(t, "GET", "/v1/edge/snapshot", testEdgeToken, "", "If-None-Match", etag)
+		return st
+	}
+	if st := poll(); st != 304 {
+		t.Fatalf("unchanged snapshot with the database up: %d", st)
+	}
+	proxy.setDown(true)
+	waitFor(t, 5*time.Second, "503 instead of 304 while the database is away", func() bool { return poll() == 503 })
+	proxy.setDown(false)
+	waitFor(t, 10*time.Second, "304 again once the database is back", func() bool { return poll() == 304 })
+}
