@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -57,10 +58,14 @@ type feed struct {
 	maxBytes atomic.Int64
 
 	snap atomic.Pointer[snapshot]
-	// confirmed is the send time (unix nanoseconds) of the newest request
-	// that the control plane answered 200 or 304: the snapshot is known to
-	// have been current then.
+	// confirmed is the send time of the newest request that the control
+	// plane answered 200 or 304: the snapshot is known to have been current
+	// then.
 	confirmed atomic.Int64
+	// base anchors confirmed: it holds nanoseconds since base, so that the
+	// staleness check runs on the monotonic clock and a wall-clock step
+	// cannot stretch the revocation bound.
+	base time.Time
 
 	usage *usageRecorder
 	disk  *diskCache // nil: nothing saved
@@ -111,6 +116,8 @@ func newFeed(cfg feedConfig, logger *zap.Logger) *feed {
 
 		restartPause: time.Second,
 	}
+	f.base = time.Now()
+	f.confirmed.Store(math.MinInt64) // never confirmed
 	f.wait.Store(int64(cfg.wait))
 	f.maxBytes.Store(cfg.maxBytes)
 	f.usage = newUsageRecorder(f, cfg.flush, logger.Named("usage"))
@@ -388,14 +395,15 @@ func (f *feed) saveConfirmed() {
 	if f.disk == nil || !f.savedCurrent.Load() {
 		return
 	}
-	if err := f.disk.saveConfirmed(time.Unix(0, f.confirmed.Load())); err != nil {
+	_, confirmed := f.current()
+	if err := f.disk.saveConfirmed(confirmed); err != nil {
 		f.logger.Warn("saving the snapshot's confirmation time failed", zap.Error(err))
 	}
 }
 
 // confirm records that the snapshot was current at sent, keeping the newest.
 func (f *feed) confirm(sent time.Time) {
-	n := sent.UnixNano()
+	n := int64(sent.Sub(f.base))
 	for {
 		old := f.confirmed.Load()
 		if n <= old || f.confirmed.CompareAndSwap(old, n) {
@@ -406,7 +414,7 @@ func (f *feed) confirm(sent time.Time) {
 
 // current returns the snapshot and the time it was last confirmed.
 func (f *feed) current() (*snapshot, time.Time) {
-	return f.snap.Load(), time.Unix(0, f.confirmed.Load())
+	return f.snap.Load(), f.base.Add(time.Duration(f.confirmed.Load()))
 }
 
 // stripURLError drops the URL from a client error: the URL carries no
