@@ -442,6 +442,9 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 		if !h.Scheme.Slow() {
 			return CreatedSecret{}, invalidf("import.hash must be a bcrypt or argon2id hash")
 		}
+		if err := h.CheckImportCost(); err != nil {
+			return CreatedSecret{}, invalidf("import.hash: %v", err)
+		}
 		ns.Secret.Hash = h.Encoded
 		ns.Secret.Hint = "(imported " + h.Scheme.String() + ")"
 	case opts.ImportSecret != "":

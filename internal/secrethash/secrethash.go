@@ -170,6 +170,35 @@ func (h *Hash) parseArgon2id(encoded string) error {
 	return nil
 }
 
+// What one check of an imported hash may cost: the edge runs it for every
+// try of a wrong secret of that client (through a bounded semaphore whose
+// slots each hold one check), so an import cannot demand hours of CPU or
+// gigabytes per try. Parse accepts wider parameters, so that hashes stored
+// before these limits still load.
+const (
+	maxImportBcryptCost    = 14 // about a second per check
+	maxImportArgonMemoryKB = 256 << 10
+	maxImportArgonTime     = 8
+	maxImportArgonThreads  = 8
+)
+
+// CheckImportCost refuses a slow hash whose parameters exceed what an
+// import may ask of every edge.
+func (h *Hash) CheckImportCost() error {
+	switch h.Scheme {
+	case Bcrypt:
+		if cost, err := bcrypt.Cost([]byte(h.Encoded)); err != nil || cost > maxImportBcryptCost {
+			return fmt.Errorf("bcrypt cost above %d is refused: every wrong try at an edge would pay it", maxImportBcryptCost)
+		}
+	case Argon2id:
+		if h.memory > maxImportArgonMemoryKB || h.time > maxImportArgonTime || h.threads > maxImportArgonThreads {
+			return fmt.Errorf("argon2id parameters above m=%d,t=%d,p=%d are refused: every wrong try at an edge would pay them",
+				maxImportArgonMemoryKB, maxImportArgonTime, maxImportArgonThreads)
+		}
+	}
+	return nil
+}
+
 // Verify reports whether secret matches h. For SHA256 prefer comparing
 // digests with MatchDigest: the caller hashes the secret once for all of a
 // client's hashes. Verify on a slow scheme costs what the scheme costs.

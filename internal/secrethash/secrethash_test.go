@@ -76,3 +76,21 @@ func TestParseRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckImportCost(t *testing.T) {
+	for enc, ok := range map[string]bool{
+		"$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc":   true,
+		"$argon2id$v=19$m=1048576,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc": false,
+		"$argon2id$v=19$m=65536,t=3,p=64$c29tZXNhbHRzb21lc2FsdA$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc":  false,
+		"$2a$10$abcdefghijklmnopqrstuuOm1zC3I7Nbb1ST1cqS6hTA3ZfDgs1gi":                                        true,
+		"$2a$15$abcdefghijklmnopqrstuuOm1zC3I7Nbb1ST1cqS6hTA3ZfDgs1gi":                                        false,
+	} {
+		h, err := Parse(enc)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", enc, err)
+		}
+		if err := h.CheckImportCost(); (err == nil) != ok {
+			t.Errorf("%s: CheckImportCost = %v, want ok=%v", enc, err, ok)
+		}
+	}
+}
