@@ -125,6 +125,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // never looked at.
 func (h *Handler) extract(r *http.Request) (credentials, outcome) {
 	var c credentials
+	if len(r.Header["Authorization"]) > 1 {
+		return c, outcomeMalformed // which one would the upstream read?
+	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		id, secret, isBasic, err := parseBasic(auth)
 		if err != nil {

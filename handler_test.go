@@ -72,6 +72,12 @@ func TestAnswers(t *testing.T) {
 			r.Header.Set("Authorization", "Basic !!!notbase64")
 			return r
 		}, 400, "invalid_request", false},
+		{"two Authorization headers", func() *http.Request {
+			r := postForm("app", appSecret)
+			r.Header.Add("Authorization", "Bearer x")
+			r.Header.Add("Authorization", basicHeader("other", "y"))
+			return r
+		}, 400, "invalid_request", false},
 		{"basic scheme alone", func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Header.Set("Authorization", "Basic")
