@@ -172,9 +172,18 @@ func (f *feed) goSafe(name string, fn func()) {
 func (f *feed) syncLoop(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
-		err := f.poll(ctx, f.snap.Load() != nil)
+		started, held := time.Now(), f.snap.Load()
+		err := f.poll(ctx, held != nil)
 		if err == nil {
 			failures = 0
+			// A new snapshot is followed by the next poll at once. A poll
+			// that changed nothing yet came back early — a control plane
+			// that answers at once instead of holding it (one shutting
+			// down, or another implementation) — must not make this loop
+			// spin.
+			if f.snap.Load() == held && !sleepCtx(ctx, minPollGap-time.Since(started)) {
+				return
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -189,6 +198,9 @@ func (f *feed) syncLoop(ctx context.Context) {
 	}
 }
 
+// minPollGap is the least time between the starts of two polls.
+const minPollGap = 100 * time.Millisecond
+
 // backoff is the pause after n consecutive failures: exponential from
 // 100ms, capped at 5s, with full jitter.
 func backoff(n int) time.Duration {
@@ -197,6 +209,9 @@ func backoff(n int) time.Duration {
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

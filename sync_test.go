@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,5 +355,27 @@ func TestUsageFlushInChunks(t *testing.T) {
 	}
 	if len(got) != n || f.usage.pendingCount() != 0 {
 		t.Fatalf("%d distinct stamps arrived of %d, %d pending", len(got), n, f.usage.pendingCount())
+	}
+}
+
+// TestSyncLoopDoesNotSpin: against a control plane that answers 304 at
+// once instead of holding the poll, the loop keeps to its minimum gap.
+func TestSyncLoopDoesNotSpin(t *testing.T) {
+	var polls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		if r.Header.Get("If-None-Match") != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(testSnapshot(t))
+	}))
+	defer srv.Close()
+	f := testFeed(t, srv.URL)
+	f.start(context.Background())
+	time.Sleep(500 * time.Millisecond) // a window to count polls in, not a synchronisation
+	f.Destruct()
+	if n := polls.Load(); n > 8 {
+		t.Fatalf("%d polls in 0.5s against an answer-at-once control plane; the gap is %v", n, minPollGap)
 	}
 }
