@@ -1,9 +1,11 @@
 package rotagate
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -419,5 +421,35 @@ func TestSlowCheckAfterCleanup(t *testing.T) {
 	w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret))
 	if w.Code != 200 {
 		t.Fatalf("status %d", w.Code)
+	}
+}
+
+// TestSharedSlowCheckOutlivesAGivingUpCaller: two requests with the same
+// legacy credentials share one bcrypt check; the first giving up while
+// waiting for a slot does not fail the second.
+func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
+	h := newTestHandler(t, nil, func(h *Handler) { h.SlowHashConcurrency = 1 })
+	v := h.verifier
+	v.slots <- struct{}{} // every slot busy
+	snap, _ := h.feed.current()
+	c := snap.clients["legacy-bcrypt"]
+	gaveUp, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := v.verify(gaveUp, c, []byte(legacySecret), testNow)
+		first <- err
+	}()
+	second := make(chan bool, 1)
+	go func() {
+		_, ok, _ := v.verify(context.Background(), c, []byte(legacySecret), testNow)
+		second <- ok
+	}()
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up got %v", err)
+	}
+	<-v.slots // a slot frees up
+	if !<-second {
+		t.Fatal("the second caller's check failed with the first")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -103,11 +104,16 @@ func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, p
 	if id, hit := v.cache.get(key); hit && id == s.id {
 		return true, nil
 	}
-	res, err, _ := v.flight.Do(key, func() (any, error) {
+	// The shared check belongs to no single caller: one that gives up does
+	// not fail the others, and each waits on its own context. The wait for
+	// a slot is bounded, so a flood cannot pile up checks without end.
+	results := v.flight.DoChan(key, func() (any, error) {
+		timer := time.NewTimer(slotWait)
+		defer timer.Stop()
 		select {
 		case v.slots <- struct{}{}:
-		case <-ctx.Done():
-			return false, ctx.Err()
+		case <-timer.C:
+			return false, errNoSlot
 		}
 		defer func() { <-v.slots }()
 		ok := s.hash.Verify(presented)
@@ -116,11 +122,21 @@ func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, p
 		}
 		return ok, nil
 	})
-	if err != nil {
-		return false, err
+	select {
+	case res := <-results:
+		if res.Err != nil {
+			return false, res.Err
+		}
+		return res.Val.(bool), nil
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
-	return res.(bool), nil
 }
+
+// slotWait bounds how long a slow check waits for a free slot.
+const slotWait = 10 * time.Second
+
+var errNoSlot = errors.New("no slow-hash slot became free")
 
 // cacheKey digests (client id, presented secret, stored hash), each part
 // length-prefixed so no two different triples share a key. The parts are
