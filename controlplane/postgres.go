@@ -250,7 +250,7 @@ func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, err
 				return err
 			}
 		}
-		if err := applyMigrations(ctx, pgxMigrationTx{tx}, postgresMigrations); err != nil {
+		if err := applyMigrations(ctx, pgxDriverTx{tx}, postgresMigrations); err != nil {
 			return err
 		}
 		var rev int64
@@ -262,16 +262,25 @@ func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, err
 	return epoch, err
 }
 
-// pgxMigrationTx adapts a pgx transaction to applyMigrations.
-type pgxMigrationTx struct{ tx pgx.Tx }
+// pgxDriverTx adapts a pgx transaction to the shared code.
+type pgxDriverTx struct{ tx pgx.Tx }
 
-func (t pgxMigrationTx) exec(ctx context.Context, query string, args ...any) error {
-	_, err := t.tx.Exec(ctx, query, args...)
-	return err
+func (t pgxDriverTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := t.tx.Exec(ctx, query, args...)
+	return tag.RowsAffected(), err
 }
 
-func (t pgxMigrationTx) queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error } {
+func (t pgxDriverTx) queryRow(ctx context.Context, query string, args ...any) rowScanner {
 	return t.tx.QueryRow(ctx, query, args...)
+}
+
+func (t pgxDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	rows, err := t.tx.Query(ctx, sqlSecrets, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectSecrets(rows)
 }
 
 // errCommitUnknown marks a commit whose outcome is unknown: the connection
@@ -330,7 +339,9 @@ func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, e
 			return fmt.Errorf("beginning transaction: %w", err)
 		}
 		defer tx.Rollback(ctx) // a no-op after Commit
-		t := &pgTx{tx: tx}
+		// The row lock keeps other writers of a client waiting until this
+		// transaction ends, so a count of its active secrets holds at commit.
+		t := &storeTx{d: pgxDriverTx{tx}, lockSuffix: ` FOR UPDATE`}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -416,7 +427,7 @@ func (s *PostgresStore) Secrets(ctx context.Context, clientID string) ([]Secret,
 			return err
 		}
 		var err error
-		out, err = pgSecrets(ctx, tx, clientID)
+		out, err = pgxDriverTx{tx}.secrets(ctx, clientID)
 		return err
 	})
 	return out, err
@@ -636,89 +647,7 @@ func (s *PostgresStore) checkRevision(ctx context.Context) {
 	s.notifier.Vouch(epoch, rev)
 }
 
-// pgTx implements Tx over a pgx transaction.
-type pgTx struct {
-	tx      pgx.Tx
-	changed bool
-}
-
-func (t *pgTx) LockClient(ctx context.Context, id string) (Client, error) {
-	// The row lock keeps other writers of this client waiting until this
-	// transaction ends, so a count of its active secrets holds at commit.
-	return scanClient(t.tx.QueryRow(ctx, sqlSelectClient+` FOR UPDATE`, id))
-}
-
-func (t *pgTx) InsertClient(ctx context.Context, c Client) error {
-	tag, err := t.tx.Exec(ctx, sqlInsertClient, c.ID, c.Name, c.CreatedAt.UnixMilli())
-	if err != nil {
-		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrClientExists
-	}
-	t.changed = true
-	return nil
-}
-
-func (t *pgTx) DeleteClient(ctx context.Context, id string) error {
-	if _, err := t.tx.Exec(ctx, sqlDeleteSecretsOf, id); err != nil {
-		return err
-	}
-	return t.execOne(ctx, sqlDeleteClient, id)
-}
-
-func (t *pgTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	return pgSecrets(ctx, t.tx, clientID)
-}
-
-func (t *pgTx) InsertSecret(ctx context.Context, s Secret) error {
-	if _, err := t.tx.Exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
-		return err
-	}
-	t.changed = true
-	return nil
-}
-
-func (t *pgTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
-}
-
-func (t *pgTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
-}
-
-// execOne runs a statement that must touch one row: ErrNotFound otherwise.
-func (t *pgTx) execOne(ctx context.Context, query string, args ...any) error {
-	tag, err := t.tx.Exec(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
-	t.changed = true
-	return nil
-}
-
-func pgSecrets(ctx context.Context, tx pgx.Tx, clientID string) ([]Secret, error) {
-	rows, err := tx.Query(ctx, sqlSecrets, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Secret
-	for rows.Next() {
-		s, err := scanSecret(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
-}
-
 // Interface guards
 var (
 	_ Store = (*PostgresStore)(nil)
-	_ Tx    = (*pgTx)(nil)
 )

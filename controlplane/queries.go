@@ -57,18 +57,105 @@ func scanSecret(row rowScanner) (Secret, error) {
 	return s, nil
 }
 
-// migrationTx is what applying migrations needs of a transaction, so that
-// both stores run one procedure over their own drivers.
-type migrationTx interface {
-	exec(ctx context.Context, query string, args ...any) error
-	queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error }
+// driverTx is what the shared transaction code needs of a driver's
+// transaction; each store adapts its driver (database/sql, pgx) to it.
+type driverTx interface {
+	// exec runs a statement and returns the number of rows it touched.
+	exec(ctx context.Context, query string, args ...any) (int64, error)
+	queryRow(ctx context.Context, query string, args ...any) rowScanner
+	// secrets runs sqlSecrets for a client.
+	secrets(ctx context.Context, clientID string) ([]Secret, error)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// storeTx implements Tx for both stores over a driverTx. lockSuffix is
+// appended to the client lookup of LockClient: PostgreSQL locks the row
+// (FOR UPDATE); SQLite's BEGIN IMMEDIATE already holds the write lock.
+type storeTx struct {
+	d          driverTx
+	lockSuffix string
+	changed    bool
+}
+
+func (t *storeTx) LockClient(ctx context.Context, id string) (Client, error) {
+	return scanClient(t.d.queryRow(ctx, sqlSelectClient+t.lockSuffix, id))
+}
+
+func (t *storeTx) InsertClient(ctx context.Context, c Client) error {
+	n, err := t.d.exec(ctx, sqlInsertClient, c.ID, c.Name, c.CreatedAt.UnixMilli())
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrClientExists
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
+	if _, err := t.d.exec(ctx, sqlDeleteSecretsOf, id); err != nil {
+		return err
+	}
+	return t.execOne(ctx, sqlDeleteClient, id)
+}
+
+func (t *storeTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	return t.d.secrets(ctx, clientID)
+}
+
+func (t *storeTx) InsertSecret(ctx context.Context, s Secret) error {
+	if _, err := t.d.exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
+		return err
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *storeTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
+}
+
+func (t *storeTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
+	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
+}
+
+// execOne runs a statement that must touch one row: ErrNotFound otherwise.
+func (t *storeTx) execOne(ctx context.Context, query string, args ...any) error {
+	n, err := t.d.exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	t.changed = true
+	return nil
+}
+
+// collectSecrets reads the rows of sqlSecrets.
+func collectSecrets(rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}) ([]Secret, error) {
+	var out []Secret
+	for rows.Next() {
+		s, err := scanSecret(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }
 
 // applyMigrations brings the schema up to len(migrations), recording the
 // version, and creates the epoch when the database has none. It runs
 // inside the caller's transaction.
-func applyMigrations(ctx context.Context, tx migrationTx, migrations [][]string) error {
-	if err := tx.exec(ctx, sqlCreateSchemaVersion); err != nil {
+func applyMigrations(ctx context.Context, tx driverTx, migrations [][]string) error {
+	if _, err := tx.exec(ctx, sqlCreateSchemaVersion); err != nil {
 		return err
 	}
 	var version int
@@ -80,16 +167,16 @@ func applyMigrations(ctx context.Context, tx migrationTx, migrations [][]string)
 	}
 	for i := version; i < len(migrations); i++ {
 		for _, stmt := range migrations[i] {
-			if err := tx.exec(ctx, stmt); err != nil {
+			if _, err := tx.exec(ctx, stmt); err != nil {
 				return fmt.Errorf("migration %d: %w", i+1, err)
 			}
 		}
 	}
 	if version < len(migrations) {
-		if err := tx.exec(ctx, sqlClearSchemaVersion); err != nil {
+		if _, err := tx.exec(ctx, sqlClearSchemaVersion); err != nil {
 			return err
 		}
-		if err := tx.exec(ctx, sqlSetSchemaVersion, len(migrations)); err != nil {
+		if _, err := tx.exec(ctx, sqlSetSchemaVersion, len(migrations)); err != nil {
 			return err
 		}
 	}
@@ -97,5 +184,6 @@ func applyMigrations(ctx context.Context, tx migrationTx, migrations [][]string)
 	if err != nil {
 		return err
 	}
-	return tx.exec(ctx, sqlCreateMeta, epoch)
+	_, err = tx.exec(ctx, sqlCreateMeta, epoch)
+	return err
 }

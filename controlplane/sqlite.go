@@ -106,22 +106,34 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	if err := applyMigrations(ctx, sqlMigrationTx{tx}, sqliteMigrations); err != nil {
+	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteMigrations); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-// sqlMigrationTx adapts a database/sql transaction to applyMigrations.
-type sqlMigrationTx struct{ tx *sql.Tx }
+// sqlDriverTx adapts a database/sql transaction to the shared code.
+type sqlDriverTx struct{ tx *sql.Tx }
 
-func (t sqlMigrationTx) exec(ctx context.Context, query string, args ...any) error {
-	_, err := t.tx.ExecContext(ctx, query, args...)
-	return err
+func (t sqlDriverTx) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
-func (t sqlMigrationTx) queryRow(ctx context.Context, query string, args ...any) interface{ Scan(dest ...any) error } {
+func (t sqlDriverTx) queryRow(ctx context.Context, query string, args ...any) rowScanner {
 	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+func (t sqlDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
+	rows, err := t.tx.QueryContext(ctx, sqlSecrets, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectSecrets(rows)
 }
 
 // Update implements Store.
@@ -133,7 +145,7 @@ func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, err
 		return 0, fmt.Errorf("beginning transaction: %w", err)
 	}
 	defer tx.Rollback() // a no-op after Commit
-	t := &sqliteTx{tx: tx}
+	t := &storeTx{d: sqlDriverTx{tx}}
 	if err := fn(t); err != nil {
 		return 0, err
 	}
@@ -185,7 +197,7 @@ func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, e
 	if _, err := scanClient(tx.QueryRowContext(ctx, sqlSelectClient, clientID)); err != nil {
 		return nil, err
 	}
-	return querySecrets(ctx, tx, clientID)
+	return sqlDriverTx{tx}.secrets(ctx, clientID)
 }
 
 // Revision implements Store.
@@ -271,78 +283,6 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 // Close implements Store.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
-// sqliteTx implements Tx over a database/sql transaction.
-type sqliteTx struct {
-	tx      *sql.Tx
-	changed bool
-}
-
-func (t *sqliteTx) LockClient(ctx context.Context, id string) (Client, error) {
-	// BEGIN IMMEDIATE already holds the database's write lock.
-	return scanClient(t.tx.QueryRowContext(ctx, sqlSelectClient, id))
-}
-
-func (t *sqliteTx) InsertClient(ctx context.Context, c Client) error {
-	res, err := t.tx.ExecContext(ctx, sqlInsertClient, c.ID, c.Name, c.CreatedAt.UnixMilli())
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
-		return ErrClientExists
-	}
-	t.changed = true
-	return nil
-}
-
-func (t *sqliteTx) DeleteClient(ctx context.Context, id string) error {
-	if _, err := t.tx.ExecContext(ctx, sqlDeleteSecretsOf, id); err != nil {
-		return err
-	}
-	return t.execOne(ctx, sqlDeleteClient, id)
-}
-
-func (t *sqliteTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	return querySecrets(ctx, t.tx, clientID)
-}
-
-func (t *sqliteTx) InsertSecret(ctx context.Context, s Secret) error {
-	_, err := t.tx.ExecContext(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt))
-	if err != nil {
-		return err
-	}
-	t.changed = true
-	return nil
-}
-
-func (t *sqliteTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
-}
-
-func (t *sqliteTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
-}
-
-// execOne runs a statement that must touch one row: ErrNotFound otherwise.
-func (t *sqliteTx) execOne(ctx context.Context, query string, args ...any) error {
-	res, err := t.tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return ErrNotFound
-	}
-	t.changed = true
-	return nil
-}
-
-type rowScanner interface{ Scan(dest ...any) error }
-
 func scanClient(row rowScanner) (Client, error) {
 	var c Client
 	var created int64
@@ -354,27 +294,6 @@ func scanClient(row rowScanner) (Client, error) {
 	}
 	c.CreatedAt = time.UnixMilli(created).UTC()
 	return c, nil
-}
-
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func querySecrets(ctx context.Context, q querier, clientID string) ([]Secret, error) {
-	rows, err := q.QueryContext(ctx, sqlSecrets, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Secret
-	for rows.Next() {
-		s, err := scanSecret(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
 }
 
 func toMillis(t *time.Time) sql.NullInt64 {
@@ -395,5 +314,5 @@ func fromMillis(v sql.NullInt64) *time.Time {
 // Interface guards
 var (
 	_ Store = (*SQLiteStore)(nil)
-	_ Tx    = (*sqliteTx)(nil)
+	_ Tx    = (*storeTx)(nil)
 )
