@@ -34,8 +34,9 @@ func newDiskCache(key string) diskCache {
 func (d diskCache) snapshotPath() string  { return filepath.Join(d.dir, d.key+".json") }
 func (d diskCache) confirmedPath() string { return filepath.Join(d.dir, d.key+".confirmed") }
 
-// spool opens a temporary file that a snapshot body is copied into while
-// it is decoded; keep renames it into place once the snapshot is applied.
+// spool opens a temporary file in the cache's directory: a snapshot body
+// is copied into it while it is decoded, and keep renames it into place
+// once the snapshot is applied.
 func (d diskCache) spool() (*os.File, error) {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
@@ -44,7 +45,11 @@ func (d diskCache) spool() (*os.File, error) {
 }
 
 // keep makes a spooled body the saved snapshot, atomically.
-func (d diskCache) keep(tmp *os.File) error {
+func (d diskCache) keep(tmp *os.File) error { return commit(tmp, d.snapshotPath()) }
+
+// commit syncs and closes a temporary file and renames it to path; the
+// temporary file is gone either way.
+func commit(tmp *os.File, path string) error {
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
@@ -53,7 +58,7 @@ func (d diskCache) keep(tmp *os.File) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), d.snapshotPath())
+	return os.Rename(tmp.Name(), path)
 }
 
 // discard drops a spooled body.
@@ -81,27 +86,17 @@ func (d diskCache) saveConfirmed(t time.Time) error {
 	return d.write(d.confirmedPath(), []byte(strconv.FormatInt(t.UnixNano(), 10)))
 }
 
+// write replaces path with data, atomically.
 func (d diskCache) write(path string, data []byte) error {
-	if err := os.MkdirAll(d.dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(d.dir, ".tmp-*")
+	tmp, err := d.spool()
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+		discard(tmp)
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return commit(tmp, path)
 }
 
 // load reads the saved snapshot and its confirmation time. A missing file
