@@ -179,7 +179,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.verifier.close()
 		return err
 	}
-	h.feed, err = acquireFeed(ctx, h.feedConfig(token))
+	h.feed, err = acquireFeed(ctx, h, h.feedConfig(token))
 	if err != nil {
 		h.verifier.close()
 		return err
@@ -311,7 +311,7 @@ func (h *Handler) Cleanup() error {
 		h.verifier.close()
 	}
 	if h.feed != nil {
-		return h.feed.release()
+		return h.feed.release(h)
 	}
 	return nil
 }
