@@ -90,7 +90,6 @@ type feed struct {
 func acquireFeed(ctx caddy.Context, holder *Handler, cfg feedConfig) (*feed, error) {
 	v, _, err := feeds.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
 		f := newFeed(cfg, caddy.Log().Named("client_credentials"), newSavedSnapshot(cfg.key()))
-		f.hold(holder, cfg)
 		f.start(ctx)
 		return f, nil
 	})

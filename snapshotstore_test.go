@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -235,5 +236,29 @@ func TestStoreWithoutDisk(t *testing.T) {
 	s.unchanged(other, sent.Add(time.Hour)) // a 304 for a snapshot no longer held
 	if _, c := s.current(); !c.Equal(sent.Add(time.Second)) {
 		t.Fatal("a 304 for another snapshot confirmed the one held")
+	}
+}
+
+// TestUnwritableDiskDoesNotRejectSnapshots: when the data directory cannot
+// be written at all, snapshots are still taken and confirmed; nothing is
+// saved.
+func TestUnwritableDiskDoesNotRejectSnapshots(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := feedtest.New(t, *testSnapshot(t))
+	f := testFeedOnDisk(t, filepath.Join(notADir, "edge"), fs.URL)
+	if err := f.poll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.poll(context.Background(), true); err != nil { // a 304
+		t.Fatal(err)
+	}
+	if snap, c := f.snapshots.current(); snap == nil || time.Since(c) > time.Minute {
+		t.Fatalf("snapshot %v confirmed %v", snap != nil, c)
+	}
+	if err := f.snapshots.disk.saveConfirmed(time.Now(), `"e1.7"`); err == nil {
+		t.Fatal("saved into a file as if it were a directory")
 	}
 }
