@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -98,9 +99,7 @@ func (c *controlPlaneClient) try(ctx context.Context, base string, req cpRequest
 	if err != nil {
 		return fmt.Errorf("%s: %w", base, stripURLError(err))
 	}
-	for k, v := range req.header {
-		r.Header[k] = v
-	}
+	maps.Copy(r.Header, req.header)
 	r.Header.Set("Authorization", "Bearer "+c.token)
 	sent := time.Now()
 	resp, err := c.http.Do(r)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
 
 	"github.com/rotagate/rotagate/internal/feedtest"
 )
@@ -40,11 +42,6 @@ func TestFeedRefits(t *testing.T) {
 	}
 	if c := fitted(); c.flush != time.Second || c.wait != 100*time.Millisecond || c.maxBytes != 2<<20 {
 		t.Fatalf("two holders: %+v", c)
-	}
-	select {
-	case <-f.refitted: // the usage loop is woken to measure its pause again
-	default:
-		t.Fatal("the re-fit did not wake the usage loop")
 	}
 
 	if _, err := acquireFeed(ctx, third, cfg(5*time.Second, 150*time.Millisecond, 1<<20)); err != nil {
@@ -96,4 +93,24 @@ func TestFeedStopsWithItsLastHolder(t *testing.T) {
 	if again == f {
 		t.Fatal("a stopped feed was handed out again")
 	}
+}
+
+// TestRefitReachesTheUsageLoop: a usage loop waiting out an hour-long
+// interval (after a failed flush) flushes soon once a handler asking for a
+// short interval takes hold of the feed.
+func TestRefitReachesTheUsageLoop(t *testing.T) {
+	fs := feedtest.New(t, *testSnapshot(t))
+	cfg := testFeedConfig(fs.URL) // flush: 1h
+	f := newFeed(cfg, zap.NewNop(), nil)
+	f.hold(new(Handler), cfg)
+	f.usage.record("app", "sec_app1", "192.0.2.1", time.Unix(1_800_000_000, 0))
+	fs.FailUsage(true)
+	startTestFeed(t, f)
+	failed := edgeMetrics.stampsFailed.WithLabelValues(f.client.label)
+	waitFor(t, 5*time.Second, "the first flush fails", func() bool { return testutil.ToFloat64(failed) == 1 })
+	fs.FailUsage(false)
+
+	cfg.flush = 20 * time.Millisecond
+	f.hold(new(Handler), cfg)
+	waitFor(t, 5*time.Second, "the stamp is flushed at the new interval", func() bool { return len(fs.Stamps()) == 1 })
 }
