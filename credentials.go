@@ -53,8 +53,8 @@ func parseBasic(header string) (p basicPair, ok bool, err error) {
 		return basicPair{}, true, errMalformedBasic
 	}
 	p.rawID, p.rawSecret = string(raw[:colon]), string(raw[colon+1:])
-	id, errID := formUnescape(raw[:colon])
-	secret, errSecret := formUnescape(raw[colon+1:])
+	id, errID := unescape(p.rawID)
+	secret, errSecret := unescape(p.rawSecret)
 	if errID == nil && errSecret == nil {
 		p.id, p.secret, p.valid = id, secret, true
 	}
@@ -166,12 +166,15 @@ func parseForm(body []byte) (formCredentials, error) {
 }
 
 // formUnescape decodes one form-urlencoded component ('+' is a space).
-// It allocates only when there is something to decode.
-func formUnescape(b []byte) (string, error) {
-	if bytes.IndexByte(b, '%') < 0 && bytes.IndexByte(b, '+') < 0 {
-		return string(b), nil
+func formUnescape(b []byte) (string, error) { return unescape(string(b)) }
+
+// unescape decodes one form-urlencoded component, and allocates only when
+// there is something to decode.
+func unescape(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
 	}
-	return url.QueryUnescape(string(b))
+	return url.QueryUnescape(s)
 }
 
 // isForm reports whether a Content-Type names a form body.
