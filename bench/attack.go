@@ -17,8 +17,10 @@ var attackerIP = net.IPv4(127, 0, 0, 2)
 
 // attackTally counts the attacker's answers by status, and the requests
 // that got no answer (the server closed the connection, or a timeout).
+// Accepted counts the 2xx among Other: a wrong secret let through.
 type attackTally struct {
 	Unauthorized, TooMany, Other, Errors int64
+	Accepted                             int64
 	Duration                             time.Duration
 }
 
@@ -30,7 +32,8 @@ func (a attackTally) RPS() float64 { return float64(a.answered()) / a.Duration.S
 func (a attackTally) add(b attackTally) attackTally {
 	return attackTally{
 		Unauthorized: a.Unauthorized + b.Unauthorized, TooMany: a.TooMany + b.TooMany,
-		Other: a.Other + b.Other, Errors: a.Errors + b.Errors, Duration: a.Duration + b.Duration,
+		Other: a.Other + b.Other, Errors: a.Errors + b.Errors, Accepted: a.Accepted + b.Accepted,
+		Duration: a.Duration + b.Duration,
 	}
 }
 
@@ -49,7 +52,7 @@ type attack struct {
 	wg     sync.WaitGroup
 	start  time.Time
 
-	unauthorized, tooMany, other, errs atomic.Int64
+	unauthorized, tooMany, other, errs, accepted atomic.Int64
 }
 
 // startAttack runs the attack until stop is called.
@@ -81,6 +84,9 @@ func startAttack(ctx context.Context, target, user string, conns int) (*attack, 
 					a.tooMany.Add(1)
 				default:
 					a.other.Add(1)
+					if code >= 200 && code < 300 {
+						a.accepted.Add(1)
+					}
 				}
 			}
 		}()
@@ -127,7 +133,7 @@ func (a *attack) stop() attackTally {
 	a.wg.Wait()
 	return attackTally{
 		Unauthorized: a.unauthorized.Load(), TooMany: a.tooMany.Load(),
-		Other: a.other.Load(), Errors: a.errs.Load(), Duration: time.Since(a.start),
+		Other: a.other.Load(), Errors: a.errs.Load(), Accepted: a.accepted.Load(), Duration: time.Since(a.start),
 	}
 }
 

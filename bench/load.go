@@ -337,8 +337,10 @@ func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
 	if s.good.Status > 0 || s.good.Connect+s.good.Read+s.good.Write+s.good.Timeout > 0 {
 		return s, fmt.Errorf("(%s) good client saw errors: %+v", ct.key, s.good)
 	}
-	if atk != nil && s.attack.Unauthorized+s.attack.TooMany == 0 {
-		return s, fmt.Errorf("(%s) the attacker was never refused (401 or 429): %s", ct.key, s.attack)
+	// An attacker held to no answer at all in a short slice (a failure
+	// budget may hold its 429s) is fine; one let through is not.
+	if s.attack.Accepted > 0 {
+		return s, fmt.Errorf("(%s) the attacker's wrong secrets were accepted %d times: %s", ct.key, s.attack.Accepted, s.attack)
 	}
 	time.Sleep(500 * time.Millisecond) // let the server drain
 	return s, nil
