@@ -194,6 +194,9 @@ func runLoad(e *env) error {
 		}},
 	}
 	edge := edgeHandler(cpURL, edgeTok, 10*time.Second)
+	if e.s.budgetOff {
+		edge["failure_budget"] = map[string]any{"off": true}
+	}
 	cfg := map[string]any{
 		"logging": logging(dir, false),
 		"apps": httpConfig(map[string]any{
