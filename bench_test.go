@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"time"
 
 	"net/http/httptest"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // Benchmarks of the handler alone (SPEC §5 targets: ≤ 3 µs and ≤ 10
@@ -90,4 +93,49 @@ func BenchmarkFailureBudgetSpray(b *testing.B) {
 	b.ReportMetric(heap/(1<<20), "MiB-held")
 	b.ReportMetric(heap/float64(min(b.N, budgetBuckets)), "B/bucket")
 	runtime.KeepAlive(budget)
+}
+
+// BenchmarkUsageRecorderSpray records b.N requests, each from a new
+// caller address, spread over usageSpraySecrets secrets (an attacker
+// holding valid secrets and spraying source addresses), and reports the
+// heap the recorder holds: at most wire.MaxCallersPerSecret caller
+// entries per secret until the next flush, whatever b.N.
+func BenchmarkUsageRecorderSpray(b *testing.B) {
+	const usageSpraySecrets = 100
+	ids := make([]string, usageSpraySecrets)
+	for i := range ids {
+		ids[i] = "sec_" + strconv.Itoa(i)
+	}
+	ips := make([]string, 1<<16) // addresses made up front, so only the recorder's heap is measured
+	var ip [4]byte
+	for i := range ips {
+		binary.BigEndian.PutUint32(ip[:], uint32(i)+10<<24)
+		ips[i] = netip.AddrFrom4(ip).String()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	u := newUsageRecorder(nil, nil)
+	now := time.Now()
+	i := 0
+	for b.Loop() {
+		u.record("app", ids[i%usageSpraySecrets], ips[i%len(ips)], now, useAccepted)
+		i++
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	entries := 0
+	for _, su := range u.pending {
+		entries += len(su.callers)
+	}
+	if entries > usageSpraySecrets*wire.MaxCallersPerSecret {
+		b.Fatalf("%d caller entries held, bound %d", entries, usageSpraySecrets*wire.MaxCallersPerSecret)
+	}
+	heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	b.ReportMetric(heap/(1<<10), "KiB-held")
+	b.ReportMetric(float64(entries), "callers-held")
+	b.ReportMetric(heap/float64(max(entries, 1)), "B/caller")
+	runtime.KeepAlive(u)
+	runtime.KeepAlive(ips)
 }

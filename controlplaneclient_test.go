@@ -50,7 +50,7 @@ func TestNoRedirects(t *testing.T) {
 	if snap, _ := f.snapshots.current(); snap != nil {
 		t.Fatal("a snapshot was taken from a redirect")
 	}
-	f.usage.record("app", "sec_app1", "192.0.2.1", time.Unix(1_800_000_000, 0))
+	f.usage.record("app", "sec_app1", "192.0.2.1", time.Unix(1_800_000_000, 0), useAccepted)
 	for range 2 {
 		if err := f.usage.flush(context.Background()); err == nil {
 			t.Fatal("a usage POST answered with a redirect succeeded")

@@ -103,7 +103,7 @@ func TestRefitReachesTheUsageLoop(t *testing.T) {
 	cfg := testFeedConfig(fs.URL) // flush: 1h
 	f := newFeed(cfg, zap.NewNop(), nil)
 	f.hold(new(Handler), cfg)
-	f.usage.record("app", "sec_app1", "192.0.2.1", time.Unix(1_800_000_000, 0))
+	f.usage.record("app", "sec_app1", "192.0.2.1", time.Unix(1_800_000_000, 0), useAccepted)
 	fs.FailUsage(true)
 	startTestFeed(t, f)
 	failed := edgeMetrics.stampsFailed.WithLabelValues(f.client.label)

@@ -272,10 +272,10 @@ func TestUsageLoopFlushes(t *testing.T) {
 	cfg.flush = 20 * time.Millisecond
 	f := newFeed(cfg, zap.NewNop(), nil)
 	at := time.Unix(1_800_000_000, 0)
-	f.usage.record("app", "sec_app1", "192.0.2.1", at)
+	f.usage.record("app", "sec_app1", "192.0.2.1", at, useAccepted)
 	startTestFeed(t, f)
 	waitFor(t, 5*time.Second, "the stamp recorded before the start", func() bool { return len(fs.Stamps()) == 1 })
-	f.usage.record("app", "sec_app2", "192.0.2.1", at)
+	f.usage.record("app", "sec_app2", "192.0.2.1", at, useAccepted)
 	waitFor(t, 5*time.Second, "the stamp recorded after the start", func() bool { return len(fs.Stamps()) == 2 })
 }
 
@@ -285,7 +285,7 @@ func TestUsageLoopFlushes(t *testing.T) {
 func TestFinalUsageFlush(t *testing.T) {
 	fs := feedtest.New(t, *testSnapshot(t))
 	f := testFeed(t, fs.URL) // flush: 1h
-	f.usage.record("app", "sec_app1", "192.0.2.7", time.Unix(1_800_000_000, 0))
+	f.usage.record("app", "sec_app1", "192.0.2.7", time.Unix(1_800_000_000, 0), useAccepted)
 	fs.FailUsage(true)
 	f.start(context.Background())
 	failed := edgeMetrics.stampsFailed.WithLabelValues(f.client.label)

@@ -35,7 +35,13 @@ const (
 	outcomeUnavailable   outcome = "unavailable"
 	outcomeInvalidClient outcome = "invalid_client"
 	outcomeThrottled     outcome = "throttled"
-	outcomeInternalFault outcome = "fault"
+	// outcomeNetworkRefused: the secret verified, but the caller is
+	// outside the client's allowed networks.
+	outcomeNetworkRefused outcome = "network_refused"
+	// outcomeNetworkReported: the same, let through because the client's
+	// networks are report-only.
+	outcomeNetworkReported outcome = "network_report_only"
+	outcomeInternalFault   outcome = "fault"
 )
 
 const (
@@ -134,6 +140,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
 
+	// The network check comes after the secret verified, so a request
+	// from outside costs what any other does and gets the same 401 as a
+	// wrong secret; the owner sees it among the secret's callers.
+	use, out := useAccepted, outcomeAuthenticated
+	if c := snap.clients[matched.id]; !c.allows(from) {
+		if !c.reportOnly {
+			h.feed.usage.record(matched.id, secretID, from, now, useRefused)
+			// Spent like a wrong secret: were it not, an outsider holding a
+			// leaked secret could tell it is right from its never being
+			// throttled.
+			if h.budget != nil {
+				h.budget.spend(budgetKey, now)
+			}
+			return h.refuse(w, r, outcomeNetworkRefused, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
+		}
+		use, out = useReportOnly, outcomeNetworkReported
+	}
+
 	if !h.ForwardCredentials {
 		h.strip(r, &creds)
 	}
@@ -141,8 +165,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(placeholderClientID, matched.id)
 	repl.Set(placeholderSecretID, secretID)
 	repl.Set(placeholderUserID, matched.id)
-	h.feed.usage.record(matched.id, secretID, from, now)
-	countOutcome(outcomeAuthenticated)
+	h.feed.usage.record(matched.id, secretID, from, now, use)
+	countOutcome(out)
 	if c := h.logger.Check(zapcore.DebugLevel, "client authenticated"); c != nil {
 		c.Write(zap.String("client_id", matched.id), zap.String("secret_id", secretID))
 	}

@@ -215,8 +215,12 @@ func TestSuccessBasicStripsAndSetsPlaceholders(t *testing.T) {
 	if up.clientID != "app" || up.secretID != "sec_app2" || up.userID != "app" {
 		t.Fatalf("placeholders: %q %q %q", up.clientID, up.secretID, up.userID)
 	}
-	if s, ok := h.feed.usage.pending["sec_app2"]; !ok || s.clientID != "app" || !s.at.Equal(testNow) || s.from != "192.0.2.1" {
+	s, ok := h.feed.usage.pending["sec_app2"]
+	if !ok || s.clientID != "app" || !s.last.Equal(testNow) || s.lastFrom != "192.0.2.1" {
 		t.Fatalf("usage stamp: %+v %v", s, ok)
+	}
+	if c := s.callers["192.0.2.1"]; c == nil || c.requests != 1 || c.refused != 0 || len(s.callers) != 1 {
+		t.Fatalf("callers: %+v", s.callers)
 	}
 }
 

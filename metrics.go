@@ -57,7 +57,8 @@ func init() {
 	m := &edgeMetrics
 	m.authBy = make(map[outcome]prometheus.Counter)
 	for _, o := range []outcome{outcomeAuthenticated, outcomeNoCredentials, outcomeMalformed, outcomeTooLarge,
-		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeThrottled, outcomeInternalFault} {
+		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeThrottled, outcomeInternalFault,
+		outcomeNetworkRefused, outcomeNetworkReported} {
 		m.authBy[o] = m.auth.WithLabelValues(string(o))
 	}
 }
@@ -93,7 +94,7 @@ var (
 	descAge = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "snapshot_age_seconds"),
 		"Seconds since the control plane last confirmed the snapshot (the edge answers 503 past max_stale).", []string{"control_plane"}, nil)
 	descPending = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "usage_stamps_pending"),
-		"Last-used stamps waiting to be sent (one per secret used since the last flush).", []string{"control_plane"}, nil)
+		"Last-used stamps waiting to be sent (one per secret used since the last flush, with its callers).", []string{"control_plane"}, nil)
 )
 
 func (feedCollector) Describe(ch chan<- *prometheus.Desc) {

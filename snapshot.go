@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go4.org/netipx"
+
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -27,6 +29,12 @@ type client struct {
 	id      string
 	digests []digestSecret
 	slow    []slowSecret
+	// networks are the client's allowed networks (networks.go); nil:
+	// anywhere.
+	networks *netipx.IPSet
+	// reportOnly lets requests from outside networks through, recorded as
+	// refused.
+	reportOnly bool
 }
 
 // secretMeta is what every secret carries besides its hash.
@@ -73,7 +81,11 @@ func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 		if _, dup := s.clients[wc.ClientID]; dup {
 			return nil, fmt.Errorf("snapshot lists client %q twice", wc.ClientID)
 		}
-		c := &client{id: wc.ClientID}
+		nets, err := parseNetworks(wc.AllowedCIDRs)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot client %q: %v", wc.ClientID, err)
+		}
+		c := &client{id: wc.ClientID, networks: nets, reportOnly: wc.NetworksReportOnly}
 		for _, ws := range wc.Secrets {
 			if ws.ID == "" {
 				return nil, fmt.Errorf("snapshot client %q has a secret without id", wc.ClientID)

@@ -26,6 +26,8 @@ type Server struct {
 	snap     wire.Snapshot
 	changed  chan struct{}
 	usage    []wire.Stamp
+	callers  []wire.SecretCallers
+	posts    int
 	override func(w http.ResponseWriter)
 	failPost bool
 }
@@ -90,6 +92,8 @@ func (fs *Server) serveUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fs.usage = append(fs.usage, u.Stamps...)
+	fs.callers = append(fs.callers, u.Callers...)
+	fs.posts++
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -122,4 +126,18 @@ func (fs *Server) Stamps() []wire.Stamp {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return append([]wire.Stamp(nil), fs.usage...)
+}
+
+// Callers returns the per-secret callers received so far.
+func (fs *Server) Callers() []wire.SecretCallers {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]wire.SecretCallers(nil), fs.callers...)
+}
+
+// Posts returns how many usage POSTs were taken.
+func (fs *Server) Posts() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.posts
 }

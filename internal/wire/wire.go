@@ -28,6 +28,13 @@ type Snapshot struct {
 type Client struct {
 	ClientID string   `json:"client_id"`
 	Secrets  []Secret `json:"secrets"`
+	// AllowedCIDRs are the networks the client may call from, canonical
+	// IPv4 and IPv6 prefixes; empty means anywhere. An edge older than
+	// the field ignores it, and so does not enforce it.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	// NetworksReportOnly lets a request from outside AllowedCIDRs through,
+	// recorded as refused, instead of refusing it.
+	NetworksReportOnly bool `json:"networks_report_only,omitempty"`
 }
 
 // Secret is one active secret in a snapshot. Hash is a stored hash string
@@ -40,9 +47,18 @@ type Secret struct {
 }
 
 // Usage is the body of POST /v1/edge/usage.
+//
+// Stamps hold one stamp per secret used: the newest accepted use and its
+// caller. Callers, added later, tell per secret every caller IP seen since
+// the last flush. The two travel side by side so that the batch stays
+// good for both generations: a control plane older than Callers ignores
+// the unknown field and reads Stamps as it always did, and a control
+// plane that knows Callers takes a batch without them (an older edge) by
+// recording each stamp's From as a caller of one request.
 type Usage struct {
-	Edge   string  `json:"edge"`
-	Stamps []Stamp `json:"stamps"`
+	Edge    string          `json:"edge"`
+	Stamps  []Stamp         `json:"stamps"`
+	Callers []SecretCallers `json:"callers,omitempty"`
 }
 
 // Stamp says that a secret was last used at LastUsedAt, by a caller at From.
@@ -51,6 +67,35 @@ type Stamp struct {
 	SecretID   string    `json:"secret_id"`
 	LastUsedAt time.Time `json:"last_used_at"`
 	From       string    `json:"from,omitempty"`
+}
+
+// SecretCallers is one secret's callers since the last flush: at most
+// MaxCallersPerSecret IPs one by one, the requests from any further IPs
+// only counted.
+type SecretCallers struct {
+	ClientID string   `json:"client_id"`
+	SecretID string   `json:"secret_id"`
+	IPs      []Caller `json:"ips"`
+	// OtherRequests counts the requests from caller IPs past the bound,
+	// and OtherRefused those of them refused for their network.
+	OtherRequests int64 `json:"other_requests,omitempty"`
+	OtherRefused  int64 `json:"other_refused,omitempty"`
+}
+
+// MaxCallersPerSecret bounds the caller IPs an edge lists per secret in
+// one flush.
+const MaxCallersPerSecret = 64
+
+// Caller is the use of a secret from one IP: every request in which the
+// secret verified, from FirstAt to LastAt, and how many of them came from
+// outside the client's allowed networks (refused, or let through in
+// report-only mode).
+type Caller struct {
+	IP       string    `json:"ip"`
+	FirstAt  time.Time `json:"first_at"`
+	LastAt   time.Time `json:"last_at"`
+	Requests int64     `json:"requests"`
+	Refused  int64     `json:"refused,omitempty"`
 }
 
 // ETag formats the entity tag of a snapshot: "<epoch>.<revision>", quoted.
