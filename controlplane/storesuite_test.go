@@ -69,6 +69,8 @@ var storeSuite = []struct {
 	{"ConcurrentRotateNeverExceedsMax", testConcurrentRotateNeverExceedsMax},
 	{"EveryChangeIsPublished", testEveryChangeIsPublished},
 	{"ApplyUsageMergesAndClamps", testApplyUsageMergesAndClamps},
+	// Owners and roles (roles_test.go).
+	{"RolesAndActions", testRolesAndActions},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests
@@ -450,7 +452,7 @@ func testClientsOrderedBytewise(t *testing.T, k storeKit) {
 	var got []string
 	after := ""
 	for {
-		page, err := st.Clients(ctx, after, 3)
+		page, err := st.Clients(ctx, "", after, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
