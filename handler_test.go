@@ -15,6 +15,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 func TestAnswers(t *testing.T) {
@@ -90,10 +93,18 @@ func TestAnswers(t *testing.T) {
 			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app"+appSecret)))
 			return r
 		}, 400, "invalid_request", false},
-		{"bad escape in basic", func() *http.Request {
+		{"bad escape in basic is a raw secret", func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app:%zz")))
 			return r
+		}, 401, "invalid_client", true},
+		{"client_secret in the query", func() *http.Request {
+			r := basicRequest("app", appSecret)
+			r.URL.RawQuery = "client_secret=" + appSecret
+			return r
+		}, 400, "invalid_request", false},
+		{"escaped client_secret in the query", func() *http.Request {
+			return httptest.NewRequest(http.MethodPost, "/token?client_id=app&client%5Fsecret="+appSecret, nil)
 		}, 400, "invalid_request", false},
 		{"bad escape in body secret", func() *http.Request { return formRequest("client_id=app&client_secret=%g1") }, 400, "invalid_request", false},
 		{"body over max_body", func() *http.Request { return formRequest(bigBody) }, 413, "invalid_request", false},
@@ -266,20 +277,90 @@ func TestBasicURLEncoding(t *testing.T) {
 	if w, _ := serve(t, h, r); w.Code != 200 {
 		t.Fatalf("unpadded: status %d", w.Code)
 	}
-	// Without url-encoding, '+' would be read as a space: refused.
-	r = httptest.NewRequest(http.MethodGet, "/", nil)
-	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("a b%c+d:p: a%20+b c")))
-	if w, _ := serve(t, h, r); w.Code == 200 {
-		t.Fatal("raw, unencoded credentials with % were accepted")
+}
+
+// TestRawBasicPair: clients that skip the form-encoding of Basic
+// credentials (authlib, requests-oauthlib) still authenticate, whether
+// the raw pair decodes to something else or does not decode at all.
+func TestRawBasicPair(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	const plusSecret = "legacy+with+plus"
+	w := testSnapshot(t)
+	w.Clients = append(w.Clients, wire.Client{ClientID: "plus", Secrets: []wire.Secret{{ID: "sec_plus", Hash: secrethash.NewSHA256(plusSecret)}}})
+	snap, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.snap.Store(snap)
+	raw := func(id, secret string) *http.Request {
+		r := formRequest("grant_type=client_credentials")
+		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
+		return r
+	}
+	for _, tc := range []struct{ name, client, secret, secretID string }{
+		// "%c+" is no valid escape: only the raw pair stands.
+		{"undecodable id and secret", "a b%c+d", "p: a%20+b c", "sec_odd"},
+		// "100% +ok" does not decode; a bcrypt hash behind it.
+		{"undecodable legacy secret", "legacy-bcrypt", legacySecret, "sec_bcrypt"},
+		// The same through the argon2id path.
+		{"undecodable argon2id secret", "legacy-argon", legacySecret, "sec_argon"},
+		// "+" decodes to a space: the decoded pair fails, the raw one is right.
+		{"plus in a secret", "plus", plusSecret, "sec_plus"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, up := serve(t, h, raw(tc.client, tc.secret))
+			if w.Code != 200 || up.clientID != tc.client || up.secretID != tc.secretID {
+				t.Fatalf("status %d, ids %q %q", w.Code, up.clientID, up.secretID)
+			}
+			if _, ok := up.header["Authorization"]; ok {
+				t.Fatal("the raw credentials reached the upstream")
+			}
+		})
+	}
+	// A raw '%' that is no escape is a wrong secret, not a malformed request.
+	if w, _ := serve(t, h, raw("app", "%zz")); w.Code != 401 {
+		t.Fatalf("raw bad escape: status %d, want 401", w.Code)
 	}
 }
 
-func TestQueryCredentialsIgnored(t *testing.T) {
+// TestQuerySecretNeverChecked: a client_secret in the URI is refused
+// before any digest is computed; a client_id there, or an empty
+// client_secret, is the upstream's business.
+func TestQuerySecretNeverChecked(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
+	sums := 0
+	sum := h.verifier.sum
+	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
 	r := httptest.NewRequest(http.MethodPost, "/token?client_id=app&client_secret="+appSecret, nil)
-	w, up := serve(t, h, r)
-	if w.Code != 401 || up.called || w.Header().Get("WWW-Authenticate") == "" {
-		t.Fatalf("query credentials: status %d", w.Code)
+	if w, up := serve(t, h, r); w.Code != 400 || up.called || sums != 0 {
+		t.Fatalf("query secret: status %d, upstream called %v, %d digests", w.Code, up.called, sums)
+	}
+	r = basicRequest("app", appSecret)
+	r.URL.RawQuery = "client_id=app&client_secret=&x=1"
+	if w, up := serve(t, h, r); w.Code != 200 || up.secretID != "sec_app1" {
+		t.Fatalf("empty query secret with Basic: status %d", w.Code)
+	}
+}
+
+// TestEmptyParametersOmitted: RFC 6749 §3.2, a parameter sent without a
+// value is treated as omitted.
+func TestEmptyParametersOmitted(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	for _, body := range []string{
+		"grant_type=client_credentials&client_secret=",
+		"grant_type=client_credentials&client_secret",
+		"grant_type=client_credentials&client_id=&client_secret=",
+		"grant_type=&grant_type=client_credentials",
+	} {
+		r := formRequest(body)
+		r.Header.Set("Authorization", basicHeader("app", appSecret))
+		if w, up := serve(t, h, r); w.Code != 200 || up.secretID != "sec_app1" {
+			t.Fatalf("Basic with body %q: status %d", body, w.Code)
+		}
+	}
+	r := formRequest("client_id=app&client_secret=&client_secret=" + appSecret)
+	if w, up := serve(t, h, r); w.Code != 200 || up.body != "client_id=app&client_secret=" {
+		t.Fatalf("an empty client_secret beside a real one: status %d, upstream body %q", w.Code, up.body)
 	}
 }
 
@@ -356,9 +437,15 @@ func TestUnknownClientCostsTheSame(t *testing.T) {
 	}
 	wrong := count(basicRequest("app", "wrong"))
 	unknown := count(basicRequest("nobody", "wrong"))
+	if wrong != unknown || wrong[0] != 1 || wrong[1] != 2 {
+		t.Fatalf("work (digests, comparisons): wrong secret %v, unknown client %v", wrong, unknown)
+	}
+	// A form-encoded id whose raw form differs is tried twice (decoded and
+	// raw), whether the client exists or not.
 	oneSecret := count(basicRequest("a b%c+d", "wrong"))
-	if wrong != unknown || wrong != oneSecret || wrong[0] != 1 || wrong[1] != 2 {
-		t.Fatalf("work (digests, comparisons): wrong secret %v, unknown client %v, one-secret client %v", wrong, unknown, oneSecret)
+	unknownEncoded := count(basicRequest("x y%z+w", "wrong"))
+	if oneSecret != unknownEncoded || oneSecret[0] != 2 || oneSecret[1] != 4 {
+		t.Fatalf("work (digests, comparisons): one-secret client %v, unknown client %v", oneSecret, unknownEncoded)
 	}
 }
 

@@ -98,7 +98,10 @@ func newTestHandler(t testing.TB, logger *zap.Logger, configure func(*Handler)) 
 	if err := h.prepare(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.verifier.close)
+	t.Cleanup(h.release)
+	if h.budget != nil {
+		h.budget.hold = 0 // no test waits for a held answer
+	}
 	h.feed = newFeed(h.feedConfig("edge-token"), logger)
 	snap, err := newSnapshot(testSnapshot(t))
 	if err != nil {

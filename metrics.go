@@ -52,7 +52,7 @@ func init() {
 	m := &edgeMetrics
 	m.authBy = make(map[outcome]prometheus.Counter)
 	for _, o := range []outcome{outcomeAuthenticated, outcomeNoCredentials, outcomeMalformed, outcomeTooLarge,
-		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeInternalFault} {
+		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeThrottled, outcomeInternalFault} {
 		m.authBy[o] = m.auth.WithLabelValues(string(o))
 	}
 }
