@@ -53,6 +53,9 @@ type APIOptions struct {
 	// front of the API has vouched for, "" when none has. Default:
 	// CaddyUser.
 	User func(*http.Request) string
+	// Console serves the web console under /console/ for those users.
+	// Default: off.
+	Console bool
 	// Logger receives request failures (never a secret). Default: none.
 	Logger *zap.Logger
 }
@@ -70,6 +73,7 @@ type API struct {
 	log     *zap.Logger
 	mux     *http.ServeMux
 	feed    *feed
+	console *console
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -117,6 +121,12 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 		a.log = zap.NewNop()
 	}
 	a.feed = newFeed(svc)
+	if opts.Console {
+		var err error
+		if a.console, err = newConsole(a); err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+	}
 	a.routes()
 	return a, nil
 }
@@ -129,9 +139,12 @@ func (a *API) Service() *Service { return a.svc }
 // long polls do not hold the shutdown.
 func (a *API) Close() { a.stopOnce.Do(func() { close(a.stop) }) }
 
-// Handles reports whether path belongs to the API. Inside Caddy, other
-// paths go to the next handler.
+// Handles reports whether path belongs to the API (or to the console,
+// when it is on). Inside Caddy, other paths go to the next handler.
 func (a *API) Handles(path string) bool {
+	if a.console != nil && (path == "/console" || strings.HasPrefix(path, ConsolePrefix)) {
+		return true
+	}
 	return path == "/healthz" || path == "/v1/clients" ||
 		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/")
 }
@@ -166,6 +179,10 @@ func (a *API) routes() {
 		}
 		a.healthz(w, r)
 	})
+	if a.console != nil {
+		a.mux.Handle("/console", a.console)
+		a.mux.Handle(ConsolePrefix, a.console)
+	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
 	})

@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_wait <duration>
 //		admins <user_id>...
 //		user_id <placeholder>
+//		console [on|off]
 //	}
 //
 // Each subdirective may appear once. Defaults are set in Provision.
@@ -78,6 +79,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(h.Admins) == 0 {
 				return d.ArgErr()
 			}
+		case "console":
+			on := true
+			if d.NextArg() {
+				switch d.Val() {
+				case "on":
+				case "off":
+					on = false
+				default:
+					return d.Errf("console: %q is neither on nor off", d.Val())
+				}
+			}
+			h.Console = &on
 		case "user_id":
 			if !d.Args(&h.UserID) {
 				return d.ArgErr()

@@ -74,6 +74,13 @@ type Handler struct {
 	// client controls (a request header). Default: {http.auth.user.id}.
 	UserID string `json:"user_id,omitempty"`
 
+	// Console serves the web console under /console/ on this site: My
+	// clients, each client's OAuth secrets with Generate new secret,
+	// Rotate… and Revoke, and for admins client creation, owners, the
+	// audit log and deletion. It needs an authentication handler in
+	// front (see UserID). Default: on when Admins is set, else off.
+	Console *bool `json:"console,omitempty"`
+
 	api     *API
 	poolKey string
 	logger  *zap.Logger
@@ -204,6 +211,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:     h.logger,
 		Admins:     h.Admins,
 		User:       h.user,
+		Console:    h.consoleOn(),
 	})
 	if err != nil {
 		return err
@@ -295,6 +303,14 @@ func (h *Handler) openPostgres(ctx caddy.Context, repl *caddy.Replacer, cfg *Pos
 const DefaultUserID = "{http.auth.user.id}"
 
 var onePlaceholder = regexp.MustCompile(`^\{[A-Za-z0-9_.\-]+\}$`)
+
+// consoleOn reports whether the console is served.
+func (h *Handler) consoleOn() bool {
+	if h.Console != nil {
+		return *h.Console
+	}
+	return len(h.Admins) > 0
+}
 
 // user reads the authenticated user's id from the request's replacer.
 func (h *Handler) user(r *http.Request) string { return placeholderValue(r, h.UserID) }

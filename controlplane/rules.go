@@ -157,6 +157,9 @@ func (s *Service) Store() Store { return s.store }
 // Notifier returns the notifier the service publishes changes to.
 func (s *Service) Notifier() *Notifier { return s.notifier }
 
+// MaxActiveSecrets returns the most active secrets a client may have.
+func (s *Service) MaxActiveSecrets() int { return s.maxActive }
+
 // SecretPrefix returns the prefix of generated secrets.
 func (s *Service) SecretPrefix() string { return s.prefix }
 
