@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -380,6 +381,53 @@ func TestImportedLegacyHashes(t *testing.T) {
 	// The generated secret of the mixed client is checked by digest.
 	if w, up := serve(t, h, postForm("mixed", appSecret)); w.Code != 200 || up.secretID != "sec_mixed_new" {
 		t.Fatalf("mixed generated: %d %q", w.Code, up.secretID)
+	}
+}
+
+// TestMoreLegacyHashes: PBKDF2 in Kong's and passlib's forms verify at
+// the edge through the slow path (the raw Basic pair included), and a
+// bcrypt hash never matches a secret over 72 bytes, which bcrypt itself
+// would cut.
+func TestMoreLegacyHashes(t *testing.T) {
+	long := strings.Repeat("B", 72)
+	bc, err := bcrypt.GenerateFromPassword([]byte(long), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newTestHandler(t, nil, nil)
+	w := testSnapshot(t)
+	w.Clients = append(w.Clients,
+		wire.Client{ClientID: "kong", Secrets: []wire.Secret{{ID: "sec_kong", Hash: "$pbkdf2-sha512$i=10000,l=32$YSBsaXR0ZSBiaXQsIGp1c3QgYSBsaXR0bGUgYml0$z6ysNworexAhDELywIDi0ba0B0T7F/MBZ6Ige9lWRYI"}}},
+		wire.Client{ClientID: "passlib", Secrets: []wire.Secret{{ID: "sec_passlib", Hash: "$pbkdf2-sha512$25000$MDEyMzQ1Njc4OWFiY2RlZisvP34$pmnRyRxuLoKGQq2tcKsXT5LIDZ5LdUsJEmwj0MpOdAIZLAMb2rPLFdH68RXgeOfdI34Htgo1o/RhRYw3Q8Nm5Q"}}},
+		wire.Client{ClientID: "long-bcrypt", Secrets: []wire.Secret{{ID: "sec_long", Hash: string(bc)}}},
+	)
+	snap, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.snap.Store(snap)
+	rawBasic := func(id, secret string) *http.Request {
+		r := formRequest("grant_type=client_credentials")
+		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		req    *http.Request
+		status int
+	}{
+		{"kong pbkdf2-sha512", basicRequest("kong", "tofu"), 200},
+		{"kong pbkdf2-sha512 again (cached)", postForm("kong", "tofu"), 200},
+		{"kong, wrong secret", basicRequest("kong", "tofu!"), 401},
+		{"passlib pbkdf2-sha512, encoded", basicRequest("passlib", "legacy+secret%20"), 200},
+		{"passlib pbkdf2-sha512, raw", rawBasic("passlib", "legacy+secret%20"), 200},
+		{"bcrypt, 72 bytes", basicRequest("long-bcrypt", long), 200},
+		{"bcrypt, 75 bytes sharing the first 72", basicRequest("long-bcrypt", long+"zzz"), 401},
+	} {
+		if w, _ := serve(t, h, tc.req); w.Code != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, w.Code, tc.status)
+		}
+		h.verifier.cache.c.Wait()
 	}
 }
 

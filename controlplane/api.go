@@ -12,12 +12,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -140,17 +143,48 @@ func (a *API) Service() *Service { return a.svc }
 func (a *API) Close() { a.stopOnce.Do(func() { close(a.stop) }) }
 
 // Handles reports whether path belongs to the API (or to the console,
-// when it is on). Inside Caddy, other paths go to the next handler.
+// when it is on): it names an API endpoint, or would once cleaned of dot
+// and empty segments (the API then refuses it). Inside Caddy, other paths
+// go to the next handler.
 func (a *API) Handles(path string) bool {
 	if a.console != nil && (path == "/console" || strings.HasPrefix(path, ConsolePrefix)) {
 		return true
 	}
+	return apiPath(path) || apiPath(cleanPath(path))
+}
+
+func apiPath(path string) bool {
 	return path == "/healthz" || path == "/v1/clients" ||
 		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/")
 }
 
-// ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A path with dot or empty segments is
+// refused before anything else: http.ServeMux would answer it with an HTML
+// redirect to the cleaned path, ahead of the token check and of
+// Cache-Control: no-store.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.EscapedPath(); cleanPath(p) != p {
+		writeError(w, http.StatusBadRequest, "invalid_request", "the path must not contain empty, '.' or '..' segments")
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is the path http.ServeMux routes p to: rooted, without dot or
+// empty segments, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}
 
 type role int
 
@@ -235,13 +269,18 @@ func placeholderValue(r *http.Request, placeholder string) string {
 }
 
 // authorize finds who calls. A bearer token is checked for the route's
-// role: missing or unknown → 401; the other role's token → 403. Tokens are
-// compared as SHA-256 digests in constant time, so neither content nor
-// length leaks. Without a bearer token, the management routes accept the
-// user an authentication handler in front has vouched for; basic_auth
-// leaves its own Authorization header on the request, so any other
-// scheme is no bad token but the user's login.
+// role: missing or unknown → 401; the other role's token → 403; two
+// Authorization headers → 400, since proxies and servers disagree on
+// which one counts. Tokens are compared as SHA-256 digests in constant
+// time, so neither content nor length leaks. Without a bearer token, the
+// management routes accept the user an authentication handler in front
+// has vouched for; basic_auth leaves its own Authorization header on the
+// request, so any other scheme is no bad token but the user's login.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Actor, bool) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		writeError(w, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
+		return Actor{}, false
+	}
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok && need == roleAdmin {
 		if user := a.user(r); user != "" {
@@ -326,6 +365,9 @@ type (
 		Hint      string     `json:"hint"`
 		CreatedAt time.Time  `json:"created_at"`
 		ExpiresAt *time.Time `json:"expires_at"`
+		// Warnings describe what may keep an imported secret from
+		// working with some clients; never the secret itself.
+		Warnings []string `json:"warnings,omitempty"`
 	}
 	rotatedSecretJSON struct {
 		createdSecretJSON
@@ -350,7 +392,9 @@ type (
 	}
 
 	createClientRequest struct {
-		ClientID string   `json:"client_id"`
+		// ClientID is nil when absent (an id is generated); an empty
+		// one is refused.
+		ClientID *string  `json:"client_id,omitempty"`
 		Name     string   `json:"name"`
 		Owners   []string `json:"owners,omitempty"`
 	}
@@ -405,7 +449,7 @@ func toSecretsJSON(secrets []Secret, now time.Time) []secretJSON {
 func toCreatedJSON(ns CreatedSecret) createdSecretJSON {
 	return createdSecretJSON{
 		ID: ns.Secret.ID, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
-		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt,
+		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt, Warnings: ns.Warnings,
 	}
 }
 
@@ -414,7 +458,14 @@ func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	if !a.decode(w, r, &req, true) {
 		return
 	}
-	c, err := a.svc.CreateClient(r.Context(), who, req.ClientID, req.Name, req.Owners)
+	id := ""
+	if req.ClientID != nil {
+		if id = *req.ClientID; id == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", "client_id must not be empty; leave it out to have one generated")
+			return
+		}
+	}
+	c, err := a.svc.CreateClient(r.Context(), who, id, req.Name, req.Owners)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -637,9 +688,57 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty b
 		writeError(w, http.StatusBadRequest, "invalid_request", "a JSON object is required")
 		return false
 	}
+	if !exactJSONText(data) {
+		writeError(w, http.StatusBadRequest, "invalid_request", "the body must be valid UTF-8, without lone \\u surrogate escapes")
+		return false
+	}
 	if err := decodeStrict(data, v); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return false
+	}
+	return true
+}
+
+// exactJSONText reports whether every string in a JSON text decodes to
+// exactly what was sent: the text is valid UTF-8 and no \u escape is a
+// lone UTF-16 surrogate. encoding/json would silently turn either into
+// U+FFFD, changing a name, or a secret being imported, without a word.
+// Malformed escapes are left for the decoder to report.
+func exactJSONText(data []byte) bool {
+	if !utf8.Valid(data) {
+		return false
+	}
+	escaped := func(i int) (rune, bool) { // the \uXXXX at data[i:], if any
+		if i+6 > len(data) || data[i] != '\\' || data[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 32)
+		return rune(n), err == nil
+	}
+	inString := false
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c != '\\':
+		default:
+			r, ok := escaped(i)
+			if !ok {
+				i++ // a one-character escape
+				continue
+			}
+			i += 5
+			if !utf16.IsSurrogate(r) {
+				continue
+			}
+			low, ok := escaped(i + 1)
+			if r >= 0xdc00 || !ok || utf16.DecodeRune(r, low) == utf8.RuneError {
+				return false
+			}
+			i += 6
+		}
 	}
 	return true
 }

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 func TestAuth(t *testing.T) {
@@ -452,5 +455,109 @@ func TestHandles(t *testing.T) {
 		if got := e.api.Handles(path); got != want {
 			t.Errorf("Handles(%q) = %v", path, got)
 		}
+	}
+}
+
+// A path with dot or empty segments gets a JSON 400 with no-store before
+// anything else; http.ServeMux would answer an HTML redirect to the clean
+// path, ahead of the token check.
+func TestDotSegmentPathsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("acme")
+	for _, path := range []string{
+		"/v1/clients/../x", "/v1/./clients", "//v1/clients", "/v1/clients/acme/secrets/..",
+		"/v1/clients/acme/../acme", "/v1/edge/./snapshot", "/healthz/.", "/v1/clients/.",
+	} {
+		for _, token := range []string{"", testAdminToken, testEdgeToken} {
+			r := e.do("GET", path, token, nil)
+			if r.status != 400 || r.json(t)["error"] != "invalid_request" ||
+				r.header.Get("Cache-Control") != "no-store" || r.header.Get("Content-Type") != "application/json" || r.header.Get("Location") != "" {
+				t.Errorf("GET %s (token %t): %d %v %s", path, token != "", r.status, r.header, r.body)
+			}
+		}
+		if !e.api.Handles(path) {
+			t.Errorf("Handles(%q) is false: inside Caddy the path would go to the next handler", path)
+		}
+	}
+	// Paths that only clean into the API are the API's to refuse; others
+	// are not its business.
+	for path, want := range map[string]bool{"/static/../v1/clients": true, "/static/../index.html": false, "/healthz/..": false} {
+		if e.api.Handles(path) != want {
+			t.Errorf("Handles(%q) = %v", path, !want)
+		}
+	}
+}
+
+func TestTwoAuthorizationHeadersRefused(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ path, first, second string }{
+		{"/v1/clients", testAdminToken, testAdminToken},
+		{"/v1/clients", testAdminToken, "wrong"},
+		{"/v1/clients", "wrong", testAdminToken},
+		{wire.SnapshotPath, testEdgeToken, testEdgeToken},
+	} {
+		req := httptest.NewRequest("GET", c.path, nil)
+		req.Header.Add("Authorization", "Bearer "+c.first)
+		req.Header.Add("Authorization", "Bearer "+c.second)
+		rec := httptest.NewRecorder()
+		e.api.ServeHTTP(rec, req)
+		r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+		if r.status != 400 || r.json(t)["error"] != "invalid_request" || r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s with two Authorization headers: %d %s", c.path, r.status, r.body)
+		}
+	}
+}
+
+func TestCreateClientRefusesEmptyIDAndInvalidUTF8(t *testing.T) {
+	e := newEnv(t)
+	rev := e.revision()
+	for name, body := range map[string]string{
+		"empty client_id":         `{"client_id": ""}`,
+		"invalid UTF-8 in name":   "{\"client_id\": \"a\", \"name\": \"caf\xe9\"}",
+		"invalid UTF-8 in id":     "{\"client_id\": \"\xff\"}",
+		"lone high surrogate":     `{"client_id": "a", "name": "x\ud800"}`,
+		"lone low surrogate":      `{"client_id": "a", "name": "\udc00x"}`,
+		"reversed surrogate pair": `{"client_id": "a", "name": "\ude00\ud83d"}`,
+		"high then plain escape":  `{"client_id": "a", "name": "\ud83d\u0041"}`,
+	} {
+		r := e.admin("POST", "/v1/clients", body)
+		if r.status != 400 || r.json(t)["error"] != "invalid_request" {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	// Imports too: a secret must not be changed silently either.
+	e.mustClient("c")
+	rev = e.revision()
+	r := e.admin("POST", "/v1/clients/c/secrets", "{\"import\": {\"secret\": \"legacy\xff\"}}")
+	mustStatus(t, r, 400)
+	if e.revision() != rev {
+		t.Fatal("a refused request wrote to the store")
+	}
+	// What is valid still goes through: a surrogate pair, an escaped
+	// backslash before a u, and U+FFFD sent on purpose.
+	r = e.admin("POST", "/v1/clients", `{"client_id": "b", "name": "\ud83d\ude00 \\ud800 \ufffd"}`)
+	mustStatus(t, r, 201)
+	if got := r.json(t)["name"]; got != "😀 \\ud800 \ufffd" {
+		t.Fatalf("name %q", got)
+	}
+}
+
+// The answer to a plaintext import carries the warnings; the CLI prints
+// them on stderr (TestCLIImport).
+func TestImportWarningsInTheAnswer(t *testing.T) {
+	e := newEnv(t)
+	e.mustClient("c")
+	const legacy = "legacy+secret%41"
+	r := e.admin("POST", "/v1/clients/c/secrets", map[string]any{"import": map[string]string{"secret": legacy}})
+	mustStatus(t, r, 201)
+	var out createdSecretJSON
+	r.decode(t, &out)
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "form-encoding") || bytes.Contains(r.body, []byte(legacy)) {
+		t.Fatalf("answer %s", r.body)
+	}
+	r = e.admin("POST", "/v1/clients/c/secrets", map[string]any{"import": map[string]string{"secret": "plain-legacy"}})
+	mustStatus(t, r, 201)
+	if bytes.Contains(r.body, []byte("warnings")) {
+		t.Fatalf("warnings for a plain secret: %s", r.body)
 	}
 }

@@ -48,7 +48,7 @@ management API.
   client owners <client_id> [--add <user>]... [--remove <user>]...
   client delete <client_id>
   secret generate <client_id> [--expires-in <duration>]
-  secret import <client_id> (--hash <bcrypt|argon2id hash> | --stdin)
+  secret import <client_id> (--hash <bcrypt|argon2id|pbkdf2 hash> | --stdin)
   secret rotate <client_id> --grace <duration>
   secret revoke <client_id> <secret_id>
   secret list <client_id>
@@ -128,11 +128,15 @@ func clientCommand() *cobra.Command {
 		Short: "Creates a client (with a generated cli_… id unless --id is given)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			id, _ := cmd.Flags().GetString("id")
-			name, _ := cmd.Flags().GetString("name")
-			owners, _ := cmd.Flags().GetStringArray("owner")
+			req := createClientRequest{}
+			req.Name, _ = cmd.Flags().GetString("name")
+			req.Owners, _ = cmd.Flags().GetStringArray("owner")
+			if cmd.Flags().Changed("id") {
+				id, _ := cmd.Flags().GetString("id")
+				req.ClientID = &id
+			}
 			var out clientJSON
-			return run(cmd, http.MethodPost, "/v1/clients", createClientRequest{ClientID: id, Name: name, Owners: owners}, &out, func(w io.Writer) {
+			return run(cmd, http.MethodPost, "/v1/clients", req, &out, func(w io.Writer) {
 				fmt.Fprintln(w, out.ClientID)
 				fmt.Fprintf(cmd.ErrOrStderr(), "created client %s\n", out.ClientID)
 			})
@@ -249,7 +253,7 @@ func secretCommand() *cobra.Command {
 
 	imp := &cobra.Command{
 		Use:   "import <client_id>",
-		Short: "Imports a legacy secret: a bcrypt/argon2id hash, or the plaintext read from stdin",
+		Short: "Imports a legacy secret: a bcrypt/argon2id/PBKDF2 hash, or the plaintext read from stdin",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			hash, _ := cmd.Flags().GetString("hash")
@@ -276,10 +280,13 @@ func secretCommand() *cobra.Command {
 				fmt.Fprintf(w, "%s\n", out.ID)
 				fmt.Fprintf(cmd.ErrOrStderr(), "imported secret %s (%s) for client %s, expires %s\n",
 					out.ID, out.Hint, args[0], fmtTime(out.ExpiresAt, "never"))
+				for _, warning := range out.Warnings {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
+				}
 			})
 		},
 	}
-	imp.Flags().String("hash", "", "bcrypt ($2a$/$2b$/$2y$) or argon2id PHC hash of the legacy secret")
+	imp.Flags().String("hash", "", "bcrypt ($2a$/$2b$/$2y$), argon2id PHC or PBKDF2 ($pbkdf2-sha256$/$pbkdf2-sha512$, Kong's or passlib's form) hash of the legacy secret")
 	imp.Flags().Bool("stdin", false, "read the plaintext legacy secret from the first line of stdin")
 	imp.Flags().String("expires-in", "", "expire the secret after this Go duration (e.g. 720h)")
 

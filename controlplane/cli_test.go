@@ -171,9 +171,21 @@ func TestCLIImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out+errOut, plaintext) || !strings.HasPrefix(out, "sec_") {
-		t.Fatal("import --stdin printed the secret, or no id")
+	if strings.Contains(out+errOut, plaintext) || !strings.HasPrefix(out, "sec_") || strings.Contains(errOut, "warning") {
+		t.Fatal("import --stdin printed the secret, or no id, or a warning")
 	}
+	// A secret that clients skipping form-encoding send differently:
+	// the warning goes to stderr, the secret nowhere.
+	const plus = "legacy+plaintext%20"
+	out, errOut, err = c.runIn(plus+"\n", "--api", c.url, "--token", testAdminToken, "secret", "import", "legacy", "--stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "sec_") || strings.Contains(out, "warning") || !strings.Contains(errOut, "warning: the secret contains '+' or '%'") ||
+		strings.Contains(out+errOut, plus) {
+		t.Fatalf("import of a secret with '+': stdout %q, stderr without the warning or with the secret", out)
+	}
+	c.mustRun("secret", "revoke", "legacy", strings.TrimSpace(out))
 	h, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
 	out, _ = c.mustRun("secret", "import", "legacy", "--hash", string(h), "--expires-in", "1h")
 	if !strings.HasPrefix(out, "sec_") {

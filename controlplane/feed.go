@@ -309,5 +309,6 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {
 	if ce := a.log.Check(zap.DebugLevel, "usage stamps stored"); ce != nil {
 		ce.Write(zap.String("edge", u.Edge), zap.Int("stamps", len(u.Stamps)), zap.Int("updated", n))
 	}
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

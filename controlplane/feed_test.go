@@ -291,6 +291,9 @@ func TestUsageIngest(t *testing.T) {
 	for range 3 { // idempotent
 		r := e.edge("POST", wire.UsagePath, body)
 		mustStatus(t, r, 204)
+		if r.header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("usage 204 with Cache-Control %q", r.header.Get("Cache-Control"))
+		}
 	}
 	older := wire.Usage{Edge: "edge-2", Stamps: []wire.Stamp{{ClientID: "c", SecretID: a.Secret.ID, LastUsedAt: at.Add(-time.Hour), From: "198.51.100.8"}}}
 	mustStatus(t, e.edge("POST", wire.UsagePath, older), 204)

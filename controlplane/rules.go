@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -452,7 +453,7 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 type GenerateOptions struct {
 	// ExpiresIn schedules the expiry of the new secret; 0 means never.
 	ExpiresIn time.Duration
-	// ImportHash is a bcrypt or argon2id hash of a legacy secret.
+	// ImportHash is a bcrypt, argon2id or PBKDF2 hash of a legacy secret.
 	ImportHash string
 	// ImportSecret is a plaintext legacy secret, hashed with argon2id
 	// before it is stored.
@@ -469,6 +470,9 @@ type CreatedSecret struct {
 	Expiring []string
 	// Revoked lists the other secrets a rotation with no grace revoked.
 	Revoked []string
+	// Warnings describe what may keep an imported plaintext secret from
+	// working with some clients. They never quote the secret.
+	Warnings []string
 }
 
 // GenerateSecret adds a generated or imported secret to a client, unless
@@ -478,7 +482,13 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 	if opts.ImportHash != "" || opts.ImportSecret != "" {
 		action = "secret.import"
 	}
-	defer func() { s.log(who, action, clientID, ns.Secret.ID, err) }()
+	defer func() {
+		if len(ns.Warnings) > 0 {
+			s.logAt(zapcore.WarnLevel, who, action, clientID, ns.Secret.ID, err, zap.Strings("warnings", ns.Warnings))
+			return
+		}
+		s.log(who, action, clientID, ns.Secret.ID, err)
+	}()
 	if action == "secret.import" && !who.Admin {
 		return CreatedSecret{}, ErrForbidden
 	}
@@ -665,7 +675,7 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 			return CreatedSecret{}, invalidf("import.hash: %v", err)
 		}
 		if !h.Scheme.Slow() {
-			return CreatedSecret{}, invalidf("import.hash must be a bcrypt or argon2id hash")
+			return CreatedSecret{}, invalidf("import.hash must be a bcrypt, argon2id or pbkdf2 hash")
 		}
 		if err := h.CheckImportCost(); err != nil {
 			return CreatedSecret{}, invalidf("import.hash: %v", err)
@@ -680,6 +690,7 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 			return CreatedSecret{}, err
 		}
 		ns.Secret.Hint = importedHint(opts.ImportSecret)
+		ns.Warnings = importWarnings(opts.ImportSecret)
 	default:
 		if ns.Plaintext, err = NewSecret(s.prefix); err != nil {
 			return CreatedSecret{}, err
@@ -688,6 +699,30 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 		ns.Secret.Hint = Hint(s.prefix, ns.Plaintext)
 	}
 	return ns, nil
+}
+
+// importWarnings says what may keep a plaintext legacy secret from
+// working with some clients, without quoting it. RFC 6749 §2.3.1 has
+// clients form-encode the secret before putting it in HTTP Basic auth;
+// many (Python's authlib and requests-oauthlib among them) do not, and
+// then send '+' and '%XX' as they are, which a conforming server decodes
+// into something else. Appendix A allows only %x20-7E in a secret.
+func importWarnings(secret string) []string {
+	var out []string
+	if strings.ContainsAny(secret, "+%") {
+		out = append(out, "the secret contains '+' or '%': clients that put it in HTTP Basic auth without "+
+			"form-encoding it (RFC 6749 §2.3.1) send a different secret from clients that do; "+
+			"check every client against the edge, or rotate it to a generated secret")
+	}
+	for i := 0; i < len(secret); i++ {
+		if secret[i] < 0x20 || secret[i] > 0x7e {
+			out = append(out, "the secret has characters outside printable ASCII, which RFC 6749 (Appendix A) "+
+				"does not allow in a client secret: clients may encode them differently; "+
+				"check every client against the edge, or rotate it to a generated secret")
+			break
+		}
+	}
+	return out
 }
 
 // Snapshot returns the feed's view of the store: every active secret's
@@ -737,6 +772,11 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 
 // log writes one audit entry. It names the secret by id only.
 func (s *Service) log(who Actor, action, clientID, secretID string, err error, extra ...zap.Field) {
+	s.logAt(zapcore.InfoLevel, who, action, clientID, secretID, err, extra...)
+}
+
+// logAt writes one audit entry at the given level.
+func (s *Service) logAt(level zapcore.Level, who Actor, action, clientID, secretID string, err error, extra ...zap.Field) {
 	fields := append([]zap.Field{
 		zap.String("action", action),
 		zap.String("who", who.TokenID),
@@ -745,7 +785,7 @@ func (s *Service) log(who Actor, action, clientID, secretID string, err error, e
 		zap.String("secret_id", secretID),
 		zap.String("outcome", outcome(err)),
 	}, extra...)
-	s.audit.Info("audit", fields...)
+	s.audit.Log(level, "audit", fields...)
 }
 
 // outcome names the result of an action for the audit log.

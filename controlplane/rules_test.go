@@ -3,11 +3,14 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rotagate/rotagate/internal/secrethash"
@@ -407,13 +410,35 @@ func testImportHash(t *testing.T, k storeKit) {
 	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); !errors.Is(err, ErrTooManyActive) {
 		t.Fatalf("imports count towards the max: %v", err)
 	}
+	// PBKDF2 in both spellings (secret "password" and "tofu"; vectors of
+	// internal/secrethash), stored in canonical form: Kong's padding goes.
+	for _, v := range []struct{ given, stored string }{
+		{"$pbkdf2-sha256$6400$0ZrzXitFSGltTQnBWOsdAw$Y11AchqV4b0sUisdZd0Xr97KWoymNE0LNNrnEgY4H9M",
+			"$pbkdf2-sha256$6400$0ZrzXitFSGltTQnBWOsdAw$Y11AchqV4b0sUisdZd0Xr97KWoymNE0LNNrnEgY4H9M"},
+		{"$pbkdf2-sha256$i=1000,l=32$MDEyMzQ1Njc4OWFiY2RlZisvP34=$FqbWTVlkN4/OqF5l2c4kGDMCYTfPj6R3U5zTGQw4oeQ=",
+			"$pbkdf2-sha256$i=1000,l=32$MDEyMzQ1Njc4OWFiY2RlZisvP34$FqbWTVlkN4/OqF5l2c4kGDMCYTfPj6R3U5zTGQw4oeQ"},
+	} {
+		ep := k.newEnv(t)
+		ep.mustClient("p")
+		ns, err := ep.svc.GenerateSecret(ctx, who, "p", GenerateOptions{ImportHash: v.given})
+		if err != nil || ns.Secret.Hash != v.stored || ns.Secret.Hint != "(imported pbkdf2)" {
+			t.Fatalf("pbkdf2 import: %v, stored %q, hint %q", err, ns.Secret.Hash, ns.Secret.Hint)
+		}
+		snap, err := ep.svc.Snapshot(ctx)
+		if err != nil || len(snap.Clients) != 1 || snap.Clients[0].Secrets[0].Hash != v.stored {
+			t.Fatalf("pbkdf2 import in the snapshot: %v %+v", err, snap.Clients)
+		}
+	}
 	e2 := k.newEnv(t)
 	e2.mustClient("c")
 	for name, h := range map[string]string{
-		"sha256 (fast hash)": secrethash.NewSHA256("x"),
-		"garbage":            "hunter2",
-		"broken bcrypt":      "$2b$10$tooshort",
-		"broken argon2id":    "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA",
+		"sha256 (fast hash)":            secrethash.NewSHA256("x"),
+		"garbage":                       "hunter2",
+		"broken bcrypt":                 "$2b$10$tooshort",
+		"broken argon2id":               "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA",
+		"pbkdf2 over the iteration cap": "$pbkdf2-sha256$1200001$0ZrzXitFSGltTQnBWOsdAw$Y11AchqV4b0sUisdZd0Xr97KWoymNE0LNNrnEgY4H9M",
+		"pbkdf2 key of two blocks":      "$pbkdf2-sha256$6400$0ZrzXitFSGltTQnBWOsdAw$" + strings.Repeat("A", 86),
+		"pbkdf2 with sha1":              "$pbkdf2$6400$0ZrzXitFSGltTQnBWOsdAw$Y11AchqV4b0sUisdZd0Xr97KWoymNE0LNNrnEgY4H9M",
 	} {
 		if _, err := e2.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: h}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
@@ -451,6 +476,54 @@ func testImportPlaintext(t *testing.T, k storeKit) {
 	}
 	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: strings.Repeat("x", maxImportSecretLen+1)}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized import: %v", err)
+	}
+	if len(ns.Warnings) != 0 {
+		t.Fatalf("warnings for a plain secret: %q", ns.Warnings)
+	}
+}
+
+// Plaintext imports that some clients send differently in HTTP Basic auth
+// get warnings, in the answer and in the audit log at warn level, that
+// never hold the secret.
+func TestImportWarnings(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		secret string
+		want   int
+	}{
+		{"legacy_secret-42.~", 0},
+		{"with spaces is printable", 0},
+		{"legacy+secret", 1},
+		{"legacy%2Bsecret", 1},
+		{"caf\u00e9-secret", 1},
+		{"tab\tsecret", 1},
+		{"caf\u00e9+secret", 2},
+	} {
+		e := newEnv(t)
+		e.mustClient("c")
+		ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: c.secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ns.Warnings) != c.want {
+			t.Errorf("%d warnings, want %d: %q", len(ns.Warnings), c.want, ns.Warnings)
+		}
+		entries := e.audit.FilterField(zap.String("action", "secret.import")).All()
+		if len(entries) != 1 {
+			t.Fatalf("%d audit entries for the import", len(entries))
+		}
+		logged, ok := entries[0].ContextMap()["warnings"]
+		switch {
+		case c.want == 0 && (ok || entries[0].Level != zapcore.InfoLevel):
+			t.Errorf("audit entry at %v with warnings %v", entries[0].Level, logged)
+		case c.want > 0 && (entries[0].Level != zapcore.WarnLevel || fmt.Sprint(logged) != fmt.Sprint(ns.Warnings)):
+			t.Errorf("audit entry at %v with warnings %v, want warn with %q", entries[0].Level, logged, ns.Warnings)
+		}
+		for _, w := range ns.Warnings {
+			if strings.Contains(w, c.secret) || strings.Contains(w, "caf") || strings.Contains(w, "legacy") {
+				t.Fatal("a warning quotes the secret")
+			}
+		}
 	}
 }
 
