@@ -355,6 +355,7 @@ type (
 		RevokedAt    *time.Time `json:"revoked_at"`
 		LastUsedAt   *time.Time `json:"last_used_at"`
 		LastUsedFrom *string    `json:"last_used_from"`
+		FirstUsedAt  *time.Time `json:"first_used_at"`
 	}
 	secretListJSON struct {
 		Secrets []secretJSON `json:"secrets"`
@@ -429,7 +430,7 @@ func toClientJSON(c Client) clientJSON {
 func toSecretJSON(s Secret, now time.Time) secretJSON {
 	out := secretJSON{
 		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
-		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt,
+		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
 	}
 	if s.LastUsedFrom != "" {
 		from := s.LastUsedFrom

@@ -513,10 +513,9 @@ func graces() []graceOption {
 // it and of the newer secret.
 type cutOver struct{ Level, Text string }
 
-// cutOverHint compares the last use of an active secret with that of the
-// newest active secret created after it. rotagate keeps the last use of
-// each secret, not the first: "safe" means the old secret was last used
-// before the new one was last used.
+// cutOverHint compares the last use of an active secret with the first use
+// of the newest active secret created after it: once the new secret is in
+// use, a later use of the old one means some app still has it.
 func cutOverHint(old Secret, all []Secret, now time.Time) cutOver {
 	var newer *Secret
 	others := 0
@@ -535,16 +534,16 @@ func cutOverHint(old Secret, all []Secret, now time.Time) cutOver {
 		return cutOver{"warn", "This is the only active secret: apps that use it stop working when you revoke it."}
 	case newer == nil:
 		return cutOver{"warn", "This is the newest active secret; the older ones stay active."}
-	case newer.LastUsedAt == nil:
+	case newer.FirstUsedAt == nil:
 		return cutOver{"warn", "The new secret " + newer.Hint + " has not been used yet: update your app before you revoke this one."}
-	case old.LastUsedAt != nil && !old.LastUsedAt.Before(*newer.LastUsedAt):
+	case old.LastUsedAt != nil && !old.LastUsedAt.Before(*newer.FirstUsedAt):
 		text := "still used " + ago(now.Sub(*old.LastUsedAt)) + " ago"
 		if old.LastUsedFrom != "" {
 			text += " from " + old.LastUsedFrom
 		}
-		return cutOver{"warn", text + ", after the new secret's last use: some app still has this one."}
+		return cutOver{"warn", text + ", after the new secret's first use: some app still has this one."}
 	}
-	return cutOver{"ok", "not used since the new secret's last use at " + newer.LastUsedAt.UTC().Format("15:04:05 UTC") + " — safe to revoke"}
+	return cutOver{"ok", "not used since the new secret's first use at " + newer.FirstUsedAt.UTC().Format("15:04:05 UTC") + " — safe to revoke"}
 }
 
 // ago words a duration as "4 minutes".

@@ -112,7 +112,7 @@ func seenOf(t *testing.T, r response) string {
 func mustContain(t *testing.T, r response, words ...string) {
 	t.Helper()
 	for _, w := range words {
-		if !strings.Contains(string(r.body), w) {
+		if !strings.Contains(html.UnescapeString(string(r.body)), w) {
 			t.Errorf("the page (status %d) lacks %q", r.status, w)
 		}
 	}
@@ -121,7 +121,7 @@ func mustContain(t *testing.T, r response, words ...string) {
 func mustNotContain(t *testing.T, r response, words ...string) {
 	t.Helper()
 	for _, w := range words {
-		if strings.Contains(string(r.body), w) {
+		if strings.Contains(html.UnescapeString(string(r.body)), w) {
 			t.Errorf("the page (status %d) shows %q", r.status, w)
 		}
 	}
@@ -379,17 +379,21 @@ func TestConsoleRevokeWithTheCutOverHint(t *testing.T) {
 	}
 	base := e.clock.Now()
 	e.clock.Add(6 * time.Minute)
-	stamp(fresh, base.Add(time.Minute), "10.9.9.9")
-	stamp(old, base.Add(2*time.Minute), "10.1.2.3")
+	// The app switched: the old secret's last use is before the new one's
+	// first use.
+	stamp(old, base.Add(time.Minute), "10.1.2.3")
+	stamp(fresh, base.Add(2*time.Minute), "10.9.9.9")
 	r := olive.get(revokePage)
-	mustContain(t, r, "still used 4 minutes ago from 10.1.2.3")
-	// The dialog on the client page says the same.
-	mustContain(t, olive.get("/console/clients/app"), "still used 4 minutes ago from 10.1.2.3")
-
+	mustContain(t, r, "not used since the new secret's first use at 03:07:05 UTC — safe to revoke", "Confirm")
+	mustNotContain(t, r, "still used")
+	// Another app still has the old one: used after the new one's first use.
+	stamp(old, base.Add(2*time.Minute+time.Second), "10.1.2.3")
 	stamp(fresh, base.Add(5*time.Minute), "10.9.9.9")
 	r = olive.get(revokePage)
-	mustContain(t, r, "safe to revoke", "Confirm")
-	mustNotContain(t, r, "still used")
+	mustContain(t, r, "still used 3 minutes ago from 10.1.2.3")
+	mustNotContain(t, r, "safe to revoke")
+	// The dialog on the client page says the same.
+	mustContain(t, olive.get("/console/clients/app"), "still used 3 minutes ago from 10.1.2.3")
 
 	r = olive.post(revokePage, nil)
 	mustStatus(t, r, 303)
@@ -455,12 +459,24 @@ func TestConsoleEscapesWhatUsersTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := e.browser("alice")
-	for _, r := range []response{alice.get("/console/"), alice.get("/console/clients/" + url.PathEscape(evilID))} {
-		mustStatus(t, r, 200)
-		mustNotContain(t, r, evilName, `<img/src=x>`, `<b>olive</b>`)
+	list, page := alice.get("/console/"), alice.get("/console/clients/"+url.PathEscape(evilID))
+	// The raw HTML, not unescaped as mustContain reads it.
+	raw := func(r response, want bool, words ...string) {
+		t.Helper()
+		for _, w := range words {
+			if strings.Contains(string(r.body), w) != want {
+				t.Errorf("the page has %q: %v, want %v", w, !want, want)
+			}
+		}
 	}
-	mustContain(t, alice.get("/console/"), "&lt;script&gt;alert(1)&lt;/script&gt;")
-	mustContain(t, alice.get("/console/clients/"+url.PathEscape(evilID)), "&lt;b&gt;olive&lt;/b&gt;", `href="/console/clients/x%22%3E%3Cimg%2Fsrc=x%3E/rotate"`)
+	for _, r := range []response{list, page} {
+		mustStatus(t, r, 200)
+		raw(r, false, evilName, `<img/src=x>`, `<b>olive</b>`)
+	}
+	raw(list, true, "&lt;script&gt;alert(1)&lt;/script&gt;")
+	raw(page, true, "&lt;b&gt;olive&lt;/b&gt;", `href="/console/clients/x%22%3E%3Cimg%2Fsrc=x%3E/rotate"`)
+	// As text, it reads as typed.
+	mustContain(t, list, evilName)
 }
 
 func TestConsoleAdminManagesClients(t *testing.T) {

@@ -53,7 +53,7 @@ var postgresMigrations = [][]string{
 		)`,
 		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
 	},
-	{ // 2: owners of clients, and the audit trail (SPEC §11).
+	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
 		`CREATE TABLE client_owners (
 			client_id TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
 			user_id   TEXT COLLATE "C" NOT NULL,
@@ -71,6 +71,7 @@ var postgresMigrations = [][]string{
 			detail    TEXT   NOT NULL DEFAULT ''
 		)`,
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
+		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
 	},
 }
 

@@ -28,12 +28,13 @@ const (
 	sqlSnapshot     = `SELECT client_id, secret_id, hash, expires_at FROM secrets
 		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
 		ORDER BY client_id, secret_id`
-	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from
+	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at
 		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
-	// sqlApplyUsage is last_used_at = max(stored, reported): a stamp no
+	// sqlApplyUsage is last_used_at = max(stored, reported), and
+	// first_used_at is set by the first stamp applied: a stamp no
 	// newer than the stored one touches nothing, so replaying a batch, or
 	// two control planes applying stamps in any order, ends the same.
-	sqlApplyUsage = `UPDATE secrets SET last_used_at = $1, last_used_from = $2
+	sqlApplyUsage = `UPDATE secrets SET last_used_at = $1, last_used_from = $2, first_used_at = COALESCE(first_used_at, $1)
 		WHERE secret_id = $3 AND client_id = $4 AND (last_used_at IS NULL OR last_used_at < $1)`
 	sqlInsertClient = `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (client_id) DO NOTHING`
@@ -151,12 +152,12 @@ func collectAudit(rows rowsReader) ([]AuditEntry, error) {
 func scanSecret(row rowScanner) (Secret, error) {
 	var s Secret
 	var created int64
-	var expires, revoked, used sql.NullInt64
-	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom); err != nil {
+	var expires, revoked, used, firstUsed sql.NullInt64
+	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = time.UnixMilli(created).UTC()
-	s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
+	s.ExpiresAt, s.RevokedAt, s.LastUsedAt, s.FirstUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used), fromMillis(firstUsed)
 	return s, nil
 }
 

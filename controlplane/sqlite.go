@@ -46,7 +46,7 @@ var sqliteMigrations = [][]string{
 		)`,
 		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
 	},
-	{ // 2: owners of clients, and the audit trail (SPEC §11).
+	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
 		`CREATE TABLE client_owners (
 			client_id TEXT NOT NULL REFERENCES clients (client_id),
 			user_id   TEXT NOT NULL,
@@ -64,6 +64,7 @@ var sqliteMigrations = [][]string{
 			detail    TEXT    NOT NULL DEFAULT ''
 		)`,
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
+		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
 	},
 }
 

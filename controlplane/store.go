@@ -71,6 +71,9 @@ type Secret struct {
 	RevokedAt    *time.Time
 	LastUsedAt   *time.Time
 	LastUsedFrom string
+	// FirstUsedAt is the time of the first last-used stamp recorded for
+	// the secret: its first use, give or take an edge's usage_flush.
+	FirstUsedAt *time.Time
 }
 
 // Active reports whether the secret authenticates at now: not revoked and
@@ -149,7 +152,8 @@ type Store interface {
 
 	// ApplyUsage records last-used stamps: for each secret, last_used_at
 	// becomes the later of the stored and the reported time, and
-	// last_used_from follows the newest stamp. Stamps for unknown secrets,
+	// last_used_from follows the newest stamp; first_used_at is set by the
+	// first stamp applied and kept after that. Stamps for unknown secrets,
 	// or naming the wrong client, are ignored. It costs one statement per
 	// stamp, is idempotent, and does not change the revision. It returns
 	// how many secrets were updated.
