@@ -10,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 )
@@ -236,6 +238,8 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	api := adminAPI{t: t, base: cpURL}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
+	const evilName = "<script>alert(1)</script>"
+	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "xss", "name": evilName, "owners": []string{"olive"}}, nil))
 	old := api.generate("demo-app")
 	ctx := context.Background()
 	token := func(secret string) error {
@@ -249,6 +253,14 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	})
 
 	olive := openTab(t, browser, "olive", true)
+	var alerts atomic.Int32
+	if err := chromedp.Listen(olive.ctx, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			alerts.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if status := olive.open(consoleURL); status != 200 {
 		t.Fatalf("My clients answered %d", status)
 	}
@@ -257,6 +269,11 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	}
 	if body := olive.body(); strings.Contains(body, "theirs") {
 		t.Fatal("My clients lists a client olive does not own")
+	}
+	// A client named <script>alert(1)</script> shows as text and runs
+	// nothing.
+	if body := olive.body(); !strings.Contains(body, evilName) || alerts.Load() != 0 || olive.count("main script") != 0 {
+		t.Fatal("the client name was not shown as text, or ran")
 	}
 	olive.click("//a[normalize-space()='demo-app']")
 	if !strings.HasSuffix(olive.location(), "/console/clients/demo-app") {
