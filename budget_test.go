@@ -80,7 +80,7 @@ func TestFailureBudgetPerClientAndIP(t *testing.T) {
 	}
 	expectThrottled(t, h, sums, from("127.0.0.2", basicRequest("app", "wrong")), "20")
 	h.now = func() time.Time { return testNow.Add(90 * time.Second) }
-	h.feed.confirm(testNow.Add(90 * time.Second))
+	h.feed.snapshots.confirm(testNow.Add(90 * time.Second))
 	if w, _ := serve(t, h, from("127.0.0.2", basicRequest("app", appSecret))); w.Code != 200 {
 		t.Fatalf("after the period: status %d", w.Code)
 	}

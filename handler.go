@@ -97,7 +97,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	now := h.now()
-	snap, confirmed := h.feed.current()
+	snap, confirmed := h.feed.snapshots.current()
 	if snap == nil || (h.MaxStale >= 0 && now.Sub(confirmed) > time.Duration(h.MaxStale)) {
 		return h.refuse(w, r, outcomeUnavailable, http.StatusServiceUnavailable, h.answers.unavailable, false)
 	}

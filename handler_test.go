@@ -174,7 +174,7 @@ func TestMethodsOption(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	h := newTestHandler(t, nil, func(h *Handler) { h.RevocationDelay = 30_000_000_000 })
-	h.feed.snap.Store(nil)
+	h.feed.snapshots.snap.Store(nil)
 	w, up := serve(t, h, basicRequest("app", appSecret))
 	if w.Code != 503 || up.called || !strings.Contains(w.Body.String(), `"temporarily_unavailable"`) || w.Header().Get("Retry-After") != "10" {
 		t.Fatalf("no snapshot: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
@@ -292,7 +292,7 @@ func TestRawBasicPair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.feed.snap.Store(snap)
+	h.feed.snapshots.snap.Store(snap)
 	raw := func(id, secret string) *http.Request {
 		r := formRequest("grant_type=client_credentials")
 		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
@@ -405,7 +405,7 @@ func TestMoreLegacyHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.feed.snap.Store(snap)
+	h.feed.snapshots.snap.Store(snap)
 	rawBasic := func(id, secret string) *http.Request {
 		r := formRequest("grant_type=client_credentials")
 		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
@@ -446,7 +446,7 @@ func TestSlowCacheKeyedByStoredHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.feed.snap.Store(snap)
+	h.feed.snapshots.snap.Store(snap)
 	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 401 {
 		t.Fatalf("a cached pair outlived its stored hash: %d", w.Code)
 	}
@@ -458,7 +458,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("before expiry: %d", w.Code)
 	}
 	h.now = func() time.Time { return testNow.Add(time.Hour - time.Nanosecond) }
-	h.feed.confirm(testNow.Add(time.Hour))
+	h.feed.snapshots.confirm(testNow.Add(time.Hour))
 	if w, _ := serve(t, h, basicRequest("expiry", expiringSoon)); w.Code != 200 {
 		t.Fatalf("just before expiry: %d", w.Code)
 	}
@@ -566,7 +566,7 @@ func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
 	h := newTestHandler(t, nil, func(h *Handler) { h.SlowHashConcurrency = 1 })
 	v := h.verifier
 	v.slots <- struct{}{} // every slot busy
-	snap, _ := h.feed.current()
+	snap, _ := h.feed.snapshots.current()
 	c := snap.clients["legacy-bcrypt"]
 	gaveUp, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)

@@ -48,7 +48,10 @@ type Handler struct {
 	ControlPlane *ControlPlane `json:"control_plane,omitempty"`
 
 	// RevocationDelay bounds how long a secret revoked or expired on the
-	// control plane keeps working at this edge. Default: 30s.
+	// control plane keeps working at this edge. The feed long-polls for a
+	// third of it; sites sharing a control plane (same URLs and token)
+	// share one feed, which polls with the shortest wait among them.
+	// Default: 30s.
 	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
 
 	// MaxStale is how old the last confirmation of the snapshot may grow
@@ -58,7 +61,8 @@ type Handler struct {
 	MaxStale Staleness `json:"max_stale,omitempty"`
 
 	// UsageFlush is how often last-used stamps are sent to the control
-	// plane. Default: 10s.
+	// plane. Sites sharing a control plane share one feed, which flushes
+	// at the shortest interval among them. Default: 10s.
 	UsageFlush caddy.Duration `json:"usage_flush,omitempty"`
 
 	// Methods lists the accepted client authentication methods: "basic"
@@ -89,7 +93,9 @@ type Handler struct {
 	FailureBudget *FailureBudget `json:"failure_budget,omitempty"`
 
 	// MaxSnapshotBytes is the largest snapshot accepted from the control
-	// plane (after decompression). Default: 268435456 (256 MiB).
+	// plane (after decompression). Sites sharing a control plane share one
+	// feed, which accepts the largest limit among them.
+	// Default: 268435456 (256 MiB).
 	MaxSnapshotBytes int64 `json:"max_snapshot_bytes,omitempty"`
 
 	logger   *zap.Logger
@@ -220,7 +226,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.release()
 		return err
 	}
-	h.feed, err = acquireFeed(ctx, h.feedConfig(token))
+	h.feed, err = acquireFeed(ctx, h, h.feedConfig(token))
 	if err != nil {
 		h.release()
 		return err
@@ -384,7 +390,7 @@ func (h *Handler) retryAfter() int {
 func (h *Handler) Cleanup() error {
 	h.release()
 	if h.feed != nil {
-		return h.feed.release()
+		return h.feed.release(h)
 	}
 	return nil
 }
