@@ -31,6 +31,8 @@ type usageRecorder struct {
 
 	mu      sync.Mutex
 	pending map[string]*secretUse // by secret id
+
+	revoked revokedUses // dead secrets presented, sent with the stamps
 }
 
 // secretUse is what is pending for one secret.
@@ -127,6 +129,12 @@ func (su *secretUse) merge(o *secretUse) {
 	su.otherRefused += o.otherRefused
 }
 
+// recordRevoked notes that a dead secret was presented. It never blocks
+// on I/O.
+func (u *usageRecorder) recordRevoked(clientID, secretID, from string, at time.Time) {
+	u.revoked.record(clientID, secretID, from, at)
+}
+
 // pendingCount is how many secrets have uses waiting to be sent.
 func (u *usageRecorder) pendingCount() int {
 	u.mu.Lock()
@@ -172,6 +180,7 @@ const maxEntriesPerPost = 10_000
 type usePost struct {
 	stamps  []wire.Stamp
 	callers []wire.SecretCallers
+	revoked []wire.RevokedUse
 	ids     []string
 	entries int
 }
@@ -204,17 +213,22 @@ func posts(batch map[string]*secretUse) []*usePost {
 }
 
 // flush sends what is pending, in POSTs of at most maxEntriesPerPost
-// entries (one POST unless there are more). The uses of a POST that failed
+// entries (one POST unless there are more), the dead secrets presented
+// riding with the first. The uses of a POST that failed
 // go back for the next try, with those of every POST not sent yet, unless
 // the control plane refused them as malformed: those are dropped, or they
 // would be refused forever.
 func (u *usageRecorder) flush(ctx context.Context) error {
-	batch := u.take()
-	if batch == nil {
+	batch, revoked := u.take(), u.revoked.take()
+	if batch == nil && revoked == nil {
 		return nil
 	}
 	label := u.client.label
 	all := posts(batch)
+	if len(all) == 0 {
+		all = []*usePost{{}}
+	}
+	all[0].revoked = revoked
 	for i, p := range all {
 		err := u.send(ctx, p)
 		var refused errRefusedStamps
@@ -232,6 +246,9 @@ func (u *usageRecorder) flush(ctx context.Context) error {
 				}
 			}
 			u.putBack(rest)
+			if i == 0 {
+				u.revoked.putBack(revoked)
+			}
 			edgeMetrics.stampsFailed.WithLabelValues(label).Add(float64(len(rest)))
 			return err
 		}
@@ -255,7 +272,7 @@ func (u *usageRecorder) send(ctx context.Context, p *usePost) error {
 	if stamps == nil {
 		stamps = []wire.Stamp{} // "stamps": [] as an older control plane expects
 	}
-	raw, err := json.Marshal(wire.Usage{Edge: u.edge, Stamps: stamps, Callers: p.callers})
+	raw, err := json.Marshal(wire.Usage{Edge: u.edge, Stamps: stamps, Callers: p.callers, RevokedUses: p.revoked})
 	if err != nil {
 		return err
 	}

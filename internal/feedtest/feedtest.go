@@ -28,6 +28,7 @@ type Server struct {
 	usage    []wire.Stamp
 	callers  []wire.SecretCallers
 	posts    int
+	revoked  []wire.RevokedUse
 	override func(w http.ResponseWriter)
 	failPost bool
 }
@@ -94,6 +95,7 @@ func (fs *Server) serveUsage(w http.ResponseWriter, r *http.Request) {
 	fs.usage = append(fs.usage, u.Stamps...)
 	fs.callers = append(fs.callers, u.Callers...)
 	fs.posts++
+	fs.revoked = append(fs.revoked, u.RevokedUses...)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -119,6 +121,13 @@ func (fs *Server) FailUsage(fail bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.failPost = fail
+}
+
+// RevokedUses returns the presented-after-revoke reports received so far.
+func (fs *Server) RevokedUses() []wire.RevokedUse {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]wire.RevokedUse(nil), fs.revoked...)
 }
 
 // Stamps returns the usage stamps received so far.
