@@ -64,7 +64,8 @@ type API struct {
 	maxWait time.Duration
 	log     *zap.Logger
 	mux     *http.ServeMux
-	feed    *feed
+	// snapshots builds and shares the feed's answers.
+	snapshots *snapshotBuilder
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -103,7 +104,7 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
-	a.feed = newFeed(svc)
+	a.snapshots = newSnapshotBuilder(svc)
 	a.routes()
 	return a, nil
 }

@@ -37,9 +37,11 @@ const (
 	snapshotBuildTimeout = 30 * time.Second
 )
 
-// feed builds snapshots once per revision and shares them between
-// requests: the JSON body and, on first demand, its gzip form.
-type feed struct {
+// snapshotBuilder builds the feed's snapshots once per revision and
+// shares them between requests: the JSON body and, on first demand, its
+// gzip form. (The edge's feed client, in the root package, is another
+// thing.)
+type snapshotBuilder struct {
 	svc   *Service
 	group singleflight.Group
 
@@ -59,11 +61,11 @@ type builtSnapshot struct {
 	gzErr  error
 }
 
-func newFeed(svc *Service) *feed { return &feed{svc: svc} }
+func newSnapshotBuilder(svc *Service) *snapshotBuilder { return &snapshotBuilder{svc: svc} }
 
 // get returns a snapshot at least as new as the published revision,
 // building one (once, however many requests ask) when needed.
-func (f *feed) get(ctx context.Context) (*builtSnapshot, error) {
+func (f *snapshotBuilder) get(ctx context.Context) (*builtSnapshot, error) {
 	epoch, rev, _ := f.svc.Notifier().Current()
 	f.mu.Lock()
 	cur := f.cur
@@ -84,7 +86,7 @@ func (f *feed) get(ctx context.Context) (*builtSnapshot, error) {
 
 // build reads a snapshot from the store, sharing one read between all
 // concurrent callers.
-func (f *feed) build(ctx context.Context) (*builtSnapshot, error) {
+func (f *snapshotBuilder) build(ctx context.Context) (*builtSnapshot, error) {
 	ch := f.group.DoChan("snapshot", func() (any, error) {
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotBuildTimeout)
 		defer cancel()
@@ -185,7 +187,7 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 			return
 		}
 	}
-	b, err := a.feed.get(r.Context())
+	b, err := a.snapshots.get(r.Context())
 	if err != nil {
 		if r.Context().Err() == nil {
 			a.log.Error("building snapshot failed", zap.Error(err))

@@ -53,7 +53,7 @@ var storeSuite = []struct {
 	{"SnapshotActiveOnly", testSnapshotActiveOnly},
 	{"ClientsOrderedBytewise", testClientsOrderedBytewise},
 	{"PingFailsAfterClose", testPingFailsAfterClose},
-	// The rules over it (rules_test.go).
+	// The rules over it (service_test.go).
 	{"GenerateUpToMax", testGenerateUpToMax},
 	{"MaxActiveSecretsConfigurable", testMaxActiveSecretsConfigurable},
 	{"StatusesOverTime", testStatusesOverTime},
