@@ -67,11 +67,8 @@ func newSnapshotBuilder(svc *Service) *snapshotBuilder { return &snapshotBuilder
 // building one (once, however many requests ask) when needed.
 func (f *snapshotBuilder) get(ctx context.Context) (*builtSnapshot, error) {
 	epoch, rev, _ := f.svc.Notifier().Current()
-	f.mu.Lock()
-	cur := f.cur
-	f.mu.Unlock()
-	if cur != nil && cur.epoch == epoch && cur.rev >= rev && f.svc.Now().Sub(cur.built) < snapshotRefresh {
-		return cur, nil
+	if b := f.cached(); b != nil {
+		return b, nil
 	}
 	// A build already under way may have read the store before the
 	// revision this request waited for: then build again.
@@ -84,10 +81,27 @@ func (f *snapshotBuilder) get(ctx context.Context) (*builtSnapshot, error) {
 	return f.build(ctx)
 }
 
+// cached returns the last built snapshot while it is as new as the
+// published revision and fresh, else nil.
+func (f *snapshotBuilder) cached() *builtSnapshot {
+	epoch, rev, _ := f.svc.Notifier().Current()
+	f.mu.Lock()
+	cur := f.cur
+	f.mu.Unlock()
+	if cur != nil && cur.epoch == epoch && cur.rev >= rev && f.svc.Now().Sub(cur.built) < snapshotRefresh {
+		return cur
+	}
+	return nil
+}
+
 // build reads a snapshot from the store, sharing one read between all
-// concurrent callers.
+// concurrent callers. A caller that missed the cache just before another
+// build finished finds that build's snapshot instead of reading again.
 func (f *snapshotBuilder) build(ctx context.Context) (*builtSnapshot, error) {
 	ch := f.group.DoChan("snapshot", func() (any, error) {
+		if b := f.cached(); b != nil {
+			return b, nil
+		}
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotBuildTimeout)
 		defer cancel()
 		snap, err := f.svc.Snapshot(bctx)
