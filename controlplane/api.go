@@ -75,13 +75,38 @@ type API struct {
 	onWait func()
 }
 
+// withDefaults returns o with every unset field at its default. With
+// validate, it is the one place the options are defaulted and checked
+// (see ServiceOptions.withDefaults).
+func (o APIOptions) withDefaults() APIOptions {
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return o
+}
+
+// validate checks options that withDefaults has filled.
+func (o APIOptions) validate() error {
+	if o.AdminToken == "" || o.EdgeToken == "" {
+		return errors.New("admin_token and edge_token are both required")
+	}
+	if o.AdminToken == o.EdgeToken {
+		return errors.New("admin_token and edge_token must differ")
+	}
+	if o.MaxWait < 0 {
+		return errors.New("max_wait must not be negative")
+	}
+	return nil
+}
+
 // NewAPI returns the HTTP API over svc.
 func NewAPI(svc *Service, opts APIOptions) (*API, error) {
-	if opts.AdminToken == "" || opts.EdgeToken == "" {
-		return nil, errors.New("admin_token and edge_token are both required")
-	}
-	if opts.AdminToken == opts.EdgeToken {
-		return nil, errors.New("admin_token and edge_token must differ")
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	a := &API{
 		svc:     svc,
@@ -95,15 +120,6 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 	// A fingerprint short enough not to help guess a strong token, long
 	// enough to tell tokens apart in the audit log after a token change.
 	a.adminID = "admin:" + hex.EncodeToString(a.admin[:4])
-	if a.maxWait == 0 {
-		a.maxWait = DefaultMaxWait
-	}
-	if a.maxWait < 0 {
-		return nil, fmt.Errorf("max_wait must not be negative")
-	}
-	if a.log == nil {
-		a.log = zap.NewNop()
-	}
 	a.snapshots = newSnapshotBuilder(svc)
 	a.routes()
 	return a, nil

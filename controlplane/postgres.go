@@ -62,8 +62,8 @@ const PostgresChannel = "rotagate_changes"
 
 // Defaults of the PostgreSQL store.
 const (
-	// DefaultPostgresPollInterval is how often a store with a Notifier
-	// reads the revision, in case a notification was lost.
+	// DefaultPostgresPollInterval is how often the store reads the
+	// revision, in case a notification was lost.
 	DefaultPostgresPollInterval = time.Second
 	// defaultConnectTimeout bounds one connection attempt when the DSN
 	// sets none.
@@ -89,14 +89,8 @@ type PostgresOptions struct {
 	// digits and underscores. Default: the connection's search_path
 	// (usually public).
 	Schema string
-	// Notifier, when set, hears of changes committed by every process on
-	// the database: the store LISTENs on PostgresChannel over a dedicated
-	// connection (reconnecting with backoff) and reads the revision every
-	// PollInterval as a safety net. Give it the Notifier of the Services
-	// over this store. Default: none (the store watches nothing).
-	Notifier *Notifier
-	// PollInterval is the period of the safety-net revision check.
-	// Default: 1s.
+	// PollInterval is the period of the safety-net revision check (see
+	// PostgresStore). Default: 1s.
 	PollInterval time.Duration
 	// Logger receives the background work's warnings. Default: none.
 	Logger *zap.Logger
@@ -105,7 +99,11 @@ type PostgresOptions struct {
 // PostgresStore is the Store for fleets: several control planes share one
 // PostgreSQL database. Writers lock the client row (SELECT … FOR UPDATE)
 // and then the meta row that holds the revision, so the max-active rule
-// holds across processes and revisions commit in order.
+// holds across processes and revisions commit in order. It owns the
+// Notifier of its changes (a NotifyingStore) and tells it of changes
+// committed by every process on the database: it LISTENs on
+// PostgresChannel over a dedicated connection (reconnecting with backoff)
+// and reads the revision every PollInterval as a safety net.
 type PostgresStore struct {
 	pool     *pgxpool.Pool
 	connCfg  *pgx.ConnConfig // for the LISTEN connection
@@ -138,8 +136,8 @@ func (s *PostgresStore) shouldPing(_ context.Context, p pgxpool.ShouldPingParams
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // OpenPostgres connects to the database named by dsn (a postgres:// URL or
-// key=value pairs), brings its schema up to date and, with a Notifier,
-// starts watching for changes. It fails when the database does not answer
+// key=value pairs), brings its schema up to date and starts watching for
+// changes. It fails when the database does not answer
 // within ctx. Errors never contain the password.
 func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*PostgresStore, error) {
 	cfg, err := ParsePostgresDSN(dsn)
@@ -162,7 +160,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	where := describeTarget(cfg.ConnConfig)
 	s := &PostgresStore{
 		connCfg:  cfg.ConnConfig.Copy(),
-		notifier: opts.Notifier,
+		notifier: NewNotifier(),
 		poll:     opts.PollInterval,
 		log:      opts.Logger,
 	}
@@ -177,12 +175,10 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	if s.notifier != nil {
-		s.notifier.Watch(s.poll)
-		s.wg.Add(2)
-		go s.listen(bg)
-		go s.pollRevision(bg)
-	}
+	s.notifier.Watch(s.poll)
+	s.wg.Add(2)
+	go s.listen(bg)
+	go s.pollRevision(bg)
 	return s, nil
 }
 
@@ -532,6 +528,9 @@ func (s *PostgresStore) Close() error {
 // Epoch returns the store's epoch, fixed when the database was set up.
 func (s *PostgresStore) Epoch() string { return s.epoch }
 
+// Notifier implements NotifyingStore.
+func (s *PostgresStore) Notifier() *Notifier { return s.notifier }
+
 // listen holds a LISTEN connection and publishes every change announced
 // on it, until ctx ends. A broken connection is replaced, with backoff;
 // after each (re)connection the revision is read at once, in case a
@@ -649,5 +648,5 @@ func (s *PostgresStore) checkRevision(ctx context.Context) {
 
 // Interface guards
 var (
-	_ Store = (*PostgresStore)(nil)
+	_ NotifyingStore = (*PostgresStore)(nil)
 )

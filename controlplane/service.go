@@ -62,9 +62,34 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
-	// Notifier is told of every committed change. Share one Notifier
-	// between every Service on the same store. Default: a new one.
-	Notifier *Notifier
+}
+
+// withDefaults returns o with every unset field at its default. With
+// validate, it is the one place the options are defaulted and checked:
+// NewService applies both, and Handler.Validate checks a Caddy config
+// with the same code before anything is opened.
+func (o ServiceOptions) withDefaults() ServiceOptions {
+	if o.MaxActiveSecrets == 0 {
+		o.MaxActiveSecrets = DefaultMaxActiveSecrets
+	}
+	if o.SecretPrefix == "" {
+		o.SecretPrefix = DefaultSecretPrefix
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AuditLog == nil {
+		o.AuditLog = zap.NewNop()
+	}
+	return o
+}
+
+// validate checks options that withDefaults has filled.
+func (o ServiceOptions) validate() error {
+	if o.MaxActiveSecrets < 1 {
+		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
+	}
+	return ValidatePrefix(o.SecretPrefix)
 }
 
 // Service enforces the rotation rules of SPEC §2 over a Store.
@@ -79,35 +104,25 @@ type Service struct {
 }
 
 // NewService returns the rules over store and publishes the store's current
-// revision to the notifier.
+// revision to the notifier: the store's own when it is a NotifyingStore
+// (every Service over it, and its watcher of other processes' changes,
+// then wake the same feed requests), else a new one, which only this
+// Service's changes reach.
 func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	s := &Service{
 		store:     store,
 		maxActive: opts.MaxActiveSecrets,
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
-		notifier:  opts.Notifier,
 	}
-	if s.maxActive == 0 {
-		s.maxActive = DefaultMaxActiveSecrets
-	}
-	if s.maxActive < 1 {
-		return nil, fmt.Errorf("max_active_secrets must be at least 1, got %d", s.maxActive)
-	}
-	if s.prefix == "" {
-		s.prefix = DefaultSecretPrefix
-	}
-	if err := ValidatePrefix(s.prefix); err != nil {
-		return nil, err
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.audit == nil {
-		s.audit = zap.NewNop()
-	}
-	if s.notifier == nil {
+	if ns, ok := store.(NotifyingStore); ok {
+		s.notifier = ns.Notifier()
+	} else {
 		s.notifier = NewNotifier()
 	}
 	epoch, rev, err := store.Revision(ctx)

@@ -219,14 +219,14 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 // faultStore fails the n-th write step inside an Update, to prove that a
 // rotation is all or nothing.
 type faultStore struct {
-	Store
-	failAt int
+	NotifyingStore // so that the Service shares the store's notifier
+	failAt         int
 }
 
 var errInjected = errors.New("injected failure")
 
 func (f *faultStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	return f.Store.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
+	return f.NotifyingStore.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
 }
 
 type faultTx struct {
@@ -282,8 +282,8 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 			rev := e.revision()
 			_, _, changed := e.svc.Notifier().Current()
 
-			faulty, err := NewService(ctx, &faultStore{Store: st, failAt: tc.failAt},
-				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now, Notifier: e.svc.Notifier()})
+			faulty, err := NewService(ctx, &faultStore{NotifyingStore: st.(NotifyingStore), failAt: tc.failAt},
+				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}

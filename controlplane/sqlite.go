@@ -49,9 +49,13 @@ var sqliteMigrations = [][]string{
 }
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode, written
-// through BEGIN IMMEDIATE transactions.
+// through BEGIN IMMEDIATE transactions. It owns the Notifier of its
+// changes (a NotifyingStore), so every Service over one open store wakes
+// the same feed requests; other processes' writes to the file are not
+// watched.
 type SQLiteStore struct {
-	db *sql.DB
+	db       *sql.DB
+	notifier *Notifier
 	// writeMu queues this process's writers in Go rather than in SQLite's
 	// busy handler; BEGIN IMMEDIATE still serialises writers across
 	// processes and is what the rules rely on.
@@ -88,7 +92,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: %w", err)
 	}
-	s := &SQLiteStore{db: db}
+	s := &SQLiteStore{db: db, notifier: NewNotifier()}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
@@ -283,6 +287,9 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 // Close implements Store.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
+// Notifier implements NotifyingStore.
+func (s *SQLiteStore) Notifier() *Notifier { return s.notifier }
+
 func scanClient(row rowScanner) (Client, error) {
 	var c Client
 	var created int64
@@ -313,6 +320,6 @@ func fromMillis(v sql.NullInt64) *time.Time {
 
 // Interface guards
 var (
-	_ Store = (*SQLiteStore)(nil)
-	_ Tx    = (*storeTx)(nil)
+	_ NotifyingStore = (*SQLiteStore)(nil)
+	_ Tx             = (*storeTx)(nil)
 )
