@@ -147,15 +147,29 @@ func (s *Service) SecretPrefix() string { return s.prefix }
 // (what the store keeps).
 func (s *Service) Now() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
-// update runs fn in a store transaction and publishes the new revision.
-func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
-	rev, err := s.store.Update(ctx, fn)
-	if err != nil {
+// update runs fn in one store transaction and publishes the new
+// revision. The store may run fn more than once (Store.Update); fn hands
+// what it found back as its result, built afresh by each attempt, and
+// update returns the result of the attempt that committed, or the zero
+// value with the error. So no attempt's leftovers can reach an answer or
+// the audit log, whatever fn does with its own locals.
+func update[T any](ctx context.Context, s *Service, fn func(Tx) (T, error)) (T, error) {
+	var out T
+	rev, err := s.store.Update(ctx, func(tx Tx) error {
+		var err error
+		out, err = fn(tx)
 		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
 	}
 	s.notifier.Publish(s.epoch, rev)
-	return nil
+	return out, nil
 }
+
+// nothing is the result of a transaction that finds nothing to report.
+type nothing struct{}
 
 // CreateClient registers a client. An empty id gets a generated cli_… id.
 func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string) (c Client, err error) {
@@ -171,7 +185,7 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string) 
 		return Client{}, err
 	}
 	c = Client{ID: id, Name: name, CreatedAt: s.Now()}
-	err = s.update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, c) })
+	_, err = update(ctx, s, func(tx Tx) (nothing, error) { return nothing{}, tx.InsertClient(ctx, c) })
 	if err != nil {
 		return Client{ID: id}, err
 	}
@@ -249,22 +263,23 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 		return invalidError(err.Error())
 	}
 	now := s.Now()
-	return s.update(ctx, func(tx Tx) error {
-		revoked = nil
+	revoked, err = update(ctx, s, func(tx Tx) ([]string, error) {
 		if _, err := tx.LockClient(ctx, id); err != nil {
-			return err
+			return nil, err
 		}
 		secrets, err := tx.Secrets(ctx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		var active []string
 		for i := range secrets {
 			if secrets[i].Active(now) {
-				revoked = append(revoked, secrets[i].ID)
+				active = append(active, secrets[i].ID)
 			}
 		}
-		return tx.DeleteClient(ctx, id)
+		return active, tx.DeleteClient(ctx, id)
 	})
+	return err
 }
 
 // GenerateOptions choose what GenerateSecret adds. At most one of
@@ -323,15 +338,15 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
 		ns.Secret.ExpiresAt = &at
 	}
-	err = s.update(ctx, func(tx Tx) error {
+	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
 		active, err := s.lockActive(ctx, tx, clientID, ns.Secret.CreatedAt)
 		if err != nil {
-			return err
+			return nothing{}, err
 		}
 		if len(active) >= s.maxActive {
-			return ErrTooManyActive
+			return nothing{}, ErrTooManyActive
 		}
-		return tx.InsertSecret(ctx, ns.Secret)
+		return nothing{}, tx.InsertSecret(ctx, ns.Secret)
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
@@ -360,39 +375,41 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	}
 	now := ns.Secret.CreatedAt
 	until := now.Add(grace)
-	err = s.update(ctx, func(tx Tx) error {
-		ns.Expiring, ns.Revoked = []string{}, nil
+	type others struct{ expiring, revoked []string }
+	res, err := update(ctx, s, func(tx Tx) (others, error) {
+		res := others{expiring: []string{}}
 		active, err := s.lockActive(ctx, tx, clientID, now)
 		if err != nil {
-			return err
+			return res, err
 		}
 		if grace > 0 && len(active) >= s.maxActive {
-			return ErrTooManyActive
+			return res, ErrTooManyActive
 		}
 		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
-			return err
+			return res, err
 		}
 		for _, old := range active {
 			switch {
 			case grace == 0:
 				if err := tx.Revoke(ctx, old.ID, now); err != nil {
-					return err
+					return res, err
 				}
-				ns.Revoked = append(ns.Revoked, old.ID)
+				res.revoked = append(res.revoked, old.ID)
 			case old.ExpiresAt == nil || until.Before(*old.ExpiresAt):
 				if err := tx.SetExpiry(ctx, old.ID, until); err != nil {
-					return err
+					return res, err
 				}
-				ns.Expiring = append(ns.Expiring, old.ID)
+				res.expiring = append(res.expiring, old.ID)
 			default: // already expires sooner: keep it
-				ns.Expiring = append(ns.Expiring, old.ID)
+				res.expiring = append(res.expiring, old.ID)
 			}
 		}
-		return nil
+		return res, nil
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
 	}
+	ns.Expiring, ns.Revoked = res.expiring, res.revoked
 	return ns, nil
 }
 
@@ -407,28 +424,26 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 		return Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
 	}
 	now := s.Now()
-	err = s.update(ctx, func(tx Tx) error {
+	return update(ctx, s, func(tx Tx) (Secret, error) {
 		if _, err := tx.LockClient(ctx, clientID); err != nil {
-			return err
+			return Secret{}, err
 		}
 		secrets, err := tx.Secrets(ctx, clientID)
 		if err != nil {
-			return err
+			return Secret{}, err
 		}
-		for _, cand := range secrets {
-			if cand.ID != secretID {
+		for _, sec := range secrets {
+			if sec.ID != secretID {
 				continue
 			}
-			sec = cand
 			if sec.RevokedAt != nil {
-				return nil
+				return sec, nil
 			}
 			sec.RevokedAt = &now
-			return tx.Revoke(ctx, secretID, now)
+			return sec, tx.Revoke(ctx, secretID, now)
 		}
-		return ErrNotFound
+		return Secret{}, ErrNotFound
 	})
-	return sec, err
 }
 
 // lockActive locks a client and returns its secrets active at now.

@@ -94,7 +94,8 @@ type Store interface {
 	// returns the revision after commit. A store may call fn again when
 	// the transaction failed before commit for a transient reason (a
 	// broken connection, a deadlock), so fn must leave no trace outside
-	// the transaction but its results, and reset those when it starts.
+	// the transaction: the Service's update helper has each attempt return
+	// its findings, fresh, and keeps those of the attempt that committed.
 	Update(ctx context.Context, fn func(Tx) error) (revision int64, err error)
 
 	// Client returns one client, or ErrNotFound.
