@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -22,38 +21,14 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// postgresMigrations are the schema versions of the PostgreSQL store, in
-// order: entry i brings the schema from version i to i+1. Released entries
-// are never edited; a change is a new entry. The tables mirror the SQLite
-// store's so that both run the same queries (queries.go). Ids sort bytewise
-// (COLLATE "C"), as on SQLite, whatever the database's locale: pagination
-// must not depend on it.
-var postgresMigrations = [][]string{
-	{ // 1: clients, secrets, and the store's epoch and revision.
-		`CREATE TABLE meta (
-			id       INTEGER PRIMARY KEY CHECK (id = 1),
-			epoch    TEXT    NOT NULL,
-			revision BIGINT  NOT NULL CHECK (revision >= 0)
-		)`,
-		`CREATE TABLE clients (
-			client_id  TEXT COLLATE "C" PRIMARY KEY,
-			name       TEXT   NOT NULL DEFAULT '',
-			created_at BIGINT NOT NULL
-		)`,
-		`CREATE TABLE secrets (
-			secret_id      TEXT COLLATE "C" PRIMARY KEY,
-			client_id      TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
-			hash           TEXT   NOT NULL,
-			hint           TEXT   NOT NULL,
-			created_at     BIGINT NOT NULL,
-			expires_at     BIGINT,
-			revoked_at     BIGINT,
-			last_used_at   BIGINT,
-			last_used_from TEXT   NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
-	},
-}
+// postgresDialect spells the migrations' words for PostgreSQL: ids sort
+// bytewise (COLLATE "C"), as on SQLite, whatever the database's locale,
+// since pagination must not depend on it; the revision is checked
+// non-negative.
+var postgresDialect = strings.NewReplacer(
+	"{id}", `TEXT COLLATE "C"`,
+	"{revision}", "BIGINT  NOT NULL CHECK (revision >= 0)",
+)
 
 // PostgresChannel is the LISTEN/NOTIFY channel on which every committed
 // change announces itself. The payload is "<epoch>.<revision>": the epoch
@@ -229,33 +204,32 @@ func redactf(password, format string, args ...any) error {
 // transaction, under an advisory lock, so that control planes starting
 // together migrate once and agree on the epoch. It returns the epoch.
 func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, error) {
-	var epoch string
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	return query(ctx, s, func(c *pgxpool.Conn) (string, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return err
+			return "", err
 		}
 		defer tx.Rollback(ctx)
 		key := fnv.New64a()
 		key.Write([]byte("rotagate migrate " + schema))
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(key.Sum64())); err != nil {
-			return err
+			return "", err
 		}
 		if schema != "" {
 			if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
-				return err
+				return "", err
 			}
 		}
-		if err := applyMigrations(ctx, pgxDriverTx{tx}, postgresMigrations); err != nil {
-			return err
+		if err := applyMigrations(ctx, pgxDriverTx{tx}, postgresDialect); err != nil {
+			return "", err
 		}
+		var epoch string
 		var rev int64
 		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev); err != nil {
-			return err
+			return "", err
 		}
-		return tx.Commit(ctx)
+		return epoch, tx.Commit(ctx)
 	})
-	return epoch, err
 }
 
 // pgxDriverTx adapts a pgx transaction to the shared code.
@@ -270,13 +244,8 @@ func (t pgxDriverTx) queryRow(ctx context.Context, query string, args ...any) ro
 	return t.tx.QueryRow(ctx, query, args...)
 }
 
-func (t pgxDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	rows, err := t.tx.Query(ctx, sqlSecrets, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return collectSecrets(rows)
+func (t pgxDriverTx) query(ctx context.Context, query string, args ...any) (rows, error) {
+	return t.tx.Query(ctx, query, args...)
 }
 
 // errCommitUnknown marks a commit whose outcome is unknown: the connection
@@ -310,6 +279,22 @@ func (s *PostgresStore) run(ctx context.Context, fn func(*pgxpool.Conn) error) e
 	}
 }
 
+// query is run for an operation with a result: each attempt builds its
+// own, and the one that succeeded is returned (the zero value on error).
+func query[T any](ctx context.Context, s *PostgresStore, fn func(*pgxpool.Conn) (T, error)) (T, error) {
+	var out T
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		var err error
+		out, err = fn(c)
+		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return out, nil
+}
+
 // transient reports whether the server refused a statement for a reason
 // that a new attempt may not meet.
 func transient(err error) bool {
@@ -328,147 +313,105 @@ func transient(err error) bool {
 // Update implements Store. The store may run fn more than once, when a
 // transaction failed before commit for a transient reason.
 func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	var rev int64
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	return query(ctx, s, func(c *pgxpool.Conn) (int64, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return fmt.Errorf("beginning transaction: %w", err)
+			return 0, fmt.Errorf("beginning transaction: %w", err)
 		}
 		defer tx.Rollback(ctx) // a no-op after Commit
 		// The row lock keeps other writers of a client waiting until this
 		// transaction ends, so a count of its active secrets holds at commit.
 		t := &storeTx{d: pgxDriverTx{tx}, lockSuffix: ` FOR UPDATE`}
 		if err := fn(t); err != nil {
-			return err
+			return 0, err
 		}
+		var rev int64
 		if t.changed {
 			if err := tx.QueryRow(ctx, sqlBumpRevision).Scan(&rev); err != nil {
-				return fmt.Errorf("bumping revision: %w", err)
+				return 0, fmt.Errorf("bumping revision: %w", err)
 			}
 			// Delivered at commit, and only if the commit succeeds.
 			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, PostgresChannel, s.epoch+"."+strconv.FormatInt(rev, 10)); err != nil {
-				return fmt.Errorf("announcing revision: %w", err)
+				return 0, fmt.Errorf("announcing revision: %w", err)
 			}
 		} else if err := tx.QueryRow(ctx, sqlRevision).Scan(&rev); err != nil {
-			return fmt.Errorf("reading revision: %w", err)
+			return 0, fmt.Errorf("reading revision: %w", err)
 		}
 		if err := tx.Commit(ctx); err != nil {
 			if c.Conn().IsClosed() && ctx.Err() == nil {
-				return fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
+				return 0, fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
 			}
-			return fmt.Errorf("committing: %w", err)
+			return 0, fmt.Errorf("committing: %w", err)
 		}
-		return nil
+		return rev, nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return rev, nil
 }
 
 // Client implements Store.
 func (s *PostgresStore) Client(ctx context.Context, id string) (Client, error) {
-	var cl Client
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		var err error
-		cl, err = scanClient(c.QueryRow(ctx, sqlSelectClient, id))
-		return err
+	return query(ctx, s, func(c *pgxpool.Conn) (Client, error) {
+		return scanClient(c.QueryRow(ctx, sqlSelectClient, id))
 	})
-	return cl, err
 }
 
 // Clients implements Store.
 func (s *PostgresStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
-	var out []Client
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		out = nil
+	return query(ctx, s, func(c *pgxpool.Conn) ([]Client, error) {
 		rows, err := c.Query(ctx, sqlListClients, after, limit)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			cl, err := scanClient(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, cl)
-		}
-		return rows.Err()
+		return scanAll(rows, scanClient)
 	})
-	return out, err
 }
 
-// readOnly runs fn in a read-only REPEATABLE READ transaction: every
-// statement in it sees the same committed state.
-func (s *PostgresStore) readOnly(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.run(ctx, func(c *pgxpool.Conn) error {
+// readOnly runs fn in a read-only REPEATABLE READ transaction, in which
+// every statement sees the same committed state, and returns its result.
+func readOnly[T any](ctx context.Context, s *PostgresStore, fn func(pgx.Tx) (T, error)) (T, error) {
+	return query(ctx, s, func(c *pgxpool.Conn) (T, error) {
+		var zero T
 		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 		if err != nil {
-			return err
+			return zero, err
 		}
 		defer tx.Rollback(ctx)
-		if err := fn(tx); err != nil {
-			return err
+		out, err := fn(tx)
+		if err != nil {
+			return zero, err
 		}
-		return tx.Commit(ctx)
+		return out, tx.Commit(ctx)
 	})
 }
 
 // Secrets implements Store.
 func (s *PostgresStore) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	var out []Secret
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
+	return readOnly(ctx, s, func(tx pgx.Tx) ([]Secret, error) {
 		if _, err := scanClient(tx.QueryRow(ctx, sqlSelectClient, clientID)); err != nil {
-			return err
+			return nil, err
 		}
-		var err error
-		out, err = pgxDriverTx{tx}.secrets(ctx, clientID)
-		return err
+		return readSecrets(ctx, pgxDriverTx{tx}, clientID)
 	})
-	return out, err
 }
 
 // Revision implements Store.
 func (s *PostgresStore) Revision(ctx context.Context) (string, int64, error) {
-	var epoch string
-	var rev int64
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		return c.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev)
+	type meta struct {
+		epoch string
+		rev   int64
+	}
+	m, err := query(ctx, s, func(c *pgxpool.Conn) (meta, error) {
+		var m meta
+		return m, c.QueryRow(ctx, sqlSelectMeta).Scan(&m.epoch, &m.rev)
 	})
-	return epoch, rev, err
+	return m.epoch, m.rev, err
 }
 
 // Snapshot implements Store.
 func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
-	var snap wire.Snapshot
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
-		snap = wire.Snapshot{Clients: []wire.Client{}}
-		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, sqlSnapshot, now.UnixMilli())
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var clientID string
-			var sec wire.Secret
-			var expires sql.NullInt64
-			if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
-				return err
-			}
-			sec.ExpiresAt = fromMillis(expires)
-			if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
-				snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
-			}
-			c := &snap.Clients[len(snap.Clients)-1]
-			c.Secrets = append(c.Secrets, sec)
-		}
-		return rows.Err()
+	return readOnly(ctx, s, func(tx pgx.Tx) (wire.Snapshot, error) {
+		return readSnapshot(ctx, pgxDriverTx{tx}, now)
 	})
-	return snap, err
 }
 
 // ApplyUsage implements Store. The stamps go in one round trip (a batch in
@@ -477,12 +420,10 @@ func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (in
 	if len(stamps) == 0 {
 		return 0, nil
 	}
-	updated := 0
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		updated = 0
+	return query(ctx, s, func(c *pgxpool.Conn) (int, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer tx.Rollback(ctx)
 		var b pgx.Batch
@@ -490,20 +431,20 @@ func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (in
 			b.Queue(sqlApplyUsage, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
 		}
 		res := tx.SendBatch(ctx, &b)
+		updated := 0
 		for range stamps {
 			tag, err := res.Exec()
 			if err != nil {
 				res.Close()
-				return err
+				return 0, err
 			}
 			updated += int(tag.RowsAffected())
 		}
 		if err := res.Close(); err != nil {
-			return err
+			return 0, err
 		}
-		return tx.Commit(ctx)
+		return updated, tx.Commit(ctx)
 	})
-	return updated, err
 }
 
 // Ping implements Store: the database answers and holds the store.

@@ -162,8 +162,8 @@ func TestPostgresMigrations(t *testing.T) {
 		}
 	}
 	var version, metaRows int
-	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(postgresMigrations) {
-		t.Fatalf("schema_version %d (%v), want %d", version, err, len(postgresMigrations))
+	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema_version %d (%v), want %d", version, err, len(migrations))
 	}
 	if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.meta`).Scan(&metaRows); err != nil || metaRows != 1 {
 		t.Fatalf("%d meta rows (%v)", metaRows, err)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // SQL text shared by the SQLite and PostgreSQL stores. Both dialects agree
@@ -44,6 +47,42 @@ const (
 	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
 )
 
+// migrations are the schema versions of both stores, in order: entry i
+// brings the schema from version i to i+1. Released entries are never
+// edited; a change is a new entry. Times are BIGINT unix milliseconds
+// (UTC), which compare and index the same way on both. The text is
+// written once; each store's dialect (sqliteDialect, postgresDialect)
+// spells the words in braces:
+//
+//	{id}        a text id column that sorts bytewise
+//	{revision}  the store revision's column type and constraints
+var migrations = [][]string{
+	{ // 1: clients, secrets, and the store's epoch and revision.
+		`CREATE TABLE meta (
+			id       INTEGER PRIMARY KEY CHECK (id = 1),
+			epoch    TEXT    NOT NULL,
+			revision {revision}
+		)`,
+		`CREATE TABLE clients (
+			client_id  {id} PRIMARY KEY,
+			name       TEXT   NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE secrets (
+			secret_id      {id} PRIMARY KEY,
+			client_id      {id} NOT NULL REFERENCES clients (client_id),
+			hash           TEXT   NOT NULL,
+			hint           TEXT   NOT NULL,
+			created_at     BIGINT NOT NULL,
+			expires_at     BIGINT,
+			revoked_at     BIGINT,
+			last_used_at   BIGINT,
+			last_used_from TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
+	},
+}
+
 // scanSecret reads one row of sqlSecrets.
 func scanSecret(row rowScanner) (Secret, error) {
 	var s Secret
@@ -63,8 +102,8 @@ type driverTx interface {
 	// exec runs a statement and returns the number of rows it touched.
 	exec(ctx context.Context, query string, args ...any) (int64, error)
 	queryRow(ctx context.Context, query string, args ...any) rowScanner
-	// secrets runs sqlSecrets for a client.
-	secrets(ctx context.Context, clientID string) ([]Secret, error)
+	// query runs a query; the caller closes the rows.
+	query(ctx context.Context, query string, args ...any) (rows, error)
 }
 
 type rowScanner interface{ Scan(dest ...any) error }
@@ -102,7 +141,7 @@ func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
 }
 
 func (t *storeTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	return t.d.secrets(ctx, clientID)
+	return readSecrets(ctx, t.d, clientID)
 }
 
 func (t *storeTx) InsertSecret(ctx context.Context, s Secret) error {
@@ -134,27 +173,83 @@ func (t *storeTx) execOne(ctx context.Context, query string, args ...any) error 
 	return nil
 }
 
-// collectSecrets reads the rows of sqlSecrets.
-func collectSecrets(rows interface {
+// rows is what both drivers' result sets offer (pgx.Rows, and
+// database/sql's through sqlRows).
+type rows interface {
 	Next() bool
 	Scan(dest ...any) error
 	Err() error
-}) ([]Secret, error) {
-	var out []Secret
-	for rows.Next() {
-		s, err := scanSecret(rows)
+	Close()
+}
+
+// readSecrets reads every secret of a client, oldest first.
+func readSecrets(ctx context.Context, d driverTx, clientID string) ([]Secret, error) {
+	rs, err := d.query(ctx, sqlSecrets, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	return scanAll(rs, scanSecret)
+}
+
+// readSnapshot reads the epoch, the revision and every secret active at
+// now, inside one read transaction of the caller's.
+func readSnapshot(ctx context.Context, d driverTx, now time.Time) (wire.Snapshot, error) {
+	var snap wire.Snapshot
+	if err := d.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
+		return wire.Snapshot{}, err
+	}
+	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli())
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	defer rs.Close()
+	if snap.Clients, err = scanSnapshot(rs); err != nil {
+		return wire.Snapshot{}, err
+	}
+	return snap, nil
+}
+
+// scanAll reads every row with scan: the loop of every listing, written
+// once for both stores.
+func scanAll[T any](rs rows, scan func(rowScanner) (T, error)) ([]T, error) {
+	var out []T
+	for rs.Next() {
+		v, err := scan(rs)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
-	return out, rows.Err()
+	return out, rs.Err()
 }
 
-// applyMigrations brings the schema up to len(migrations), recording the
-// version, and creates the epoch when the database has none. It runs
-// inside the caller's transaction.
-func applyMigrations(ctx context.Context, tx driverTx, migrations [][]string) error {
+// scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
+// clients with their secrets; none is an empty list, not nil.
+func scanSnapshot(rs rows) ([]wire.Client, error) {
+	clients := []wire.Client{}
+	for rs.Next() {
+		var clientID string
+		var sec wire.Secret
+		var expires sql.NullInt64
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+			return nil, err
+		}
+		sec.ExpiresAt = fromMillis(expires)
+		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
+			clients = append(clients, wire.Client{ClientID: clientID})
+		}
+		c := &clients[len(clients)-1]
+		c.Secrets = append(c.Secrets, sec)
+	}
+	return clients, rs.Err()
+}
+
+// applyMigrations brings the schema up to len(migrations), each statement
+// spelled in the store's dialect, recording the version, and creates the
+// epoch when the database has none. It runs inside the caller's
+// transaction.
+func applyMigrations(ctx context.Context, tx driverTx, dialect *strings.Replacer) error {
 	if _, err := tx.exec(ctx, sqlCreateSchemaVersion); err != nil {
 		return err
 	}
@@ -167,7 +262,7 @@ func applyMigrations(ctx context.Context, tx driverTx, migrations [][]string) er
 	}
 	for i := version; i < len(migrations); i++ {
 		for _, stmt := range migrations[i] {
-			if _, err := tx.exec(ctx, stmt); err != nil {
+			if _, err := tx.exec(ctx, dialect.Replace(stmt)); err != nil {
 				return fmt.Errorf("migration %d: %w", i+1, err)
 			}
 		}

@@ -17,36 +17,12 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// sqliteMigrations are the schema versions, in order: entry i brings the
-// schema from version i to i+1. Released entries are never edited; a
-// change is a new entry. Times are INTEGER unix milliseconds (UTC), which
-// compare and index the same way on SQLite and PostgreSQL.
-var sqliteMigrations = [][]string{
-	{ // 1: clients, secrets, and the store's epoch and revision.
-		`CREATE TABLE meta (
-			id       INTEGER PRIMARY KEY CHECK (id = 1),
-			epoch    TEXT    NOT NULL,
-			revision BIGINT  NOT NULL
-		)`,
-		`CREATE TABLE clients (
-			client_id  TEXT   PRIMARY KEY,
-			name       TEXT   NOT NULL DEFAULT '',
-			created_at BIGINT NOT NULL
-		)`,
-		`CREATE TABLE secrets (
-			secret_id      TEXT   PRIMARY KEY,
-			client_id      TEXT   NOT NULL REFERENCES clients (client_id),
-			hash           TEXT   NOT NULL,
-			hint           TEXT   NOT NULL,
-			created_at     BIGINT NOT NULL,
-			expires_at     BIGINT,
-			revoked_at     BIGINT,
-			last_used_at   BIGINT,
-			last_used_from TEXT   NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
-	},
-}
+// sqliteDialect spells the migrations' words for SQLite, whose TEXT
+// already compares bytewise (BINARY collation).
+var sqliteDialect = strings.NewReplacer(
+	"{id}", "TEXT",
+	"{revision}", "BIGINT  NOT NULL",
+)
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode, written
 // through BEGIN IMMEDIATE transactions. It owns the Notifier of its
@@ -110,7 +86,7 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteMigrations); err != nil {
+	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -131,14 +107,18 @@ func (t sqlDriverTx) queryRow(ctx context.Context, query string, args ...any) ro
 	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
-func (t sqlDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	rows, err := t.tx.QueryContext(ctx, sqlSecrets, clientID)
+func (t sqlDriverTx) query(ctx context.Context, query string, args ...any) (rows, error) {
+	rs, err := t.tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	return collectSecrets(rows)
+	return sqlRows{rs}, nil
 }
+
+// sqlRows is database/sql's result set with pgx's Close.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
 
 // Update implements Store.
 func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
@@ -175,20 +155,12 @@ func (s *SQLiteStore) Client(ctx context.Context, id string) (Client, error) {
 
 // Clients implements Store.
 func (s *SQLiteStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
-	rows, err := s.db.QueryContext(ctx, sqlListClients, after, limit)
+	rs, err := s.db.QueryContext(ctx, sqlListClients, after, limit)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []Client
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	defer rs.Close()
+	return scanAll(sqlRows{rs}, scanClient)
 }
 
 // Secrets implements Store.
@@ -201,7 +173,7 @@ func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, e
 	if _, err := scanClient(tx.QueryRowContext(ctx, sqlSelectClient, clientID)); err != nil {
 		return nil, err
 	}
-	return sqlDriverTx{tx}.secrets(ctx, clientID)
+	return readSecrets(ctx, sqlDriverTx{tx}, clientID)
 }
 
 // Revision implements Store.
@@ -214,36 +186,12 @@ func (s *SQLiteStore) Revision(ctx context.Context) (string, int64, error) {
 
 // Snapshot implements Store.
 func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
-	var snap wire.Snapshot
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return snap, err
+		return wire.Snapshot{}, err
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
-		return snap, err
-	}
-	rows, err := tx.QueryContext(ctx, sqlSnapshot, now.UnixMilli())
-	if err != nil {
-		return snap, err
-	}
-	defer rows.Close()
-	snap.Clients = []wire.Client{}
-	for rows.Next() {
-		var clientID string
-		var sec wire.Secret
-		var expires sql.NullInt64
-		if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
-			return snap, err
-		}
-		sec.ExpiresAt = fromMillis(expires)
-		if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
-			snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
-		}
-		c := &snap.Clients[len(snap.Clients)-1]
-		c.Secrets = append(c.Secrets, sec)
-	}
-	return snap, rows.Err()
+	return readSnapshot(ctx, sqlDriverTx{tx}, now)
 }
 
 // ApplyUsage implements Store.

@@ -39,8 +39,8 @@ func TestSQLiteMigrationAndEpoch(t *testing.T) {
 		t.Fatalf("new store: epoch %q rev %d", epoch, rev)
 	}
 	var version int
-	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(sqliteMigrations) {
-		t.Fatalf("schema_version = %d (%v), want %d", version, err, len(sqliteMigrations))
+	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema_version = %d (%v), want %d", version, err, len(migrations))
 	}
 	var mode string
 	if err := st.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
