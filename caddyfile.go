@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body              <size>
 //		slow_hash_concurrency <n>
 //		max_snapshot_bytes    <size>
+//		failure_budget        <n> per <duration> | off
 //	}
 //
 // Defaults and cross-field checks live in Provision and Validate, so JSON
@@ -92,6 +93,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					err = d.Errf("slow_hash_concurrency: want a whole number of at least 1, got %q", v)
 				}
 			}
+		case "failure_budget":
+			h.FailureBudget, err = unmarshalFailureBudget(d)
 		default:
 			return d.Errf("unrecognized client_credentials subdirective %q", name)
 		}
@@ -125,6 +128,26 @@ func (h *Handler) unmarshalControlPlane(d *caddyfile.Dispenser) error {
 	}
 	h.ControlPlane = cp
 	return nil
+}
+
+// unmarshalFailureBudget reads `<n> per <duration>` or `off`.
+func unmarshalFailureBudget(d *caddyfile.Dispenser) (*FailureBudget, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		return &FailureBudget{Off: true}, nil
+	}
+	if len(args) != 3 || args[1] != "per" {
+		return nil, d.Errf("failure_budget: want `<n> per <duration>` or `off`")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return nil, d.Errf("failure_budget: want a whole number of failures of at least 1, got %q", args[0])
+	}
+	per, err := caddy.ParseDuration(args[2])
+	if err != nil || per <= 0 {
+		return nil, d.Errf("failure_budget: want a positive period such as 1m, got %q", args[2])
+	}
+	return &FailureBudget{Failures: n, Per: caddy.Duration(per)}, nil
 }
 
 func oneArg(d *caddyfile.Dispenser, v *string) error {

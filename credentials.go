@@ -18,35 +18,85 @@ var (
 	errMalformedForm  = errors.New("malformed form body")
 )
 
+// basicPair is what a Basic Authorization header carried.
+type basicPair struct {
+	// id and secret are the parts form-urldecoded after splitting at the
+	// first colon, as RFC 6749 §2.3.1 asks; valid is false when a part is
+	// no valid form-encoding (a raw '%' not starting an escape).
+	id, secret string
+	valid      bool
+	// rawID and rawSecret are the parts as sent: many clients (Python's
+	// authlib and requests-oauthlib among them) skip the form-encoding.
+	rawID, rawSecret string
+}
+
 // parseBasic reads an Authorization header value. ok is false when the
 // header does not use the Basic scheme at all (it then carries no client
-// credentials); err is set when it does but is malformed. The base64 part
-// may omit its padding; the client id and secret are form-urldecoded after
-// splitting at the first colon.
-func parseBasic(header string) (id, secret string, ok bool, err error) {
+// credentials); err is set when it does but is malformed: no credentials
+// after the scheme, bad base64, no colon. The base64 part may omit its
+// padding.
+func parseBasic(header string) (p basicPair, ok bool, err error) {
 	const scheme = "basic "
 	if strings.EqualFold(strings.TrimSpace(header), "basic") {
-		return "", "", true, errMalformedBasic // the scheme with nothing after it
+		return basicPair{}, true, errMalformedBasic // the scheme with nothing after it
 	}
 	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
-		return "", "", false, nil
+		return basicPair{}, false, nil
 	}
 	enc := strings.TrimRight(strings.TrimSpace(header[len(scheme):]), "=")
 	raw, err := base64.RawStdEncoding.DecodeString(enc)
 	if err != nil {
-		return "", "", true, errMalformedBasic
+		return basicPair{}, true, errMalformedBasic
 	}
 	colon := bytes.IndexByte(raw, ':')
 	if colon < 0 {
-		return "", "", true, errMalformedBasic
+		return basicPair{}, true, errMalformedBasic
 	}
-	if id, err = formUnescape(raw[:colon]); err != nil {
-		return "", "", true, errMalformedBasic
+	p.rawID, p.rawSecret = string(raw[:colon]), string(raw[colon+1:])
+	id, errID := unescape(p.rawID)
+	secret, errSecret := unescape(p.rawSecret)
+	if errID == nil && errSecret == nil {
+		p.id, p.secret, p.valid = id, secret, true
 	}
-	if secret, err = formUnescape(raw[colon+1:]); err != nil {
-		return "", "", true, errMalformedBasic
+	return p, true, nil
+}
+
+// candidates lists the (client id, secret) pairs to try, in order: the
+// decoded pair when it is valid, then the raw pair when it differs. How
+// many there are depends on the header alone, never on the store, so an
+// unknown client costs what a known one does.
+func (p *basicPair) candidates() (pairs [2]credentialPair, n int) {
+	if p.valid {
+		pairs[n] = credentialPair{id: p.id, secret: p.secret}
+		n++
 	}
-	return id, secret, true, nil
+	if !p.valid || p.rawID != p.id || p.rawSecret != p.secret {
+		pairs[n] = credentialPair{id: p.rawID, secret: p.rawSecret}
+		n++
+	}
+	return pairs, n
+}
+
+// credentialPair is one client id and secret to check.
+type credentialPair struct{ id, secret string }
+
+// querySecret reports whether a raw query string carries a non-empty
+// client_secret parameter. RFC 6749 §2.3.1 forbids credentials in the
+// URI: they end up in access logs. Names are unescaped to be recognised;
+// a name that is no valid escape cannot be client_secret.
+func querySecret(rawQuery string) bool {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		name, value, _ := strings.Cut(pair, "=")
+		if value == "" || !strings.Contains(name, "secret") && !strings.Contains(name, "%") {
+			continue
+		}
+		if n, err := url.QueryUnescape(name); err == nil && n == "client_secret" {
+			return true
+		}
+	}
+	return false
 }
 
 // formCredentials is what parseForm found in an
@@ -60,9 +110,10 @@ type formCredentials struct {
 }
 
 // parseForm scans a form body for client_id, client_secret and grant_type.
-// Each may appear at most once. Names are unescaped to be recognised
-// (client%5Fsecret is client_secret), so a bad escape in any name is an
-// error; the values of other parameters are the upstream's business.
+// Each may appear at most once; one sent without a value counts as
+// omitted. Names are unescaped to be recognised (client%5Fsecret is
+// client_secret), so a bad escape in the name of a parameter with a value
+// is an error; the values of other parameters are the upstream's business.
 func parseForm(body []byte) (formCredentials, error) {
 	var f formCredentials
 	grantTypes := 0
@@ -73,9 +124,9 @@ func parseForm(body []byte) (formCredentials, error) {
 		} else {
 			end += start
 		}
-		pair := body[start:end]
-		if len(pair) > 0 {
-			rawName, rawValue, _ := bytes.Cut(pair, []byte{'='})
+		// RFC 6749 §3.2: a parameter sent without a value is treated as
+		// omitted.
+		if rawName, rawValue, _ := bytes.Cut(body[start:end], []byte{'='}); len(rawValue) > 0 {
 			name, err := formUnescape(rawName)
 			if err != nil {
 				return formCredentials{}, errMalformedForm
@@ -115,12 +166,15 @@ func parseForm(body []byte) (formCredentials, error) {
 }
 
 // formUnescape decodes one form-urlencoded component ('+' is a space).
-// It allocates only when there is something to decode.
-func formUnescape(b []byte) (string, error) {
-	if bytes.IndexByte(b, '%') < 0 && bytes.IndexByte(b, '+') < 0 {
-		return string(b), nil
+func formUnescape(b []byte) (string, error) { return unescape(string(b)) }
+
+// unescape decodes one form-urlencoded component, and allocates only when
+// there is something to decode.
+func unescape(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
 	}
-	return url.QueryUnescape(string(b))
+	return url.QueryUnescape(s)
 }
 
 // isForm reports whether a Content-Type names a form body.

@@ -12,19 +12,37 @@ import (
 func FuzzParseBasic(f *testing.F) {
 	f.Add("Basic " + base64.StdEncoding.EncodeToString([]byte("app:secret")))
 	f.Fuzz(func(t *testing.T, header string) {
-		id, secret, ok, err := parseBasic(header)
+		p, ok, err := parseBasic(header)
 		if err != nil || !ok {
-			if id != "" || secret != "" {
+			if p != (basicPair{}) {
 				t.Fatal("credentials returned with a failure")
 			}
 			return
 		}
-		// What was read must survive a round trip through the encoding a
-		// conforming client uses.
-		again := "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
-		id2, secret2, ok2, err2 := parseBasic(again)
-		if err2 != nil || !ok2 || id2 != id || secret2 != secret {
-			t.Fatalf("round trip of %q: %q %q %v %v", header, id2, secret2, ok2, err2)
+		pairs, n := p.candidates()
+		if n < 1 || n > 2 {
+			t.Fatalf("%d pairs to try", n)
+		}
+		// The raw pair is tried whenever it differs, and last.
+		if raw := (credentialPair{p.rawID, p.rawSecret}); pairs[n-1] != raw {
+			t.Fatalf("last pair %q, want the raw pair %q", pairs[n-1], raw)
+		}
+		if n == 2 && (!p.valid || pairs[0] == pairs[1]) {
+			t.Fatalf("two pairs for %q: %q", header, pairs)
+		}
+		// The raw pair survives being sent again unencoded.
+		again, ok, err := parseBasic("Basic " + base64.StdEncoding.EncodeToString([]byte(p.rawID+":"+p.rawSecret)))
+		if err != nil || !ok || again.rawID != p.rawID || again.rawSecret != p.rawSecret {
+			t.Fatalf("raw round trip of %q: %+v %v %v", header, again, ok, err)
+		}
+		if !p.valid {
+			return
+		}
+		// What was decoded must survive a round trip through the encoding
+		// a conforming client uses.
+		again, ok, err = parseBasic("Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.id)+":"+url.QueryEscape(p.secret))))
+		if err != nil || !ok || !again.valid || again.id != p.id || again.secret != p.secret {
+			t.Fatalf("round trip of %q: %+v %v %v", header, again, ok, err)
 		}
 	})
 }
@@ -49,6 +67,24 @@ func FuzzParseForm(f *testing.F) {
 		}
 		if want := len(body) - (form.secretEnd - form.secretStart); len(cut) != want {
 			t.Fatalf("cut length %d, want %d", len(cut), want)
+		}
+	})
+}
+
+func FuzzQuerySecret(f *testing.F) {
+	f.Add("client_id=app&client_secret=s")
+	f.Fuzz(func(t *testing.T, query string) {
+		got := querySecret(query)
+		values, err := url.ParseQuery(query)
+		if err != nil {
+			return // the standard parser gives up on any bad escape
+		}
+		want := false
+		for _, v := range values["client_secret"] {
+			want = want || v != ""
+		}
+		if got != want {
+			t.Fatalf("querySecret(%q) = %v, the standard parser finds a secret: %v", query, got, want)
 		}
 	})
 }

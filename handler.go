@@ -34,6 +34,7 @@ const (
 	outcomeMethodRefused outcome = "method_not_allowed"
 	outcomeUnavailable   outcome = "unavailable"
 	outcomeInvalidClient outcome = "invalid_client"
+	outcomeThrottled     outcome = "throttled"
 	outcomeInternalFault outcome = "fault"
 )
 
@@ -43,13 +44,14 @@ const (
 	descriptionBadRequest  = "the request's client credentials are malformed or ambiguous"
 	descriptionTooLarge    = "the request body is too large"
 	descriptionUnavailable = "credentials cannot be checked right now"
+	descriptionThrottled   = "too many failed attempts"
 )
 
 // answers holds every error answer's body and header values, built once:
 // bodies are byte-identical whatever the cause.
 type answers struct {
-	unauthorized, badRequest, tooLarge, unavailable []byte
-	challenge, retryAfter                           string
+	unauthorized, badRequest, tooLarge, unavailable, throttled []byte
+	challenge, retryAfter                                      string
 }
 
 func newAnswers(realm string, retryAfterSeconds int) answers {
@@ -61,6 +63,7 @@ func newAnswers(realm string, retryAfterSeconds int) answers {
 		badRequest:   body("invalid_request", descriptionBadRequest),
 		tooLarge:     body("invalid_request", descriptionTooLarge),
 		unavailable:  body("temporarily_unavailable", descriptionUnavailable),
+		throttled:    body("invalid_client", descriptionThrottled),
 		challenge:    `Basic realm="` + realm + `"`,
 		retryAfter:   strconv.Itoa(retryAfterSeconds),
 	}
@@ -68,10 +71,14 @@ func newAnswers(realm string, retryAfterSeconds int) answers {
 
 // credentials found in a request.
 type credentials struct {
-	id, secret string
-	basic      bool   // from the Authorization header
-	body       []byte // the form body read, when one was
-	form       formCredentials
+	// pairs[:n] are the (client id, secret) pairs to try, in order: one
+	// from a form body; from Basic, the form-decoded pair and the raw pair
+	// when it differs.
+	pairs [2]credentialPair
+	n     int
+	basic bool   // from the Authorization header
+	body  []byte // the form body read, when one was
+	form  formCredentials
 }
 
 // ServeHTTP authenticates the request's client credentials.
@@ -90,18 +97,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	now := h.now()
-	snap, confirmed := h.feed.current()
+	snap, confirmed := h.feed.snapshots.current()
 	if snap == nil || (h.MaxStale >= 0 && now.Sub(confirmed) > time.Duration(h.MaxStale)) {
 		return h.refuse(w, r, outcomeUnavailable, http.StatusServiceUnavailable, h.answers.unavailable, false)
 	}
 
-	start := time.Now()
-	secretID, ok, err := h.verifier.verify(r.Context(), snap.clients[creds.id], readOnlyBytes(creds.secret), now)
-	edgeMetrics.verify.Observe(time.Since(start).Seconds())
-	if err != nil {
-		return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
+	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	var budgetKey string
+	if h.budget != nil {
+		first := creds.pairs[0].id
+		budgetKey = failureKey(first, from, snap.clients[first] != nil)
+		if wait, over := h.budget.over(budgetKey, now); over {
+			return h.throttle(w, r, wait)
+		}
 	}
-	if !ok {
+
+	start := time.Now()
+	var matched credentialPair
+	var secretID string
+	for _, p := range creds.pairs[:creds.n] {
+		id, ok, err := h.verifier.verify(r.Context(), snap.clients[p.id], readOnlyBytes(p.secret), now)
+		if err != nil {
+			edgeMetrics.verify.Observe(time.Since(start).Seconds())
+			return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
+		}
+		if ok {
+			matched, secretID = p, id
+			break
+		}
+	}
+	edgeMetrics.verify.Observe(time.Since(start).Seconds())
+	if secretID == "" {
+		if h.budget != nil {
+			h.budget.spend(budgetKey, now)
+		}
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
 
@@ -109,31 +138,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.strip(r, &creds)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set(placeholderClientID, creds.id)
+	repl.Set(placeholderClientID, matched.id)
 	repl.Set(placeholderSecretID, secretID)
-	repl.Set(placeholderUserID, creds.id)
-	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	h.feed.usage.record(creds.id, secretID, from, now)
+	repl.Set(placeholderUserID, matched.id)
+	h.feed.usage.record(matched.id, secretID, from, now)
 	countOutcome(outcomeAuthenticated)
 	if c := h.logger.Check(zapcore.DebugLevel, "client authenticated"); c != nil {
-		c.Write(zap.String("client_id", creds.id), zap.String("secret_id", secretID))
+		c.Write(zap.String("client_id", matched.id), zap.String("secret_id", secretID))
 	}
 	return next.ServeHTTP(w, r)
 }
 
-// extract finds the request's credentials. Query-string credentials are
-// never looked at.
+// throttle answers a caller over its failure budget: 429 with the time
+// until it may try again, after holding the answer, and the connection
+// closed so that a keep-alive flood must reconnect.
+func (h *Handler) throttle(w http.ResponseWriter, r *http.Request, wait time.Duration) error {
+	h.budget.holdAnswer(r.Context())
+	hdr := w.Header()
+	hdr["Retry-After"] = []string{strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second)))}
+	hdr["Connection"] = []string{"close"}
+	return h.refuse(w, r, outcomeThrottled, http.StatusTooManyRequests, h.answers.throttled, false)
+}
+
+// extract finds the request's credentials. A client_secret in the query
+// string makes the request malformed (RFC 6749 §2.3.1): it is never
+// checked, and never reaches the upstream.
 func (h *Handler) extract(r *http.Request) (credentials, outcome) {
 	var c credentials
+	if querySecret(r.URL.RawQuery) {
+		return c, outcomeMalformed
+	}
 	if len(r.Header["Authorization"]) > 1 {
 		return c, outcomeMalformed // which one would the upstream read?
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
-		id, secret, isBasic, err := parseBasic(auth)
+		p, isBasic, err := parseBasic(auth)
 		if err != nil {
 			return c, outcomeMalformed
 		}
-		c.id, c.secret, c.basic = id, secret, isBasic
+		if c.basic = isBasic; isBasic {
+			c.pairs, c.n = p.candidates()
+		}
 	}
 	if r.Body != nil && r.Body != http.NoBody && isForm(r.Header.Get("Content-Type")) {
 		body, err := readLimited(r.Body, r.ContentLength, h.MaxBody)
@@ -151,17 +196,27 @@ func (h *Handler) extract(r *http.Request) (credentials, outcome) {
 		h.setBody(r, body)
 	}
 	switch {
-	case c.basic && (c.form.hasSecret || (c.form.hasID && c.form.clientID != c.id)):
+	case c.basic && (c.form.hasSecret || (c.form.hasID && !c.names(c.form.clientID))):
 		return c, outcomeMalformed // two authentication methods in one request
 	case c.basic:
 		return c, ""
 	case c.form.hasSecret && !c.form.hasID:
 		return c, outcomeMalformed
 	case c.form.hasSecret:
-		c.id, c.secret = c.form.clientID, c.form.secret
+		c.pairs[0], c.n = credentialPair{id: c.form.clientID, secret: c.form.secret}, 1
 		return c, ""
 	}
 	return c, outcomeNoCredentials
+}
+
+// names reports whether one of the pairs to try is for client id.
+func (c *credentials) names(id string) bool {
+	for _, p := range c.pairs[:c.n] {
+		if p.id == id {
+			return true
+		}
+	}
+	return false
 }
 
 var errBodyTooLarge = errors.New("body too large")

@@ -15,6 +15,10 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 func TestAnswers(t *testing.T) {
@@ -90,10 +94,18 @@ func TestAnswers(t *testing.T) {
 			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app"+appSecret)))
 			return r
 		}, 400, "invalid_request", false},
-		{"bad escape in basic", func() *http.Request {
+		{"bad escape in basic is a raw secret", func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app:%zz")))
 			return r
+		}, 401, "invalid_client", true},
+		{"client_secret in the query", func() *http.Request {
+			r := basicRequest("app", appSecret)
+			r.URL.RawQuery = "client_secret=" + appSecret
+			return r
+		}, 400, "invalid_request", false},
+		{"escaped client_secret in the query", func() *http.Request {
+			return httptest.NewRequest(http.MethodPost, "/token?client_id=app&client%5Fsecret="+appSecret, nil)
 		}, 400, "invalid_request", false},
 		{"bad escape in body secret", func() *http.Request { return formRequest("client_id=app&client_secret=%g1") }, 400, "invalid_request", false},
 		{"body over max_body", func() *http.Request { return formRequest(bigBody) }, 413, "invalid_request", false},
@@ -162,7 +174,7 @@ func TestMethodsOption(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	h := newTestHandler(t, nil, func(h *Handler) { h.RevocationDelay = 30_000_000_000 })
-	h.feed.snap.Store(nil)
+	h.feed.snapshots.snap.Store(nil)
 	w, up := serve(t, h, basicRequest("app", appSecret))
 	if w.Code != 503 || up.called || !strings.Contains(w.Body.String(), `"temporarily_unavailable"`) || w.Header().Get("Retry-After") != "10" {
 		t.Fatalf("no snapshot: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
@@ -266,20 +278,90 @@ func TestBasicURLEncoding(t *testing.T) {
 	if w, _ := serve(t, h, r); w.Code != 200 {
 		t.Fatalf("unpadded: status %d", w.Code)
 	}
-	// Without url-encoding, '+' would be read as a space: refused.
-	r = httptest.NewRequest(http.MethodGet, "/", nil)
-	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("a b%c+d:p: a%20+b c")))
-	if w, _ := serve(t, h, r); w.Code == 200 {
-		t.Fatal("raw, unencoded credentials with % were accepted")
+}
+
+// TestRawBasicPair: clients that skip the form-encoding of Basic
+// credentials (authlib, requests-oauthlib) still authenticate, whether
+// the raw pair decodes to something else or does not decode at all.
+func TestRawBasicPair(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	const plusSecret = "legacy+with+plus"
+	w := testSnapshot(t)
+	w.Clients = append(w.Clients, wire.Client{ClientID: "plus", Secrets: []wire.Secret{{ID: "sec_plus", Hash: secrethash.NewSHA256(plusSecret)}}})
+	snap, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.snapshots.snap.Store(snap)
+	raw := func(id, secret string) *http.Request {
+		r := formRequest("grant_type=client_credentials")
+		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
+		return r
+	}
+	for _, tc := range []struct{ name, client, secret, secretID string }{
+		// "%c+" is no valid escape: only the raw pair stands.
+		{"undecodable id and secret", "a b%c+d", "p: a%20+b c", "sec_odd"},
+		// "100% +ok" does not decode; a bcrypt hash behind it.
+		{"undecodable legacy secret", "legacy-bcrypt", legacySecret, "sec_bcrypt"},
+		// The same through the argon2id path.
+		{"undecodable argon2id secret", "legacy-argon", legacySecret, "sec_argon"},
+		// "+" decodes to a space: the decoded pair fails, the raw one is right.
+		{"plus in a secret", "plus", plusSecret, "sec_plus"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, up := serve(t, h, raw(tc.client, tc.secret))
+			if w.Code != 200 || up.clientID != tc.client || up.secretID != tc.secretID {
+				t.Fatalf("status %d, ids %q %q", w.Code, up.clientID, up.secretID)
+			}
+			if _, ok := up.header["Authorization"]; ok {
+				t.Fatal("the raw credentials reached the upstream")
+			}
+		})
+	}
+	// A raw '%' that is no escape is a wrong secret, not a malformed request.
+	if w, _ := serve(t, h, raw("app", "%zz")); w.Code != 401 {
+		t.Fatalf("raw bad escape: status %d, want 401", w.Code)
 	}
 }
 
-func TestQueryCredentialsIgnored(t *testing.T) {
+// TestQuerySecretNeverChecked: a client_secret in the URI is refused
+// before any digest is computed; a client_id there, or an empty
+// client_secret, is the upstream's business.
+func TestQuerySecretNeverChecked(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
+	sums := 0
+	sum := h.verifier.sum
+	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
 	r := httptest.NewRequest(http.MethodPost, "/token?client_id=app&client_secret="+appSecret, nil)
-	w, up := serve(t, h, r)
-	if w.Code != 401 || up.called || w.Header().Get("WWW-Authenticate") == "" {
-		t.Fatalf("query credentials: status %d", w.Code)
+	if w, up := serve(t, h, r); w.Code != 400 || up.called || sums != 0 {
+		t.Fatalf("query secret: status %d, upstream called %v, %d digests", w.Code, up.called, sums)
+	}
+	r = basicRequest("app", appSecret)
+	r.URL.RawQuery = "client_id=app&client_secret=&x=1"
+	if w, up := serve(t, h, r); w.Code != 200 || up.secretID != "sec_app1" {
+		t.Fatalf("empty query secret with Basic: status %d", w.Code)
+	}
+}
+
+// TestEmptyParametersOmitted: RFC 6749 §3.2, a parameter sent without a
+// value is treated as omitted.
+func TestEmptyParametersOmitted(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	for _, body := range []string{
+		"grant_type=client_credentials&client_secret=",
+		"grant_type=client_credentials&client_secret",
+		"grant_type=client_credentials&client_id=&client_secret=",
+		"grant_type=&grant_type=client_credentials",
+	} {
+		r := formRequest(body)
+		r.Header.Set("Authorization", basicHeader("app", appSecret))
+		if w, up := serve(t, h, r); w.Code != 200 || up.secretID != "sec_app1" {
+			t.Fatalf("Basic with body %q: status %d", body, w.Code)
+		}
+	}
+	r := formRequest("client_id=app&client_secret=&client_secret=" + appSecret)
+	if w, up := serve(t, h, r); w.Code != 200 || up.body != "client_id=app&client_secret=" {
+		t.Fatalf("an empty client_secret beside a real one: status %d, upstream body %q", w.Code, up.body)
 	}
 }
 
@@ -302,6 +384,53 @@ func TestImportedLegacyHashes(t *testing.T) {
 	}
 }
 
+// TestMoreLegacyHashes: PBKDF2 in Kong's and passlib's forms verify at
+// the edge through the slow path (the raw Basic pair included), and a
+// bcrypt hash never matches a secret over 72 bytes, which bcrypt itself
+// would cut.
+func TestMoreLegacyHashes(t *testing.T) {
+	long := strings.Repeat("B", 72)
+	bc, err := bcrypt.GenerateFromPassword([]byte(long), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newTestHandler(t, nil, nil)
+	w := testSnapshot(t)
+	w.Clients = append(w.Clients,
+		wire.Client{ClientID: "kong", Secrets: []wire.Secret{{ID: "sec_kong", Hash: "$pbkdf2-sha512$i=10000,l=32$YSBsaXR0ZSBiaXQsIGp1c3QgYSBsaXR0bGUgYml0$z6ysNworexAhDELywIDi0ba0B0T7F/MBZ6Ige9lWRYI"}}},
+		wire.Client{ClientID: "passlib", Secrets: []wire.Secret{{ID: "sec_passlib", Hash: "$pbkdf2-sha512$25000$MDEyMzQ1Njc4OWFiY2RlZisvP34$pmnRyRxuLoKGQq2tcKsXT5LIDZ5LdUsJEmwj0MpOdAIZLAMb2rPLFdH68RXgeOfdI34Htgo1o/RhRYw3Q8Nm5Q"}}},
+		wire.Client{ClientID: "long-bcrypt", Secrets: []wire.Secret{{ID: "sec_long", Hash: string(bc)}}},
+	)
+	snap, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.snapshots.snap.Store(snap)
+	rawBasic := func(id, secret string) *http.Request {
+		r := formRequest("grant_type=client_credentials")
+		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		req    *http.Request
+		status int
+	}{
+		{"kong pbkdf2-sha512", basicRequest("kong", "tofu"), 200},
+		{"kong pbkdf2-sha512 again (cached)", postForm("kong", "tofu"), 200},
+		{"kong, wrong secret", basicRequest("kong", "tofu!"), 401},
+		{"passlib pbkdf2-sha512, encoded", basicRequest("passlib", "legacy+secret%20"), 200},
+		{"passlib pbkdf2-sha512, raw", rawBasic("passlib", "legacy+secret%20"), 200},
+		{"bcrypt, 72 bytes", basicRequest("long-bcrypt", long), 200},
+		{"bcrypt, 75 bytes sharing the first 72", basicRequest("long-bcrypt", long+"zzz"), 401},
+	} {
+		if w, _ := serve(t, h, tc.req); w.Code != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, w.Code, tc.status)
+		}
+		h.verifier.cache.c.Wait()
+	}
+}
+
 func TestSlowCacheKeyedByStoredHash(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
 	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 200 {
@@ -317,7 +446,7 @@ func TestSlowCacheKeyedByStoredHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.feed.snap.Store(snap)
+	h.feed.snapshots.snap.Store(snap)
 	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 401 {
 		t.Fatalf("a cached pair outlived its stored hash: %d", w.Code)
 	}
@@ -329,7 +458,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("before expiry: %d", w.Code)
 	}
 	h.now = func() time.Time { return testNow.Add(time.Hour - time.Nanosecond) }
-	h.feed.confirm(testNow.Add(time.Hour))
+	h.feed.snapshots.confirm(testNow.Add(time.Hour))
 	if w, _ := serve(t, h, basicRequest("expiry", expiringSoon)); w.Code != 200 {
 		t.Fatalf("just before expiry: %d", w.Code)
 	}
@@ -356,9 +485,15 @@ func TestUnknownClientCostsTheSame(t *testing.T) {
 	}
 	wrong := count(basicRequest("app", "wrong"))
 	unknown := count(basicRequest("nobody", "wrong"))
+	if wrong != unknown || wrong[0] != 1 || wrong[1] != 2 {
+		t.Fatalf("work (digests, comparisons): wrong secret %v, unknown client %v", wrong, unknown)
+	}
+	// A form-encoded id whose raw form differs is tried twice (decoded and
+	// raw), whether the client exists or not.
 	oneSecret := count(basicRequest("a b%c+d", "wrong"))
-	if wrong != unknown || wrong != oneSecret || wrong[0] != 1 || wrong[1] != 2 {
-		t.Fatalf("work (digests, comparisons): wrong secret %v, unknown client %v, one-secret client %v", wrong, unknown, oneSecret)
+	unknownEncoded := count(basicRequest("x y%z+w", "wrong"))
+	if oneSecret != unknownEncoded || oneSecret[0] != 2 || oneSecret[1] != 4 {
+		t.Fatalf("work (digests, comparisons): one-secret client %v, unknown client %v", oneSecret, unknownEncoded)
 	}
 }
 
@@ -431,7 +566,7 @@ func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
 	h := newTestHandler(t, nil, func(h *Handler) { h.SlowHashConcurrency = 1 })
 	v := h.verifier
 	v.slots <- struct{}{} // every slot busy
-	snap, _ := h.feed.current()
+	snap, _ := h.feed.snapshots.current()
 	c := snap.clients["legacy-bcrypt"]
 	gaveUp, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)

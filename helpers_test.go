@@ -98,14 +98,17 @@ func newTestHandler(t testing.TB, logger *zap.Logger, configure func(*Handler)) 
 	if err := h.prepare(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.verifier.close)
-	h.feed = newFeed(h.feedConfig("edge-token"), logger)
+	t.Cleanup(h.release)
+	if h.budget != nil {
+		h.budget.hold = 0 // no test waits for a held answer
+	}
+	h.feed = newFeed(h.feedConfig("edge-token"), logger, nil)
 	snap, err := newSnapshot(testSnapshot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.feed.snap.Store(snap)
-	h.feed.confirm(testNow)
+	h.feed.snapshots.snap.Store(snap)
+	h.feed.snapshots.confirm(testNow)
 	return h
 }
 

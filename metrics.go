@@ -17,13 +17,14 @@ import (
 const metricsNamespace, metricsSubsystem = "rotagate", "edge"
 
 var edgeMetrics = struct {
-	auth        *prometheus.CounterVec
-	authBy      map[outcome]prometheus.Counter
-	verify      prometheus.Histogram
-	syncErrors  *prometheus.CounterVec
-	stampsSent  *prometheus.CounterVec
-	stampsRetry *prometheus.CounterVec
-	feeds       feedCollector
+	auth          *prometheus.CounterVec
+	authBy        map[outcome]prometheus.Counter
+	verify        prometheus.Histogram
+	syncErrors    *prometheus.CounterVec
+	stampsSent    *prometheus.CounterVec
+	stampsFailed  *prometheus.CounterVec
+	stampsDropped *prometheus.CounterVec
+	feeds         feedCollector
 }{
 	auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "auth_total",
@@ -42,9 +43,13 @@ var edgeMetrics = struct {
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_flushed_total",
 		Help: "Last-used stamps delivered to the control plane.",
 	}, []string{"control_plane"}),
-	stampsRetry: prometheus.NewCounterVec(prometheus.CounterOpts{
+	stampsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_failed_total",
-		Help: "Last-used stamps whose delivery failed (they are kept and retried).",
+		Help: "Last-used stamps whose delivery failed and that are kept to be retried (counted at each failed try).",
+	}, []string{"control_plane"}),
+	stampsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_dropped_total",
+		Help: "Last-used stamps dropped because the control plane refused their batch as malformed or too large (400, 413).",
 	}, []string{"control_plane"}),
 }
 
@@ -52,7 +57,7 @@ func init() {
 	m := &edgeMetrics
 	m.authBy = make(map[outcome]prometheus.Counter)
 	for _, o := range []outcome{outcomeAuthenticated, outcomeNoCredentials, outcomeMalformed, outcomeTooLarge,
-		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeInternalFault} {
+		outcomeMethodRefused, outcomeUnavailable, outcomeInvalidClient, outcomeThrottled, outcomeInternalFault} {
 		m.authBy[o] = m.auth.WithLabelValues(string(o))
 	}
 }
@@ -65,7 +70,7 @@ func registerMetrics(ctx caddy.Context) error {
 		return nil
 	}
 	m := &edgeMetrics
-	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsRetry, m.feeds} {
+	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsFailed, m.stampsDropped, m.feeds} {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return err
 		}
@@ -101,8 +106,8 @@ func (feedCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	feeds.Range(func(_, v any) bool {
 		f := v.(*feed)
-		label := controlPlaneLabel(f.urls)
-		snap, confirmed := f.current()
+		label := f.client.label
+		snap, confirmed := f.snapshots.current()
 		if snap != nil {
 			ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(snap.revision), label)
 			ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, now.Sub(confirmed).Seconds(), label)

@@ -29,6 +29,9 @@ const (
 	defaultMaxBody          = 64 << 10
 	defaultMaxSnapshotBytes = 256 << 20
 	defaultRealm            = "api"
+	defaultBudgetFailures   = 20
+	defaultBudgetPer        = time.Minute
+	maxBudgetFailures       = 1_000_000
 	maxSize                 = 1 << 40 // bound of the size options, in JSON as in the Caddyfile
 	methodBasic             = "basic"
 	methodPost              = "post"
@@ -45,7 +48,10 @@ type Handler struct {
 	ControlPlane *ControlPlane `json:"control_plane,omitempty"`
 
 	// RevocationDelay bounds how long a secret revoked or expired on the
-	// control plane keeps working at this edge. Default: 30s.
+	// control plane keeps working at this edge. The feed long-polls for a
+	// third of it; sites sharing a control plane (same URLs and token)
+	// share one feed, which polls with the shortest wait among them.
+	// Default: 30s.
 	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
 
 	// MaxStale is how old the last confirmation of the snapshot may grow
@@ -55,7 +61,8 @@ type Handler struct {
 	MaxStale Staleness `json:"max_stale,omitempty"`
 
 	// UsageFlush is how often last-used stamps are sent to the control
-	// plane. Default: 10s.
+	// plane. Sites sharing a control plane share one feed, which flushes
+	// at the shortest interval among them. Default: 10s.
 	UsageFlush caddy.Duration `json:"usage_flush,omitempty"`
 
 	// Methods lists the accepted client authentication methods: "basic"
@@ -73,18 +80,28 @@ type Handler struct {
 	// a larger form body is refused with 413. Default: 65536.
 	MaxBody int64 `json:"max_body,omitempty"`
 
-	// SlowHashConcurrency bounds how many bcrypt or argon2id checks run at
-	// once, so a flood of wrong secrets cannot take every core.
-	// Default: GOMAXPROCS.
+	// SlowHashConcurrency bounds how many checks of imported legacy
+	// hashes (bcrypt, argon2id, PBKDF2) run at once, so a flood of wrong
+	// secrets cannot take every core: the default leaves the proxy one.
+	// Default: GOMAXPROCS - 1, at least 1.
 	SlowHashConcurrency int `json:"slow_hash_concurrency,omitempty"`
 
+	// FailureBudget throttles callers that keep failing: failed attempts
+	// are counted per (client id, caller IP), and per caller IP for client
+	// ids the edge does not know. A caller over budget is answered 429
+	// without any secret being checked. Default: 20 failures per 1m.
+	FailureBudget *FailureBudget `json:"failure_budget,omitempty"`
+
 	// MaxSnapshotBytes is the largest snapshot accepted from the control
-	// plane (after decompression). Default: 268435456 (256 MiB).
+	// plane (after decompression). Sites sharing a control plane share one
+	// feed, which accepts the largest limit among them.
+	// Default: 268435456 (256 MiB).
 	MaxSnapshotBytes int64 `json:"max_snapshot_bytes,omitempty"`
 
 	logger   *zap.Logger
 	feed     *feed
 	verifier *verifier
+	budget   *failureBudget // nil: off
 	answers  answers
 	allowed  methodSet
 	now      func() time.Time
@@ -100,6 +117,36 @@ type ControlPlane struct {
 	// {env.ROTAGATE_EDGE_TOKEN} are resolved at provisioning; an unset one
 	// is an error. Required.
 	Token string `json:"token,omitempty"`
+}
+
+// FailureBudget is how many failed attempts a caller may make: a burst of
+// Failures, then one every Per/Failures. The caller is the client IP Caddy
+// determined (trusted_proxies honoured).
+type FailureBudget struct {
+	// Off turns the budget off: every attempt is checked. Default: false.
+	Off bool `json:"off,omitempty"`
+
+	// Failures is how many failed attempts a caller may make per Per.
+	// Default: 20.
+	Failures int `json:"failures,omitempty"`
+
+	// Per is the period Failures are counted over. Default: 1m.
+	Per caddy.Duration `json:"per,omitempty"`
+}
+
+// validate checks a budget after defaults are applied.
+func (b *FailureBudget) validate() error {
+	switch {
+	case b.Off && (b.Failures != 0 || b.Per != 0):
+		return errors.New("failure_budget: off takes no failures or period")
+	case b.Off:
+		return nil
+	case b.Failures < 1 || b.Failures > maxBudgetFailures:
+		return fmt.Errorf("failure_budget: failures must be between 1 and %d, got %d", maxBudgetFailures, b.Failures)
+	case b.Per < caddy.Duration(time.Second) || b.Per > caddy.Duration(24*time.Hour):
+		return fmt.Errorf("failure_budget: the period must be between 1s and 24h, got %s", time.Duration(b.Per))
+	}
+	return nil
 }
 
 // Staleness is a duration that may also be "forever" (stored as a negative
@@ -176,12 +223,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := registerMetrics(ctx); err != nil {
-		h.verifier.close()
+		h.release()
 		return err
 	}
-	h.feed, err = acquireFeed(ctx, h.feedConfig(token))
+	h.feed, err = acquireFeed(ctx, h, h.feedConfig(token))
 	if err != nil {
-		h.verifier.close()
+		h.release()
 		return err
 	}
 	return nil
@@ -193,8 +240,26 @@ func (h *Handler) prepare() error {
 	h.allowed = newMethodSet(h.Methods)
 	h.answers = newAnswers(h.Realm, h.retryAfter())
 	var err error
-	h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay))
-	return err
+	if h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay)); err != nil {
+		return err
+	}
+	if b := h.FailureBudget; !b.Off {
+		if h.budget, err = newFailureBudget(b.Failures, time.Duration(b.Per)); err != nil {
+			h.verifier.close()
+			return err
+		}
+	}
+	return nil
+}
+
+// release frees what prepare built.
+func (h *Handler) release() {
+	if h.verifier != nil {
+		h.verifier.close()
+	}
+	if h.budget != nil {
+		h.budget.close()
+	}
 }
 
 func (h *Handler) feedConfig(token string) feedConfig {
@@ -227,7 +292,18 @@ func (h *Handler) setDefaults() {
 		h.MaxBody = defaultMaxBody
 	}
 	if h.SlowHashConcurrency == 0 {
-		h.SlowHashConcurrency = runtime.GOMAXPROCS(0)
+		h.SlowHashConcurrency = max(1, runtime.GOMAXPROCS(0)-1)
+	}
+	if h.FailureBudget == nil {
+		h.FailureBudget = &FailureBudget{}
+	}
+	if b := h.FailureBudget; !b.Off {
+		if b.Failures == 0 {
+			b.Failures = defaultBudgetFailures
+		}
+		if b.Per == 0 {
+			b.Per = caddy.Duration(defaultBudgetPer)
+		}
 	}
 	if h.MaxSnapshotBytes == 0 {
 		h.MaxSnapshotBytes = defaultMaxSnapshotBytes
@@ -260,6 +336,11 @@ func (h *Handler) Validate() error {
 		return errors.New("slow_hash_concurrency must be at least 1")
 	case h.MaxSnapshotBytes <= 0 || h.MaxSnapshotBytes > maxSize:
 		return errors.New("max_snapshot_bytes must be positive and at most 1 TiB")
+	}
+	if h.FailureBudget != nil {
+		if err := h.FailureBudget.validate(); err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for _, m := range h.Methods {
@@ -307,11 +388,9 @@ func (h *Handler) retryAfter() int {
 // Cleanup releases the handler's hold on the shared feed; the feed stops
 // (after a last usage flush) when no handler holds it any more.
 func (h *Handler) Cleanup() error {
-	if h.verifier != nil {
-		h.verifier.close()
-	}
+	h.release()
 	if h.feed != nil {
-		return h.feed.release()
+		return h.feed.release(h)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package rotagate
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ func TestValidateRejects(t *testing.T) {
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"max_snapshot_bytes":9223372036854775807}`, "at most 1 TiB"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"usage_flush":-1}`, "usage_flush must be positive"},
 		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"slow_hash_concurrency":-2}`, "slow_hash_concurrency"},
+		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"failure_budget":{"failures":-1}}`, "failures must be between 1 and"},
+		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"failure_budget":{"per":"100ms"}}`, "period must be between 1s and 24h"},
+		{`{"control_plane":{"urls":["http://cp"],"token":"t"},"failure_budget":{"off":true,"failures":5}}`, "off takes no failures"},
 	} {
 		var h Handler
 		if err := json.Unmarshal([]byte(tc.json), &h); err != nil {
@@ -49,8 +53,15 @@ func TestDefaults(t *testing.T) {
 	}
 	if h.RevocationDelay != caddy.Duration(30*time.Second) || h.MaxStale != Staleness(30*time.Second) ||
 		h.UsageFlush != caddy.Duration(10*time.Second) || h.MaxBody != 64<<10 || h.Realm != "api" ||
-		len(h.Methods) != 2 || h.SlowHashConcurrency < 1 || h.MaxSnapshotBytes != 256<<20 {
+		len(h.Methods) != 2 || h.MaxSnapshotBytes != 256<<20 {
 		t.Fatalf("defaults: %+v", h)
+	}
+	// Slow-hash checks leave the proxy a core.
+	if want := max(1, runtime.GOMAXPROCS(0)-1); h.SlowHashConcurrency != want {
+		t.Fatalf("slow_hash_concurrency %d, want %d", h.SlowHashConcurrency, want)
+	}
+	if b := h.FailureBudget; b.Off || b.Failures != 20 || b.Per != caddy.Duration(time.Minute) {
+		t.Fatalf("failure budget %+v, want 20 per 1m", b)
 	}
 	if pollWait(time.Duration(h.RevocationDelay)) != 10*time.Second {
 		t.Fatalf("poll wait %s", pollWait(time.Duration(h.RevocationDelay)))

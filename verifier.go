@@ -44,14 +44,13 @@ func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
 	v := &verifier{
 		cache: cache,
 		slots: make(chan struct{}, concurrency),
-		dummy: &client{id: "", fast: minCompares, secrets: make([]secret, minCompares)},
+		dummy: &client{digests: make([]digestSecret, minCompares)},
 		sum:   secrethash.Sum,
 		match: secrethash.MatchDigest,
 	}
 	_, _ = rand.Read(v.pad[:])
-	for i := range v.dummy.secrets {
-		v.dummy.secrets[i].hash.Scheme = secrethash.SHA256
-		_, _ = rand.Read(v.dummy.secrets[i].hash.Digest[:])
+	for i := range v.dummy.digests {
+		_, _ = rand.Read(v.dummy.digests[i].digest[:])
 	}
 	return v, nil
 }
@@ -68,20 +67,20 @@ func (v *verifier) verify(ctx context.Context, c *client, presented []byte, now 
 	}
 	digest := v.sum(presented)
 	matched := -1
-	for i := range max(c.fast, minCompares) {
+	for i := range max(len(c.digests), minCompares) {
 		stored := &v.pad
-		if i < c.fast {
-			stored = &c.secrets[i].hash.Digest
+		if i < len(c.digests) {
+			stored = &c.digests[i].digest
 		}
-		if v.match(stored, digest) && i < c.fast && c.secrets[i].usable(now) {
+		if v.match(stored, digest) && i < len(c.digests) && c.digests[i].usable(now) {
 			matched = i
 		}
 	}
 	if matched >= 0 && known {
-		return c.secrets[matched].id, true, nil
+		return c.digests[matched].id, true, nil
 	}
-	for i := c.fast; i < len(c.secrets); i++ {
-		s := &c.secrets[i]
+	for i := range c.slow {
+		s := &c.slow[i]
 		if !s.usable(now) {
 			continue
 		}
@@ -96,10 +95,10 @@ func (v *verifier) verify(ctx context.Context, c *client, presented []byte, now 
 	return "", false, nil
 }
 
-// verifySlow checks one bcrypt or argon2id hash, through the cache of
+// verifySlow checks one imported legacy hash, through the cache of
 // verified pairs. Concurrent checks of the same pair share one computation;
 // distinct ones queue for a slot.
-func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, presented []byte) (bool, error) {
+func (v *verifier) verifySlow(ctx context.Context, clientID string, s *slowSecret, presented []byte) (bool, error) {
 	key := cacheKey(clientID, presented, s.hash.Encoded)
 	if id, hit := v.cache.get(key); hit && id == s.id {
 		return true, nil
@@ -118,7 +117,7 @@ func (v *verifier) verifySlow(ctx context.Context, clientID string, s *secret, p
 		defer func() { <-v.slots }()
 		ok := s.hash.Verify(presented)
 		if ok {
-			v.cache.set(key, s.id)
+			v.cache.set(key, s.id, v.cache.ttl)
 		}
 		return ok, nil
 	})
@@ -155,3 +154,24 @@ func cacheKey(clientID string, presented []byte, stored string) string {
 }
 
 func (v *verifier) close() { v.cache.close() }
+
+// verifiedCache remembers secrets that passed a slow check. Its key is a
+// SHA-256 over the client id, the presented secret and the stored hash,
+// never the plaintext; the value is the secret id. A revoked secret's
+// stored hash leaves the snapshot, so its entries are never looked up
+// again; the TTL, at most the revocation delay, bounds the rest.
+type verifiedCache struct {
+	*boundedCache[string]
+	ttl time.Duration
+}
+
+// verifiedEntries bounds the cache of verified pairs.
+const verifiedEntries = 10_000
+
+func newVerifiedCache(ttl time.Duration) (*verifiedCache, error) {
+	c, err := newBoundedCache[string]("verification", verifiedEntries)
+	if err != nil {
+		return nil, err
+	}
+	return &verifiedCache{boundedCache: c, ttl: ttl}, nil
+}

@@ -517,14 +517,14 @@ func importWarnings(secret string) []string {
 	var out []string
 	if strings.ContainsAny(secret, "+%") {
 		out = append(out, "the secret contains '+' or '%': clients that put it in HTTP Basic auth without "+
-			"form-encoding it (RFC 6749 §2.3.1) send a different secret from clients that do; "+
-			"check every client against the edge, or rotate it to a generated secret")
+			"form-encoding it (RFC 6749 §2.3.1) send it differently from clients that do; "+
+			"the edge accepts both, but other gateways may not: prefer rotating to a generated secret")
 	}
 	for i := 0; i < len(secret); i++ {
 		if secret[i] < 0x20 || secret[i] > 0x7e {
 			out = append(out, "the secret has characters outside printable ASCII, which RFC 6749 (Appendix A) "+
 				"does not allow in a client secret: clients may encode them differently; "+
-				"check every client against the edge, or rotate it to a generated secret")
+				"check every client against the edge, or rotate to a generated secret")
 			break
 		}
 	}

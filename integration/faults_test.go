@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +161,38 @@ func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
 		code, _ := status(t, "ops2", s.Secret)
 		return code == 503
 	})
+}
+
+// TestEdgeRestartWithFutureConfirmation (issue 9, defect 1): an edge
+// restarted with its saved confirmation time set ahead of now (a clock
+// stepped back, a data directory copied from elsewhere) does not trust it
+// beyond the present: with the control plane down it answers 503 once
+// max_stale has passed since the restart.
+func TestEdgeRestartWithFutureConfirmation(t *testing.T) {
+	cp, _, s := syncedEdge(t, "ops3", "2s")
+
+	cp.stop()
+	startCaddy(t, globalOptions+":9080 {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n")
+	saved, err := filepath.Glob(filepath.Join(os.Getenv("XDG_DATA_HOME"), "caddy", "rotagate", "edge", "*.confirmed"))
+	if err != nil || len(saved) != 1 {
+		t.Fatalf("saved confirmation files: %v %v", saved, err)
+	}
+	raw, err := os.ReadFile(saved[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the time moves a day ahead; whatever else the file says stays.
+	fields := strings.Fields(string(raw))
+	fields[0] = strconv.FormatInt(time.Now().Add(24*time.Hour).UnixNano(), 10)
+	if err := os.WriteFile(saved[0], []byte(strings.Join(fields, " ")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCaddy(t, edgeOnly("2s"))
+	took := eventually(t, 5*time.Second, "503 once max_stale has passed since the restart", func() bool {
+		code, _ := status(t, "ops3", s.Secret)
+		return code == 503
+	})
+	t.Logf("with a saved confirmation a day ahead, the restarted edge answered 503 after %v (max_stale 2s)", took)
 }
 
 // TestGarbageFromControlPlane: an endpoint that answers garbage is not

@@ -1,0 +1,257 @@
+package rotagate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// snapshotStore holds the edge's snapshot, the time the control plane last
+// confirmed it, and its copy on disk, and keeps the three in step:
+//
+//   - the confirmation only moves forward, on the monotonic clock;
+//   - a confirmation is never saved beside an older body, nor read beside
+//     another one (the saved confirmation names its snapshot);
+//   - a confirmation read from disk is never trusted beyond the present;
+//   - the rollback guard holds against what the control plane sent this
+//     process, never against the disk copy.
+//
+// Handlers read it on every request (current); only the sync loop writes.
+type snapshotStore struct {
+	snap atomic.Pointer[snapshot]
+	// confirmed is the send time of the newest request that the control
+	// plane answered 200 or 304, in nanoseconds since base: the staleness
+	// check runs on the monotonic clock, so that a wall-clock step cannot
+	// stretch the revocation bound.
+	confirmed atomic.Int64
+	base      time.Time
+	// guarded is set once the snapshot held came from the control plane in
+	// this process (a 200, or a 304 for the one loaded from disk): from
+	// then on a lower revision of the same epoch is a rollback.
+	guarded atomic.Bool
+
+	logger *zap.Logger
+	disk   *savedSnapshot // nil: nothing saved
+	diskMu sync.Mutex
+	// savedTag is the ETag of the body on disk, "" when there is none: a
+	// confirmation is saved only while it is the snapshot held.
+	savedTag string
+}
+
+func newSnapshotStore(disk *savedSnapshot, logger *zap.Logger) *snapshotStore {
+	s := &snapshotStore{base: time.Now(), disk: disk, logger: logger}
+	s.confirmed.Store(math.MinInt64) // never confirmed
+	return s
+}
+
+// current returns the snapshot and the time it was last confirmed.
+func (s *snapshotStore) current() (*snapshot, time.Time) {
+	return s.snap.Load(), s.base.Add(time.Duration(s.confirmed.Load()))
+}
+
+// confirm records that the snapshot was current at t, keeping the newest.
+func (s *snapshotStore) confirm(t time.Time) {
+	n := int64(t.Sub(s.base))
+	for {
+		old := s.confirmed.Load()
+		if n <= old || s.confirmed.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// unchanged records a 304 to a request sent at sent for held: the
+// control plane still had it then.
+func (s *snapshotStore) unchanged(held *snapshot, sent time.Time) {
+	if s.snap.Load() != held {
+		return
+	}
+	s.guarded.Store(true)
+	s.confirm(sent)
+	s.diskMu.Lock()
+	s.saveConfirmedLocked()
+	s.diskMu.Unlock()
+}
+
+// replace puts next, answered to a request sent at sent, in force, and
+// keeps its spooled body (nil: none) as the disk copy. A rollback is
+// refused and leaves everything as it was.
+func (s *snapshotStore) replace(next *snapshot, spooled *os.File, sent time.Time) error {
+	cur := s.snap.Load()
+	if cur != nil && next.epoch == cur.epoch && next.revision < cur.revision {
+		if s.guarded.Load() {
+			discard(spooled)
+			return fmt.Errorf("revision %d is older than the %d held (rollback)", next.revision, cur.revision)
+		}
+		s.logger.Info("the control plane's first answer is older than the saved snapshot; taking it, since the saved copy is no rollback floor",
+			zap.Int64("revision", next.revision), zap.Int64("saved_revision", cur.revision))
+	}
+	s.snap.Store(next)
+	s.guarded.Store(true)
+	s.confirm(sent)
+	s.keep(next, spooled)
+	return nil
+}
+
+// keep saves a newly applied snapshot's spooled body and its confirmation
+// time. When the body could not be saved, the older saved copy is removed
+// rather than left to serve a restart.
+func (s *snapshotStore) keep(next *snapshot, spooled *os.File) {
+	if s.disk == nil {
+		discard(spooled)
+		return
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	if spooled != nil {
+		err := s.disk.keep(spooled)
+		if err == nil {
+			s.savedTag = wire.ETag(next.epoch, next.revision)
+			s.saveConfirmedLocked()
+			return
+		}
+		s.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+	}
+	s.savedTag = ""
+	if err := s.disk.forget(); err != nil {
+		s.logger.Warn("removing the outdated saved snapshot failed", zap.Error(err))
+	}
+}
+
+// saveConfirmedLocked writes the confirmation time beside the saved body,
+// if that body is the snapshot held. A failure is logged: the edge works
+// on.
+func (s *snapshotStore) saveConfirmedLocked() {
+	snap, confirmed := s.current()
+	if s.disk == nil || snap == nil || s.savedTag != wire.ETag(snap.epoch, snap.revision) {
+		return
+	}
+	if err := s.disk.saveConfirmed(confirmed, s.savedTag); err != nil {
+		s.logger.Warn("saving the snapshot's confirmation time failed", zap.Error(err))
+	}
+}
+
+// load starts the store from the snapshot saved by an earlier run, if
+// any, before anything was heard from the control plane. Of the disk copy
+// it trusts:
+//
+//   - the body, once it decodes and validates as a feed answer would, and
+//     fits in limit;
+//   - the confirmation time, only if it names this body, and never beyond
+//     now: a time ahead of the clock (a clock stepped back, a data
+//     directory copied from another machine) would otherwise keep the edge
+//     serving past max_stale with the control plane down;
+//   - not the revision as a rollback floor. A restart is when the store
+//     behind the control plane may have been restored from a backup (or
+//     the data directory copied from a newer edge); refusing every answer
+//     older than the disk copy would leave the edge unconfirmed, answering
+//     503, until the store's revision climbed past it. The control plane's
+//     first answer is taken as a new edge would take it, and guards from
+//     then on.
+func (s *snapshotStore) load(limit int64) {
+	if s.disk == nil {
+		return
+	}
+	snap, confirmed, err := s.disk.load(limit)
+	if err != nil {
+		s.logger.Warn("ignoring the saved snapshot", zap.Error(err))
+		return
+	}
+	if snap == nil {
+		return
+	}
+	s.diskMu.Lock()
+	s.savedTag = wire.ETag(snap.epoch, snap.revision)
+	s.diskMu.Unlock()
+	s.snap.Store(snap)
+	if now := time.Now(); confirmed.After(now) {
+		s.logger.Warn("the saved confirmation time is ahead of the clock (a clock stepped back, or a data directory copied from elsewhere); counting it as now",
+			zap.Time("saved", confirmed), zap.Duration("ahead", confirmed.Sub(now)))
+		confirmed = now
+	}
+	if !confirmed.IsZero() { // without a confirmation it counts as stale
+		s.confirm(confirmed)
+	}
+	s.logger.Info("loaded the saved snapshot", zap.Int64("revision", snap.revision), zap.Time("confirmed", confirmed))
+}
+
+// decode reads and validates a whole snapshot body, at most limit bytes
+// of it. The body is streamed into the decoder, and into a spool file when
+// the store keeps a disk copy, so the raw bytes are never held in memory
+// beside the old and the new snapshot. The spool file is returned for
+// replace to keep, or nil.
+func (s *snapshotStore) decode(body io.Reader, limit int64) (*snapshot, *os.File, error) {
+	var spool *os.File
+	var copied *bestEffortWriter
+	if s.disk != nil {
+		var err error
+		if spool, err = s.disk.spool(); err != nil {
+			s.logger.Warn("cannot save the snapshot to disk", zap.Error(err))
+		} else {
+			copied = &bestEffortWriter{w: spool}
+		}
+	}
+	snap, err := decodeSnapshot(body, limit, copied)
+	if err != nil || (copied != nil && copied.err != nil) {
+		discard(spool)
+		spool = nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if copied != nil && copied.err != nil {
+		s.logger.Warn("saving the snapshot to disk failed", zap.Error(copied.err))
+	}
+	return snap, spool, nil
+}
+
+// bestEffortWriter copies to w until the first error, which it keeps
+// instead of returning: the disk copy is a convenience, and a full disk
+// must not make the edge refuse good snapshots.
+type bestEffortWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (b *bestEffortWriter) Write(p []byte) (int, error) {
+	if b.err == nil {
+		_, b.err = b.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// decodeSnapshot decodes one snapshot of at most limit bytes from body,
+// copying what it reads to copyTo when that is not nil.
+func decodeSnapshot(body io.Reader, limit int64, copyTo *bestEffortWriter) (*snapshot, error) {
+	counted := &io.LimitedReader{R: body, N: limit + 1}
+	in := io.Reader(counted)
+	if copyTo != nil {
+		in = io.TeeReader(counted, copyTo)
+	}
+	dec := json.NewDecoder(in)
+	var w wire.Snapshot
+	err := dec.Decode(&w)
+	if err == nil && dec.More() {
+		err = errors.New("data after the snapshot")
+	}
+	if err == nil { // the rest (trailing space) belongs in the saved copy
+		_, err = io.Copy(io.Discard, in)
+	}
+	if counted.N <= 0 {
+		return nil, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	return newSnapshot(&w)
+}
