@@ -147,10 +147,12 @@ func (s *snapshotStore) saveConfirmedLocked() {
 //
 //   - the body, once it decodes and validates as a feed answer would, and
 //     fits in limit;
-//   - the confirmation time, only if it names this body, and never beyond
-//     now: a time ahead of the clock (a clock stepped back, a data
-//     directory copied from another machine) would otherwise keep the edge
-//     serving past max_stale with the control plane down;
+//   - the confirmation time, only if it names this body and is not ahead
+//     of the clock. A time from the future means the clock was stepped
+//     back or the data directory came from another machine: by how much is
+//     unknowable, so the snapshot counts as never confirmed (503 until the
+//     control plane answers) rather than as confirmed now, which would
+//     stretch the bound by the size of the step;
 //   - not the revision as a rollback floor. A restart is when the store
 //     behind the control plane may have been restored from a backup (or
 //     the data directory copied from a newer edge); refusing every answer
@@ -175,9 +177,9 @@ func (s *snapshotStore) load(limit int64) {
 	s.diskMu.Unlock()
 	s.snap.Store(snap)
 	if now := time.Now(); confirmed.After(now) {
-		s.logger.Warn("the saved confirmation time is ahead of the clock (a clock stepped back, or a data directory copied from elsewhere); counting it as now",
+		s.logger.Warn("the saved confirmation time is ahead of the clock (a clock stepped back, or a data directory copied from elsewhere); the saved snapshot counts as unconfirmed",
 			zap.Time("saved", confirmed), zap.Duration("ahead", confirmed.Sub(now)))
-		confirmed = now
+		confirmed = time.Time{}
 	}
 	if !confirmed.IsZero() { // without a confirmation it counts as stale
 		s.confirm(confirmed)

@@ -30,42 +30,6 @@ done = function(summary, latency, requests)
 end
 `
 
-// attackLua sends, on every request, Basic credentials for the user in
-// $BENCH_ATTACK_USER with a password never sent before: "wrong-<seed>-<n>"
-// (the seed differs per run and per thread, so no cache can help).
-const attackLua = `
-local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local function b64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local s1 = math.floor(n / 262144) % 64
-    local s2 = math.floor(n / 4096) % 64
-    local s3 = math.floor(n / 64) % 64
-    local s4 = n % 64
-    out[#out + 1] = chars:sub(s1 + 1, s1 + 1) .. chars:sub(s2 + 1, s2 + 1) ..
-      (b and chars:sub(s3 + 1, s3 + 1) or "=") .. (c and chars:sub(s4 + 1, s4 + 1) or "=")
-  end
-  return table.concat(out)
-end
-
-local prefix = os.getenv("BENCH_ATTACK_USER") .. ":wrong-" .. os.getenv("BENCH_ATTACK_SEED") .. "-" .. tostring(math.random(1, 1000000000)) .. "-"
-local counter = 0
-
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/", { ["Authorization"] = "Basic " .. b64(prefix .. counter) })
-end
-
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-`
-
 // wrkResult is one wrk run.
 type wrkResult struct {
 	Requests             int64
@@ -163,11 +127,17 @@ type contender struct {
 	url, auth  string
 	attackUser string // empty: no attack
 	attackURL  string
-	target     string
+	// unattacked is the row an attack row is compared with (the same
+	// good client without the attack); empty for the rows without attack.
+	unattacked string
+	// target is the issue's target for the ratio to (a), or for an attack
+	// row the ratio to its unattacked row; empty when there is none.
+	target string
 }
 
 type sample struct {
-	good, attack wrkResult
+	good   wrkResult
+	attack attackTally
 	// cpu is the CPU time Caddy used while the good client ran, and wall
 	// the time that took: cpu/wall is the share of its core Caddy got
 	// (below 1 when other processes took some), and good requests per
@@ -224,6 +194,9 @@ func runLoad(e *env) error {
 		}},
 	}
 	edge := edgeHandler(cpURL, edgeTok, 10*time.Second)
+	if e.s.budgetOff {
+		edge["failure_budget"] = map[string]any{"off": true}
+	}
 	cfg := map[string]any{
 		"logging": logging(dir, false),
 		"apps": httpConfig(map[string]any{
@@ -269,99 +242,111 @@ func runLoad(e *env) error {
 		{key: "b", name: "basic_auth, bcrypt (cache hit)", url: url(pB), auth: basicGood},
 		{key: "c", name: "rotagate, generated sha256 secret", url: url(pC), auth: shaGood, target: "≥ 0.97"},
 		{key: "d", name: "rotagate, imported bcrypt (cache hit)", url: url(pD), auth: bcryptGood, target: "≥ 0.95"},
-		{key: "e", name: "good client on (b) during attack on (b)", url: url(pB), auth: basicGood, attackUser: "bench", attackURL: url(pB)},
-		{key: "f-c", name: "good client on (c) during attack on (c)", url: url(pC), auth: shaGood, attackUser: "bench-sha256", attackURL: url(pC), target: "≥ 0.90"},
-		{key: "f-d", name: "good client on (d) during attack on (d)", url: url(pD), auth: bcryptGood, attackUser: "bench-bcrypt", attackURL: url(pD)},
+		{key: "e", name: "good client on (b) during attack on (b)", url: url(pB), auth: basicGood, attackUser: "bench", attackURL: url(pB), unattacked: "b"},
+		{key: "f-c", name: "good client on (c) during attack on (c)", url: url(pC), auth: shaGood, attackUser: "bench-sha256", attackURL: url(pC), unattacked: "c", target: "≥ 0.95"},
+		{key: "f-d", name: "good client on (d) during attack on (d)", url: url(pD), auth: bcryptGood, attackUser: "bench-bcrypt", attackURL: url(pD), unattacked: "d", target: "≥ 0.90"},
 	}
 	// Every contender must answer its good client 200 (the edge has
-	// synced the seeded secrets) and the attacker 401 before measuring.
+	// synced the seeded secrets) and the attacker (from its own address,
+	// so that the good client's failure budget stays untouched) 401 before
+	// measuring.
 	for _, ct := range cs {
 		if err := waitStatus(e.ctx, ct.url, ct.auth, 200, 20*time.Second); err != nil {
 			return fmt.Errorf("(%s) not ready: %w", ct.key, err)
 		}
 		if ct.attackUser != "" {
-			if err := waitStatus(e.ctx, ct.attackURL, basicAuth(ct.attackUser, "wrong"), 401, 5*time.Second); err != nil {
-				return fmt.Errorf("(%s) attacker not refused: %w", ct.key, err)
+			if code, err := probeAttack(e.ctx, ct.attackURL, ct.attackUser); err != nil || code != 401 {
+				return fmt.Errorf("(%s) the attacker's probe from %s: %d %v, want 401", ct.key, attackerIP, code, err)
 			}
 		}
 	}
 
 	report := filepath.Join(e.dir, "report.lua")
-	attack := filepath.Join(e.dir, "attack.lua")
 	if err := os.WriteFile(report, []byte(reportLua), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(attack, []byte(attackLua), 0o600); err != nil {
-		return err
-	}
-
-	runCase := func(ct contender, d time.Duration, seed string) (sample, error) {
-		var s sample
-		var atk *wrkRun
-		if ct.attackUser != "" {
-			var err error
-			atk, err = e.startWrk(attack, ct.attackURL, e.s.attackConn, d+2*time.Second,
-				"BENCH_ATTACK_USER="+ct.attackUser, "BENCH_ATTACK_SEED="+seed)
-			if err != nil {
-				return s, err
-			}
-			time.Sleep(time.Second) // the attack is under way before measuring
-		}
-		cpu0, wall0 := procCPU(c.cmd.Process.Pid), time.Now()
-		good, err := e.startWrk(report, ct.url, e.s.conns, d, "BENCH_AUTH="+ct.auth)
-		if err != nil {
-			if atk != nil {
-				atk.cancel()
-				<-atk.done
-			}
-			return s, err
-		}
-		s.good, err = good.wait()
-		s.cpu, s.wall = procCPU(c.cmd.Process.Pid)-cpu0, time.Since(wall0)
-		if atk != nil {
-			var aerr error
-			s.attack, aerr = atk.wait()
-			if err == nil {
-				err = aerr
-			}
-		}
-		if err == nil && (s.good.Status > 0 || s.good.Connect+s.good.Read+s.good.Write+s.good.Timeout > 0) {
-			err = fmt.Errorf("(%s) good client saw errors: %+v", ct.key, s.good)
-		}
-		if err == nil && atk != nil && s.attack.Status == 0 {
-			err = fmt.Errorf("(%s) the attacker was never refused: %+v", ct.key, s.attack)
-		}
-		time.Sleep(500 * time.Millisecond) // let the server drain
-		return s, err
-	}
+	lr := &loadRun{env: e, caddyPID: c.cmd.Process.Pid, report: report}
 
 	fmt.Printf("warm-up: %s per contender\n", e.s.warmup)
 	if e.s.warmup >= time.Second {
 		for _, ct := range cs {
-			if _, err := runCase(ct, e.s.warmup, "warmup"); err != nil {
+			if _, err := lr.runCase(ct, e.s.warmup); err != nil {
 				return err
 			}
 		}
 	}
-	results := make(map[string][]sample)
-	for round := 1; round <= e.s.rounds; round++ {
-		fmt.Printf("round %d/%d (req/s, Caddy's share of its core):", round, e.s.rounds)
-		// Each round starts one contender further on, so that no
-		// contender always runs right after the same one.
-		order := append(slices.Clone(cs[round%len(cs):]), cs[:round%len(cs)]...)
-		for _, ct := range order {
-			s, err := runCase(ct, e.s.duration, fmt.Sprintf("r%d", round))
-			if err != nil {
-				return err
+	if e.s.rounds > 0 {
+		results := make(map[string][]sample)
+		for round := 1; round <= e.s.rounds; round++ {
+			fmt.Printf("round %d/%d (req/s, Caddy's share of its core; attacker's answers):", round, e.s.rounds)
+			// Each round starts one contender further on, so that no
+			// contender always runs right after the same one.
+			order := append(slices.Clone(cs[round%len(cs):]), cs[:round%len(cs)]...)
+			for _, ct := range order {
+				s, err := lr.runCase(ct, e.s.duration)
+				if err != nil {
+					return err
+				}
+				results[ct.key] = append(results[ct.key], s)
+				fmt.Printf(" %s=%.0f(%.2f", ct.key, s.good.RPS(), s.cpuShare())
+				if ct.attackUser != "" {
+					fmt.Printf("; %s", s.attack)
+				}
+				fmt.Print(")")
 			}
-			results[ct.key] = append(results[ct.key], s)
-			fmt.Printf(" %s=%.0f(%.2f)", ct.key, s.good.RPS(), s.cpuShare())
+			fmt.Println()
 		}
 		fmt.Println()
+		printLoadTable(cs, results)
 	}
-	fmt.Println()
-	printLoadTable(cs, results)
+	if e.s.paired {
+		return lr.runPaired(cs)
+	}
 	return nil
+}
+
+// loadRun runs the good client (wrk) and the attacker against the load
+// Caddy.
+type loadRun struct {
+	*env
+	caddyPID int
+	report   string // the good client's Lua script
+}
+
+// runCase runs the good client on ct for d, under ct's attack if it has
+// one (started a second before, stopped when the good client is done).
+func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
+	var s sample
+	var atk *attack
+	if ct.attackUser != "" {
+		var err error
+		if atk, err = startAttack(lr.ctx, ct.attackURL, ct.attackUser, lr.s.attackConn); err != nil {
+			return s, err
+		}
+		time.Sleep(time.Second) // the attack is under way before measuring
+	}
+	cpu0, wall0 := procCPU(lr.caddyPID), time.Now()
+	good, err := lr.startWrk(lr.report, ct.url, lr.s.conns, d, "BENCH_AUTH="+ct.auth)
+	if err == nil {
+		s.good, err = good.wait()
+		s.cpu, s.wall = procCPU(lr.caddyPID)-cpu0, time.Since(wall0)
+	}
+	if atk != nil {
+		s.attack = atk.stop()
+	}
+	if err != nil {
+		return s, err
+	}
+	if s.good.Status > 0 || s.good.Connect+s.good.Read+s.good.Write+s.good.Timeout > 0 {
+		return s, fmt.Errorf("(%s) good client saw errors: %+v", ct.key, s.good)
+	}
+	// An attacker held to no answer at all in a short slice (a failure
+	// budget may hold its 429s) is fine; one let through is not.
+	if s.attack.Accepted > 0 {
+		return s, fmt.Errorf("(%s) the attacker's wrong secrets were accepted %d times: %s", ct.key, s.attack.Accepted, s.attack)
+	}
+	time.Sleep(500 * time.Millisecond) // let the server drain
+	return s, nil
 }
 
 func median(xs []float64) float64 {
@@ -385,41 +370,55 @@ func printLoadTable(cs []contender, results map[string][]sample) {
 	rps := func(s sample) float64 { return s.good.RPS() }
 	perCPU := func(s sample) float64 { return s.perCPUSecond() }
 	baseRPS, baseCPU := median(col("a", rps)), median(col("a", perCPU))
-	verdict := func(target string, ratio float64) string {
-		if target == "" {
-			return ""
-		}
-		want, _ := strconv.ParseFloat(strings.TrimPrefix(target, "≥ "), 64)
-		if ratio >= want {
-			return target + " met"
-		}
-		return target + " **missed**"
-	}
 	fmt.Println("## Load (the good client's req/s; medians over rounds)")
 	fmt.Println()
-	fmt.Println("| case | contender | req/s | (min–max) | p50 | p99 | ratio to (a) | target | Caddy's share of its core | req per Caddy CPU-s | ratio per CPU-s | attacker req/s |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+	fmt.Println("| case | contender | req/s | (min–max) | p50 | p99 | ratio to (a) | ratio to unattacked | target | Caddy's share of its core | req per Caddy CPU-s | ratio per CPU-s | attacker answers/s | attacker 401 / 429 / other / no answer |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
 	for _, ct := range cs {
 		r := col(ct.key, rps)
 		ratio := median(r) / baseRPS
 		cpuRatio := median(col(ct.key, perCPU)) / baseCPU
-		atk := "–"
+		unattacked, atkRate, atkTally := "–", "–", "–"
+		target := ratio
 		if ct.attackUser != "" {
-			atk = fmt.Sprintf("%.0f", median(col(ct.key, func(s sample) float64 { return s.attack.RPS() })))
+			target = median(r) / median(col(ct.unattacked, rps))
+			unattacked = fmt.Sprintf("%.3f (of (%s))", target, ct.unattacked)
+			atkRate = fmt.Sprintf("%.0f", median(col(ct.key, func(s sample) float64 { return s.attack.RPS() })))
+			var sum attackTally
+			for _, s := range results[ct.key] {
+				sum = sum.add(s.attack)
+			}
+			atkTally = fmt.Sprintf("%d / %d / %d / %d", sum.Unauthorized, sum.TooMany, sum.Other, sum.Errors)
 		}
-		fmt.Printf("| (%s) | %s | %.0f | %.0f–%.0f | %s | %s | %.3f | %s | %.2f | %.0f | %.3f | %s |\n",
+		fmt.Printf("| (%s) | %s | %.0f | %.0f–%.0f | %s | %s | %.3f | %s | %s | %.2f | %.0f | %.3f | %s | %s |\n",
 			ct.key, ct.name, median(r), slices.Min(r), slices.Max(r),
 			fmtDur(time.Duration(median(col(ct.key, func(s sample) float64 { return float64(s.good.P50) })))),
 			fmtDur(time.Duration(median(col(ct.key, func(s sample) float64 { return float64(s.good.P99) })))),
-			ratio, verdict(ct.target, ratio), median(col(ct.key, sample.cpuShare)),
-			median(col(ct.key, perCPU)), cpuRatio, atk)
+			ratio, unattacked, verdict(ct.target, target), median(col(ct.key, sample.cpuShare)),
+			median(col(ct.key, perCPU)), cpuRatio, atkRate, atkTally)
 	}
 	fmt.Println()
-	fmt.Println("ratio to (a): median req/s of the case ÷ median req/s of (a). Caddy's share: CPU time Caddy used ÷ wall time of the run")
-	fmt.Println("(1.00 = it had its core to itself). req per Caddy CPU-s: the good client's requests ÷ Caddy's CPU time, which")
-	fmt.Println("does not move when other processes take part of the core; in the attack rows that CPU also served the attacker.")
-	fmt.Println("Latencies are wrk's (p50/p99 of each run), medians over rounds.")
+	fmt.Println("ratio to (a): median req/s of the case ÷ median req/s of (a); ratio to unattacked (attack rows): ÷ the median")
+	fmt.Println("of the same good client without the attack; the target applies to the latter in attack rows. Caddy's share: CPU")
+	fmt.Println("time Caddy used ÷ wall time of the run (1.00 = it had its core to itself). req per Caddy CPU-s: the good client's")
+	fmt.Println("requests ÷ Caddy's CPU time, which does not move when other processes take part of the core; in the attack rows")
+	fmt.Println("that CPU also served the attacker. Latencies are wrk's (p50/p99 of each run), medians over rounds. Attacker")
+	fmt.Println("(from " + attackerIP.String() + "): answers of any status per second, median over rounds; then its answers by status,")
+	fmt.Println("summed over the rounds (no answer: the connection was closed or timed out before one came; it reconnects).")
 	fmt.Println()
+}
+
+// verdict says whether ratio meets a target written "≥ x"; empty without
+// a target.
+func verdict(target string, ratio float64) string {
+	if target == "" {
+		return ""
+	}
+	want, _ := strconv.ParseFloat(strings.TrimPrefix(target, "≥ "), 64)
+	if ratio >= want {
+		return target + " met"
+	}
+	return target + " **missed**"
 }
 
 func fmtDur(d time.Duration) string {

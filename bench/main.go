@@ -3,6 +3,7 @@
 //	go run ./bench            # load: contenders (a)–(f), interleaved rounds
 //	go run ./bench -scale     # scale: 100k-client snapshot, 1,000 waiting edges, usage ingest
 //	go run ./bench -all       # both
+//	go run ./bench -paired    # load, then the paired mode (ratios with intervals)
 //
 // It builds the Caddy binary of this module once (go build ./cmd/caddy),
 // runs it on 127.0.0.1 only, pinned to one core (-server-cpu) while the load
@@ -38,8 +39,14 @@ type settings struct {
 	serverCPU  int
 	loadCPU    int
 	keep       bool
+	budgetOff  bool
 	load       bool
 	scale      bool
+
+	paired      bool
+	pairs       int
+	slice       time.Duration
+	pairedCases string
 
 	scaleClients int
 	scaleEdges   int
@@ -51,7 +58,7 @@ func main() {
 	var s settings
 	var all bool
 	flag.StringVar(&s.repo, "repo", ".", "root of the rotagate module (holds go.mod and cmd/caddy)")
-	flag.IntVar(&s.rounds, "rounds", 3, "interleaved rounds of every load contender")
+	flag.IntVar(&s.rounds, "rounds", 3, "interleaved rounds of every load contender (0: none, with -paired)")
 	flag.DurationVar(&s.duration, "duration", 8*time.Second, "measured wrk run per contender per round")
 	flag.DurationVar(&s.warmup, "warmup", 2*time.Second, "unmeasured wrk run per contender before the first round")
 	flag.IntVar(&s.conns, "conns", 16, "connections of the good client (wrk -c)")
@@ -59,7 +66,12 @@ func main() {
 	flag.IntVar(&s.bcryptCost, "bcrypt-cost", 10, "cost of the bcrypt hash shared by basic_auth (b) and the imported secret (d)")
 	flag.IntVar(&s.serverCPU, "server-cpu", 0, "core the Caddy binary is pinned to")
 	flag.IntVar(&s.loadCPU, "load-cpu", 1, "core wrk and this harness are pinned to")
+	flag.BoolVar(&s.budgetOff, "failure-budget-off", false, "run the edges of (c), (d), (f-c), (f-d) with failure_budget off (default: the edge's default budget)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary directory (configs, logs, databases)")
+	flag.BoolVar(&s.paired, "paired", false, "after the rounds, run the paired mode: each case of -paired-cases against its baseline in alternating short slices")
+	flag.IntVar(&s.pairs, "pairs", 30, "pairs per case in the paired mode")
+	flag.DurationVar(&s.slice, "slice", 2*time.Second, "wrk run per slice in the paired mode (whole seconds)")
+	flag.StringVar(&s.pairedCases, "paired-cases", "c,d,f-c,f-d", "cases of the paired mode, comma-separated; each is paired with (a), an attack row with its unattacked row")
 	flag.BoolVar(&s.scale, "scale", false, "run the scale measurements instead of the load contenders")
 	flag.BoolVar(&all, "all", false, "run the load contenders and the scale measurements")
 	flag.IntVar(&s.scaleClients, "scale-clients", 100_000, "clients in the big snapshot (two secrets each)")
@@ -69,9 +81,13 @@ func main() {
 	flag.Parse()
 	s.load = !s.scale || all
 	s.scale = s.scale || all
-	if s.rounds < 1 || s.duration < time.Second || s.conns < 1 || s.attackConn < 1 || s.usageSecrets < 2 {
-		fmt.Fprintln(os.Stderr, "bench: bad flags: rounds ≥ 1, duration ≥ 1s, conns ≥ 1, attack-conns ≥ 1, usage-secrets ≥ 2")
+	if s.rounds < 0 || (s.rounds == 0 && !s.paired) || s.duration < time.Second || s.conns < 1 || s.attackConn < 1 || s.usageSecrets < 2 ||
+		s.pairs < 1 || s.slice < time.Second || s.slice%time.Second != 0 {
+		fmt.Fprintln(os.Stderr, "bench: bad flags: rounds ≥ 1 (or 0 with -paired), duration ≥ 1s, conns ≥ 1, attack-conns ≥ 1, usage-secrets ≥ 2, pairs ≥ 1, slice whole seconds ≥ 1s")
 		os.Exit(2)
+	}
+	if s.paired && s.pairs < 30 {
+		fmt.Fprintf(os.Stderr, "bench: warning: %d pairs; the interval means little below 30\n", s.pairs)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -182,8 +198,16 @@ func printMachine(ctx context.Context, ncpu int, s settings) {
 	fmt.Printf("- Caddy pinned to core %d (taskset; its GOMAXPROCS follows the affinity: 1); wrk and the harness to core %d\n", s.serverCPU, s.loadCPU)
 	if s.load {
 		fmt.Printf("- %d rounds, contenders interleaved in each; %s measured per contender per round after a %s warm-up\n", s.rounds, s.duration, s.warmup)
-		fmt.Printf("- good client: wrk -t1 -c%d, GET with keep-alive; attacker: wrk -t1 -c%d, a unique wrong secret per request\n", s.conns, s.attackConn)
+		fmt.Printf("- good client: wrk -t1 -c%d from 127.0.0.1, GET with keep-alive; attacker: this harness's Go client from %s, %d keep-alive connections, a unique wrong secret per request\n", s.conns, attackerIP, s.attackConn)
 		fmt.Printf("- bcrypt cost %d for (b), (d) and their attacks\n", s.bcryptCost)
+		if s.budgetOff {
+			fmt.Println("- the edges of (c), (d), (f-c), (f-d): failure_budget off")
+		} else {
+			fmt.Println("- the edges of (c), (d), (f-c), (f-d): the default failure budget")
+		}
+		if s.paired {
+			fmt.Printf("- paired mode: %d pairs of %s slices for %s (about %s)\n", s.pairs, s.slice, s.pairedCases, pairedDuration(s).Round(time.Minute))
+		}
 	}
 	if s.scale {
 		fmt.Printf("- scale: %d clients × 2 secrets; %d waiting edges; %d requests over %d secrets for usage ingest\n",
