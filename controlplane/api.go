@@ -219,9 +219,12 @@ func (a *API) routes() {
 	a.route("/v1/clients/{client_id}", roleAdmin, methods{"GET": a.getClient, "DELETE": a.deleteClient})
 	a.route("/v1/clients/{client_id}/owners", roleAdmin, methods{"PUT": a.putOwners, "PATCH": a.patchOwners})
 	a.route("/v1/clients/{client_id}/audit", roleAdmin, methods{"GET": a.audit})
+	a.route("/v1/clients/{client_id}/networks", roleAdmin, methods{"GET": a.getNetworks, "PUT": a.putNetworks})
+	a.route("/v1/clients/{client_id}/networks/suggest", roleAdmin, methods{"POST": a.suggestNetworks})
 	a.route("/v1/clients/{client_id}/secrets", roleAdmin, methods{"GET": a.listSecrets, "POST": a.generateSecret})
 	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
 	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
+	a.route("/v1/clients/{client_id}/secrets/{secret_id}/callers", roleAdmin, methods{"GET": a.listCallers})
 	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
 	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
 	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -356,6 +359,10 @@ type (
 		Name      string    `json:"name"`
 		Owners    []string  `json:"owners"`
 		CreatedAt time.Time `json:"created_at"`
+		// AllowedCIDRs ([] for anywhere) and NetworksReportOnly are set
+		// through PUT /v1/clients/{id}/networks.
+		AllowedCIDRs       []string `json:"allowed_cidrs"`
+		NetworksReportOnly bool     `json:"networks_report_only"`
 	}
 	clientDetailJSON struct {
 		clientJSON
@@ -443,7 +450,9 @@ func toClientJSON(c Client) clientJSON {
 	if owners == nil {
 		owners = []string{}
 	}
-	return clientJSON{ClientID: c.ID, Name: c.Name, Owners: owners, CreatedAt: c.CreatedAt.UTC()}
+	n := toNetworksJSON(c)
+	return clientJSON{ClientID: c.ID, Name: c.Name, Owners: owners, CreatedAt: c.CreatedAt.UTC(),
+		AllowedCIDRs: n.AllowedCIDRs, NetworksReportOnly: n.ReportOnly}
 }
 
 func toSecretJSON(s Secret, now time.Time) secretJSON {

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -34,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_active_secrets <n>
 //		secret_prefix <prefix>
 //		max_wait <duration>
+//		tombstone_window <duration>
 //		admins <user_id>...
 //		user_id <placeholder>
 //		console [on|off]
@@ -80,6 +82,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return directive.OneArg(d, &h.SecretPrefix)
 		case "max_wait":
 			return directive.Duration(d, &h.MaxWait)
+		case "tombstone_window":
+			h.TombstoneWindow = new(caddy.Duration)
+			return directive.Duration(d, h.TombstoneWindow)
 		}
 		return directive.Unknown(d, "client_credentials_control_plane")
 	})

@@ -46,12 +46,15 @@ management API.
   client list
   client show <client_id>
   client owners <client_id> [--add <user>]... [--remove <user>]...
+  client networks <client_id> [--set <cidr>,... | --clear] [--report-only | --enforce]
+  client networks <client_id> --suggest [--within <duration>]
   client delete <client_id>
   secret generate <client_id> [--expires-in <duration>]
   secret import <client_id> (--hash <bcrypt|argon2id|pbkdf2 hash> | --stdin)
   secret rotate <client_id> --grace <duration>
   secret revoke <client_id> <secret_id>
   secret list <client_id>
+  secret callers <client_id> <secret_id>
 
 --api is the control plane's base URL (default: $ROTAGATE_API, else
 http://127.0.0.1:9180). The admin token comes from --token or, better since
@@ -178,8 +181,15 @@ func clientCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out clientDetailJSON
 			return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, func(w io.Writer) {
-				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\ncreated:   %s\n\n", out.ClientID, out.Name,
-					orDash(strings.Join(out.Owners, ", ")), fmtTime(&out.CreatedAt, "-"))
+				networks := "anywhere"
+				if len(out.AllowedCIDRs) > 0 {
+					networks = strings.Join(out.AllowedCIDRs, ", ")
+					if out.NetworksReportOnly {
+						networks += " (report only)"
+					}
+				}
+				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\nnetworks:  %s\ncreated:   %s\n\n", out.ClientID, out.Name,
+					orDash(strings.Join(out.Owners, ", ")), networks, fmtTime(&out.CreatedAt, "-"))
 				printSecrets(w, out.Secrets)
 			})
 		},
@@ -196,7 +206,7 @@ func clientCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(create, list, show, owners, del)
+	c.AddCommand(create, list, show, owners, networksCommand(), del)
 	return c
 }
 
@@ -337,7 +347,7 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(generate, imp, rotate, revoke, list)
+	c.AddCommand(generate, imp, rotate, revoke, list, callersCommand())
 	return c
 }
 

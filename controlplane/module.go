@@ -54,6 +54,12 @@ type Handler struct {
 	// below the server's write timeout. Default: 60s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
 
+	// TombstoneWindow is how long the control plane remembers a secret's
+	// callers after they were last seen (listed by
+	// GET …/secrets/{id}/callers, and the ground of
+	// POST …/networks/suggest). 0 keeps none. Default: 720h.
+	TombstoneWindow *caddy.Duration `json:"tombstone_window,omitempty"`
+
 	// Admins are user ids with the admin token's powers when a Caddy
 	// authentication handler in front (basic_auth, forward_auth…) has
 	// vouched for them. Other authenticated users manage only the clients
@@ -157,6 +163,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	so, ao := h.serviceOptions().withDefaults(), h.apiOptions().withDefaults()
 	h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait = so.MaxActiveSecrets, so.SecretPrefix, caddy.Duration(ao.MaxWait)
+	window := caddy.Duration(*so.TombstoneWindow)
+	h.TombstoneWindow = &window
 	if err := h.Validate(); err != nil {
 		return err
 	}
@@ -221,7 +229,12 @@ func (h *Handler) Validate() error {
 // serviceOptions and apiOptions are the handler's options for the Service
 // and the API, the tokens as resolved by Provision, without the loggers.
 func (h *Handler) serviceOptions() ServiceOptions {
-	return ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix}
+	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix}
+	if h.TombstoneWindow != nil {
+		w := time.Duration(*h.TombstoneWindow)
+		o.TombstoneWindow = &w
+	}
+	return o
 }
 
 // DefaultUserID is the placeholder of the authenticated user that Caddy's

@@ -480,6 +480,54 @@ func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (in
 	})
 }
 
+// ApplyCallers implements Store: every statement in one round trip (a
+// batch in one transaction).
+func (s *PostgresStore) ApplyCallers(ctx context.Context, uses []CallerUse, keep int) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.run(ctx, func(c *pgxpool.Conn) error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		var b pgx.Batch
+		for _, u := range uses {
+			b.Queue(sqlApplyCaller, callerArgs(u)...)
+		}
+		for _, id := range trimmedSecrets(uses) {
+			b.Queue(sqlTrimCallers, id, keep)
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			if c.Conn().IsClosed() && ctx.Err() == nil {
+				// Counts are added, not merged: never apply a batch twice.
+				return fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// Callers implements Store.
+func (s *PostgresStore) Callers(ctx context.Context, secretIDs []string, since time.Time) (map[string][]Caller, error) {
+	return readOnly(ctx, s, func(tx pgx.Tx) (map[string][]Caller, error) {
+		return readCallers(ctx, pgxDriverTx{tx}, secretIDs, since)
+	})
+}
+
+// PruneCallers implements Store.
+func (s *PostgresStore) PruneCallers(ctx context.Context, before time.Time) (int64, error) {
+	return query(ctx, s, func(c *pgxpool.Conn) (int64, error) {
+		tag, err := c.Exec(ctx, sqlPruneCallers, before.UnixMilli())
+		return tag.RowsAffected(), err
+	})
+}
+
 // Ping implements Store: the database answers and holds the store.
 func (s *PostgresStore) Ping(ctx context.Context) error {
 	return s.run(ctx, func(c *pgxpool.Conn) error {

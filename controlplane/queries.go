@@ -20,16 +20,17 @@ const (
 	sqlClearSchemaVersion  = `DELETE FROM schema_version`
 	sqlSetSchemaVersion    = `INSERT INTO schema_version (version) VALUES ($1)`
 
-	sqlSelectClient = `SELECT client_id, name, created_at FROM clients WHERE client_id = $1`
-	sqlListClients  = `SELECT client_id, name, created_at FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2`
+	sqlSelectClient = `SELECT client_id, name, created_at, allowed_cidrs, networks_report_only FROM clients WHERE client_id = $1`
+	sqlListClients  = `SELECT client_id, name, created_at, allowed_cidrs, networks_report_only FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2`
 	sqlSelectMeta   = `SELECT epoch, revision FROM meta WHERE id = 1`
 	sqlRevision     = `SELECT revision FROM meta WHERE id = 1`
 	sqlBumpRevision = `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`
 	sqlCreateMeta   = `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`
 	sqlPing         = `SELECT 1 FROM meta WHERE id = 1`
-	sqlSnapshot     = `SELECT client_id, secret_id, hash, expires_at FROM secrets
-		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-		ORDER BY client_id, secret_id`
+	sqlSnapshot     = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at, c.allowed_cidrs, c.networks_report_only
+		FROM secrets s JOIN clients c ON c.client_id = s.client_id
+		WHERE s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1)
+		ORDER BY s.client_id, s.secret_id`
 	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at
 		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
 	// sqlApplyUsage is last_used_at = max(stored, reported), and
@@ -41,6 +42,7 @@ const (
 	sqlInsertClient = `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (client_id) DO NOTHING`
 	sqlDeleteSecretsOf = `DELETE FROM secrets WHERE client_id = $1`
+	sqlDeleteCallersOf = `DELETE FROM secret_callers WHERE secret_id IN (SELECT secret_id FROM secrets WHERE client_id = $1)`
 	sqlDeleteClient    = `DELETE FROM clients WHERE client_id = $1`
 	sqlInsertSecret    = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
@@ -48,7 +50,7 @@ const (
 	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
 
 	// Owners and the audit trail (migration 2).
-	sqlListOwnedClients = `SELECT c.client_id, c.name, c.created_at FROM clients c
+	sqlListOwnedClients = `SELECT c.client_id, c.name, c.created_at, c.allowed_cidrs, c.networks_report_only FROM clients c
 		JOIN client_owners o ON o.client_id = c.client_id
 		WHERE o.user_id = $1 AND c.client_id > $2 ORDER BY c.client_id LIMIT $3`
 	sqlOwnersOf       = `SELECT user_id FROM client_owners WHERE client_id = $1 ORDER BY user_id`
@@ -58,7 +60,92 @@ const (
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`
 	sqlAudit = `SELECT at, who, remote_ip, action, client_id, secret_id, detail
 		FROM audit_log WHERE client_id = $1 ORDER BY id DESC LIMIT $2`
+
+	// Allowed networks and callers (migration 3). A client's networks are
+	// its canonical CIDR list, space-separated.
+	sqlSetNetworks = `UPDATE clients SET allowed_cidrs = $1, networks_report_only = $2 WHERE client_id = $3`
+	// sqlApplyCaller adds one (secret, caller IP) of a usage batch: first
+	// seen the earlier, last seen the later, counts added. A secret that
+	// does not exist, or is not the named client's, takes nothing. The
+	// casts give PostgreSQL the parameter types an INSERT … SELECT does
+	// not infer.
+	sqlApplyCaller = `INSERT INTO secret_callers (secret_id, ip, first_seen, last_seen, requests, refused)
+		SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS BIGINT), CAST($6 AS BIGINT)
+		WHERE EXISTS (SELECT 1 FROM secrets WHERE secret_id = CAST($1 AS TEXT) AND client_id = CAST($7 AS TEXT))
+		ON CONFLICT (secret_id, ip) DO UPDATE SET
+			first_seen = CASE WHEN excluded.first_seen < secret_callers.first_seen THEN excluded.first_seen ELSE secret_callers.first_seen END,
+			last_seen  = CASE WHEN excluded.last_seen > secret_callers.last_seen THEN excluded.last_seen ELSE secret_callers.last_seen END,
+			requests   = secret_callers.requests + excluded.requests,
+			refused    = secret_callers.refused + excluded.refused`
+	// sqlTrimCallers keeps a secret's $2 most recently seen callers (ties
+	// broken by IP) and deletes the rest; the row of unlisted requests
+	// (ip '') is not counted and stays.
+	sqlTrimCallers = `DELETE FROM secret_callers WHERE secret_id = $1 AND ip <> '' AND (last_seen, ip) <= (
+		SELECT last_seen, ip FROM secret_callers WHERE secret_id = $1 AND ip <> ''
+		ORDER BY last_seen DESC, ip DESC LIMIT 1 OFFSET $2)`
+	sqlPruneCallers = `DELETE FROM secret_callers WHERE last_seen < $1`
 )
+
+// sqlCallersIn selects the callers of n secrets, named by $2…$n+1, last
+// seen at or after $1.
+func sqlCallersIn(n int) string {
+	var b strings.Builder
+	b.WriteString(`SELECT secret_id, ip, first_seen, last_seen, requests, refused FROM secret_callers WHERE last_seen >= $1 AND secret_id IN (`)
+	for i := 2; i <= n+1; i++ {
+		if i > 2 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i)
+	}
+	b.WriteString(`) ORDER BY secret_id, last_seen DESC, ip`)
+	return b.String()
+}
+
+// readCallers reads the callers of secretIDs last seen at or after since,
+// by secret id, the most recently seen first.
+func readCallers(ctx context.Context, d driverTx, secretIDs []string, since time.Time) (map[string][]Caller, error) {
+	out := make(map[string][]Caller, len(secretIDs))
+	if len(secretIDs) == 0 {
+		return out, nil
+	}
+	args := make([]any, 0, len(secretIDs)+1)
+	args = append(args, since.UnixMilli())
+	for _, id := range secretIDs {
+		args = append(args, id)
+	}
+	rs, err := d.query(ctx, sqlCallersIn(len(secretIDs)), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var secretID string
+		var c Caller
+		var first, last int64
+		if err := rs.Scan(&secretID, &c.IP, &first, &last, &c.Requests, &c.Refused); err != nil {
+			return nil, err
+		}
+		c.FirstSeen, c.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
+		out[secretID] = append(out[secretID], c)
+	}
+	return out, rs.Err()
+}
+
+// callerArgs are the arguments of sqlApplyCaller for one use.
+func callerArgs(u CallerUse) []any {
+	return []any{u.SecretID, u.IP, u.FirstSeen.UnixMilli(), u.LastSeen.UnixMilli(), u.Requests, u.Refused, u.ClientID}
+}
+
+// trimmedSecrets lists the secrets of a batch of uses once each, in order.
+func trimmedSecrets(uses []CallerUse) []string {
+	var ids []string
+	for i, u := range uses {
+		if i == 0 || uses[i-1].SecretID != u.SecretID {
+			ids = append(ids, u.SecretID)
+		}
+	}
+	return ids
+}
 
 // migrations are the schema versions of both stores, in order: entry i
 // brings the schema from version i to i+1. Released entries are never
@@ -114,6 +201,21 @@ var migrations = [][]string{
 		)`,
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
 		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
+	},
+	{ // 3: allowed networks of clients; callers of secrets (SPEC §13).
+		`ALTER TABLE clients ADD COLUMN allowed_cidrs TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE clients ADD COLUMN networks_report_only INTEGER NOT NULL DEFAULT 0`,
+		`CREATE TABLE secret_callers (
+			secret_id  {id}   NOT NULL REFERENCES secrets (secret_id),
+			ip         TEXT   NOT NULL,
+			first_seen BIGINT NOT NULL,
+			last_seen  BIGINT NOT NULL,
+			requests   BIGINT NOT NULL,
+			refused    BIGINT NOT NULL DEFAULT 0,
+			PRIMARY KEY (secret_id, ip)
+		)`,
+		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
+		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
 }
 
@@ -249,6 +351,9 @@ func (t *storeTx) insertOwners(ctx context.Context, clientID string, owners []st
 }
 
 func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
+	if _, err := t.d.exec(ctx, sqlDeleteCallersOf, id); err != nil {
+		return err
+	}
 	if _, err := t.d.exec(ctx, sqlDeleteSecretsOf, id); err != nil {
 		return err
 	}
@@ -264,6 +369,14 @@ func (t *storeTx) SetOwners(ctx context.Context, clientID string, owners []strin
 	}
 	t.changed = true
 	return t.insertOwners(ctx, clientID, owners)
+}
+
+func (t *storeTx) SetNetworks(ctx context.Context, clientID string, cidrs []string, reportOnly bool) error {
+	ro := 0
+	if reportOnly {
+		ro = 1
+	}
+	return t.execOne(ctx, sqlSetNetworks, strings.Join(cidrs, " "), ro, clientID)
 }
 
 func (t *storeTx) AppendAudit(ctx context.Context, e AuditEntry) error {
@@ -360,15 +473,18 @@ func scanAll[T any](rs rows, scan func(rowScanner) (T, error)) ([]T, error) {
 func scanSnapshot(rs rows) ([]wire.Client, error) {
 	clients := []wire.Client{}
 	for rs.Next() {
-		var clientID string
+		var clientID, cidrs string
 		var sec wire.Secret
 		var expires sql.NullInt64
-		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+		var reportOnly int64
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &cidrs, &reportOnly); err != nil {
 			return nil, err
 		}
 		sec.ExpiresAt = fromMillis(expires)
 		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
-			clients = append(clients, wire.Client{ClientID: clientID})
+			c := wire.Client{ClientID: clientID, AllowedCIDRs: splitCIDRs(cidrs)}
+			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly != 0
+			clients = append(clients, c)
 		}
 		c := &clients[len(clients)-1]
 		c.Secrets = append(c.Secrets, sec)
@@ -412,4 +528,9 @@ func applyMigrations(ctx context.Context, tx driverTx, dialect *strings.Replacer
 	}
 	_, err = tx.exec(ctx, sqlCreateMeta, epoch)
 	return err
+}
+
+// splitCIDRs reads a stored list of networks; nil when there are none.
+func splitCIDRs(stored string) []string {
+	return strings.Fields(stored)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -95,6 +96,9 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
+	// TombstoneWindow is how long the callers of a secret are kept after
+	// they were last seen; 0 keeps none. Default (nil): 720h.
+	TombstoneWindow *time.Duration
 }
 
 // withDefaults returns o with every unset field at its default. With
@@ -114,6 +118,10 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if o.AuditLog == nil {
 		o.AuditLog = zap.NewNop()
 	}
+	if o.TombstoneWindow == nil {
+		w := DefaultTombstoneWindow
+		o.TombstoneWindow = &w
+	}
 	return o
 }
 
@@ -121,6 +129,9 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 func (o ServiceOptions) validate() error {
 	if o.MaxActiveSecrets < 1 {
 		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
+	}
+	if *o.TombstoneWindow < 0 {
+		return fmt.Errorf("tombstone_window must not be negative, got %v", *o.TombstoneWindow)
 	}
 	return ValidatePrefix(o.SecretPrefix)
 }
@@ -134,6 +145,11 @@ type Service struct {
 	audit     *zap.Logger
 	notifier  *Notifier
 	epoch     string
+	// window is tombstone_window: how long callers are kept.
+	window time.Duration
+
+	pruneMu   sync.Mutex
+	lastPrune time.Time // the cut-off of the last pruning of callers
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -152,6 +168,7 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
+		window:    *opts.TombstoneWindow,
 	}
 	if ns, ok := store.(NotifyingStore); ok {
 		s.notifier = ns.Notifier()
@@ -771,7 +788,9 @@ func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 // secret first (newest wins), so the store does one write per distinct
 // secret. Stamps from the future are recorded as now, so a skewed edge
 // clock cannot pin last_used_at ahead of time; a from that is not an IP
-// address is dropped.
+// address is dropped. Then the batch's callers are added (applyCallers):
+// one write per (secret, caller IP). It returns how many secrets' stamps
+// were updated.
 func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	now := s.Now()
 	newest := make(map[string]wire.Stamp, len(u.Stamps))
@@ -797,7 +816,11 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	}
 	// A stable order keeps lock order and tests deterministic.
 	sort.Slice(stamps, func(i, j int) bool { return stamps[i].SecretID < stamps[j].SecretID })
-	return s.store.ApplyUsage(ctx, stamps)
+	n, err := s.store.ApplyUsage(ctx, stamps)
+	if err != nil {
+		return 0, err
+	}
+	return n, s.applyCallers(ctx, u, now)
 }
 
 // log writes one audit entry. It names the secret by id only.

@@ -266,6 +266,57 @@ func (s *SQLiteStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int,
 	return updated, tx.Commit()
 }
 
+// ApplyCallers implements Store.
+func (s *SQLiteStore) ApplyCallers(ctx context.Context, uses []CallerUse, keep int) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, sqlApplyCaller)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, u := range uses {
+		if _, err := stmt.ExecContext(ctx, callerArgs(u)...); err != nil {
+			return err
+		}
+	}
+	for _, id := range trimmedSecrets(uses) {
+		if _, err := tx.ExecContext(ctx, sqlTrimCallers, id, keep); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Callers implements Store.
+func (s *SQLiteStore) Callers(ctx context.Context, secretIDs []string, since time.Time) (map[string][]Caller, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return readCallers(ctx, sqlDriverTx{tx}, secretIDs, since)
+}
+
+// PruneCallers implements Store.
+func (s *SQLiteStore) PruneCallers(ctx context.Context, before time.Time) (int64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	res, err := s.db.ExecContext(ctx, sqlPruneCallers, before.UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 // Ping implements Store.
 func (s *SQLiteStore) Ping(ctx context.Context) error {
 	var one int
@@ -280,14 +331,16 @@ func (s *SQLiteStore) Notifier() *Notifier { return s.notifier }
 
 func scanClient(row rowScanner) (Client, error) {
 	var c Client
-	var created int64
-	if err := row.Scan(&c.ID, &c.Name, &created); err != nil {
+	var created, reportOnly int64
+	var cidrs string
+	if err := row.Scan(&c.ID, &c.Name, &created, &cidrs, &reportOnly); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return Client{}, ErrNotFound
 		}
 		return Client{}, err
 	}
 	c.CreatedAt = time.UnixMilli(created).UTC()
+	c.AllowedCIDRs, c.NetworksReportOnly = splitCIDRs(cidrs), reportOnly != 0
 	return c, nil
 }
 

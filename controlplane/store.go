@@ -35,6 +35,12 @@ type Client struct {
 	// Owners are the ids of the users (as a Caddy authentication handler
 	// names them) who may manage the client's secrets, sorted.
 	Owners []string
+	// AllowedCIDRs are the networks the client may call from, canonical
+	// (NormalizeCIDRs); empty means anywhere.
+	AllowedCIDRs []string
+	// NetworksReportOnly lets calls from outside AllowedCIDRs through, and
+	// records them as refused.
+	NetworksReportOnly bool
 }
 
 // IsOwner reports whether user is one of the client's owners.
@@ -167,6 +173,23 @@ type Store interface {
 	// how many secrets were updated.
 	ApplyUsage(ctx context.Context, stamps []wire.Stamp) (updated int, err error)
 
+	// ApplyCallers adds the callers of a usage batch, ordered by secret
+	// id, one (secret, IP) pair each: first seen becomes the earlier, last
+	// seen the later, the counts add up. Uses of unknown secrets, or naming
+	// the wrong client, are ignored. Then each secret touched keeps its
+	// keep most recently seen callers (the row of unlisted requests, IP
+	// "", aside). It costs one statement per pair and one per secret, and
+	// does not change the revision.
+	ApplyCallers(ctx context.Context, uses []CallerUse, keep int) error
+
+	// Callers returns the callers of the given secrets last seen at or
+	// after since, by secret id, the most recently seen first.
+	Callers(ctx context.Context, secretIDs []string, since time.Time) (map[string][]Caller, error)
+
+	// PruneCallers deletes the callers last seen before before, and says
+	// how many.
+	PruneCallers(ctx context.Context, before time.Time) (int64, error)
+
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 
@@ -202,12 +225,17 @@ type Tx interface {
 	// id is taken.
 	InsertClient(ctx context.Context, c Client) error
 
-	// DeleteClient removes a client, its owners and every secret it has;
+	// DeleteClient removes a client, its owners and every secret it has
+	// (with their callers);
 	// ErrNotFound when the client does not exist. Its audit trail stays.
 	DeleteClient(ctx context.Context, id string) error
 
 	// SetOwners replaces the owners of an existing client.
 	SetOwners(ctx context.Context, clientID string, owners []string) error
+
+	// SetNetworks replaces the allowed networks (canonical) and the
+	// report-only mode of a client; ErrNotFound when it does not exist.
+	SetNetworks(ctx context.Context, clientID string, cidrs []string, reportOnly bool) error
 
 	// AppendAudit adds an entry to the audit trail, committed with the
 	// change it describes. On its own it is no change: it does not move
