@@ -532,5 +532,8 @@ func applyMigrations(ctx context.Context, tx driverTx, dialect *strings.Replacer
 
 // splitCIDRs reads a stored list of networks; nil when there are none.
 func splitCIDRs(stored string) []string {
+	if stored == "" {
+		return nil
+	}
 	return strings.Fields(stored)
 }

@@ -72,6 +72,12 @@ var storeSuite = []struct {
 	{"ApplyUsageMergesAndClamps", testApplyUsageMergesAndClamps},
 	// Owners and roles (roles_test.go).
 	{"RolesAndActions", testRolesAndActions},
+	// Callers and allowed networks (callers_test.go).
+	{"CallersStore", testCallersStore},
+	{"CallersFromTwoInstances", testCallersFromTwoInstances},
+	{"NetworksInSnapshot", testNetworksInSnapshot},
+	{"CallersThroughService", testCallersThroughService},
+	{"CallersWindow", testCallersWindow},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests

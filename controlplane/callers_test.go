@@ -1,0 +1,343 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// withWindow sets tombstone_window.
+func withWindow(d time.Duration) envOption {
+	return func(s *ServiceOptions, _ *APIOptions) { s.TombstoneWindow = &d }
+}
+
+func callerUse(secretID, ip string, first, last time.Time, requests, refused int64) CallerUse {
+	return CallerUse{ClientID: "c", SecretID: secretID, Caller: Caller{IP: ip, FirstSeen: first, LastSeen: last, Requests: requests, Refused: refused}}
+}
+
+// testCallersStore: a (secret, IP) pair merges (first seen the earlier,
+// last seen the later, counts added), unknown secrets and wrong clients
+// take nothing, a secret keeps its newest callers (the unlisted row
+// aside), reads filter by last seen, pruning deletes the old, the revision
+// never moves, and deleting the client takes its callers along.
+func testCallersStore(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	st := k.openStore(t)
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	usageFixture(t, st, t0)
+	_, rev, _ := st.Revision(ctx)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	apply := func(uses ...CallerUse) {
+		t.Helper()
+		if err := st.ApplyCallers(ctx, uses, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(callerUse("sec_a", "192.0.2.1", at(10), at(20), 5, 0),
+		callerUse("sec_a", "2001:db8::1", at(11), at(11), 1, 1))
+	apply(callerUse("sec_a", "192.0.2.1", at(5), at(15), 2, 1), // earlier first, older last
+		CallerUse{ClientID: "other", SecretID: "sec_a", Caller: Caller{IP: "192.0.2.66", FirstSeen: at(1), LastSeen: at(1), Requests: 1}},
+		callerUse("sec_nope", "192.0.2.67", at(1), at(1), 1, 0))
+	got, err := st.Callers(ctx, []string{"sec_a"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Caller{
+		{IP: "192.0.2.1", FirstSeen: at(5), LastSeen: at(20), Requests: 7, Refused: 1},
+		{IP: "2001:db8::1", FirstSeen: at(11), LastSeen: at(11), Requests: 1, Refused: 1},
+	}
+	if !slices.Equal(got["sec_a"], want) || len(got) != 1 {
+		t.Fatalf("callers %+v, want %+v", got, want)
+	}
+
+	// Bounded: three callers kept, the newest by last seen; the row of
+	// unlisted requests does not count and stays.
+	apply(callerUse("sec_a", "", at(1), at(1), 900, 0),
+		callerUse("sec_a", "192.0.2.2", at(30), at(30), 1, 0),
+		callerUse("sec_a", "192.0.2.3", at(31), at(31), 1, 0))
+	got, _ = st.Callers(ctx, []string{"sec_a"}, t0)
+	var ips []string
+	for _, c := range got["sec_a"] {
+		ips = append(ips, c.IP)
+	}
+	if !slices.Equal(ips, []string{"192.0.2.3", "192.0.2.2", "192.0.2.1", ""}) {
+		t.Fatalf("after the bound: callers %q", ips)
+	}
+
+	if got, _ := st.Callers(ctx, []string{"sec_a", "sec_nope"}, at(25)); len(got["sec_a"]) != 2 {
+		t.Fatalf("callers seen since %v: %+v", at(25), got)
+	}
+	if n, err := st.PruneCallers(ctx, at(25)); err != nil || n != 2 {
+		t.Fatalf("pruned %d (%v), want 2", n, err)
+	}
+	if got, _ := st.Callers(ctx, []string{"sec_a"}, t0); len(got["sec_a"]) != 2 {
+		t.Fatalf("after pruning: %+v", got)
+	}
+	if _, r, _ := st.Revision(ctx); r != rev {
+		t.Fatalf("callers moved the revision from %d to %d", rev, r)
+	}
+	if _, err := st.Update(ctx, func(tx Tx) error { return tx.DeleteClient(ctx, "c") }); err != nil {
+		t.Fatalf("deleting a client with callers: %v", err)
+	}
+	if got, _ := st.Callers(ctx, []string{"sec_a"}, t0); len(got["sec_a"]) != 0 {
+		t.Fatalf("a deleted client's callers remain: %+v", got)
+	}
+}
+
+// testCallersFromTwoInstances: edges report to any replica at once; every
+// request is counted once.
+func testCallersFromTwoInstances(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	st1, reopen := k.open(t)
+	st2 := reopen(t)
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	usageFixture(t, st1, t0)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		st := st1
+		if i%2 == 1 {
+			st = st2
+		}
+		wg.Go(func() {
+			uses := []CallerUse{
+				callerUse("sec_a", "192.0.2.1", t0.Add(time.Duration(i)*time.Second), t0.Add(time.Duration(i)*time.Second), 3, 1),
+				callerUse("sec_a", fmt.Sprintf("198.51.100.%d", i%4), t0, t0, 1, 0),
+			}
+			if err := st.ApplyCallers(ctx, uses, MaxCallersPerSecret); err != nil {
+				t.Errorf("callers: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := st2.Callers(ctx, []string{"sec_a"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	for _, c := range got["sec_a"] {
+		total += c.Requests
+		if c.IP == "192.0.2.1" && (c.Requests != 60 || c.Refused != 20 || !c.FirstSeen.Equal(t0) || !c.LastSeen.Equal(t0.Add(19*time.Second))) {
+			t.Fatalf("192.0.2.1: %+v", c)
+		}
+	}
+	if len(got["sec_a"]) != 5 || total != 80 {
+		t.Fatalf("%d callers, %d requests; want 5 and 80", len(got["sec_a"]), total)
+	}
+}
+
+// testNetworksInSnapshot: a client's networks and mode are stored, read
+// back, carried in the snapshot (with a new revision) and audited; an
+// owner may set them on their client, a stranger learns nothing.
+func testNetworksInSnapshot(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	e := k.newEnv(t)
+	e.mustClient("c")
+	e.mustClient("open")
+	e.mustGenerate("c")
+	e.mustGenerate("open")
+	rev := e.revision()
+	c, err := e.svc.SetNetworks(ctx, who, "c", []string{"2001:db8::/32", "10.0.0.0/8", "10.1.0.0/16"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "2001:db8::/32"}
+	if !slices.Equal(c.AllowedCIDRs, want) || !c.NetworksReportOnly || e.revision() != rev+1 {
+		t.Fatalf("set networks: %+v, revision %d (was %d)", c, e.revision(), rev)
+	}
+	if got, _, _ := e.svc.GetClient(ctx, who, "c"); !slices.Equal(got.AllowedCIDRs, want) || !got.NetworksReportOnly {
+		t.Fatalf("read back: %+v", got)
+	}
+	snap, err := e.svc.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range snap.Clients {
+		switch sc.ClientID {
+		case "c":
+			if !slices.Equal(sc.AllowedCIDRs, want) || !sc.NetworksReportOnly {
+				t.Fatalf("snapshot of c: %+v", sc)
+			}
+		case "open":
+			if sc.AllowedCIDRs != nil || sc.NetworksReportOnly {
+				t.Fatalf("snapshot of a client without networks: %+v", sc)
+			}
+		}
+	}
+	// The same again writes nothing; clearing allows anywhere.
+	if _, err := e.svc.SetNetworks(ctx, who, "c", want, true); err != nil || e.revision() != rev+1 {
+		t.Fatalf("an unchanged set moved the revision to %d (%v)", e.revision(), err)
+	}
+	if c, err := e.svc.SetNetworks(ctx, who, "c", nil, false); err != nil || len(c.AllowedCIDRs) != 0 || c.NetworksReportOnly {
+		t.Fatalf("clear: %+v %v", c, err)
+	}
+	if _, err := e.svc.SetNetworks(ctx, who, "c", []string{"10.0.0.1/8"}, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("host bits set: %v", err)
+	}
+	if _, err := e.svc.SetNetworks(ctx, who, "nobody", nil, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown client: %v", err)
+	}
+	// Owners may set their client's networks; others get not found.
+	if _, err := e.svc.EditOwners(ctx, who, "c", OwnersEdit{Add: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := Actor{TokenID: "user:alice", User: "alice"}, Actor{TokenID: "user:bob", User: "bob"}
+	if _, err := e.svc.SetNetworks(ctx, alice, "c", []string{"192.0.2.0/24"}, false); err != nil {
+		t.Fatalf("owner: %v", err)
+	}
+	if _, err := e.svc.SetNetworks(ctx, bob, "c", nil, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stranger: %v", err)
+	}
+	entries, err := e.store.Audit(ctx, "c", 10)
+	if err != nil || len(entries) == 0 || entries[0].Action != "client.networks" || entries[0].Who != "user:alice" || entries[0].Detail != "allowed: 192.0.2.0/24" {
+		t.Fatalf("audit trail: %+v (%v)", entries, err)
+	}
+}
+
+// testCallersThroughService is the usage ingest end to end below HTTP: a
+// batch's callers are recorded one write per pair, future times clamped,
+// a batch from an older edge (stamps only) records each stamp's caller,
+// the listing tells per caller whether it moved to the newest secret,
+// and the suggestion covers exactly the callers of active secrets.
+func testCallersThroughService(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	e := k.newEnv(t)
+	e.mustClient("c")
+	old := e.mustGenerate("c").Secret.ID
+	now := e.clock.Now()
+	ago := func(d time.Duration) time.Time { return now.Add(-d).Truncate(time.Millisecond) }
+	apply := func(u wire.Usage) {
+		t.Helper()
+		if _, err := e.svc.ApplyUsage(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new edge: callers beside the stamp, with other IPs counted.
+	apply(wire.Usage{Edge: "new", Stamps: []wire.Stamp{{ClientID: "c", SecretID: old, LastUsedAt: ago(time.Minute), From: "192.0.2.1"}},
+		Callers: []wire.SecretCallers{{ClientID: "c", SecretID: old, OtherRequests: 40, OtherRefused: 2, IPs: []wire.Caller{
+			{IP: "192.0.2.1", FirstAt: ago(time.Hour), LastAt: ago(time.Minute), Requests: 10},
+			{IP: "::ffff:192.0.2.2", FirstAt: ago(time.Hour), LastAt: now.Add(time.Hour), Requests: 4},
+			{IP: "not an ip", FirstAt: ago(time.Hour), LastAt: ago(time.Hour), Requests: 4},
+		}}}})
+	// An older edge: stamps only.
+	apply(wire.Usage{Edge: "old", Stamps: []wire.Stamp{{ClientID: "c", SecretID: old, LastUsedAt: ago(2 * time.Minute), From: "192.0.2.3"}}})
+
+	e.clock.Add(time.Second)
+	// Rotate: 192.0.2.1 moves to the new secret; 192.0.2.2 uses both
+	// (it used the old one after its first use of the new); 192.0.2.3
+	// stays.
+	rotated, err := e.svc.RotateSecret(ctx, who, "c", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID := rotated.Secret.ID
+	now = e.clock.Now()
+	apply(wire.Usage{Edge: "new", Callers: []wire.SecretCallers{{ClientID: "c", SecretID: newID, IPs: []wire.Caller{
+		{IP: "192.0.2.1", FirstAt: now, LastAt: now, Requests: 1},
+		{IP: "192.0.2.2", FirstAt: ago(30 * time.Minute), LastAt: now, Requests: 1},
+	}}}})
+
+	list, err := e.svc.ListCallers(ctx, who, "c", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Newest != newID || list.Unlisted == nil || list.Unlisted.Requests != 40 || list.Unlisted.Refused != 2 {
+		t.Fatalf("listing: newest %q, unlisted %+v", list.Newest, list.Unlisted)
+	}
+	type row struct {
+		ip               string
+		requests         int64
+		onNewest, moved  bool
+		lastSeenIsNowish bool
+	}
+	var rows []row
+	for _, c := range list.Callers {
+		rows = append(rows, row{c.IP, c.Requests, c.OnNewest, c.Moved, !c.LastSeen.After(now)})
+	}
+	wantRows := []row{
+		{"192.0.2.2", 4, true, false, true}, // its future last seen was clamped to the time of the batch
+		{"192.0.2.1", 10, true, true, true},
+		{"192.0.2.3", 1, false, false, true},
+	}
+	if !slices.Equal(rows, wantRows) {
+		t.Fatalf("callers of the old secret:\n%+v\nwant\n%+v", rows, wantRows)
+	}
+	if l, err := e.svc.ListCallers(ctx, who, "c", newID); err != nil || len(l.Callers) != 2 || l.Callers[0].OnNewest || l.Callers[0].Moved {
+		t.Fatalf("callers of the newest secret: %+v (%v)", l, err)
+	}
+
+	sug, err := e.svc.SuggestNetworks(ctx, who, "c", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sug.CIDRs, []string{"192.0.2.1/32", "192.0.2.2/31"}) || sug.Callers != 3 || sug.Unlisted != 40 {
+		t.Fatalf("suggestion %+v", sug)
+	}
+	// Within 90s, only the callers seen since (not 192.0.2.3).
+	if sug, _ := e.svc.SuggestNetworks(ctx, who, "c", 90*time.Second); !slices.Equal(sug.CIDRs, []string{"192.0.2.1/32", "192.0.2.2/32"}) {
+		t.Fatalf("suggestion within 90s: %+v", sug)
+	}
+	// Revoked secrets' callers are no ground for a suggestion.
+	if _, err := e.svc.RotateSecret(ctx, who, "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	if sug, _ := e.svc.SuggestNetworks(ctx, who, "c", 0); len(sug.CIDRs) != 0 {
+		t.Fatalf("suggestion from revoked secrets only: %+v", sug)
+	}
+
+	for _, bad := range []string{"sec_x", "", "nope"} {
+		if _, err := e.svc.ListCallers(ctx, who, "c", bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("secret id %q: %v", bad, err)
+		}
+	}
+	if _, err := e.svc.ListCallers(ctx, who, "c", "sec_00000000000000000000"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown secret: %v", err)
+	}
+	if _, err := e.svc.ListCallers(ctx, Actor{TokenID: "user:bob", User: "bob"}, "c", old); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a stranger's listing: %v", err)
+	}
+}
+
+// testCallersWindow: callers past tombstone_window are no longer listed,
+// and are pruned; a window of 0 keeps none at all.
+func testCallersWindow(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	e := k.newEnv(t, withWindow(time.Hour))
+	e.mustClient("c")
+	sec := e.mustGenerate("c").Secret.ID
+	now := e.clock.Now()
+	batch := func(ip string, at time.Time) wire.Usage {
+		return wire.Usage{Callers: []wire.SecretCallers{{ClientID: "c", SecretID: sec, IPs: []wire.Caller{{IP: ip, FirstAt: at, LastAt: at, Requests: 1}}}}}
+	}
+	for _, u := range []wire.Usage{batch("192.0.2.1", now.Add(-2*time.Hour)), batch("192.0.2.2", now)} {
+		if _, err := e.svc.ApplyUsage(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := e.svc.ListCallers(ctx, who, "c", sec)
+	if err != nil || len(list.Callers) != 1 || list.Callers[0].IP != "192.0.2.2" {
+		t.Fatalf("within an hour: %+v (%v)", list.Callers, err)
+	}
+	e.clock.Add(2 * time.Hour)
+	if _, err := e.svc.ApplyUsage(ctx, batch("192.0.2.3", e.clock.Now())); err != nil { // the next batch prunes
+		t.Fatal(err)
+	}
+	if got, _ := e.store.Callers(ctx, []string{sec}, time.Time{}); len(got[sec]) != 1 || got[sec][0].IP != "192.0.2.3" {
+		t.Fatalf("after pruning the store holds %+v", got[sec])
+	}
+
+	off := k.newEnv(t, withWindow(0))
+	off.mustClient("c")
+	sec = off.mustGenerate("c").Secret.ID
+	if _, err := off.svc.ApplyUsage(ctx, batch("192.0.2.1", off.clock.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := off.store.Callers(ctx, []string{sec}, time.Time{}); len(got[sec]) != 0 {
+		t.Fatalf("tombstone_window 0 kept %+v", got[sec])
+	}
+}
