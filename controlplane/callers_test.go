@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -340,4 +341,101 @@ func testCallersWindow(t *testing.T, k storeKit) {
 	if got, _ := off.store.Callers(ctx, []string{sec}, time.Time{}); len(got[sec]) != 0 {
 		t.Fatalf("tombstone_window 0 kept %+v", got[sec])
 	}
+}
+
+// benchmarkCallersIngest applies, per iteration, one edge flush: 40
+// secrets (20 clients × 2) used from 50 caller IPs each, as the usage
+// ingest would, and reports the writes it cost: one stamp per secret,
+// one upsert per (secret, IP) pair, and one trim per secret — O(distinct
+// pairs), whatever the number of requests behind them.
+func benchmarkCallersIngest(b *testing.B, st Store) {
+	const clients, perClient, ips = 20, 2, 50
+	ctx := context.Background()
+	counted := &countingWrites{Store: st}
+	svc, err := NewService(ctx, counted, ServiceOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin := Actor{TokenID: "bench", Admin: true}
+	type sec struct{ client, id string }
+	var secrets []sec
+	for i := range clients {
+		id := fmt.Sprintf("bench-%02d", i)
+		if _, err := svc.CreateClient(ctx, admin, id, "", nil); err != nil {
+			b.Fatal(err)
+		}
+		for range perClient {
+			ns, err := svc.GenerateSecret(ctx, admin, id, GenerateOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			secrets = append(secrets, sec{id, ns.Secret.ID})
+		}
+	}
+	batch := func(at time.Time) wire.Usage {
+		u := wire.Usage{Edge: "bench"}
+		for _, s := range secrets {
+			u.Stamps = append(u.Stamps, wire.Stamp{ClientID: s.client, SecretID: s.id, LastUsedAt: at, From: "10.0.0.1"})
+			sc := wire.SecretCallers{ClientID: s.client, SecretID: s.id}
+			for j := range ips {
+				sc.IPs = append(sc.IPs, wire.Caller{IP: fmt.Sprintf("10.0.%d.%d", j/250, j%250+1), FirstAt: at.Add(-time.Second), LastAt: at, Requests: 30})
+			}
+			u.Callers = append(u.Callers, sc)
+		}
+		return u
+	}
+	at := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	counted.reset()
+	b.ResetTimer()
+	for b.Loop() {
+		at = at.Add(time.Second)
+		if _, err := svc.ApplyUsage(ctx, batch(at)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	flushes := float64(counted.flushes.Load())
+	b.ReportMetric(float64(counted.pairs.Load())/flushes, "pairs/flush")
+	b.ReportMetric(float64(counted.stamps.Load())/flushes, "stamps/flush")
+	b.ReportMetric(float64(counted.pairs.Load()+counted.stamps.Load()+counted.trims.Load())/flushes, "statements/flush")
+	b.ReportMetric(float64(len(secrets)*ips*30), "requests/flush")
+	got, err := st.Callers(ctx, []string{secrets[0].id}, time.Time{})
+	if err != nil || len(got[secrets[0].id]) != ips {
+		b.Fatalf("%d callers kept for a secret (%v), want %d", len(got[secrets[0].id]), err, ips)
+	}
+}
+
+// countingWrites counts what the usage ingest hands the store.
+type countingWrites struct {
+	Store
+	flushes, stamps, pairs, trims atomic.Int64
+}
+
+func (c *countingWrites) reset() {
+	c.flushes.Store(0)
+	c.stamps.Store(0)
+	c.pairs.Store(0)
+	c.trims.Store(0)
+}
+
+func (c *countingWrites) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int, error) {
+	c.flushes.Add(1)
+	c.stamps.Add(int64(len(stamps)))
+	return c.Store.ApplyUsage(ctx, stamps)
+}
+
+func (c *countingWrites) ApplyCallers(ctx context.Context, uses []CallerUse, keep int) error {
+	c.pairs.Add(int64(len(uses)))
+	c.trims.Add(int64(len(trimmedSecrets(uses))))
+	return c.Store.ApplyCallers(ctx, uses, keep)
+}
+
+func BenchmarkCallersIngestSQLite(b *testing.B) {
+	st, _ := openTestStore(b)
+	benchmarkCallersIngest(b, st)
+}
+
+func BenchmarkCallersIngestPostgres(b *testing.B) {
+	dsn, schema := newTestSchema(b)
+	benchmarkCallersIngest(b, openTestPostgres(b, dsn, PostgresOptions{Schema: schema}))
 }

@@ -50,7 +50,7 @@ func (c *fakeClock) Add(d time.Duration) {
 }
 
 // openTestStore opens a SQLite store on a real file in a temp dir.
-func openTestStore(t *testing.T) (*SQLiteStore, string) {
+func openTestStore(t testing.TB) (*SQLiteStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "cp.db")
 	st, err := OpenSQLite(context.Background(), path)

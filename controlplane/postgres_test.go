@@ -39,7 +39,7 @@ var (
 
 // testPostgres returns the DSN of the test server and a pool on it for
 // test setup, skipping (or failing, under CI) when it is unreachable.
-func testPostgres(t *testing.T) (string, *pgxpool.Pool) {
+func testPostgres(t testing.TB) (string, *pgxpool.Pool) {
 	t.Helper()
 	dsn := os.Getenv("ROTAGATE_TEST_POSTGRES")
 	if dsn == "" {
@@ -74,7 +74,7 @@ func testPostgres(t *testing.T) (string, *pgxpool.Pool) {
 
 // newTestSchema returns a new schema name, dropped (with everything in
 // it) when the test ends, after the stores opened later are closed.
-func newTestSchema(t *testing.T) (dsn, schema string) {
+func newTestSchema(t testing.TB) (dsn, schema string) {
 	t.Helper()
 	dsn, admin := testPostgres(t)
 	var b [6]byte
@@ -91,7 +91,7 @@ func newTestSchema(t *testing.T) (dsn, schema string) {
 }
 
 // openTestPostgres opens a store on the schema, closed when the test ends.
-func openTestPostgres(t *testing.T, dsn string, opts PostgresOptions) *PostgresStore {
+func openTestPostgres(t testing.TB, dsn string, opts PostgresOptions) *PostgresStore {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
