@@ -73,8 +73,8 @@ func newConsole(a *API) (*console, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"clients", "client", "confirm", "secret", "error"} {
-		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html")
+	for _, page := range []string{"clients", "client", "confirm", "secret", "error", "networks"} {
+		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html")
 		if err != nil {
 			return nil, err
 		}
@@ -97,6 +97,8 @@ func newConsole(a *API) (*console, error) {
 	mux.HandleFunc("GET /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke))
 	mux.HandleFunc("POST /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke)))
 	mux.HandleFunc("POST /console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners)))
+	mux.HandleFunc("GET /console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks))
+	mux.HandleFunc("POST /console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks)))
 	mux.HandleFunc("GET /console/clients/{client_id}/delete", c.signedIn(c.confirmDelete))
 	mux.HandleFunc("POST /console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient)))
 	mux.HandleFunc("/console/", func(w http.ResponseWriter, r *http.Request) {
@@ -300,11 +302,12 @@ func redirect(w http.ResponseWriter, r *http.Request, path, done string) {
 }
 
 var notices = map[string]string{
-	"created": "Client created.",
-	"deleted": "Client deleted; its secrets are revoked.",
-	"revoked": "Secret revoked. Every edge refuses it within the revocation delay.",
-	"owners":  "Owners saved.",
-	"stale":   "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
+	"created":  "Client created.",
+	"deleted":  "Client deleted; its secrets are revoked.",
+	"revoked":  "Secret revoked. Every edge refuses it within the revocation delay.",
+	"owners":   "Owners saved.",
+	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
+	"stale":    "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
 }
 
 // My clients.
@@ -427,6 +430,8 @@ type clientView struct {
 	Seen       string
 	Graces     []graceOption
 	Audit      []auditRow
+	Callers    []callersView
+	Networks   networksView
 }
 
 type secretRow struct {
@@ -474,6 +479,11 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who Actor, 
 		v.Secrets = append(v.Secrets, row)
 	}
 	v.AtMax = active >= v.Max
+	v.Networks = newNetworksView(fr, cl)
+	if v.Callers, err = c.secretCallers(r, who, cl.ID, secrets); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
 	if who.Admin {
 		trail, err := c.svc.AuditTrail(r.Context(), who, cl.ID, consoleAuditLimit)
 		if err != nil {
