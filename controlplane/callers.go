@@ -85,7 +85,10 @@ func (s *Service) callersSince(now time.Time) (since time.Time, ok bool) {
 // that predates callers (a stamp whose secret has no callers entry) adds
 // the stamp's IP as a caller of one request: that edge tells only the
 // newest caller of each flush. IPs that do not parse are dropped, times
-// from the future are taken as now, and counts below zero as zero.
+// from the future are taken as now, and counts below zero as zero; past
+// MaxCallersPerSecret IPs for one secret, further ones are only counted,
+// so one batch writes at most that many pairs (and the unlisted row) per
+// secret.
 func (s *Service) applyCallers(ctx context.Context, u wire.Usage, now time.Time) error {
 	since, keep := s.callersSince(now)
 	if !keep {
@@ -123,20 +126,30 @@ func (s *Service) applyCallers(ctx context.Context, u wire.Usage, now time.Time)
 			IP: ip, FirstSeen: first, LastSeen: last, Requests: requests, Refused: refused,
 		}}
 	}
-	listed := make(map[string]bool, len(u.Callers))
+	listed := make(map[string]int, len(u.Callers)) // IPs taken per secret
 	for _, sc := range u.Callers {
-		listed[sc.SecretID] = true
+		others, othersRefused := sc.OtherRequests, sc.OtherRefused
 		for _, c := range sc.IPs {
-			if c.IP != "" {
+			switch {
+			case c.IP == "":
+			case listed[sc.SecretID] >= MaxCallersPerSecret:
+				// More than the store keeps: counted, not listed, so a
+				// batch costs at most that many writes per secret.
+				others, othersRefused = others+max(c.Requests, 0), othersRefused+max(c.Refused, 0)
+			default:
+				listed[sc.SecretID]++
 				add(sc.ClientID, sc.SecretID, c.IP, c.FirstAt, c.LastAt, c.Requests, c.Refused)
 			}
 		}
-		if sc.OtherRequests > 0 {
-			add(sc.ClientID, sc.SecretID, "", now, now, sc.OtherRequests, sc.OtherRefused)
+		if _, ok := listed[sc.SecretID]; !ok {
+			listed[sc.SecretID] = 0
+		}
+		if others > 0 {
+			add(sc.ClientID, sc.SecretID, "", now, now, others, othersRefused)
 		}
 	}
 	for _, st := range u.Stamps {
-		if !listed[st.SecretID] && st.From != "" {
+		if _, ok := listed[st.SecretID]; !ok && st.From != "" {
 			add(st.ClientID, st.SecretID, st.From, st.LastUsedAt, st.LastUsedAt, 1, 0)
 		}
 	}

@@ -439,3 +439,33 @@ func BenchmarkCallersIngestPostgres(b *testing.B) {
 	dsn, schema := newTestSchema(b)
 	benchmarkCallersIngest(b, openTestPostgres(b, dsn, PostgresOptions{Schema: schema}))
 }
+
+// TestCallersPerBatchBounded: a batch listing more IPs for one secret
+// than the store keeps writes at most MaxCallersPerSecret pairs for it;
+// the rest are counted as unlisted requests.
+func TestCallersPerBatchBounded(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.mustClient("c")
+	sec := e.mustGenerate("c").Secret.ID
+	counted := &countingWrites{Store: e.store}
+	svc, err := NewService(ctx, counted, ServiceOptions{Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	sc := wire.SecretCallers{ClientID: "c", SecretID: sec, OtherRequests: 3}
+	for i := range MaxCallersPerSecret + 100 {
+		sc.IPs = append(sc.IPs, wire.Caller{IP: fmt.Sprintf("10.0.%d.%d", i/256, i%256), FirstAt: now, LastAt: now, Requests: 2})
+	}
+	if _, err := svc.ApplyUsage(ctx, wire.Usage{Callers: []wire.SecretCallers{sc}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted.pairs.Load(); n != MaxCallersPerSecret+1 {
+		t.Fatalf("%d pairs written, want %d and the unlisted row", n, MaxCallersPerSecret)
+	}
+	list, err := svc.ListCallers(ctx, who, "c", sec)
+	if err != nil || len(list.Callers) != MaxCallersPerSecret || list.Unlisted == nil || list.Unlisted.Requests != 203 {
+		t.Fatalf("listed %d, unlisted %+v (%v)", len(list.Callers), list.Unlisted, err)
+	}
+}
