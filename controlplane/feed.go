@@ -323,7 +323,11 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {
 		return
 	}
 	if ce := a.log.Check(zap.DebugLevel, "usage stamps stored"); ce != nil {
-		ce.Write(zap.String("edge", u.Edge), zap.Int("stamps", len(u.Stamps)), zap.Int("updated", n))
+		ips := 0
+		for _, sc := range u.Callers {
+			ips += len(sc.IPs)
+		}
+		ce.Write(zap.String("edge", u.Edge), zap.Int("stamps", len(u.Stamps)), zap.Int("updated", n), zap.Int("caller_ips", ips))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
