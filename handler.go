@@ -115,20 +115,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	var matched credentialPair
 	var secretID string
+	var dead credentialPair // a pair that named a dead secret of its client
+	var deadID string
 	for _, p := range creds.pairs[:creds.n] {
-		id, ok, err := h.verifier.verify(r.Context(), snap.clients[p.id], readOnlyBytes(p.secret), now)
+		v, err := h.verifier.verify(r.Context(), snap, p.id, readOnlyBytes(p.secret), now)
 		if err != nil {
 			edgeMetrics.verify.Observe(time.Since(start).Seconds())
 			return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
 		}
-		if ok {
-			matched, secretID = p, id
+		if v.secretID != "" {
+			matched, secretID = p, v.secretID
 			break
+		}
+		if v.revoked != "" && deadID == "" {
+			dead, deadID = p, v.revoked
 		}
 	}
 	edgeMetrics.verify.Observe(time.Since(start).Seconds())
 	if secretID == "" {
-		if h.budget != nil {
+		if deadID != "" {
+			// A dead secret is no guess: it spends no budget, so an app
+			// that was never updated does not throttle its updated
+			// siblings behind the same address. Its owner hears of it.
+			h.feed.usage.recordRevoked(dead.id, deadID, from, now)
+			edgeMetrics.presentedAfterRevoke.Inc()
+		} else if h.budget != nil {
 			h.budget.spend(budgetKey, now)
 		}
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)

@@ -567,17 +567,16 @@ func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
 	v := h.verifier
 	v.slots <- struct{}{} // every slot busy
 	snap, _ := h.feed.snapshots.current()
-	c := snap.clients["legacy-bcrypt"]
 	gaveUp, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() {
-		_, _, err := v.verify(gaveUp, c, []byte(legacySecret), testNow)
+		_, err := v.verify(gaveUp, snap, "legacy-bcrypt", []byte(legacySecret), testNow)
 		first <- err
 	}()
 	second := make(chan bool, 1)
 	go func() {
-		_, ok, _ := v.verify(context.Background(), c, []byte(legacySecret), testNow)
-		second <- ok
+		got, _ := v.verify(context.Background(), snap, "legacy-bcrypt", []byte(legacySecret), testNow)
+		second <- got.secretID == "sec_bcrypt"
 	}()
 	cancel()
 	if err := <-first; !errors.Is(err, context.Canceled) {

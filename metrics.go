@@ -17,14 +17,15 @@ import (
 const metricsNamespace, metricsSubsystem = "rotagate", "edge"
 
 var edgeMetrics = struct {
-	auth          *prometheus.CounterVec
-	authBy        map[outcome]prometheus.Counter
-	verify        prometheus.Histogram
-	syncErrors    *prometheus.CounterVec
-	stampsSent    *prometheus.CounterVec
-	stampsFailed  *prometheus.CounterVec
-	stampsDropped *prometheus.CounterVec
-	feeds         feedCollector
+	auth                 *prometheus.CounterVec
+	authBy               map[outcome]prometheus.Counter
+	verify               prometheus.Histogram
+	syncErrors           *prometheus.CounterVec
+	stampsSent           *prometheus.CounterVec
+	stampsFailed         *prometheus.CounterVec
+	stampsDropped        *prometheus.CounterVec
+	presentedAfterRevoke prometheus.Counter
+	feeds                feedCollector
 }{
 	auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "auth_total",
@@ -51,6 +52,10 @@ var edgeMetrics = struct {
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_dropped_total",
 		Help: "Last-used stamps dropped because the control plane refused their batch as malformed or too large (400, 413).",
 	}, []string{"control_plane"}),
+	presentedAfterRevoke: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "presented_after_revoke_total",
+		Help: "Requests refused because they presented a revoked or expired secret (a tombstone of the client).",
+	}),
 }
 
 func init() {
@@ -70,7 +75,7 @@ func registerMetrics(ctx caddy.Context) error {
 		return nil
 	}
 	m := &edgeMetrics
-	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsFailed, m.stampsDropped, m.feeds} {
+	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsFailed, m.stampsDropped, m.presentedAfterRevoke, m.feeds} {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return err
 		}

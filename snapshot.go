@@ -17,7 +17,13 @@ type snapshot struct {
 	epoch    string
 	revision int64
 	clients  map[string]*client
+	// tombstones maps the digest of every tombstoned secret to whose it
+	// was: one lookup per failed check, however many a client has.
+	tombstones map[[sha256.Size]byte]tombstone
 }
+
+// tombstone is a revoked or expired generated secret.
+type tombstone struct{ clientID, secretID string }
 
 // client holds one client's active secrets by the kind of check they
 // need: generated secrets are sha256 digests, compared in constant time
@@ -95,6 +101,16 @@ func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 			} else {
 				c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h})
 			}
+		}
+		for _, wt := range wc.Tombstones {
+			h, err := secrethash.Parse(wt.Hash)
+			if wt.ID == "" || err != nil || h.Scheme != secrethash.SHA256 {
+				return nil, fmt.Errorf("snapshot client %q has a malformed tombstone", wc.ClientID)
+			}
+			if s.tombstones == nil {
+				s.tombstones = make(map[[sha256.Size]byte]tombstone)
+			}
+			s.tombstones[h.Digest] = tombstone{clientID: c.id, secretID: wt.ID}
 		}
 		s.clients[wc.ClientID] = c
 	}

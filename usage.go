@@ -27,6 +27,8 @@ type usageRecorder struct {
 
 	mu      sync.Mutex
 	pending map[string]usageStamp // by secret id
+
+	revoked revokedUses // dead secrets presented, sent with the stamps
 }
 
 type usageStamp struct {
@@ -52,6 +54,12 @@ func (u *usageRecorder) record(clientID, secretID, from string, at time.Time) {
 		u.pending[secretID] = usageStamp{clientID: clientID, at: at, from: from}
 	}
 	u.mu.Unlock()
+}
+
+// recordRevoked notes that a dead secret was presented. It never blocks
+// on I/O.
+func (u *usageRecorder) recordRevoked(clientID, secretID, from string, at time.Time) {
+	u.revoked.record(clientID, secretID, from, at)
 }
 
 func (u *usageRecorder) pendingCount() int {
@@ -90,12 +98,13 @@ func (u *usageRecorder) putBack(batch map[string]usageStamp) {
 const maxStampsPerPost = 10_000
 
 // flush sends what is pending, in POSTs of at most maxStampsPerPost
-// stamps. Stamps of a POST that failed go back for the next try, unless
-// the control plane refused them as malformed: those are dropped, or they
-// would be refused forever.
+// stamps, the dead secrets presented riding with the first. Stamps of a
+// POST that failed go back for the next try, unless the control plane
+// refused them as malformed: those are dropped, or they would be refused
+// forever.
 func (u *usageRecorder) flush(ctx context.Context) error {
-	batch := u.take()
-	if batch == nil {
+	batch, revoked := u.take(), u.revoked.take()
+	if batch == nil && revoked == nil {
 		return nil
 	}
 	stamps := make([]wire.Stamp, 0, len(batch))
@@ -103,9 +112,13 @@ func (u *usageRecorder) flush(ctx context.Context) error {
 		stamps = append(stamps, wire.Stamp{ClientID: s.clientID, SecretID: id, LastUsedAt: s.at.UTC(), From: s.from})
 	}
 	label := u.client.label
-	for len(stamps) > 0 {
+	for first := true; first || len(stamps) > 0; first = false {
 		chunk := stamps[:min(len(stamps), maxStampsPerPost)]
-		err := u.send(ctx, chunk)
+		var dead []wire.RevokedUse
+		if first {
+			dead = revoked
+		}
+		err := u.send(ctx, chunk, dead)
 		var refused errRefusedStamps
 		switch {
 		case err == nil:
@@ -119,6 +132,7 @@ func (u *usageRecorder) flush(ctx context.Context) error {
 				rest[st.SecretID] = batch[st.SecretID]
 			}
 			u.putBack(rest)
+			u.revoked.putBack(dead)
 			edgeMetrics.stampsFailed.WithLabelValues(label).Add(float64(len(stamps)))
 			return err
 		}
@@ -138,8 +152,8 @@ func (e errRefusedStamps) Error() string {
 func (errRefusedStamps) final() {}
 
 // send POSTs one batch to the first control plane that takes it.
-func (u *usageRecorder) send(ctx context.Context, stamps []wire.Stamp) error {
-	raw, err := json.Marshal(wire.Usage{Edge: u.edge, Stamps: stamps})
+func (u *usageRecorder) send(ctx context.Context, stamps []wire.Stamp, revoked []wire.RevokedUse) error {
+	raw, err := json.Marshal(wire.Usage{Edge: u.edge, Stamps: stamps, RevokedUses: revoked})
 	if err != nil {
 		return err
 	}

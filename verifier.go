@@ -30,10 +30,11 @@ type verifier struct {
 	dummy  *client // the record an unknown client id is checked against
 	pad    [sha256.Size]byte
 
-	// sum and match are the digest and comparison primitives; tests wrap
-	// them to count the work done.
-	sum   func([]byte) *[sha256.Size]byte
-	match func(a, b *[sha256.Size]byte) bool
+	// sum, match and lookup are the digest, comparison and tombstone
+	// primitives; tests wrap them to count the work done.
+	sum    func([]byte) *[sha256.Size]byte
+	match  func(a, b *[sha256.Size]byte) bool
+	lookup func(*snapshot, *[sha256.Size]byte) (tombstone, bool)
 }
 
 func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
@@ -42,11 +43,12 @@ func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
 		return nil, err
 	}
 	v := &verifier{
-		cache: cache,
-		slots: make(chan struct{}, concurrency),
-		dummy: &client{digests: make([]digestSecret, minCompares)},
-		sum:   secrethash.Sum,
-		match: secrethash.MatchDigest,
+		cache:  cache,
+		slots:  make(chan struct{}, concurrency),
+		dummy:  &client{digests: make([]digestSecret, minCompares)},
+		sum:    secrethash.Sum,
+		match:  secrethash.MatchDigest,
+		lookup: lookupTombstone,
 	}
 	_, _ = rand.Read(v.pad[:])
 	for i := range v.dummy.digests {
@@ -55,29 +57,41 @@ func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
 	return v, nil
 }
 
-// verify returns the id of the client's usable secret that matches the
-// presented one. A mismatch is ("", false, nil); err is set only for a
-// technical fault (the request gave up while waiting for a slow-hash slot).
-// Pass a nil client for an unknown client id: it is checked against the
-// dummy record so that it costs what a wrong secret costs.
-func (v *verifier) verify(ctx context.Context, c *client, presented []byte, now time.Time) (string, bool, error) {
-	known := c != nil
+// verdict is what a check found: the usable secret that matched, or when
+// none did, the client's dead (revoked or expired) secret that did.
+type verdict struct {
+	secretID string
+	revoked  string
+}
+
+// verify checks a presented secret against the snapshot's record of
+// clientID. err is set only for a technical fault (the request gave up
+// while waiting for a slow-hash slot). An unknown client id is checked
+// against the dummy record, and every check that finds no usable secret
+// makes one tombstone lookup, so an unknown client, a wrong secret and a
+// dead secret cost the same.
+func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, presented []byte, now time.Time) (verdict, error) {
+	c, known := snap.clients[clientID]
 	if !known {
 		c = v.dummy
 	}
 	digest := v.sum(presented)
-	matched := -1
+	matched, expired := -1, -1
 	for i := range max(len(c.digests), minCompares) {
 		stored := &v.pad
 		if i < len(c.digests) {
 			stored = &c.digests[i].digest
 		}
-		if v.match(stored, digest) && i < len(c.digests) && c.digests[i].usable(now) {
-			matched = i
+		if v.match(stored, digest) && i < len(c.digests) {
+			if c.digests[i].usable(now) {
+				matched = i
+			} else {
+				expired = i
+			}
 		}
 	}
 	if matched >= 0 && known {
-		return c.digests[matched].id, true, nil
+		return verdict{secretID: c.digests[matched].id}, nil
 	}
 	for i := range c.slow {
 		s := &c.slow[i]
@@ -86,13 +100,27 @@ func (v *verifier) verify(ctx context.Context, c *client, presented []byte, now 
 		}
 		ok, err := v.verifySlow(ctx, c.id, s, presented)
 		if err != nil {
-			return "", false, err
+			return verdict{}, err
 		}
 		if ok {
-			return s.id, true, nil
+			return verdict{secretID: s.id}, nil
 		}
 	}
-	return "", false, nil
+	t, buried := v.lookup(snap, digest)
+	switch {
+	case !known:
+	case expired >= 0: // expired here before the control plane said so
+		return verdict{revoked: c.digests[expired].id}, nil
+	case buried && t.clientID == c.id:
+		return verdict{revoked: t.secretID}, nil
+	}
+	return verdict{}, nil
+}
+
+// lookupTombstone finds a dead secret by its digest.
+func lookupTombstone(snap *snapshot, digest *[sha256.Size]byte) (tombstone, bool) {
+	t, ok := snap.tombstones[*digest]
+	return t, ok
 }
 
 // verifySlow checks one imported legacy hash, through the cache of

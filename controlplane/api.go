@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rotagate/rotagate/internal/wire"
@@ -49,6 +49,16 @@ type APIOptions struct {
 	EdgeToken string
 	// MaxWait caps the wait parameter of feed requests. Default: 60s.
 	MaxWait time.Duration
+	// Admins are the user ids with the admin token's powers. Default:
+	// none.
+	Admins []string
+	// User returns the id of the user that an authentication handler in
+	// front of the API has vouched for, "" when none has. Default:
+	// CaddyUser.
+	User func(*http.Request) string
+	// Console serves the web console under /console/ for those users.
+	// Default: off.
+	Console bool
 	// Logger receives request failures (never a secret). Default: none.
 	Logger *zap.Logger
 }
@@ -60,11 +70,13 @@ type API struct {
 	svc     *Service
 	admin   [sha256.Size]byte
 	edge    [sha256.Size]byte
-	adminID string
+	admins  map[string]bool
+	user    func(*http.Request) string
 	maxWait time.Duration
 	log     *zap.Logger
 	mux     *http.ServeMux
 	feed    *feed
+	console *console
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -86,14 +98,22 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 		svc:     svc,
 		admin:   sha256.Sum256([]byte(opts.AdminToken)),
 		edge:    sha256.Sum256([]byte(opts.EdgeToken)),
+		admins:  make(map[string]bool, len(opts.Admins)),
+		user:    opts.User,
 		maxWait: opts.MaxWait,
 		log:     opts.Logger,
 		mux:     http.NewServeMux(),
 		stop:    make(chan struct{}),
 	}
-	// A fingerprint short enough not to help guess a strong token, long
-	// enough to tell tokens apart in the audit log after a token change.
-	a.adminID = "admin:" + hex.EncodeToString(a.admin[:4])
+	for _, u := range opts.Admins {
+		if err := ValidateUserID(u); err != nil {
+			return nil, fmt.Errorf("admins: %v", err)
+		}
+		a.admins[u] = true
+	}
+	if a.user == nil {
+		a.user = CaddyUser
+	}
 	if a.maxWait == 0 {
 		a.maxWait = DefaultMaxWait
 	}
@@ -104,6 +124,12 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 		a.log = zap.NewNop()
 	}
 	a.feed = newFeed(svc)
+	if opts.Console {
+		var err error
+		if a.console, err = newConsole(a); err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+	}
 	a.routes()
 	return a, nil
 }
@@ -116,10 +142,14 @@ func (a *API) Service() *Service { return a.svc }
 // long polls do not hold the shutdown.
 func (a *API) Close() { a.stopOnce.Do(func() { close(a.stop) }) }
 
-// Handles reports whether path belongs to the API: it names an API
-// endpoint, or would once cleaned of dot and empty segments (the API then
-// refuses it). Inside Caddy, other paths go to the next handler.
+// Handles reports whether path belongs to the API (or to the console,
+// when it is on): it names an API endpoint, or would once cleaned of dot
+// and empty segments (the API then refuses it). Inside Caddy, other paths
+// go to the next handler.
 func (a *API) Handles(path string) bool {
+	if a.console != nil && (path == "/console" || strings.HasPrefix(path, ConsolePrefix)) {
+		return true
+	}
 	return apiPath(path) || apiPath(cleanPath(path))
 }
 
@@ -168,6 +198,8 @@ const (
 func (a *API) routes() {
 	a.route("/v1/clients", roleAdmin, methods{"GET": a.listClients, "POST": a.createClient})
 	a.route("/v1/clients/{client_id}", roleAdmin, methods{"GET": a.getClient, "DELETE": a.deleteClient})
+	a.route("/v1/clients/{client_id}/owners", roleAdmin, methods{"PUT": a.putOwners, "PATCH": a.patchOwners})
+	a.route("/v1/clients/{client_id}/audit", roleAdmin, methods{"GET": a.audit})
 	a.route("/v1/clients/{client_id}/secrets", roleAdmin, methods{"GET": a.listSecrets, "POST": a.generateSecret})
 	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
 	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
@@ -181,6 +213,10 @@ func (a *API) routes() {
 		}
 		a.healthz(w, r)
 	})
+	if a.console != nil {
+		a.mux.Handle("/console", a.console)
+		a.mux.Handle(ConsolePrefix, a.console)
+	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
 	})
@@ -217,17 +253,40 @@ func (a *API) route(pattern string, need role, m methods) {
 	})
 }
 
-// authorize checks the bearer token for the route's role. Missing or
-// unknown → 401; the other role's token → 403; two Authorization headers
-// → 400, since proxies and servers disagree on which one counts. Tokens
-// are compared as SHA-256 digests in constant time, so neither content
-// nor length leaks.
+// CaddyUser is the user that a Caddy authentication handler (basic_auth,
+// or any other that sets {http.auth.user.id}) before the API on the same
+// route has authenticated; "" outside Caddy or when none has.
+func CaddyUser(r *http.Request) string { return placeholderValue(r, DefaultUserID) }
+
+// placeholderValue is the value of one placeholder in the request's
+// Caddy replacer; "" outside Caddy or when unset.
+func placeholderValue(r *http.Request, placeholder string) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	return repl.ReplaceAll(placeholder, "")
+}
+
+// authorize finds who calls. A bearer token is checked for the route's
+// role: missing or unknown → 401; the other role's token → 403; two
+// Authorization headers → 400, since proxies and servers disagree on
+// which one counts. Tokens are compared as SHA-256 digests in constant
+// time, so neither content nor length leaks. Without a bearer token, the
+// management routes accept the user an authentication handler in front
+// has vouched for; basic_auth leaves its own Authorization header on the
+// request, so any other scheme is no bad token but the user's login.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Actor, bool) {
 	if len(r.Header.Values("Authorization")) > 1 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
 		return Actor{}, false
 	}
 	token, ok := bearer(r.Header.Get("Authorization"))
+	if !ok && need == roleAdmin {
+		if user := a.user(r); user != "" {
+			return Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, true
+		}
+	}
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate"`)
 		writeError(w, http.StatusUnauthorized, "invalid_token", "missing bearer token")
@@ -238,7 +297,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Acto
 	isEdge := subtle.ConstantTimeCompare(sum[:], a.edge[:]) == 1
 	switch {
 	case need == roleAdmin && isAdmin:
-		return Actor{TokenID: a.adminID, RemoteIP: remoteIP(r)}, true
+		return Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, true
 	case need == roleEdge && isEdge:
 		return Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
 	case isAdmin, isEdge:
@@ -276,6 +335,7 @@ type (
 	clientJSON struct {
 		ClientID  string    `json:"client_id"`
 		Name      string    `json:"name"`
+		Owners    []string  `json:"owners"`
 		CreatedAt time.Time `json:"created_at"`
 	}
 	clientDetailJSON struct {
@@ -295,6 +355,7 @@ type (
 		RevokedAt    *time.Time `json:"revoked_at"`
 		LastUsedAt   *time.Time `json:"last_used_at"`
 		LastUsedFrom *string    `json:"last_used_from"`
+		FirstUsedAt  *time.Time `json:"first_used_at"`
 	}
 	secretListJSON struct {
 		Secrets []secretJSON `json:"secrets"`
@@ -319,11 +380,31 @@ type (
 		Description string `json:"error_description"`
 	}
 
+	auditEntryJSON struct {
+		At       time.Time `json:"at"`
+		Who      string    `json:"who"`
+		RemoteIP string    `json:"remote_ip,omitempty"`
+		Action   string    `json:"action"`
+		SecretID string    `json:"secret_id,omitempty"`
+		Detail   string    `json:"detail,omitempty"`
+	}
+	auditJSON struct {
+		Entries []auditEntryJSON `json:"entries"`
+	}
+
 	createClientRequest struct {
 		// ClientID is nil when absent (an id is generated); an empty
 		// one is refused.
-		ClientID *string `json:"client_id,omitempty"`
-		Name     string  `json:"name"`
+		ClientID *string  `json:"client_id,omitempty"`
+		Name     string   `json:"name"`
+		Owners   []string `json:"owners,omitempty"`
+	}
+	putOwnersRequest struct {
+		Owners *[]string `json:"owners"`
+	}
+	patchOwnersRequest struct {
+		Add    []string `json:"add,omitempty"`
+		Remove []string `json:"remove,omitempty"`
 	}
 	generateRequest struct {
 		ExpiresIn *string        `json:"expires_in"`
@@ -339,13 +420,17 @@ type (
 )
 
 func toClientJSON(c Client) clientJSON {
-	return clientJSON{ClientID: c.ID, Name: c.Name, CreatedAt: c.CreatedAt.UTC()}
+	owners := c.Owners
+	if owners == nil {
+		owners = []string{}
+	}
+	return clientJSON{ClientID: c.ID, Name: c.Name, Owners: owners, CreatedAt: c.CreatedAt.UTC()}
 }
 
 func toSecretJSON(s Secret, now time.Time) secretJSON {
 	out := secretJSON{
 		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
-		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt,
+		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
 	}
 	if s.LastUsedFrom != "" {
 		from := s.LastUsedFrom
@@ -381,7 +466,7 @@ func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
 			return
 		}
 	}
-	c, err := a.svc.CreateClient(r.Context(), who, id, req.Name)
+	c, err := a.svc.CreateClient(r.Context(), who, id, req.Name, req.Owners)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -390,7 +475,7 @@ func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusCreated, toClientJSON(c))
 }
 
-func (a *API) listClients(w http.ResponseWriter, r *http.Request, _ Actor) {
+func (a *API) listClients(w http.ResponseWriter, r *http.Request, who Actor) {
 	q := r.URL.Query()
 	limit := 0
 	if v := q.Get("limit"); v != "" {
@@ -401,7 +486,7 @@ func (a *API) listClients(w http.ResponseWriter, r *http.Request, _ Actor) {
 		}
 		limit = n
 	}
-	clients, next, err := a.svc.ListClients(r.Context(), q.Get("after"), limit)
+	clients, next, err := a.svc.ListClients(r.Context(), who, q.Get("after"), limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -413,8 +498,8 @@ func (a *API) listClients(w http.ResponseWriter, r *http.Request, _ Actor) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *API) getClient(w http.ResponseWriter, r *http.Request, _ Actor) {
-	c, secrets, err := a.svc.GetClient(r.Context(), r.PathValue("client_id"))
+func (a *API) getClient(w http.ResponseWriter, r *http.Request, who Actor) {
+	c, secrets, err := a.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -431,8 +516,59 @@ func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, _ Actor) {
-	secrets, err := a.svc.ListSecrets(r.Context(), r.PathValue("client_id"))
+func (a *API) putOwners(w http.ResponseWriter, r *http.Request, who Actor) {
+	var req putOwnersRequest
+	if !a.decode(w, r, &req, false) {
+		return
+	}
+	if req.Owners == nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", `owners is required (a list of user ids; [] removes every owner)`)
+		return
+	}
+	a.editOwners(w, r, who, OwnersEdit{Replace: true, Set: *req.Owners})
+}
+
+func (a *API) patchOwners(w http.ResponseWriter, r *http.Request, who Actor) {
+	var req patchOwnersRequest
+	if !a.decode(w, r, &req, false) {
+		return
+	}
+	a.editOwners(w, r, who, OwnersEdit{Add: req.Add, Remove: req.Remove})
+}
+
+func (a *API) editOwners(w http.ResponseWriter, r *http.Request, who Actor, edit OwnersEdit) {
+	c, err := a.svc.EditOwners(r.Context(), who, r.PathValue("client_id"), edit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toClientJSON(c))
+}
+
+func (a *API) audit(w http.ResponseWriter, r *http.Request, who Actor) {
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
+			return
+		}
+		limit = n
+	}
+	entries, err := a.svc.AuditTrail(r.Context(), who, r.PathValue("client_id"), limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := auditJSON{Entries: make([]auditEntryJSON, 0, len(entries))}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, auditEntryJSON{At: e.At, Who: e.Who, RemoteIP: e.RemoteIP, Action: e.Action, SecretID: e.SecretID, Detail: e.Detail})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, who Actor) {
+	secrets, err := a.svc.ListSecrets(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -663,6 +799,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, ErrForbidden):
+		writeError(w, http.StatusForbidden, "insufficient_scope", "only admins may do this")
 	case errors.Is(err, ErrNotFound):
 		what := "no such client"
 		if r.PathValue("secret_id") != "" {

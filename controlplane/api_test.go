@@ -361,7 +361,7 @@ func TestMalformedRequestsWriteNothing(t *testing.T) {
 	if e.revision() != rev {
 		t.Fatalf("malformed requests moved the revision from %d to %d", rev, e.revision())
 	}
-	clients, _, _ := e.svc.ListClients(context.Background(), "", 0)
+	clients, _, _ := e.svc.ListClients(context.Background(), who, "", 0)
 	if len(clients) != 1 || e.activeCount("c") != 2 {
 		t.Fatalf("malformed requests wrote: %d clients, %d active secrets", len(clients), e.activeCount("c"))
 	}
@@ -429,7 +429,7 @@ func TestSecretsNeverStored(t *testing.T) {
 		data, _ := os.ReadFile(e.path + suffix)
 		all = append(all, data...)
 	}
-	secrets, _ := e.svc.ListSecrets(context.Background(), "c")
+	secrets, _ := e.svc.ListSecrets(context.Background(), who, "c")
 	if !bytes.Contains(all, []byte(secrets[0].Hash)) {
 		t.Fatal("the stored hash is not in the files scanned")
 	}

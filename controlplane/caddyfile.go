@@ -35,6 +35,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_active_secrets <n>
 //		secret_prefix <prefix>
 //		max_wait <duration>
+//		admins <user_id>...
+//		user_id <placeholder>
+//		console [on|off]
 //	}
 //
 // Each subdirective may appear once. Defaults are set in Provision.
@@ -70,6 +73,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Store = &StoreConfig{Postgres: &PostgresConfig{DSN: dsn}}
 			default:
 				return d.Errf("store: unknown kind %q (want sqlite or postgres)", kind)
+			}
+		case "admins":
+			h.Admins = d.RemainingArgs()
+			if len(h.Admins) == 0 {
+				return d.ArgErr()
+			}
+		case "console":
+			on := true
+			if d.NextArg() {
+				switch d.Val() {
+				case "on":
+				case "off":
+					on = false
+				default:
+					return d.Errf("console: %q is neither on nor off", d.Val())
+				}
+			}
+			h.Console = &on
+		case "user_id":
+			if !d.Args(&h.UserID) {
+				return d.ArgErr()
 			}
 		case "admin_token":
 			if !d.Args(&h.AdminToken) {

@@ -42,9 +42,10 @@ func init() {
 Manages the clients and secrets of a rotagate control plane through its
 management API.
 
-  client create [--id <client_id>] [--name <name>]
+  client create [--id <client_id>] [--name <name>] [--owner <user>]...
   client list
   client show <client_id>
+  client owners <client_id> [--add <user>]... [--remove <user>]...
   client delete <client_id>
   secret generate <client_id> [--expires-in <duration>]
   secret import <client_id> (--hash <bcrypt|argon2id|pbkdf2 hash> | --stdin)
@@ -129,6 +130,7 @@ func clientCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := createClientRequest{}
 			req.Name, _ = cmd.Flags().GetString("name")
+			req.Owners, _ = cmd.Flags().GetStringArray("owner")
 			if cmd.Flags().Changed("id") {
 				id, _ := cmd.Flags().GetString("id")
 				req.ClientID = &id
@@ -142,6 +144,25 @@ func clientCommand() *cobra.Command {
 	}
 	create.Flags().String("id", "", "client_id (default: generated)")
 	create.Flags().String("name", "", "display name")
+	create.Flags().StringArray("owner", nil, "a user who may rotate the client's secrets (repeatable)")
+
+	owners := &cobra.Command{
+		Use:   "owners <client_id>",
+		Short: "Adds or removes owners of a client, then prints its owners",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			add, _ := cmd.Flags().GetStringArray("add")
+			remove, _ := cmd.Flags().GetStringArray("remove")
+			var out clientJSON
+			listOwners := func(w io.Writer) { fmt.Fprintln(w, strings.Join(out.Owners, "\n")) }
+			if len(add) == 0 && len(remove) == 0 {
+				return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, listOwners)
+			}
+			return run(cmd, http.MethodPatch, clientPath(args[0])+"/owners", patchOwnersRequest{Add: add, Remove: remove}, &out, listOwners)
+		},
+	}
+	owners.Flags().StringArray("add", nil, "user id to add (repeatable)")
+	owners.Flags().StringArray("remove", nil, "user id to remove (repeatable)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -157,7 +178,8 @@ func clientCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out clientDetailJSON
 			return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, func(w io.Writer) {
-				fmt.Fprintf(w, "client_id: %s\nname:      %s\ncreated:   %s\n\n", out.ClientID, out.Name, fmtTime(&out.CreatedAt, "-"))
+				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\ncreated:   %s\n\n", out.ClientID, out.Name,
+					orDash(strings.Join(out.Owners, ", ")), fmtTime(&out.CreatedAt, "-"))
 				printSecrets(w, out.Secrets)
 			})
 		},
@@ -174,7 +196,7 @@ func clientCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(create, list, show, del)
+	c.AddCommand(create, list, show, owners, del)
 	return c
 }
 
@@ -202,9 +224,9 @@ func listClientsCmd(cmd *cobra.Command, _ []string) error {
 		return printJSON(w, clientListJSON{Clients: all})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tCREATED")
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tOWNERS\tCREATED")
 	for _, c := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.ClientID, orDash(c.Name), fmtTime(&c.CreatedAt, "-"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.ClientID, orDash(c.Name), orDash(strings.Join(c.Owners, ",")), fmtTime(&c.CreatedAt, "-"))
 	}
 	return tw.Flush()
 }

@@ -120,7 +120,7 @@ func TestCLISecrets(t *testing.T) {
 	}
 
 	// Usage shows up in the listing.
-	secrets, err := c.svc.ListSecrets(context.Background(), "svc/one")
+	secrets, err := c.svc.ListSecrets(context.Background(), who, "svc/one")
 	if err != nil || len(secrets) != 2 {
 		t.Fatalf("%d secrets (%v)", len(secrets), err)
 	}
@@ -256,5 +256,26 @@ func TestCLIRegisteredAndExtensible(t *testing.T) {
 	}
 	if gotAPI != "http://x:1" || gotToken != "t" {
 		t.Fatalf("extension saw %q %q", gotAPI, gotToken)
+	}
+}
+
+func TestCLIOwners(t *testing.T) {
+	c := newCLIEnv(t)
+	c.mustRun("client", "create", "--id", "acme", "--owner", "olive", "--owner", "amy")
+	out, _ := c.mustRun("client", "owners", "acme", "--add", "bob", "--remove", "amy")
+	if out != "bob\nolive\n" {
+		t.Fatalf("owners after the change: %q", out)
+	}
+	out, _ = c.mustRun("client", "owners", "acme")
+	if out != "bob\nolive\n" {
+		t.Fatalf("owners: %q", out)
+	}
+	out, _ = c.mustRun("client", "show", "acme")
+	if !strings.Contains(out, "owners:    bob, olive") {
+		t.Fatalf("show:\n%s", out)
+	}
+	out, _ = c.mustRun("client", "list")
+	if !strings.Contains(out, "OWNERS") || !strings.Contains(out, "bob,olive") {
+		t.Fatalf("list:\n%s", out)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -93,6 +94,11 @@ type env struct {
 
 type envOption func(*ServiceOptions, *APIOptions)
 
+// withAdmins names admin users.
+func withAdmins(users ...string) envOption {
+	return func(_ *ServiceOptions, a *APIOptions) { a.Admins = users }
+}
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	st, path := openTestStore(t)
@@ -147,6 +153,21 @@ func (r response) decode(t *testing.T, v any) {
 // is) or a value (sent as JSON).
 func (e *env) do(method, path, token string, body any, header ...string) response {
 	e.t.Helper()
+	return e.doAs("", method, path, token, body, header...)
+}
+
+// withUser returns r as a Caddy authentication handler in front would
+// pass it on: with user as {http.auth.user.id} in its replacer.
+func withUser(r *http.Request, user string) *http.Request {
+	repl := caddy.NewReplacer()
+	repl.Set("http.auth.user.id", user)
+	return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+}
+
+// doAs is do for a request that an authentication handler in front has
+// vouched for as user ("" for none).
+func (e *env) doAs(user, method, path, token string, body any, header ...string) response {
+	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -167,6 +188,9 @@ func (e *env) do(method, path, token string, body any, header ...string) respons
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
+	}
+	if user != "" {
+		req = withUser(req, user)
 	}
 	rec := httptest.NewRecorder()
 	e.api.ServeHTTP(rec, req)
@@ -208,7 +232,7 @@ func (e *env) revision() int64 {
 // mustClient creates a client through the rules.
 func (e *env) mustClient(id string) {
 	e.t.Helper()
-	if _, err := e.svc.CreateClient(context.Background(), Actor{TokenID: "test"}, id, ""); err != nil {
+	if _, err := e.svc.CreateClient(context.Background(), Actor{TokenID: "test", Admin: true}, id, "", nil); err != nil {
 		e.t.Fatalf("CreateClient: %v", err)
 	}
 }
@@ -216,7 +240,7 @@ func (e *env) mustClient(id string) {
 // mustGenerate adds a generated secret through the rules.
 func (e *env) mustGenerate(clientID string) CreatedSecret {
 	e.t.Helper()
-	ns, err := e.svc.GenerateSecret(context.Background(), Actor{TokenID: "test"}, clientID, GenerateOptions{})
+	ns, err := e.svc.GenerateSecret(context.Background(), Actor{TokenID: "test", Admin: true}, clientID, GenerateOptions{})
 	if err != nil {
 		e.t.Fatalf("GenerateSecret: %v", err)
 	}

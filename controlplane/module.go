@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -57,6 +58,28 @@ type Handler struct {
 	// MaxWait caps how long a feed request may wait for a change. Keep it
 	// below the server's write timeout. Default: 60s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+
+	// Admins are user ids with the admin token's powers when a Caddy
+	// authentication handler in front (basic_auth, forward_auth…) has
+	// vouched for them. Other authenticated users manage only the clients
+	// that list them as owners. Default: none.
+	Admins []string `json:"admins,omitempty"`
+
+	// UserID is the placeholder holding the id of the user that an
+	// authentication handler before this one on the route has
+	// authenticated. basic_auth and other caddyauth providers set
+	// {http.auth.user.id}; behind forward_auth, use the header the auth
+	// server answers with, such as
+	// {http.reverse_proxy.header.Remote-User}. Never a placeholder the
+	// client controls (a request header). Default: {http.auth.user.id}.
+	UserID string `json:"user_id,omitempty"`
+
+	// Console serves the web console under /console/ on this site: My
+	// clients, each client's OAuth secrets with Generate new secret,
+	// Rotate… and Revoke, and for admins client creation, owners, the
+	// audit log and deletion. It needs an authentication handler in
+	// front (see UserID). Default: on when Admins is set, else off.
+	Console *bool `json:"console,omitempty"`
 
 	api     *API
 	poolKey string
@@ -153,6 +176,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxWait < 0 {
 		return fmt.Errorf("max_wait must be positive")
 	}
+	if h.UserID == "" {
+		h.UserID = DefaultUserID
+	}
+	if !onePlaceholder.MatchString(h.UserID) {
+		return fmt.Errorf("user_id must be one placeholder such as %s, got %q", DefaultUserID, h.UserID)
+	}
+	if strings.HasPrefix(h.UserID, "{http.request.") {
+		return fmt.Errorf("user_id %s is set by the client itself: name the placeholder an authentication handler sets", h.UserID)
+	}
+	for _, u := range h.Admins {
+		if err := ValidateUserID(u); err != nil {
+			return fmt.Errorf("admins: %v", err)
+		}
+	}
 
 	pooled, err := h.openStore(ctx, repl)
 	if err != nil {
@@ -172,6 +209,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		EdgeToken:  edge,
 		MaxWait:    time.Duration(h.MaxWait),
 		Logger:     h.logger,
+		Admins:     h.Admins,
+		User:       h.user,
+		Console:    h.consoleOn(),
 	})
 	if err != nil {
 		return err
@@ -257,6 +297,23 @@ func (h *Handler) openPostgres(ctx caddy.Context, repl *caddy.Replacer, cfg *Pos
 	h.logger.Info("control plane store ready", zap.String("store", "postgres"), zap.String("database", target))
 	return val.(*pooledStore), nil
 }
+
+// DefaultUserID is the placeholder of the authenticated user that Caddy's
+// authentication handler sets.
+const DefaultUserID = "{http.auth.user.id}"
+
+var onePlaceholder = regexp.MustCompile(`^\{[A-Za-z0-9_.\-]+\}$`)
+
+// consoleOn reports whether the console is served.
+func (h *Handler) consoleOn() bool {
+	if h.Console != nil {
+		return *h.Console
+	}
+	return len(h.Admins) > 0
+}
+
+// user reads the authenticated user's id from the request's replacer.
+func (h *Handler) user(r *http.Request) string { return placeholderValue(r, h.UserID) }
 
 // postgresStartTimeout bounds connecting to PostgreSQL and migrating at
 // provisioning.

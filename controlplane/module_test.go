@@ -83,12 +83,15 @@ func TestProvisionErrors(t *testing.T) {
 			"DSN is not a valid connection string"},
 		"postgres unset dsn": {`{"store":{"postgres":{"dsn":"{env.TEST_CP_UNSET_DSN}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`,
 			"store postgres dsn: environment variable TEST_CP_UNSET_DSN is not set or empty"},
-		"two stores":     {`{"store":{"sqlite":{},"postgres":{"dsn":"x"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "not both"},
-		"empty store":    {`{"store":{},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "set sqlite or postgres"},
-		"bad prefix":     {sqliteConfig(t, db, `,"secret_prefix":"Bad-"`), "secret prefix"},
-		"bad max active": {sqliteConfig(t, db, `,"max_active_secrets":-1`), "max_active_secrets must be at least 1"},
-		"bad max wait":   {sqliteConfig(t, db, `,"max_wait":-5`), "max_wait"},
-		"unset path env": {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
+		"two stores":                {`{"store":{"sqlite":{},"postgres":{"dsn":"x"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "not both"},
+		"empty store":               {`{"store":{},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "set sqlite or postgres"},
+		"bad prefix":                {sqliteConfig(t, db, `,"secret_prefix":"Bad-"`), "secret prefix"},
+		"bad max active":            {sqliteConfig(t, db, `,"max_active_secrets":-1`), "max_active_secrets must be at least 1"},
+		"bad max wait":              {sqliteConfig(t, db, `,"max_wait":-5`), "max_wait"},
+		"user_id not a placeholder": {sqliteConfig(t, db, `,"user_id":"alice"`), "user_id must be one placeholder"},
+		"user_id from the client":   {sqliteConfig(t, db, `,"user_id":"{http.request.header.X-User}"`), "set by the client itself"},
+		"empty admin":               {sqliteConfig(t, db, `,"admins":[""]`), "admins: a user id must be"},
+		"unset path env":            {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
 	}
 	for name, tc := range cases {
 		_, err := provision(t, tc.config)
@@ -132,7 +135,7 @@ func TestStoreSharedAcrossHandlers(t *testing.T) {
 	}
 	// A change through one wakes feed waiters of the other.
 	_, _, changed := h2.api.svc.Notifier().Current()
-	if _, err := h1.api.svc.CreateClient(context.Background(), who, "c", ""); err != nil {
+	if _, err := h1.api.svc.CreateClient(context.Background(), who, "c", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -183,5 +186,32 @@ func TestModuleInfo(t *testing.T) {
 	}
 	if _, ok := mi.New().(*Handler); !ok {
 		t.Fatal("New does not return *Handler")
+	}
+}
+
+// The handler takes the user from the placeholder it is told to read: the
+// default one that basic_auth sets, or another such as forward_auth's
+// copied response header.
+func TestProvisionUserPlaceholder(t *testing.T) {
+	setTokens(t)
+	dir := t.TempDir()
+	for _, tc := range []struct{ extra, placeholder string }{
+		{``, "http.auth.user.id"},
+		{`,"user_id":"{http.reverse_proxy.header.Remote-User}"`, "http.reverse_proxy.header.Remote-User"},
+	} {
+		h, err := provision(t, sqliteConfig(t, filepath.Join(dir, "u.db"), `,"admins":["alice"]`+tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for user, want := range map[string]int{"alice": 201, "olive": 403} {
+			req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{}`))
+			repl := caddy.NewReplacer()
+			repl.Set(tc.placeholder, user)
+			req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != want {
+				t.Errorf("%s via %s: %d (%v), want %d", user, tc.placeholder, rec.Code, err, want)
+			}
+		}
 	}
 }

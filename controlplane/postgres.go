@@ -53,6 +53,26 @@ var postgresMigrations = [][]string{
 		)`,
 		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
 	},
+	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
+		`CREATE TABLE client_owners (
+			client_id TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
+			user_id   TEXT COLLATE "C" NOT NULL,
+			PRIMARY KEY (client_id, user_id)
+		)`,
+		`CREATE INDEX client_owners_by_user ON client_owners (user_id, client_id)`,
+		`CREATE TABLE audit_log (
+			id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			at        BIGINT NOT NULL,
+			who       TEXT   NOT NULL,
+			remote_ip TEXT   NOT NULL DEFAULT '',
+			action    TEXT   NOT NULL,
+			client_id TEXT COLLATE "C" NOT NULL,
+			secret_id TEXT   NOT NULL DEFAULT '',
+			detail    TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
+		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
+	},
 }
 
 // PostgresChannel is the LISTEN/NOTIFY channel on which every committed
@@ -283,6 +303,15 @@ func (t pgxDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, er
 	return collectSecrets(rows)
 }
 
+func (t pgxDriverTx) column(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := t.tx.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectStrings(rows)
+}
+
 // errCommitUnknown marks a commit whose outcome is unknown: the connection
 // broke after COMMIT was sent. Such a transaction is never retried.
 var errCommitUnknown = errors.New("the database connection broke during commit; the change may or may not have been applied")
@@ -373,32 +402,57 @@ func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, e
 // Client implements Store.
 func (s *PostgresStore) Client(ctx context.Context, id string) (Client, error) {
 	var cl Client
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	err := s.readOnly(ctx, func(tx pgx.Tx) error {
 		var err error
-		cl, err = scanClient(c.QueryRow(ctx, sqlSelectClient, id))
+		if cl, err = scanClient(tx.QueryRow(ctx, sqlSelectClient, id)); err != nil {
+			return err
+		}
+		cl.Owners, err = pgxDriverTx{tx}.column(ctx, sqlOwnersOf, id)
 		return err
 	})
 	return cl, err
 }
 
 // Clients implements Store.
-func (s *PostgresStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
+func (s *PostgresStore) Clients(ctx context.Context, owner, after string, limit int) ([]Client, error) {
 	var out []Client
+	err := s.readOnly(ctx, func(tx pgx.Tx) error {
+		var rows pgx.Rows
+		var err error
+		if owner == "" {
+			rows, err = tx.Query(ctx, sqlListClients, after, limit)
+		} else {
+			rows, err = tx.Query(ctx, sqlListOwnedClients, owner, after, limit)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = collectClients(rows)
+		rows.Close()
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		owners, err := tx.Query(ctx, sqlOwnersIn(len(out)), clientIDs(out)...)
+		if err != nil {
+			return err
+		}
+		defer owners.Close()
+		return attachOwners(out, owners)
+	})
+	return out, err
+}
+
+// Audit implements Store.
+func (s *PostgresStore) Audit(ctx context.Context, clientID string, limit int) ([]AuditEntry, error) {
+	var out []AuditEntry
 	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		out = nil
-		rows, err := c.Query(ctx, sqlListClients, after, limit)
+		rows, err := c.Query(ctx, sqlAudit, clientID, limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			cl, err := scanClient(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, cl)
-		}
-		return rows.Err()
+		out, err = collectAudit(rows)
+		return err
 	})
 	return out, err
 }

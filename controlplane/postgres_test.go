@@ -364,7 +364,7 @@ func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
 	a := newReplica(t, withParam(t, dsn, "application_name", appName), PostgresOptions{Schema: schema, PollInterval: time.Minute})
 	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
 	svc := a.srv.Service()
-	if _, err := svc.CreateClient(ctx, who, "c", ""); err != nil {
+	if _, err := svc.CreateClient(ctx, who, "c", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	// Warm the pool with several connections, then kill them all, and the
@@ -372,7 +372,7 @@ func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if _, err := svc.ListSecrets(ctx, "c"); err != nil {
+			if _, err := svc.ListSecrets(ctx, who, "c"); err != nil {
 				t.Error(err)
 			}
 		})
@@ -392,13 +392,13 @@ func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
 	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 200 {
 		t.Fatalf("healthz after the connections were killed: %d", st)
 	}
-	if _, err := svc.ListSecrets(ctx, "c"); err != nil {
+	if _, err := svc.ListSecrets(ctx, who, "c"); err != nil {
 		t.Fatal(err)
 	}
 	// A listens again: a change through B reaches it (the periodic check
 	// is a minute away).
 	_, _, changed := svc.Notifier().Current()
-	if _, err := b.srv.Service().CreateClient(ctx, who, "d", ""); err != nil {
+	if _, err := b.srv.Service().CreateClient(ctx, who, "d", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -519,7 +519,7 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
 	a.srv.API.log = zap.New(core)
 	svc := a.srv.Service()
-	if _, err := svc.CreateClient(ctx, who, "c", ""); err != nil {
+	if _, err := svc.CreateClient(ctx, who, "c", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 200 {
@@ -563,11 +563,11 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 		st, _, _ := a.call(t, "GET", "/healthz", "", "")
 		return st == 200
 	})
-	if _, err := svc.CreateClient(ctx, who, "after", ""); err != nil {
+	if _, err := svc.CreateClient(ctx, who, "after", "", nil); err != nil {
 		t.Fatalf("write after the database came back: %v", err)
 	}
 	_, _, changed := svc.Notifier().Current()
-	if _, err := b.srv.Service().CreateClient(ctx, who, "from-b", ""); err != nil {
+	if _, err := b.srv.Service().CreateClient(ctx, who, "from-b", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,12 +28,13 @@ const (
 	sqlSnapshot     = `SELECT client_id, secret_id, hash, expires_at FROM secrets
 		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
 		ORDER BY client_id, secret_id`
-	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from
+	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at
 		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
-	// sqlApplyUsage is last_used_at = max(stored, reported): a stamp no
+	// sqlApplyUsage is last_used_at = max(stored, reported), and
+	// first_used_at is set by the first stamp applied: a stamp no
 	// newer than the stored one touches nothing, so replaying a batch, or
 	// two control planes applying stamps in any order, ends the same.
-	sqlApplyUsage = `UPDATE secrets SET last_used_at = $1, last_used_from = $2
+	sqlApplyUsage = `UPDATE secrets SET last_used_at = $1, last_used_from = $2, first_used_at = COALESCE(first_used_at, $1)
 		WHERE secret_id = $3 AND client_id = $4 AND (last_used_at IS NULL OR last_used_at < $1)`
 	sqlInsertClient = `INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (client_id) DO NOTHING`
@@ -42,18 +44,120 @@ const (
 		VALUES ($1, $2, $3, $4, $5, $6)`
 	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`
 	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
+
+	// Owners and the audit trail (migration 2).
+	sqlListOwnedClients = `SELECT c.client_id, c.name, c.created_at FROM clients c
+		JOIN client_owners o ON o.client_id = c.client_id
+		WHERE o.user_id = $1 AND c.client_id > $2 ORDER BY c.client_id LIMIT $3`
+	sqlOwnersOf       = `SELECT user_id FROM client_owners WHERE client_id = $1 ORDER BY user_id`
+	sqlInsertOwner    = `INSERT INTO client_owners (client_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`
+	sqlDeleteOwnersOf = `DELETE FROM client_owners WHERE client_id = $1`
+	sqlInsertAudit    = `INSERT INTO audit_log (at, who, remote_ip, action, client_id, secret_id, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	sqlAudit = `SELECT at, who, remote_ip, action, client_id, secret_id, detail
+		FROM audit_log WHERE client_id = $1 ORDER BY id DESC LIMIT $2`
 )
+
+// sqlOwnersIn selects the owners of n clients, named by $1…$n.
+func sqlOwnersIn(n int) string {
+	var b strings.Builder
+	b.WriteString(`SELECT client_id, user_id FROM client_owners WHERE client_id IN (`)
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i)
+	}
+	b.WriteString(`) ORDER BY client_id, user_id`)
+	return b.String()
+}
+
+// rowsReader is what both drivers' row sets offer.
+type rowsReader interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// collectClients reads rows of client_id, name, created_at.
+func collectClients(rows rowsReader) ([]Client, error) {
+	var out []Client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// clientIDs returns the ids of clients as query arguments.
+func clientIDs(clients []Client) []any {
+	ids := make([]any, len(clients))
+	for i, c := range clients {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// attachOwners reads rows of sqlOwnersIn into the clients' Owners.
+func attachOwners(clients []Client, rows rowsReader) error {
+	at := make(map[string]int, len(clients))
+	for i := range clients {
+		clients[i].Owners = []string{}
+		at[clients[i].ID] = i
+	}
+	for rows.Next() {
+		var clientID, user string
+		if err := rows.Scan(&clientID, &user); err != nil {
+			return err
+		}
+		if i, ok := at[clientID]; ok {
+			clients[i].Owners = append(clients[i].Owners, user)
+		}
+	}
+	return rows.Err()
+}
+
+// collectStrings reads rows of one text column.
+func collectStrings(rows rowsReader) ([]string, error) {
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// collectAudit reads rows of sqlAudit.
+func collectAudit(rows rowsReader) ([]AuditEntry, error) {
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&at, &e.Who, &e.RemoteIP, &e.Action, &e.ClientID, &e.SecretID, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.At = time.UnixMilli(at).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
 
 // scanSecret reads one row of sqlSecrets.
 func scanSecret(row rowScanner) (Secret, error) {
 	var s Secret
 	var created int64
-	var expires, revoked, used sql.NullInt64
-	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom); err != nil {
+	var expires, revoked, used, firstUsed sql.NullInt64
+	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = time.UnixMilli(created).UTC()
-	s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used)
+	s.ExpiresAt, s.RevokedAt, s.LastUsedAt, s.FirstUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used), fromMillis(firstUsed)
 	return s, nil
 }
 
@@ -65,6 +169,8 @@ type driverTx interface {
 	queryRow(ctx context.Context, query string, args ...any) rowScanner
 	// secrets runs sqlSecrets for a client.
 	secrets(ctx context.Context, clientID string) ([]Secret, error)
+	// column runs a query that selects one text column.
+	column(ctx context.Context, query string, args ...any) ([]string, error)
 }
 
 type rowScanner interface{ Scan(dest ...any) error }
@@ -79,7 +185,12 @@ type storeTx struct {
 }
 
 func (t *storeTx) LockClient(ctx context.Context, id string) (Client, error) {
-	return scanClient(t.d.queryRow(ctx, sqlSelectClient+t.lockSuffix, id))
+	c, err := scanClient(t.d.queryRow(ctx, sqlSelectClient+t.lockSuffix, id))
+	if err != nil {
+		return Client{}, err
+	}
+	c.Owners, err = t.d.column(ctx, sqlOwnersOf, id)
+	return c, err
 }
 
 func (t *storeTx) InsertClient(ctx context.Context, c Client) error {
@@ -91,6 +202,15 @@ func (t *storeTx) InsertClient(ctx context.Context, c Client) error {
 		return ErrClientExists
 	}
 	t.changed = true
+	return t.insertOwners(ctx, c.ID, c.Owners)
+}
+
+func (t *storeTx) insertOwners(ctx context.Context, clientID string, owners []string) error {
+	for _, o := range owners {
+		if _, err := t.d.exec(ctx, sqlInsertOwner, clientID, o); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -98,7 +218,23 @@ func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
 	if _, err := t.d.exec(ctx, sqlDeleteSecretsOf, id); err != nil {
 		return err
 	}
+	if _, err := t.d.exec(ctx, sqlDeleteOwnersOf, id); err != nil {
+		return err
+	}
 	return t.execOne(ctx, sqlDeleteClient, id)
+}
+
+func (t *storeTx) SetOwners(ctx context.Context, clientID string, owners []string) error {
+	if _, err := t.d.exec(ctx, sqlDeleteOwnersOf, clientID); err != nil {
+		return err
+	}
+	t.changed = true
+	return t.insertOwners(ctx, clientID, owners)
+}
+
+func (t *storeTx) AppendAudit(ctx context.Context, e AuditEntry) error {
+	_, err := t.d.exec(ctx, sqlInsertAudit, e.At.UnixMilli(), e.Who, e.RemoteIP, e.Action, e.ClientID, e.SecretID, e.Detail)
+	return err
 }
 
 func (t *storeTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,13 +44,45 @@ func invalidf(format string, args ...any) error {
 	return invalidError(fmt.Sprintf(format, args...))
 }
 
-// Actor is who performs a management action, as the audit log records it.
+// ErrForbidden means the actor may not do this at all, whatever the
+// client: creating and deleting clients, changing owners, importing
+// secrets and reading the audit trail are for admins.
+var ErrForbidden = errors.New("insufficient scope")
+
+// Actor is who performs a management action, as the audit log records it,
+// and what it may do.
 type Actor struct {
-	// TokenID is a non-secret name for the credential used.
+	// TokenID is the audit log's who: a non-secret name for the
+	// credential used (admin-token, edge) or user:<id> for a user that a
+	// Caddy authentication handler vouched for.
 	TokenID string
+	// User is that user's id; empty when a token was used.
+	User string
+	// Admin may do everything: the admin token, or a user listed in
+	// admins. Other users manage only the clients that list them as an
+	// owner.
+	Admin bool
 	// RemoteIP is the caller's address, when known.
 	RemoteIP string
 }
+
+// mayManage reports whether the actor may see and manage c's secrets.
+// For anybody else c does not exist: they get ErrNotFound, so that a
+// client's existence is not revealed to those who do not own it.
+func (who Actor) mayManage(c Client) bool {
+	return who.Admin || (who.User != "" && c.IsOwner(who.User))
+}
+
+// Limits of owner lists.
+const (
+	// MaxOwners bounds the owners of one client.
+	MaxOwners = 100
+	// MaxUserIDLen bounds a user id, in bytes.
+	MaxUserIDLen = 255
+	// DefaultAuditLimit is how many audit entries AuditTrail returns
+	// unless asked for another number, at most MaxPageSize.
+	DefaultAuditLimit = 100
+)
 
 // ServiceOptions configure a Service.
 type ServiceOptions struct {
@@ -125,6 +158,9 @@ func (s *Service) Store() Store { return s.store }
 // Notifier returns the notifier the service publishes changes to.
 func (s *Service) Notifier() *Notifier { return s.notifier }
 
+// MaxActiveSecrets returns the most active secrets a client may have.
+func (s *Service) MaxActiveSecrets() int { return s.maxActive }
+
 // SecretPrefix returns the prefix of generated secrets.
 func (s *Service) SecretPrefix() string { return s.prefix }
 
@@ -142,9 +178,16 @@ func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
 	return nil
 }
 
-// CreateClient registers a client. An empty id gets a generated cli_… id.
-func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string) (c Client, err error) {
-	defer func() { s.log(who, "client.create", c.ID, "", err) }()
+// CreateClient registers a client with its owners (admins only). An empty
+// id gets a generated cli_… id.
+func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, owners []string) (c Client, err error) {
+	defer func() { s.log(who, "client.create", c.ID, "", err, zap.Strings("owners", c.Owners)) }()
+	if !who.Admin {
+		return Client{ID: id}, ErrForbidden
+	}
+	if owners, err = normalizeOwners(owners); err != nil {
+		return Client{ID: id}, err
+	}
 	if id == "" {
 		if id, err = NewClientID(); err != nil {
 			return Client{}, err
@@ -155,12 +198,133 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string) 
 	if err := validateName(name); err != nil {
 		return Client{}, err
 	}
-	c = Client{ID: id, Name: name, CreatedAt: s.Now()}
-	err = s.update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, c) })
+	c = Client{ID: id, Name: name, CreatedAt: s.Now(), Owners: owners}
+	err = s.update(ctx, func(tx Tx) error {
+		if err := tx.InsertClient(ctx, c); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
+	})
 	if err != nil {
 		return Client{ID: id}, err
 	}
 	return c, nil
+}
+
+// normalizeOwners checks user ids and returns them sorted, without
+// duplicates.
+func normalizeOwners(owners []string) ([]string, error) {
+	out := make([]string, 0, len(owners))
+	for _, o := range owners {
+		if err := ValidateUserID(o); err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	sort.Strings(out)
+	out = slices.Compact(out)
+	if len(out) > MaxOwners {
+		return nil, invalidf("a client has at most %d owners", MaxOwners)
+	}
+	return out, nil
+}
+
+// ValidateUserID checks a user id as an owner or admin: 1 to 255 bytes of
+// UTF-8 without control characters.
+func ValidateUserID(u string) error {
+	if u == "" || len(u) > MaxUserIDLen || !utf8.ValidString(u) {
+		return invalidf("a user id must be 1 to %d bytes of UTF-8", MaxUserIDLen)
+	}
+	for _, r := range u {
+		if unicode.IsControl(r) {
+			return invalidf("a user id must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func ownersDetail(owners []string) string {
+	if len(owners) == 0 {
+		return "owners: none"
+	}
+	return "owners: " + strings.Join(owners, ", ")
+}
+
+// OwnersEdit changes a client's owners: with Replace, the owners become
+// Set; then Add are added and Remove removed.
+type OwnersEdit struct {
+	Replace     bool
+	Set         []string
+	Add, Remove []string
+}
+
+// EditOwners changes a client's owners (admins only) and returns the
+// client as it is then.
+func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, edit OwnersEdit) (c Client, err error) {
+	defer func() { s.log(who, "client.owners", clientID, "", err, zap.Strings("owners", c.Owners)) }()
+	if !who.Admin {
+		return Client{}, ErrForbidden
+	}
+	if err := ValidateClientID(clientID); err != nil {
+		return Client{}, invalidError(err.Error())
+	}
+	for _, list := range [][]string{edit.Set, edit.Add, edit.Remove} {
+		if _, err := normalizeOwners(list); err != nil {
+			return Client{}, err
+		}
+	}
+	err = s.update(ctx, func(tx Tx) error {
+		var err error
+		if c, err = tx.LockClient(ctx, clientID); err != nil {
+			return err
+		}
+		owners := c.Owners
+		if edit.Replace {
+			owners = edit.Set
+		}
+		owners = slices.DeleteFunc(append(slices.Clone(owners), edit.Add...), func(o string) bool { return slices.Contains(edit.Remove, o) })
+		if owners, err = normalizeOwners(owners); err != nil {
+			return err
+		}
+		if slices.Equal(owners, c.Owners) {
+			return nil
+		}
+		c.Owners = owners
+		if err := tx.SetOwners(ctx, clientID, owners); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, who, "client.owners", clientID, "", ownersDetail(owners))
+	})
+	if err != nil {
+		return Client{}, err
+	}
+	return c, nil
+}
+
+// AuditTrail returns the newest limit entries of a client's audit trail
+// (admins only); limit 0 means DefaultAuditLimit.
+func (s *Service) AuditTrail(ctx context.Context, who Actor, clientID string, limit int) ([]AuditEntry, error) {
+	if !who.Admin {
+		return nil, ErrForbidden
+	}
+	if err := ValidateClientID(clientID); err != nil {
+		return nil, invalidError(err.Error())
+	}
+	if limit == 0 {
+		limit = DefaultAuditLimit
+	}
+	if limit < 1 || limit > MaxPageSize {
+		return nil, invalidf("limit must be between 1 and %d", MaxPageSize)
+	}
+	return s.store.Audit(ctx, clientID, limit)
+}
+
+// record adds an entry to the stored audit trail inside tx.
+func (s *Service) record(ctx context.Context, tx Tx, who Actor, action, clientID, secretID, detail string) error {
+	return tx.AppendAudit(ctx, AuditEntry{
+		At: s.Now(), Who: who.TokenID, RemoteIP: who.RemoteIP,
+		Action: action, ClientID: clientID, SecretID: secretID, Detail: detail,
+	})
 }
 
 func validateName(name string) error {
@@ -176,11 +340,8 @@ func validateName(name string) error {
 }
 
 // GetClient returns a client and the metadata of all its secrets.
-func (s *Service) GetClient(ctx context.Context, id string) (Client, []Secret, error) {
-	if err := ValidateClientID(id); err != nil {
-		return Client{}, nil, invalidError(err.Error())
-	}
-	c, err := s.store.Client(ctx, id)
+func (s *Service) GetClient(ctx context.Context, who Actor, id string) (Client, []Secret, error) {
+	c, err := s.visibleClient(ctx, who, id)
 	if err != nil {
 		return Client{}, nil, err
 	}
@@ -191,10 +352,33 @@ func (s *Service) GetClient(ctx context.Context, id string) (Client, []Secret, e
 	return c, secrets, nil
 }
 
-// ListClients returns a page of clients ordered by id, starting after the
-// given id, and the id to continue after ("" at the end). limit 0 means
-// DefaultPageSize.
-func (s *Service) ListClients(ctx context.Context, after string, limit int) ([]Client, string, error) {
+// visibleClient returns a client the actor may manage; ErrNotFound for
+// one it may not.
+func (s *Service) visibleClient(ctx context.Context, who Actor, id string) (Client, error) {
+	if err := ValidateClientID(id); err != nil {
+		return Client{}, invalidError(err.Error())
+	}
+	c, err := s.store.Client(ctx, id)
+	if err != nil {
+		return Client{}, err
+	}
+	if !who.mayManage(c) {
+		return Client{}, ErrNotFound
+	}
+	return c, nil
+}
+
+// ListClients returns a page of the clients the actor may manage (all for
+// an admin), ordered by id, starting after the given id, and the id to
+// continue after ("" at the end). limit 0 means DefaultPageSize.
+func (s *Service) ListClients(ctx context.Context, who Actor, after string, limit int) ([]Client, string, error) {
+	owner := ""
+	if !who.Admin {
+		if who.User == "" {
+			return nil, "", ErrForbidden
+		}
+		owner = who.User
+	}
 	if limit == 0 {
 		limit = DefaultPageSize
 	}
@@ -206,7 +390,7 @@ func (s *Service) ListClients(ctx context.Context, after string, limit int) ([]C
 			return nil, "", invalidf("after: %v", err)
 		}
 	}
-	clients, err := s.store.Clients(ctx, after, limit+1)
+	clients, err := s.store.Clients(ctx, owner, after, limit+1)
 	if err != nil {
 		return nil, "", err
 	}
@@ -219,17 +403,21 @@ func (s *Service) ListClients(ctx context.Context, after string, limit int) ([]C
 }
 
 // ListSecrets returns the metadata of all secrets of a client.
-func (s *Service) ListSecrets(ctx context.Context, clientID string) ([]Secret, error) {
-	if err := ValidateClientID(clientID); err != nil {
-		return nil, invalidError(err.Error())
+func (s *Service) ListSecrets(ctx context.Context, who Actor, clientID string) ([]Secret, error) {
+	if _, err := s.visibleClient(ctx, who, clientID); err != nil {
+		return nil, err
 	}
 	return s.store.Secrets(ctx, clientID)
 }
 
-// DeleteClient revokes every secret of a client and removes the client.
+// DeleteClient revokes every secret of a client and removes the client
+// (admins only).
 func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err error) {
 	var revoked []string
 	defer func() { s.log(who, "client.delete", id, "", err, zap.Strings("revoked", revoked)) }()
+	if !who.Admin {
+		return ErrForbidden
+	}
 	if err := ValidateClientID(id); err != nil {
 		return invalidError(err.Error())
 	}
@@ -248,7 +436,14 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 				revoked = append(revoked, secrets[i].ID)
 			}
 		}
-		return tx.DeleteClient(ctx, id)
+		if err := tx.DeleteClient(ctx, id); err != nil {
+			return err
+		}
+		detail := ""
+		if len(revoked) > 0 {
+			detail = "revoked " + strings.Join(revoked, ", ")
+		}
+		return s.record(ctx, tx, who, "client.delete", id, "", detail)
 	})
 }
 
@@ -294,6 +489,9 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		}
 		s.log(who, action, clientID, ns.Secret.ID, err)
 	}()
+	if action == "secret.import" && !who.Admin {
+		return CreatedSecret{}, ErrForbidden
+	}
 	if err := ValidateClientID(clientID); err != nil {
 		return CreatedSecret{}, invalidError(err.Error())
 	}
@@ -309,14 +507,21 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		ns.Secret.ExpiresAt = &at
 	}
 	err = s.update(ctx, func(tx Tx) error {
-		active, err := s.lockActive(ctx, tx, clientID, ns.Secret.CreatedAt)
+		active, err := s.lockActive(ctx, tx, who, clientID, ns.Secret.CreatedAt)
 		if err != nil {
 			return err
 		}
 		if len(active) >= s.maxActive {
 			return ErrTooManyActive
 		}
-		return tx.InsertSecret(ctx, ns.Secret)
+		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
+			return err
+		}
+		detail := ""
+		if ns.Secret.ExpiresAt != nil {
+			detail = "expires in " + opts.ExpiresIn.String()
+		}
+		return s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
@@ -347,7 +552,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	until := now.Add(grace)
 	err = s.update(ctx, func(tx Tx) error {
 		ns.Expiring, ns.Revoked = []string{}, nil
-		active, err := s.lockActive(ctx, tx, clientID, now)
+		active, err := s.lockActive(ctx, tx, who, clientID, now)
 		if err != nil {
 			return err
 		}
@@ -373,7 +578,14 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				ns.Expiring = append(ns.Expiring, old.ID)
 			}
 		}
-		return nil
+		detail := "grace " + grace.String()
+		if len(ns.Expiring) > 0 {
+			detail += "; expiring " + strings.Join(ns.Expiring, ", ")
+		}
+		if len(ns.Revoked) > 0 {
+			detail += "; revoked " + strings.Join(ns.Revoked, ", ")
+		}
+		return s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
@@ -393,8 +605,12 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 	}
 	now := s.Now()
 	err = s.update(ctx, func(tx Tx) error {
-		if _, err := tx.LockClient(ctx, clientID); err != nil {
+		c, err := tx.LockClient(ctx, clientID)
+		if err != nil {
 			return err
+		}
+		if !who.mayManage(c) {
+			return ErrNotFound
 		}
 		secrets, err := tx.Secrets(ctx, clientID)
 		if err != nil {
@@ -409,17 +625,25 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 				return nil
 			}
 			sec.RevokedAt = &now
-			return tx.Revoke(ctx, secretID, now)
+			if err := tx.Revoke(ctx, secretID, now); err != nil {
+				return err
+			}
+			return s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
 		}
 		return ErrNotFound
 	})
 	return sec, err
 }
 
-// lockActive locks a client and returns its secrets active at now.
-func (s *Service) lockActive(ctx context.Context, tx Tx, clientID string, now time.Time) ([]Secret, error) {
-	if _, err := tx.LockClient(ctx, clientID); err != nil {
+// lockActive locks a client the actor may manage and returns its secrets
+// active at now.
+func (s *Service) lockActive(ctx context.Context, tx Tx, who Actor, clientID string, now time.Time) ([]Secret, error) {
+	c, err := tx.LockClient(ctx, clientID)
+	if err != nil {
 		return nil, err
+	}
+	if !who.mayManage(c) {
+		return nil, ErrNotFound
 	}
 	secrets, err := tx.Secrets(ctx, clientID)
 	if err != nil {
@@ -577,6 +801,8 @@ func outcome(err error) string {
 		return "client_exists"
 	case errors.Is(err, ErrInvalid):
 		return "invalid_request"
+	case errors.Is(err, ErrForbidden):
+		return "insufficient_scope"
 	}
 	return "error"
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-var who = Actor{TokenID: "test", RemoteIP: "192.0.2.9"}
+var who = Actor{TokenID: "test", Admin: true, RemoteIP: "192.0.2.9"}
 
 func testGenerateUpToMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
@@ -86,7 +86,7 @@ func testStatusesOverTime(t *testing.T, k storeKit) {
 		t.Fatalf("expires_at %v, want %v", timed.Secret.ExpiresAt, want)
 	}
 	status := func() map[string]Status {
-		secrets, err := e.svc.ListSecrets(ctx, "c")
+		secrets, err := e.svc.ListSecrets(ctx, who, "c")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 	if first.Plaintext == "" || len(first.Expiring) != 1 || first.Expiring[0] != old.Secret.ID || len(first.Revoked) != 0 {
 		t.Fatalf("rotate: expiring %v revoked %v", first.Expiring, first.Revoked)
 	}
-	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	secrets, _ := e.svc.ListSecrets(ctx, who, "c")
 	byID := map[string]Secret{}
 	for _, s := range secrets {
 		byID[s.ID] = s
@@ -174,7 +174,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 	if _, err := svc3.RotateSecret(ctx, who, "c", 10*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	secrets, _ = e2.svc.ListSecrets(ctx, "c")
+	secrets, _ = e2.svc.ListSecrets(ctx, who, "c")
 	for _, s := range secrets {
 		if s.ID == a.Secret.ID && (s.ExpiresAt == nil || !s.ExpiresAt.Equal(e2.clock.Now().Add(time.Hour))) {
 			t.Fatalf("a longer grace extended an expiry to %v", s.ExpiresAt)
@@ -195,7 +195,7 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	if len(ns.Revoked) != 2 || len(ns.Expiring) != 0 {
 		t.Fatalf("revoked %v expiring %v", ns.Revoked, ns.Expiring)
 	}
-	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	secrets, _ := e.svc.ListSecrets(ctx, who, "c")
 	for _, s := range secrets {
 		want := StatusRevoked
 		if s.ID == ns.Secret.ID {
@@ -353,7 +353,7 @@ func testDeleteClient(t *testing.T, k storeKit) {
 	if err := e.svc.DeleteClient(ctx, who, "c"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.svc.GetClient(ctx, "c"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := e.svc.GetClient(ctx, who, "c"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted client: %v", err)
 	}
 	if err := e.svc.DeleteClient(ctx, who, "c"); !errors.Is(err, ErrNotFound) {
@@ -648,7 +648,7 @@ func testEveryChangeIsPublished(t *testing.T, k storeKit) {
 		name string
 		do   func() error
 	}{
-		{"create client", func() error { _, err := e.svc.CreateClient(ctx, who, "c", "n"); return err }},
+		{"create client", func() error { _, err := e.svc.CreateClient(ctx, who, "c", "n", nil); return err }},
 		{"generate", func() error { _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); return err }},
 		{"rotate", func() error { _, err := e.svc.RotateSecret(ctx, who, "c", 0); return err }},
 		{"import", func() error {
@@ -657,7 +657,7 @@ func testEveryChangeIsPublished(t *testing.T, k storeKit) {
 			return err
 		}},
 		{"revoke", func() error {
-			secrets, _ := e.svc.ListSecrets(ctx, "c")
+			secrets, _ := e.svc.ListSecrets(ctx, who, "c")
 			for _, s := range secrets {
 				if s.Active(e.clock.Now()) {
 					_, err := e.svc.RevokeSecret(ctx, who, "c", s.ID)
@@ -708,7 +708,7 @@ func testApplyUsageMergesAndClamps(t *testing.T, k storeKit) {
 	if err != nil || n != 1 {
 		t.Fatalf("ApplyUsage: %d updated (%v), want 1", n, err)
 	}
-	secrets, _ := e.svc.ListSecrets(ctx, "c")
+	secrets, _ := e.svc.ListSecrets(ctx, who, "c")
 	if s := secrets[0]; !s.LastUsedAt.Equal(now.Add(-time.Minute)) || s.LastUsedFrom != "192.0.2.2" {
 		t.Fatalf("last used %v from %q", s.LastUsedAt, s.LastUsedFrom)
 	}
@@ -718,7 +718,7 @@ func testApplyUsageMergesAndClamps(t *testing.T, k storeKit) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	secrets, _ = e.svc.ListSecrets(ctx, "c")
+	secrets, _ = e.svc.ListSecrets(ctx, who, "c")
 	if s := secrets[0]; !s.LastUsedAt.Equal(now) || s.LastUsedFrom != "" {
 		t.Fatalf("future stamp: last used %v from %q", s.LastUsedAt, s.LastUsedFrom)
 	}

@@ -46,6 +46,26 @@ var sqliteMigrations = [][]string{
 		)`,
 		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
 	},
+	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
+		`CREATE TABLE client_owners (
+			client_id TEXT NOT NULL REFERENCES clients (client_id),
+			user_id   TEXT NOT NULL,
+			PRIMARY KEY (client_id, user_id)
+		)`,
+		`CREATE INDEX client_owners_by_user ON client_owners (user_id, client_id)`,
+		`CREATE TABLE audit_log (
+			id        INTEGER PRIMARY KEY AUTOINCREMENT,
+			at        BIGINT  NOT NULL,
+			who       TEXT    NOT NULL,
+			remote_ip TEXT    NOT NULL DEFAULT '',
+			action    TEXT    NOT NULL,
+			client_id TEXT    NOT NULL,
+			secret_id TEXT    NOT NULL DEFAULT '',
+			detail    TEXT    NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
+		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
+	},
 }
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode, written
@@ -136,6 +156,15 @@ func (t sqlDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, er
 	return collectSecrets(rows)
 }
 
+func (t sqlDriverTx) column(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := t.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectStrings(rows)
+}
+
 // Update implements Store.
 func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
 	s.writeMu.Lock()
@@ -166,25 +195,56 @@ func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, err
 
 // Client implements Store.
 func (s *SQLiteStore) Client(ctx context.Context, id string) (Client, error) {
-	return scanClient(s.db.QueryRowContext(ctx, sqlSelectClient, id))
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Client{}, err
+	}
+	defer tx.Rollback()
+	c, err := scanClient(tx.QueryRowContext(ctx, sqlSelectClient, id))
+	if err != nil {
+		return Client{}, err
+	}
+	c.Owners, err = sqlDriverTx{tx}.column(ctx, sqlOwnersOf, id)
+	return c, err
 }
 
 // Clients implements Store.
-func (s *SQLiteStore) Clients(ctx context.Context, after string, limit int) ([]Client, error) {
-	rows, err := s.db.QueryContext(ctx, sqlListClients, after, limit)
+func (s *SQLiteStore) Clients(ctx context.Context, owner, after string, limit int) ([]Client, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var rows *sql.Rows
+	if owner == "" {
+		rows, err = tx.QueryContext(ctx, sqlListClients, after, limit)
+	} else {
+		rows, err = tx.QueryContext(ctx, sqlListOwnedClients, owner, after, limit)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Client
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	out, err := collectClients(rows)
+	if err != nil || len(out) == 0 {
+		return out, err
 	}
-	return out, rows.Err()
+	owners, err := tx.QueryContext(ctx, sqlOwnersIn(len(out)), clientIDs(out)...)
+	if err != nil {
+		return nil, err
+	}
+	defer owners.Close()
+	return out, attachOwners(out, owners)
+}
+
+// Audit implements Store.
+func (s *SQLiteStore) Audit(ctx context.Context, clientID string, limit int) ([]AuditEntry, error) {
+	rows, err := s.db.QueryContext(ctx, sqlAudit, clientID, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectAudit(rows)
 }
 
 // Secrets implements Store.

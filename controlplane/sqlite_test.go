@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,5 +100,46 @@ func TestSQLiteDSNEscapesPath(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.db")); err != nil {
 		t.Fatalf("the database is not at the path given: %v", err)
+	}
+}
+
+// A database made by the first release is brought up to date on open, its
+// clients kept, with no owners.
+func TestSQLiteMigratesFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", SQLiteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteMigrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO clients (client_id, name, created_at) VALUES ('old', 'Old', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := st.Client(ctx, "old")
+	if err != nil || c.Name != "Old" || len(c.Owners) != 0 {
+		t.Fatalf("after the upgrade: %+v (%v)", c, err)
+	}
+	if _, err := st.Update(ctx, func(tx Tx) error { return tx.SetOwners(ctx, "old", []string{"u"}) }); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := st.Clients(ctx, "u", "", 10); err != nil || len(list) != 1 || list[0].Owners[0] != "u" {
+		t.Fatalf("owned clients: %+v (%v)", list, err)
 	}
 }

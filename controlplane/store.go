@@ -25,6 +25,36 @@ type Client struct {
 	ID        string
 	Name      string
 	CreatedAt time.Time
+	// Owners are the ids of the users (as a Caddy authentication handler
+	// names them) who may manage the client's secrets, sorted.
+	Owners []string
+}
+
+// IsOwner reports whether user is one of the client's owners.
+func (c *Client) IsOwner(user string) bool {
+	for _, o := range c.Owners {
+		if o == user {
+			return true
+		}
+	}
+	return false
+}
+
+// AuditEntry is one change in the audit trail that the store keeps (the
+// zap audit log also has refused attempts). It never holds a secret.
+type AuditEntry struct {
+	At time.Time
+	// Who is admin-token or user:<id>.
+	Who      string
+	RemoteIP string
+	// Action is client.create, client.delete, client.owners,
+	// secret.generate, secret.import, secret.rotate or secret.revoke.
+	Action   string
+	ClientID string
+	SecretID string
+	// Detail says more where the action needs it (a rotation's grace, an
+	// owners change), in a few words.
+	Detail string
 }
 
 // Secret is the stored record of one client secret. It holds the hash, never
@@ -41,6 +71,9 @@ type Secret struct {
 	RevokedAt    *time.Time
 	LastUsedAt   *time.Time
 	LastUsedFrom string
+	// FirstUsedAt is the time of the first last-used stamp recorded for
+	// the secret: its first use, give or take an edge's usage_flush.
+	FirstUsedAt *time.Time
 }
 
 // Active reports whether the secret authenticates at now: not revoked and
@@ -90,12 +123,18 @@ type Store interface {
 	// the transaction but its results, and reset those when it starts.
 	Update(ctx context.Context, fn func(Tx) error) (revision int64, err error)
 
-	// Client returns one client, or ErrNotFound.
+	// Client returns one client with its owners, or ErrNotFound.
 	Client(ctx context.Context, id string) (Client, error)
 
-	// Clients returns up to limit clients whose id sorts after the given
-	// one ("" for the first page), ordered by id.
-	Clients(ctx context.Context, after string, limit int) ([]Client, error)
+	// Clients returns up to limit clients, with their owners, whose id
+	// sorts after the given one ("" for the first page), ordered by id.
+	// With a non-empty owner, only the clients that list that user among
+	// their owners.
+	Clients(ctx context.Context, owner, after string, limit int) ([]Client, error)
+
+	// Audit returns the newest limit entries of a client's audit trail,
+	// newest first. A client that never existed has an empty trail.
+	Audit(ctx context.Context, clientID string, limit int) ([]AuditEntry, error)
 
 	// Secrets returns every secret of a client, revoked and expired ones
 	// included, oldest first; ErrNotFound when the client does not exist.
@@ -113,7 +152,8 @@ type Store interface {
 
 	// ApplyUsage records last-used stamps: for each secret, last_used_at
 	// becomes the later of the stored and the reported time, and
-	// last_used_from follows the newest stamp. Stamps for unknown secrets,
+	// last_used_from follows the newest stamp; first_used_at is set by the
+	// first stamp applied and kept after that. Stamps for unknown secrets,
 	// or naming the wrong client, are ignored. It costs one statement per
 	// stamp, is idempotent, and does not change the revision. It returns
 	// how many secrets were updated.
@@ -131,17 +171,26 @@ type Store interface {
 // method that changes data marks the transaction as a change, so the
 // revision moves exactly when something was written.
 type Tx interface {
-	// LockClient returns a client and keeps its secrets from changing
-	// under other transactions until this one ends; ErrNotFound when the
-	// client does not exist.
+	// LockClient returns a client with its owners and keeps its secrets
+	// and owners from changing under other transactions until this one
+	// ends; ErrNotFound when the client does not exist.
 	LockClient(ctx context.Context, id string) (Client, error)
 
-	// InsertClient adds a client; ErrClientExists when the id is taken.
+	// InsertClient adds a client and its owners; ErrClientExists when the
+	// id is taken.
 	InsertClient(ctx context.Context, c Client) error
 
-	// DeleteClient removes a client and every secret it has; ErrNotFound
-	// when the client does not exist.
+	// DeleteClient removes a client, its owners and every secret it has;
+	// ErrNotFound when the client does not exist. Its audit trail stays.
 	DeleteClient(ctx context.Context, id string) error
+
+	// SetOwners replaces the owners of an existing client.
+	SetOwners(ctx context.Context, clientID string, owners []string) error
+
+	// AppendAudit adds an entry to the audit trail, committed with the
+	// change it describes. On its own it is no change: it does not move
+	// the revision.
+	AppendAudit(ctx context.Context, e AuditEntry) error
 
 	// Secrets returns every secret of a client, oldest first.
 	Secrets(ctx context.Context, clientID string) ([]Secret, error)

@@ -69,6 +69,8 @@ var storeSuite = []struct {
 	{"ConcurrentRotateNeverExceedsMax", testConcurrentRotateNeverExceedsMax},
 	{"EveryChangeIsPublished", testEveryChangeIsPublished},
 	{"ApplyUsageMergesAndClamps", testApplyUsageMergesAndClamps},
+	// Owners and roles (roles_test.go).
+	{"RolesAndActions", testRolesAndActions},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests
@@ -323,6 +325,10 @@ func testUsageMaxSemantics(t *testing.T, k storeKit) {
 	checkLastUsed(t, st, t0.Add(time.Hour), "192.0.2.1")
 	apply(t0.Add(2*time.Hour), "192.0.2.4")
 	checkLastUsed(t, st, t0.Add(2*time.Hour), "192.0.2.4")
+	// The first use stays the first stamp applied.
+	if secrets, _ := st.Secrets(ctx, "c"); secrets[0].FirstUsedAt == nil || !secrets[0].FirstUsedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("first used %v, want %v", secrets[0].FirstUsedAt, t0.Add(time.Hour))
+	}
 	// Unknown secret, or the right secret under the wrong client: ignored.
 	n, err := st.ApplyUsage(ctx, []wire.Stamp{
 		{ClientID: "c", SecretID: "sec_unknown", LastUsedAt: t0.Add(3 * time.Hour)},
@@ -450,7 +456,7 @@ func testClientsOrderedBytewise(t *testing.T, k storeKit) {
 	var got []string
 	after := ""
 	for {
-		page, err := st.Clients(ctx, after, 3)
+		page, err := st.Clients(ctx, "", after, 3)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rotagate/rotagate/controlplane"
 )
@@ -45,8 +46,13 @@ type Options struct {
 
 // Demo is a running demo.
 type Demo struct {
-	EdgeURL, APIURL       string
-	AdminToken            string
+	EdgeURL, APIURL string
+	AdminToken      string
+	// ConsoleURL is the web console, behind basic_auth: AdminUser is an
+	// admin, OwnerUser owns the demo client.
+	ConsoleURL            string
+	AdminPassword         string
+	OwnerPassword         string
 	ClientID              string
 	SecretID, Secret      string
 	RevocationDelay       time.Duration
@@ -55,7 +61,12 @@ type Demo struct {
 	caddyfile, shellSteps string
 }
 
-const demoClient = "demo-app"
+// The demo's client and console users.
+const (
+	demoClient = "demo-app"
+	AdminUser  = "admin"
+	OwnerUser  = "owner"
+)
 
 func command() *cobra.Command {
 	var opts Options
@@ -96,13 +107,23 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	storage file_system {{.Dir}}/caddy
 }
 
-# The control plane: management API, edge feed, usage ingest.
+# The control plane: management API, edge feed, usage ingest, and the
+# web console for people signed in by basic_auth (bearer tokens pass).
 http://127.0.0.1:{{.CPPort}} {
 	bind 127.0.0.1
+	@people {
+		path /console /console/* /v1/clients /v1/clients/*
+		not header Authorization "Bearer *"
+	}
+	basic_auth @people {
+		{{.AdminUser}} {{.AdminHash}}
+		{{.OwnerUser}} {{.OwnerHash}}
+	}
 	client_credentials_control_plane {
 		store sqlite {{.Dir}}/rotagate.db
 		admin_token {{.AdminToken}}
 		edge_token {{.EdgeToken}}
+		admins {{.AdminUser}}
 	}
 }
 
@@ -162,6 +183,9 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 		EdgeURL:         fmt.Sprintf("http://127.0.0.1:%d", opts.EdgePort),
 		APIURL:          fmt.Sprintf("http://127.0.0.1:%d", opts.ControlPlanePort),
 		AdminToken:      "adm_" + randomHex(),
+		ConsoleURL:      fmt.Sprintf("http://127.0.0.1:%d/console/", opts.ControlPlanePort),
+		AdminPassword:   randomHex(),
+		OwnerPassword:   randomHex(),
 		ClientID:        demoClient,
 		RevocationDelay: opts.RevocationDelay,
 		dir:             opts.Dir,
@@ -183,10 +207,20 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 	if err := os.Setenv("XDG_DATA_HOME", filepath.Join(d.dir, "data")); err != nil {
 		return nil, err
 	}
+	// basic_auth keeps bcrypt hashes of the generated passwords.
+	adminHash, err := bcrypt.GenerateFromPassword([]byte(d.AdminPassword), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, err
+	}
+	ownerHash, err := bcrypt.GenerateFromPassword([]byte(d.OwnerPassword), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, err
+	}
 	var cf bytes.Buffer
 	err = caddyfileTemplate.Execute(&cf, map[string]any{
 		"Dir": d.dir, "CPPort": opts.ControlPlanePort, "EdgePort": opts.EdgePort, "UpstreamPort": opts.UpstreamPort,
 		"AdminToken": d.AdminToken, "EdgeToken": "edg_" + randomHex(), "Delay": opts.RevocationDelay.String(),
+		"AdminUser": AdminUser, "AdminHash": string(adminHash), "OwnerUser": OwnerUser, "OwnerHash": string(ownerHash),
 	})
 	if err != nil {
 		return nil, err
@@ -224,7 +258,7 @@ func (d *Demo) seed(ctx context.Context) error {
 	if err := d.api(ctx, http.MethodDelete, "/v1/clients/"+d.ClientID, nil, nil); err != nil && !errors.Is(err, errNotFound) {
 		return fmt.Errorf("removing the previous demo client: %v", err)
 	}
-	if err := d.api(ctx, http.MethodPost, "/v1/clients", map[string]string{"client_id": d.ClientID, "name": "Demo app"}, nil); err != nil {
+	if err := d.api(ctx, http.MethodPost, "/v1/clients", map[string]any{"client_id": d.ClientID, "name": "Demo app", "owners": []string{OwnerUser}}, nil); err != nil {
 		return fmt.Errorf("creating the demo client: %v", err)
 	}
 	var created struct{ ID, Secret string }
@@ -306,6 +340,8 @@ func (d *Demo) Print(w io.Writer) {
 
   token endpoint (the edge):  %s/token
   control plane API:          %s   (admin token %s)
+  web console:                %s
+    log in as %s / %s (an admin), or as %s / %s (owner of %s)
   client %q with secret %s (shown once)
   data directory:             %s
 
@@ -314,7 +350,8 @@ The Caddyfile it runs:
 %s
 Try a zero-downtime rotation in another shell (or pipe these lines to bash):
 
-%s`, d.EdgeURL, d.APIURL, d.AdminToken, d.ClientID, d.Secret, d.dir, indent(d.caddyfile), d.shellSteps)
+%s`, d.EdgeURL, d.APIURL, d.AdminToken, d.ConsoleURL, AdminUser, d.AdminPassword, OwnerUser, d.OwnerPassword, d.ClientID,
+		d.ClientID, d.Secret, d.dir, indent(d.caddyfile), d.shellSteps)
 	fmt.Fprintf(w, "\nThe same with the CLI: export ROTAGATE_API=%s ROTAGATE_ADMIN_TOKEN=%s, then\n  go run ./cmd/caddy client-credentials secret list %s\n", d.APIURL, d.AdminToken, d.ClientID)
 }
 

@@ -2,7 +2,9 @@ package demo
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -46,6 +48,35 @@ func TestDemoEndToEnd(t *testing.T) {
 	d.Print(&printed)
 	if !strings.Contains(printed.String(), d.Steps()) || !strings.Contains(printed.String(), d.Secret) {
 		t.Fatal("the printed text lacks the steps or the secret")
+	}
+	for _, want := range []string{
+		"web console:                " + d.ConsoleURL,
+		"log in as admin / " + d.AdminPassword + " (an admin), or as owner / " + d.OwnerPassword + " (owner of demo-app)",
+	} {
+		if !strings.Contains(printed.String(), want) {
+			t.Errorf("the printed text lacks %q", want)
+		}
+	}
+	if strings.Contains(d.caddyfile, d.AdminPassword) || strings.Contains(d.caddyfile, d.OwnerPassword) {
+		t.Error("the Caddyfile holds a console password instead of its hash")
+	}
+	// The console answers both logins: the owner sees demo-app on My
+	// clients, a wrong password is refused by basic_auth.
+	for _, login := range []struct {
+		user, password string
+		want           int
+	}{{"owner", d.OwnerPassword, 200}, {"admin", d.AdminPassword, 200}, {"owner", "wrong", 401}} {
+		req, _ := http.NewRequest("GET", d.ConsoleURL, nil)
+		req.SetBasicAuth(login.user, login.password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != login.want || (login.want == 200 && !strings.Contains(string(body), `href="/console/clients/demo-app"`)) {
+			t.Errorf("console as %s: %d", login.user, resp.StatusCode)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -26,6 +26,7 @@ type Server struct {
 	snap     wire.Snapshot
 	changed  chan struct{}
 	usage    []wire.Stamp
+	revoked  []wire.RevokedUse
 	override func(w http.ResponseWriter)
 	failPost bool
 }
@@ -90,6 +91,7 @@ func (fs *Server) serveUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fs.usage = append(fs.usage, u.Stamps...)
+	fs.revoked = append(fs.revoked, u.RevokedUses...)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -115,6 +117,13 @@ func (fs *Server) FailUsage(fail bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.failPost = fail
+}
+
+// RevokedUses returns the presented-after-revoke reports received so far.
+func (fs *Server) RevokedUses() []wire.RevokedUse {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]wire.RevokedUse(nil), fs.revoked...)
 }
 
 // Stamps returns the usage stamps received so far.

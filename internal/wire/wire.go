@@ -28,6 +28,18 @@ type Snapshot struct {
 type Client struct {
 	ClientID string   `json:"client_id"`
 	Secrets  []Secret `json:"secrets"`
+	// Tombstones are the client's generated secrets revoked or expired
+	// within the control plane's tombstone_window, so that an edge can
+	// tell a dead secret from a wrong one. Edges that predate them ignore
+	// the field; control planes that predate them send none.
+	Tombstones []Tombstone `json:"tombstones,omitempty"`
+}
+
+// Tombstone is a revoked or expired generated secret: its id and its
+// `sha256:…` hash. It never authenticates.
+type Tombstone struct {
+	ID   string `json:"id"`
+	Hash string `json:"hash"`
 }
 
 // Secret is one active secret in a snapshot. Hash is a stored hash string
@@ -43,6 +55,19 @@ type Secret struct {
 type Usage struct {
 	Edge   string  `json:"edge"`
 	Stamps []Stamp `json:"stamps"`
+	// RevokedUses report tombstoned secrets presented at the edge since
+	// the last batch. Control planes that predate them ignore the field.
+	RevokedUses []RevokedUse `json:"presented_after_revoke,omitempty"`
+}
+
+// RevokedUse says that a revoked or expired secret was presented Count
+// times since the last batch, the last time at LastAt by a caller at From.
+type RevokedUse struct {
+	ClientID string    `json:"client_id"`
+	SecretID string    `json:"secret_id"`
+	LastAt   time.Time `json:"last_presented_at"`
+	From     string    `json:"from,omitempty"`
+	Count    int64     `json:"count"`
 }
 
 // Stamp says that a secret was last used at LastUsedAt, by a caller at From.

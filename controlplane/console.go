@@ -1,0 +1,755 @@
+package controlplane
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The console's templates and assets, compiled into the binary: no CDN, no
+// build step.
+//
+//go:embed console
+var consoleFiles embed.FS
+
+// ConsolePrefix is where the console is served on the control plane's
+// site.
+const ConsolePrefix = "/console/"
+
+// Headers of every console answer: the console runs no inline script or
+// style, is never framed, leaks no URL to other sites and is never cached
+// (one of its pages carries a secret).
+var consoleHeaders = map[string]string{
+	"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+	"Referrer-Policy":         "no-referrer",
+	"X-Content-Type-Options":  "nosniff",
+	"X-Frame-Options":         "DENY",
+	"Cache-Control":           "no-store",
+}
+
+const (
+	// csrfCookie holds a random value per browser session; a form's CSRF
+	// token is an HMAC of the signed-in user's id keyed with it, so a
+	// token is bound to both the browser and the user, and control
+	// planes behind one load balancer need no shared key.
+	csrfCookie = "rotagate_console"
+	// maxFormBytes bounds a console form.
+	maxFormBytes = 64 << 10
+	// consolePageSize is how many clients My clients shows at a time.
+	consolePageSize = 50
+	// filterScanLimit bounds how many clients one filtered page reads.
+	filterScanLimit = 5000
+	// consoleAuditLimit is how many audit entries a client page shows.
+	consoleAuditLimit = 50
+)
+
+// console serves the web console (SPEC §11) over the same Service and
+// identity as the API.
+type console struct {
+	api     *API
+	svc     *Service
+	pages   map[string]*template.Template
+	handler http.Handler
+}
+
+func newConsole(a *API) (*console, error) {
+	c := &console{api: a, svc: a.svc, pages: map[string]*template.Template{}}
+	layout, err := template.ParseFS(consoleFiles, "console/layout.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, page := range []string{"clients", "client", "confirm", "secret", "error"} {
+		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html")
+		if err != nil {
+			return nil, err
+		}
+		c.pages[page] = t
+	}
+	static, err := fs.Sub(consoleFiles, "console/static")
+	if err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /console/{$}", c.signedIn(c.clientsPage))
+	mux.HandleFunc("POST /console/clients", c.signedIn(c.post(c.createClient)))
+	mux.HandleFunc("GET /console/clients/{client_id}", c.signedIn(c.clientPage))
+	mux.HandleFunc("GET /console/clients/{client_id}/generate", c.signedIn(c.confirmGenerate))
+	mux.HandleFunc("POST /console/clients/{client_id}/generate", c.signedIn(c.post(c.generate)))
+	mux.HandleFunc("GET /console/clients/{client_id}/rotate", c.signedIn(c.confirmRotate))
+	mux.HandleFunc("POST /console/clients/{client_id}/rotate", c.signedIn(c.post(c.rotate)))
+	mux.HandleFunc("GET /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke))
+	mux.HandleFunc("POST /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke)))
+	mux.HandleFunc("POST /console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners)))
+	mux.HandleFunc("GET /console/clients/{client_id}/delete", c.signedIn(c.confirmDelete))
+	mux.HandleFunc("POST /console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient)))
+	mux.HandleFunc("/console/", func(w http.ResponseWriter, r *http.Request) {
+		c.errorPage(w, r, frame{}, http.StatusNotFound, "Not found", "There is no such page.")
+	})
+	mux.HandleFunc("/console", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ConsolePrefix, http.StatusSeeOther)
+	})
+
+	// Go's cross-origin protection refuses a state change that a browser
+	// says comes from another origin; the CSRF token covers browsers that
+	// send neither Sec-Fetch-Site nor Origin.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.errorPage(w, r, frame{}, http.StatusForbidden, "Cross-site request refused",
+			"This form was sent from another site. Open the console and try again from there.")
+	}))
+	c.handler = cop.Handler(mux)
+	return c, nil
+}
+
+// ServeHTTP sets the security headers on every answer, then serves.
+func (c *console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	for k, v := range consoleHeaders {
+		h.Set(k, v)
+	}
+	c.handler.ServeHTTP(w, r)
+}
+
+// frame is what every page shows around its content.
+type frame struct {
+	User  string
+	Admin bool
+	CSRF  string
+}
+
+type consoleHandler func(w http.ResponseWriter, r *http.Request, who Actor, fr frame)
+
+// signedIn finds the signed-in user; without one it answers 401 with a
+// page that says how to put an authentication handler in front.
+func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user := c.api.user(r)
+		if user == "" {
+			c.render(w, r, http.StatusUnauthorized, "error", errorView{
+				Title: "Sign-in required",
+				Lines: []string{
+					"The rotagate console trusts the user that a Caddy authentication handler in front of it has signed in, and has no login of its own.",
+					"Put basic_auth, or forward_auth to your SSO, in front of /console/* on the control plane's site, for example:",
+				},
+				Example: consoleAuthExample,
+			})
+			return
+		}
+		who := Actor{TokenID: "user:" + user, User: user, Admin: c.api.admins[user], RemoteIP: remoteIP(r)}
+		h(w, r, who, frame{User: user, Admin: who.Admin, CSRF: c.csrfToken(w, r, user)})
+	}
+}
+
+const consoleAuthExample = `@people {
+	path /console /console/* /v1/clients /v1/clients/*
+	not header Authorization "Bearer *"
+}
+basic_auth @people {
+	alice <bcrypt hash from caddy hash-password>
+}
+client_credentials_control_plane {
+	…
+	admins alice
+}`
+
+// csrfToken returns the form token of user in this browser, setting the
+// session cookie when the browser has none.
+func (c *console) csrfToken(w http.ResponseWriter, r *http.Request, user string) string {
+	key := csrfKey(r)
+	if key == nil {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+		http.SetCookie(w, &http.Cookie{
+			Name: csrfCookie, Value: base64.RawURLEncoding.EncodeToString(key),
+			Path: ConsolePrefix, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		})
+	}
+	return csrfMAC(key, user)
+}
+
+func csrfKey(r *http.Request) []byte {
+	ck, err := r.Cookie(csrfCookie)
+	if err != nil {
+		return nil
+	}
+	key, err := base64.RawURLEncoding.DecodeString(ck.Value)
+	if err != nil || len(key) != 32 {
+		return nil
+	}
+	return key
+}
+
+func csrfMAC(key []byte, user string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("rotagate console csrf\x00" + user))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// post reads the form of a state change and checks its CSRF token first.
+func (c *console) post(h consoleHandler) consoleHandler {
+	return func(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", "The form could not be read.")
+			return
+		}
+		key := csrfKey(r)
+		if key == nil || !hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfMAC(key, who.User))) {
+			c.errorPage(w, r, fr, http.StatusForbidden, "Form expired",
+				"This form's security token does not match your session. Go back, reload the page and try again.")
+			return
+		}
+		h(w, r, who, fr)
+	}
+}
+
+// render executes a page into a buffer and sends it, so a template error
+// never leaves half a page.
+func (c *console) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
+	var buf bytes.Buffer
+	if err := c.pages[page].ExecuteTemplate(&buf, "layout", data); err != nil {
+		c.api.log.Error("console: rendering a page failed", zap.String("page", page), zap.Error(err))
+		http.Error(w, "internal error; see the server log", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(buf.Bytes())
+	}
+}
+
+type errorView struct {
+	Frame   frame
+	Title   string
+	Lines   []string
+	Example string
+	Back    string
+}
+
+func (c *console) errorPage(w http.ResponseWriter, r *http.Request, fr frame, status int, title string, lines ...string) {
+	back := ""
+	if id := r.PathValue("client_id"); id != "" && status != http.StatusNotFound {
+		back = consoleClientPath(id)
+	}
+	c.render(w, r, status, "error", errorView{Frame: fr, Title: title, Lines: lines, Back: back})
+}
+
+// fail answers an error from the rules with a page.
+func (c *console) fail(w http.ResponseWriter, r *http.Request, fr frame, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "There is no such client or secret, or you are not one of its owners.")
+	case errors.Is(err, ErrForbidden):
+		c.errorPage(w, r, fr, http.StatusForbidden, "Admins only", "Only an admin can do this.")
+	case errors.Is(err, ErrTooManyActive):
+		c.errorPage(w, r, fr, http.StatusConflict, "Too many active secrets", c.maxSentence())
+	case errors.Is(err, ErrClientExists):
+		c.errorPage(w, r, fr, http.StatusConflict, "Client exists", "A client with this id already exists.")
+	case errors.Is(err, ErrInvalid):
+		c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", err.Error())
+	case r.Context().Err() != nil:
+	default:
+		c.api.log.Error("console request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		c.errorPage(w, r, fr, http.StatusInternalServerError, "Something went wrong", "The control plane could not do this; the server log says why.")
+	}
+}
+
+// maxSentence is the sentence users know from hosted providers.
+func (c *console) maxSentence() string {
+	return fmt.Sprintf("you can only have a maximum of %d active secrets; revoke one before you generate another", c.svc.MaxActiveSecrets())
+}
+
+// when is a time as the pages show it.
+type when struct{ ISO, Text string }
+
+func at(t *time.Time) *when {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &when{ISO: u.Format(time.RFC3339), Text: u.Format("2006-01-02 15:04:05 UTC")}
+}
+
+func consoleClientPath(id string) string { return "/console/clients/" + url.PathEscape(id) }
+
+// redirect answers a state change with 303 to a page (POST/redirect/GET).
+// Notices are codes, never text from the request.
+func redirect(w http.ResponseWriter, r *http.Request, path, done string) {
+	if done != "" {
+		path += "?done=" + done
+	}
+	http.Redirect(w, r, path, http.StatusSeeOther)
+}
+
+var notices = map[string]string{
+	"created": "Client created.",
+	"deleted": "Client deleted; its secrets are revoked.",
+	"revoked": "Secret revoked. Every edge refuses it within the revocation delay.",
+	"owners":  "Owners saved.",
+	"stale":   "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
+}
+
+// My clients.
+
+type clientsView struct {
+	Frame   frame
+	Query   string
+	Notice  string
+	Clients []clientRow
+	Next    string
+}
+
+type clientRow struct {
+	ID, Name, Path string
+	Active         int
+	LastUsed       *when
+}
+
+func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	q := r.URL.Query()
+	query := strings.TrimSpace(q.Get("q"))
+	clients, next, err := c.pageOfClients(r, who, query, q.Get("after"))
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	v := clientsView{Frame: fr, Query: query, Notice: notices[q.Get("done")]}
+	now := c.svc.Now()
+	for _, cl := range clients {
+		secrets, err := c.svc.ListSecrets(r.Context(), who, cl.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			c.fail(w, r, fr, err)
+			return
+		}
+		row := clientRow{ID: cl.ID, Name: cl.Name, Path: consoleClientPath(cl.ID)}
+		var last *time.Time
+		for i := range secrets {
+			if secrets[i].Active(now) {
+				row.Active++
+			}
+			if lu := secrets[i].LastUsedAt; lu != nil && (last == nil || lu.After(*last)) {
+				last = lu
+			}
+		}
+		row.LastUsed = at(last)
+		v.Clients = append(v.Clients, row)
+	}
+	if next != "" {
+		nq := url.Values{"after": {next}}
+		if query != "" {
+			nq.Set("q", query)
+		}
+		v.Next = ConsolePrefix + "?" + nq.Encode()
+	}
+	c.render(w, r, http.StatusOK, "clients", v)
+}
+
+// pageOfClients returns up to consolePageSize clients the actor may see
+// after the given id, those whose id or name contains query (any case)
+// when it is set, and where the next page starts ("" at the end).
+func (c *console) pageOfClients(r *http.Request, who Actor, query, after string) ([]Client, string, error) {
+	if query == "" {
+		return c.svc.ListClients(r.Context(), who, after, consolePageSize)
+	}
+	needle := strings.ToLower(query)
+	var out []Client
+	for scanned := 0; scanned < filterScanLimit; {
+		page, next, err := c.svc.ListClients(r.Context(), who, after, 500)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, cl := range page {
+			scanned++
+			after = cl.ID
+			if strings.Contains(strings.ToLower(cl.ID), needle) || strings.Contains(strings.ToLower(cl.Name), needle) {
+				out = append(out, cl)
+				if len(out) == consolePageSize {
+					return out, after, nil
+				}
+			}
+		}
+		if next == "" {
+			return out, "", nil
+		}
+	}
+	return out, after, nil
+}
+
+func (c *console) createClient(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	cl, err := c.svc.CreateClient(r.Context(), who, strings.TrimSpace(r.PostForm.Get("client_id")),
+		strings.TrimSpace(r.PostForm.Get("name")), splitUsers(r.PostForm.Get("owners")))
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, consoleClientPath(cl.ID), "created")
+}
+
+// splitUsers reads user ids separated by spaces or commas.
+func splitUsers(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
+}
+
+// A client.
+
+type clientView struct {
+	Frame      frame
+	ID, Name   string
+	Path       string
+	Notice     string
+	Created    *when
+	Owners     []string
+	OwnersText string
+	Secrets    []secretRow
+	AtMax      bool
+	Max        int
+	Seen       string
+	Graces     []graceOption
+	Audit      []auditRow
+}
+
+type secretRow struct {
+	ID, Hint   string
+	Status     Status
+	Created    *when
+	Expires    *when
+	Revoked    *when
+	LastUsed   *when
+	LastFrom   string
+	Active     bool
+	RevokePath string
+	CutOver    cutOver
+}
+
+type auditRow struct {
+	At                                      *when
+	Who, RemoteIP, Action, SecretID, Detail string
+}
+
+func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	cl, secrets, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	now := c.svc.Now()
+	v := clientView{
+		Frame: fr, ID: cl.ID, Name: cl.Name, Path: consoleClientPath(cl.ID), Notice: notices[r.URL.Query().Get("done")],
+		Created: at(&cl.CreatedAt), Owners: cl.Owners, OwnersText: strings.Join(cl.Owners, ", "),
+		Max: c.svc.MaxActiveSecrets(), Seen: seenSecrets(secrets), Graces: graces(),
+	}
+	active := 0
+	for i := len(secrets) - 1; i >= 0; i-- { // newest first
+		s := secrets[i]
+		row := secretRow{
+			ID: s.ID, Hint: s.Hint, Status: s.Status(now), Created: at(&s.CreatedAt), Expires: at(s.ExpiresAt),
+			Revoked: at(s.RevokedAt), LastUsed: at(s.LastUsedAt), LastFrom: s.LastUsedFrom, Active: s.Active(now),
+			RevokePath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/revoke",
+		}
+		if row.Active {
+			active++
+			row.CutOver = cutOverHint(s, secrets, now)
+		}
+		v.Secrets = append(v.Secrets, row)
+	}
+	v.AtMax = active >= v.Max
+	if who.Admin {
+		trail, err := c.svc.AuditTrail(r.Context(), who, cl.ID, consoleAuditLimit)
+		if err != nil {
+			c.fail(w, r, fr, err)
+			return
+		}
+		for _, e := range trail {
+			v.Audit = append(v.Audit, auditRow{At: at(&e.At), Who: e.Who, RemoteIP: e.RemoteIP, Action: e.Action, SecretID: e.SecretID, Detail: e.Detail})
+		}
+	}
+	c.render(w, r, http.StatusOK, "client", v)
+}
+
+// seenSecrets is how many secrets (of any status) a client has. Secrets
+// are never removed but with their client, so the number grows with every
+// generate and rotate: those forms carry it, and a form sent twice (a
+// reload of the answer page, a double click) changes nothing the second
+// time.
+func seenSecrets(secrets []Secret) string { return strconv.Itoa(len(secrets)) }
+
+type graceOption struct {
+	Value, Label string
+	Selected     bool
+}
+
+func graces() []graceOption {
+	return []graceOption{
+		{Value: "0s", Label: "none: revoke the other secrets now"},
+		{Value: "1h", Label: "1 hour"},
+		{Value: "24h", Label: "1 day", Selected: true},
+		{Value: "168h", Label: "7 days"},
+		{Value: "720h", Label: "30 days"},
+	}
+}
+
+// cutOver says whether revoking a secret is safe, from the last uses of
+// it and of the newer secret.
+type cutOver struct{ Level, Text string }
+
+// cutOverHint compares the last use of an active secret with the first use
+// of the newest active secret created after it: once the new secret is in
+// use, a later use of the old one means some app still has it.
+func cutOverHint(old Secret, all []Secret, now time.Time) cutOver {
+	var newer *Secret
+	others := 0
+	for i := range all {
+		s := &all[i]
+		if s.ID == old.ID || !s.Active(now) {
+			continue
+		}
+		others++
+		if s.CreatedAt.After(old.CreatedAt) && (newer == nil || s.CreatedAt.After(newer.CreatedAt)) {
+			newer = s
+		}
+	}
+	switch {
+	case others == 0:
+		return cutOver{"warn", "This is the only active secret: apps that use it stop working when you revoke it."}
+	case newer == nil:
+		return cutOver{"warn", "This is the newest active secret; the older ones stay active."}
+	case newer.FirstUsedAt == nil:
+		return cutOver{"warn", "The new secret " + newer.Hint + " has not been used yet: update your app before you revoke this one."}
+	case old.LastUsedAt != nil && !old.LastUsedAt.Before(*newer.FirstUsedAt):
+		text := "still used " + ago(now.Sub(*old.LastUsedAt)) + " ago"
+		if old.LastUsedFrom != "" {
+			text += " from " + old.LastUsedFrom
+		}
+		return cutOver{"warn", text + ", after the new secret's first use: some app still has this one."}
+	}
+	return cutOver{"ok", "not used since the new secret's first use at " + newer.FirstUsedAt.UTC().Format("15:04:05 UTC") + " — safe to revoke"}
+}
+
+// ago words a duration as "4 minutes".
+func ago(d time.Duration) string {
+	unit := func(n int64, name string) string {
+		if n == 1 {
+			return "1 " + name
+		}
+		return fmt.Sprintf("%d %ss", n, name)
+	}
+	switch {
+	case d < time.Minute:
+		return unit(max(int64(d/time.Second), 0), "second")
+	case d < time.Hour:
+		return unit(int64(d/time.Minute), "minute")
+	case d < 48*time.Hour:
+		return unit(int64(d/time.Hour), "hour")
+	}
+	return unit(int64(d/(24*time.Hour)), "day")
+}
+
+// Confirm pages (JavaScript off; with it, the client page's dialogs).
+
+type confirmView struct {
+	Frame      frame
+	Title      string
+	ClientID   string
+	ClientPath string
+	Action     string
+	Error      string
+	Lines      []string
+	CutOver    *cutOver
+	Guard      bool
+	Seen       string
+	Graces     []graceOption
+	TypeID     bool
+	Danger     bool
+}
+
+// confirmFor loads the client for a confirm page and prepares the view.
+func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who Actor, fr frame, title, action string) (confirmView, []Secret, bool) {
+	cl, secrets, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return confirmView{}, nil, false
+	}
+	p := consoleClientPath(cl.ID)
+	return confirmView{Frame: fr, Title: title, ClientID: cl.ID, ClientPath: p, Action: p + action}, secrets, true
+}
+
+func (c *console) confirmGenerate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "Generate new secret", "/generate")
+	if !ok {
+		return
+	}
+	v.Lines = []string{"A new secret is added next to the active ones; nothing stops working. It is shown once, on the next page."}
+	v.Guard, v.Seen = true, seenSecrets(secrets)
+	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func (c *console) confirmRotate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "Rotate…", "/rotate")
+	if !ok {
+		return
+	}
+	v.Lines = []string{"A new secret is generated, and every other active secret expires after the grace period."}
+	v.Guard, v.Seen, v.Graces = true, seenSecrets(secrets), graces()
+	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "", "/secrets/"+url.PathEscape(r.PathValue("secret_id"))+"/revoke")
+	if !ok {
+		return
+	}
+	now := c.svc.Now()
+	i := slices.IndexFunc(secrets, func(s Secret) bool { return s.ID == r.PathValue("secret_id") })
+	if i < 0 || !secrets[i].Active(now) {
+		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "This client has no such active secret.")
+		return
+	}
+	hint := cutOverHint(secrets[i], secrets, now)
+	v.Title, v.CutOver, v.Danger = "Revoke "+secrets[i].Hint+"?", &hint, true
+	v.Lines = []string{"Every edge refuses it within the revocation delay. This cannot be undone."}
+	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func (c *console) confirmDelete(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	c.deletePage(w, r, who, fr, http.StatusOK, "")
+}
+
+// deletePage asks an admin to type the client id, again with errText
+// when the typed id did not match.
+func (c *console) deletePage(w http.ResponseWriter, r *http.Request, who Actor, fr frame, status int, errText string) {
+	if !who.Admin {
+		c.fail(w, r, fr, ErrForbidden)
+		return
+	}
+	v, _, ok := c.confirmFor(w, r, who, fr, "Delete client", "/delete")
+	if !ok {
+		return
+	}
+	v.Lines = []string{"Deleting the client revokes all its secrets at once: every app using them stops working."}
+	v.TypeID, v.Danger, v.Error = true, true, errText
+	c.render(w, r, status, "confirm", v)
+}
+
+// The new secret, shown once: the answer to the confirmed POST itself,
+// never a redirect, never cached.
+
+type secretView struct {
+	Frame      frame
+	ClientID   string
+	ClientPath string
+	Secret     string
+	SecretID   string
+	Hint       string
+	Expires    *when
+	Expiring   string
+	Revoked    string
+}
+
+// fresh reports whether the client has as many secrets as when the form
+// was shown; otherwise it sends the browser back to the client page.
+func (c *console) fresh(w http.ResponseWriter, r *http.Request, who Actor, fr frame) bool {
+	secrets, err := c.svc.ListSecrets(r.Context(), who, r.PathValue("client_id"))
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return false
+	}
+	if r.PostForm.Get("seen") != seenSecrets(secrets) {
+		redirect(w, r, consoleClientPath(r.PathValue("client_id")), "stale")
+		return false
+	}
+	return true
+}
+
+func (c *console) generate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	if !c.fresh(w, r, who, fr) {
+		return
+	}
+	ns, err := c.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), GenerateOptions{})
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	c.showSecret(w, r, fr, ns)
+}
+
+func (c *console) rotate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	grace, err := time.ParseDuration(r.PostForm.Get("grace"))
+	if err != nil || grace < 0 {
+		c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", "Choose a grace period.")
+		return
+	}
+	if !c.fresh(w, r, who, fr) {
+		return
+	}
+	ns, err := c.svc.RotateSecret(r.Context(), who, r.PathValue("client_id"), grace)
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	c.showSecret(w, r, fr, ns)
+}
+
+func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, ns CreatedSecret) {
+	id := r.PathValue("client_id")
+	c.render(w, r, http.StatusOK, "secret", secretView{
+		Frame: fr, ClientID: id, ClientPath: consoleClientPath(id), Secret: ns.Plaintext,
+		SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Expires: at(ns.Secret.ExpiresAt),
+		Expiring: strings.Join(ns.Expiring, ", "), Revoked: strings.Join(ns.Revoked, ", "),
+	})
+}
+
+func (c *console) revoke(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	id := r.PathValue("client_id")
+	if _, err := c.svc.RevokeSecret(r.Context(), who, id, r.PathValue("secret_id")); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, consoleClientPath(id), "revoked")
+}
+
+func (c *console) saveOwners(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	id := r.PathValue("client_id")
+	if _, err := c.svc.EditOwners(r.Context(), who, id, OwnersEdit{Replace: true, Set: splitUsers(r.PostForm.Get("owners"))}); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, consoleClientPath(id), "owners")
+}
+
+func (c *console) deleteClient(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	if !who.Admin {
+		c.fail(w, r, fr, ErrForbidden)
+		return
+	}
+	id := r.PathValue("client_id")
+	if r.PostForm.Get("confirm_id") != id {
+		c.deletePage(w, r, who, fr, http.StatusBadRequest, "The client id you typed does not match; nothing was deleted.")
+		return
+	}
+	if err := c.svc.DeleteClient(r.Context(), who, id); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, ConsolePrefix, "deleted")
+}

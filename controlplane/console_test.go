@@ -1,0 +1,529 @@
+package controlplane
+
+import (
+	"context"
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rotagate/rotagate/internal/secrethash"
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// withConsole turns the console on, with alice as the admin.
+func withConsole(_ *ServiceOptions, a *APIOptions) {
+	a.Console = true
+	a.Admins = []string{"alice"}
+}
+
+// browser is one user's browser session on the console: it keeps the
+// session cookie and the CSRF token of the last page it read.
+type browser struct {
+	t      *testing.T
+	e      *env
+	user   string
+	cookie *http.Cookie
+	csrf   string
+}
+
+func (e *env) browser(user string) *browser { return &browser{t: e.t, e: e, user: user} }
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (b *browser) send(req *http.Request) response {
+	b.t.Helper()
+	if b.user != "" {
+		req = withUser(req, b.user)
+	}
+	if b.cookie != nil {
+		req.AddCookie(b.cookie)
+	}
+	rec := httptest.NewRecorder()
+	b.e.api.ServeHTTP(rec, req)
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == csrfCookie {
+			b.cookie = c
+		}
+	}
+	if m := csrfField.FindSubmatch(rec.Body.Bytes()); m != nil {
+		b.csrf = string(m[1])
+	}
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+func (b *browser) get(path string) response {
+	b.t.Helper()
+	return b.send(httptest.NewRequest("GET", path, nil))
+}
+
+// post sends a form with the CSRF token of the last page read.
+func (b *browser) post(path string, form url.Values, header ...string) response {
+	b.t.Helper()
+	form = cloneValues(form)
+	if _, ok := form["csrf"]; !ok {
+		form.Set("csrf", b.token())
+	}
+	req := httptest.NewRequest("POST", path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.send(req)
+}
+
+// token is the CSRF token of the last page read or, when it had no form,
+// the one such a page would carry.
+func (b *browser) token() string {
+	if b.csrf == "" && b.cookie != nil {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.AddCookie(b.cookie)
+		if key := csrfKey(r); key != nil {
+			return csrfMAC(key, b.user)
+		}
+	}
+	return b.csrf
+}
+
+func cloneValues(v url.Values) url.Values {
+	out := url.Values{}
+	for k, vs := range v {
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}
+
+// seenOf is the guard that the generate and rotate forms of a page carry.
+var seenField = regexp.MustCompile(`name="seen" value="([^"]*)"`)
+
+func seenOf(t *testing.T, r response) string {
+	t.Helper()
+	m := seenField.FindSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("the page has no generate or rotate form:\n%s", redact(r.body))
+	}
+	return string(m[1])
+}
+
+func mustContain(t *testing.T, r response, words ...string) {
+	t.Helper()
+	for _, w := range words {
+		if !strings.Contains(html.UnescapeString(string(r.body)), w) {
+			t.Errorf("the page (status %d) lacks %q", r.status, w)
+		}
+	}
+}
+
+func mustNotContain(t *testing.T, r response, words ...string) {
+	t.Helper()
+	for _, w := range words {
+		if strings.Contains(html.UnescapeString(string(r.body)), w) {
+			t.Errorf("the page (status %d) shows %q", r.status, w)
+		}
+	}
+}
+
+// consoleEnv is a console with the client "app" owned by olive with one
+// secret, and the client "theirs" owned by nobody.
+func consoleEnv(t *testing.T) (*env, CreatedSecret) {
+	t.Helper()
+	e := newEnv(t, withConsole)
+	if _, err := e.svc.CreateClient(context.Background(), who, "app", "The App", []string{"olive"}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustClient("theirs")
+	return e, e.mustGenerate("app")
+}
+
+func TestConsoleNeedsASignedInUser(t *testing.T) {
+	e, _ := consoleEnv(t)
+	for _, p := range []string{"/console/", "/console/clients/app"} {
+		r := e.browser("").get(p)
+		mustStatus(t, r, 401)
+		mustContain(t, r, "Sign-in required", "basic_auth", "forward_auth")
+		mustNotContain(t, r, "The App")
+	}
+	r := e.browser("").post("/console/clients/app/generate", url.Values{"seen": {"0"}})
+	mustStatus(t, r, 401)
+	if e.activeCount("app") != 1 {
+		t.Fatal("an anonymous POST generated a secret")
+	}
+	// The admin token is for automation, not for the console.
+	req := httptest.NewRequest("GET", "/console/", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	rec := httptest.NewRecorder()
+	e.api.ServeHTTP(rec, req)
+	if rec.Code != 401 {
+		t.Fatalf("the admin token on the console: %d", rec.Code)
+	}
+}
+
+func TestConsoleSecurityHeadersOnEveryAnswer(t *testing.T) {
+	e, first := consoleEnv(t)
+	olive := e.browser("olive")
+	olive.get("/console/")
+	answers := map[string]response{
+		"my clients":  olive.get("/console/"),
+		"client":      olive.get("/console/clients/app"),
+		"confirm":     olive.get("/console/clients/app/secrets/" + first.Secret.ID + "/revoke"),
+		"not found":   olive.get("/console/clients/theirs"),
+		"no page":     olive.get("/console/nope"),
+		"css":         olive.get("/console/static/console.css"),
+		"js":          olive.get("/console/static/console.js"),
+		"no user":     e.browser("").get("/console/"),
+		"forbidden":   olive.post("/console/clients", url.Values{"client_id": {"x"}}),
+		"bad csrf":    olive.post("/console/clients/app/generate", url.Values{"csrf": {"forged"}}),
+		"cross site":  olive.post("/console/clients/app/generate", nil, "Sec-Fetch-Site", "cross-site"),
+		"new secret":  olive.post("/console/clients/app/generate", url.Values{"seen": {"1"}}),
+		"redirect":    olive.post("/console/clients/app/secrets/"+first.Secret.ID+"/revoke", nil),
+		"bare prefix": olive.get("/console"),
+	}
+	for name, r := range answers {
+		for k, v := range map[string]string{
+			"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+			"Referrer-Policy":         "no-referrer",
+			"X-Content-Type-Options":  "nosniff",
+			"Cache-Control":           "no-store",
+		} {
+			if got := r.header.Get(k); got != v {
+				t.Errorf("%s (%d): %s is %q, want %q", name, r.status, k, got, v)
+			}
+		}
+		// No inline script or style: CSP forbids them, so they would break.
+		if regexp.MustCompile(`<script>|<script [^>]*>[^<]|<style|style="`).Match(r.body) {
+			t.Errorf("%s: the page has inline script or style", name)
+		}
+	}
+	if ct := answers["css"].header.Get("Content-Type"); !strings.HasPrefix(ct, "text/css") {
+		t.Errorf("stylesheet served as %q", ct)
+	}
+	if answers["bare prefix"].status != 303 || answers["bare prefix"].header.Get("Location") != "/console/" {
+		t.Errorf("/console answered %d %s", answers["bare prefix"].status, answers["bare prefix"].header.Get("Location"))
+	}
+}
+
+func TestConsoleMyClients(t *testing.T) {
+	e, first := consoleEnv(t)
+	if _, err := e.svc.ApplyUsage(context.Background(), wire.Usage{Stamps: []wire.Stamp{{ClientID: "app", SecretID: first.Secret.ID, LastUsedAt: e.clock.Now(), From: "10.1.2.3"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.browser("olive").get("/console/")
+	mustStatus(t, r, 200)
+	mustContain(t, r, "My clients", `href="/console/clients/app"`, "The App", "Last Used", "2030-01-02 03:04:05 UTC", "<td>1</td>")
+	mustNotContain(t, r, "theirs", "Create client", "Filter")
+
+	r = e.browser("mallory").get("/console/")
+	mustStatus(t, r, 200)
+	mustContain(t, r, "You own no clients yet")
+	mustNotContain(t, r, "app")
+
+	alice := e.browser("alice")
+	r = alice.get("/console/")
+	mustContain(t, r, "/console/clients/app", "/console/clients/theirs", "Create client", "Filter", "admin")
+	r = alice.get("/console/?q=APP")
+	mustContain(t, r, "/console/clients/app")
+	mustNotContain(t, r, "/console/clients/theirs")
+}
+
+func TestConsoleClientPageForAnOwner(t *testing.T) {
+	e, first := consoleEnv(t)
+	r := e.browser("olive").get("/console/clients/app")
+	mustStatus(t, r, 200)
+	mustContain(t, r, "OAuth secrets", "Generate new secret", "Rotate…", "Revoke", "Confirm", "Last Used", first.Secret.Hint, first.Secret.ID, "active")
+	// Admin extras are absent for an owner.
+	mustNotContain(t, r, "Delete client", "Audit log", "Save owners", "/owners", "/delete")
+	if strings.Contains(string(r.body), first.Plaintext) {
+		t.Fatal("the client page shows a secret")
+	}
+}
+
+func TestConsoleStrangersSeeNothing(t *testing.T) {
+	e, first := consoleEnv(t)
+	mallory := e.browser("mallory")
+	mallory.get("/console/")
+	for _, p := range []string{"/console/clients/app", "/console/clients/app/generate", "/console/clients/app/rotate",
+		"/console/clients/app/secrets/" + first.Secret.ID + "/revoke", "/console/clients/nope"} {
+		r := mallory.get(p)
+		mustStatus(t, r, 404)
+		mustNotContain(t, r, "The App", first.Secret.Hint)
+	}
+	for _, p := range []string{"/console/clients/app/generate", "/console/clients/app/rotate", "/console/clients/app/secrets/" + first.Secret.ID + "/revoke"} {
+		mustStatus(t, mallory.post(p, url.Values{"seen": {"1"}, "grace": {"0s"}}), 404)
+	}
+	if e.activeCount("app") != 1 {
+		t.Fatal("a stranger changed the client's secrets")
+	}
+}
+
+func TestConsoleAdminOnlyActionsRefusedToAnOwner(t *testing.T) {
+	e, _ := consoleEnv(t)
+	olive := e.browser("olive")
+	olive.get("/console/clients/app")
+	rev := e.revision()
+	mustStatus(t, olive.get("/console/clients/app/delete"), 403)
+	for path, form := range map[string]url.Values{
+		"/console/clients":               {"client_id": {"new"}},
+		"/console/clients/app/delete":    {"confirm_id": {"app"}},
+		"/console/clients/app/owners":    {"owners": {"olive mallory"}},
+		"/console/clients/theirs/delete": {"confirm_id": {"theirs"}},
+	} {
+		r := olive.post(path, form)
+		mustStatus(t, r, 403)
+		mustContain(t, r, "Admins only")
+	}
+	if e.revision() != rev {
+		t.Fatal("a refused admin action changed the store")
+	}
+}
+
+func TestConsoleGenerateShowsTheSecretOnce(t *testing.T) {
+	e, first := consoleEnv(t)
+	olive := e.browser("olive")
+	page := olive.get("/console/clients/app")
+	seen := seenOf(t, page)
+	if seen != "1" {
+		t.Fatalf("the form's guard is %q", seen)
+	}
+	// Without JavaScript, the button leads to a confirm page.
+	confirm := olive.get("/console/clients/app/generate")
+	mustStatus(t, confirm, 200)
+	mustContain(t, confirm, "Generate new secret", "Confirm", `action="/console/clients/app/generate"`)
+
+	r := olive.post("/console/clients/app/generate", url.Values{"seen": {seen}})
+	mustStatus(t, r, 200)
+	mustContain(t, r, "This value will only be shown once", "Copy", "data-copy")
+	m := regexp.MustCompile(`id="new-secret" class="secret" readonly value="([^"]+)"`).FindSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("no secret on the answer page")
+	}
+	secret := html.UnescapeString(string(m[1]))
+	secrets, _ := e.svc.ListSecrets(context.Background(), who, "app")
+	if len(secrets) != 2 || (secrets[0].Hash != secrethash.NewSHA256(secret) && secrets[1].Hash != secrethash.NewSHA256(secret)) || secret == first.Plaintext {
+		t.Fatal("the secret shown is not the one stored")
+	}
+	if r.header.Get("Cache-Control") != "no-store" || r.header.Get("Location") != "" {
+		t.Fatal("the secret page may be cached or redirects")
+	}
+	// Reloading (the same POST again) shows no secret and generates none.
+	again := olive.post("/console/clients/app/generate", url.Values{"seen": {seen}})
+	mustStatus(t, again, 303)
+	if loc := again.header.Get("Location"); loc != "/console/clients/app?done=stale" {
+		t.Fatalf("a resent form went to %q", loc)
+	}
+	mustNotContain(t, again, secret)
+	if e.activeCount("app") != 2 {
+		t.Fatal("the resent form generated a secret")
+	}
+	// The client page never shows it.
+	page = olive.get("/console/clients/app?done=stale")
+	mustNotContain(t, page, secret)
+	mustContain(t, page, "nothing was done")
+	// The audit trail names the owner.
+	trail, _ := e.store.Audit(context.Background(), "app", 10)
+	if trail[0].Who != "user:olive" || trail[0].Action != "secret.generate" {
+		t.Fatalf("audit: %+v", trail[0])
+	}
+}
+
+func TestConsoleAtTheMax(t *testing.T) {
+	e, first := consoleEnv(t)
+	e.mustGenerate("app")
+	olive := e.browser("olive")
+	page := olive.get("/console/clients/app")
+	mustContain(t, page, "you can only have a maximum of 2 active secrets; revoke one before you generate another",
+		`<button type="button" disabled>Generate new secret</button>`)
+	mustNotContain(t, page, `href="/console/clients/app/generate"`)
+	// A POST anyway is refused with the same sentence.
+	r := olive.post("/console/clients/app/generate", url.Values{"seen": {seenOf(t, page)}})
+	mustStatus(t, r, 409)
+	mustContain(t, r, "you can only have a maximum of 2 active secrets; revoke one before you generate another")
+	// Rotating with no grace is always allowed.
+	r = olive.post("/console/clients/app/rotate", url.Values{"seen": {seenOf(t, page)}, "grace": {"0s"}})
+	mustStatus(t, r, 200)
+	mustContain(t, r, "This value will only be shown once", "Revoked", first.Secret.ID)
+	if e.activeCount("app") != 1 {
+		t.Fatalf("after rotate 0s: %d active", e.activeCount("app"))
+	}
+}
+
+func TestConsoleRotateWithGrace(t *testing.T) {
+	e, first := consoleEnv(t)
+	olive := e.browser("olive")
+	confirm := olive.get("/console/clients/app/rotate")
+	mustContain(t, confirm, "Rotate…", "Grace period", `value="24h" selected`, "Confirm")
+	r := olive.post("/console/clients/app/rotate", url.Values{"seen": {seenOf(t, confirm)}, "grace": {"24h"}})
+	mustStatus(t, r, 200)
+	mustContain(t, r, "This value will only be shown once", "Expiring", first.Secret.ID)
+	mustStatus(t, olive.post("/console/clients/app/rotate", url.Values{"seen": {"0"}, "grace": {"forever"}}), 400)
+}
+
+func TestConsoleRevokeWithTheCutOverHint(t *testing.T) {
+	e, old := consoleEnv(t)
+	olive := e.browser("olive")
+	revokePage := "/console/clients/app/secrets/" + old.Secret.ID + "/revoke"
+	mustContain(t, olive.get(revokePage), "This is the only active secret")
+
+	e.clock.Add(time.Minute)
+	fresh := e.mustGenerate("app")
+	mustContain(t, olive.get(revokePage), "has not been used yet")
+
+	stamp := func(s CreatedSecret, at time.Time, from string) {
+		t.Helper()
+		if _, err := e.svc.ApplyUsage(context.Background(), wire.Usage{Stamps: []wire.Stamp{{ClientID: "app", SecretID: s.Secret.ID, LastUsedAt: at, From: from}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := e.clock.Now()
+	e.clock.Add(6 * time.Minute)
+	// The app switched: the old secret's last use is before the new one's
+	// first use.
+	stamp(old, base.Add(time.Minute), "10.1.2.3")
+	stamp(fresh, base.Add(2*time.Minute), "10.9.9.9")
+	r := olive.get(revokePage)
+	mustContain(t, r, "not used since the new secret's first use at 03:07:05 UTC — safe to revoke", "Confirm")
+	mustNotContain(t, r, "still used")
+	// Another app still has the old one: used after the new one's first use.
+	stamp(old, base.Add(2*time.Minute+time.Second), "10.1.2.3")
+	stamp(fresh, base.Add(5*time.Minute), "10.9.9.9")
+	r = olive.get(revokePage)
+	mustContain(t, r, "still used 3 minutes ago from 10.1.2.3")
+	mustNotContain(t, r, "safe to revoke")
+	// The dialog on the client page says the same.
+	mustContain(t, olive.get("/console/clients/app"), "still used 3 minutes ago from 10.1.2.3")
+
+	r = olive.post(revokePage, nil)
+	mustStatus(t, r, 303)
+	if loc := r.header.Get("Location"); loc != "/console/clients/app?done=revoked" {
+		t.Fatalf("revoke went to %q", loc)
+	}
+	secrets, _ := e.svc.ListSecrets(context.Background(), who, "app")
+	if secrets[0].RevokedAt == nil || secrets[1].RevokedAt != nil {
+		t.Fatal("the wrong secret was revoked")
+	}
+	mustContain(t, olive.get("/console/clients/app?done=revoked"), "Secret revoked", "revoked")
+	// A revoked secret has no Revoke page any more.
+	mustStatus(t, olive.get(revokePage), 404)
+}
+
+func TestConsoleCSRF(t *testing.T) {
+	e, _ := consoleEnv(t)
+	olive := e.browser("olive")
+	olive.get("/console/clients/app")
+	form := url.Values{"seen": {"1"}}
+	// A forged token, no token, another user's token, no session cookie.
+	for name, r := range map[string]response{
+		"forged":   olive.post("/console/clients/app/generate", url.Values{"seen": {"1"}, "csrf": {"x"}}),
+		"no token": olive.post("/console/clients/app/generate", url.Values{"seen": {"1"}, "csrf": {""}}),
+		"other user's token": func() response {
+			alice := e.browser("alice")
+			alice.cookie = olive.cookie
+			alice.get("/console/")
+			b := e.browser("olive")
+			b.cookie = olive.cookie
+			b.csrf = alice.csrf
+			return b.post("/console/clients/app/generate", form)
+		}(),
+		"no cookie": func() response {
+			b := e.browser("olive")
+			b.csrf = olive.csrf
+			return b.post("/console/clients/app/generate", form)
+		}(),
+	} {
+		if r.status != 403 || !strings.Contains(string(r.body), "Form expired") {
+			t.Errorf("%s: %d", name, r.status)
+		}
+	}
+	// A request a browser marks as cross-site is refused by Go's
+	// cross-origin protection, even with a valid token.
+	r := olive.post("/console/clients/app/generate", form, "Sec-Fetch-Site", "cross-site")
+	mustStatus(t, r, 403)
+	mustContain(t, r, "Cross-site request refused")
+	r = olive.post("/console/clients/app/generate", form, "Origin", "https://evil.example")
+	mustStatus(t, r, 403)
+	if e.activeCount("app") != 1 {
+		t.Fatal("a refused POST generated a secret")
+	}
+	// The real thing, same-origin, works.
+	mustStatus(t, olive.post("/console/clients/app/generate", form, "Sec-Fetch-Site", "same-origin"), 200)
+}
+
+func TestConsoleEscapesWhatUsersTyped(t *testing.T) {
+	e := newEnv(t, withConsole)
+	const evilName = `<script>alert(1)</script>`
+	const evilID = `x"><img/src=x>`
+	if _, err := e.svc.CreateClient(context.Background(), who, evilID, evilName, []string{`<b>olive</b>`}); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.browser("alice")
+	list, page := alice.get("/console/"), alice.get("/console/clients/"+url.PathEscape(evilID))
+	// The raw HTML, not unescaped as mustContain reads it.
+	raw := func(r response, want bool, words ...string) {
+		t.Helper()
+		for _, w := range words {
+			if strings.Contains(string(r.body), w) != want {
+				t.Errorf("the page has %q: %v, want %v", w, !want, want)
+			}
+		}
+	}
+	for _, r := range []response{list, page} {
+		mustStatus(t, r, 200)
+		raw(r, false, evilName, `<img/src=x>`, `<b>olive</b>`)
+	}
+	raw(list, true, "&lt;script&gt;alert(1)&lt;/script&gt;")
+	raw(page, true, "&lt;b&gt;olive&lt;/b&gt;", `href="/console/clients/x%22%3E%3Cimg%2Fsrc=x%3E/rotate"`)
+	// As text, it reads as typed.
+	mustContain(t, list, evilName)
+}
+
+func TestConsoleAdminManagesClients(t *testing.T) {
+	e, _ := consoleEnv(t)
+	alice := e.browser("alice")
+	page := alice.get("/console/clients/app")
+	mustContain(t, page, "Owners", "Save owners", "Audit log", "Delete client", "client.create")
+
+	r := alice.post("/console/clients", url.Values{"client_id": {"billing"}, "name": {"Billing"}, "owners": {"olive, bob"}})
+	mustStatus(t, r, 303)
+	if loc := r.header.Get("Location"); loc != "/console/clients/billing?done=created" {
+		t.Fatalf("create went to %q", loc)
+	}
+	c, err := e.store.Client(context.Background(), "billing")
+	if err != nil || strings.Join(c.Owners, ",") != "bob,olive" {
+		t.Fatalf("created: %+v %v", c, err)
+	}
+	mustStatus(t, alice.post("/console/clients", url.Values{"client_id": {"billing"}}), 409)
+
+	mustStatus(t, alice.post("/console/clients/billing/owners", url.Values{"owners": {"carol"}}), 303)
+	if c, _ := e.store.Client(context.Background(), "billing"); strings.Join(c.Owners, ",") != "carol" {
+		t.Fatalf("owners: %v", c.Owners)
+	}
+	mustContain(t, alice.get("/console/clients/billing"), "user:alice", "client.owners", "owners: carol")
+
+	// Delete asks to type the client id.
+	confirm := alice.get("/console/clients/app/delete")
+	mustContain(t, confirm, "Type the client id", `name="confirm_id"`)
+	r = alice.post("/console/clients/app/delete", url.Values{"confirm_id": {"ap"}})
+	mustStatus(t, r, 400)
+	mustContain(t, r, "does not match")
+	if _, err := e.store.Client(context.Background(), "app"); err != nil {
+		t.Fatal("a mistyped id deleted the client")
+	}
+	r = alice.post("/console/clients/app/delete", url.Values{"confirm_id": {"app"}})
+	mustStatus(t, r, 303)
+	if r.header.Get("Location") != "/console/?done=deleted" {
+		t.Fatalf("delete went to %q", r.header.Get("Location"))
+	}
+	if _, err := e.store.Client(context.Background(), "app"); err == nil {
+		t.Fatal("the client is still there")
+	}
+}
+
+func TestConsoleOff(t *testing.T) {
+	e := newEnv(t, withAdmins("alice"))
+	if e.api.Handles("/console/") || e.api.Handles("/console") {
+		t.Fatal("the API claims the console paths with the console off")
+	}
+}
