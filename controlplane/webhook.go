@@ -92,19 +92,37 @@ type webhook struct {
 	timeout time.Duration
 }
 
-// resolve resolves the placeholders in the URL and secret and checks the
-// config; i is the webhook's position, for errors. Errors never quote the
-// secret, nor the URL (it may hold a token).
-func (c WebhookConfig) resolve(repl *caddy.Replacer, i int) (*webhook, error) {
+// resolvePlaceholders returns the config with the placeholders in its
+// URL and secret resolved; an unknown, unset or empty one is an error. i
+// is the webhook's position, for errors, which never quote the secret
+// nor the URL (it may hold a token).
+func (c WebhookConfig) resolvePlaceholders(repl *caddy.Replacer, i int) (WebhookConfig, error) {
+	name := fmt.Sprintf("webhook %d", i)
+	if c.URL != "" {
+		u, err := repl.ReplaceOrErr(c.URL, true, true)
+		if err != nil {
+			return c, fmt.Errorf("%s: url: a placeholder in it is unknown, unset or empty", name)
+		}
+		c.URL = u
+	}
+	if c.Secret != "" {
+		secret, err := resolveSecret(repl, name+" secret", c.Secret)
+		if err != nil {
+			return c, err
+		}
+		c.Secret = secret
+	}
+	return c, nil
+}
+
+// build checks a config whose placeholders are resolved and returns the
+// webhook ready to deliver. i is the webhook's position, for errors.
+func (c WebhookConfig) build(i int) (*webhook, error) {
 	name := fmt.Sprintf("webhook %d", i)
 	if c.URL == "" {
 		return nil, fmt.Errorf("%s: url is required", name)
 	}
-	raw, err := repl.ReplaceOrErr(c.URL, true, true)
-	if err != nil {
-		return nil, fmt.Errorf("%s: url: a placeholder in it is unknown, unset or empty", name)
-	}
-	u, err := url.Parse(raw)
+	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%s: url must be an absolute http or https URL", name)
 	}
@@ -114,11 +132,10 @@ func (c WebhookConfig) resolve(repl *caddy.Replacer, i int) (*webhook, error) {
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%s: url must not have a fragment", name)
 	}
-	secret, err := resolveSecret(repl, name+" secret", c.Secret)
-	if err != nil {
-		return nil, err
+	if c.Secret == "" {
+		return nil, fmt.Errorf("%s: secret is required", name)
 	}
-	key, err := decodeWebhookSecret(secret)
+	key, err := decodeWebhookSecret(c.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("%s secret: %v", name, err)
 	}
@@ -126,8 +143,8 @@ func (c WebhookConfig) resolve(repl *caddy.Replacer, i int) (*webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s secret: %v", name, err)
 	}
-	w := &webhook{url: raw, label: u.Host, signer: signer, timeout: time.Duration(c.Timeout)}
-	sum := sha256.Sum256([]byte(raw))
+	w := &webhook{url: c.URL, label: u.Host, signer: signer, timeout: time.Duration(c.Timeout)}
+	sum := sha256.Sum256([]byte(c.URL))
 	w.key = "wh_" + hex.EncodeToString(sum[:8])
 	if w.timeout == 0 {
 		w.timeout = DefaultWebhookTimeout
@@ -167,13 +184,13 @@ func decodeWebhookSecret(secret string) ([]byte, error) {
 // wants reports whether the webhook receives events of type t.
 func (w *webhook) wants(t string) bool { return w.events == nil || w.events[t] }
 
-// resolveWebhooks resolves and checks every webhook; two with the same URL
+// buildWebhooks checks and builds every webhook; two with the same URL
 // are an error (they would share their deliveries).
-func resolveWebhooks(repl *caddy.Replacer, cfgs []WebhookConfig) ([]*webhook, error) {
+func buildWebhooks(cfgs []WebhookConfig) ([]*webhook, error) {
 	out := make([]*webhook, 0, len(cfgs))
 	seen := map[string]int{}
 	for i, c := range cfgs {
-		w, err := c.resolve(repl, i)
+		w, err := c.build(i)
 		if err != nil {
 			return nil, err
 		}

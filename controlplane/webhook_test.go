@@ -31,7 +31,7 @@ func TestWebhookSignatureSpecVector(t *testing.T) {
 	var got http.Header
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
 	defer srv.Close()
-	w, err := WebhookConfig{URL: srv.URL, Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}.resolve(caddy.NewReplacer(), 0)
+	w, err := WebhookConfig{URL: srv.URL, Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}.build(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,14 @@ func TestWebhookConfigResolve(t *testing.T) {
 	secret := newWebhookSecret(t)
 	t.Setenv("HOOK_SECRET", secret)
 	repl := caddy.NewReplacer()
-	w, err := WebhookConfig{URL: "https://hooks.example:8443/in?k=v", Secret: "{env.HOOK_SECRET}", Events: []string{EventSecretRevoked}}.resolve(repl, 0)
+	resolve := func(c WebhookConfig, i int) (*webhook, error) {
+		c, err := c.resolvePlaceholders(repl, i)
+		if err != nil {
+			return nil, err
+		}
+		return c.build(i)
+	}
+	w, err := resolve(WebhookConfig{URL: "https://hooks.example:8443/in?k=v", Secret: "{env.HOOK_SECRET}", Events: []string{EventSecretRevoked}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +72,7 @@ func TestWebhookConfigResolve(t *testing.T) {
 	if !w.wants(EventSecretRevoked) || w.wants(EventSecretGenerated) {
 		t.Fatal("event filter not applied")
 	}
-	all, err := WebhookConfig{URL: "http://127.0.0.1:1/", Secret: secret}.resolve(repl, 0)
+	all, err := resolve(WebhookConfig{URL: "http://127.0.0.1:1/", Secret: secret}, 0)
 	if err != nil || !all.wants(EventClientDeleted) {
 		t.Fatalf("no events should mean all: %v", err)
 	}
@@ -82,6 +89,7 @@ func TestWebhookConfigResolve(t *testing.T) {
 		{"userinfo", WebhookConfig{URL: "https://u:p@x/", Secret: secret}, "user info"},
 		{"no secret", WebhookConfig{URL: "https://x/"}, "secret is required"},
 		{"unset env", WebhookConfig{URL: "https://x/", Secret: "{env.ROTAGATE_UNSET_HOOK}"}, "ROTAGATE_UNSET_HOOK is not set"},
+		{"unset env in url", WebhookConfig{URL: "https://x/{env.ROTAGATE_UNSET_HOOK}", Secret: secret}, "url: a placeholder"},
 		{"raw secret", WebhookConfig{URL: "https://x/", Secret: "hunter2hunter2hunter2hunter2"}, "must start with whsec_"},
 		{"bad base64", WebhookConfig{URL: "https://x/", Secret: "whsec_!!!!"}, "not standard base64"},
 		{"short key", WebhookConfig{URL: "https://x/", Secret: short}, "got 16"},
@@ -90,7 +98,7 @@ func TestWebhookConfigResolve(t *testing.T) {
 		{"timeout high", WebhookConfig{URL: "https://x/", Secret: secret, Timeout: caddy.Duration(time.Hour)}, "timeout must be between"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.cfg.resolve(repl, 3)
+			_, err := resolve(tc.cfg, 3)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "webhook 3") {
 				t.Fatalf("err = %v, want one starting with webhook 3 and containing %q", err, tc.want)
 			}
@@ -100,7 +108,7 @@ func TestWebhookConfigResolve(t *testing.T) {
 		})
 	}
 
-	if _, err := resolveWebhooks(repl, []WebhookConfig{{URL: "https://x/", Secret: secret}, {URL: "https://x/", Secret: newWebhookSecret(t)}}); err == nil ||
+	if _, err := buildWebhooks([]WebhookConfig{{URL: "https://x/", Secret: secret}, {URL: "https://x/", Secret: newWebhookSecret(t)}}); err == nil ||
 		!strings.Contains(err.Error(), "same url as webhook 0") {
 		t.Fatalf("duplicate url: %v", err)
 	}
@@ -123,12 +131,15 @@ type receiver struct {
 	*httptest.Server
 	verifier *standardwebhooks.Webhook
 
-	mu       sync.Mutex
-	status   int // answer; 0 = 204
-	got      []receivedEvent
-	seen     map[string]bool
-	bad      int
-	arrivals chan struct{}
+	// ignoreTime skips the timestamp check, for senders on a fake clock.
+	ignoreTime bool
+
+	mu     sync.Mutex
+	status int // answer; 0 = 204
+	got    []receivedEvent
+	seen   map[string]bool
+	raw    int // accepted deliveries, duplicates included
+	bad    int
 }
 
 type receivedEvent struct {
@@ -141,7 +152,7 @@ func newReceiver(t *testing.T, secret string) *receiver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &receiver{verifier: v, seen: map[string]bool{}, arrivals: make(chan struct{}, 1000)}
+	r := &receiver{verifier: v, seen: map[string]bool{}}
 	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.Close)
 	return r
@@ -151,7 +162,11 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.verifier.Verify(body, req.Header); err != nil {
+	verify := r.verifier.Verify
+	if r.ignoreTime {
+		verify = r.verifier.VerifyIgnoringTimestamp
+	}
+	if err := verify(body, req.Header); err != nil {
 		r.bad++
 		http.Error(w, "bad signature", http.StatusBadRequest)
 		return
@@ -160,13 +175,20 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(r.status)
 		return
 	}
+	r.raw++
 	id := req.Header.Get("webhook-id")
 	if !r.seen[id] { // dedupe by webhook-id, as the spec tells receivers
 		r.seen[id] = true
 		r.got = append(r.got, receivedEvent{id: id, body: string(body)})
 	}
 	w.WriteHeader(http.StatusNoContent)
-	r.arrivals <- struct{}{}
+}
+
+// rawCount is how many deliveries were accepted, duplicates included.
+func (r *receiver) rawCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.raw
 }
 
 func (r *receiver) setStatus(code int) {
@@ -184,7 +206,7 @@ func (r *receiver) events() []receivedEvent {
 func TestWebhookDeliver(t *testing.T) {
 	secret := newWebhookSecret(t)
 	rcv := newReceiver(t, secret)
-	w, err := WebhookConfig{URL: rcv.URL + "/hook?token=abc", Secret: secret}.resolve(caddy.NewReplacer(), 0)
+	w, err := WebhookConfig{URL: rcv.URL + "/hook?token=abc", Secret: secret}.build(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +230,7 @@ func TestWebhookDeliver(t *testing.T) {
 	answer := func(h http.HandlerFunc) attemptResult {
 		srv := httptest.NewServer(h)
 		defer srv.Close()
-		other, err := WebhookConfig{URL: srv.URL, Secret: secret}.resolve(caddy.NewReplacer(), 0)
+		other, err := WebhookConfig{URL: srv.URL, Secret: secret}.build(0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +271,7 @@ func TestWebhookTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	w, err := WebhookConfig{URL: srv.URL, Secret: secret, Timeout: caddy.Duration(time.Second)}.resolve(caddy.NewReplacer(), 0)
+	w, err := WebhookConfig{URL: srv.URL, Secret: secret, Timeout: caddy.Duration(time.Second)}.build(0)
 	if err != nil {
 		t.Fatal(err)
 	}
