@@ -75,8 +75,9 @@ type API struct {
 	maxWait time.Duration
 	log     *zap.Logger
 	mux     *http.ServeMux
-	feed    *feed
 	console *console
+	// snapshots builds and shares the feed's answers.
+	snapshots *snapshotBuilder
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -86,13 +87,46 @@ type API struct {
 	onWait func()
 }
 
+// withDefaults returns o with every unset field at its default. With
+// validate, it is the one place the options are defaulted and checked
+// (see ServiceOptions.withDefaults).
+func (o APIOptions) withDefaults() APIOptions {
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.User == nil {
+		o.User = CaddyUser
+	}
+	return o
+}
+
+// validate checks options that withDefaults has filled.
+func (o APIOptions) validate() error {
+	if o.AdminToken == "" || o.EdgeToken == "" {
+		return errors.New("admin_token and edge_token are both required")
+	}
+	if o.AdminToken == o.EdgeToken {
+		return errors.New("admin_token and edge_token must differ")
+	}
+	if o.MaxWait < 0 {
+		return errors.New("max_wait must not be negative")
+	}
+	for _, u := range o.Admins {
+		if err := ValidateUserID(u); err != nil {
+			return fmt.Errorf("admins: %v", err)
+		}
+	}
+	return nil
+}
+
 // NewAPI returns the HTTP API over svc.
 func NewAPI(svc *Service, opts APIOptions) (*API, error) {
-	if opts.AdminToken == "" || opts.EdgeToken == "" {
-		return nil, errors.New("admin_token and edge_token are both required")
-	}
-	if opts.AdminToken == opts.EdgeToken {
-		return nil, errors.New("admin_token and edge_token must differ")
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	a := &API{
 		svc:     svc,
@@ -106,24 +140,9 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 		stop:    make(chan struct{}),
 	}
 	for _, u := range opts.Admins {
-		if err := ValidateUserID(u); err != nil {
-			return nil, fmt.Errorf("admins: %v", err)
-		}
 		a.admins[u] = true
 	}
-	if a.user == nil {
-		a.user = CaddyUser
-	}
-	if a.maxWait == 0 {
-		a.maxWait = DefaultMaxWait
-	}
-	if a.maxWait < 0 {
-		return nil, fmt.Errorf("max_wait must not be negative")
-	}
-	if a.log == nil {
-		a.log = zap.NewNop()
-	}
-	a.feed = newFeed(svc)
+	a.snapshots = newSnapshotBuilder(svc)
 	if opts.Console {
 		var err error
 		if a.console, err = newConsole(a); err != nil {

@@ -1,12 +1,11 @@
 package controlplane
 
 import (
-	"strconv"
-
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/rotagate/rotagate/internal/directive"
 )
 
 func init() {
@@ -40,45 +39,22 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		console [on|off]
 //	}
 //
-// Each subdirective may appear once. Defaults are set in Provision.
+// Each subdirective may appear once. Mistakes are worded as in the edge's
+// directive (internal/directive); defaults and checks live in Provision
+// and Validate.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := directive.NoArgs(d, d.Val()); err != nil {
+		return err
 	}
-	seen := make(map[string]bool)
-	for d.NextBlock(0) {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: given more than once", opt)
-		}
-		seen[opt] = true
-		switch opt {
+	return directive.Block(d, func(name string) error {
+		switch name {
 		case "store":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			switch kind := d.Val(); kind {
-			case "sqlite":
-				cfg := new(SQLiteConfig)
-				if d.NextArg() {
-					cfg.Path = d.Val()
-				}
-				h.Store = &StoreConfig{SQLite: cfg}
-			case "postgres":
-				var dsn string
-				if !d.Args(&dsn) {
-					return d.ArgErr()
-				}
-				h.Store = &StoreConfig{Postgres: &PostgresConfig{DSN: dsn}}
-			default:
-				return d.Errf("store: unknown kind %q (want sqlite or postgres)", kind)
-			}
+			return h.unmarshalStore(d)
 		case "admins":
-			h.Admins = d.RemainingArgs()
-			if len(h.Admins) == 0 {
-				return d.ArgErr()
-			}
+			var err error
+			h.Admins, err = directive.Args(d)
+			return err
 		case "console":
 			on := true
 			if d.NextArg() {
@@ -91,53 +67,48 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			h.Console = &on
+			return directive.End(d, "console")
 		case "user_id":
-			if !d.Args(&h.UserID) {
-				return d.ArgErr()
-			}
+			return directive.OneArg(d, &h.UserID)
 		case "admin_token":
-			if !d.Args(&h.AdminToken) {
-				return d.ArgErr()
-			}
+			return directive.OneArg(d, &h.AdminToken)
 		case "edge_token":
-			if !d.Args(&h.EdgeToken) {
-				return d.ArgErr()
-			}
+			return directive.OneArg(d, &h.EdgeToken)
 		case "max_active_secrets":
-			var v string
-			if !d.Args(&v) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return d.Errf("max_active_secrets: %q is not a whole number", v)
-			}
-			h.MaxActiveSecrets = n
+			return directive.Int(d, &h.MaxActiveSecrets)
 		case "secret_prefix":
-			if !d.Args(&h.SecretPrefix) {
-				return d.ArgErr()
-			}
+			return directive.OneArg(d, &h.SecretPrefix)
 		case "max_wait":
-			var v string
-			if !d.Args(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil {
-				return d.Errf("max_wait: %v", err)
-			}
-			h.MaxWait = caddy.Duration(dur)
-		default:
-			return d.Errf("unknown subdirective %q", opt)
+			return directive.Duration(d, &h.MaxWait)
 		}
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		if d.NextBlock(d.Nesting()) {
-			return d.Errf("%s: takes no block", opt)
-		}
+		return directive.Unknown(d, "client_credentials_control_plane")
+	})
+}
+
+// unmarshalStore reads `store sqlite [<path>]` or `store postgres <dsn>`.
+func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
+	const name = "store"
+	var kind string
+	if err := directive.NextArg(d, name, &kind); err != nil {
+		return err
 	}
-	return nil
+	switch kind {
+	case "sqlite":
+		cfg := new(SQLiteConfig)
+		if d.NextArg() {
+			cfg.Path = d.Val()
+		}
+		h.Store = &StoreConfig{SQLite: cfg}
+	case "postgres":
+		cfg := new(PostgresConfig)
+		if err := directive.NextArg(d, name, &cfg.DSN); err != nil {
+			return err
+		}
+		h.Store = &StoreConfig{Postgres: cfg}
+	default:
+		return d.Errf("%s: unknown kind %q (want sqlite or postgres)", name, kind)
+	}
+	return directive.End(d, name)
 }
 
 // Interface guards

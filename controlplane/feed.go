@@ -37,9 +37,11 @@ const (
 	snapshotBuildTimeout = 30 * time.Second
 )
 
-// feed builds snapshots once per revision and shares them between
-// requests: the JSON body and, on first demand, its gzip form.
-type feed struct {
+// snapshotBuilder builds the feed's snapshots once per revision and
+// shares them between requests: the JSON body and, on first demand, its
+// gzip form. (The edge's feed client, in the root package, is another
+// thing.)
+type snapshotBuilder struct {
 	svc   *Service
 	group singleflight.Group
 
@@ -59,17 +61,14 @@ type builtSnapshot struct {
 	gzErr  error
 }
 
-func newFeed(svc *Service) *feed { return &feed{svc: svc} }
+func newSnapshotBuilder(svc *Service) *snapshotBuilder { return &snapshotBuilder{svc: svc} }
 
 // get returns a snapshot at least as new as the published revision,
 // building one (once, however many requests ask) when needed.
-func (f *feed) get(ctx context.Context) (*builtSnapshot, error) {
+func (f *snapshotBuilder) get(ctx context.Context) (*builtSnapshot, error) {
 	epoch, rev, _ := f.svc.Notifier().Current()
-	f.mu.Lock()
-	cur := f.cur
-	f.mu.Unlock()
-	if cur != nil && cur.epoch == epoch && cur.rev >= rev && f.svc.Now().Sub(cur.built) < snapshotRefresh {
-		return cur, nil
+	if b := f.cached(); b != nil {
+		return b, nil
 	}
 	// A build already under way may have read the store before the
 	// revision this request waited for: then build again.
@@ -82,10 +81,27 @@ func (f *feed) get(ctx context.Context) (*builtSnapshot, error) {
 	return f.build(ctx)
 }
 
+// cached returns the last built snapshot while it is as new as the
+// published revision and fresh, else nil.
+func (f *snapshotBuilder) cached() *builtSnapshot {
+	epoch, rev, _ := f.svc.Notifier().Current()
+	f.mu.Lock()
+	cur := f.cur
+	f.mu.Unlock()
+	if cur != nil && cur.epoch == epoch && cur.rev >= rev && f.svc.Now().Sub(cur.built) < snapshotRefresh {
+		return cur
+	}
+	return nil
+}
+
 // build reads a snapshot from the store, sharing one read between all
-// concurrent callers.
-func (f *feed) build(ctx context.Context) (*builtSnapshot, error) {
+// concurrent callers. A caller that missed the cache just before another
+// build finished finds that build's snapshot instead of reading again.
+func (f *snapshotBuilder) build(ctx context.Context) (*builtSnapshot, error) {
 	ch := f.group.DoChan("snapshot", func() (any, error) {
+		if b := f.cached(); b != nil {
+			return b, nil
+		}
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotBuildTimeout)
 		defer cancel()
 		snap, err := f.svc.Snapshot(bctx)
@@ -185,7 +201,7 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 			return
 		}
 	}
-	b, err := a.feed.get(r.Context())
+	b, err := a.snapshots.get(r.Context())
 	if err != nil {
 		if r.Context().Err() == nil {
 			a.log.Error("building snapshot failed", zap.Error(err))

@@ -7,13 +7,8 @@
 package controlplane
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -81,6 +76,11 @@ type Handler struct {
 	// front (see UserID). Default: on when Admins is set, else off.
 	Console *bool `json:"console,omitempty"`
 
+	// Resolved by Provision: the tokens, and the store config with its
+	// defaults.
+	adminToken, edgeToken string
+	store                 StoreConfig
+
 	api     *API
 	poolKey string
 	logger  *zap.Logger
@@ -123,97 +123,72 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// stores shares open stores, keyed by kind and path, across sites and
-// config reloads; the last user to let go closes the store.
+// stores shares open stores, keyed by kind and path (StoreConfig.key),
+// across sites and config reloads; the last user to let go closes the
+// store. A store owns the notifier of its changes, so the handlers sharing
+// it wake each other's feed requests.
 var stores = caddy.NewUsagePool()
 
-// pooledStore is a store with the notifier of its changes.
-type pooledStore struct {
-	store    Store
-	notifier *Notifier
-}
+// pooledStore is an open store in the pool.
+type pooledStore struct{ Store }
 
 // Destruct implements caddy.Destructor.
-func (p *pooledStore) Destruct() error { return p.store.Close() }
+func (p pooledStore) Destruct() error { return p.Close() }
 
-// Provision sets defaults, resolves the tokens and opens (or shares) the
-// store.
+// Provision resolves the placeholders in the tokens and the store config,
+// sets defaults, checks the result (Validate: before the store is opened,
+// so that a mistake costs no database connection) and opens, or shares,
+// the store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-
-	admin, err := resolveSecret(repl, "admin_token", h.AdminToken)
-	if err != nil {
+	var err error
+	if h.adminToken, err = resolveSecret(repl, "admin_token", h.AdminToken); err != nil {
 		return err
 	}
-	edge, err := resolveSecret(repl, "edge_token", h.EdgeToken)
-	if err != nil {
+	if h.edgeToken, err = resolveSecret(repl, "edge_token", h.EdgeToken); err != nil {
 		return err
 	}
-	if admin == edge {
-		return errors.New("admin_token and edge_token must differ")
-	}
-	for name, tok := range map[string]string{"admin_token": admin, "edge_token": edge} {
-		if len(tok) < 16 {
-			h.logger.Warn("token is short; use at least 32 random characters", zap.String("option", name))
-		}
-	}
-	if h.MaxActiveSecrets == 0 {
-		h.MaxActiveSecrets = DefaultMaxActiveSecrets
-	}
-	if h.MaxActiveSecrets < 1 {
-		return fmt.Errorf("max_active_secrets must be at least 1, got %d", h.MaxActiveSecrets)
-	}
-	if h.SecretPrefix == "" {
-		h.SecretPrefix = DefaultSecretPrefix
-	}
-	if err := ValidatePrefix(h.SecretPrefix); err != nil {
+	if h.store, err = h.resolveStore(repl); err != nil {
 		return err
-	}
-	if h.MaxWait == 0 {
-		h.MaxWait = caddy.Duration(DefaultMaxWait)
-	}
-	if h.MaxWait < 0 {
-		return fmt.Errorf("max_wait must be positive")
 	}
 	if h.UserID == "" {
 		h.UserID = DefaultUserID
 	}
-	if !onePlaceholder.MatchString(h.UserID) {
-		return fmt.Errorf("user_id must be one placeholder such as %s, got %q", DefaultUserID, h.UserID)
+	so, ao := h.serviceOptions().withDefaults(), h.apiOptions().withDefaults()
+	h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait = so.MaxActiveSecrets, so.SecretPrefix, caddy.Duration(ao.MaxWait)
+	if err := h.Validate(); err != nil {
+		return err
 	}
-	if strings.HasPrefix(h.UserID, "{http.request.") {
-		return fmt.Errorf("user_id %s is set by the client itself: name the placeholder an authentication handler sets", h.UserID)
-	}
-	for _, u := range h.Admins {
-		if err := ValidateUserID(u); err != nil {
-			return fmt.Errorf("admins: %v", err)
+	for name, tok := range map[string]string{"admin_token": h.adminToken, "edge_token": h.edgeToken} {
+		if len(tok) < 16 {
+			h.logger.Warn("token is short; use at least 32 random characters", zap.String("option", name))
 		}
 	}
 
-	pooled, err := h.openStore(ctx, repl)
-	if err != nil {
-		return err
-	}
-	svc, err := NewService(ctx, pooled.store, ServiceOptions{
-		MaxActiveSecrets: h.MaxActiveSecrets,
-		SecretPrefix:     h.SecretPrefix,
-		AuditLog:         h.logger.Named("audit"),
-		Notifier:         pooled.notifier,
+	key := h.store.key()
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		// The store outlives config reloads: a PostgreSQL store's LISTEN
+		// connection and revision check run until the last user lets go,
+		// not until this handler's context ends.
+		st, err := NewStore(ctx, &h.store, h.logger.Named("store"))
+		if err != nil {
+			return nil, err
+		}
+		return pooledStore{st}, nil
 	})
 	if err != nil {
 		return err
 	}
-	h.api, err = NewAPI(svc, APIOptions{
-		AdminToken: admin,
-		EdgeToken:  edge,
-		MaxWait:    time.Duration(h.MaxWait),
-		Logger:     h.logger,
-		Admins:     h.Admins,
-		User:       h.user,
-		Console:    h.consoleOn(),
-	})
+	h.poolKey = key
+	h.logger.Info("control plane store ready", h.store.describe()...)
+	so.AuditLog = h.logger.Named("audit")
+	svc, err := NewService(ctx, val.(pooledStore).Store, so)
 	if err != nil {
+		return err
+	}
+	ao.Logger = h.logger
+	if h.api, err = NewAPI(svc, ao); err != nil {
 		return err
 	}
 	// Long polls would otherwise hold a graceful shutdown for max_wait.
@@ -223,79 +198,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// openStore takes the configured store from the pool, opening it on first
-// use.
-func (h *Handler) openStore(ctx caddy.Context, repl *caddy.Replacer) (*pooledStore, error) {
-	cfg := h.Store
-	if cfg == nil {
-		cfg = &StoreConfig{SQLite: &SQLiteConfig{}}
+// Validate implements caddy.Validator, after Provision (which calls it
+// too, before opening the store). The checks are those NewService,
+// NewAPI and NewStore apply, written once (ServiceOptions, APIOptions and
+// StoreConfig), so that Caddy and programmatic use agree.
+func (h *Handler) Validate() error {
+	if err := h.serviceOptions().withDefaults().validate(); err != nil {
+		return err
 	}
-	switch {
-	case cfg.SQLite != nil && cfg.Postgres != nil:
-		return nil, errors.New("store: set sqlite or postgres, not both")
-	case cfg.Postgres != nil:
-		return h.openPostgres(ctx, repl, cfg.Postgres)
-	case cfg.SQLite == nil:
-		return nil, errors.New("store: set sqlite or postgres")
+	if err := h.apiOptions().withDefaults().validate(); err != nil {
+		return err
 	}
-	path, err := repl.ReplaceOrErr(cfg.SQLite.Path, true, true)
-	if err != nil {
-		return nil, fmt.Errorf("store sqlite path: %v", err)
+	if !onePlaceholder.MatchString(h.UserID) {
+		return fmt.Errorf("user_id must be one placeholder such as %s, got %q", DefaultUserID, h.UserID)
 	}
-	if path == "" {
-		path = filepath.Join(caddy.AppDataDir(), "rotagate", "rotagate.db")
+	if strings.HasPrefix(h.UserID, "{http.request.") {
+		return fmt.Errorf("user_id %s is set by the client itself: name the placeholder an authentication handler sets", h.UserID)
 	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, fmt.Errorf("store sqlite path: %v", err)
-	}
-	key := "sqlite:" + path
-	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		st, err := OpenSQLite(ctx, path)
-		if err != nil {
-			return nil, err
-		}
-		return &pooledStore{store: st, notifier: NewNotifier()}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	h.poolKey = key
-	h.logger.Info("control plane store ready", zap.String("store", "sqlite"), zap.String("path", path))
-	return val.(*pooledStore), nil
+	return h.store.validate()
 }
 
-// openPostgres takes the PostgreSQL store for the DSN from the pool,
-// connecting on first use. The store outlives config reloads, so its
-// LISTEN connection and revision check run until the last user lets go,
-// not until this handler's context ends.
-func (h *Handler) openPostgres(ctx caddy.Context, repl *caddy.Replacer, cfg *PostgresConfig) (*pooledStore, error) {
-	dsn, err := resolveSecret(repl, "store postgres dsn", cfg.DSN)
-	if err != nil {
-		return nil, err
-	}
-	pgCfg, err := ParsePostgresDSN(dsn)
-	if err != nil {
-		return nil, err
-	}
-	target := describeTarget(pgCfg.ConnConfig)
-	sum := sha256.Sum256([]byte(dsn))
-	key := "postgres:" + hex.EncodeToString(sum[:])
-	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		octx, cancel := context.WithTimeout(ctx, postgresStartTimeout)
-		defer cancel()
-		notifier := NewNotifier()
-		st, err := OpenPostgres(octx, dsn, PostgresOptions{Notifier: notifier, Logger: h.logger.Named("store")})
-		if err != nil {
-			return nil, err
-		}
-		return &pooledStore{store: st, notifier: notifier}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	h.poolKey = key
-	h.logger.Info("control plane store ready", zap.String("store", "postgres"), zap.String("database", target))
-	return val.(*pooledStore), nil
+// serviceOptions and apiOptions are the handler's options for the Service
+// and the API, the tokens as resolved by Provision, without the loggers.
+func (h *Handler) serviceOptions() ServiceOptions {
+	return ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix}
 }
 
 // DefaultUserID is the placeholder of the authenticated user that Caddy's
@@ -314,10 +240,36 @@ func (h *Handler) consoleOn() bool {
 
 // user reads the authenticated user's id from the request's replacer.
 func (h *Handler) user(r *http.Request) string { return placeholderValue(r, h.UserID) }
+func (h *Handler) apiOptions() APIOptions {
+	return APIOptions{
+		AdminToken: h.adminToken, EdgeToken: h.edgeToken, MaxWait: time.Duration(h.MaxWait),
+		Admins: h.Admins, User: h.user, Console: h.consoleOn(),
+	}
+}
 
-// postgresStartTimeout bounds connecting to PostgreSQL and migrating at
-// provisioning.
-const postgresStartTimeout = 15 * time.Second
+// resolveStore returns the store config with its placeholders resolved
+// and its defaults set (StoreConfig.withDefaults).
+func (h *Handler) resolveStore(repl *caddy.Replacer) (StoreConfig, error) {
+	if h.Store == nil {
+		return (*StoreConfig)(nil).withDefaults()
+	}
+	cfg := *h.Store
+	if cfg.SQLite != nil {
+		path, err := repl.ReplaceOrErr(cfg.SQLite.Path, true, true)
+		if err != nil {
+			return cfg, fmt.Errorf("store sqlite path: %v", err)
+		}
+		cfg.SQLite = &SQLiteConfig{Path: path}
+	}
+	if cfg.Postgres != nil {
+		dsn, err := resolveSecret(repl, "store postgres dsn", cfg.Postgres.DSN)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Postgres = &PostgresConfig{DSN: dsn}
+	}
+	return cfg.withDefaults()
+}
 
 // envOnly matches a value that is nothing but one {env.NAME} placeholder.
 var envOnly = regexp.MustCompile(`^\{env\.([A-Za-z0-9_]+)\}$`)
@@ -370,6 +322,7 @@ func (h *Handler) API() *API { return h.api }
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -212,6 +213,65 @@ func TestProvisionUserPlaceholder(t *testing.T) {
 			if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != want {
 				t.Errorf("%s via %s: %d (%v), want %d", user, tc.placeholder, rec.Code, err, want)
 			}
+		}
+	}
+}
+
+// Validate holds the checks NewService and NewAPI apply, and Provision
+// runs it before the store is opened: a bad option next to an unreachable
+// database is reported as itself, without a connection attempt.
+func TestValidateBeforeTheStoreOpens(t *testing.T) {
+	setTokens(t)
+	down := `"store":{"postgres":{"dsn":"postgres://u:pw@127.0.0.1:1/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"`
+	for extra, want := range map[string]string{
+		`,"max_active_secrets":-1`: "max_active_secrets must be at least 1",
+		`,"secret_prefix":"Bad-"`:  "secret prefix",
+		`,"max_wait":-5`:           "max_wait must not be negative",
+	} {
+		_, err := provision(t, "{"+down+extra+"}")
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "postgres store") {
+			t.Errorf("%s: %v, want %q before any connection", extra, err, want)
+		}
+	}
+	if n := countPooled(); n != 0 {
+		t.Fatalf("%d stores opened for invalid configs", n)
+	}
+	// After Provision, as Caddy calls it, Validate passes on what
+	// Provision accepted.
+	h, err := provision(t, sqliteConfig(t, filepath.Join(t.TempDir(), "x.db"), `,"max_active_secrets":3`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("Validate after Provision: %v", err)
+	}
+}
+
+// NewStore is the one constructor from a store config.
+func TestNewStore(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", data)
+	st, err := NewStore(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if _, err := os.Stat(filepath.Join(data, "caddy", "rotagate", "rotagate.db")); err != nil {
+		t.Fatalf("the default store is not under Caddy's data directory: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		cfg  *StoreConfig
+		want string
+	}{
+		"empty":       {&StoreConfig{}, "set sqlite or postgres"},
+		"both":        {&StoreConfig{SQLite: &SQLiteConfig{}, Postgres: &PostgresConfig{DSN: "x"}}, "not both"},
+		"no dsn":      {&StoreConfig{Postgres: &PostgresConfig{}}, "dsn is required"},
+		"unreachable": {&StoreConfig{Postgres: &PostgresConfig{DSN: "postgres://u:s3cretpw@127.0.0.1:1/db"}}, "postgres store (user u, 127.0.0.1:1, database db)"},
+	} {
+		_, err := NewStore(ctx, tc.cfg, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cretpw") {
+			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 		}
 	}
 }

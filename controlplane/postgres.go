@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -22,58 +21,15 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// postgresMigrations are the schema versions of the PostgreSQL store, in
-// order: entry i brings the schema from version i to i+1. Released entries
-// are never edited; a change is a new entry. The tables mirror the SQLite
-// store's so that both run the same queries (queries.go). Ids sort bytewise
-// (COLLATE "C"), as on SQLite, whatever the database's locale: pagination
-// must not depend on it.
-var postgresMigrations = [][]string{
-	{ // 1: clients, secrets, and the store's epoch and revision.
-		`CREATE TABLE meta (
-			id       INTEGER PRIMARY KEY CHECK (id = 1),
-			epoch    TEXT    NOT NULL,
-			revision BIGINT  NOT NULL CHECK (revision >= 0)
-		)`,
-		`CREATE TABLE clients (
-			client_id  TEXT COLLATE "C" PRIMARY KEY,
-			name       TEXT   NOT NULL DEFAULT '',
-			created_at BIGINT NOT NULL
-		)`,
-		`CREATE TABLE secrets (
-			secret_id      TEXT COLLATE "C" PRIMARY KEY,
-			client_id      TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
-			hash           TEXT   NOT NULL,
-			hint           TEXT   NOT NULL,
-			created_at     BIGINT NOT NULL,
-			expires_at     BIGINT,
-			revoked_at     BIGINT,
-			last_used_at   BIGINT,
-			last_used_from TEXT   NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
-	},
-	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
-		`CREATE TABLE client_owners (
-			client_id TEXT COLLATE "C" NOT NULL REFERENCES clients (client_id),
-			user_id   TEXT COLLATE "C" NOT NULL,
-			PRIMARY KEY (client_id, user_id)
-		)`,
-		`CREATE INDEX client_owners_by_user ON client_owners (user_id, client_id)`,
-		`CREATE TABLE audit_log (
-			id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-			at        BIGINT NOT NULL,
-			who       TEXT   NOT NULL,
-			remote_ip TEXT   NOT NULL DEFAULT '',
-			action    TEXT   NOT NULL,
-			client_id TEXT COLLATE "C" NOT NULL,
-			secret_id TEXT   NOT NULL DEFAULT '',
-			detail    TEXT   NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
-		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
-	},
-}
+// postgresDialect spells the migrations' words for PostgreSQL: ids sort
+// bytewise (COLLATE "C"), as on SQLite, whatever the database's locale,
+// since pagination must not depend on it; the revision is checked
+// non-negative.
+var postgresDialect = strings.NewReplacer(
+	"{id}", `TEXT COLLATE "C"`,
+	"{revision}", "BIGINT  NOT NULL CHECK (revision >= 0)",
+	"{serial}", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+)
 
 // PostgresChannel is the LISTEN/NOTIFY channel on which every committed
 // change announces itself. The payload is "<epoch>.<revision>": the epoch
@@ -82,8 +38,8 @@ const PostgresChannel = "rotagate_changes"
 
 // Defaults of the PostgreSQL store.
 const (
-	// DefaultPostgresPollInterval is how often a store with a Notifier
-	// reads the revision, in case a notification was lost.
+	// DefaultPostgresPollInterval is how often the store reads the
+	// revision, in case a notification was lost.
 	DefaultPostgresPollInterval = time.Second
 	// defaultConnectTimeout bounds one connection attempt when the DSN
 	// sets none.
@@ -109,14 +65,8 @@ type PostgresOptions struct {
 	// digits and underscores. Default: the connection's search_path
 	// (usually public).
 	Schema string
-	// Notifier, when set, hears of changes committed by every process on
-	// the database: the store LISTENs on PostgresChannel over a dedicated
-	// connection (reconnecting with backoff) and reads the revision every
-	// PollInterval as a safety net. Give it the Notifier of the Services
-	// over this store. Default: none (the store watches nothing).
-	Notifier *Notifier
-	// PollInterval is the period of the safety-net revision check.
-	// Default: 1s.
+	// PollInterval is the period of the safety-net revision check (see
+	// PostgresStore). Default: 1s.
 	PollInterval time.Duration
 	// Logger receives the background work's warnings. Default: none.
 	Logger *zap.Logger
@@ -125,7 +75,11 @@ type PostgresOptions struct {
 // PostgresStore is the Store for fleets: several control planes share one
 // PostgreSQL database. Writers lock the client row (SELECT … FOR UPDATE)
 // and then the meta row that holds the revision, so the max-active rule
-// holds across processes and revisions commit in order.
+// holds across processes and revisions commit in order. It owns the
+// Notifier of its changes (a NotifyingStore) and tells it of changes
+// committed by every process on the database: it LISTENs on
+// PostgresChannel over a dedicated connection (reconnecting with backoff)
+// and reads the revision every PollInterval as a safety net.
 type PostgresStore struct {
 	pool     *pgxpool.Pool
 	connCfg  *pgx.ConnConfig // for the LISTEN connection
@@ -158,8 +112,8 @@ func (s *PostgresStore) shouldPing(_ context.Context, p pgxpool.ShouldPingParams
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // OpenPostgres connects to the database named by dsn (a postgres:// URL or
-// key=value pairs), brings its schema up to date and, with a Notifier,
-// starts watching for changes. It fails when the database does not answer
+// key=value pairs), brings its schema up to date and starts watching for
+// changes. It fails when the database does not answer
 // within ctx. Errors never contain the password.
 func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*PostgresStore, error) {
 	cfg, err := ParsePostgresDSN(dsn)
@@ -182,7 +136,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	where := describeTarget(cfg.ConnConfig)
 	s := &PostgresStore{
 		connCfg:  cfg.ConnConfig.Copy(),
-		notifier: opts.Notifier,
+		notifier: NewNotifier(),
 		poll:     opts.PollInterval,
 		log:      opts.Logger,
 	}
@@ -197,12 +151,10 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	if s.notifier != nil {
-		s.notifier.Watch(s.poll)
-		s.wg.Add(2)
-		go s.listen(bg)
-		go s.pollRevision(bg)
-	}
+	s.notifier.Watch(s.poll)
+	s.wg.Add(2)
+	go s.listen(bg)
+	go s.pollRevision(bg)
 	return s, nil
 }
 
@@ -253,33 +205,32 @@ func redactf(password, format string, args ...any) error {
 // transaction, under an advisory lock, so that control planes starting
 // together migrate once and agree on the epoch. It returns the epoch.
 func (s *PostgresStore) migrate(ctx context.Context, schema string) (string, error) {
-	var epoch string
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	return query(ctx, s, func(c *pgxpool.Conn) (string, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return err
+			return "", err
 		}
 		defer tx.Rollback(ctx)
 		key := fnv.New64a()
 		key.Write([]byte("rotagate migrate " + schema))
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(key.Sum64())); err != nil {
-			return err
+			return "", err
 		}
 		if schema != "" {
 			if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
-				return err
+				return "", err
 			}
 		}
-		if err := applyMigrations(ctx, pgxDriverTx{tx}, postgresMigrations); err != nil {
-			return err
+		if err := applyMigrations(ctx, pgxDriverTx{tx}, postgresDialect, migrations); err != nil {
+			return "", err
 		}
+		var epoch string
 		var rev int64
 		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev); err != nil {
-			return err
+			return "", err
 		}
-		return tx.Commit(ctx)
+		return epoch, tx.Commit(ctx)
 	})
-	return epoch, err
 }
 
 // pgxDriverTx adapts a pgx transaction to the shared code.
@@ -294,22 +245,8 @@ func (t pgxDriverTx) queryRow(ctx context.Context, query string, args ...any) ro
 	return t.tx.QueryRow(ctx, query, args...)
 }
 
-func (t pgxDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	rows, err := t.tx.Query(ctx, sqlSecrets, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return collectSecrets(rows)
-}
-
-func (t pgxDriverTx) column(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := t.tx.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return collectStrings(rows)
+func (t pgxDriverTx) query(ctx context.Context, query string, args ...any) (rows, error) {
+	return t.tx.Query(ctx, query, args...)
 }
 
 // errCommitUnknown marks a commit whose outcome is unknown: the connection
@@ -343,6 +280,22 @@ func (s *PostgresStore) run(ctx context.Context, fn func(*pgxpool.Conn) error) e
 	}
 }
 
+// query is run for an operation with a result: each attempt builds its
+// own, and the one that succeeded is returned (the zero value on error).
+func query[T any](ctx context.Context, s *PostgresStore, fn func(*pgxpool.Conn) (T, error)) (T, error) {
+	var out T
+	err := s.run(ctx, func(c *pgxpool.Conn) error {
+		var err error
+		out, err = fn(c)
+		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return out, nil
+}
+
 // transient reports whether the server refused a statement for a reason
 // that a new attempt may not meet.
 func transient(err error) bool {
@@ -361,172 +314,137 @@ func transient(err error) bool {
 // Update implements Store. The store may run fn more than once, when a
 // transaction failed before commit for a transient reason.
 func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	var rev int64
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	return query(ctx, s, func(c *pgxpool.Conn) (int64, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return fmt.Errorf("beginning transaction: %w", err)
+			return 0, fmt.Errorf("beginning transaction: %w", err)
 		}
 		defer tx.Rollback(ctx) // a no-op after Commit
 		// The row lock keeps other writers of a client waiting until this
 		// transaction ends, so a count of its active secrets holds at commit.
 		t := &storeTx{d: pgxDriverTx{tx}, lockSuffix: ` FOR UPDATE`}
 		if err := fn(t); err != nil {
-			return err
+			return 0, err
 		}
+		var rev int64
 		if t.changed {
 			if err := tx.QueryRow(ctx, sqlBumpRevision).Scan(&rev); err != nil {
-				return fmt.Errorf("bumping revision: %w", err)
+				return 0, fmt.Errorf("bumping revision: %w", err)
 			}
 			// Delivered at commit, and only if the commit succeeds.
 			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, PostgresChannel, s.epoch+"."+strconv.FormatInt(rev, 10)); err != nil {
-				return fmt.Errorf("announcing revision: %w", err)
+				return 0, fmt.Errorf("announcing revision: %w", err)
 			}
 		} else if err := tx.QueryRow(ctx, sqlRevision).Scan(&rev); err != nil {
-			return fmt.Errorf("reading revision: %w", err)
+			return 0, fmt.Errorf("reading revision: %w", err)
 		}
 		if err := tx.Commit(ctx); err != nil {
 			if c.Conn().IsClosed() && ctx.Err() == nil {
-				return fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
+				return 0, fmt.Errorf("committing: %w (%v)", errCommitUnknown, err)
 			}
-			return fmt.Errorf("committing: %w", err)
+			return 0, fmt.Errorf("committing: %w", err)
 		}
-		return nil
+		return rev, nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return rev, nil
 }
 
 // Client implements Store.
 func (s *PostgresStore) Client(ctx context.Context, id string) (Client, error) {
-	var cl Client
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
-		var err error
-		if cl, err = scanClient(tx.QueryRow(ctx, sqlSelectClient, id)); err != nil {
-			return err
+	return readOnly(ctx, s, func(tx pgx.Tx) (Client, error) {
+		cl, err := scanClient(tx.QueryRow(ctx, sqlSelectClient, id))
+		if err != nil {
+			return Client{}, err
 		}
-		cl.Owners, err = pgxDriverTx{tx}.column(ctx, sqlOwnersOf, id)
-		return err
+		cl.Owners, err = readStrings(ctx, pgxDriverTx{tx}, sqlOwnersOf, id)
+		return cl, err
 	})
-	return cl, err
 }
 
 // Clients implements Store.
 func (s *PostgresStore) Clients(ctx context.Context, owner, after string, limit int) ([]Client, error) {
-	var out []Client
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
-		var rows pgx.Rows
+	return readOnly(ctx, s, func(tx pgx.Tx) ([]Client, error) {
+		var rs pgx.Rows
 		var err error
 		if owner == "" {
-			rows, err = tx.Query(ctx, sqlListClients, after, limit)
+			rs, err = tx.Query(ctx, sqlListClients, after, limit)
 		} else {
-			rows, err = tx.Query(ctx, sqlListOwnedClients, owner, after, limit)
+			rs, err = tx.Query(ctx, sqlListOwnedClients, owner, after, limit)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = collectClients(rows)
-		rows.Close()
+		out, err := scanAll(rs, scanClient)
+		rs.Close()
 		if err != nil || len(out) == 0 {
-			return err
+			return out, err
 		}
 		owners, err := tx.Query(ctx, sqlOwnersIn(len(out)), clientIDs(out)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer owners.Close()
-		return attachOwners(out, owners)
+		return out, attachOwners(out, owners)
 	})
-	return out, err
 }
 
 // Audit implements Store.
 func (s *PostgresStore) Audit(ctx context.Context, clientID string, limit int) ([]AuditEntry, error) {
-	var out []AuditEntry
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
+	return query(ctx, s, func(c *pgxpool.Conn) ([]AuditEntry, error) {
 		rows, err := c.Query(ctx, sqlAudit, clientID, limit)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer rows.Close()
-		out, err = collectAudit(rows)
-		return err
+		return scanAll(rows, scanAudit)
 	})
-	return out, err
 }
 
-// readOnly runs fn in a read-only REPEATABLE READ transaction: every
-// statement in it sees the same committed state.
-func (s *PostgresStore) readOnly(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.run(ctx, func(c *pgxpool.Conn) error {
+// readOnly runs fn in a read-only REPEATABLE READ transaction, in which
+// every statement sees the same committed state, and returns its result.
+func readOnly[T any](ctx context.Context, s *PostgresStore, fn func(pgx.Tx) (T, error)) (T, error) {
+	return query(ctx, s, func(c *pgxpool.Conn) (T, error) {
+		var zero T
 		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 		if err != nil {
-			return err
+			return zero, err
 		}
 		defer tx.Rollback(ctx)
-		if err := fn(tx); err != nil {
-			return err
+		out, err := fn(tx)
+		if err != nil {
+			return zero, err
 		}
-		return tx.Commit(ctx)
+		return out, tx.Commit(ctx)
 	})
 }
 
 // Secrets implements Store.
 func (s *PostgresStore) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	var out []Secret
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
+	return readOnly(ctx, s, func(tx pgx.Tx) ([]Secret, error) {
 		if _, err := scanClient(tx.QueryRow(ctx, sqlSelectClient, clientID)); err != nil {
-			return err
+			return nil, err
 		}
-		var err error
-		out, err = pgxDriverTx{tx}.secrets(ctx, clientID)
-		return err
+		return readSecrets(ctx, pgxDriverTx{tx}, clientID)
 	})
-	return out, err
 }
 
 // Revision implements Store.
 func (s *PostgresStore) Revision(ctx context.Context) (string, int64, error) {
-	var epoch string
-	var rev int64
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		return c.QueryRow(ctx, sqlSelectMeta).Scan(&epoch, &rev)
+	type meta struct {
+		epoch string
+		rev   int64
+	}
+	m, err := query(ctx, s, func(c *pgxpool.Conn) (meta, error) {
+		var m meta
+		return m, c.QueryRow(ctx, sqlSelectMeta).Scan(&m.epoch, &m.rev)
 	})
-	return epoch, rev, err
+	return m.epoch, m.rev, err
 }
 
 // Snapshot implements Store.
 func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
-	var snap wire.Snapshot
-	err := s.readOnly(ctx, func(tx pgx.Tx) error {
-		snap = wire.Snapshot{Clients: []wire.Client{}}
-		if err := tx.QueryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, sqlSnapshot, now.UnixMilli())
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var clientID string
-			var sec wire.Secret
-			var expires sql.NullInt64
-			if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
-				return err
-			}
-			sec.ExpiresAt = fromMillis(expires)
-			if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
-				snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
-			}
-			c := &snap.Clients[len(snap.Clients)-1]
-			c.Secrets = append(c.Secrets, sec)
-		}
-		return rows.Err()
+	return readOnly(ctx, s, func(tx pgx.Tx) (wire.Snapshot, error) {
+		return readSnapshot(ctx, pgxDriverTx{tx}, now)
 	})
-	return snap, err
 }
 
 // ApplyUsage implements Store. The stamps go in one round trip (a batch in
@@ -535,12 +453,10 @@ func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (in
 	if len(stamps) == 0 {
 		return 0, nil
 	}
-	updated := 0
-	err := s.run(ctx, func(c *pgxpool.Conn) error {
-		updated = 0
+	return query(ctx, s, func(c *pgxpool.Conn) (int, error) {
 		tx, err := c.Begin(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer tx.Rollback(ctx)
 		var b pgx.Batch
@@ -548,20 +464,20 @@ func (s *PostgresStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (in
 			b.Queue(sqlApplyUsage, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
 		}
 		res := tx.SendBatch(ctx, &b)
+		updated := 0
 		for range stamps {
 			tag, err := res.Exec()
 			if err != nil {
 				res.Close()
-				return err
+				return 0, err
 			}
 			updated += int(tag.RowsAffected())
 		}
 		if err := res.Close(); err != nil {
-			return err
+			return 0, err
 		}
-		return tx.Commit(ctx)
+		return updated, tx.Commit(ctx)
 	})
-	return updated, err
 }
 
 // Ping implements Store: the database answers and holds the store.
@@ -585,6 +501,9 @@ func (s *PostgresStore) Close() error {
 
 // Epoch returns the store's epoch, fixed when the database was set up.
 func (s *PostgresStore) Epoch() string { return s.epoch }
+
+// Notifier implements NotifyingStore.
+func (s *PostgresStore) Notifier() *Notifier { return s.notifier }
 
 // listen holds a LISTEN connection and publishes every change announced
 // on it, until ctx ends. A broken connection is replaced, with backoff;
@@ -703,5 +622,5 @@ func (s *PostgresStore) checkRevision(ctx context.Context) {
 
 // Interface guards
 var (
-	_ Store = (*PostgresStore)(nil)
+	_ NotifyingStore = (*PostgresStore)(nil)
 )

@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // The PostgreSQL tests run against ROTAGATE_TEST_POSTGRES (default: the
@@ -160,8 +162,8 @@ func TestPostgresMigrations(t *testing.T) {
 		}
 	}
 	var version, metaRows int
-	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(postgresMigrations) {
-		t.Fatalf("schema_version %d (%v), want %d", version, err, len(postgresMigrations))
+	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema_version %d (%v), want %d", version, err, len(migrations))
 	}
 	if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.meta`).Scan(&metaRows); err != nil || metaRows != 1 {
 		t.Fatalf("%d meta rows (%v)", metaRows, err)
@@ -657,4 +659,60 @@ func TestPostgresReplicaWithoutDatabaseConfirmsNothing(t *testing.T) {
 	waitFor(t, 5*time.Second, "503 instead of 304 while the database is away", func() bool { return poll() == 503 })
 	proxy.setDown(false)
 	waitFor(t, 10*time.Second, "304 again once the database is back", func() bool { return poll() == 304 })
+}
+
+// A Service over a PostgreSQL store, built with no notifier wiring at
+// all, wakes its waiting feed requests for a change made through another
+// replica: the store owns the notifier its watcher publishes to, and
+// NewService finds it. (Before, a Service given no Notifier made its own,
+// which the store's watcher never reached, and the waiters slept until
+// their wait ran out.)
+func TestPostgresServiceFindsTheStoreNotifier(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := newTestSchema(t)
+	// The periodic check is a minute away: only LISTEN can wake B.
+	pg := PostgresOptions{Schema: schema, PollInterval: time.Minute}
+	a := openTestPostgres(t, dsn, pg)
+	b := openTestPostgres(t, dsn, pg)
+	svcA, err := NewService(ctx, a, ServiceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcB, err := NewService(ctx, b, ServiceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svcB.Notifier() != b.Notifier() {
+		t.Fatal("the Service does not use its store's notifier")
+	}
+	apiB, err := NewAPI(svcB, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(apiB.Close)
+	waiting := make(chan struct{}, 1)
+	apiB.onWait = func() { waiting <- struct{}{} }
+
+	epoch, rev, _ := svcB.Notifier().Current()
+	answer := make(chan int, 1)
+	go func() {
+		req := httptest.NewRequest("GET", wire.SnapshotPath+"?wait=30s", nil)
+		req.Header.Set("Authorization", "Bearer "+testEdgeToken)
+		req.Header.Set("If-None-Match", wire.ETag(epoch, rev))
+		rec := httptest.NewRecorder()
+		apiB.ServeHTTP(rec, req)
+		answer <- rec.Code
+	}()
+	<-waiting
+	if _, err := svcA.CreateClient(ctx, who, "c", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-answer:
+		if code != http.StatusOK {
+			t.Fatalf("the waiting feed request answered %d, want 200", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change through replica A did not wake the feed request waiting on replica B")
+	}
 }

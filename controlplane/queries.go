@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // SQL text shared by the SQLite and PostgreSQL stores. Both dialects agree
@@ -58,6 +60,63 @@ const (
 		FROM audit_log WHERE client_id = $1 ORDER BY id DESC LIMIT $2`
 )
 
+// migrations are the schema versions of both stores, in order: entry i
+// brings the schema from version i to i+1. Released entries are never
+// edited; a change is a new entry. Times are BIGINT unix milliseconds
+// (UTC), which compare and index the same way on both. The text is
+// written once; each store's dialect (sqliteDialect, postgresDialect)
+// spells the words in braces:
+//
+//	{id}        a text id column that sorts bytewise
+//	{revision}  the store revision's column type and constraints
+//	{serial}    an integer primary key the database numbers
+var migrations = [][]string{
+	{ // 1: clients, secrets, and the store's epoch and revision.
+		`CREATE TABLE meta (
+			id       INTEGER PRIMARY KEY CHECK (id = 1),
+			epoch    TEXT    NOT NULL,
+			revision {revision}
+		)`,
+		`CREATE TABLE clients (
+			client_id  {id} PRIMARY KEY,
+			name       TEXT   NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE secrets (
+			secret_id      {id} PRIMARY KEY,
+			client_id      {id} NOT NULL REFERENCES clients (client_id),
+			hash           TEXT   NOT NULL,
+			hint           TEXT   NOT NULL,
+			created_at     BIGINT NOT NULL,
+			expires_at     BIGINT,
+			revoked_at     BIGINT,
+			last_used_at   BIGINT,
+			last_used_from TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
+	},
+	{ // 2: owners of clients, the audit trail, first uses.
+		`CREATE TABLE client_owners (
+			client_id {id} NOT NULL REFERENCES clients (client_id),
+			user_id   {id} NOT NULL,
+			PRIMARY KEY (client_id, user_id)
+		)`,
+		`CREATE INDEX client_owners_by_user ON client_owners (user_id, client_id)`,
+		`CREATE TABLE audit_log (
+			id        {serial},
+			at        BIGINT NOT NULL,
+			who       TEXT   NOT NULL,
+			remote_ip TEXT   NOT NULL DEFAULT '',
+			action    TEXT   NOT NULL,
+			client_id {id}   NOT NULL,
+			secret_id TEXT   NOT NULL DEFAULT '',
+			detail    TEXT   NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
+		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
+	},
+}
+
 // sqlOwnersIn selects the owners of n clients, named by $1…$n.
 func sqlOwnersIn(n int) string {
 	var b strings.Builder
@@ -72,26 +131,6 @@ func sqlOwnersIn(n int) string {
 	return b.String()
 }
 
-// rowsReader is what both drivers' row sets offer.
-type rowsReader interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// collectClients reads rows of client_id, name, created_at.
-func collectClients(rows rowsReader) ([]Client, error) {
-	var out []Client
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
-}
-
 // clientIDs returns the ids of clients as query arguments.
 func clientIDs(clients []Client) []any {
 	ids := make([]any, len(clients))
@@ -102,7 +141,7 @@ func clientIDs(clients []Client) []any {
 }
 
 // attachOwners reads rows of sqlOwnersIn into the clients' Owners.
-func attachOwners(clients []Client, rows rowsReader) error {
+func attachOwners(clients []Client, rows rows) error {
 	at := make(map[string]int, len(clients))
 	for i := range clients {
 		clients[i].Owners = []string{}
@@ -120,32 +159,29 @@ func attachOwners(clients []Client, rows rowsReader) error {
 	return rows.Err()
 }
 
-// collectStrings reads rows of one text column.
-func collectStrings(rows rowsReader) ([]string, error) {
-	out := []string{}
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
+// readStrings runs a query that selects one text column.
+func readStrings(ctx context.Context, d driverTx, query string, args ...any) ([]string, error) {
+	rs, err := d.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	defer rs.Close()
+	return scanAll(rs, func(row rowScanner) (string, error) {
+		var v string
+		err := row.Scan(&v)
+		return v, err
+	})
 }
 
-// collectAudit reads rows of sqlAudit.
-func collectAudit(rows rowsReader) ([]AuditEntry, error) {
-	out := []AuditEntry{}
-	for rows.Next() {
-		var e AuditEntry
-		var at int64
-		if err := rows.Scan(&at, &e.Who, &e.RemoteIP, &e.Action, &e.ClientID, &e.SecretID, &e.Detail); err != nil {
-			return nil, err
-		}
-		e.At = time.UnixMilli(at).UTC()
-		out = append(out, e)
+// scanAudit reads one row of sqlAudit.
+func scanAudit(row rowScanner) (AuditEntry, error) {
+	var e AuditEntry
+	var at int64
+	if err := row.Scan(&at, &e.Who, &e.RemoteIP, &e.Action, &e.ClientID, &e.SecretID, &e.Detail); err != nil {
+		return AuditEntry{}, err
 	}
-	return out, rows.Err()
+	e.At = time.UnixMilli(at).UTC()
+	return e, nil
 }
 
 // scanSecret reads one row of sqlSecrets.
@@ -167,10 +203,8 @@ type driverTx interface {
 	// exec runs a statement and returns the number of rows it touched.
 	exec(ctx context.Context, query string, args ...any) (int64, error)
 	queryRow(ctx context.Context, query string, args ...any) rowScanner
-	// secrets runs sqlSecrets for a client.
-	secrets(ctx context.Context, clientID string) ([]Secret, error)
-	// column runs a query that selects one text column.
-	column(ctx context.Context, query string, args ...any) ([]string, error)
+	// query runs a query; the caller closes the rows.
+	query(ctx context.Context, query string, args ...any) (rows, error)
 }
 
 type rowScanner interface{ Scan(dest ...any) error }
@@ -189,7 +223,7 @@ func (t *storeTx) LockClient(ctx context.Context, id string) (Client, error) {
 	if err != nil {
 		return Client{}, err
 	}
-	c.Owners, err = t.d.column(ctx, sqlOwnersOf, id)
+	c.Owners, err = readStrings(ctx, t.d, sqlOwnersOf, id)
 	return c, err
 }
 
@@ -238,7 +272,7 @@ func (t *storeTx) AppendAudit(ctx context.Context, e AuditEntry) error {
 }
 
 func (t *storeTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	return t.d.secrets(ctx, clientID)
+	return readSecrets(ctx, t.d, clientID)
 }
 
 func (t *storeTx) InsertSecret(ctx context.Context, s Secret) error {
@@ -270,27 +304,83 @@ func (t *storeTx) execOne(ctx context.Context, query string, args ...any) error 
 	return nil
 }
 
-// collectSecrets reads the rows of sqlSecrets.
-func collectSecrets(rows interface {
+// rows is what both drivers' result sets offer (pgx.Rows, and
+// database/sql's through sqlRows).
+type rows interface {
 	Next() bool
 	Scan(dest ...any) error
 	Err() error
-}) ([]Secret, error) {
-	var out []Secret
-	for rows.Next() {
-		s, err := scanSecret(rows)
+	Close()
+}
+
+// readSecrets reads every secret of a client, oldest first.
+func readSecrets(ctx context.Context, d driverTx, clientID string) ([]Secret, error) {
+	rs, err := d.query(ctx, sqlSecrets, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	return scanAll(rs, scanSecret)
+}
+
+// readSnapshot reads the epoch, the revision and every secret active at
+// now, inside one read transaction of the caller's.
+func readSnapshot(ctx context.Context, d driverTx, now time.Time) (wire.Snapshot, error) {
+	var snap wire.Snapshot
+	if err := d.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
+		return wire.Snapshot{}, err
+	}
+	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli())
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	defer rs.Close()
+	if snap.Clients, err = scanSnapshot(rs); err != nil {
+		return wire.Snapshot{}, err
+	}
+	return snap, nil
+}
+
+// scanAll reads every row with scan: the loop of every listing, written
+// once for both stores.
+func scanAll[T any](rs rows, scan func(rowScanner) (T, error)) ([]T, error) {
+	out := []T{} // an empty listing is [] in JSON, not null
+	for rs.Next() {
+		v, err := scan(rs)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
-	return out, rows.Err()
+	return out, rs.Err()
 }
 
-// applyMigrations brings the schema up to len(migrations), recording the
-// version, and creates the epoch when the database has none. It runs
-// inside the caller's transaction.
-func applyMigrations(ctx context.Context, tx driverTx, migrations [][]string) error {
+// scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
+// clients with their secrets; none is an empty list, not nil.
+func scanSnapshot(rs rows) ([]wire.Client, error) {
+	clients := []wire.Client{}
+	for rs.Next() {
+		var clientID string
+		var sec wire.Secret
+		var expires sql.NullInt64
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+			return nil, err
+		}
+		sec.ExpiresAt = fromMillis(expires)
+		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
+			clients = append(clients, wire.Client{ClientID: clientID})
+		}
+		c := &clients[len(clients)-1]
+		c.Secrets = append(c.Secrets, sec)
+	}
+	return clients, rs.Err()
+}
+
+// applyMigrations brings the schema up to len(list) (the migrations), each statement
+// spelled in the store's dialect, recording the version, and creates the
+// epoch when the database has none. It runs inside the caller's
+// transaction.
+func applyMigrations(ctx context.Context, tx driverTx, dialect *strings.Replacer, list [][]string) error {
 	if _, err := tx.exec(ctx, sqlCreateSchemaVersion); err != nil {
 		return err
 	}
@@ -298,21 +388,21 @@ func applyMigrations(ctx context.Context, tx driverTx, migrations [][]string) er
 	if err := tx.queryRow(ctx, sqlSchemaVersion).Scan(&version); err != nil {
 		return err
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(migrations))
+	if version > len(list) {
+		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", version, len(list))
 	}
-	for i := version; i < len(migrations); i++ {
-		for _, stmt := range migrations[i] {
-			if _, err := tx.exec(ctx, stmt); err != nil {
+	for i := version; i < len(list); i++ {
+		for _, stmt := range list[i] {
+			if _, err := tx.exec(ctx, dialect.Replace(stmt)); err != nil {
 				return fmt.Errorf("migration %d: %w", i+1, err)
 			}
 		}
 	}
-	if version < len(migrations) {
+	if version < len(list) {
 		if _, err := tx.exec(ctx, sqlClearSchemaVersion); err != nil {
 			return err
 		}
-		if _, err := tx.exec(ctx, sqlSetSchemaVersion, len(migrations)); err != nil {
+		if _, err := tx.exec(ctx, sqlSetSchemaVersion, len(list)); err != nil {
 			return err
 		}
 	}

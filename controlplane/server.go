@@ -11,7 +11,7 @@ type Server struct {
 }
 
 // NewServer opens the SQLite database at path and returns a control plane
-// over it. svc.Notifier, if set, must not be shared with another store.
+// over it.
 func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOptions) (*Server, error) {
 	store, err := OpenSQLite(ctx, path)
 	if err != nil {
@@ -22,14 +22,9 @@ func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOpti
 
 // NewPostgresServer connects to the PostgreSQL database named by dsn and
 // returns a control plane over it: one replica of a fleet. Replicas on
-// one database wake each other's feed requests through LISTEN/NOTIFY. The
-// service and the store share svc.Notifier (a new one when unset);
-// pg.Notifier is ignored.
+// one database wake each other's feed requests through LISTEN/NOTIFY, on
+// the store's own notifier.
 func NewPostgresServer(ctx context.Context, dsn string, pg PostgresOptions, svc ServiceOptions, api APIOptions) (*Server, error) {
-	if svc.Notifier == nil {
-		svc.Notifier = NewNotifier()
-	}
-	pg.Notifier = svc.Notifier
 	store, err := OpenPostgres(ctx, dsn, pg)
 	if err != nil {
 		return nil, err

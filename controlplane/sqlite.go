@@ -17,61 +17,22 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// sqliteMigrations are the schema versions, in order: entry i brings the
-// schema from version i to i+1. Released entries are never edited; a
-// change is a new entry. Times are INTEGER unix milliseconds (UTC), which
-// compare and index the same way on SQLite and PostgreSQL.
-var sqliteMigrations = [][]string{
-	{ // 1: clients, secrets, and the store's epoch and revision.
-		`CREATE TABLE meta (
-			id       INTEGER PRIMARY KEY CHECK (id = 1),
-			epoch    TEXT    NOT NULL,
-			revision BIGINT  NOT NULL
-		)`,
-		`CREATE TABLE clients (
-			client_id  TEXT   PRIMARY KEY,
-			name       TEXT   NOT NULL DEFAULT '',
-			created_at BIGINT NOT NULL
-		)`,
-		`CREATE TABLE secrets (
-			secret_id      TEXT   PRIMARY KEY,
-			client_id      TEXT   NOT NULL REFERENCES clients (client_id),
-			hash           TEXT   NOT NULL,
-			hint           TEXT   NOT NULL,
-			created_at     BIGINT NOT NULL,
-			expires_at     BIGINT,
-			revoked_at     BIGINT,
-			last_used_at   BIGINT,
-			last_used_from TEXT   NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX secrets_by_client ON secrets (client_id, created_at)`,
-	},
-	{ // 2: owners of clients, the audit trail, first uses (SPEC §11).
-		`CREATE TABLE client_owners (
-			client_id TEXT NOT NULL REFERENCES clients (client_id),
-			user_id   TEXT NOT NULL,
-			PRIMARY KEY (client_id, user_id)
-		)`,
-		`CREATE INDEX client_owners_by_user ON client_owners (user_id, client_id)`,
-		`CREATE TABLE audit_log (
-			id        INTEGER PRIMARY KEY AUTOINCREMENT,
-			at        BIGINT  NOT NULL,
-			who       TEXT    NOT NULL,
-			remote_ip TEXT    NOT NULL DEFAULT '',
-			action    TEXT    NOT NULL,
-			client_id TEXT    NOT NULL,
-			secret_id TEXT    NOT NULL DEFAULT '',
-			detail    TEXT    NOT NULL DEFAULT ''
-		)`,
-		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
-		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
-	},
-}
+// sqliteDialect spells the migrations' words for SQLite, whose TEXT
+// already compares bytewise (BINARY collation).
+var sqliteDialect = strings.NewReplacer(
+	"{id}", "TEXT",
+	"{revision}", "BIGINT  NOT NULL",
+	"{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT",
+)
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode, written
-// through BEGIN IMMEDIATE transactions.
+// through BEGIN IMMEDIATE transactions. It owns the Notifier of its
+// changes (a NotifyingStore), so every Service over one open store wakes
+// the same feed requests; other processes' writes to the file are not
+// watched.
 type SQLiteStore struct {
-	db *sql.DB
+	db       *sql.DB
+	notifier *Notifier
 	// writeMu queues this process's writers in Go rather than in SQLite's
 	// busy handler; BEGIN IMMEDIATE still serialises writers across
 	// processes and is what the rules rely on.
@@ -108,7 +69,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: %w", err)
 	}
-	s := &SQLiteStore{db: db}
+	s := &SQLiteStore{db: db, notifier: NewNotifier()}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
@@ -126,7 +87,7 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteMigrations); err != nil {
+	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect, migrations); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -147,23 +108,18 @@ func (t sqlDriverTx) queryRow(ctx context.Context, query string, args ...any) ro
 	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
-func (t sqlDriverTx) secrets(ctx context.Context, clientID string) ([]Secret, error) {
-	rows, err := t.tx.QueryContext(ctx, sqlSecrets, clientID)
+func (t sqlDriverTx) query(ctx context.Context, query string, args ...any) (rows, error) {
+	rs, err := t.tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	return collectSecrets(rows)
+	return sqlRows{rs}, nil
 }
 
-func (t sqlDriverTx) column(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := t.tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return collectStrings(rows)
-}
+// sqlRows is database/sql's result set with pgx's Close.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
 
 // Update implements Store.
 func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
@@ -204,7 +160,7 @@ func (s *SQLiteStore) Client(ctx context.Context, id string) (Client, error) {
 	if err != nil {
 		return Client{}, err
 	}
-	c.Owners, err = sqlDriverTx{tx}.column(ctx, sqlOwnersOf, id)
+	c.Owners, err = readStrings(ctx, sqlDriverTx{tx}, sqlOwnersOf, id)
 	return c, err
 }
 
@@ -215,17 +171,17 @@ func (s *SQLiteStore) Clients(ctx context.Context, owner, after string, limit in
 		return nil, err
 	}
 	defer tx.Rollback()
-	var rows *sql.Rows
+	var rs *sql.Rows
 	if owner == "" {
-		rows, err = tx.QueryContext(ctx, sqlListClients, after, limit)
+		rs, err = tx.QueryContext(ctx, sqlListClients, after, limit)
 	} else {
-		rows, err = tx.QueryContext(ctx, sqlListOwnedClients, owner, after, limit)
+		rs, err = tx.QueryContext(ctx, sqlListOwnedClients, owner, after, limit)
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out, err := collectClients(rows)
+	defer rs.Close()
+	out, err := scanAll(sqlRows{rs}, scanClient)
 	if err != nil || len(out) == 0 {
 		return out, err
 	}
@@ -234,17 +190,17 @@ func (s *SQLiteStore) Clients(ctx context.Context, owner, after string, limit in
 		return nil, err
 	}
 	defer owners.Close()
-	return out, attachOwners(out, owners)
+	return out, attachOwners(out, sqlRows{owners})
 }
 
 // Audit implements Store.
 func (s *SQLiteStore) Audit(ctx context.Context, clientID string, limit int) ([]AuditEntry, error) {
-	rows, err := s.db.QueryContext(ctx, sqlAudit, clientID, limit)
+	rs, err := s.db.QueryContext(ctx, sqlAudit, clientID, limit)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	return collectAudit(rows)
+	defer rs.Close()
+	return scanAll(sqlRows{rs}, scanAudit)
 }
 
 // Secrets implements Store.
@@ -257,7 +213,7 @@ func (s *SQLiteStore) Secrets(ctx context.Context, clientID string) ([]Secret, e
 	if _, err := scanClient(tx.QueryRowContext(ctx, sqlSelectClient, clientID)); err != nil {
 		return nil, err
 	}
-	return sqlDriverTx{tx}.secrets(ctx, clientID)
+	return readSecrets(ctx, sqlDriverTx{tx}, clientID)
 }
 
 // Revision implements Store.
@@ -270,36 +226,12 @@ func (s *SQLiteStore) Revision(ctx context.Context) (string, int64, error) {
 
 // Snapshot implements Store.
 func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
-	var snap wire.Snapshot
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return snap, err
+		return wire.Snapshot{}, err
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
-		return snap, err
-	}
-	rows, err := tx.QueryContext(ctx, sqlSnapshot, now.UnixMilli())
-	if err != nil {
-		return snap, err
-	}
-	defer rows.Close()
-	snap.Clients = []wire.Client{}
-	for rows.Next() {
-		var clientID string
-		var sec wire.Secret
-		var expires sql.NullInt64
-		if err := rows.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
-			return snap, err
-		}
-		sec.ExpiresAt = fromMillis(expires)
-		if n := len(snap.Clients); n == 0 || snap.Clients[n-1].ClientID != clientID {
-			snap.Clients = append(snap.Clients, wire.Client{ClientID: clientID})
-		}
-		c := &snap.Clients[len(snap.Clients)-1]
-		c.Secrets = append(c.Secrets, sec)
-	}
-	return snap, rows.Err()
+	return readSnapshot(ctx, sqlDriverTx{tx}, now)
 }
 
 // ApplyUsage implements Store.
@@ -343,6 +275,9 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 // Close implements Store.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
+// Notifier implements NotifyingStore.
+func (s *SQLiteStore) Notifier() *Notifier { return s.notifier }
+
 func scanClient(row rowScanner) (Client, error) {
 	var c Client
 	var created int64
@@ -373,6 +308,6 @@ func fromMillis(v sql.NullInt64) *time.Time {
 
 // Interface guards
 var (
-	_ Store = (*SQLiteStore)(nil)
-	_ Tx    = (*storeTx)(nil)
+	_ NotifyingStore = (*SQLiteStore)(nil)
+	_ Tx             = (*storeTx)(nil)
 )

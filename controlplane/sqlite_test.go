@@ -40,8 +40,8 @@ func TestSQLiteMigrationAndEpoch(t *testing.T) {
 		t.Fatalf("new store: epoch %q rev %d", epoch, rev)
 	}
 	var version int
-	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(sqliteMigrations) {
-		t.Fatalf("schema_version = %d (%v), want %d", version, err, len(sqliteMigrations))
+	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema_version = %d (%v), want %d", version, err, len(migrations))
 	}
 	var mode string
 	if err := st.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
@@ -116,7 +116,7 @@ func TestSQLiteMigratesFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteMigrations[:1]); err != nil {
+	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect, migrations[:1]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tx.Exec(`INSERT INTO clients (client_id, name, created_at) VALUES ('old', 'Old', 1)`); err != nil {

@@ -2,8 +2,15 @@ package controlplane
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -120,7 +127,8 @@ type Store interface {
 	// returns the revision after commit. A store may call fn again when
 	// the transaction failed before commit for a transient reason (a
 	// broken connection, a deadlock), so fn must leave no trace outside
-	// the transaction but its results, and reset those when it starts.
+	// the transaction: the Service's update helper has each attempt return
+	// its findings, fresh, and keeps those of the attempt that committed.
 	Update(ctx context.Context, fn func(Tx) error) (revision int64, err error)
 
 	// Client returns one client with its owners, or ErrNotFound.
@@ -167,6 +175,20 @@ type Store interface {
 	Close() error
 }
 
+// NotifyingStore is a Store that owns the Notifier of its changes (both
+// of ours do). A store that other processes write too (PostgreSQL) also
+// announces their changes on it, so that feed requests waiting on this
+// process wake for a change made through any replica. NewService finds
+// the notifier by type assertion: a Service can never be handed a
+// notifier other than its store's. A wrapper that embeds the Store
+// interface hides the method, and the Service then hears only its own
+// changes: wrappers should implement it too.
+type NotifyingStore interface {
+	Store
+	// Notifier returns the store's notifier, the same every call.
+	Notifier() *Notifier
+}
+
 // Tx is the write side of the store, valid only inside Store.Update. Every
 // method that changes data marks the transaction as a change, so the
 // revision moves exactly when something was written.
@@ -205,4 +227,89 @@ type Tx interface {
 	// Revoke sets a secret's revoked_at; ErrNotFound when it does not
 	// exist.
 	Revoke(ctx context.Context, secretID string, at time.Time) error
+}
+
+// postgresStartTimeout bounds connecting to PostgreSQL and migrating when
+// NewStore opens a PostgreSQL store.
+const postgresStartTimeout = 15 * time.Second
+
+// NewStore opens the store cfg describes, the one constructor from
+// configuration: a nil cfg is the default SQLite store, at
+// rotagate/rotagate.db under Caddy's data directory. Placeholders must be
+// resolved already. log receives the background work's warnings (nil:
+// none).
+func NewStore(ctx context.Context, cfg *StoreConfig, log *zap.Logger) (Store, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.Postgres != nil {
+		octx, cancel := context.WithTimeout(ctx, postgresStartTimeout)
+		defer cancel()
+		return OpenPostgres(octx, c.Postgres.DSN, PostgresOptions{Logger: log})
+	}
+	return OpenSQLite(ctx, c.SQLite.Path)
+}
+
+// withDefaults returns the config with its defaults: nil is SQLite, an
+// empty SQLite path is rotagate/rotagate.db under Caddy's data directory,
+// and a SQLite path is made absolute (it names the store in the pool).
+func (c *StoreConfig) withDefaults() (StoreConfig, error) {
+	if c == nil {
+		c = &StoreConfig{SQLite: &SQLiteConfig{}}
+	}
+	out := *c
+	if out.SQLite != nil {
+		path := out.SQLite.Path
+		if path == "" {
+			path = filepath.Join(caddy.AppDataDir(), "rotagate", "rotagate.db")
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return out, fmt.Errorf("store sqlite path: %v", err)
+		}
+		out.SQLite = &SQLiteConfig{Path: abs}
+	}
+	return out, nil
+}
+
+// validate checks that the config names exactly one store, completely.
+func (c StoreConfig) validate() error {
+	switch {
+	case c.SQLite != nil && c.Postgres != nil:
+		return errors.New("store: set sqlite or postgres, not both")
+	case c.Postgres != nil && c.Postgres.DSN == "":
+		return errors.New("store postgres: dsn is required")
+	case c.SQLite == nil && c.Postgres == nil:
+		return errors.New("store: set sqlite or postgres")
+	}
+	return nil
+}
+
+// key names the store in the pool of open stores: the kind and the
+// absolute path, or a digest of the DSN (it holds a password).
+func (c StoreConfig) key() string {
+	if c.Postgres != nil {
+		sum := sha256.Sum256([]byte(c.Postgres.DSN))
+		return "postgres:" + hex.EncodeToString(sum[:])
+	}
+	if c.SQLite != nil {
+		return "sqlite:" + c.SQLite.Path
+	}
+	return ""
+}
+
+// describe names the store for the log, never with a password.
+func (c StoreConfig) describe() []zap.Field {
+	if c.Postgres != nil {
+		where := "(a DSN that does not parse)"
+		if pg, err := ParsePostgresDSN(c.Postgres.DSN); err == nil {
+			where = describeTarget(pg.ConnConfig)
+		}
+		return []zap.Field{zap.String("store", "postgres"), zap.String("database", where)}
+	}
+	return []zap.Field{zap.String("store", "sqlite"), zap.String("path", c.SQLite.Path)}
 }

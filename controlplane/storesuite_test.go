@@ -53,7 +53,8 @@ var storeSuite = []struct {
 	{"SnapshotActiveOnly", testSnapshotActiveOnly},
 	{"ClientsOrderedBytewise", testClientsOrderedBytewise},
 	{"PingFailsAfterClose", testPingFailsAfterClose},
-	// The rules over it (rules_test.go).
+	{"ServicesShareTheStoreNotifier", testServicesShareTheStoreNotifier},
+	// The rules over it (service_test.go).
 	{"GenerateUpToMax", testGenerateUpToMax},
 	{"MaxActiveSecretsConfigurable", testMaxActiveSecretsConfigurable},
 	{"StatusesOverTime", testStatusesOverTime},
@@ -486,5 +487,36 @@ func testPingFailsAfterClose(t *testing.T, k storeKit) {
 	st.Close()
 	if err := st.Ping(ctx); err == nil {
 		t.Fatal("a closed store answers Ping")
+	}
+}
+
+// Every Service over one store publishes to, and waits on, the store's own
+// notifier: a change through one wakes the others' feed requests.
+func testServicesShareTheStoreNotifier(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	st := k.openStore(t)
+	ns, ok := st.(NotifyingStore)
+	if !ok {
+		t.Fatalf("the %s store does not own a notifier", k.name)
+	}
+	one, err := NewService(ctx, st, ServiceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := NewService(ctx, st, ServiceOptions{MaxActiveSecrets: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Notifier() != ns.Notifier() || two.Notifier() != ns.Notifier() {
+		t.Fatal("a Service over the store has a notifier of its own")
+	}
+	_, _, changed := two.Notifier().Current()
+	if _, err := one.CreateClient(ctx, who, "c", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a change through one Service did not reach the other's waiters")
 	}
 }

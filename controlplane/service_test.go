@@ -219,14 +219,14 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 // faultStore fails the n-th write step inside an Update, to prove that a
 // rotation is all or nothing.
 type faultStore struct {
-	Store
-	failAt int
+	NotifyingStore // so that the Service shares the store's notifier
+	failAt         int
 }
 
 var errInjected = errors.New("injected failure")
 
 func (f *faultStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	return f.Store.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
+	return f.NotifyingStore.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
 }
 
 type faultTx struct {
@@ -282,8 +282,8 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 			rev := e.revision()
 			_, _, changed := e.svc.Notifier().Current()
 
-			faulty, err := NewService(ctx, &faultStore{Store: st, failAt: tc.failAt},
-				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now, Notifier: e.svc.Notifier()})
+			faulty, err := NewService(ctx, &faultStore{NotifyingStore: st.(NotifyingStore), failAt: tc.failAt},
+				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -769,5 +769,59 @@ func TestAuditLogNamesWhoAndWhatButNoSecret(t *testing.T) {
 	}
 	if _, ok := actions["client.create/ok"]; !ok {
 		t.Fatalf("client creation not audited: %v", actions)
+	}
+}
+
+// retryingStore runs every Update twice, as PostgresStore does after a
+// transient failure: the first attempt runs to its end and is rolled
+// back, the second commits.
+type retryingStore struct{ NotifyingStore }
+
+var errRetry = errors.New("rolled back, to be retried")
+
+func (r retryingStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
+	if _, err := r.NotifyingStore.Update(ctx, func(tx Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return errRetry
+	}); !errors.Is(err, errRetry) {
+		return 0, err
+	}
+	return r.NotifyingStore.Update(ctx, fn)
+}
+
+// What a rule reports comes from the attempt that committed only: a
+// retried transaction does not report its findings twice.
+func TestRetriedUpdatesReportOnce(t *testing.T) {
+	ctx := context.Background()
+	st, path := openTestStore(t)
+	e := newEnvOn(t, retryingStore{st}, path, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
+	e.mustClient("c")
+	a, b := e.mustGenerate("c"), e.mustGenerate("c")
+	rot, err := e.svc.RotateSecret(ctx, who, "c", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rot.Expiring) != 2 || rot.Expiring[0] == rot.Expiring[1] || len(rot.Revoked) != 0 {
+		t.Fatalf("rotate with grace reported expiring %v, revoked %v", rot.Expiring, rot.Revoked)
+	}
+	rot, err = e.svc.RotateSecret(ctx, who, "c", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rot.Revoked) != 3 || len(rot.Expiring) != 0 {
+		t.Fatalf("rotate without grace reported revoked %v (want 3), expiring %v", rot.Revoked, rot.Expiring)
+	}
+	sec, err := e.svc.RevokeSecret(ctx, who, "c", a.Secret.ID)
+	if err != nil || sec.ID != a.Secret.ID || sec.RevokedAt == nil {
+		t.Fatalf("revoke: %+v %v", sec, err)
+	}
+	if err := e.svc.DeleteClient(ctx, who, "c"); err != nil {
+		t.Fatal(err)
+	}
+	entries := e.audit.FilterField(zap.String("action", "client.delete")).All()
+	if len(entries) != 1 || fmt.Sprint(entries[0].ContextMap()["revoked"]) != "["+rot.Secret.ID+"]" {
+		t.Fatalf("delete audited %v, want the one active secret %s (b was %s)", entries[0].ContextMap()["revoked"], rot.Secret.ID, b.Secret.ID)
 	}
 }

@@ -95,9 +95,34 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
-	// Notifier is told of every committed change. Share one Notifier
-	// between every Service on the same store. Default: a new one.
-	Notifier *Notifier
+}
+
+// withDefaults returns o with every unset field at its default. With
+// validate, it is the one place the options are defaulted and checked:
+// NewService applies both, and Handler.Validate checks a Caddy config
+// with the same code before anything is opened.
+func (o ServiceOptions) withDefaults() ServiceOptions {
+	if o.MaxActiveSecrets == 0 {
+		o.MaxActiveSecrets = DefaultMaxActiveSecrets
+	}
+	if o.SecretPrefix == "" {
+		o.SecretPrefix = DefaultSecretPrefix
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AuditLog == nil {
+		o.AuditLog = zap.NewNop()
+	}
+	return o
+}
+
+// validate checks options that withDefaults has filled.
+func (o ServiceOptions) validate() error {
+	if o.MaxActiveSecrets < 1 {
+		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
+	}
+	return ValidatePrefix(o.SecretPrefix)
 }
 
 // Service enforces the rotation rules of SPEC §2 over a Store.
@@ -112,35 +137,25 @@ type Service struct {
 }
 
 // NewService returns the rules over store and publishes the store's current
-// revision to the notifier.
+// revision to the notifier: the store's own when it is a NotifyingStore
+// (every Service over it, and its watcher of other processes' changes,
+// then wake the same feed requests), else a new one, which only this
+// Service's changes reach.
 func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	s := &Service{
 		store:     store,
 		maxActive: opts.MaxActiveSecrets,
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
-		notifier:  opts.Notifier,
 	}
-	if s.maxActive == 0 {
-		s.maxActive = DefaultMaxActiveSecrets
-	}
-	if s.maxActive < 1 {
-		return nil, fmt.Errorf("max_active_secrets must be at least 1, got %d", s.maxActive)
-	}
-	if s.prefix == "" {
-		s.prefix = DefaultSecretPrefix
-	}
-	if err := ValidatePrefix(s.prefix); err != nil {
-		return nil, err
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.audit == nil {
-		s.audit = zap.NewNop()
-	}
-	if s.notifier == nil {
+	if ns, ok := store.(NotifyingStore); ok {
+		s.notifier = ns.Notifier()
+	} else {
 		s.notifier = NewNotifier()
 	}
 	epoch, rev, err := store.Revision(ctx)
@@ -168,15 +183,29 @@ func (s *Service) SecretPrefix() string { return s.prefix }
 // (what the store keeps).
 func (s *Service) Now() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
-// update runs fn in a store transaction and publishes the new revision.
-func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
-	rev, err := s.store.Update(ctx, fn)
-	if err != nil {
+// update runs fn in one store transaction and publishes the new
+// revision. The store may run fn more than once (Store.Update); fn hands
+// what it found back as its result, built afresh by each attempt, and
+// update returns the result of the attempt that committed, or the zero
+// value with the error. So no attempt's leftovers can reach an answer or
+// the audit log, whatever fn does with its own locals.
+func update[T any](ctx context.Context, s *Service, fn func(Tx) (T, error)) (T, error) {
+	var out T
+	rev, err := s.store.Update(ctx, func(tx Tx) error {
+		var err error
+		out, err = fn(tx)
 		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
 	}
 	s.notifier.Publish(s.epoch, rev)
-	return nil
+	return out, nil
 }
+
+// nothing is the result of a transaction that finds nothing to report.
+type nothing struct{}
 
 // CreateClient registers a client with its owners (admins only). An empty
 // id gets a generated cli_… id.
@@ -199,11 +228,11 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, 
 		return Client{}, err
 	}
 	c = Client{ID: id, Name: name, CreatedAt: s.Now(), Owners: owners}
-	err = s.update(ctx, func(tx Tx) error {
+	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
 		if err := tx.InsertClient(ctx, c); err != nil {
-			return err
+			return nothing{}, err
 		}
-		return s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
+		return nothing{}, s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
 	})
 	if err != nil {
 		return Client{ID: id}, err
@@ -273,10 +302,10 @@ func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, ed
 			return Client{}, err
 		}
 	}
-	err = s.update(ctx, func(tx Tx) error {
-		var err error
-		if c, err = tx.LockClient(ctx, clientID); err != nil {
-			return err
+	c, err = update(ctx, s, func(tx Tx) (Client, error) {
+		c, err := tx.LockClient(ctx, clientID)
+		if err != nil {
+			return Client{}, err
 		}
 		owners := c.Owners
 		if edit.Replace {
@@ -284,16 +313,16 @@ func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, ed
 		}
 		owners = slices.DeleteFunc(append(slices.Clone(owners), edit.Add...), func(o string) bool { return slices.Contains(edit.Remove, o) })
 		if owners, err = normalizeOwners(owners); err != nil {
-			return err
+			return Client{}, err
 		}
 		if slices.Equal(owners, c.Owners) {
-			return nil
+			return c, nil
 		}
 		c.Owners = owners
 		if err := tx.SetOwners(ctx, clientID, owners); err != nil {
-			return err
+			return Client{}, err
 		}
-		return s.record(ctx, tx, who, "client.owners", clientID, "", ownersDetail(owners))
+		return c, s.record(ctx, tx, who, "client.owners", clientID, "", ownersDetail(owners))
 	})
 	if err != nil {
 		return Client{}, err
@@ -422,29 +451,30 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 		return invalidError(err.Error())
 	}
 	now := s.Now()
-	return s.update(ctx, func(tx Tx) error {
-		revoked = nil
+	revoked, err = update(ctx, s, func(tx Tx) ([]string, error) {
 		if _, err := tx.LockClient(ctx, id); err != nil {
-			return err
+			return nil, err
 		}
 		secrets, err := tx.Secrets(ctx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		var active []string
 		for i := range secrets {
 			if secrets[i].Active(now) {
-				revoked = append(revoked, secrets[i].ID)
+				active = append(active, secrets[i].ID)
 			}
 		}
 		if err := tx.DeleteClient(ctx, id); err != nil {
-			return err
+			return nil, err
 		}
 		detail := ""
-		if len(revoked) > 0 {
-			detail = "revoked " + strings.Join(revoked, ", ")
+		if len(active) > 0 {
+			detail = "revoked " + strings.Join(active, ", ")
 		}
-		return s.record(ctx, tx, who, "client.delete", id, "", detail)
+		return active, s.record(ctx, tx, who, "client.delete", id, "", detail)
 	})
+	return err
 }
 
 // GenerateOptions choose what GenerateSecret adds. At most one of
@@ -506,22 +536,22 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
 		ns.Secret.ExpiresAt = &at
 	}
-	err = s.update(ctx, func(tx Tx) error {
+	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
 		active, err := s.lockActive(ctx, tx, who, clientID, ns.Secret.CreatedAt)
 		if err != nil {
-			return err
+			return nothing{}, err
 		}
 		if len(active) >= s.maxActive {
-			return ErrTooManyActive
+			return nothing{}, ErrTooManyActive
 		}
 		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
-			return err
+			return nothing{}, err
 		}
 		detail := ""
 		if ns.Secret.ExpiresAt != nil {
 			detail = "expires in " + opts.ExpiresIn.String()
 		}
-		return s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
+		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
@@ -550,46 +580,48 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	}
 	now := ns.Secret.CreatedAt
 	until := now.Add(grace)
-	err = s.update(ctx, func(tx Tx) error {
-		ns.Expiring, ns.Revoked = []string{}, nil
+	type others struct{ expiring, revoked []string }
+	res, err := update(ctx, s, func(tx Tx) (others, error) {
+		res := others{expiring: []string{}}
 		active, err := s.lockActive(ctx, tx, who, clientID, now)
 		if err != nil {
-			return err
+			return res, err
 		}
 		if grace > 0 && len(active) >= s.maxActive {
-			return ErrTooManyActive
+			return res, ErrTooManyActive
 		}
 		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
-			return err
+			return res, err
 		}
 		for _, old := range active {
 			switch {
 			case grace == 0:
 				if err := tx.Revoke(ctx, old.ID, now); err != nil {
-					return err
+					return res, err
 				}
-				ns.Revoked = append(ns.Revoked, old.ID)
+				res.revoked = append(res.revoked, old.ID)
 			case old.ExpiresAt == nil || until.Before(*old.ExpiresAt):
 				if err := tx.SetExpiry(ctx, old.ID, until); err != nil {
-					return err
+					return res, err
 				}
-				ns.Expiring = append(ns.Expiring, old.ID)
+				res.expiring = append(res.expiring, old.ID)
 			default: // already expires sooner: keep it
-				ns.Expiring = append(ns.Expiring, old.ID)
+				res.expiring = append(res.expiring, old.ID)
 			}
 		}
 		detail := "grace " + grace.String()
-		if len(ns.Expiring) > 0 {
-			detail += "; expiring " + strings.Join(ns.Expiring, ", ")
+		if len(res.expiring) > 0 {
+			detail += "; expiring " + strings.Join(res.expiring, ", ")
 		}
-		if len(ns.Revoked) > 0 {
-			detail += "; revoked " + strings.Join(ns.Revoked, ", ")
+		if len(res.revoked) > 0 {
+			detail += "; revoked " + strings.Join(res.revoked, ", ")
 		}
-		return s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
+		return res, s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
 		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
 	}
+	ns.Expiring, ns.Revoked = res.expiring, res.revoked
 	return ns, nil
 }
 
@@ -604,35 +636,33 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 		return Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
 	}
 	now := s.Now()
-	err = s.update(ctx, func(tx Tx) error {
+	return update(ctx, s, func(tx Tx) (Secret, error) {
 		c, err := tx.LockClient(ctx, clientID)
 		if err != nil {
-			return err
+			return Secret{}, err
 		}
 		if !who.mayManage(c) {
-			return ErrNotFound
+			return Secret{}, ErrNotFound
 		}
 		secrets, err := tx.Secrets(ctx, clientID)
 		if err != nil {
-			return err
+			return Secret{}, err
 		}
-		for _, cand := range secrets {
-			if cand.ID != secretID {
+		for _, sec := range secrets {
+			if sec.ID != secretID {
 				continue
 			}
-			sec = cand
 			if sec.RevokedAt != nil {
-				return nil
+				return sec, nil
 			}
 			sec.RevokedAt = &now
 			if err := tx.Revoke(ctx, secretID, now); err != nil {
-				return err
+				return Secret{}, err
 			}
-			return s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
+			return sec, s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
 		}
-		return ErrNotFound
+		return Secret{}, ErrNotFound
 	})
-	return sec, err
 }
 
 // lockActive locks a client the actor may manage and returns its secrets
@@ -711,14 +741,14 @@ func importWarnings(secret string) []string {
 	var out []string
 	if strings.ContainsAny(secret, "+%") {
 		out = append(out, "the secret contains '+' or '%': clients that put it in HTTP Basic auth without "+
-			"form-encoding it (RFC 6749 §2.3.1) send a different secret from clients that do; "+
-			"check every client against the edge, or rotate it to a generated secret")
+			"form-encoding it (RFC 6749 §2.3.1) send it differently from clients that do; "+
+			"the edge accepts both, but other gateways may not: prefer rotating to a generated secret")
 	}
 	for i := 0; i < len(secret); i++ {
 		if secret[i] < 0x20 || secret[i] > 0x7e {
 			out = append(out, "the secret has characters outside printable ASCII, which RFC 6749 (Appendix A) "+
 				"does not allow in a client secret: clients may encode them differently; "+
-				"check every client against the edge, or rotate it to a generated secret")
+				"check every client against the edge, or rotate to a generated secret")
 			break
 		}
 	}
