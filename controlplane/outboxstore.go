@@ -35,7 +35,7 @@ const (
 		WHERE event_id = $5 AND webhook = $6 AND attempts = $7 AND delivered_at IS NULL AND failed_at IS NULL`
 	sqlPendingDeliveries = `SELECT webhook, COUNT(*) FROM event_deliveries
 		WHERE delivered_at IS NULL AND failed_at IS NULL GROUP BY webhook`
-	sqlRecentEvents = `SELECT event_id, type, client_id, secret_id, created_at FROM events ORDER BY seq DESC LIMIT $1`
+	sqlRecentEvents     = `SELECT event_id, type, client_id, secret_id, created_at FROM events ORDER BY seq DESC LIMIT $1`
 	sqlRecentDeliveries = `SELECT event_id, webhook, attempts, next_attempt_at, delivered_at, failed_at, last_error
 		FROM event_deliveries WHERE event_id IN (SELECT event_id FROM events ORDER BY seq DESC LIMIT $1)
 		ORDER BY webhook`
