@@ -76,10 +76,22 @@ type Handler struct {
 	// front (see UserID). Default: on when Admins is set, else off.
 	Console *bool `json:"console,omitempty"`
 
-	// Resolved by Provision: the tokens, and the store config with its
-	// defaults.
+	// Webhooks receive the control plane's events (secret.generated,
+	// secret.revoked, secret.expiring…), signed per Standard Webhooks,
+	// from a transactional outbox in the store: delivered at least once,
+	// retried with backoff for 24h. Default: none.
+	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
+
+	// ExpiryReminders are the offsets before a secret's expires_at at
+	// which a secret.expiring event fires, each once. Default: 720h, 168h,
+	// 24h.
+	ExpiryReminders []caddy.Duration `json:"expiry_reminders,omitempty"`
+
+	// Resolved by Provision: the tokens, the store config with its
+	// defaults, and the webhooks' URLs and secrets.
 	adminToken, edgeToken string
 	store                 StoreConfig
+	webhooks              []WebhookConfig
 
 	api     *API
 	poolKey string
@@ -152,6 +164,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.store, err = h.resolveStore(repl); err != nil {
 		return err
 	}
+	h.webhooks = make([]WebhookConfig, len(h.Webhooks))
+	for i, w := range h.Webhooks {
+		if h.webhooks[i], err = w.resolvePlaceholders(repl, i); err != nil {
+			return err
+		}
+	}
 	if h.UserID == "" {
 		h.UserID = DefaultUserID
 	}
@@ -183,10 +201,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.poolKey = key
 	h.logger.Info("control plane store ready", h.store.describe()...)
 	so.AuditLog = h.logger.Named("audit")
+	so.Logger = h.logger.Named("webhooks")
 	svc, err := NewService(ctx, val.(pooledStore).Store, so)
 	if err != nil {
 		return err
 	}
+	if err := registerWebhookMetrics(ctx); err != nil {
+		return err
+	}
+	// The sender stops with this config; the next one's takes over, and
+	// the outbox's leases keep the two from sending twice meanwhile.
+	go svc.RunOutbox(ctx)
 	ao.Logger = h.logger
 	if h.api, err = NewAPI(svc, ao); err != nil {
 		return err
@@ -221,7 +246,12 @@ func (h *Handler) Validate() error {
 // serviceOptions and apiOptions are the handler's options for the Service
 // and the API, the tokens as resolved by Provision, without the loggers.
 func (h *Handler) serviceOptions() ServiceOptions {
-	return ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix}
+	reminders := make([]time.Duration, len(h.ExpiryReminders))
+	for i, d := range h.ExpiryReminders {
+		reminders[i] = time.Duration(d)
+	}
+	return ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix,
+		Webhooks: h.webhooks, ExpiryReminders: reminders}
 }
 
 // DefaultUserID is the placeholder of the authenticated user that Caddy's

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -93,6 +94,19 @@ func TestProvisionErrors(t *testing.T) {
 		"user_id from the client":   {sqliteConfig(t, db, `,"user_id":"{http.request.header.X-User}"`), "set by the client itself"},
 		"empty admin":               {sqliteConfig(t, db, `,"admins":[""]`), "admins: a user id must be"},
 		"unset path env":            {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
+		"webhook unset secret env": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"{env.TEST_CP_UNSET_HOOK}"}]`),
+			"webhook 0 secret: environment variable TEST_CP_UNSET_HOOK is not set or empty"},
+		"webhook raw secret": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+testAdminToken+`"}]`),
+			"webhook 0 secret: must start with whsec_"},
+		"webhook bad scheme": {sqliteConfig(t, db, `,"webhooks":[{"url":"ftp://h.example/","secret":"`+hookSecret+`"}]`),
+			"webhook 0: url must be an absolute http or https URL"},
+		"webhook unknown event": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`","events":["secret.leaked"]}]`),
+			`webhook 0: unknown event type "secret.leaked"`},
+		"webhook timeout": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`","timeout":3600000000000}]`),
+			"webhook 0: timeout must be between 1s and 1m0s"},
+		"webhooks same url": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`"},{"url":"https://h.example/","secret":"`+hookSecret+`"}]`),
+			"webhook 1: same url as webhook 0"},
+		"reminder negative": {sqliteConfig(t, db, `,"expiry_reminders":[-1]`), "expiry_reminders"},
 	}
 	for name, tc := range cases {
 		_, err := provision(t, tc.config)
@@ -100,7 +114,7 @@ func TestProvisionErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 			continue
 		}
-		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") {
+		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") || strings.Contains(err.Error(), hookSecret) {
 			t.Errorf("%s: the error quotes a secret", name)
 		}
 	}
@@ -273,5 +287,33 @@ func TestNewStore(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cretpw") {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 		}
+	}
+}
+
+// hookSecret is a valid webhook secret for configs under test.
+const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// TestProvisionStartsTheSender: a provisioned handler with a webhook
+// delivers the events of its API's actions, signed, without anything
+// else started; its sender stops with the config's context.
+func TestProvisionStartsTheSender(t *testing.T) {
+	setTokens(t)
+	secret := newWebhookSecret(t)
+	t.Setenv("TEST_CP_HOOK", secret)
+	rcv := newReceiver(t, secret)
+	h, err := provision(t, sqliteConfig(t, filepath.Join(t.TempDir(), "h.db"),
+		`,"webhooks":[{"url":"`+rcv.URL+`","secret":"{env.TEST_CP_HOOK}","events":["client.created"]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"hooked"}`))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
+		t.Fatalf("create: %d %v", rec.Code, err)
+	}
+	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.events()) == 1 })
+	if got := rcv.events()[0].body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
+		t.Fatalf("body %s", got)
 	}
 }
