@@ -277,7 +277,21 @@ http://` + addr + ` {
 		types, _, _ := rcv.got()
 		return len(types) == 1
 	})
-	time.Sleep(3 * time.Second) // a second, duplicate delivery would come now
+	// Once the outbox records the delivery as done, nothing sends it again.
+	rapi := adminAPI{t: t, base: restarted.base}
+	eventually(t, 5*time.Second, "the outbox records the delivery", func() bool {
+		var listed struct {
+			Events []struct {
+				Deliveries []struct {
+					State    string `json:"state"`
+					Attempts int    `json:"attempts"`
+				} `json:"deliveries"`
+			} `json:"events"`
+		}
+		rapi.must(rapi.call("GET", "/v1/events", nil, &listed))
+		d := listed.Events[0].Deliveries[0]
+		return d.State == "delivered" && d.Attempts == 2
+	})
 	types, accepted, forged := rcv.got()
 	if strings.Join(types, " ") != "client.created" || accepted != 1 || forged != 0 {
 		t.Fatalf("received %v, %d accepted, %d forged; want client.created once", types, accepted, forged)
