@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -509,5 +510,38 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 	}
 	if d := storedPayloadOf(t, e.store, got.ID); d["url"] != leak.Data["url"] || d["secret_id"] != ns.Secret.ID {
 		t.Fatalf("data %v", d)
+	}
+}
+
+func TestCLIEventsList(t *testing.T) {
+	secret := newWebhookSecret(t)
+	rcv := newReceiver(t, secret)
+	rcv.ignoreTime = true
+	rcv.setStatus(http.StatusServiceUnavailable)
+	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret, Events: []string{EventSecretGenerated}}))
+	srv := httptest.NewServer(e.api)
+	t.Cleanup(srv.Close)
+	c := &cliEnv{env: e, url: srv.URL}
+	e.mustClient("app")
+	ns := e.mustGenerate("app")
+	if err := e.svc.deliverDue(context.Background(), e.outbox()); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := c.mustRun("events", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	host := strings.TrimPrefix(rcv.URL, "http://")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") ||
+		!strings.Contains(lines[1], "secret.generated") || !strings.Contains(lines[1], ns.Secret.ID) ||
+		!strings.Contains(lines[1], host+"=pending (1 attempts, last: 503 Service Unavailable)") ||
+		!strings.Contains(lines[2], "client.created") || !strings.Contains(lines[2], "no webhook") {
+		t.Fatalf("events list:\n%s", out)
+	}
+	out, _ = c.mustRun("events", "list", "--limit", "1", "--json")
+	var listed eventListJSON
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Events) != 1 || listed.Events[0].Type != EventSecretGenerated {
+		t.Fatalf("--json --limit 1: %v %s", err, out)
+	}
+	if _, _, err := c.run("events", "list", "--limit", "5000"); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("--limit 5000: %v", err)
 	}
 }
