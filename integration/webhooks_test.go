@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -144,20 +143,35 @@ func TestWebhooksInOrder(t *testing.T) {
 	}
 }
 
-// buildCaddy builds this repository's cmd/caddy once per test run.
-var caddyBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "rotagate-caddy-bin-")
+// goEnv is the Go toolchain's cache and module directories, read when
+// the package initialises: TestMain then points HOME at a temporary
+// directory, where `go build` would find empty caches and build Caddy
+// cold.
+var goEnv = func() []string {
+	out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
 	if err != nil {
-		return "", err
+		return nil
 	}
-	bin := filepath.Join(dir, "caddy")
+	vals := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(vals) != 3 {
+		return nil
+	}
+	return []string{"GOCACHE=" + vals[0], "GOMODCACHE=" + vals[1], "GOPATH=" + vals[2]}
+}()
+
+// buildCaddy builds this repository's cmd/caddy into a temporary
+// directory of the test (seconds with a warm build cache).
+func buildCaddy(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "caddy")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
 	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), goEnv...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
+		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
 	}
-	return bin, nil
-})
+	return bin
+}
 
 // freeAddr returns a loopback address no one listens on now.
 func freeAddr(t *testing.T) string {
@@ -197,6 +211,13 @@ func startChildControlPlane(t *testing.T, bin, dir, caddyfile, addr string, env 
 	}
 	c := &childControlPlane{t: t, cmd: cmd, base: "http://" + addr}
 	t.Cleanup(c.kill)
+	t.Cleanup(func() {
+		if t.Failed() { // the control plane's log holds no secret
+			if out, err := os.ReadFile(logs.Name()); err == nil {
+				t.Logf("control plane log:\n%s", out)
+			}
+		}
+	})
 	eventually(t, 20*time.Second, "the control plane process answers", func() bool {
 		resp, err := http.Get(c.base + "/healthz")
 		if err != nil {
@@ -225,10 +246,7 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/caddy")
 	}
-	bin, err := caddyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildCaddy(t)
 	rcv, secret := newHookReceiver(t)
 	rcv.setDown(true)
 	dir := t.TempDir()
@@ -253,16 +271,19 @@ http://` + addr + ` {
 	cp := startChildControlPlane(t, bin, dir, caddyfile, addr, "HOOK_SECRET="+secret)
 	api := adminAPI{t: t, base: cp.base}
 	api.createClient("killed") // committed: the API answered 201
-	eventually(t, 5*time.Second, "the first attempt reaches the receiver (and fails)", func() bool {
+	// Wait until the failed first attempt is recorded (an attempt in
+	// flight holds a lease of 10 × timeout + 30s; a recorded failure is
+	// retried 10–12s later).
+	eventually(t, 5*time.Second, "the first attempt fails and is recorded", func() bool {
 		var listed struct {
 			Events []struct {
 				Deliveries []struct {
-					Attempts int `json:"attempts"`
+					LastError string `json:"last_error"`
 				} `json:"deliveries"`
 			} `json:"events"`
 		}
 		api.must(api.call("GET", "/v1/events", nil, &listed))
-		return len(listed.Events) == 1 && listed.Events[0].Deliveries[0].Attempts >= 1
+		return len(listed.Events) == 1 && listed.Events[0].Deliveries[0].LastError != ""
 	})
 	cp.kill()
 	if types, accepted, _ := rcv.got(); len(types) != 0 || accepted != 0 {
