@@ -13,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // provision unmarshals a JSON config and provisions it, as Caddy would.
@@ -315,5 +317,57 @@ func TestProvisionStartsTheSender(t *testing.T) {
 	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.events()) == 1 })
 	if got := rcv.events()[0].body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
 		t.Fatalf("body %s", got)
+	}
+}
+
+// TestWebhookMetricsAcrossReload: the counters are registered on each
+// config's registry (a second handler, as a reload makes, finds them
+// there) and go on counting across it; labels are the URL's host.
+func TestWebhookMetricsAcrossReload(t *testing.T) {
+	setTokens(t)
+	secret := newWebhookSecret(t)
+	t.Setenv("TEST_CP_HOOK", secret)
+	rcv := newReceiver(t, secret)
+	host := strings.TrimPrefix(rcv.URL, "http://")
+	delivered := webhookMetrics.delivered.WithLabelValues(host)
+	before := testutil.ToFloat64(delivered)
+	db := filepath.Join(t.TempDir(), "m.db")
+	cfg := sqliteConfig(t, db, `,"webhooks":[{"url":"`+rcv.URL+`/hook?token=secret-in-url","secret":"{env.TEST_CP_HOOK}"}]`)
+	create := func(h *Handler, id string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"`+id+`"}`))
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
+			t.Fatalf("create: %d %v", rec.Code, err)
+		}
+	}
+	first, err := provision(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(first, "one")
+	waitFor(t, 5*time.Second, "the first event is counted", func() bool { return testutil.ToFloat64(delivered) == before+1 })
+	second, err := provision(t, cfg) // the reload: provisioned before the old one is cleaned up
+	if err != nil {
+		t.Fatalf("a second registration failed: %v", err)
+	}
+	first.Cleanup()
+	create(second, "two")
+	waitFor(t, 5*time.Second, "the second event is counted", func() bool { return testutil.ToFloat64(delivered) == before+2 })
+	waitFor(t, 5*time.Second, "nothing pending", func() bool {
+		return testutil.ToFloat64(webhookMetrics.pending.WithLabelValues(host)) == 0
+	})
+	var b strings.Builder
+	for _, c := range []prometheus.Collector{webhookMetrics.delivered, webhookMetrics.pending} {
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(c)
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			b.WriteString(mf.String())
+		}
+	}
+	if strings.Contains(b.String(), "token") || strings.Contains(b.String(), "/hook") {
+		t.Fatalf("a metric label holds the URL: %s", b.String())
 	}
 }
