@@ -7,6 +7,7 @@
 package controlplane
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -96,6 +97,11 @@ type Handler struct {
 	api     *API
 	poolKey string
 	logger  *zap.Logger
+
+	// stopSender ends the webhook sender, which closes senderDone when
+	// it has returned.
+	stopSender context.CancelFunc
+	senderDone chan struct{}
 }
 
 // StoreConfig selects a store; set exactly one field.
@@ -209,9 +215,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerWebhookMetrics(ctx); err != nil {
 		return err
 	}
-	// The sender stops with this config; the next one's takes over, and
-	// the outbox's leases keep the two from sending twice meanwhile.
-	go svc.RunOutbox(ctx)
+	// The sender stops with this config (or at Cleanup, which waits for
+	// it, so the store is never closed under it); the next config's takes
+	// over, and the outbox's leases keep the two from sending twice.
+	sctx, stop := context.WithCancel(ctx)
+	h.stopSender, h.senderDone = stop, make(chan struct{})
+	go func() {
+		defer close(h.senderDone)
+		svc.RunOutbox(sctx)
+	}()
 	ao.Logger = h.logger
 	if h.api, err = NewAPI(svc, ao); err != nil {
 		return err
@@ -330,10 +342,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return nil
 }
 
-// Cleanup answers waiting feed requests and lets go of the store.
+// Cleanup answers waiting feed requests, stops the webhook sender (an
+// attempt in flight is abandoned, to be retried after its lease) and lets
+// go of the store.
 func (h *Handler) Cleanup() error {
 	if h.api != nil {
 		h.api.Close()
+	}
+	if h.stopSender != nil {
+		h.stopSender()
+		<-h.senderDone
+		h.stopSender = nil
 	}
 	if h.poolKey != "" {
 		key := h.poolKey
