@@ -24,15 +24,20 @@ import (
 // The event types of SPEC §12. A webhook with no events configured
 // receives all of them.
 const (
-	EventSecretGenerated               = "secret.generated"
-	EventSecretRotated                 = "secret.rotated"
-	EventSecretRevoked                 = "secret.revoked"
-	EventSecretExpiring                = "secret.expiring"
-	EventSecretExpired                 = "secret.expired"
-	EventSecretPresentedAfterRevoke    = "secret.presented_after_revoke"
-	EventSecretLeakReported            = "secret.leak_reported"
-	EventClientCreated                 = "client.created"
-	EventClientDeleted                 = "client.deleted"
+	EventSecretGenerated            = "secret.generated"
+	EventSecretRotated              = "secret.rotated"
+	EventSecretRevoked              = "secret.revoked"
+	EventSecretExpiring             = "secret.expiring"
+	EventSecretExpired              = "secret.expired"
+	EventSecretPresentedAfterRevoke = "secret.presented_after_revoke"
+	EventSecretLeakReported         = "secret.leak_reported"
+	EventClientCreated              = "client.created"
+	EventClientDeleted              = "client.deleted"
+)
+
+// A webhook secret is webhookSecretPrefix and the standard base64 of a
+// key of minWebhookKeyLen to maxWebhookKeyLen bytes (Standard Webhooks).
+const (
 	webhookSecretPrefix                = "whsec_"
 	minWebhookKeyLen, maxWebhookKeyLen = 24, 64
 )
