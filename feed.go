@@ -74,6 +74,9 @@ type feed struct {
 	holders map[*Handler]feedConfig
 	// config is fitFeed of the holders, read by the loops at every round.
 	config atomic.Pointer[feedConfig]
+	// fullNext is set when a change could not be applied: the next poll
+	// asks for a full snapshot.
+	fullNext atomic.Bool
 	// refitted wakes the usage loop when config changes.
 	refitted chan struct{}
 

@@ -51,7 +51,7 @@ func TestPollAppliesAndConfirms(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap, confirmed := f.snapshots.current()
-	if snap == nil || snap.revision != 7 || len(snap.clients) != 6 || confirmed.Before(before) {
+	if snap == nil || snap.revision != 7 || snap.clients != 6 || confirmed.Before(before) {
 		t.Fatalf("after first poll: %+v confirmed %v", snap, confirmed)
 	}
 	// The confirmation carries a monotonic reading, so the staleness check
@@ -122,7 +122,7 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if snap, _ := f.snapshots.current(); snap.epoch != "e2" || snap.revision != 1 || len(snap.clients) != 1 {
+	if snap, _ := f.snapshots.current(); snap.epoch != "e2" || snap.revision != 1 || snap.clients != 1 {
 		t.Fatalf("new epoch not applied: %+v", snap)
 	}
 }
@@ -149,7 +149,7 @@ func TestPollAsksForGzip(t *testing.T) {
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if snap, _ := f.snapshots.current(); snap == nil || len(snap.clients) != 6 {
+	if snap, _ := f.snapshots.current(); snap == nil || snap.clients != 6 {
 		t.Fatal("the gzipped snapshot was not applied")
 	}
 	cfg := testFeedConfig(srv.URL)
