@@ -158,6 +158,25 @@ func testChangesOnlyWhileLogged(t *testing.T, k storeKit) {
 	if d, ok, _ := e.svc.Changes(ctx, e.revision()); !ok || len(d.Changed)+len(d.Removed) != 0 {
 		t.Fatalf("changes since now: %+v", d)
 	}
+	// A revision written without its log (an older control plane on the
+	// same database) is a gap.
+	gapFrom := e.revision()
+	e.mustClient("logged")
+	_, err = e.store.Update(ctx, func(tx Tx) error {
+		st := tx.(*storeTx)
+		_, err := st.d.exec(ctx, `UPDATE meta SET revision = revision + 1`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mustClient("after-the-gap")
+	if _, ok, _ := e.svc.Changes(ctx, gapFrom); ok {
+		t.Fatal("changes answered across a revision missing from the log")
+	}
+	if d, ok, _ := e.svc.Changes(ctx, e.revision()-1); !ok || len(d.Removed) != 1 {
+		t.Fatalf("changes after the gap: %+v %v", d, ok)
+	}
 	// Prune by revisions: pretend the log is full.
 	_, err = e.store.Update(ctx, func(tx Tx) error {
 		st := tx.(*storeTx)

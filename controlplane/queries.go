@@ -52,7 +52,8 @@ const (
 	// The change log (migration 3).
 	sqlLogChange      = `INSERT INTO changes (revision, client_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
 	sqlChangesFrom    = `SELECT epoch, revision, changes_from FROM meta WHERE id = 1`
-	sqlChangedSince   = `SELECT DISTINCT client_id FROM changes WHERE revision > $1 ORDER BY client_id LIMIT $2`
+	sqlChangedSince   = `SELECT DISTINCT client_id FROM changes WHERE revision > $1 AND client_id <> '' ORDER BY client_id LIMIT $2`
+	sqlLoggedSince    = `SELECT COUNT(DISTINCT revision) FROM changes WHERE revision > $1`
 	sqlPruneChanges   = `DELETE FROM changes WHERE revision <= $1`
 	sqlOldestByAge    = `SELECT COALESCE(MAX(revision), 0) FROM changes WHERE at < $1`
 	sqlRaiseChangesTo = `UPDATE meta SET changes_from = $1 WHERE id = 1 AND changes_from < $1`
@@ -152,8 +153,14 @@ const (
 )
 
 // logChanges records, in the writing transaction, which clients revision
-// rev touched, and prunes the log now and then.
+// rev touched — a row with an empty client id when it touched none, so
+// that every revision has a row and one written by a control plane that
+// keeps no log (an older replica during an upgrade) shows as a gap — and
+// prunes the log now and then.
 func logChanges(ctx context.Context, d driverTx, rev int64, touched []string, now time.Time) error {
+	if len(touched) == 0 {
+		touched = []string{""}
+	}
 	for _, id := range touched {
 		if _, err := d.exec(ctx, sqlLogChange, rev, id, now.UnixMilli()); err != nil {
 			return fmt.Errorf("logging the change: %w", err)
@@ -184,8 +191,9 @@ func logChanges(ctx context.Context, d driverTx, rev int64, touched []string, no
 // epoch, the revision and the changes since since: every client the log
 // names after it, with its secrets active at now, or as removed when it
 // lists none (as a full snapshot would not list it). ok is false when the
-// log does not reach back to since, since is ahead of the store, or more
-// than maxChangedClients changed: the caller answers in full.
+// log does not reach back to since, misses a revision after it, since is
+// ahead of the store, or more than maxChangedClients changed: the caller
+// answers in full.
 func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (wire.Delta, bool, error) {
 	var delta wire.Delta
 	var from int64
@@ -193,6 +201,13 @@ func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (w
 		return wire.Delta{}, false, err
 	}
 	if since < from || since > delta.Revision {
+		return delta, false, nil
+	}
+	var logged int64
+	if err := d.queryRow(ctx, sqlLoggedSince, since).Scan(&logged); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if logged != delta.Revision-since { // a revision written without its log
 		return delta, false, nil
 	}
 	delta.Since = since
