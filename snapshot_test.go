@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -368,6 +369,9 @@ func TestChangesSurviveRestart(t *testing.T) {
 	held, confirmed := f.snapshots.current()
 	if f.snapshots.changes != 4 {
 		t.Fatalf("%d changes logged, want 4", f.snapshots.changes)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 3 {
+		t.Fatalf("files on disk after changes: %v, want the body, the change log and the confirmation", files)
 	}
 
 	restarted := restartedOnDisk(t, dir, fs.URL)

@@ -258,28 +258,74 @@ func (s *snapshotStore) load(limit int64) {
 // snapshot. The spool file (a full snapshot's only) is returned for
 // replace to keep, or nil.
 func (s *snapshotStore) decode(body io.Reader, limit int64, prev *snapshot) (feedAnswer, *os.File, error) {
-	var spool *os.File
+	var spool *lazySpool
 	var copied *bestEffortWriter
 	if s.disk != nil {
-		var err error
-		if spool, err = s.disk.spool(); err != nil {
-			s.logger.Warn("cannot save the snapshot to disk", zap.Error(err))
-		} else {
-			copied = &bestEffortWriter{w: spool}
-		}
+		spool = &lazySpool{disk: s.disk}
+		copied = &bestEffortWriter{w: spool}
 	}
 	ans, err := decodeAnswer(body, limit, copied, prev)
 	if err != nil || ans.full == nil || (copied != nil && copied.err != nil) {
-		discard(spool)
-		spool = nil
+		spool.discard()
 	}
 	if err != nil {
 		return feedAnswer{}, nil, err
 	}
-	if ans.full != nil && copied != nil && copied.err != nil {
-		s.logger.Warn("saving the snapshot to disk failed", zap.Error(copied.err))
+	if ans.full == nil || spool == nil {
+		return ans, nil, nil
 	}
-	return ans, spool, nil
+	if copied.err == nil {
+		copied.err = spool.flush()
+	}
+	if copied.err != nil {
+		s.logger.Warn("saving the snapshot to disk failed", zap.Error(copied.err))
+		spool.discard()
+		return ans, nil, nil
+	}
+	return ans, spool.f, nil
+}
+
+// lazySpool holds the first spoolInMemory bytes of a body in memory and
+// opens the spool file only past them: a change (a few hundred bytes,
+// kept in the change log, not as a body) never touches the disk here.
+type lazySpool struct {
+	disk *savedSnapshot
+	buf  []byte
+	f    *os.File
+}
+
+const spoolInMemory = 64 << 10
+
+func (l *lazySpool) Write(p []byte) (int, error) {
+	if l.f == nil && len(l.buf)+len(p) <= spoolInMemory {
+		l.buf = append(l.buf, p...)
+		return len(p), nil
+	}
+	if err := l.flush(); err != nil {
+		return 0, err
+	}
+	return l.f.Write(p)
+}
+
+// flush opens the spool file, if not yet, and writes what is held.
+func (l *lazySpool) flush() error {
+	if l.f == nil {
+		f, err := l.disk.spool()
+		if err != nil {
+			return err
+		}
+		l.f = f
+	}
+	_, err := l.f.Write(l.buf)
+	l.buf = nil
+	return err
+}
+
+func (l *lazySpool) discard() {
+	if l != nil {
+		discard(l.f)
+		l.f, l.buf = nil, nil
+	}
 }
 
 // bestEffortWriter copies to w until the first error, which it keeps
