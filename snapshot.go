@@ -2,6 +2,7 @@ package rotagate
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -145,11 +146,21 @@ func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
 	return &snapshotBuilder{prev: prev}
 }
 
-// add validates one client of a full snapshot and adds it.
+// add validates one client of a full snapshot and adds it. A client equal
+// to its record in prev is that record: it was validated when it came,
+// and nothing is built for it.
 func (b *snapshotBuilder) add(wc *wire.Client) error {
-	c, err := newClient(wc, b.n)
-	if err != nil {
-		return err
+	var c *client
+	if b.prev != nil {
+		if old := b.prev.client(wc.ClientID); old != nil && old.sameAs(wc) {
+			c = old
+		}
+	}
+	if c == nil {
+		var err error
+		if c, err = newClient(wc, b.n); err != nil {
+			return err
+		}
 	}
 	i := shardIndex(c.id)
 	sh := b.shards[i]
@@ -165,11 +176,6 @@ func (b *snapshotBuilder) add(wc *wire.Client) error {
 	}
 	for j := range c.slow {
 		b.secretIDs = append(b.secretIDs, maphash.String(shardSeed, c.slow[j].id))
-	}
-	if b.prev != nil {
-		if old := b.prev.client(c.id); old != nil && old.equal(c) {
-			c = old
-		}
 	}
 	sh.put(c)
 	b.n++
@@ -188,12 +194,14 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 	if err := b.checkSecretIDs(); err != nil {
 		return nil, err
 	}
-	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, shards: &b.shards}
-	for i, sh := range s.shards {
+	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, shards: new([snapshotShards]*shard)}
+	for i, sh := range b.shards {
 		if sh == nil {
-			s.shards[i] = emptyShard
+			sh = emptyShard
 		}
+		s.shards[i] = sh
 	}
+	b.prev = nil // the snapshot must not keep the one before alive
 	return s, nil
 }
 
@@ -315,13 +323,66 @@ func newClient(wc *wire.Client, i int) (*client, error) {
 	return c, nil
 }
 
-// equal reports whether two records of a client hold the same secrets
-// and tombstones, in the same order.
-func (c *client) equal(o *client) bool {
-	return c.id == o.id && slices.Equal(c.digests, o.digests) && slices.Equal(c.buried, o.buried) &&
-		slices.EqualFunc(c.slow, o.slow, func(a, b slowSecret) bool {
-			return a.secretMeta == b.secretMeta && a.hash.Encoded == b.hash.Encoded
-		})
+// sameAs reports whether the record holds exactly what wc lists, in the
+// same order, without building anything: a full answer mostly repeats the
+// snapshot held, and its clients then cost no memory beyond the decode.
+// Anything it cannot tell (a hash spelled another way) is "no": the
+// client is then built and validated afresh.
+func (c *client) sameAs(wc *wire.Client) bool {
+	if wc.ClientID != c.id || len(wc.Secrets) != len(c.digests)+len(c.slow) || len(wc.Tombstones) != len(c.buried) {
+		return false
+	}
+	d, sl := 0, 0
+	for k := range wc.Secrets {
+		ws := &wc.Secrets[k]
+		var meta *secretMeta
+		if digest, ok := parseDigest(ws.Hash); ok {
+			if d >= len(c.digests) || c.digests[d].digest != digest {
+				return false
+			}
+			meta = &c.digests[d].secretMeta
+			d++
+		} else {
+			if sl >= len(c.slow) || c.slow[sl].hash.Encoded != ws.Hash {
+				return false
+			}
+			meta = &c.slow[sl].secretMeta
+			sl++
+		}
+		var expires int64
+		if ws.ExpiresAt != nil {
+			if expires = ws.ExpiresAt.UnixNano(); expires == 0 {
+				expires = -1
+			}
+		}
+		if meta.id != ws.ID || meta.expires != expires {
+			return false
+		}
+	}
+	for k, wt := range wc.Tombstones {
+		digest, ok := parseDigest(wt.Hash)
+		if !ok || c.buried[k].id != wt.ID || c.buried[k].digest != digest {
+			return false
+		}
+	}
+	return true
+}
+
+// parseDigest reads a `sha256:…` hash without allocating.
+func parseDigest(hash string) (digest [sha256.Size]byte, ok bool) {
+	const prefix = "sha256:"
+	if len(hash) != len(prefix)+base64.RawURLEncoding.EncodedLen(sha256.Size) || hash[:len(prefix)] != prefix {
+		return digest, false
+	}
+	var src [43]byte // base64 of 32 bytes, copied so that nothing escapes
+	copy(src[:], hash[len(prefix):])
+	var raw [sha256.Size + 2]byte
+	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], src[:])
+	if err != nil || n != sha256.Size {
+		return digest, false
+	}
+	copy(digest[:], raw[:n])
+	return digest, true
 }
 
 // wire returns the client as the feed lists it, for the disk copy.

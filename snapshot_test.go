@@ -116,6 +116,45 @@ func TestFullSwapSharesUnchangedClients(t *testing.T) {
 	if canonical(t, next) != canonical(t, decodeFull(t, w, nil)) {
 		t.Fatal("a snapshot built on another differs from one built alone")
 	}
+	// Any difference — an expiry moved, a tombstone, another hash, another
+	// id, a legacy hash — is a new record.
+	later := testNow.Add(2 * time.Hour)
+	for name, change := range map[string]func(*wire.Snapshot){
+		"expiry":    func(w *wire.Snapshot) { w.Clients[4].Secrets[1].ExpiresAt = &later },
+		"no expiry": func(w *wire.Snapshot) { w.Clients[4].Secrets[1].ExpiresAt = nil },
+		"tombstone": func(w *wire.Snapshot) {
+			w.Clients[4].Tombstones = []wire.Tombstone{{ID: "t", Hash: secrethash.NewSHA256("t")}}
+		},
+		"hash":        func(w *wire.Snapshot) { w.Clients[4].Secrets[0].Hash = secrethash.NewSHA256("other") },
+		"secret id":   func(w *wire.Snapshot) { w.Clients[4].Secrets[0].ID = "sec_renamed" },
+		"legacy hash": func(w *wire.Snapshot) { w.Clients[4].Secrets[0].Hash = w.Clients[1].Secrets[0].Hash },
+	} {
+		w := testSnapshot(t)
+		w.Clients[1] = decodedAgain(t, held, "legacy-bcrypt")
+		w.Clients[3] = decodedAgain(t, held, "mixed")
+		change(w)
+		next := decodeFull(t, w, held)
+		if next.client("expiry") == held.client("expiry") {
+			t.Errorf("%s: the changed client was shared", name)
+		}
+		if next.client("mixed") != held.client("mixed") {
+			t.Errorf("%s: an unchanged client with a legacy hash was copied", name)
+		}
+		if canonical(t, next) != canonical(t, decodeFull(t, w, nil)) {
+			t.Errorf("%s: a snapshot built on another differs from one built alone", name)
+		}
+	}
+}
+
+// decodedAgain is the wire form of a client held (testSnapshot makes new
+// bcrypt salts each call).
+func decodedAgain(t *testing.T, s *snapshot, id string) wire.Client {
+	t.Helper()
+	c := s.client(id)
+	if c == nil {
+		t.Fatalf("no client %q", id)
+	}
+	return c.wire()
 }
 
 // randomModel is a control plane's state in a property test: clients

@@ -459,8 +459,14 @@ func decodeClients(dec *json.Decoder, b *snapshotBuilder) error {
 	if d, ok := tok.(json.Delim); !ok || d != '[' {
 		return errors.New("clients is not an array")
 	}
+	// One wire.Client is decoded into again and again: its slices are
+	// cleared (a stale expires_at must not survive into the next client)
+	// and reused, which spares a few allocations per client.
+	var wc wire.Client
 	for dec.More() {
-		var wc wire.Client
+		clear(wc.Secrets[:cap(wc.Secrets)])
+		clear(wc.Tombstones[:cap(wc.Tombstones)])
+		wc = wire.Client{Secrets: wc.Secrets[:0], Tombstones: wc.Tombstones[:0]}
 		if err := dec.Decode(&wc); err != nil {
 			return err
 		}
