@@ -85,6 +85,9 @@ func scaleSnapshot(e *env, memLimit string) error {
 	dir := filepath.Join(e.dir, name)
 	edge := edgeHandler(feed.url, token, 10*time.Second)
 	edge["revocation_delay"] = "30s"
+	// The probe fails every 2 ms until the new revision is in: with the
+	// failure budget on, later swaps would time the budget's throttling.
+	edge["failure_budget"] = map[string]any{"off": true}
 	cfg := map[string]any{
 		"logging": logging(dir, false),
 		"apps":    httpConfig(map[string]any{"edge": server(edgePort, edge, staticOK())}),
