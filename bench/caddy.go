@@ -438,6 +438,11 @@ func (cp controlPlane) addSecret(ctx context.Context, client, hash string) (id, 
 
 // waitStatus polls u with the Authorization header until it answers want.
 func waitStatus(ctx context.Context, u, auth string, want int, limit time.Duration) error {
+	return waitStatusEvery(ctx, u, auth, want, limit, 20*time.Millisecond)
+}
+
+// waitStatusEvery is waitStatus with a pause of every between tries.
+func waitStatusEvery(ctx context.Context, u, auth string, want int, limit, every time.Duration) error {
 	deadline := time.Now().Add(limit)
 	last := 0
 	for {
@@ -452,7 +457,7 @@ func waitStatus(ctx context.Context, u, auth string, want int, limit time.Durati
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

@@ -329,7 +329,7 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 			return nil, err
 		}
 		rev++
-		if err := waitStatus(e.ctx, edgeURL, probe(i, 1), 401, 30*time.Second); err != nil {
+		if err := waitStatusEvery(e.ctx, edgeURL, probe(i, 1), 401, 30*time.Second, time.Millisecond); err != nil {
 			return nil, fmt.Errorf("revocation %d: %w", k, err)
 		}
 		res.refused = append(res.refused, time.Since(start))
