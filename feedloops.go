@@ -50,14 +50,17 @@ func (f *feed) survive(name string, loop func(context.Context)) (returned bool) 
 	return true
 }
 
-// syncLoop long-polls the feed until ctx ends, backing off with jitter
-// after errors.
+// syncLoop polls the feed once, then long-polls it until ctx ends,
+// backing off with jitter after errors.
 func (f *feed) syncLoop(ctx context.Context) {
 	failures := 0
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		started, held := time.Now(), f.snapshots.snap.Load()
-		err := f.poll(ctx, held != nil)
+		// The first poll is not held: a snapshot loaded from disk is
+		// confirmed, or replaced, at once.
+		err := f.poll(ctx, held != nil && !first)
 		if err == nil {
+			f.answeredOnce.Do(func() { close(f.answered) })
 			failures = 0
 			// A new snapshot is followed by the next poll at once. A poll
 			// that changed nothing yet came back early — a control plane

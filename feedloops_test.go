@@ -298,3 +298,41 @@ func TestFinalUsageFlush(t *testing.T) {
 		t.Fatalf("after the stop: %+v, %d pending", stamps, f.usage.pendingCount())
 	}
 }
+
+// TestSlowFirstFetchIsNotCutOff: a first snapshot that takes longer than
+// provisioning waits (a big one) arrives from that very request, not from
+// a new one started from scratch.
+func TestSlowFirstFetchIsNotCutOff(t *testing.T) {
+	var requests, blind atomic.Int64 // all, and those of an edge holding nothing
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			<-release // a transfer still under way when start returns
+		}
+		if r.Header.Get("If-None-Match") == "" {
+			blind.Add(1)
+		} else {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(testSnapshot(t))
+	}))
+	defer srv.Close()
+	f := testFeed(t, srv.URL)
+	f.start(context.Background())
+	defer f.Destruct()
+	if requests.Load() != 1 {
+		t.Fatalf("%d requests while the first was held", requests.Load())
+	}
+	if snap, _ := f.snapshots.current(); snap != nil {
+		t.Fatal("a snapshot before the first answer")
+	}
+	close(release)
+	waitFor(t, 5*time.Second, "the first snapshot", func() bool {
+		snap, _ := f.snapshots.current()
+		return snap != nil
+	})
+	if n := blind.Load(); n != 1 {
+		t.Fatalf("%d requests for a first snapshot, want the one", n)
+	}
+}
