@@ -112,7 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var budgetKey string
 	if h.budget != nil {
 		first := creds.pairs[0].id
-		budgetKey = failureKey(first, from, snap.clients[first] != nil)
+		budgetKey = failureKey(first, from, snap.client(first) != nil)
 		if wait, over := h.budget.over(budgetKey, now); over {
 			return h.throttle(w, r, wait)
 		}
@@ -155,7 +155,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// from outside costs what any other does and gets the same 401 as a
 	// wrong secret; the owner sees it among the secret's callers.
 	use, out := useAccepted, outcomeAuthenticated
-	if c := snap.clients[matched.id]; !c.allows(from) {
+	if c := snap.client(matched.id); !c.allows(from) {
 		if !c.reportOnly {
 			h.feed.usage.record(matched.id, secretID, from, now, useRefused)
 			// Spent like a wrong secret: were it not, an outsider holding a

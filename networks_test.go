@@ -2,6 +2,7 @@ package rotagate
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -136,5 +137,49 @@ func TestNetworkReportOnly(t *testing.T) {
 	su := h.feed.usage.pending["sec_app1"]
 	if c := su.callers["192.0.2.9"]; c == nil || c.requests != 30 || c.refused != 30 || su.lastFrom != "192.0.2.9" {
 		t.Fatalf("report-only use: %+v last from %q", su.callers, su.lastFrom)
+	}
+}
+
+// TestNetworksFollowChanges: a client whose networks alone changed is
+// rebuilt from a full answer (not reused from the snapshot held), a change
+// answer carries them too, and the disk copy keeps them.
+func TestNetworksFollowChanges(t *testing.T) {
+	w := testSnapshot(t)
+	held, err := newSnapshot(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Clients[0].AllowedCIDRs, w.Clients[0].NetworksReportOnly = []string{"10.0.0.0/8"}, true
+	b := newSnapshotBuilder(held)
+	for i := range w.Clients {
+		if err := b.add(&w.Clients[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := b.finish(w.Epoch, w.Revision+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := next.client("app")
+	if app == held.client("app") || app.allows("192.0.2.1") || !app.allows("10.1.1.1") || !app.reportOnly {
+		t.Fatalf("networks of a full answer not applied: %+v", app)
+	}
+	if next.client("legacy-bcrypt") != held.client("legacy-bcrypt") {
+		t.Fatal("an unchanged client was rebuilt")
+	}
+	if wc := app.wire(); !slices.Equal(wc.AllowedCIDRs, []string{"10.0.0.0/8"}) || !wc.NetworksReportOnly {
+		t.Fatalf("the disk copy of the client: %+v", wc)
+	}
+	d, err := newDelta(&wire.Delta{Epoch: w.Epoch, Since: w.Revision + 1, Revision: w.Revision + 2,
+		Changed: []wire.Client{{ClientID: "app", Secrets: w.Clients[0].Secrets}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := next.apply(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.client("app").allows("192.0.2.1") {
+		t.Fatal("a change that clears the networks was not applied")
 	}
 }

@@ -173,7 +173,7 @@ func (a *API) Handles(path string) bool {
 }
 
 func apiPath(path string) bool {
-	return path == "/healthz" || path == "/v1/clients" ||
+	return path == "/healthz" || path == "/v1/clients" || path == "/v1/events" ||
 		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/")
 }
 
@@ -225,6 +225,7 @@ func (a *API) routes() {
 	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
 	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
 	a.route("/v1/clients/{client_id}/secrets/{secret_id}/callers", roleAdmin, methods{"GET": a.listCallers})
+	a.route("/v1/events", roleAdmin, methods{"GET": a.listEvents})
 	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
 	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
 	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

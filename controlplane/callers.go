@@ -187,9 +187,9 @@ func (s *Service) pruneCallers(ctx context.Context, since time.Time) {
 		return
 	}
 	if n, err := s.store.PruneCallers(ctx, since); err != nil {
-		s.audit.Warn("pruning callers past tombstone_window failed", zap.Error(err))
+		s.logger.Warn("pruning callers past tombstone_window failed", zap.Error(err))
 	} else if n > 0 {
-		s.audit.Debug("callers past tombstone_window pruned", zap.Int64("callers", n))
+		s.logger.Debug("callers past tombstone_window pruned", zap.Int64("callers", n))
 	}
 }
 

@@ -170,6 +170,11 @@ func testNetworksInSnapshot(t *testing.T, k storeKit) {
 			}
 		}
 	}
+	// An edge following changes gets the client's networks too.
+	d, ok, err := e.svc.Changes(ctx, rev)
+	if err != nil || !ok || len(d.Changed) != 1 || d.Changed[0].ClientID != "c" || !slices.Equal(d.Changed[0].AllowedCIDRs, want) || !d.Changed[0].NetworksReportOnly {
+		t.Fatalf("changes since %d: %+v ok=%v (%v)", rev, d, ok, err)
+	}
 	// The same again writes nothing; clearing allows anywhere.
 	if _, err := e.svc.SetNetworks(ctx, who, "c", want, true); err != nil || e.revision() != rev+1 {
 		t.Fatalf("an unchanged set moved the revision to %d (%v)", e.revision(), err)

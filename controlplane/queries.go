@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,8 +48,17 @@ const (
 	sqlDeleteClient    = `DELETE FROM clients WHERE client_id = $1`
 	sqlInsertSecret    = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
-	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`
-	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
+	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2 RETURNING client_id`
+	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2 RETURNING client_id`
+
+	// The change log (migration 3).
+	sqlLogChange      = `INSERT INTO changes (revision, client_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	sqlChangesFrom    = `SELECT epoch, revision, changes_from FROM meta WHERE id = 1`
+	sqlChangedSince   = `SELECT DISTINCT client_id FROM changes WHERE revision > $1 AND client_id <> '' ORDER BY client_id LIMIT $2`
+	sqlLoggedSince    = `SELECT COUNT(DISTINCT revision) FROM changes WHERE revision > $1`
+	sqlPruneChanges   = `DELETE FROM changes WHERE revision <= $1`
+	sqlOldestByAge    = `SELECT COALESCE(MAX(revision), 0) FROM changes WHERE at < $1`
+	sqlRaiseChangesTo = `UPDATE meta SET changes_from = $1 WHERE id = 1 AND changes_from < $1`
 
 	// Owners and the audit trail (migration 2).
 	sqlListOwnedClients = `SELECT c.client_id, c.name, c.created_at, c.allowed_cidrs, c.networks_report_only FROM clients c
@@ -61,7 +72,7 @@ const (
 	sqlAudit = `SELECT at, who, remote_ip, action, client_id, secret_id, detail
 		FROM audit_log WHERE client_id = $1 ORDER BY id DESC LIMIT $2`
 
-	// Allowed networks and callers (migration 3). A client's networks are
+	// Allowed networks and callers (migration 5). A client's networks are
 	// its canonical CIDR list, space-separated.
 	sqlSetNetworks = `UPDATE clients SET allowed_cidrs = $1, networks_report_only = $2 WHERE client_id = $3`
 	// sqlApplyCaller adds one (secret, caller IP) of a usage batch: first
@@ -202,7 +213,48 @@ var migrations = [][]string{
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
 		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
 	},
-	{ // 3: allowed networks of clients; callers of secrets (SPEC §13).
+	{ // 3: the webhook outbox: events, their deliveries, expiry notices sent (outbox.go).
+		`CREATE TABLE events (
+			seq        {serial},
+			event_id   {id}   NOT NULL UNIQUE,
+			type       TEXT   NOT NULL,
+			client_id  TEXT   NOT NULL DEFAULT '',
+			secret_id  TEXT   NOT NULL DEFAULT '',
+			payload    TEXT   NOT NULL,
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX events_by_created ON events (created_at)`,
+		`CREATE TABLE event_deliveries (
+			event_id        {id}    NOT NULL REFERENCES events (event_id),
+			webhook         TEXT    NOT NULL,
+			attempts        INTEGER NOT NULL DEFAULT 0,
+			next_attempt_at BIGINT  NOT NULL,
+			delivered_at    BIGINT,
+			failed_at       BIGINT,
+			last_error      TEXT    NOT NULL DEFAULT '',
+			PRIMARY KEY (event_id, webhook)
+		)`,
+		`CREATE INDEX event_deliveries_due ON event_deliveries (webhook, next_attempt_at)
+			WHERE delivered_at IS NULL AND failed_at IS NULL`,
+		`CREATE TABLE expiry_notices (
+			secret_id {id}   PRIMARY KEY REFERENCES secrets (secret_id) ON DELETE CASCADE,
+			stage     BIGINT NOT NULL
+		)`,
+		`CREATE INDEX secrets_by_expiry ON secrets (expires_at)`,
+	},
+	{ // 4: the change log the feed answers since=<revision> from. Every
+		// revision after meta.changes_from is in it: the clients whose feed
+		// entry the revision may have changed.
+		`CREATE TABLE changes (
+			revision  BIGINT NOT NULL,
+			client_id {id}   NOT NULL,
+			at        BIGINT NOT NULL,
+			PRIMARY KEY (revision, client_id)
+		)`,
+		`ALTER TABLE meta ADD COLUMN changes_from BIGINT NOT NULL DEFAULT 0`,
+		`UPDATE meta SET changes_from = revision`,
+	},
+	{ // 5: allowed networks of clients; callers of secrets (SPEC §13).
 		`ALTER TABLE clients ADD COLUMN allowed_cidrs TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE clients ADD COLUMN networks_report_only INTEGER NOT NULL DEFAULT 0`,
 		`CREATE TABLE secret_callers (
@@ -217,6 +269,132 @@ var migrations = [][]string{
 		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
 		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
+}
+
+// How long the change log reaches back: a revision leaves it once it is
+// changeLogRevisions behind the newest, or older than changeLogAge. The
+// log is pruned every changePruneEvery revisions.
+const (
+	changeLogRevisions = 10_000
+	changeLogAge       = time.Hour
+	changePruneEvery   = 64
+	// maxChangedClients is the most clients a change answer lists; past
+	// it the feed answers with a full snapshot.
+	maxChangedClients = 10_000
+)
+
+// logChanges records, in the writing transaction, which clients revision
+// rev touched — a row with an empty client id when it touched none, so
+// that every revision has a row and one written by a control plane that
+// keeps no log (an older replica during an upgrade) shows as a gap — and
+// prunes the log now and then.
+func logChanges(ctx context.Context, d driverTx, rev int64, touched []string, now time.Time) error {
+	if len(touched) == 0 {
+		touched = []string{""}
+	}
+	for _, id := range touched {
+		if _, err := d.exec(ctx, sqlLogChange, rev, id, now.UnixMilli()); err != nil {
+			return fmt.Errorf("logging the change: %w", err)
+		}
+	}
+	if rev%changePruneEvery != 0 {
+		return nil
+	}
+	floor := rev - changeLogRevisions
+	var old int64
+	if err := d.queryRow(ctx, sqlOldestByAge, now.Add(-changeLogAge).UnixMilli()).Scan(&old); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	floor = max(floor, old)
+	if floor <= 0 {
+		return nil
+	}
+	if _, err := d.exec(ctx, sqlPruneChanges, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	if _, err := d.exec(ctx, sqlRaiseChangesTo, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	return nil
+}
+
+// readChanges reads, inside one read transaction of the caller's, the
+// epoch, the revision and the changes since since: every client the log
+// names after it, with its secrets active at now, or as removed when it
+// lists none (as a full snapshot would not list it). ok is false when the
+// log does not reach back to since, misses a revision after it, since is
+// ahead of the store, or more than maxChangedClients changed: the caller
+// answers in full.
+func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (wire.Delta, bool, error) {
+	var delta wire.Delta
+	var from int64
+	if err := d.queryRow(ctx, sqlChangesFrom).Scan(&delta.Epoch, &delta.Revision, &from); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if since < from || since > delta.Revision {
+		return delta, false, nil
+	}
+	var logged int64
+	if err := d.queryRow(ctx, sqlLoggedSince, since).Scan(&logged); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if logged != delta.Revision-since { // a revision written without its log
+		return delta, false, nil
+	}
+	delta.Since = since
+	ids, err := readStrings(ctx, d, sqlChangedSince, since, maxChangedClients+1)
+	if err != nil {
+		return wire.Delta{}, false, err
+	}
+	if len(ids) > maxChangedClients {
+		return delta, false, nil
+	}
+	delta.Changed, delta.Removed = []wire.Client{}, []string{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, len(batch)+1)
+		args = append(args, now.UnixMilli())
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		rs, err := d.query(ctx, sqlActiveSecretsOf(len(batch)), args...)
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		clients, err := scanSnapshot(rs)
+		rs.Close()
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		i := 0
+		for _, id := range batch { // both sorted by client id
+			if i < len(clients) && clients[i].ClientID == id {
+				i++
+				continue
+			}
+			delta.Removed = append(delta.Removed, id)
+		}
+		delta.Changed = append(delta.Changed, clients...)
+	}
+	return delta, true, nil
+}
+
+// sqlActiveSecretsOf selects the rows of sqlSnapshot for n clients, named
+// by $2…$n+1 ($1 is now).
+func sqlActiveSecretsOf(n int) string {
+	var b strings.Builder
+	b.WriteString(`SELECT s.client_id, s.secret_id, s.hash, s.expires_at, c.allowed_cidrs, c.networks_report_only
+		FROM secrets s JOIN clients c ON c.client_id = s.client_id
+		WHERE s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) AND s.client_id IN (`)
+	for i := 2; i <= n+1; i++ {
+		if i > 2 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i)
+	}
+	b.WriteString(`) ORDER BY s.client_id, s.secret_id`)
+	return b.String()
 }
 
 // sqlOwnersIn selects the owners of n clients, named by $1…$n.
@@ -318,6 +496,19 @@ type storeTx struct {
 	d          driverTx
 	lockSuffix string
 	changed    bool
+	// touched are the clients whose feed entry the transaction may have
+	// changed, for the change log: every method that changes what the
+	// feed lists of a client (its secrets, its tombstones, whatever it
+	// carries) must touch it.
+	touched []string
+}
+
+// touch records that the feed entry of clientID may have changed.
+func (t *storeTx) touch(clientID string) {
+	t.changed = true
+	if !slices.Contains(t.touched, clientID) {
+		t.touched = append(t.touched, clientID)
+	}
 }
 
 func (t *storeTx) LockClient(ctx context.Context, id string) (Client, error) {
@@ -337,7 +528,7 @@ func (t *storeTx) InsertClient(ctx context.Context, c Client) error {
 	if n == 0 {
 		return ErrClientExists
 	}
-	t.changed = true
+	t.touch(c.ID)
 	return t.insertOwners(ctx, c.ID, c.Owners)
 }
 
@@ -360,7 +551,11 @@ func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
 	if _, err := t.d.exec(ctx, sqlDeleteOwnersOf, id); err != nil {
 		return err
 	}
-	return t.execOne(ctx, sqlDeleteClient, id)
+	if err := t.execOne(ctx, sqlDeleteClient, id); err != nil {
+		return err
+	}
+	t.touch(id)
+	return nil
 }
 
 func (t *storeTx) SetOwners(ctx context.Context, clientID string, owners []string) error {
@@ -376,7 +571,11 @@ func (t *storeTx) SetNetworks(ctx context.Context, clientID string, cidrs []stri
 	if reportOnly {
 		ro = 1
 	}
-	return t.execOne(ctx, sqlSetNetworks, strings.Join(cidrs, " "), ro, clientID)
+	if err := t.execOne(ctx, sqlSetNetworks, strings.Join(cidrs, " "), ro, clientID); err != nil {
+		return err
+	}
+	t.touch(clientID) // the feed lists a client's networks
+	return nil
 }
 
 func (t *storeTx) AppendAudit(ctx context.Context, e AuditEntry) error {
@@ -392,16 +591,30 @@ func (t *storeTx) InsertSecret(ctx context.Context, s Secret) error {
 	if _, err := t.d.exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
 		return err
 	}
-	t.changed = true
+	t.touch(s.ClientID)
 	return nil
 }
 
 func (t *storeTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
+	return t.updateSecret(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
 }
 
 func (t *storeTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
+	return t.updateSecret(ctx, sqlRevoke, at.UnixMilli(), secretID)
+}
+
+// updateSecret runs an UPDATE … RETURNING client_id of one secret and
+// touches its client; ErrNotFound when there is no such secret.
+func (t *storeTx) updateSecret(ctx context.Context, query string, args ...any) error {
+	var clientID string
+	if err := t.d.queryRow(ctx, query, args...).Scan(&clientID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	t.touch(clientID)
+	return nil
 }
 
 // execOne runs a statement that must touch one row: ErrNotFound otherwise.

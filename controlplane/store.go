@@ -164,6 +164,17 @@ type Store interface {
 	// client id then secret id. GeneratedAt is left for the caller to set.
 	Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error)
 
+	// Changes returns, read in one consistent view, the epoch, the
+	// revision and the changes since revision since: every client whose
+	// feed entry a revision after since may have changed, with its
+	// secrets active at now (as Snapshot lists them), or in Removed when
+	// Snapshot would not list it. ok is false when the change log does
+	// not reach back to since (pruned, or since is ahead), or too many
+	// clients changed: the feed then answers with a full snapshot.
+	// Update writes the log in the transaction of each change, so every
+	// replica of a store reads the same changes.
+	Changes(ctx context.Context, since int64, now time.Time) (delta wire.Delta, ok bool, err error)
+
 	// ApplyUsage records last-used stamps: for each secret, last_used_at
 	// becomes the later of the stored and the reported time, and
 	// last_used_from follows the newest stamp; first_used_at is set by the
@@ -255,6 +266,19 @@ type Tx interface {
 	// Revoke sets a secret's revoked_at; ErrNotFound when it does not
 	// exist.
 	Revoke(ctx context.Context, secretID string, at time.Time) error
+
+	// InsertEvent writes an event to the outbox, with a pending delivery,
+	// due at once, for each webhook key given. It does not mark the
+	// transaction as a change: events do not move the revision. Call it
+	// through Service.enqueue (outbox.go).
+	InsertEvent(ctx context.Context, e OutboxEvent, webhooks []string) error
+
+	// AdvanceNotice records that a secret's expiry notice has reached
+	// stage (stages count down: reminder offsets in milliseconds, then
+	// stageExpired), and reports whether it moved: false when the secret
+	// was already at that stage or a later one, so each notice is sent
+	// once across restarts and replicas. No revision change either.
+	AdvanceNotice(ctx context.Context, secretID string, stage int64) (bool, error)
 }
 
 // postgresStartTimeout bounds connecting to PostgreSQL and migrating when

@@ -54,6 +54,9 @@ var storeSuite = []struct {
 	{"ClientsOrderedBytewise", testClientsOrderedBytewise},
 	{"PingFailsAfterClose", testPingFailsAfterClose},
 	{"ServicesShareTheStoreNotifier", testServicesShareTheStoreNotifier},
+	{"ChangesEqualSnapshots", testChangesEqualSnapshots},
+	{"ChangesOnlyWhileLogged", testChangesOnlyWhileLogged},
+	{"ChangesFeed", testChangesFeed},
 	// The rules over it (service_test.go).
 	{"GenerateUpToMax", testGenerateUpToMax},
 	{"MaxActiveSecretsConfigurable", testMaxActiveSecretsConfigurable},
@@ -78,6 +81,11 @@ var storeSuite = []struct {
 	{"NetworksInSnapshot", testNetworksInSnapshot},
 	{"CallersThroughService", testCallersThroughService},
 	{"CallersWindow", testCallersWindow},
+	// The webhook outbox (outbox_test.go).
+	{"EventsCommitWithTheChange", testEventsCommitWithTheChange},
+	{"ClaimsAreExclusive", testClaimsAreExclusive},
+	{"DeliveredOncePerFleet", testDeliveredOncePerFleet},
+	{"ExpiryRemindersOnce", testExpiryRemindersOnce},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests
