@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,6 +38,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		admins <user_id>...
 //		user_id <placeholder>
 //		console [on|off]
+//		tombstone_window <duration>
+//		leak_token <token>
+//		leak_report_keys <file>
+//		leak_action revoke|flag
 //	}
 //
 // Each subdirective may appear once. Mistakes are worded as in the edge's
@@ -80,6 +85,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return directive.OneArg(d, &h.SecretPrefix)
 		case "max_wait":
 			return directive.Duration(d, &h.MaxWait)
+		case "tombstone_window":
+			h.TombstoneWindow = new(caddy.Duration)
+			return directive.Duration(d, h.TombstoneWindow)
+		case "leak_token":
+			return directive.OneArg(d, &h.LeakToken)
+		case "leak_report_keys":
+			return directive.OneArg(d, &h.LeakReportKeys)
+		case "leak_action":
+			return directive.OneArg(d, &h.LeakAction)
 		}
 		return directive.Unknown(d, "client_credentials_control_plane")
 	})

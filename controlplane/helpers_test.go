@@ -66,11 +66,17 @@ type countingStore struct {
 	Store
 	snapshots atomic.Int64
 	revisions atomic.Int64
+	lookups   atomic.Int64
 }
 
-func (c *countingStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+func (c *countingStore) Snapshot(ctx context.Context, now time.Time, window time.Duration) (wire.Snapshot, error) {
 	c.snapshots.Add(1)
-	return c.Store.Snapshot(ctx, now)
+	return c.Store.Snapshot(ctx, now, window)
+}
+
+func (c *countingStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+	c.lookups.Add(1)
+	return c.Store.SecretByHash(ctx, hash)
 }
 
 func (c *countingStore) Revision(ctx context.Context) (string, int64, error) {

@@ -441,9 +441,20 @@ func (s *PostgresStore) Revision(ctx context.Context) (string, int64, error) {
 }
 
 // Snapshot implements Store.
-func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
 	return readOnly(ctx, s, func(tx pgx.Tx) (wire.Snapshot, error) {
-		return readSnapshot(ctx, pgxDriverTx{tx}, now)
+		return readSnapshot(ctx, pgxDriverTx{tx}, now, tombstoneWindow)
+	})
+}
+
+// SecretByHash implements Store.
+func (s *PostgresStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+	return query(ctx, s, func(c *pgxpool.Conn) (Secret, error) {
+		sec, err := scanSecret(c.QueryRow(ctx, sqlSecretByHash, hash))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Secret{}, ErrNotFound
+		}
+		return sec, err
 	})
 }
 

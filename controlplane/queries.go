@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -27,11 +29,34 @@ const (
 	sqlBumpRevision = `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`
 	sqlCreateMeta   = `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`
 	sqlPing         = `SELECT 1 FROM meta WHERE id = 1`
-	sqlSnapshot     = `SELECT client_id, secret_id, hash, expires_at FROM secrets
-		WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+	// sqlSnapshot selects the secrets active at $1 (alive = 1) and the
+	// tombstones: generated (sha256) secrets dead at $1 that were still
+	// alive at $2, now minus tombstone_window (alive = 0). Dead at t means
+	// revoked, or expires_at <= t.
+	sqlSnapshot = `SELECT client_id, secret_id, hash, expires_at,
+			CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) THEN 1 ELSE 0 END
+		FROM secrets
+		WHERE (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1))
+			OR (hash LIKE 'sha256:%' AND (revoked_at IS NULL OR revoked_at > $2) AND (expires_at IS NULL OR expires_at > $2))
 		ORDER BY client_id, secret_id`
-	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at
-		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
+	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
+		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at`
+	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
+	sqlSecretByHash = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE hash = $1 ORDER BY secret_id LIMIT 1`
+	// sqlRevokedUse adds a presented-after-revoke report to a dead secret
+	// ($2 is the report's time: an expired secret counts when it had
+	// expired by then): the count grows by $1, and the last time and
+	// caller follow the newest report. SET expressions read the row as
+	// it was, on both databases.
+	sqlRevokedUse = `UPDATE secrets SET
+			presented_after_revoke_count = presented_after_revoke_count + $1,
+			last_presented_after_revoke_from = CASE WHEN last_presented_after_revoke_at IS NULL OR last_presented_after_revoke_at < $2
+				THEN $3 ELSE last_presented_after_revoke_from END,
+			last_presented_after_revoke_at = CASE WHEN last_presented_after_revoke_at IS NULL OR last_presented_after_revoke_at < $2
+				THEN $2 ELSE last_presented_after_revoke_at END
+		WHERE secret_id = $4 AND client_id = $5 AND (revoked_at IS NOT NULL OR expires_at <= $2)
+		RETURNING hint, presented_after_revoke_count`
+	sqlFlagLeak = `UPDATE secrets SET leak_reported_at = $1 WHERE secret_id = $2 AND leak_reported_at IS NULL`
 	// sqlApplyUsage is last_used_at = max(stored, reported), and
 	// first_used_at is set by the first stamp applied: a stamp no
 	// newer than the stored one touches nothing, so replaying a batch, or
@@ -115,6 +140,13 @@ var migrations = [][]string{
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
 		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
 	},
+	{ // 3: dead secrets presented at the edge, leak reports, lookup by hash.
+		`ALTER TABLE secrets ADD COLUMN presented_after_revoke_count BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_at BIGINT`,
+		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_from TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE secrets ADD COLUMN leak_reported_at BIGINT`,
+		`CREATE INDEX secrets_by_hash ON secrets (hash)`,
+	},
 }
 
 // sqlOwnersIn selects the owners of n clients, named by $1…$n.
@@ -184,16 +216,18 @@ func scanAudit(row rowScanner) (AuditEntry, error) {
 	return e, nil
 }
 
-// scanSecret reads one row of sqlSecrets.
+// scanSecret reads one row of sqlSecretColumns.
 func scanSecret(row rowScanner) (Secret, error) {
 	var s Secret
 	var created int64
-	var expires, revoked, used, firstUsed sql.NullInt64
-	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed); err != nil {
+	var expires, revoked, used, firstUsed, deadUsed, leak sql.NullInt64
+	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed,
+		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = time.UnixMilli(created).UTC()
 	s.ExpiresAt, s.RevokedAt, s.LastUsedAt, s.FirstUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used), fromMillis(firstUsed)
+	s.LastPresentedAfterRevokeAt, s.LeakReportedAt = fromMillis(deadUsed), fromMillis(leak)
 	return s, nil
 }
 
@@ -291,6 +325,20 @@ func (t *storeTx) Revoke(ctx context.Context, secretID string, at time.Time) err
 	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
 }
 
+func (t *storeTx) RecordRevokedUse(ctx context.Context, u wire.RevokedUse) (RecordedRevokedUse, error) {
+	r := RecordedRevokedUse{ClientID: u.ClientID, SecretID: u.SecretID, Count: u.Count, LastAt: u.LastAt, From: u.From}
+	err := t.d.queryRow(ctx, sqlRevokedUse, u.Count, u.LastAt.UnixMilli(), u.From, u.SecretID, u.ClientID).Scan(&r.Hint, &r.Total)
+	if errors.Is(err, sql.ErrNoRows) { // pgx's ErrNoRows is sql.ErrNoRows too
+		return RecordedRevokedUse{}, ErrNotFound
+	}
+	return r, err
+}
+
+func (t *storeTx) FlagLeak(ctx context.Context, secretID string, at time.Time) error {
+	_, err := t.d.exec(ctx, sqlFlagLeak, at.UnixMilli(), secretID)
+	return err
+}
+
 // execOne runs a statement that must touch one row: ErrNotFound otherwise.
 func (t *storeTx) execOne(ctx context.Context, query string, args ...any) error {
 	n, err := t.d.exec(ctx, query, args...)
@@ -323,14 +371,20 @@ func readSecrets(ctx context.Context, d driverTx, clientID string) ([]Secret, er
 	return scanAll(rs, scanSecret)
 }
 
-// readSnapshot reads the epoch, the revision and every secret active at
-// now, inside one read transaction of the caller's.
-func readSnapshot(ctx context.Context, d driverTx, now time.Time) (wire.Snapshot, error) {
+// readSnapshot reads the epoch, the revision, every secret active at now
+// and the tombstones of generated secrets dead within tombstoneWindow
+// before now (none when it is 0), inside one read transaction of the
+// caller's.
+func readSnapshot(ctx context.Context, d driverTx, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
 	var snap wire.Snapshot
 	if err := d.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
 		return wire.Snapshot{}, err
 	}
-	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli())
+	since := int64(math.MaxInt64) // no secret died after that: no tombstones
+	if tombstoneWindow > 0 {
+		since = now.Add(-tombstoneWindow).UnixMilli()
+	}
+	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli(), since)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -356,21 +410,28 @@ func scanAll[T any](rs rows, scan func(rowScanner) (T, error)) ([]T, error) {
 }
 
 // scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
-// clients with their secrets; none is an empty list, not nil.
+// clients with their secrets and tombstones; none is an empty list, not
+// nil. A client with tombstones only is listed with no secrets, so that
+// an edge tells its dead secrets from wrong ones too.
 func scanSnapshot(rs rows) ([]wire.Client, error) {
 	clients := []wire.Client{}
 	for rs.Next() {
 		var clientID string
 		var sec wire.Secret
 		var expires sql.NullInt64
-		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires); err != nil {
+		var alive int
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive); err != nil {
 			return nil, err
 		}
-		sec.ExpiresAt = fromMillis(expires)
 		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
-			clients = append(clients, wire.Client{ClientID: clientID})
+			clients = append(clients, wire.Client{ClientID: clientID, Secrets: []wire.Secret{}})
 		}
 		c := &clients[len(clients)-1]
+		if alive == 0 {
+			c.Tombstones = append(c.Tombstones, wire.Tombstone{ID: sec.ID, Hash: sec.Hash})
+			continue
+		}
+		sec.ExpiresAt = fromMillis(expires)
 		c.Secrets = append(c.Secrets, sec)
 	}
 	return clients, rs.Err()

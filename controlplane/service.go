@@ -64,6 +64,9 @@ type Actor struct {
 	Admin bool
 	// RemoteIP is the caller's address, when known.
 	RemoteIP string
+	// Leak may report leaked secrets of any client, and nothing else:
+	// the leak_token, or GitHub's signed secret scanning reports.
+	Leak bool
 }
 
 // mayManage reports whether the actor may see and manage c's secrets.
@@ -95,7 +98,21 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
+	// Logger receives warnings, such as dead secrets presented at an
+	// edge (never a secret). Default: none.
+	Logger *zap.Logger
+	// TombstoneWindow is how long the feed keeps carrying a generated
+	// secret after it was revoked or expired, as a tombstone by which
+	// edges tell it from a wrong secret; 0 carries none. Default: 720h.
+	TombstoneWindow *time.Duration
+	// LeakAction is what a leak report of an active secret does:
+	// LeakRevoke or LeakFlag. Default: LeakRevoke.
+	LeakAction string
 }
+
+// DefaultTombstoneWindow is how long the feed carries a dead generated
+// secret unless configured otherwise.
+const DefaultTombstoneWindow = 720 * time.Hour
 
 // withDefaults returns o with every unset field at its default. With
 // validate, it is the one place the options are defaulted and checked:
@@ -114,6 +131,16 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if o.AuditLog == nil {
 		o.AuditLog = zap.NewNop()
 	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.TombstoneWindow == nil {
+		d := DefaultTombstoneWindow
+		o.TombstoneWindow = &d
+	}
+	if o.LeakAction == "" {
+		o.LeakAction = LeakRevoke
+	}
 	return o
 }
 
@@ -121,6 +148,12 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 func (o ServiceOptions) validate() error {
 	if o.MaxActiveSecrets < 1 {
 		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
+	}
+	if *o.TombstoneWindow < 0 {
+		return fmt.Errorf("tombstone_window must not be negative, got %s", *o.TombstoneWindow)
+	}
+	if o.LeakAction != LeakRevoke && o.LeakAction != LeakFlag {
+		return fmt.Errorf("leak_action must be %s or %s, got %q", LeakRevoke, LeakFlag, o.LeakAction)
 	}
 	return ValidatePrefix(o.SecretPrefix)
 }
@@ -132,8 +165,12 @@ type Service struct {
 	prefix    string
 	now       func() time.Time
 	audit     *zap.Logger
+	logger    *zap.Logger
 	notifier  *Notifier
 	epoch     string
+
+	tombstoneWindow time.Duration
+	leakAction      string
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -152,6 +189,10 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
+		logger:    opts.Logger,
+
+		tombstoneWindow: *opts.TombstoneWindow,
+		leakAction:      opts.LeakAction,
 	}
 	if ns, ok := store.(NotifyingStore); ok {
 		s.notifier = ns.Notifier()
@@ -175,6 +216,10 @@ func (s *Service) Notifier() *Notifier { return s.notifier }
 
 // MaxActiveSecrets returns the most active secrets a client may have.
 func (s *Service) MaxActiveSecrets() int { return s.maxActive }
+
+// TombstoneWindow returns how long a dead generated secret stays in the
+// feed as a tombstone; 0 when tombstones are off.
+func (s *Service) TombstoneWindow() time.Duration { return s.tombstoneWindow }
 
 // SecretPrefix returns the prefix of generated secrets.
 func (s *Service) SecretPrefix() string { return s.prefix }
@@ -756,10 +801,10 @@ func importWarnings(secret string) []string {
 }
 
 // Snapshot returns the feed's view of the store: every active secret's
-// hash, by client, stamped with the service clock.
+// hash and the tombstones, by client, stamped with the service clock.
 func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 	now := s.Now()
-	snap, err := s.store.Snapshot(ctx, now)
+	snap, err := s.store.Snapshot(ctx, now, s.tombstoneWindow)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -767,11 +812,12 @@ func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 	return snap, nil
 }
 
-// ApplyUsage records a batch of last-used stamps. Stamps are merged per
+// ApplyUsage records a batch of last-used stamps, then its
+// presented-after-revoke reports (ApplyRevokedUses). Stamps are merged per
 // secret first (newest wins), so the store does one write per distinct
 // secret. Stamps from the future are recorded as now, so a skewed edge
 // clock cannot pin last_used_at ahead of time; a from that is not an IP
-// address is dropped.
+// address is dropped. It returns how many secrets' last use moved.
 func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	now := s.Now()
 	newest := make(map[string]wire.Stamp, len(u.Stamps))
@@ -782,11 +828,7 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 		if st.LastUsedAt.After(now) {
 			st.LastUsedAt = now
 		}
-		if addr, err := netip.ParseAddr(st.From); err == nil {
-			st.From = addr.Unmap().String()
-		} else {
-			st.From = ""
-		}
+		st.From = cleanIP(st.From)
 		if cur, ok := newest[st.SecretID]; !ok || st.LastUsedAt.After(cur.LastUsedAt) {
 			newest[st.SecretID] = st
 		}
@@ -797,7 +839,26 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	}
 	// A stable order keeps lock order and tests deterministic.
 	sort.Slice(stamps, func(i, j int) bool { return stamps[i].SecretID < stamps[j].SecretID })
-	return s.store.ApplyUsage(ctx, stamps)
+	n, err := s.store.ApplyUsage(ctx, stamps)
+	if err != nil {
+		return 0, err
+	}
+	// After the stamps, which are idempotent: a failure here has the
+	// edge send the whole batch again, and counts are not.
+	if _, err := s.ApplyRevokedUses(ctx, u.Edge, u.RevokedUses); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// cleanIP returns an IP address in its canonical form (IPv4-mapped made
+// IPv4), or "" for anything that is not one.
+func cleanIP(from string) string {
+	addr, err := netip.ParseAddr(from)
+	if err != nil {
+		return ""
+	}
+	return addr.Unmap().String()
 }
 
 // log writes one audit entry. It names the secret by id only.
