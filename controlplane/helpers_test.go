@@ -95,6 +95,7 @@ type env struct {
 	clock *fakeClock
 	svc   *Service
 	api   *API
+	// audit observes the audit log and the service's other log lines.
 	audit *observer.ObservedLogs
 }
 
@@ -115,7 +116,7 @@ func newEnvOn(t *testing.T, st Store, path string, opts ...envOption) *env {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	e := &env{t: t, store: st, path: path, clock: newFakeClock(), audit: logs}
-	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core)}
+	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core), Logger: zap.New(core)}
 	ao := APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken}
 	for _, o := range opts {
 		o(&so, &ao)
