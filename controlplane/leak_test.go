@@ -335,3 +335,49 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 		}
 	}
 }
+
+// The client page shows a dead secret presented at an edge, and a leak
+// report, with red badges; the CLI's listing has the count and caller.
+func TestPresentedAfterRevokeShown(t *testing.T) {
+	e, first := consoleEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.RevokeSecret(ctx, Actor{TokenID: "test", Admin: true}, "app", first.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	at := e.clock.Now().Add(-time.Minute)
+	if _, err := e.svc.ApplyUsage(ctx, wire.Usage{Edge: "e", RevokedUses: []wire.RevokedUse{
+		{ClientID: "app", SecretID: first.Secret.ID, LastAt: at, From: "198.51.100.4", Count: 3},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.browser("olive").get("/console/clients/app")
+	mustStatus(t, r, 200)
+	mustContain(t, r, `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`, "from 198.51.100.4", "2030-01-02 03:03:05 UTC")
+	mustNotContain(t, r, "leak reported", "style=")
+
+	fresh := e.mustGenerate("app")
+	if _, err := e.svc.ReportLeak(ctx, Actor{TokenID: "leak-token", Leak: true}, LeakReport{Token: fresh.Plaintext}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, e.browser("olive").get("/console/clients/app"), `<span class="badge badge-danger" role="note">leak reported`)
+
+	if got := afterRevoke(toSecretJSON(mustSecret(t, e, "app", first.Secret.ID), e.clock.Now())); got != "3 (last 2030-01-02T03:03:05Z from 198.51.100.4)" {
+		t.Fatalf("secret list column: %q", got)
+	}
+	if got := afterRevoke(toSecretJSON(mustSecret(t, e, "app", fresh.Secret.ID), e.clock.Now())); got != "-; leak reported 2030-01-02T03:04:05Z" {
+		t.Fatalf("secret list column: %q", got)
+	}
+}
+
+func mustSecret(t *testing.T, e *env, clientID, secretID string) Secret {
+	t.Helper()
+	secrets, err := e.store.Secrets(context.Background(), clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := indexOfSecret(secrets, secretID)
+	if i < 0 {
+		t.Fatalf("no secret %s", secretID)
+	}
+	return secrets[i]
+}
