@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// Benchmarks of the handler alone (SPEC §5 targets: ≤ 3 µs and ≤ 10
+// Benchmarks of the handler alone (targets: ≤ 3 µs and ≤ 10
 // allocations per verified request). The request is prepared once, as
 // Caddy's server would, and its Authorization header restored between
 // iterations, so only ServeHTTP is measured.

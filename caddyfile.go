@@ -7,7 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
+
+	"github.com/rotagate/rotagate/internal/directive"
 )
 
 func init() {
@@ -45,147 +46,96 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // and Caddyfile configs behave the same.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	if err := directive.NoArgs(d, d.Val()); err != nil {
+		return err
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("%s given twice", name)
-		}
-		seen[name] = true
-		var err error
+	return directive.Block(d, func(name string) error {
 		switch name {
 		case "control_plane":
-			err = h.unmarshalControlPlane(d)
+			return h.unmarshalControlPlane(d)
 		case "revocation_delay":
-			err = durationArg(d, &h.RevocationDelay)
+			return directive.Duration(d, &h.RevocationDelay)
 		case "usage_flush":
-			err = durationArg(d, &h.UsageFlush)
+			return directive.Duration(d, &h.UsageFlush)
 		case "max_stale":
 			var v string
-			if err = oneArg(d, &v); err == nil {
-				if h.MaxStale, err = ParseStaleness(v); err != nil {
-					err = d.Errf("max_stale: %v", err)
-				}
+			if err := directive.OneArg(d, &v); err != nil {
+				return err
 			}
+			var err error
+			if h.MaxStale, err = ParseStaleness(v); err != nil {
+				return d.Errf("max_stale: %v", err)
+			}
+			return nil
 		case "methods":
-			h.Methods = d.RemainingArgs()
-			if len(h.Methods) == 0 {
-				err = d.ArgErr()
-			}
+			var err error
+			h.Methods, err = directive.Args(d)
+			return err
 		case "realm":
-			err = oneArg(d, &h.Realm)
+			return directive.OneArg(d, &h.Realm)
 		case "forward_credentials":
-			if d.NextArg() {
-				err = d.ArgErr()
-			}
 			h.ForwardCredentials = true
+			return directive.Flag(d)
 		case "max_body":
-			err = sizeArg(d, &h.MaxBody)
+			return directive.Size(d, &h.MaxBody)
 		case "max_snapshot_bytes":
-			err = sizeArg(d, &h.MaxSnapshotBytes)
+			return directive.Size(d, &h.MaxSnapshotBytes)
 		case "slow_hash_concurrency":
-			var v string
-			if err = oneArg(d, &v); err == nil {
-				if h.SlowHashConcurrency, err = strconv.Atoi(v); err != nil || h.SlowHashConcurrency < 1 {
-					err = d.Errf("slow_hash_concurrency: want a whole number of at least 1, got %q", v)
-				}
-			}
+			return directive.Int(d, &h.SlowHashConcurrency)
 		case "failure_budget":
+			var err error
 			h.FailureBudget, err = unmarshalFailureBudget(d)
-		default:
-			return d.Errf("unrecognized client_credentials subdirective %q", name)
-		}
-		if err != nil {
 			return err
 		}
-	}
-	return nil
+		return directive.Unknown(d, "client_credentials")
+	})
 }
 
+// unmarshalControlPlane reads `control_plane <url>… { token <t> }`.
 func (h *Handler) unmarshalControlPlane(d *caddyfile.Dispenser) error {
 	cp := &ControlPlane{URLs: d.RemainingArgs()}
 	if len(cp.URLs) == 0 {
 		return d.Errf("control_plane: at least one URL is required")
 	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("control_plane: %s given twice", name)
-		}
-		seen[name] = true
-		switch name {
-		case "token":
-			if err := oneArg(d, &cp.Token); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized control_plane subdirective %q", name)
-		}
-	}
 	h.ControlPlane = cp
-	return nil
+	return directive.Block(d, func(name string) error {
+		if name == "token" {
+			return directive.OneArg(d, &cp.Token)
+		}
+		return directive.Unknown(d, "control_plane")
+	})
 }
 
-// unmarshalFailureBudget reads `<n> per <duration>` or `off`.
+// unmarshalFailureBudget reads `<n> per <duration>` or `off`. Ranges are
+// checked in Validate.
 func unmarshalFailureBudget(d *caddyfile.Dispenser) (*FailureBudget, error) {
-	args := d.RemainingArgs()
-	if len(args) == 1 && args[0] == "off" {
-		return &FailureBudget{Off: true}, nil
+	const name = "failure_budget"
+	var first string
+	if err := directive.NextArg(d, name, &first); err != nil {
+		return nil, err
 	}
-	if len(args) != 3 || args[1] != "per" {
-		return nil, d.Errf("failure_budget: want `<n> per <duration>` or `off`")
+	if first == "off" {
+		return &FailureBudget{Off: true}, directive.End(d, name)
 	}
-	n, err := strconv.Atoi(args[0])
-	if err != nil || n < 1 {
-		return nil, d.Errf("failure_budget: want a whole number of failures of at least 1, got %q", args[0])
+	var per, period string
+	if err := directive.NextArg(d, name, &per); err != nil {
+		return nil, err
 	}
-	per, err := caddy.ParseDuration(args[2])
-	if err != nil || per <= 0 {
-		return nil, d.Errf("failure_budget: want a positive period such as 1m, got %q", args[2])
+	if err := directive.NextArg(d, name, &period); err != nil {
+		return nil, err
 	}
-	return &FailureBudget{Failures: n, Per: caddy.Duration(per)}, nil
-}
-
-func oneArg(d *caddyfile.Dispenser, v *string) error {
-	if !d.AllArgs(v) {
-		return d.ArgErr()
+	if per != "per" {
+		return nil, d.Errf("%s: want `<n> per <duration>` or `off`", name)
 	}
-	return nil
-}
-
-func durationArg(d *caddyfile.Dispenser, v *caddy.Duration) error {
-	name := d.Val()
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(s)
+	n, err := strconv.Atoi(first)
 	if err != nil {
-		return d.Errf("%s: %v", name, err)
+		return nil, d.Errf("%s: %q is not a whole number", name, first)
 	}
-	if dur <= 0 {
-		return d.Errf("%s: must be positive, got %s", name, s)
+	dur, err := caddy.ParseDuration(period)
+	if err != nil {
+		return nil, d.Errf("%s: %v", name, err)
 	}
-	*v = caddy.Duration(dur)
-	return nil
-}
-
-func sizeArg(d *caddyfile.Dispenser, v *int64) error {
-	name := d.Val()
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	n, err := humanize.ParseBytes(s)
-	if err != nil || n == 0 || n > maxSize {
-		return d.Errf("%s: want a size such as 64KiB, got %q", name, s)
-	}
-	*v = int64(n)
-	return nil
+	return &FailureBudget{Failures: n, Per: caddy.Duration(dur)}, directive.End(d, name)
 }
 
 // Interface guards

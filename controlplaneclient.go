@@ -19,7 +19,7 @@ import (
 // controlPlaneClient makes the edge's requests of the control plane: the
 // snapshot polls and the usage POSTs alike. A request goes to each
 // configured URL in turn until one answers, carries the edge token, and
-// follows no redirect (SPEC §6): a 3xx other than 304 is a failed request,
+// follows no redirect (docs/design.md §4): a 3xx other than 304 is a failed request,
 // so the token is only ever sent to the configured URLs.
 type controlPlaneClient struct {
 	urls   []string

@@ -22,7 +22,7 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults of the edge handler (SPEC §5, §6, §7).
+// Defaults of the edge handler (docs/design.md §5–§7).
 const (
 	defaultRevocationDelay  = 30 * time.Second
 	defaultUsageFlush       = 10 * time.Second
@@ -373,7 +373,7 @@ func checkBaseURL(raw string) error {
 }
 
 // pollWait is how long one long-poll of the feed is held: a third of the
-// revocation delay (SPEC §6), so a lost answer still leaves two more tries
+// revocation delay (docs/design.md §5), so a lost answer still leaves two more tries
 // inside the bound.
 func pollWait(delay time.Duration) time.Duration {
 	return (delay / 3).Truncate(time.Millisecond)

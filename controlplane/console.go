@@ -58,7 +58,7 @@ const (
 	consoleAuditLimit = 50
 )
 
-// console serves the web console (SPEC §11) over the same Service and
+// console serves the web console (docs/design.md §9) over the same Service and
 // identity as the API.
 type console struct {
 	api     *API

@@ -163,7 +163,7 @@ func (a *API) notModified(w http.ResponseWriter, n *Notifier, epoch string, rev 
 	writeNotModified(w, epoch, rev)
 }
 
-// snapshot serves GET /v1/edge/snapshot (SPEC §4). A request whose
+// snapshot serves GET /v1/edge/snapshot (docs/design.md §4). A request whose
 // If-None-Match names the current revision gets 304, after waiting up to
 // wait (capped at max_wait) for a change that turns the answer into 200.
 // Waiting costs no store query: requests block on the notifier's channel.
@@ -280,7 +280,7 @@ func acceptsGzip(header string) bool {
 	return false
 }
 
-// usage serves POST /v1/edge/usage (SPEC §4): 204 once the batch is
+// usage serves POST /v1/edge/usage (docs/design.md §7): 204 once the batch is
 // stored. The body may be gzip-compressed (Content-Encoding: gzip). Unknown
 // fields are ignored, so that newer edges can talk to older control planes.
 func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {

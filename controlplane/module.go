@@ -1,4 +1,4 @@
-// Package controlplane is rotagate's control plane (SPEC §1–§4, §8, §9):
+// Package controlplane is rotagate's control plane (docs/design.md §1–§4):
 // it owns clients and the hashes of their secrets, enforces the rotation
 // rules, and serves the management API, the edge feed and the usage
 // ingest, as the Caddy module http.handlers.client_credentials_control_plane

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// A caller is one way of calling the management API (SPEC §11).
+// A caller is one way of calling the management API (docs/design.md §9).
 type caller struct {
 	name  string
 	user  string // the user an authentication handler in front vouched for

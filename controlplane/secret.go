@@ -13,7 +13,7 @@ import (
 // otherwise, so that secret scanners can recognise rotagate secrets.
 const DefaultSecretPrefix = "rgs_"
 
-// base62Alphabet is the digit order of SPEC §1: 0-9, then A-Z, then a-z.
+// base62Alphabet is the digit order of generated secrets (docs/design.md §2): 0-9, then A-Z, then a-z.
 const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // Lengths of the parts of a generated secret and of generated ids.

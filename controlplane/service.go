@@ -158,7 +158,7 @@ func (o ServiceOptions) validate() error {
 	return ValidatePrefix(o.SecretPrefix)
 }
 
-// Service enforces the rotation rules of SPEC §2 over a Store.
+// Service enforces the rotation rules (docs/design.md §3) over a Store.
 type Service struct {
 	store     Store
 	maxActive int

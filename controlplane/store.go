@@ -112,7 +112,7 @@ func (s *Secret) Active(now time.Time) bool {
 // Status is how a listing describes a secret at a given time.
 type Status string
 
-// The statuses of SPEC §2.
+// The statuses of a secret in listings (docs/design.md §3).
 const (
 	StatusActive   Status = "active"
 	StatusExpiring Status = "expiring"

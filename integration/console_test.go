@@ -221,7 +221,7 @@ func (tb *tab) count(css string) int {
 	return run(tb, "counting "+css, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", css)))
 }
 
-// TestConsoleRotationInABrowser walks the rotation story of SPEC §11 in
+// TestConsoleRotationInABrowser walks the rotation story of the console (docs/design.md §9) in
 // headless Chromium, signed in through basic_auth as olive, the owner of
 // demo-app: My clients → demo-app → Generate new secret → Confirm → the
 // secret shown once → the app gets a token with it → a reload shows no

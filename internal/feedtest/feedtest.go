@@ -1,5 +1,5 @@
 // Package feedtest is a stand-in control plane for the edge's tests: it
-// speaks the control plane's side of SPEC §4 (snapshot with ETag and
+// speaks the control plane's side of the feed protocol (docs/design.md §4) (snapshot with ETag and
 // long-poll, usage ingest) over a real httptest server, and lets a test
 // change the snapshot or break the answers. The real control plane is tested
 // against the same protocol in the controlplane and integration packages.

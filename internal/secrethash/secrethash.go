@@ -1,5 +1,5 @@
 // Package secrethash parses and checks the stored forms of client secrets
-// (SPEC §1): `sha256:<base64url>` for generated secrets; bcrypt, argon2id
+// (docs/design.md §2): `sha256:<base64url>` for generated secrets; bcrypt, argon2id
 // PHC and PBKDF2 (Kong's and passlib's forms) strings for imported legacy
 // secrets. It is shared by the control plane,
 // which writes and validates hashes, and the edge, which verifies against

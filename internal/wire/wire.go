@@ -1,5 +1,5 @@
 // Package wire holds the JSON shapes of the edge feed and the usage ingest
-// (SPEC §4), shared by the control plane that serves them and the edge that
+// (docs/design.md §4, §7), shared by the control plane that serves them and the edge that
 // consumes them, so the two halves cannot drift apart.
 package wire
 
