@@ -321,6 +321,8 @@ type clientRow struct {
 	ID, Name, Path string
 	Active         int
 	LastUsed       *when
+	// AfterRevoke adds up the client's dead secrets presented at edges.
+	AfterRevoke int64
 }
 
 func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
@@ -351,6 +353,7 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor,
 			if lu := secrets[i].LastUsedAt; lu != nil && (last == nil || lu.After(*last)) {
 				last = lu
 			}
+			row.AfterRevoke += secrets[i].PresentedAfterRevoke
 		}
 		row.LastUsed = at(last)
 		v.Clients = append(v.Clients, row)

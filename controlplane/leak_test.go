@@ -354,6 +354,7 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	mustStatus(t, r, 200)
 	mustContain(t, r, `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`, "from 198.51.100.4", "2030-01-02 03:03:05 UTC")
 	mustNotContain(t, r, "leak reported", "style=")
+	mustContain(t, e.browser("olive").get("/console/"), `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`)
 
 	fresh := e.mustGenerate("app")
 	if _, err := e.svc.ReportLeak(ctx, Actor{TokenID: "leak-token", Leak: true}, LeakReport{Token: fresh.Plaintext}); err != nil {
