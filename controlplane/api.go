@@ -200,7 +200,7 @@ func (a *API) Handles(path string) bool {
 }
 
 func apiPath(path string) bool {
-	return path == "/healthz" || path == "/v1/clients" || path == leaksPath ||
+	return path == "/healthz" || path == "/v1/clients" || path == "/v1/events" || path == leaksPath ||
 		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/") || strings.HasPrefix(path, "/v1/leaks/")
 }
 
@@ -251,6 +251,7 @@ func (a *API) routes() {
 	a.route("/v1/clients/{client_id}/secrets", roleAdmin, methods{"GET": a.listSecrets, "POST": a.generateSecret})
 	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
 	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
+	a.route("/v1/events", roleAdmin, methods{"GET": a.listEvents})
 	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
 	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
 	a.route(leaksPath, roleLeak, methods{"POST": a.reportLeaks})

@@ -42,9 +42,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		leak_token <token>
 //		leak_report_keys <file>
 //		leak_action revoke|flag
+//		webhook <url> {
+//			secret <secret>
+//			events <type>...
+//			timeout <duration>
+//		}
+//		expiry_reminders <duration>...
 //	}
 //
-// Each subdirective may appear once. Mistakes are worded as in the edge's
+// Each subdirective may appear once, except webhook. Mistakes are worded as in the edge's
 // directive (internal/directive); defaults and checks live in Provision
 // and Validate.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -94,9 +100,54 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return directive.OneArg(d, &h.LeakReportKeys)
 		case "leak_action":
 			return directive.OneArg(d, &h.LeakAction)
+		case "webhook":
+			return h.unmarshalWebhook(d)
+		case "expiry_reminders":
+			args, err := directive.Args(d)
+			if err != nil {
+				return err
+			}
+			for _, a := range args {
+				dur, err := caddy.ParseDuration(a)
+				if err != nil {
+					return d.Errf("expiry_reminders: %v", err)
+				}
+				h.ExpiryReminders = append(h.ExpiryReminders, caddy.Duration(dur))
+			}
+			return nil
 		}
 		return directive.Unknown(d, "client_credentials_control_plane")
+	}, "webhook")
+}
+
+// unmarshalWebhook reads `webhook <url> { secret …; events …; timeout … }`.
+func (h *Handler) unmarshalWebhook(d *caddyfile.Dispenser) error {
+	const name = "webhook"
+	var w WebhookConfig
+	if err := directive.NextArg(d, name, &w.URL); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.Errf("%s: too many arguments", name)
+	}
+	err := directive.Block(d, func(sub string) error {
+		switch sub {
+		case "secret":
+			return directive.OneArg(d, &w.Secret)
+		case "events":
+			var err error
+			w.Events, err = directive.Args(d)
+			return err
+		case "timeout":
+			return directive.Duration(d, &w.Timeout)
+		}
+		return directive.Unknown(d, name)
 	})
+	if err != nil {
+		return err
+	}
+	h.Webhooks = append(h.Webhooks, w)
+	return nil
 }
 
 // unmarshalStore reads `store sqlite [<path>]` or `store postgres <dsn>`.

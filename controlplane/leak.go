@@ -77,8 +77,9 @@ type LeakResult struct {
 // not manage (a user who owns other clients), is a false positive as
 // well, so the answer reveals nothing. A known secret is a true positive;
 // when it is active, it is revoked (or flagged, per leak_action) in one
-// transaction, with an audit entry that names the report's URL. A secret
-// already revoked or expired needs nothing.
+// transaction, with an audit entry that names the report's URL and the
+// events secret.leak_reported (and secret.revoked, reason leak_report). A
+// secret already revoked or expired needs nothing.
 func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res LeakResult, err error) {
 	sum := sha256.Sum256([]byte(r.Token))
 	res = LeakResult{TokenHash: hex.EncodeToString(sum[:]), Label: LabelFalsePositive, Action: LeakActionNone}
@@ -142,11 +143,20 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 		if err := tx.FlagLeak(ctx, sec.ID, now); err != nil {
 			return "", err
 		}
+		hint := secrets[i].Hint
+		if err := s.enqueue(ctx, tx, Event{Type: EventSecretLeakReported, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
+			Data: map[string]any{"url": url, "action": action, "reported_by": who.TokenID}}); err != nil {
+			return "", err
+		}
 		detail := "reason: leak_report; url: " + orNone(url)
 		if action == LeakActionFlagged {
 			return action, s.record(ctx, tx, who, "secret.leak_flag", sec.ClientID, sec.ID, detail)
 		}
 		if err := tx.Revoke(ctx, sec.ID, now); err != nil {
+			return "", err
+		}
+		if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
+			Data: map[string]any{"revoked_at": now, "reason": "leak_report"}}); err != nil {
 			return "", err
 		}
 		return action, s.record(ctx, tx, who, "secret.revoke", sec.ClientID, sec.ID, detail)
@@ -204,7 +214,8 @@ func orNone(s string) string {
 // write per secret, all in one transaction that does not move the
 // revision. Reports of unknown secrets, of another client's, or of
 // secrets that were neither revoked nor expired at the reported time are
-// ignored. Each secret recorded counts in the metric and gets one warn
+// ignored. Each secret recorded gets one secret.presented_after_revoke
+// event (in the same transaction), counts in the metric and gets one warn
 // line. Counts add up: a batch that an edge sends again after an
 // ambiguous failure (the control plane applied it, the answer was lost)
 // counts twice.
@@ -247,6 +258,10 @@ func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire
 				continue
 			}
 			if err != nil {
+				return nil, err
+			}
+			if err := s.enqueue(ctx, tx, Event{Type: EventSecretPresentedAfterRevoke, ClientID: r.ClientID, SecretID: r.SecretID, Hint: r.Hint,
+				Data: map[string]any{"count": r.Count, "total": r.Total, "last_presented_at": r.LastAt, "from": r.From, "edge": edge}}); err != nil {
 				return nil, err
 			}
 			out = append(out, r)

@@ -220,10 +220,33 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 		t.Fatalf("audit: %+v (%v)", trail, err)
 	}
 
+	// The events, committed with the revocation. (The counting wrapper
+	// hides the store's outbox: read it underneath.)
+	newest := func() []EventRecord {
+		evs, err := counting.Store.(OutboxStore).Events(ctx, MaxPageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Reverse(evs)
+		return evs
+	}
+	evs := newest()
+	types := eventTypes(evs)
+	if len(types) < 2 || types[len(types)-2] != EventSecretLeakReported || types[len(types)-1] != EventSecretRevoked {
+		t.Fatalf("events %v, want … secret.leak_reported, secret.revoked", types)
+	}
+	reported := storedPayloadOf(t, e.store, evs[len(evs)-2].ID)
+	if reported["url"] != url || reported["action"] != LeakActionRevoked || reported["secret_id"] != leaked.Secret.ID || reported["reported_by"] != "leak-token" {
+		t.Fatalf("secret.leak_reported data %v", reported)
+	}
+	if revoked := storedPayloadOf(t, e.store, evs[len(evs)-1].ID); revoked["reason"] != "leak_report" {
+		t.Fatalf("secret.revoked data %v", revoked)
+	}
+
 	// Again: true positive, nothing to do, nothing written.
 	res, err = e.svc.ReportLeak(ctx, who, LeakReport{Token: leaked.Plaintext, URL: url})
-	if err != nil || res.Label != LabelTruePositive || res.Action != LeakActionNone || e.revision() != rev+1 {
-		t.Fatalf("second report: %+v (%v), revision %d", res, err, e.revision())
+	if err != nil || res.Label != LabelTruePositive || res.Action != LeakActionNone || e.revision() != rev+1 || len(newest()) != len(evs) {
+		t.Fatalf("second report: %+v (%v), revision %d, %d events", res, err, e.revision(), len(newest()))
 	}
 
 	// A bad checksum: false positive, and the store is not asked.
@@ -314,6 +337,19 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 	}
 	if e.revision() != rev {
 		t.Fatal("the reports moved the revision")
+	}
+	// One event for the secret, in the same transaction as the count.
+	var dead1 []EventRecord
+	for _, ev := range e.events() {
+		if ev.Type == EventSecretPresentedAfterRevoke {
+			dead1 = append(dead1, ev)
+		}
+	}
+	if len(dead1) != 1 || dead1[0].SecretID != dead.Secret.ID {
+		t.Fatalf("presented_after_revoke events: %+v, want one for %s", dead1, dead.Secret.ID)
+	}
+	if d := storedPayloadOf(t, e.store, dead1[0].ID); d["count"] != float64(5) || d["from"] != "203.0.113.9" || d["edge"] != "e1" || d["hint"] != dead.Secret.Hint {
+		t.Fatalf("event data %v", d)
 	}
 	var list struct {
 		Secrets []secretJSON `json:"secrets"`

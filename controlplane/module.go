@@ -7,6 +7,7 @@
 package controlplane
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -101,14 +102,31 @@ type Handler struct {
 	// Default: revoke.
 	LeakAction string `json:"leak_action,omitempty"`
 
-	// Resolved by Provision: the tokens, and the store config with its
-	// defaults.
+	// Webhooks receive the control plane's events (secret.generated,
+	// secret.revoked, secret.expiring…), signed per Standard Webhooks,
+	// from a transactional outbox in the store: delivered at least once,
+	// retried with backoff for 24h. Default: none.
+	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
+
+	// ExpiryReminders are the offsets before a secret's expires_at at
+	// which a secret.expiring event fires, each once. Default: 720h, 168h,
+	// 24h.
+	ExpiryReminders []caddy.Duration `json:"expiry_reminders,omitempty"`
+
+	// Resolved by Provision: the tokens, the store config with its
+	// defaults, and the webhooks' URLs and secrets.
 	adminToken, edgeToken, leakToken string
 	store                            StoreConfig
+	webhooks                         []WebhookConfig
 
 	api     *API
 	poolKey string
 	logger  *zap.Logger
+
+	// stopSender ends the webhook sender, which closes senderDone when
+	// it has returned.
+	stopSender context.CancelFunc
+	senderDone chan struct{}
 }
 
 // StoreConfig selects a store; set exactly one field.
@@ -187,6 +205,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.store, err = h.resolveStore(repl); err != nil {
 		return err
 	}
+	h.webhooks = make([]WebhookConfig, len(h.Webhooks))
+	for i, w := range h.Webhooks {
+		if h.webhooks[i], err = w.resolvePlaceholders(repl, i); err != nil {
+			return err
+		}
+	}
 	if h.UserID == "" {
 		h.UserID = DefaultUserID
 	}
@@ -227,6 +251,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := registerWebhookMetrics(ctx); err != nil {
+		return err
+	}
+	// The sender stops with this config (or at Cleanup, which waits for
+	// it, so the store is never closed under it); the next config's takes
+	// over, and the outbox's leases keep the two from sending twice.
+	sctx, stop := context.WithCancel(ctx)
+	h.stopSender, h.senderDone = stop, make(chan struct{})
+	go func() {
+		defer close(h.senderDone)
+		svc.RunOutbox(sctx)
+	}()
 	ao.Logger = h.logger
 	if h.api, err = NewAPI(svc, ao); err != nil {
 		return err
@@ -261,7 +297,12 @@ func (h *Handler) Validate() error {
 // serviceOptions and apiOptions are the handler's options for the Service
 // and the API, the tokens as resolved by Provision, without the loggers.
 func (h *Handler) serviceOptions() ServiceOptions {
-	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction}
+	reminders := make([]time.Duration, len(h.ExpiryReminders))
+	for i, d := range h.ExpiryReminders {
+		reminders[i] = time.Duration(d)
+	}
+	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
+		Webhooks: h.webhooks, ExpiryReminders: reminders}
 	if h.TombstoneWindow != nil {
 		d := time.Duration(*h.TombstoneWindow)
 		o.TombstoneWindow = &d
@@ -346,10 +387,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return nil
 }
 
-// Cleanup answers waiting feed requests and lets go of the store.
+// Cleanup answers waiting feed requests, stops the webhook sender (an
+// attempt in flight is abandoned, to be retried after its lease) and lets
+// go of the store.
 func (h *Handler) Cleanup() error {
 	if h.api != nil {
 		h.api.Close()
+	}
+	if h.stopSender != nil {
+		h.stopSender()
+		<-h.senderDone
+		h.stopSender = nil
 	}
 	if h.poolKey != "" {
 		key := h.poolKey

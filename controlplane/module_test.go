@@ -13,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // provision unmarshals a JSON config and provisions it, as Caddy would.
@@ -100,6 +102,19 @@ func TestProvisionErrors(t *testing.T) {
 		"user_id from the client":   {sqliteConfig(t, db, `,"user_id":"{http.request.header.X-User}"`), "set by the client itself"},
 		"empty admin":               {sqliteConfig(t, db, `,"admins":[""]`), "admins: a user id must be"},
 		"unset path env":            {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
+		"webhook unset secret env": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"{env.TEST_CP_UNSET_HOOK}"}]`),
+			"webhook 0 secret: environment variable TEST_CP_UNSET_HOOK is not set or empty"},
+		"webhook raw secret": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+testAdminToken+`"}]`),
+			"webhook 0 secret: must start with whsec_"},
+		"webhook bad scheme": {sqliteConfig(t, db, `,"webhooks":[{"url":"ftp://h.example/","secret":"`+hookSecret+`"}]`),
+			"webhook 0: url must be an absolute http or https URL"},
+		"webhook unknown event": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`","events":["secret.leaked"]}]`),
+			`webhook 0: unknown event type "secret.leaked"`},
+		"webhook timeout": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`","timeout":3600000000000}]`),
+			"webhook 0: timeout must be between 1s and 1m0s"},
+		"webhooks same url": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+hookSecret+`"},{"url":"https://h.example/","secret":"`+hookSecret+`"}]`),
+			"webhook 1: same url as webhook 0"},
+		"reminder negative": {sqliteConfig(t, db, `,"expiry_reminders":[-1]`), "expiry_reminders"},
 	}
 	for name, tc := range cases {
 		_, err := provision(t, tc.config)
@@ -107,7 +122,7 @@ func TestProvisionErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 			continue
 		}
-		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") {
+		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") || strings.Contains(err.Error(), hookSecret) {
 			t.Errorf("%s: the error quotes a secret", name)
 		}
 	}
@@ -283,5 +298,85 @@ func TestNewStore(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cretpw") {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 		}
+	}
+}
+
+// hookSecret is a valid webhook secret for configs under test.
+const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// TestProvisionStartsTheSender: a provisioned handler with a webhook
+// delivers the events of its API's actions, signed, without anything
+// else started; its sender stops with the config's context.
+func TestProvisionStartsTheSender(t *testing.T) {
+	setTokens(t)
+	secret := newWebhookSecret(t)
+	t.Setenv("TEST_CP_HOOK", secret)
+	rcv := newReceiver(t, secret)
+	h, err := provision(t, sqliteConfig(t, filepath.Join(t.TempDir(), "h.db"),
+		`,"webhooks":[{"url":"`+rcv.URL+`","secret":"{env.TEST_CP_HOOK}","events":["client.created"]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"hooked"}`))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
+		t.Fatalf("create: %d %v", rec.Code, err)
+	}
+	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.events()) == 1 })
+	if got := rcv.events()[0].body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
+		t.Fatalf("body %s", got)
+	}
+}
+
+// TestWebhookMetricsAcrossReload: the counters are registered on each
+// config's registry (a second handler, as a reload makes, finds them
+// there) and go on counting across it; labels are the URL's host.
+func TestWebhookMetricsAcrossReload(t *testing.T) {
+	setTokens(t)
+	secret := newWebhookSecret(t)
+	t.Setenv("TEST_CP_HOOK", secret)
+	rcv := newReceiver(t, secret)
+	host := strings.TrimPrefix(rcv.URL, "http://")
+	delivered := webhookMetrics.delivered.WithLabelValues(host)
+	before := testutil.ToFloat64(delivered)
+	db := filepath.Join(t.TempDir(), "m.db")
+	cfg := sqliteConfig(t, db, `,"webhooks":[{"url":"`+rcv.URL+`/hook?token=secret-in-url","secret":"{env.TEST_CP_HOOK}"}]`)
+	create := func(h *Handler, id string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"`+id+`"}`))
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
+			t.Fatalf("create: %d %v", rec.Code, err)
+		}
+	}
+	first, err := provision(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(first, "one")
+	waitFor(t, 5*time.Second, "the first event is counted", func() bool { return testutil.ToFloat64(delivered) == before+1 })
+	second, err := provision(t, cfg) // the reload: provisioned before the old one is cleaned up
+	if err != nil {
+		t.Fatalf("a second registration failed: %v", err)
+	}
+	first.Cleanup()
+	create(second, "two")
+	waitFor(t, 5*time.Second, "the second event is counted", func() bool { return testutil.ToFloat64(delivered) == before+2 })
+	waitFor(t, 5*time.Second, "nothing pending", func() bool {
+		return testutil.ToFloat64(webhookMetrics.pending.WithLabelValues(host)) == 0
+	})
+	var b strings.Builder
+	for _, c := range []prometheus.Collector{webhookMetrics.delivered, webhookMetrics.pending} {
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(c)
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			b.WriteString(mf.String())
+		}
+	}
+	if strings.Contains(b.String(), "token") || strings.Contains(b.String(), "/hook") {
+		t.Fatalf("a metric label holds the URL: %s", b.String())
 	}
 }

@@ -140,7 +140,36 @@ var migrations = [][]string{
 		`CREATE INDEX audit_log_by_client ON audit_log (client_id, id)`,
 		`ALTER TABLE secrets ADD COLUMN first_used_at BIGINT`,
 	},
-	{ // 3: dead secrets presented at the edge, leak reports, lookup by hash.
+	{ // 3: the webhook outbox: events, their deliveries, expiry notices sent (outbox.go).
+		`CREATE TABLE events (
+			seq        {serial},
+			event_id   {id}   NOT NULL UNIQUE,
+			type       TEXT   NOT NULL,
+			client_id  TEXT   NOT NULL DEFAULT '',
+			secret_id  TEXT   NOT NULL DEFAULT '',
+			payload    TEXT   NOT NULL,
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX events_by_created ON events (created_at)`,
+		`CREATE TABLE event_deliveries (
+			event_id        {id}    NOT NULL REFERENCES events (event_id),
+			webhook         TEXT    NOT NULL,
+			attempts        INTEGER NOT NULL DEFAULT 0,
+			next_attempt_at BIGINT  NOT NULL,
+			delivered_at    BIGINT,
+			failed_at       BIGINT,
+			last_error      TEXT    NOT NULL DEFAULT '',
+			PRIMARY KEY (event_id, webhook)
+		)`,
+		`CREATE INDEX event_deliveries_due ON event_deliveries (webhook, next_attempt_at)
+			WHERE delivered_at IS NULL AND failed_at IS NULL`,
+		`CREATE TABLE expiry_notices (
+			secret_id {id}   PRIMARY KEY REFERENCES secrets (secret_id) ON DELETE CASCADE,
+			stage     BIGINT NOT NULL
+		)`,
+		`CREATE INDEX secrets_by_expiry ON secrets (expires_at)`,
+	},
+	{ // 4: dead secrets presented at the edge, leak reports, lookup by hash.
 		`ALTER TABLE secrets ADD COLUMN presented_after_revoke_count BIGINT NOT NULL DEFAULT 0`,
 		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_at BIGINT`,
 		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_from TEXT NOT NULL DEFAULT ''`,

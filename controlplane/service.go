@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
@@ -98,9 +99,6 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
-	// Logger receives warnings, such as dead secrets presented at an
-	// edge (never a secret). Default: none.
-	Logger *zap.Logger
 	// TombstoneWindow is how long the feed keeps carrying a generated
 	// secret after it was revoked or expired, as a tombstone by which
 	// edges tell it from a wrong secret; 0 carries none. Default: 720h.
@@ -108,6 +106,20 @@ type ServiceOptions struct {
 	// LeakAction is what a leak report of an active secret does:
 	// LeakRevoke or LeakFlag. Default: LeakRevoke.
 	LeakAction string
+	// Logger receives the service's warnings: the webhook sender's, and
+	// dead secrets presented at an edge (never a secret). Default: none.
+	Logger *zap.Logger
+	// Webhooks receive the events (outbox.go), their placeholders
+	// resolved already. Default: none (events are still recorded).
+	Webhooks []WebhookConfig
+	// ExpiryReminders are the offsets before a secret's expires_at at
+	// which secret.expiring fires. Default: 720h, 168h, 24h.
+	ExpiryReminders []time.Duration
+	// OutboxPoll is how often the sender looks for due deliveries.
+	// Default: 2s.
+	OutboxPoll time.Duration
+	// ExpiryScan is how often expiry notices are looked for. Default: 1m.
+	ExpiryScan time.Duration
 }
 
 // DefaultTombstoneWindow is how long the feed carries a dead generated
@@ -141,6 +153,15 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if o.LeakAction == "" {
 		o.LeakAction = LeakRevoke
 	}
+	if len(o.ExpiryReminders) == 0 {
+		o.ExpiryReminders = DefaultExpiryReminders
+	}
+	if o.OutboxPoll == 0 {
+		o.OutboxPoll = DefaultOutboxPoll
+	}
+	if o.ExpiryScan == 0 {
+		o.ExpiryScan = DefaultExpiryScan
+	}
 	return o
 }
 
@@ -155,6 +176,15 @@ func (o ServiceOptions) validate() error {
 	if o.LeakAction != LeakRevoke && o.LeakAction != LeakFlag {
 		return fmt.Errorf("leak_action must be %s or %s, got %q", LeakRevoke, LeakFlag, o.LeakAction)
 	}
+	if _, err := buildWebhooks(o.Webhooks); err != nil {
+		return err
+	}
+	if err := validateReminders(o.ExpiryReminders); err != nil {
+		return err
+	}
+	if o.OutboxPoll < 0 || o.ExpiryScan < 0 {
+		return errors.New("outbox poll and expiry scan intervals must be positive")
+	}
 	return ValidatePrefix(o.SecretPrefix)
 }
 
@@ -165,12 +195,23 @@ type Service struct {
 	prefix    string
 	now       func() time.Time
 	audit     *zap.Logger
-	logger    *zap.Logger
 	notifier  *Notifier
 	epoch     string
 
+	// The leak loop (leak.go): how long dead secrets stay in the feed,
+	// and what a leak report does.
 	tombstoneWindow time.Duration
 	leakAction      string
+
+	// The outbox (outbox.go): webhooks, reminder offsets, the sender's
+	// timing, its HTTP client and logger, and its wake-up channel.
+	hooks      []*webhook
+	reminders  []time.Duration
+	outboxPoll time.Duration
+	expiryScan time.Duration
+	httpClient *http.Client
+	logger     *zap.Logger
+	wake       chan struct{}
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -189,10 +230,20 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
-		logger:    opts.Logger,
 
 		tombstoneWindow: *opts.TombstoneWindow,
 		leakAction:      opts.LeakAction,
+
+		reminders:  opts.ExpiryReminders,
+		outboxPoll: opts.OutboxPoll,
+		expiryScan: opts.ExpiryScan,
+		httpClient: newWebhookClient(),
+		logger:     opts.Logger,
+		wake:       make(chan struct{}, 1),
+	}
+	var err error
+	if s.hooks, err = buildWebhooks(opts.Webhooks); err != nil {
+		return nil, err
 	}
 	if ns, ok := store.(NotifyingStore); ok {
 		s.notifier = ns.Notifier()
@@ -246,6 +297,7 @@ func update[T any](ctx context.Context, s *Service, fn func(Tx) (T, error)) (T, 
 		return zero, err
 	}
 	s.notifier.Publish(s.epoch, rev)
+	s.wakeOutbox()
 	return out, nil
 }
 
@@ -275,6 +327,9 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, 
 	c = Client{ID: id, Name: name, CreatedAt: s.Now(), Owners: owners}
 	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
 		if err := tx.InsertClient(ctx, c); err != nil {
+			return nothing{}, err
+		}
+		if err := s.enqueue(ctx, tx, Event{Type: EventClientCreated, ClientID: id, Data: map[string]any{"name": name}}); err != nil {
 			return nothing{}, err
 		}
 		return nothing{}, s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
@@ -513,6 +568,10 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 		if err := tx.DeleteClient(ctx, id); err != nil {
 			return nil, err
 		}
+		revokedIDs := append([]string{}, active...)
+		if err := s.enqueue(ctx, tx, Event{Type: EventClientDeleted, ClientID: id, Data: map[string]any{"revoked": revokedIDs}}); err != nil {
+			return nil, err
+		}
 		detail := ""
 		if len(active) > 0 {
 			detail = "revoked " + strings.Join(active, ", ")
@@ -592,6 +651,14 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
 			return nothing{}, err
 		}
+		data := map[string]any{"imported": action == "secret.import"}
+		if ns.Secret.ExpiresAt != nil {
+			data["expires_at"] = *ns.Secret.ExpiresAt
+		}
+		if err := s.enqueue(ctx, tx, Event{Type: EventSecretGenerated, ClientID: clientID,
+			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
+			return nothing{}, err
+		}
 		detail := ""
 		if ns.Secret.ExpiresAt != nil {
 			detail = "expires in " + opts.ExpiresIn.String()
@@ -654,6 +721,19 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				res.expiring = append(res.expiring, old.ID)
 			}
 		}
+		if err := s.enqueue(ctx, tx, Event{Type: EventSecretRotated, ClientID: clientID, SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
+			Data: map[string]any{"grace_seconds": int64(grace / time.Second), "expiring": res.expiring, "revoked": append([]string{}, res.revoked...)}}); err != nil {
+			return res, err
+		}
+		for _, old := range active {
+			if grace > 0 {
+				break // expiring, not revoked: reminders and secret.expired will tell
+			}
+			if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: clientID, SecretID: old.ID, Hint: old.Hint,
+				Data: map[string]any{"revoked_at": now, "reason": "rotation"}}); err != nil {
+				return res, err
+			}
+		}
 		detail := "grace " + grace.String()
 		if len(res.expiring) > 0 {
 			detail += "; expiring " + strings.Join(res.expiring, ", ")
@@ -702,6 +782,10 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 			}
 			sec.RevokedAt = &now
 			if err := tx.Revoke(ctx, secretID, now); err != nil {
+				return Secret{}, err
+			}
+			if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: clientID, SecretID: secretID, Hint: sec.Hint,
+				Data: map[string]any{"revoked_at": now, "reason": "revoke"}}); err != nil {
 				return Secret{}, err
 			}
 			return sec, s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")

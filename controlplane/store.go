@@ -265,6 +265,18 @@ type Tx interface {
 	// FlagLeak records that a leak report named the secret, unless one
 	// did before. No change: the revision stays.
 	FlagLeak(ctx context.Context, secretID string, at time.Time) error
+	// InsertEvent writes an event to the outbox, with a pending delivery,
+	// due at once, for each webhook key given. It does not mark the
+	// transaction as a change: events do not move the revision. Call it
+	// through Service.enqueue (outbox.go).
+	InsertEvent(ctx context.Context, e OutboxEvent, webhooks []string) error
+
+	// AdvanceNotice records that a secret's expiry notice has reached
+	// stage (stages count down: reminder offsets in milliseconds, then
+	// stageExpired), and reports whether it moved: false when the secret
+	// was already at that stage or a later one, so each notice is sent
+	// once across restarts and replicas. No revision change either.
+	AdvanceNotice(ctx context.Context, secretID string, stage int64) (bool, error)
 }
 
 // postgresStartTimeout bounds connecting to PostgreSQL and migrating when

@@ -72,6 +72,11 @@ var storeSuite = []struct {
 	{"ApplyUsageMergesAndClamps", testApplyUsageMergesAndClamps},
 	// Owners and roles (roles_test.go).
 	{"RolesAndActions", testRolesAndActions},
+	// The webhook outbox (outbox_test.go).
+	{"EventsCommitWithTheChange", testEventsCommitWithTheChange},
+	{"ClaimsAreExclusive", testClaimsAreExclusive},
+	{"DeliveredOncePerFleet", testDeliveredOncePerFleet},
+	{"ExpiryRemindersOnce", testExpiryRemindersOnce},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests

@@ -18,6 +18,7 @@ package directive
 
 import (
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,12 +29,13 @@ import (
 // Block calls fn for each subdirective of the block that opens after the
 // current token (none when no block follows), with d on the
 // subdirective's name. A name given twice is an error before fn sees it.
-// fn answers a name it does not know with Unknown.
-func Block(d *caddyfile.Dispenser, fn func(name string) error) error {
+// fn answers a name it does not know with Unknown. Names listed in
+// repeatable may be given any number of times.
+func Block(d *caddyfile.Dispenser, fn func(name string) error, repeatable ...string) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && !slices.Contains(repeatable, name) {
 			return d.Errf("%s: given more than once", name)
 		}
 		seen[name] = true

@@ -115,3 +115,27 @@ func TestMistakes(t *testing.T) {
 		}
 	}
 }
+
+func TestBlockRepeatable(t *testing.T) {
+	d := caddyfile.NewTestDispenser("test {\nhook a\nhook b\nonce x\n}")
+	d.Next()
+	var hooks []string
+	err := Block(d, func(name string) error {
+		var v string
+		if err := OneArg(d, &v); err != nil {
+			return err
+		}
+		if name == "hook" {
+			hooks = append(hooks, v)
+		}
+		return nil
+	}, "hook")
+	if err != nil || strings.Join(hooks, ",") != "a,b" {
+		t.Fatalf("hooks %v, err %v", hooks, err)
+	}
+	d = caddyfile.NewTestDispenser("test {\nonce a\nonce b\n}")
+	d.Next()
+	if err := Block(d, func(string) error { return OneArg(d, new(string)) }, "hook"); err == nil || !strings.Contains(err.Error(), "once: given more than once") {
+		t.Fatalf("a name not listed as repeatable: %v", err)
+	}
+}

@@ -1,0 +1,547 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// withWebhooks configures webhooks on the env's Service.
+func withWebhooks(hooks ...WebhookConfig) envOption {
+	return func(s *ServiceOptions, _ *APIOptions) { s.Webhooks = hooks }
+}
+
+// withReminders sets the expiry reminder offsets.
+func withReminders(ds ...time.Duration) envOption {
+	return func(s *ServiceOptions, _ *APIOptions) { s.ExpiryReminders = ds }
+}
+
+var admin = Actor{TokenID: "test", Admin: true}
+
+// outbox returns the env's store as an OutboxStore.
+func (e *env) outbox() OutboxStore {
+	e.t.Helper()
+	ob, ok := e.store.(OutboxStore)
+	if !ok {
+		e.t.Fatalf("%T keeps no outbox", e.store)
+	}
+	return ob
+}
+
+// events lists the newest events, oldest first.
+func (e *env) events() []EventRecord {
+	e.t.Helper()
+	evs, err := e.svc.ListEvents(context.Background(), admin, MaxPageSize)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	return evs
+}
+
+func eventTypes(evs []EventRecord) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
+	}
+	return out
+}
+
+// payloads reads every stored payload straight from the store.
+func storedPayloads(t *testing.T, st Store) []string {
+	t.Helper()
+	var out []string
+	err := inOutboxTx(context.Background(), st, func(tx *storeTx) error {
+		out = nil
+		rs, err := tx.d.query(context.Background(), `SELECT payload FROM events ORDER BY seq`)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var p string
+			if err := rs.Scan(&p); err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestNoticeStage(t *testing.T) {
+	exp := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
+	rs := DefaultExpiryReminders
+	for _, tc := range []struct {
+		left time.Duration
+		want int64
+		ok   bool
+	}{
+		{800 * time.Hour, 0, false},
+		{720 * time.Hour, (720 * time.Hour).Milliseconds(), true},
+		{500 * time.Hour, (720 * time.Hour).Milliseconds(), true},
+		{168 * time.Hour, (168 * time.Hour).Milliseconds(), true},
+		{25 * time.Hour, (168 * time.Hour).Milliseconds(), true},
+		{time.Hour, (24 * time.Hour).Milliseconds(), true},
+		{0, stageExpired, true},
+		{-time.Hour, stageExpired, true},
+	} {
+		got, ok := noticeStage(rs, exp, exp.Add(-tc.left))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s left: stage %d %v, want %d %v", tc.left, got, ok, tc.want, tc.ok)
+		}
+	}
+	if _, ok := noticeStage(nil, exp, exp.Add(-time.Hour)); ok {
+		t.Error("no reminders configured: nothing due before the expiry")
+	}
+	if formatOffset(168*time.Hour) != "168h" || formatOffset(90*time.Minute) != "1h30m0s" {
+		t.Error("formatOffset")
+	}
+}
+
+// testEventsCommitWithTheChange: every action writes its event in the
+// change's transaction, a refused action writes none, the events never
+// move the revision, and no payload holds a secret.
+func testEventsCommitWithTheChange(t *testing.T, k storeKit) {
+	e := k.newEnv(t)
+	ctx := context.Background()
+	e.mustClient("app")
+	rev := e.revision()
+	ns := e.mustGenerate("app")
+	if e.revision() != rev+1 {
+		t.Fatalf("revision moved by %d for one change", e.revision()-rev)
+	}
+	at := e.mustGenerate("app") // at max_active_secrets (2) now
+	if _, err := e.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+		t.Fatalf("third secret: %v", err)
+	}
+	rot, err := e.svc.RotateSecret(ctx, admin, "app", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RevokeSecret(ctx, admin, "app", rot.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DeleteClient(ctx, admin, "app"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{EventClientCreated, EventSecretGenerated, EventSecretGenerated,
+		EventSecretRotated, EventSecretRevoked, EventSecretRevoked, EventSecretRevoked, EventClientDeleted}
+	evs := e.events()
+	if got := eventTypes(evs); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	if evs[1].SecretID != ns.Secret.ID || evs[3].SecretID != rot.Secret.ID || evs[0].ClientID != "app" {
+		t.Fatalf("events name the wrong things: %+v", evs)
+	}
+	revoked := map[string]bool{evs[4].SecretID: true, evs[5].SecretID: true}
+	if !revoked[ns.Secret.ID] || !revoked[at.Secret.ID] || evs[6].SecretID != rot.Secret.ID {
+		t.Fatalf("a rotation without grace announces each revoked secret: %+v", evs[4:7])
+	}
+	payloads := storedPayloads(t, e.store)
+	for _, p := range payloads {
+		for _, plain := range []string{ns.Plaintext, at.Plaintext, rot.Plaintext} {
+			if strings.Contains(p, plain) || strings.Contains(p, plain[len(plain)-20:]) {
+				t.Fatalf("a payload holds a secret: %s", redact([]byte(p)))
+			}
+		}
+		var body struct {
+			Type      string         `json:"type"`
+			Timestamp time.Time      `json:"timestamp"`
+			Data      map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(p), &body); err != nil || body.Type == "" || body.Timestamp.IsZero() || body.Data["client_id"] != "app" {
+			t.Fatalf("payload %s: %v", p, err)
+		}
+	}
+	var gen map[string]any
+	json.Unmarshal([]byte(payloads[1]), &gen)
+	if d := gen["data"].(map[string]any); d["secret_id"] != ns.Secret.ID || d["hint"] != ns.Secret.Hint {
+		t.Fatalf("secret.generated data: %v", d)
+	}
+}
+
+// testClaimsAreExclusive: a claimed delivery is leased; another handle
+// (a replica) gets nothing until the lease runs out; a finish from a lost
+// claim changes nothing.
+func testClaimsAreExclusive(t *testing.T, k storeKit) {
+	st, other := k.open(t)
+	e := newEnvOn(t, st, "", withWebhooks(WebhookConfig{URL: "https://hooks.example/in", Secret: newWebhookSecret(t)}))
+	ctx := context.Background()
+	e.mustClient("app")
+	key := e.svc.hooks[0].key
+	now := e.clock.Now()
+	a, b := st.(OutboxStore), other(t).(OutboxStore)
+
+	got, err := a.ClaimDeliveries(ctx, key, now, now.Add(time.Minute), 10)
+	if err != nil || len(got) != 1 || got[0].Attempts != 1 || !strings.Contains(string(got[0].Payload), EventClientCreated) {
+		t.Fatalf("first claim: %+v %v", got, err)
+	}
+	if again, err := b.ClaimDeliveries(ctx, key, now, now.Add(time.Minute), 10); err != nil || len(again) != 0 {
+		t.Fatalf("a leased delivery was claimed again: %+v %v", again, err)
+	}
+	if none, _ := a.ClaimDeliveries(ctx, "wh_other", now, now.Add(time.Minute), 10); len(none) != 0 {
+		t.Fatal("a claim for another webhook got this one's delivery")
+	}
+	later := now.Add(time.Minute)
+	stolen, err := b.ClaimDeliveries(ctx, key, later, later.Add(time.Minute), 10)
+	if err != nil || len(stolen) != 1 || stolen[0].Attempts != 2 {
+		t.Fatalf("after the lease: %+v %v", stolen, err)
+	}
+	// The first claimer finishes late: its claim is lost, nothing changes.
+	if err := a.FinishDelivery(ctx, got[0], DeliveryOutcome{At: later, Failed: true, Error: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.FinishDelivery(ctx, stolen[0], DeliveryOutcome{At: later, Delivered: true}); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.events()
+	if d := evs[0].Deliveries; len(d) != 1 || d[0].State() != "delivered" || d[0].Attempts != 2 || d[0].LastError != "" {
+		t.Fatalf("delivery state: %+v", d)
+	}
+	pending, err := a.PendingDeliveries(ctx)
+	if err != nil || pending[key] != 0 {
+		t.Fatalf("pending %v %v", pending, err)
+	}
+}
+
+// testDeliveredOncePerFleet: two replicas (two handles on one database,
+// two Services) run their senders at once against one receiver; every
+// event arrives, and none twice.
+func testDeliveredOncePerFleet(t *testing.T, k storeKit) {
+	secret := newWebhookSecret(t)
+	rcv := newReceiver(t, secret)
+	rcv.ignoreTime = true // the env's clock is fake
+	hook := withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret})
+	st, other := k.open(t)
+	a := newEnvOn(t, st, "", hook, fastOutbox)
+	b := newEnvOn(t, other(t), "", hook, fastOutbox)
+	const n = 20
+	for i := range n {
+		e := a
+		if i%2 == 1 {
+			e = b
+		}
+		e.mustClient(fmt.Sprintf("app%02d", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, e := range []*env{a, b} {
+		wg.Go(func() { e.svc.RunOutbox(ctx) })
+	}
+	waitFor(t, 10*time.Second, "every event delivered", func() bool { return len(rcv.events()) == n })
+	cancel()
+	wg.Wait()
+	if raw := rcv.rawCount(); raw != n {
+		t.Fatalf("%d deliveries for %d events: some were sent twice", raw, n)
+	}
+	for _, ev := range a.events() {
+		if d := ev.Deliveries; len(d) != 1 || d[0].State() != "delivered" || d[0].Attempts != 1 {
+			t.Fatalf("event %s: %+v", ev.ID, d)
+		}
+	}
+}
+
+// fastOutbox makes the sender poll often, for tests that run it.
+func fastOutbox(s *ServiceOptions, _ *APIOptions) {
+	s.OutboxPoll = 20 * time.Millisecond
+}
+
+// testExpiryRemindersOnce: reminders fire at each configured offset and
+// secret.expired at the expiry, each once, whichever replica scans, and
+// a secret that crossed several offsets at once gets the nearest only.
+func testExpiryRemindersOnce(t *testing.T, k storeKit) {
+	st, other := k.open(t)
+	a := newEnvOn(t, st, "", withReminders(72*time.Hour, 24*time.Hour))
+	b := newEnvOn(t, other(t), "", withReminders(72*time.Hour, 24*time.Hour))
+	b.clock = a.clock
+	b.svc.now = a.clock.Now
+	ctx := context.Background()
+	a.mustClient("app")
+	long, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: 100 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: 10 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scan := func() {
+		t.Helper()
+		for _, e := range []*env{a, b} {
+			if err := e.svc.scanExpiries(ctx, e.outbox()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reminders := func() []string {
+		var out []string
+		for _, ev := range a.events() {
+			if ev.Type == EventSecretExpiring || ev.Type == EventSecretExpired {
+				p := storedPayloadOf(t, a.store, ev.ID)
+				r, _ := p["reminder"].(string)
+				out = append(out, fmt.Sprintf("%s %s %s", ev.Type, ev.SecretID[:8], r))
+				if p["expires_at"] == nil {
+					t.Fatalf("%s without expires_at", ev.Type)
+				}
+			}
+		}
+		return out
+	}
+	check := func(want ...string) {
+		t.Helper()
+		got := reminders()
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("notices %q, want %q", got, want)
+		}
+	}
+	l, s := long.Secret.ID[:8], short.Secret.ID[:8]
+	scan()
+	// short: 10h left: past both offsets, only the nearest (24h) fires.
+	check("secret.expiring " + s + " 24h")
+	a.clock.Add(27 * time.Hour) // long: 73h left
+	scan()
+	check("secret.expiring "+s+" 24h", "secret.expired "+s+" ")
+	a.clock.Add(2 * time.Hour) // long: 71h left
+	scan()
+	scan()
+	check("secret.expiring "+s+" 24h", "secret.expired "+s+" ", "secret.expiring "+l+" 72h")
+	a.clock.Add(48 * time.Hour) // long: 23h left
+	scan()
+	a.clock.Add(24 * time.Hour) // long: expired
+	scan()
+	scan()
+	check("secret.expiring "+s+" 24h", "secret.expired "+s+" ", "secret.expiring "+l+" 72h",
+		"secret.expiring "+l+" 24h", "secret.expired "+l+" ")
+
+	// A revoked secret gets no reminder.
+	rv, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.svc.RevokeSecret(ctx, admin, "app", rv.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := len(reminders())
+	scan()
+	if len(reminders()) != before {
+		t.Fatal("a revoked secret got a reminder")
+	}
+}
+
+// storedPayloadOf returns the data of one stored event's payload.
+func storedPayloadOf(t *testing.T, st Store, id string) map[string]any {
+	t.Helper()
+	var p string
+	err := inOutboxTx(context.Background(), st, func(tx *storeTx) error {
+		return tx.d.queryRow(context.Background(), `SELECT payload FROM events WHERE event_id = $1`, id).Scan(&p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(p), &body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Data
+}
+
+// TestOutboxRetriesThenDelivers: a receiver that fails gets the event
+// again after the backoff (the fake clock moves; nothing sleeps), and
+// the listing shows the attempts and the last error.
+func TestOutboxRetriesThenDelivers(t *testing.T) {
+	secret := newWebhookSecret(t)
+	rcv := newReceiver(t, secret)
+	rcv.ignoreTime = true
+	rcv.setStatus(http.StatusServiceUnavailable)
+	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL + "/hook?token=abc", Secret: secret}))
+	ctx := context.Background()
+	e.mustClient("app")
+	deliver := func() {
+		t.Helper()
+		if err := e.svc.deliverDue(ctx, e.outbox()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver()
+	d := e.events()[0].Deliveries[0]
+	if d.State() != "pending" || d.Attempts != 1 || d.LastError != "503 Service Unavailable" || d.Webhook != e.svc.hooks[0].label {
+		t.Fatalf("after a 503: %+v", d)
+	}
+	if wait := d.NextAttemptAt.Sub(e.clock.Now()); wait < backoff(1) || wait > backoff(1)*6/5 {
+		t.Fatalf("next attempt in %s", wait)
+	}
+	deliver() // not due yet: no attempt
+	if d := e.events()[0].Deliveries[0]; d.Attempts != 1 {
+		t.Fatalf("attempted before due: %+v", d)
+	}
+	rcv.setStatus(0)
+	e.clock.Add(backoff(1) * 6 / 5)
+	deliver()
+	if d := e.events()[0].Deliveries[0]; d.State() != "delivered" || d.Attempts != 2 || d.LastError != "" {
+		t.Fatalf("after the retry: %+v", d)
+	}
+	if got := rcv.events(); len(got) != 1 || got[0].id != e.events()[0].ID {
+		t.Fatalf("received %+v", got)
+	}
+}
+
+// TestOutboxGivesUpAfterWindow: a receiver that never answers 2xx gets
+// retries for DeliveryWindow after the event, then the delivery is
+// failed; other events are not held up.
+func TestOutboxGivesUpAfterWindow(t *testing.T) {
+	secret := newWebhookSecret(t)
+	rcv := newReceiver(t, secret)
+	rcv.ignoreTime = true
+	rcv.setStatus(http.StatusInternalServerError)
+	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret}))
+	ctx := context.Background()
+	e.mustClient("app")
+	start := e.clock.Now()
+	for i := 0; ; i++ {
+		if err := e.svc.deliverDue(ctx, e.outbox()); err != nil {
+			t.Fatal(err)
+		}
+		d := e.events()[0].Deliveries[0]
+		if d.State() == "failed" {
+			if e.clock.Now().Sub(start) < DeliveryWindow || d.Attempts < 15 || d.LastError != "500 Internal Server Error" {
+				t.Fatalf("failed after %s and %d attempts: %+v", e.clock.Now().Sub(start), d.Attempts, d)
+			}
+			break
+		}
+		if i > 100 {
+			t.Fatalf("still %s after %d passes: %+v", d.State(), i, d)
+		}
+		e.clock.Add(d.NextAttemptAt.Sub(e.clock.Now()))
+	}
+	e.svc.deliverDue(ctx, e.outbox())
+	if d := e.events()[0].Deliveries[0]; d.State() != "failed" {
+		t.Fatalf("a failed delivery was tried again: %+v", d)
+	}
+}
+
+func TestEventsAPI(t *testing.T) {
+	e := newEnv(t, withWebhooks(WebhookConfig{URL: "https://hooks.example/in", Secret: newWebhookSecret(t)}))
+	e.mustClient("app")
+	ns := e.mustGenerate("app")
+	r := e.admin("GET", "/v1/events?limit=1", nil)
+	mustStatus(t, r, http.StatusOK)
+	var out eventListJSON
+	r.decode(t, &out)
+	if len(out.Events) != 1 || out.Events[0].Type != EventSecretGenerated || out.Events[0].SecretID != ns.Secret.ID {
+		t.Fatalf("events: %+v", out)
+	}
+	if d := out.Events[0].Deliveries; len(d) != 1 || d[0].Webhook != "hooks.example" || d[0].State != "pending" || d[0].NextAttemptAt == nil {
+		t.Fatalf("deliveries: %+v", d)
+	}
+	mustStatus(t, e.admin("GET", "/v1/events?limit=0", nil), http.StatusBadRequest)
+	mustStatus(t, e.admin("GET", "/v1/events?limit=100000", nil), http.StatusBadRequest)
+	mustStatus(t, e.do("GET", "/v1/events", testEdgeToken, nil), http.StatusForbidden)
+	mustStatus(t, e.do("GET", "/v1/events", "", nil), http.StatusUnauthorized)
+	mustStatus(t, e.admin("POST", "/v1/events", nil), http.StatusMethodNotAllowed)
+}
+
+func TestEnqueueRefusesUnknownType(t *testing.T) {
+	e := newEnv(t)
+	_, err := update(context.Background(), e.svc, func(tx Tx) (nothing, error) {
+		return nothing{}, e.svc.enqueue(context.Background(), tx, Event{Type: "secret.created"})
+	})
+	if err == nil || !strings.Contains(err.Error(), "unknown event type") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestEnqueueForLaterEvents is the outbox API the leak loop's events use
+// (presented_after_revoke, leak_reported): one call inside the change's
+// transaction; the event rolls back with it, or commits with its data.
+func TestEnqueueForLaterEvents(t *testing.T) {
+	secret := newWebhookSecret(t)
+	e := newEnv(t, withWebhooks(
+		WebhookConfig{URL: "https://a.example/", Secret: secret, Events: []string{EventSecretLeakReported}},
+		WebhookConfig{URL: "https://b.example/", Secret: secret, Events: []string{EventSecretRevoked}},
+	))
+	ctx := context.Background()
+	e.mustClient("app")
+	ns := e.mustGenerate("app")
+	leak := Event{Type: EventSecretLeakReported, ClientID: "app", SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
+		Data: map[string]any{"url": "https://github.com/o/r/blob/main/x"}}
+	boom := errors.New("the change failed")
+	_, err := update(ctx, e.svc, func(tx Tx) (nothing, error) {
+		if err := e.svc.enqueue(ctx, tx, leak); err != nil {
+			return nothing{}, err
+		}
+		return nothing{}, boom
+	})
+	if !errors.Is(err, boom) || len(e.events()) != 2 {
+		t.Fatalf("a rolled-back change left its event: %v, %d events", err, len(e.events()))
+	}
+	rev := e.revision()
+	for _, typ := range []string{EventSecretLeakReported, EventSecretPresentedAfterRevoke} {
+		leak.Type = typ
+		if _, err := update(ctx, e.svc, func(tx Tx) (nothing, error) { return nothing{}, e.svc.enqueue(ctx, tx, leak) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.revision() != rev {
+		t.Fatal("an event alone moved the revision")
+	}
+	evs := e.events()
+	got := evs[len(evs)-2]
+	if got.Type != EventSecretLeakReported || len(got.Deliveries) != 1 || got.Deliveries[0].Webhook != "a.example" {
+		t.Fatalf("leak event %+v: only the webhook that wants it gets a delivery", got)
+	}
+	if last := evs[len(evs)-1]; len(last.Deliveries) != 0 {
+		t.Fatalf("an event no webhook wants is kept without deliveries: %+v", last)
+	}
+	if d := storedPayloadOf(t, e.store, got.ID); d["url"] != leak.Data["url"] || d["secret_id"] != ns.Secret.ID {
+		t.Fatalf("data %v", d)
+	}
+}
+
+func TestCLIEventsList(t *testing.T) {
+	secret := newWebhookSecret(t)
+	rcv := newReceiver(t, secret)
+	rcv.ignoreTime = true
+	rcv.setStatus(http.StatusServiceUnavailable)
+	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret, Events: []string{EventSecretGenerated}}))
+	srv := httptest.NewServer(e.api)
+	t.Cleanup(srv.Close)
+	c := &cliEnv{env: e, url: srv.URL}
+	e.mustClient("app")
+	ns := e.mustGenerate("app")
+	if err := e.svc.deliverDue(context.Background(), e.outbox()); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := c.mustRun("events", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	host := strings.TrimPrefix(rcv.URL, "http://")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") ||
+		!strings.Contains(lines[1], "secret.generated") || !strings.Contains(lines[1], ns.Secret.ID) ||
+		!strings.Contains(lines[1], host+"=pending (1 attempts, last: 503 Service Unavailable)") ||
+		!strings.Contains(lines[2], "client.created") || !strings.Contains(lines[2], "no webhook") {
+		t.Fatalf("events list:\n%s", out)
+	}
+	out, _ = c.mustRun("events", "list", "--limit", "1", "--json")
+	var listed eventListJSON
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Events) != 1 || listed.Events[0].Type != EventSecretGenerated {
+		t.Fatalf("--json --limit 1: %v %s", err, out)
+	}
+	if _, _, err := c.run("events", "list", "--limit", "5000"); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("--limit 5000: %v", err)
+	}
+}
