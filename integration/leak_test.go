@@ -23,9 +23,10 @@ import (
 )
 
 // leakLoop is a Caddyfile with both halves, as bothHalves, plus the leak
-// loop: GitHub's keys from keyFile, the control plane's metrics, and
-// usage_flush 1s (the bound the listing is held to).
-func leakLoop(dir, upstream, keyFile string) string {
+// loop: GitHub's keys from keyFile, the control plane's metrics, a webhook
+// to hook (signed with hookSecret) for the given events, and usage_flush
+// 1s (the bound the listing is held to).
+func leakLoop(dir, upstream, keyFile, hook, hookSecret, events string) string {
 	return globalOptions + `
 http://127.0.0.1:9180 {
 	bind 127.0.0.1
@@ -37,6 +38,10 @@ http://127.0.0.1:9180 {
 		admin_token ` + adminToken + `
 		edge_token ` + edgeToken + `
 		leak_report_keys ` + keyFile + `
+		webhook ` + hook + ` {
+			secret ` + hookSecret + `
+			events ` + events + `
+		}
 	}
 }
 
@@ -182,13 +187,15 @@ func deadUses(t *testing.T, api adminAPI, client string) map[string]deadUse {
 
 // TestPresentedAfterRevoke: revoke s1, present it at the edge → the same
 // 401 as a wrong secret and an unknown client, byte for byte; the listing
-// shows the count and the caller's IP within usage_flush + 1s, and the
-// control plane's metric counts it.
+// shows the count and the caller's IP within usage_flush + 1s, the
+// control plane's metric counts it, and a webhook receiver that verifies
+// signatures gets secret.revoked, then secret.presented_after_revoke.
 func TestPresentedAfterRevoke(t *testing.T) {
 	dir := t.TempDir()
 	up := newTokenUpstream(t)
 	_, keys := newGitHubKey(t, dir)
-	startCaddy(t, leakLoop(dir, up.URL, keys))
+	hook, hookSecret := newHookReceiver(t)
+	startCaddy(t, leakLoop(dir, up.URL, keys, hook.URL, hookSecret, "secret.revoked secret.presented_after_revoke"))
 	api := adminAPI{t: t, base: cpURL}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
@@ -218,6 +225,14 @@ func TestPresentedAfterRevoke(t *testing.T) {
 	eventually(t, time.Second, "the metric counts it", func() bool {
 		return cpMetric(t, "rotagate_control_plane_presented_after_revoke_total") > before
 	})
+	eventually(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
+		types, _, _ := hook.got()
+		return len(types) >= 2
+	})
+	types, _, forged := hook.got()
+	if types[0] != "secret.revoked" || types[1] != "secret.presented_after_revoke" || forged != 0 {
+		t.Fatalf("webhook events %v (%d forged), want secret.revoked, secret.presented_after_revoke", types, forged)
+	}
 }
 
 // TestGitHubLeakReportRevokes: a signed GitHub-format report of an active
@@ -229,7 +244,8 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	dir := t.TempDir()
 	up := newTokenUpstream(t)
 	key, keys := newGitHubKey(t, dir)
-	startCaddy(t, leakLoop(dir, up.URL, keys))
+	hook, hookSecret := newHookReceiver(t)
+	startCaddy(t, leakLoop(dir, up.URL, keys, hook.URL, hookSecret, "secret.leak_reported secret.revoked"))
 	api := adminAPI{t: t, base: cpURL}
 	api.createClient("app")
 	leaked, other := api.generate("app"), api.generate("app")
@@ -290,5 +306,12 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	e := audit.Entries[0]
 	if e.Action != "secret.revoke" || e.SecretID != leaked.ID || e.Who != "github-secret-scanning" || e.Detail != "reason: leak_report; url: "+url {
 		t.Fatalf("audit entry: %+v", e)
+	}
+	eventually(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
+		types, _, _ := hook.got()
+		return len(types) >= 2
+	})
+	if types, _, _ := hook.got(); len(types) != 2 || types[0] != "secret.leak_reported" || types[1] != "secret.revoked" {
+		t.Fatalf("webhook events %v, want secret.leak_reported, secret.revoked", types)
 	}
 }
