@@ -74,6 +74,12 @@ type feed struct {
 	holders map[*Handler]feedConfig
 	// config is fitFeed of the holders, read by the loops at every round.
 	config atomic.Pointer[feedConfig]
+	// answered is closed once the control plane answered a first poll.
+	answered     chan struct{}
+	answeredOnce sync.Once
+	// fullNext is set when a change could not be applied: the next poll
+	// asks for a full snapshot.
+	fullNext atomic.Bool
 	// refitted wakes the usage loop when config changes.
 	refitted chan struct{}
 
@@ -110,6 +116,7 @@ func newFeed(cfg feedConfig, logger *zap.Logger, disk *savedSnapshot) *feed {
 		snapshots: newSnapshotStore(disk, logger),
 		holders:   make(map[*Handler]feedConfig),
 		refitted:  make(chan struct{}, 1),
+		answered:  make(chan struct{}),
 
 		restartPause: time.Second,
 	}
@@ -151,22 +158,26 @@ func (f *feed) refitLocked() {
 	}
 }
 
-// start loads the saved snapshot, makes a first fetch (bounded by a few
-// seconds, so provisioning stays fast) and then runs the sync and usage
-// loops until the feed is destructed. Their context keeps the Caddy
+// start loads the saved snapshot and runs the sync and usage loops until
+// the feed is destructed, waiting a few seconds at most for the first
+// answer, so provisioning stays fast and a fresh edge serves at once. The
+// first fetch goes on past that wait: a big snapshot is not cut off and
+// fetched again from the start. The loops' context keeps the Caddy
 // context's values but not its cancellation: the feed outlives the config
 // that started it.
 func (f *feed) start(parent context.Context) {
 	f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(parent))
 	cfg := f.config.Load()
 	f.snapshots.load(cfg.maxBytes)
-	first, stop := context.WithTimeout(f.ctx, min(3*time.Second, cfg.wait))
-	if err := f.poll(first, false); err != nil {
-		f.logger.Info("first snapshot fetch failed; retrying in the background", zap.Error(err))
-	}
-	stop()
 	f.run("sync", f.syncLoop)
 	f.run("usage", f.usageLoop)
+	t := time.NewTimer(min(3*time.Second, cfg.wait))
+	defer t.Stop()
+	select {
+	case <-f.answered:
+	case <-t.C:
+		f.logger.Info("no snapshot from the control plane yet; still fetching in the background")
+	}
 }
 
 // Destruct stops the loops after the last handler let go of the feed, then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"time"
 
@@ -49,14 +50,17 @@ func (f *feed) survive(name string, loop func(context.Context)) (returned bool) 
 	return true
 }
 
-// syncLoop long-polls the feed until ctx ends, backing off with jitter
-// after errors.
+// syncLoop polls the feed once, then long-polls it until ctx ends,
+// backing off with jitter after errors.
 func (f *feed) syncLoop(ctx context.Context) {
 	failures := 0
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		started, held := time.Now(), f.snapshots.snap.Load()
-		err := f.poll(ctx, held != nil)
+		// The first poll is not held: a snapshot loaded from disk is
+		// confirmed, or replaced, at once.
+		err := f.poll(ctx, held != nil && !first)
 		if err == nil {
+			f.answeredOnce.Do(func() { close(f.answered) })
 			failures = 0
 			// A new snapshot is followed by the next poll at once. A poll
 			// that changed nothing yet came back early — a control plane
@@ -81,16 +85,37 @@ func (f *feed) syncLoop(ctx context.Context) {
 }
 
 // poll makes one request of the feed and applies the answer. With long
-// set, the request waits for a change.
+// set, the request waits for a change. Holding a snapshot, it asks for
+// the changes since it (unless the last change could not be applied);
+// a change that does not follow the snapshot held is answered by asking
+// again, at once, for a full snapshot.
 func (f *feed) poll(ctx context.Context, long bool) error {
+	err := f.pollOnce(ctx, long)
+	if errors.Is(err, errUnusableChange) {
+		f.fullNext.Store(true)
+		f.logger.Info("the control plane's change does not follow the snapshot held; asking for a full snapshot", zap.Error(err))
+		err = f.pollOnce(ctx, false)
+	}
+	return err
+}
+
+func (f *feed) pollOnce(ctx context.Context, long bool) error {
 	cfg := f.config.Load()
 	req := cpRequest{method: http.MethodGet, path: wire.SnapshotPath, header: http.Header{}, timeout: cfg.wait + 10*time.Second}
+	query := url.Values{}
 	if long {
-		req.path += "?wait=" + cfg.wait.String()
+		query.Set("wait", cfg.wait.String())
 	}
 	held, _ := f.snapshots.current()
+	askedChanges := held != nil && !f.fullNext.Load()
 	if held != nil {
 		req.header.Set("If-None-Match", wire.ETag(held.epoch, held.revision))
+	}
+	if askedChanges {
+		query.Set(wire.SinceParam, wire.FormatSince(held.epoch, held.revision))
+	}
+	if len(query) > 0 {
+		req.path += "?" + query.Encode()
 	}
 	return f.client.do(ctx, req, func(resp *http.Response, sent time.Time) error {
 		switch resp.StatusCode {
@@ -104,14 +129,24 @@ func (f *feed) poll(ctx context.Context, long bool) error {
 		default:
 			return fmt.Errorf("unexpected status %d", resp.StatusCode)
 		}
-		next, spooled, err := f.snapshots.decode(resp.Body, cfg.maxBytes)
-		if err == nil {
-			err = f.snapshots.replace(next, spooled, sent)
+		ans, spooled, err := f.snapshots.decode(resp.Body, cfg.maxBytes, held)
+		switch {
+		case err != nil:
+		case ans.full != nil:
+			err = f.snapshots.replace(ans.full, spooled, sent)
+		case !askedChanges:
+			err = errors.New("a change, although the edge asked for a full snapshot")
+		default:
+			err = f.snapshots.applyChange(ans, sent)
 		}
 		if err != nil {
 			return fmt.Errorf("snapshot rejected: %w", err)
 		}
-		f.logger.Debug("snapshot updated", zap.String("epoch", next.epoch), zap.Int64("revision", next.revision), zap.Int("clients", len(next.clients)))
+		next, _ := f.snapshots.current()
+		f.fullNext.Store(false)
+		if ce := f.logger.Check(zap.DebugLevel, "snapshot updated"); ce != nil {
+			ce.Write(zap.String("epoch", next.epoch), zap.Int64("revision", next.revision), zap.Int("clients", next.clients), zap.Bool("change", ans.delta != nil))
+		}
 		return nil
 	})
 }

@@ -51,7 +51,7 @@ func TestPollAppliesAndConfirms(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap, confirmed := f.snapshots.current()
-	if snap == nil || snap.revision != 7 || len(snap.clients) != 6 || confirmed.Before(before) {
+	if snap == nil || snap.revision != 7 || snap.clients != 6 || confirmed.Before(before) {
 		t.Fatalf("after first poll: %+v confirmed %v", snap, confirmed)
 	}
 	// The confirmation carries a monotonic reading, so the staleness check
@@ -122,7 +122,7 @@ func TestPollRejectsBadAnswers(t *testing.T) {
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if snap, _ := f.snapshots.current(); snap.epoch != "e2" || snap.revision != 1 || len(snap.clients) != 1 {
+	if snap, _ := f.snapshots.current(); snap.epoch != "e2" || snap.revision != 1 || snap.clients != 1 {
 		t.Fatalf("new epoch not applied: %+v", snap)
 	}
 }
@@ -149,7 +149,7 @@ func TestPollAsksForGzip(t *testing.T) {
 	if err := f.poll(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if snap, _ := f.snapshots.current(); snap == nil || len(snap.clients) != 6 {
+	if snap, _ := f.snapshots.current(); snap == nil || snap.clients != 6 {
 		t.Fatal("the gzipped snapshot was not applied")
 	}
 	cfg := testFeedConfig(srv.URL)
@@ -296,5 +296,43 @@ func TestFinalUsageFlush(t *testing.T) {
 	}
 	if stamps := fs.Stamps(); len(stamps) != 1 || stamps[0].From != "192.0.2.7" || f.usage.pendingCount() != 0 {
 		t.Fatalf("after the stop: %+v, %d pending", stamps, f.usage.pendingCount())
+	}
+}
+
+// TestSlowFirstFetchIsNotCutOff: a first snapshot that takes longer than
+// provisioning waits (a big one) arrives from that very request, not from
+// a new one started from scratch.
+func TestSlowFirstFetchIsNotCutOff(t *testing.T) {
+	var requests, blind atomic.Int64 // all, and those of an edge holding nothing
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			<-release // a transfer still under way when start returns
+		}
+		if r.Header.Get("If-None-Match") == "" {
+			blind.Add(1)
+		} else {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(testSnapshot(t))
+	}))
+	defer srv.Close()
+	f := testFeed(t, srv.URL)
+	f.start(context.Background())
+	defer f.Destruct()
+	if requests.Load() != 1 {
+		t.Fatalf("%d requests while the first was held", requests.Load())
+	}
+	if snap, _ := f.snapshots.current(); snap != nil {
+		t.Fatal("a snapshot before the first answer")
+	}
+	close(release)
+	waitFor(t, 5*time.Second, "the first snapshot", func() bool {
+		snap, _ := f.snapshots.current()
+		return snap != nil
+	})
+	if n := blind.Load(); n != 1 {
+		t.Fatalf("%d requests for a first snapshot, want the one", n)
 	}
 }

@@ -106,7 +106,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var budgetKey string
 	if h.budget != nil {
 		first := creds.pairs[0].id
-		budgetKey = failureKey(first, from, snap.clients[first] != nil)
+		budgetKey = failureKey(first, from, snap.client(first) != nil)
 		if wait, over := h.budget.over(budgetKey, now); over {
 			return h.throttle(w, r, wait)
 		}

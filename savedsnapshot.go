@@ -1,8 +1,11 @@
 package rotagate
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -20,8 +24,16 @@ import (
 // saved beside it. The files hold hashes only, never a secret, and are
 // written atomically (a temporary file renamed over the old one).
 //
-//	<data dir>/rotagate/edge/<feed key>.json       the feed's last 200 body
+//	<data dir>/rotagate/edge/<feed key>.json       the last full snapshot
+//	<data dir>/rotagate/edge/<feed key>.changes    the changes applied since, appended
 //	<data dir>/rotagate/edge/<feed key>.confirmed  unix nanoseconds, a space, the ETag confirmed
+//
+// The change log starts with a line naming the ETag of the full snapshot
+// it continues, then holds one change (wire.Delta, compact JSON) a line,
+// each synced before the edge counts it as saved; a log naming another
+// full snapshot, and everything from a torn or unusable line on, is
+// ignored. The log is compacted into a new full snapshot (written from
+// memory) every compactChanges changes or compactBytes bytes.
 //
 // The confirmation names the snapshot it confirms, so that it can never be
 // read beside another body (a crash between two writes, files copied
@@ -38,6 +50,13 @@ func newSavedSnapshot(key string) *savedSnapshot {
 
 func (d *savedSnapshot) snapshotPath() string  { return filepath.Join(d.dir, d.key+".json") }
 func (d *savedSnapshot) confirmedPath() string { return filepath.Join(d.dir, d.key+".confirmed") }
+func (d *savedSnapshot) changesPath() string   { return filepath.Join(d.dir, d.key+".changes") }
+
+// When the change log is compacted into a full snapshot.
+const (
+	compactChanges = 1000
+	compactBytes   = 4 << 20
+)
 
 // spool opens a temporary file in the directory: a snapshot body is copied
 // into it while it is decoded, and keep renames it into place once the
@@ -49,8 +68,80 @@ func (d *savedSnapshot) spool() (*os.File, error) {
 	return os.CreateTemp(d.dir, ".tmp-*")
 }
 
-// keep makes a spooled body the saved snapshot, atomically.
-func (d *savedSnapshot) keep(tmp *os.File) error { return commit(tmp, d.snapshotPath()) }
+// keep makes a spooled body the saved snapshot, atomically, and drops the
+// change log of the one before.
+func (d *savedSnapshot) keep(tmp *os.File) error {
+	if err := commit(tmp, d.snapshotPath()); err != nil {
+		return err
+	}
+	return removeIfAny(d.changesPath())
+}
+
+// appendChange adds one change to the log, synced; first starts a new log
+// that continues the full snapshot tagged base.
+func (d *savedSnapshot) appendChange(base string, change *wire.Delta, first bool) (int, error) {
+	line, err := json.Marshal(change)
+	if err != nil {
+		return 0, err
+	}
+	flags := os.O_WRONLY | os.O_APPEND | os.O_CREATE
+	if first {
+		flags |= os.O_TRUNC
+		line = append([]byte(base+"\n"), line...)
+	}
+	line = append(line, '\n')
+	f, err := os.OpenFile(d.changesPath(), flags, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := f.Write(line); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	return len(line), f.Close()
+}
+
+// writeFull spools snap as a full snapshot body, for keep: the change log
+// compacted.
+func (d *savedSnapshot) writeFull(snap *snapshot) (*os.File, error) {
+	tmp, err := d.spool()
+	if err != nil {
+		return nil, err
+	}
+	w := bufio.NewWriterSize(tmp, 1<<16)
+	head, _ := json.Marshal(struct {
+		Epoch    string `json:"epoch"`
+		Revision int64  `json:"revision"`
+	}{snap.epoch, snap.revision})
+	w.Write(head[:len(head)-1])
+	w.WriteString(`,"clients":[`)
+	enc := json.NewEncoder(w)
+	first := true
+	snap.each(func(c *client) {
+		if !first {
+			w.WriteByte(',')
+		}
+		first = false
+		enc.Encode(c.wire()) // errors surface at Flush
+	})
+	w.WriteString("]}\n")
+	if err := w.Flush(); err != nil {
+		discard(tmp)
+		return nil, err
+	}
+	return tmp, nil
+}
+
+func removeIfAny(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
 
 // commit syncs and closes a temporary file and renames it to path; the
 // temporary file is gone either way.
@@ -74,16 +165,10 @@ func discard(tmp *os.File) {
 	}
 }
 
-// forget removes the saved snapshot and its confirmation time.
+// forget removes the saved snapshot, its changes and its confirmation
+// time.
 func (d *savedSnapshot) forget() error {
-	err := os.Remove(d.snapshotPath())
-	if errors.Is(err, os.ErrNotExist) {
-		err = nil
-	}
-	if err2 := os.Remove(d.confirmedPath()); err2 != nil && !errors.Is(err2, os.ErrNotExist) && err == nil {
-		err = err2
-	}
-	return err
+	return errors.Join(removeIfAny(d.snapshotPath()), removeIfAny(d.changesPath()), removeIfAny(d.confirmedPath()))
 }
 
 // saveConfirmed writes that the snapshot tagged etag was current at t.
@@ -99,30 +184,91 @@ func (d *savedSnapshot) saveConfirmed(t time.Time, etag string) error {
 	return commit(tmp, d.confirmedPath())
 }
 
-// load reads the saved snapshot, at most limit bytes of it, and the time
-// it was confirmed. A missing snapshot is (nil, zero, nil); a damaged one
-// is an error. The time is zero when no confirmation of this very snapshot
-// was saved.
-func (d *savedSnapshot) load(limit int64) (*snapshot, time.Time, error) {
+// savedState is what load found on disk.
+type savedState struct {
+	snap      *snapshot
+	confirmed time.Time // zero: no confirmation of this very snapshot
+	// changes and changeBytes measure the change log replayed: the store
+	// goes on appending to it.
+	changes     int
+	changeBytes int64
+}
+
+// load reads the saved snapshot, at most limit bytes of it, replays the
+// changes logged since, and reads the time the result was confirmed. A
+// missing snapshot is a zero state; a damaged one is an error. A damaged
+// change log ends the replay where it stops making sense: the snapshot
+// is then older, and its confirmation (which names the newest) is not
+// trusted.
+func (d *savedSnapshot) load(limit int64, logger *zap.Logger) (savedState, error) {
 	f, err := os.Open(d.snapshotPath())
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, time.Time{}, nil
+		return savedState{}, nil
 	}
 	if err != nil {
-		return nil, time.Time{}, err
+		return savedState{}, err
 	}
 	defer f.Close()
-	snap, err := decodeSnapshot(f, limit, nil)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("saved snapshot: %w", err)
+	ans, err := decodeAnswer(f, limit, nil, nil)
+	if err == nil && ans.full == nil {
+		err = errors.New("a change, not a snapshot")
 	}
-	var confirmed time.Time
+	if err != nil {
+		return savedState{}, fmt.Errorf("saved snapshot: %w", err)
+	}
+	st := savedState{snap: ans.full}
+	if err := d.replay(&st, limit); err != nil {
+		st.changes = compactChanges // the next change writes the snapshot whole, past the damage
+		logger.Warn("the saved change log ends early; the snapshot is older than the one last confirmed", zap.Error(err))
+	}
 	if raw, err := os.ReadFile(d.confirmedPath()); err == nil {
 		at, etag, _ := strings.Cut(string(raw), " ")
 		n, err := strconv.ParseInt(at, 10, 64)
-		if err == nil && etag == wire.ETag(snap.epoch, snap.revision) {
-			confirmed = time.Unix(0, n)
+		if err == nil && etag == wire.ETag(st.snap.epoch, st.snap.revision) {
+			st.confirmed = time.Unix(0, n)
 		}
 	}
-	return snap, confirmed, nil
+	return st, nil
+}
+
+// replay applies the saved change log to st, as far as it goes.
+func (d *savedSnapshot) replay(st *savedState, limit int64) error {
+	f, err := os.Open(d.changesPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReader(io.LimitReader(f, limit))
+	head, err := r.ReadString('\n')
+	if err != nil || strings.TrimSuffix(head, "\n") != wire.ETag(st.snap.epoch, st.snap.revision) {
+		return nil // the log of another snapshot: left from a crash before its removal
+	}
+	st.changeBytes = int64(len(head))
+	for {
+		line, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("change %d: torn", st.changes+1)
+		}
+		var w wire.Delta
+		if err := json.Unmarshal(line, &w); err != nil {
+			return fmt.Errorf("change %d: %w", st.changes+1, err)
+		}
+		dl, err := newDelta(&w)
+		if err != nil {
+			return fmt.Errorf("change %d: %w", st.changes+1, err)
+		}
+		next, err := st.snap.apply(dl)
+		if err != nil {
+			return fmt.Errorf("change %d: %w", st.changes+1, err)
+		}
+		st.snap = next
+		st.changes++
+		st.changeBytes += int64(len(line))
+	}
 }

@@ -52,7 +52,7 @@ func TestSavedSnapshotSurvivesRestart(t *testing.T) {
 
 	restarted := restartedOnDisk(t, dir, fs.URL)
 	snap, c := restarted.snapshots.current()
-	if snap == nil || snap.revision != 7 || len(snap.clients) != 6 || !c.Round(0).Equal(confirmed.Round(0)) {
+	if snap == nil || snap.revision != 7 || snap.clients != 6 || !c.Round(0).Equal(confirmed.Round(0)) {
 		t.Fatalf("restarted with %+v confirmed %v, want revision 7 confirmed %v", snap, c, confirmed)
 	}
 	raw, err := os.ReadFile(restarted.snapshots.disk.snapshotPath())
@@ -188,7 +188,8 @@ func TestDiskTroubleDoesNotRejectSnapshots(t *testing.T) {
 	fw := &failingWriter{}
 	copied := &bestEffortWriter{w: fw}
 	body, _ := json.Marshal(testSnapshot(t))
-	snap, err := decodeSnapshot(bytes.NewReader(body), int64(len(body)), copied)
+	ans, err := decodeAnswer(bytes.NewReader(body), int64(len(body)), copied, nil)
+	snap := ans.full
 	if err != nil || snap == nil || copied.err == nil || fw.n != 1 {
 		t.Fatalf("decode with a failing copy: %v, copy error %v, writes tried %d", err, copied.err, fw.n)
 	}

@@ -84,7 +84,7 @@ func TestTombstonesCostTheSame(t *testing.T) {
 	sum, match, lookup := h.verifier.sum, h.verifier.match, h.verifier.lookup
 	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
 	h.verifier.match = func(a, b *[sha256.Size]byte) bool { matches++; return match(a, b) }
-	h.verifier.lookup = func(s *snapshot, d *[sha256.Size]byte) (tombstone, bool) { lookups++; return lookup(s, d) }
+	h.verifier.lookup = func(s *shard, d *[sha256.Size]byte) (tombstone, bool) { lookups++; return lookup(s, d) }
 	count := func(r *http.Request) [3]int {
 		sums, matches, lookups = 0, 0, 0
 		if w, _ := serve(t, h, r); w.Code != 401 {

@@ -34,7 +34,7 @@ type verifier struct {
 	// primitives; tests wrap them to count the work done.
 	sum    func([]byte) *[sha256.Size]byte
 	match  func(a, b *[sha256.Size]byte) bool
-	lookup func(*snapshot, *[sha256.Size]byte) (tombstone, bool)
+	lookup func(*shard, *[sha256.Size]byte) (tombstone, bool)
 }
 
 func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
@@ -71,7 +71,8 @@ type verdict struct {
 // makes one tombstone lookup, so an unknown client, a wrong secret and a
 // dead secret cost the same.
 func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, presented []byte, now time.Time) (verdict, error) {
-	c, known := snap.clients[clientID]
+	sh := snap.shard(clientID)
+	c, known := sh.clients[clientID]
 	if !known {
 		c = v.dummy
 	}
@@ -106,7 +107,7 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 			return verdict{secretID: s.id}, nil
 		}
 	}
-	t, buried := v.lookup(snap, digest)
+	t, buried := v.lookup(sh, digest)
 	switch {
 	case !known:
 	case expired >= 0: // expired here before the control plane said so
@@ -117,9 +118,10 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 	return verdict{}, nil
 }
 
-// lookupTombstone finds a dead secret by its digest.
-func lookupTombstone(snap *snapshot, digest *[sha256.Size]byte) (tombstone, bool) {
-	t, ok := snap.tombstones[*digest]
+// lookupTombstone finds a dead secret by its digest, in the shard of the
+// client id presented (a client's tombstones live in its shard).
+func lookupTombstone(sh *shard, digest *[sha256.Size]byte) (tombstone, bool) {
+	t, ok := sh.tombstones[*digest]
 	return t, ok
 }
 

@@ -86,7 +86,7 @@ type caddy struct {
 // startCaddy writes cfg to dir/<name>.json and runs the binary on the
 // server core, with its data directory under dir, then waits until its
 // admin endpoint answers.
-func (e *env) startCaddy(name string, adminPort int, cfg map[string]any) (*caddy, error) {
+func (e *env) startCaddy(name string, adminPort int, cfg map[string]any, extraEnv ...string) (*caddy, error) {
 	dir := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -108,6 +108,7 @@ func (e *env) startCaddy(name string, adminPort int, cfg map[string]any) (*caddy
 	cmd := exec.Command("taskset", "-c", strconv.Itoa(e.s.serverCPU), e.bin, "run", "--config", path)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := e.procs.start("caddy "+name, cmd)
 	if err != nil {
@@ -437,6 +438,11 @@ func (cp controlPlane) addSecret(ctx context.Context, client, hash string) (id, 
 
 // waitStatus polls u with the Authorization header until it answers want.
 func waitStatus(ctx context.Context, u, auth string, want int, limit time.Duration) error {
+	return waitStatusEvery(ctx, u, auth, want, limit, 20*time.Millisecond)
+}
+
+// waitStatusEvery is waitStatus with a pause of every between tries.
+func waitStatusEvery(ctx context.Context, u, auth string, want int, limit, every time.Duration) error {
 	deadline := time.Now().Add(limit)
 	last := 0
 	for {
@@ -451,7 +457,7 @@ func waitStatus(ctx context.Context, u, auth string, want int, limit time.Durati
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

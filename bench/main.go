@@ -50,6 +50,11 @@ type settings struct {
 
 	scaleClients int
 	scaleEdges   int
+	scaleParts   string
+	edgeMemLimit string
+	deltaClients string
+	deltaEdges   int
+	revocations  int
 	usageReqs    int
 	usageSecrets int
 }
@@ -75,7 +80,12 @@ func main() {
 	flag.BoolVar(&s.scale, "scale", false, "run the scale measurements instead of the load contenders")
 	flag.BoolVar(&all, "all", false, "run the load contenders and the scale measurements")
 	flag.IntVar(&s.scaleClients, "scale-clients", 100_000, "clients in the big snapshot (two secrets each)")
-	flag.IntVar(&s.scaleEdges, "scale-edges", 1000, "waiting edges (long polls) held against the control plane")
+	flag.IntVar(&s.scaleEdges, "scale-edges", 1000, "waiting edges (long polls) held against the control plane, and stand-in edges in the change fan-out")
+	flag.StringVar(&s.scaleParts, "scale-parts", "snapshot,edges,usage,delta", "scale measurements to run, comma-separated: snapshot, edges, usage, delta")
+	flag.StringVar(&s.edgeMemLimit, "scale-memlimit", "", "GOMEMLIMIT of the edge in the snapshot measurement, run a second time with it (\"\": once, without)")
+	flag.StringVar(&s.deltaClients, "scale-delta-clients", "100000", "sizes of the change measurement (clients, two secrets each), comma-separated, e.g. 100000,1000000")
+	flag.IntVar(&s.deltaEdges, "scale-delta-edges", 100, "stand-in edges long-polling with since during the revocations")
+	flag.IntVar(&s.revocations, "scale-revocations", 50, "revocations timed at the edge in the change measurement")
 	flag.IntVar(&s.usageReqs, "usage-requests", 60_000, "requests served through the edge in the usage-ingest measurement")
 	flag.IntVar(&s.usageSecrets, "usage-secrets", 40, "distinct secrets (20 clients × 2 when 40) used by those requests")
 	flag.Parse()

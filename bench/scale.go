@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,14 +22,31 @@ import (
 func runScale(e *env) error {
 	fmt.Println("## Scale")
 	fmt.Println()
-	if err := scaleSnapshot(e); err != nil {
-		return fmt.Errorf("snapshot sync: %w", err)
+	parts := strings.Split(e.s.scaleParts, ",")
+	if slices.Contains(parts, "snapshot") {
+		if err := scaleSnapshot(e, ""); err != nil {
+			return fmt.Errorf("snapshot sync: %w", err)
+		}
+		if e.s.edgeMemLimit != "" {
+			if err := scaleSnapshot(e, e.s.edgeMemLimit); err != nil {
+				return fmt.Errorf("snapshot sync with GOMEMLIMIT: %w", err)
+			}
+		}
 	}
-	if err := scaleWaitingEdges(e); err != nil {
-		return fmt.Errorf("waiting edges: %w", err)
+	if slices.Contains(parts, "edges") {
+		if err := scaleWaitingEdges(e); err != nil {
+			return fmt.Errorf("waiting edges: %w", err)
+		}
 	}
-	if err := scaleUsage(e); err != nil {
-		return fmt.Errorf("usage ingest: %w", err)
+	if slices.Contains(parts, "usage") {
+		if err := scaleUsage(e); err != nil {
+			return fmt.Errorf("usage ingest: %w", err)
+		}
+	}
+	if slices.Contains(parts, "delta") {
+		if err := runDeltas(e); err != nil {
+			return fmt.Errorf("changes: %w", err)
+		}
 	}
 	return nil
 }
@@ -39,7 +57,8 @@ func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // from the moment the feed answers its waiting long-poll with the new
 // revision until the edge accepts a secret that exists only in it
 // (transfer + parse + swap), and reads the edge's heap.
-func scaleSnapshot(e *env) error {
+// With memLimit set, the edge runs with GOMEMLIMIT=memLimit.
+func scaleSnapshot(e *env, memLimit string) error {
 	n := e.s.scaleClients
 	ports, err := freePorts(2)
 	if err != nil {
@@ -57,14 +76,23 @@ func scaleSnapshot(e *env) error {
 		return err
 	}
 	defer feed.close()
-	dir := filepath.Join(e.dir, "snapshot")
+	name := "snapshot"
+	var extraEnv []string
+	if memLimit != "" {
+		name += "-memlimit"
+		extraEnv = append(extraEnv, "GOMEMLIMIT="+memLimit)
+	}
+	dir := filepath.Join(e.dir, name)
 	edge := edgeHandler(feed.url, token, 10*time.Second)
 	edge["revocation_delay"] = "30s"
+	// The probe fails every 2 ms until the new revision is in: with the
+	// failure budget on, later swaps would time the budget's throttling.
+	edge["failure_budget"] = map[string]any{"off": true}
 	cfg := map[string]any{
 		"logging": logging(dir, false),
 		"apps":    httpConfig(map[string]any{"edge": server(edgePort, edge, staticOK())}),
 	}
-	c, err := e.startCaddy("snapshot", adminPort, cfg)
+	c, err := e.startCaddy(name, adminPort, cfg, extraEnv...)
 	if err != nil {
 		return err
 	}
@@ -130,14 +158,18 @@ func scaleSnapshot(e *env) error {
 		swaps = append(swaps, swap{took: t1.Sub(t0), transfer: sent.end.Sub(sent.start), bytes: sent.bytes, gzip: sent.gzip, after: m, peak: peak})
 	}
 
-	fmt.Printf("### Snapshot sync: %d clients / %d secrets, full snapshot\n\n", n, 2*n)
+	title := "no GOMEMLIMIT"
+	if memLimit != "" {
+		title = "edge GOMEMLIMIT=" + memLimit
+	}
+	fmt.Printf("### Snapshot sync: %d clients / %d secrets, full snapshot (%s)\n\n", n, 2*n, title)
 	fmt.Printf("Snapshot: %s JSON, %s gzip (built by the harness in %s, not timed). The edge long-polls a\n", mib(uint64(plainBytes)), mib(uint64(gzBytes)), genTime.Round(time.Millisecond))
 	fmt.Println("stand-in feed server (Go, in the harness, on the load core) that answers the waiting poll with the new revision;")
 	fmt.Println("\"sync + swap\" runs from that answer until the edge accepts a secret present only in the new revision.")
 	fmt.Println()
-	fmt.Println("| swap | body sent | feed write | sync + swap (accepting) | peak heap during swap | edge live heap after (GC'd) | HeapSys | RSS | peak RSS |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	fmt.Printf("| before (1-client snapshot) | | | | | %s | %s | %s | %s |\n", mib(base.HeapAlloc), mib(base.HeapSys), mib(base.RSS), mib(base.HWM))
+	fmt.Println("| swap | body sent | feed write | sync + swap (accepting) | peak heap during swap | edge live heap after (GC'd) | peak / live | HeapSys | RSS | peak RSS |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| before (1-client snapshot) | | | | | %s | | %s | %s | %s |\n", mib(base.HeapAlloc), mib(base.HeapSys), mib(base.RSS), mib(base.HWM))
 	var tooks []float64
 	var peaks []uint64
 	for i, s := range swaps {
@@ -151,8 +183,8 @@ func scaleSnapshot(e *env) error {
 		}
 		tooks = append(tooks, float64(s.took))
 		peaks = append(peaks, s.peak)
-		fmt.Printf("| %d (%s) | %s %s | %s | **%s** | %s | %s | %s | %s | %s |\n", i+1, from, mib(uint64(s.bytes)), enc,
-			fmtDur(s.transfer), fmtDur(s.took), mib(s.peak), mib(s.after.HeapAlloc), mib(s.after.HeapSys), mib(s.after.RSS), mib(s.after.HWM))
+		fmt.Printf("| %d (%s) | %s %s | %s | **%s** | %s | %s | **%.2f×** | %s | %s | %s |\n", i+1, from, mib(uint64(s.bytes)), enc,
+			fmtDur(s.transfer), fmtDur(s.took), mib(s.peak), mib(s.after.HeapAlloc), float64(s.peak)/float64(s.after.HeapAlloc), mib(s.after.HeapSys), mib(s.after.RSS), mib(s.after.HWM))
 	}
 	last := swaps[len(swaps)-1].after
 	verdict := func(ok bool) string {
@@ -167,10 +199,10 @@ func scaleSnapshot(e *env) error {
 	fmt.Println("Peak heap: HeapAlloc (live + not yet collected) sampled from /debug/vars every 20 ms during the swap. HeapSys: heap address space")
 	fmt.Println("obtained from the OS so far (it never shrinks; part of it may be released). RSS: whole process, binary included.")
 	fmt.Println()
-	fmt.Printf("Target < 2 s: worst %s — %s. Target ≤ 150 MB edge heap: live %s after GC (%s of it for the snapshot) — %s; peak during a swap %s (%.0f MB) — %s.\n\n",
+	fmt.Printf("Target < 2 s: worst %s — %s. Target ≤ 150 MB edge heap: live %s after GC (%s of it for the snapshot) — %s; peak during a swap %s (%.0f MB) — %s. Target peak ≤ 1.5× live: worst %.2f× — %s.\n\n",
 		fmtDur(worst), verdict(worst < 2*time.Second),
 		mib(last.HeapAlloc), mib(last.HeapAlloc-min(last.HeapAlloc, base.HeapAlloc)), verdict(last.HeapAlloc <= 150e6),
-		mib(peak), float64(peak)/1e6, verdict(peak <= 150e6))
+		mib(peak), float64(peak)/1e6, verdict(peak <= 150e6), float64(peak)/float64(last.HeapAlloc), verdict(float64(peak) <= 1.5*float64(last.HeapAlloc)))
 	return nil
 }
 

@@ -47,6 +47,10 @@ type snapshotBuilder struct {
 
 	mu  sync.Mutex
 	cur *builtSnapshot
+	// changes are the change answers built for the revision changesRev,
+	// by the revision they start from.
+	changes    map[int64]*builtSnapshot
+	changesRev int64
 }
 
 type builtSnapshot struct {
@@ -134,6 +138,72 @@ func (f *snapshotBuilder) build(ctx context.Context) (*builtSnapshot, error) {
 	}
 }
 
+// changesSince returns an answer with the changes since (epoch, since),
+// at least as new as the published revision, built once however many edges
+// ask; nil when the answer must be a full snapshot (another epoch, a
+// revision the change log no longer reaches, too many changes).
+func (f *snapshotBuilder) changesSince(ctx context.Context, epoch string, since int64) (*builtSnapshot, error) {
+	cur, rev, _ := f.svc.Notifier().Current()
+	if epoch != cur || since > rev {
+		return nil, nil
+	}
+	f.mu.Lock()
+	b := f.changes[since]
+	f.mu.Unlock()
+	if b != nil && b.epoch == cur && b.rev >= rev {
+		return b, nil
+	}
+	for range 3 {
+		b, err := f.buildChanges(ctx, since)
+		if err != nil || b == nil {
+			return nil, err
+		}
+		if b.epoch != epoch {
+			return nil, nil
+		}
+		if b.rev >= rev {
+			return b, nil
+		}
+	}
+	return nil, nil // the store moves faster than changes build: answer in full
+}
+
+// buildChanges reads the changes since a revision from the store, one
+// read shared by every concurrent caller asking from that revision.
+func (f *snapshotBuilder) buildChanges(ctx context.Context, since int64) (*builtSnapshot, error) {
+	ch := f.group.DoChan("changes:"+strconv.FormatInt(since, 10), func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotBuildTimeout)
+		defer cancel()
+		d, ok, err := f.svc.Changes(bctx, since)
+		if err != nil || !ok {
+			return (*builtSnapshot)(nil), err
+		}
+		body, err := json.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		b := &builtSnapshot{epoch: d.Epoch, rev: d.Revision, etag: wire.ETag(d.Epoch, d.Revision), built: d.GeneratedAt, body: body}
+		f.mu.Lock()
+		if f.changes == nil || b.rev > f.changesRev {
+			f.changes, f.changesRev = map[int64]*builtSnapshot{}, b.rev
+		}
+		if b.rev == f.changesRev {
+			f.changes[since] = b
+		}
+		f.mu.Unlock()
+		return b, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*builtSnapshot), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // gzipped returns the body compressed, computing it on first use.
 func (b *builtSnapshot) gzipped() ([]byte, error) {
 	b.gzOnce.Do(func() {
@@ -167,6 +237,10 @@ func (a *API) notModified(w http.ResponseWriter, n *Notifier, epoch string, rev 
 // If-None-Match names the current revision gets 304, after waiting up to
 // wait (capped at max_wait) for a change that turns the answer into 200.
 // Waiting costs no store query: requests block on the notifier's channel.
+// A request with since=<epoch>.<revision> gets, when the change log
+// reaches back to it, the changes since that revision (wire.Delta) rather
+// than the whole snapshot; otherwise (another epoch, too old, malformed)
+// the whole snapshot, which is also what edges that never send since get.
 func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
@@ -201,7 +275,16 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
 			return
 		}
 	}
-	b, err := a.snapshots.get(r.Context())
+	var b *builtSnapshot
+	var err error
+	if since := r.URL.Query().Get(wire.SinceParam); since != "" {
+		if e, rev, ok := wire.ParseETag(`"` + since + `"`); ok {
+			b, err = a.snapshots.changesSince(r.Context(), e, rev)
+		}
+	}
+	if b == nil && err == nil {
+		b, err = a.snapshots.get(r.Context())
+	}
 	if err != nil {
 		if r.Context().Err() == nil {
 			a.log.Error("building snapshot failed", zap.Error(err))

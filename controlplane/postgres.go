@@ -331,6 +331,9 @@ func (s *PostgresStore) Update(ctx context.Context, fn func(Tx) error) (int64, e
 			if err := tx.QueryRow(ctx, sqlBumpRevision).Scan(&rev); err != nil {
 				return 0, fmt.Errorf("bumping revision: %w", err)
 			}
+			if err := logChanges(ctx, pgxDriverTx{tx}, rev, t.touched, time.Now()); err != nil {
+				return 0, err
+			}
 			// Delivered at commit, and only if the commit succeeds.
 			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, PostgresChannel, s.epoch+"."+strconv.FormatInt(rev, 10)); err != nil {
 				return 0, fmt.Errorf("announcing revision: %w", err)
@@ -456,6 +459,19 @@ func (s *PostgresStore) SecretByHash(ctx context.Context, hash string) (Secret, 
 		}
 		return sec, err
 	})
+}
+
+// Changes implements Store.
+func (s *PostgresStore) Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
+	type answer struct {
+		delta wire.Delta
+		ok    bool
+	}
+	a, err := readOnly(ctx, s, func(tx pgx.Tx) (answer, error) {
+		d, ok, err := readChanges(ctx, pgxDriverTx{tx}, since, now, tombstoneWindow)
+		return answer{d, ok}, err
+	})
+	return a.delta, a.ok, err
 }
 
 // ApplyUsage implements Store. The stamps go in one round trip (a batch in

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,12 +34,12 @@ const (
 	// tombstones: generated (sha256) secrets dead at $1 that were still
 	// alive at $2, now minus tombstone_window (alive = 0). Dead at t means
 	// revoked, or expires_at <= t.
-	sqlSnapshot = `SELECT client_id, secret_id, hash, expires_at,
+	sqlFeedColumns = `SELECT client_id, secret_id, hash, expires_at,
 			CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) THEN 1 ELSE 0 END
-		FROM secrets
-		WHERE (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1))
-			OR (hash LIKE 'sha256:%' AND (revoked_at IS NULL OR revoked_at > $2) AND (expires_at IS NULL OR expires_at > $2))
-		ORDER BY client_id, secret_id`
+		FROM secrets`
+	sqlFeedRows = `((revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1))
+			OR (hash LIKE 'sha256:%' AND (revoked_at IS NULL OR revoked_at > $2) AND (expires_at IS NULL OR expires_at > $2)))`
+	sqlSnapshot      = sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` ORDER BY client_id, secret_id`
 	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
 		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at`
 	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
@@ -69,8 +70,17 @@ const (
 	sqlDeleteClient    = `DELETE FROM clients WHERE client_id = $1`
 	sqlInsertSecret    = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
-	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2`
-	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2`
+	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2 RETURNING client_id`
+	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2 RETURNING client_id`
+
+	// The change log (migration 3).
+	sqlLogChange      = `INSERT INTO changes (revision, client_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	sqlChangesFrom    = `SELECT epoch, revision, changes_from FROM meta WHERE id = 1`
+	sqlChangedSince   = `SELECT DISTINCT client_id FROM changes WHERE revision > $1 AND client_id <> '' ORDER BY client_id LIMIT $2`
+	sqlLoggedSince    = `SELECT COUNT(DISTINCT revision) FROM changes WHERE revision > $1`
+	sqlPruneChanges   = `DELETE FROM changes WHERE revision <= $1`
+	sqlOldestByAge    = `SELECT COALESCE(MAX(revision), 0) FROM changes WHERE at < $1`
+	sqlRaiseChangesTo = `UPDATE meta SET changes_from = $1 WHERE id = 1 AND changes_from < $1`
 
 	// Owners and the audit trail (migration 2).
 	sqlListOwnedClients = `SELECT c.client_id, c.name, c.created_at FROM clients c
@@ -169,13 +179,149 @@ var migrations = [][]string{
 		)`,
 		`CREATE INDEX secrets_by_expiry ON secrets (expires_at)`,
 	},
-	{ // 4: dead secrets presented at the edge, leak reports, lookup by hash.
+	{ // 4: the change log the feed answers since=<revision> from. Every
+		// revision after meta.changes_from is in it: the clients whose feed
+		// entry the revision may have changed.
+		`CREATE TABLE changes (
+			revision  BIGINT NOT NULL,
+			client_id {id}   NOT NULL,
+			at        BIGINT NOT NULL,
+			PRIMARY KEY (revision, client_id)
+		)`,
+		`ALTER TABLE meta ADD COLUMN changes_from BIGINT NOT NULL DEFAULT 0`,
+		`UPDATE meta SET changes_from = revision`,
+	},
+	{ // 5: dead secrets presented at the edge, leak reports, lookup by hash.
 		`ALTER TABLE secrets ADD COLUMN presented_after_revoke_count BIGINT NOT NULL DEFAULT 0`,
 		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_at BIGINT`,
 		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_from TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE secrets ADD COLUMN leak_reported_at BIGINT`,
 		`CREATE INDEX secrets_by_hash ON secrets (hash)`,
 	},
+}
+
+// How long the change log reaches back: a revision leaves it once it is
+// changeLogRevisions behind the newest, or older than changeLogAge. The
+// log is pruned every changePruneEvery revisions.
+const (
+	changeLogRevisions = 10_000
+	changeLogAge       = time.Hour
+	changePruneEvery   = 64
+	// maxChangedClients is the most clients a change answer lists; past
+	// it the feed answers with a full snapshot.
+	maxChangedClients = 10_000
+)
+
+// logChanges records, in the writing transaction, which clients revision
+// rev touched — a row with an empty client id when it touched none, so
+// that every revision has a row and one written by a control plane that
+// keeps no log (an older replica during an upgrade) shows as a gap — and
+// prunes the log now and then.
+func logChanges(ctx context.Context, d driverTx, rev int64, touched []string, now time.Time) error {
+	if len(touched) == 0 {
+		touched = []string{""}
+	}
+	for _, id := range touched {
+		if _, err := d.exec(ctx, sqlLogChange, rev, id, now.UnixMilli()); err != nil {
+			return fmt.Errorf("logging the change: %w", err)
+		}
+	}
+	if rev%changePruneEvery != 0 {
+		return nil
+	}
+	floor := rev - changeLogRevisions
+	var old int64
+	if err := d.queryRow(ctx, sqlOldestByAge, now.Add(-changeLogAge).UnixMilli()).Scan(&old); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	floor = max(floor, old)
+	if floor <= 0 {
+		return nil
+	}
+	if _, err := d.exec(ctx, sqlPruneChanges, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	if _, err := d.exec(ctx, sqlRaiseChangesTo, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	return nil
+}
+
+// readChanges reads, inside one read transaction of the caller's, the
+// epoch, the revision and the changes since since: every client the log
+// names after it, with its secrets active at now and its tombstones (as in
+// readSnapshot), or as removed when it has neither (as a full snapshot
+// would not list it). ok is false when the log does not reach back to
+// since, misses a revision after it, since is ahead of the store, or more
+// than maxChangedClients changed: the caller answers in full.
+func readChanges(ctx context.Context, d driverTx, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
+	var delta wire.Delta
+	var from int64
+	if err := d.queryRow(ctx, sqlChangesFrom).Scan(&delta.Epoch, &delta.Revision, &from); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if since < from || since > delta.Revision {
+		return delta, false, nil
+	}
+	var logged int64
+	if err := d.queryRow(ctx, sqlLoggedSince, since).Scan(&logged); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if logged != delta.Revision-since { // a revision written without its log
+		return delta, false, nil
+	}
+	delta.Since = since
+	ids, err := readStrings(ctx, d, sqlChangedSince, since, maxChangedClients+1)
+	if err != nil {
+		return wire.Delta{}, false, err
+	}
+	if len(ids) > maxChangedClients {
+		return delta, false, nil
+	}
+	delta.Changed, delta.Removed = []wire.Client{}, []string{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, len(batch)+2)
+		args = append(args, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		rs, err := d.query(ctx, sqlFeedRowsOf(len(batch)), args...)
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		clients, err := scanSnapshot(rs)
+		rs.Close()
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		i := 0
+		for _, id := range batch { // both sorted by client id
+			if i < len(clients) && clients[i].ClientID == id {
+				i++
+				continue
+			}
+			delta.Removed = append(delta.Removed, id)
+		}
+		delta.Changed = append(delta.Changed, clients...)
+	}
+	return delta, true, nil
+}
+
+// sqlFeedRowsOf selects the rows of sqlSnapshot for n clients, named by
+// $3…$n+2 ($1 is now, $2 the tombstones' cutoff).
+func sqlFeedRowsOf(n int) string {
+	var b strings.Builder
+	b.WriteString(sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` AND client_id IN (`)
+	for i := 3; i <= n+2; i++ {
+		if i > 3 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i)
+	}
+	b.WriteString(`) ORDER BY client_id, secret_id`)
+	return b.String()
 }
 
 // sqlOwnersIn selects the owners of n clients, named by $1…$n.
@@ -279,6 +425,19 @@ type storeTx struct {
 	d          driverTx
 	lockSuffix string
 	changed    bool
+	// touched are the clients whose feed entry the transaction may have
+	// changed, for the change log: every method that changes what the
+	// feed lists of a client (its secrets, its tombstones, whatever it
+	// carries) must touch it.
+	touched []string
+}
+
+// touch records that the feed entry of clientID may have changed.
+func (t *storeTx) touch(clientID string) {
+	t.changed = true
+	if !slices.Contains(t.touched, clientID) {
+		t.touched = append(t.touched, clientID)
+	}
 }
 
 func (t *storeTx) LockClient(ctx context.Context, id string) (Client, error) {
@@ -298,7 +457,7 @@ func (t *storeTx) InsertClient(ctx context.Context, c Client) error {
 	if n == 0 {
 		return ErrClientExists
 	}
-	t.changed = true
+	t.touch(c.ID)
 	return t.insertOwners(ctx, c.ID, c.Owners)
 }
 
@@ -318,7 +477,11 @@ func (t *storeTx) DeleteClient(ctx context.Context, id string) error {
 	if _, err := t.d.exec(ctx, sqlDeleteOwnersOf, id); err != nil {
 		return err
 	}
-	return t.execOne(ctx, sqlDeleteClient, id)
+	if err := t.execOne(ctx, sqlDeleteClient, id); err != nil {
+		return err
+	}
+	t.touch(id)
+	return nil
 }
 
 func (t *storeTx) SetOwners(ctx context.Context, clientID string, owners []string) error {
@@ -342,16 +505,30 @@ func (t *storeTx) InsertSecret(ctx context.Context, s Secret) error {
 	if _, err := t.d.exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
 		return err
 	}
-	t.changed = true
+	t.touch(s.ClientID)
 	return nil
 }
 
 func (t *storeTx) SetExpiry(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
+	return t.updateSecret(ctx, sqlSetExpiry, at.UnixMilli(), secretID)
 }
 
 func (t *storeTx) Revoke(ctx context.Context, secretID string, at time.Time) error {
-	return t.execOne(ctx, sqlRevoke, at.UnixMilli(), secretID)
+	return t.updateSecret(ctx, sqlRevoke, at.UnixMilli(), secretID)
+}
+
+// updateSecret runs an UPDATE … RETURNING client_id of one secret and
+// touches its client; ErrNotFound when there is no such secret.
+func (t *storeTx) updateSecret(ctx context.Context, query string, args ...any) error {
+	var clientID string
+	if err := t.d.queryRow(ctx, query, args...).Scan(&clientID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	t.touch(clientID)
+	return nil
 }
 
 func (t *storeTx) RecordRevokedUse(ctx context.Context, u wire.RevokedUse) (RecordedRevokedUse, error) {
@@ -409,11 +586,7 @@ func readSnapshot(ctx context.Context, d driverTx, now time.Time, tombstoneWindo
 	if err := d.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
 		return wire.Snapshot{}, err
 	}
-	since := int64(math.MaxInt64) // no secret died after that: no tombstones
-	if tombstoneWindow > 0 {
-		since = now.Add(-tombstoneWindow).UnixMilli()
-	}
-	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli(), since)
+	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -422,6 +595,16 @@ func readSnapshot(ctx context.Context, d driverTx, now time.Time, tombstoneWindo
 		return wire.Snapshot{}, err
 	}
 	return snap, nil
+}
+
+// tombstonesSince is the cutoff of sqlSnapshot's $2: a generated secret
+// dead at now and still alive at this time is a tombstone. With no window,
+// a time no secret died after.
+func tombstonesSince(now time.Time, window time.Duration) int64 {
+	if window <= 0 {
+		return math.MaxInt64
+	}
+	return now.Add(-window).UnixMilli()
 }
 
 // scanAll reads every row with scan: the loop of every listing, written

@@ -896,6 +896,19 @@ func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 	return snap, nil
 }
 
+// Changes returns the feed's changes since a revision (Store.Changes),
+// with tombstones, stamped with the service clock; ok is false when the
+// feed must answer with a full snapshot.
+func (s *Service) Changes(ctx context.Context, since int64) (wire.Delta, bool, error) {
+	now := s.Now()
+	d, ok, err := s.store.Changes(ctx, since, now, s.tombstoneWindow)
+	if err != nil || !ok {
+		return wire.Delta{}, false, err
+	}
+	d.GeneratedAt = now
+	return d, true, nil
+}
+
 // ApplyUsage records a batch of last-used stamps, then its
 // presented-after-revoke reports (ApplyRevokedUses). Stamps are merged per
 // secret first (newest wins), so the store does one write per distinct

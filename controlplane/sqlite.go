@@ -143,6 +143,11 @@ func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("reading revision: %w", err)
 	}
+	if t.changed {
+		if err := logChanges(ctx, sqlDriverTx{tx}, rev, t.touched, time.Now()); err != nil {
+			return 0, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("committing: %w", err)
 	}
@@ -241,6 +246,16 @@ func (s *SQLiteStore) SecretByHash(ctx context.Context, hash string) (Secret, er
 		return Secret{}, ErrNotFound
 	}
 	return sec, err
+}
+
+// Changes implements Store.
+func (s *SQLiteStore) Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return wire.Delta{}, false, err
+	}
+	defer tx.Rollback()
+	return readChanges(ctx, sqlDriverTx{tx}, since, now, tombstoneWindow)
 }
 
 // ApplyUsage implements Store.

@@ -185,6 +185,17 @@ type Store interface {
 	// indexed lookup), or ErrNotFound.
 	SecretByHash(ctx context.Context, hash string) (Secret, error)
 
+	// Changes returns, read in one consistent view, the epoch, the
+	// revision and the changes since revision since: every client whose
+	// feed entry a revision after since may have changed, with its
+	// secrets active at now and its tombstones within tombstoneWindow (as
+	// Snapshot lists them), or in Removed when Snapshot would not list it. ok is false when the change log does
+	// not reach back to since (pruned, or since is ahead), or too many
+	// clients changed: the feed then answers with a full snapshot.
+	// Update writes the log in the transaction of each change, so every
+	// replica of a store reads the same changes.
+	Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (delta wire.Delta, ok bool, err error)
+
 	// ApplyUsage records last-used stamps: for each secret, last_used_at
 	// becomes the later of the stored and the reported time, and
 	// last_used_from follows the newest stamp; first_used_at is set by the

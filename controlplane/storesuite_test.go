@@ -54,6 +54,9 @@ var storeSuite = []struct {
 	{"ClientsOrderedBytewise", testClientsOrderedBytewise},
 	{"PingFailsAfterClose", testPingFailsAfterClose},
 	{"ServicesShareTheStoreNotifier", testServicesShareTheStoreNotifier},
+	{"ChangesEqualSnapshots", testChangesEqualSnapshots},
+	{"ChangesOnlyWhileLogged", testChangesOnlyWhileLogged},
+	{"ChangesFeed", testChangesFeed},
 	// The rules over it (service_test.go).
 	{"GenerateUpToMax", testGenerateUpToMax},
 	{"MaxActiveSecretsConfigurable", testMaxActiveSecretsConfigurable},

@@ -26,7 +26,9 @@ type outsideCP struct {
 	cp   *controlplane.Server
 }
 
-func startOutsideCP(t *testing.T, path string) *outsideCP {
+// startOutsideCP starts it on the SQLite file at path; wrap, if given,
+// wraps its handler (a test that watches the feed).
+func startOutsideCP(t *testing.T, path string, wrap ...func(http.Handler) http.Handler) *outsideCP {
 	t.Helper()
 	cp, err := controlplane.NewServer(context.Background(), path, controlplane.ServiceOptions{},
 		controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
@@ -38,7 +40,11 @@ func startOutsideCP(t *testing.T, path string) *outsideCP {
 		cp.Close()
 		t.Fatal(err)
 	}
-	p := &outsideCP{t: t, path: path, http: &http.Server{Handler: cp}, cp: cp}
+	var h http.Handler = cp
+	for _, w := range wrap {
+		h = w(h)
+	}
+	p := &outsideCP{t: t, path: path, http: &http.Server{Handler: h}, cp: cp}
 	go func() { _ = p.http.Serve(ln) }()
 	t.Cleanup(p.stop)
 	return p

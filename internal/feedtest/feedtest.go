@@ -29,6 +29,10 @@ type Server struct {
 	revoked  []wire.RevokedUse
 	override func(w http.ResponseWriter)
 	failPost bool
+	// history holds earlier snapshots by revision while changes are
+	// served (ServeChanges); answers records "full" or "change" per 200.
+	history map[int64][]byte
+	answers []string
 }
 
 // New starts a server that serves snap; it stops when the test ends.
@@ -67,15 +71,89 @@ func (fs *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	fs.mu.Lock()
 	snap := fs.snap
-	fs.mu.Unlock()
+	var change *wire.Delta
+	if fs.history != nil {
+		change = fs.changeSince(r.URL.Query().Get(wire.SinceParam))
+	}
 	tag = wire.ETag(snap.Epoch, snap.Revision)
 	if r.Header.Get("If-None-Match") == tag {
+		fs.mu.Unlock()
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	if change != nil {
+		fs.answers = append(fs.answers, "change")
+	} else {
+		fs.answers = append(fs.answers, "full")
+	}
+	fs.mu.Unlock()
 	w.Header().Set("ETag", tag)
 	w.Header().Set("Content-Type", "application/json")
+	if change != nil {
+		_ = json.NewEncoder(w).Encode(change)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(snap)
+}
+
+// ServeChanges makes the server answer since=<epoch>.<revision> with the
+// changes since that revision while it still has it (from now on), as the
+// control plane does; without it the server is one that predates changes
+// and answers full snapshots.
+func (fs *Server) ServeChanges() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.history = map[int64][]byte{}
+	fs.keepLocked()
+}
+
+// ForgetChanges drops the history: the next since is answered in full.
+func (fs *Server) ForgetChanges() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.history != nil {
+		fs.history = map[int64][]byte{}
+	}
+}
+
+// Answers returns "full" or "change" for every 200 served so far.
+func (fs *Server) Answers() []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]string(nil), fs.answers...)
+}
+
+func (fs *Server) keepLocked() {
+	raw, _ := json.Marshal(fs.snap)
+	fs.history[fs.snap.Revision] = raw
+}
+
+// changeSince diffs the snapshot against the one kept at since, or
+// returns nil.
+func (fs *Server) changeSince(since string) *wire.Delta {
+	epoch, rev, ok := wire.ParseETag(`"` + since + `"`)
+	raw, kept := fs.history[rev]
+	if !ok || epoch != fs.snap.Epoch || !kept || rev > fs.snap.Revision {
+		return nil
+	}
+	var old wire.Snapshot
+	_ = json.Unmarshal(raw, &old)
+	before := map[string][]byte{}
+	for _, c := range old.Clients {
+		before[c.ClientID], _ = json.Marshal(c)
+	}
+	d := &wire.Delta{Epoch: fs.snap.Epoch, Revision: fs.snap.Revision, Since: rev, GeneratedAt: time.Now(), Changed: []wire.Client{}, Removed: []string{}}
+	for _, c := range fs.snap.Clients {
+		now, _ := json.Marshal(c)
+		if string(before[c.ClientID]) != string(now) {
+			d.Changed = append(d.Changed, c)
+		}
+		delete(before, c.ClientID)
+	}
+	for id := range before {
+		d.Removed = append(d.Removed, id)
+	}
+	return d
 }
 
 func (fs *Server) serveUsage(w http.ResponseWriter, r *http.Request) {
@@ -100,6 +178,9 @@ func (fs *Server) Update(change func(*wire.Snapshot)) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	change(&fs.snap)
+	if fs.history != nil {
+		fs.keepLocked()
+	}
 	close(fs.changed)
 	fs.changed = make(chan struct{})
 }

@@ -360,8 +360,12 @@ func MatchDigest(a, b *[sha256.Size]byte) bool {
 // NewSHA256 returns the stored form of a generated secret:
 // `sha256:` + base64url(sha256(secret)) without padding.
 func NewSHA256(secret string) string {
-	d := sha256.Sum256([]byte(secret))
-	return sha256Prefix + base64.RawURLEncoding.EncodeToString(d[:])
+	return FormatSHA256(sha256.Sum256([]byte(secret)))
+}
+
+// FormatSHA256 returns the stored form of a generated secret's digest.
+func FormatSHA256(digest [sha256.Size]byte) string {
+	return sha256Prefix + base64.RawURLEncoding.EncodeToString(digest[:])
 }
 
 // NewArgon2id hashes a plaintext legacy secret for storage, as a PHC string.

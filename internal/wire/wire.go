@@ -15,6 +15,15 @@ const (
 	UsagePath    = "/v1/edge/usage"
 )
 
+// SinceParam is the query parameter by which an edge asks for the changes
+// since the snapshot it holds: since=<epoch>.<revision>.
+const SinceParam = "since"
+
+// FormatSince formats the value of SinceParam.
+func FormatSince(epoch string, revision int64) string {
+	return epoch + "." + strconv.FormatInt(revision, 10)
+}
+
 // Snapshot is the body of a 200 answer to GET /v1/edge/snapshot: every
 // client with its active secrets, hashes only.
 type Snapshot struct {
@@ -22,6 +31,21 @@ type Snapshot struct {
 	Revision    int64     `json:"revision"`
 	GeneratedAt time.Time `json:"generated_at"`
 	Clients     []Client  `json:"clients"`
+}
+
+// Delta is the body of a 200 answer to GET /v1/edge/snapshot?since=…
+// when the control plane can answer with the changes since that revision:
+// every client changed since then, whole (its active secrets and
+// tombstones as a full snapshot would list them), and the ids of the
+// clients removed. Applied to the snapshot at Since, it gives the snapshot
+// at Revision. A body with "clients" instead is a full snapshot.
+type Delta struct {
+	Epoch       string    `json:"epoch"`
+	Revision    int64     `json:"revision"`
+	Since       int64     `json:"since"`
+	GeneratedAt time.Time `json:"generated_at"`
+	Changed     []Client  `json:"changed"`
+	Removed     []string  `json:"removed"`
 }
 
 // Client is one client in a snapshot.
