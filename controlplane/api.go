@@ -47,6 +47,13 @@ type APIOptions struct {
 	// EdgeToken authorises the edge feed and usage ingest. Required, and
 	// different from AdminToken.
 	EdgeToken string
+	// LeakToken authorises POST /v1/leaks and nothing else. Optional;
+	// different from the other two.
+	LeakToken string
+	// LeakReportKeys is the path of GitHub's key list for POST
+	// /v1/leaks/github (see Handler.LeakReportKeys). Default: none (the
+	// endpoint answers 404).
+	LeakReportKeys string
 	// MaxWait caps the wait parameter of feed requests. Default: 60s.
 	MaxWait time.Duration
 	// Admins are the user ids with the admin token's powers. Default:
@@ -67,15 +74,22 @@ type APIOptions struct {
 // health check (README: Management API; docs/design.md §4) as one http.Handler, usable inside Caddy
 // (see Handler) or on its own.
 type API struct {
-	svc     *Service
-	admin   [sha256.Size]byte
-	edge    [sha256.Size]byte
-	admins  map[string]bool
-	user    func(*http.Request) string
-	maxWait time.Duration
-	log     *zap.Logger
-	mux     *http.ServeMux
-	console *console
+	svc   *Service
+	admin [sha256.Size]byte
+	edge  [sha256.Size]byte
+	// leak is the leak token's digest; hasLeak says whether one is set.
+	leak    [sha256.Size]byte
+	hasLeak bool
+	// leaks limits the leak endpoints per caller; githubKeys verifies
+	// GitHub's reports (nil: that endpoint is off).
+	leaks      *ipLimiter
+	githubKeys *keyList
+	admins     map[string]bool
+	user       func(*http.Request) string
+	maxWait    time.Duration
+	log        *zap.Logger
+	mux        *http.ServeMux
+	console    *console
 	// snapshots builds and shares the feed's answers.
 	snapshots *snapshotBuilder
 
@@ -111,6 +125,9 @@ func (o APIOptions) validate() error {
 	if o.AdminToken == o.EdgeToken {
 		return errors.New("admin_token and edge_token must differ")
 	}
+	if o.LeakToken != "" && (o.LeakToken == o.AdminToken || o.LeakToken == o.EdgeToken) {
+		return errors.New("leak_token must differ from admin_token and edge_token")
+	}
 	if o.MaxWait < 0 {
 		return errors.New("max_wait must not be negative")
 	}
@@ -141,6 +158,16 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 	}
 	for _, u := range opts.Admins {
 		a.admins[u] = true
+	}
+	if opts.LeakToken != "" {
+		a.leak, a.hasLeak = sha256.Sum256([]byte(opts.LeakToken)), true
+	}
+	a.leaks = newIPLimiter(leakRate, leakBurst)
+	if opts.LeakReportKeys != "" {
+		var err error
+		if a.githubKeys, err = loadKeyList(opts.LeakReportKeys, opts.Logger); err != nil {
+			return nil, fmt.Errorf("leak_report_keys: %w", err)
+		}
 	}
 	a.snapshots = newSnapshotBuilder(svc)
 	if opts.Console {
@@ -173,8 +200,8 @@ func (a *API) Handles(path string) bool {
 }
 
 func apiPath(path string) bool {
-	return path == "/healthz" || path == "/v1/clients" || path == "/v1/events" ||
-		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/")
+	return path == "/healthz" || path == "/v1/clients" || path == "/v1/events" || path == leaksPath ||
+		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/") || strings.HasPrefix(path, "/v1/leaks/")
 }
 
 // ServeHTTP implements http.Handler. A path with dot or empty segments is
@@ -210,6 +237,8 @@ type role int
 const (
 	roleAdmin role = iota
 	roleEdge
+	// roleLeak: the admin token, the leak token or a signed-in user.
+	roleLeak
 )
 
 // routes wires each path to a handler per method; other methods get a
@@ -228,6 +257,8 @@ func (a *API) routes() {
 	a.route("/v1/events", roleAdmin, methods{"GET": a.listEvents})
 	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
 	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
+	a.route(leaksPath, roleLeak, methods{"POST": a.reportLeaks})
+	a.mux.HandleFunc(githubLeaksPath, a.githubLeaks)
 	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -305,7 +336,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Acto
 		return Actor{}, false
 	}
 	token, ok := bearer(r.Header.Get("Authorization"))
-	if !ok && need == roleAdmin {
+	if !ok && need != roleEdge {
 		if user := a.user(r); user != "" {
 			return Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, true
 		}
@@ -318,12 +349,15 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Acto
 	sum := sha256.Sum256([]byte(token))
 	isAdmin := subtle.ConstantTimeCompare(sum[:], a.admin[:]) == 1
 	isEdge := subtle.ConstantTimeCompare(sum[:], a.edge[:]) == 1
+	isLeak := a.hasLeak && subtle.ConstantTimeCompare(sum[:], a.leak[:]) == 1
 	switch {
-	case need == roleAdmin && isAdmin:
+	case need != roleEdge && isAdmin:
 		return Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, true
 	case need == roleEdge && isEdge:
 		return Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
-	case isAdmin, isEdge:
+	case need == roleLeak && isLeak:
+		return Actor{TokenID: "leak-token", Leak: true, RemoteIP: remoteIP(r)}, true
+	case isAdmin, isEdge, isLeak:
 		writeError(w, http.StatusForbidden, "insufficient_scope", "this token may not use this endpoint")
 		return Actor{}, false
 	}
@@ -383,6 +417,11 @@ type (
 		LastUsedAt   *time.Time `json:"last_used_at"`
 		LastUsedFrom *string    `json:"last_used_from"`
 		FirstUsedAt  *time.Time `json:"first_used_at"`
+		// Dead secrets presented at an edge, and leak reports.
+		PresentedAfterRevoke         int64      `json:"presented_after_revoke_count"`
+		LastPresentedAfterRevokeAt   *time.Time `json:"last_presented_after_revoke_at"`
+		LastPresentedAfterRevokeFrom *string    `json:"last_presented_after_revoke_from"`
+		LeakReportedAt               *time.Time `json:"leak_reported_at"`
 	}
 	secretListJSON struct {
 		Secrets []secretJSON `json:"secrets"`
@@ -460,10 +499,16 @@ func toSecretJSON(s Secret, now time.Time) secretJSON {
 	out := secretJSON{
 		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
+		PresentedAfterRevoke: s.PresentedAfterRevoke, LastPresentedAfterRevokeAt: s.LastPresentedAfterRevokeAt,
+		LeakReportedAt: s.LeakReportedAt,
 	}
 	if s.LastUsedFrom != "" {
 		from := s.LastUsedFrom
 		out.LastUsedFrom = &from
+	}
+	if s.LastPresentedAfterRevokeFrom != "" {
+		from := s.LastPresentedAfterRevokeFrom
+		out.LastPresentedAfterRevokeFrom = &from
 	}
 	return out
 }

@@ -103,7 +103,7 @@ func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who Actor) {
 		a.fail(w, r, err)
 		return
 	}
-	out := callersJSON{SecretID: sc.Secret.ID, Window: a.svc.window.String(), Callers: make([]callerJSON, 0, len(sc.Callers))}
+	out := callersJSON{SecretID: sc.Secret.ID, Window: a.svc.TombstoneWindow().String(), Callers: make([]callerJSON, 0, len(sc.Callers))}
 	if sc.Newest != "" {
 		out.NewestSecretID = &sc.Newest
 	}

@@ -35,10 +35,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_active_secrets <n>
 //		secret_prefix <prefix>
 //		max_wait <duration>
-//		tombstone_window <duration>
 //		admins <user_id>...
 //		user_id <placeholder>
 //		console [on|off]
+//		tombstone_window <duration>
+//		leak_token <token>
+//		leak_report_keys <file>
+//		leak_action revoke|flag
 //		webhook <url> {
 //			secret <secret>
 //			events <type>...
@@ -91,6 +94,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "tombstone_window":
 			h.TombstoneWindow = new(caddy.Duration)
 			return directive.Duration(d, h.TombstoneWindow)
+		case "leak_token":
+			return directive.OneArg(d, &h.LeakToken)
+		case "leak_report_keys":
+			return directive.OneArg(d, &h.LeakReportKeys)
+		case "leak_action":
+			return directive.OneArg(d, &h.LeakAction)
 		case "webhook":
 			return h.unmarshalWebhook(d)
 		case "expiry_reminders":

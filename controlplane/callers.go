@@ -19,9 +19,6 @@ const (
 	// the newest by last seen stay, older ones are dropped at the next
 	// batch that touches the secret.
 	MaxCallersPerSecret = 256
-	// DefaultTombstoneWindow is how long callers (and, for the leak loop,
-	// dead secrets) are kept unless configured.
-	DefaultTombstoneWindow = 720 * time.Hour
 	// callersPruneEvery spaces the deletions of callers past the window.
 	callersPruneEvery = time.Minute
 )
@@ -74,10 +71,10 @@ type CallerStatus struct {
 // callersSince is the oldest last-seen time that the window keeps at now;
 // ok is false when the window keeps nothing.
 func (s *Service) callersSince(now time.Time) (since time.Time, ok bool) {
-	if s.window <= 0 {
+	if s.tombstoneWindow <= 0 {
 		return time.Time{}, false
 	}
-	return now.Add(-s.window), true
+	return now.Add(-s.tombstoneWindow), true
 }
 
 // applyCallers records the callers of a usage batch: per (secret, caller

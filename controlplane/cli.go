@@ -364,7 +364,7 @@ func printCreated(cmd *cobra.Command, w io.Writer, clientID string, out createdS
 // printSecrets writes the table of `secret list`.
 func printSecrets(w io.Writer, secrets []secretJSON) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tHINT\tCREATED\tEXPIRES\tLAST USED\tLAST USED FROM")
+	fmt.Fprintln(tw, "ID\tSTATUS\tHINT\tCREATED\tEXPIRES\tLAST USED\tLAST USED FROM\tPRESENTED AFTER REVOKE")
 	for _, s := range secrets {
 		from := "-"
 		if s.LastUsedFrom != nil && *s.LastUsedFrom != "" {
@@ -374,10 +374,28 @@ func printSecrets(w io.Writer, secrets []secretJSON) {
 		if s.RevokedAt != nil {
 			expires = "revoked " + fmtTime(s.RevokedAt, "")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, s.Hint,
-			fmtTime(&s.CreatedAt, "-"), expires, fmtTime(s.LastUsedAt, "never"), from)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, s.Hint,
+			fmtTime(&s.CreatedAt, "-"), expires, fmtTime(s.LastUsedAt, "never"), from, afterRevoke(s))
 	}
 	tw.Flush()
+}
+
+// afterRevoke words a secret's presented-after-revoke count: "-", or
+// "3 (last 2030-01-02T03:04:05Z from 203.0.113.9)"; a leak report adds
+// "; leak reported".
+func afterRevoke(s secretJSON) string {
+	out := "-"
+	if s.PresentedAfterRevoke > 0 {
+		out = fmt.Sprintf("%d (last %s", s.PresentedAfterRevoke, fmtTime(s.LastPresentedAfterRevokeAt, "?"))
+		if s.LastPresentedAfterRevokeFrom != nil {
+			out += " from " + *s.LastPresentedAfterRevokeFrom
+		}
+		out += ")"
+	}
+	if s.LeakReportedAt != nil {
+		out += "; leak reported " + fmtTime(s.LeakReportedAt, "")
+	}
+	return out
 }
 
 func fmtTime(t *time.Time, none string) string {

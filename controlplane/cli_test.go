@@ -134,7 +134,7 @@ func TestCLISecrets(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	header := strings.Fields(lines[0])
-	if strings.Join(header, " ") != "ID STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM" || len(lines) != 3 {
+	if strings.Join(header, " ") != "ID STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM PRESENTED AFTER REVOKE" || len(lines) != 3 {
 		t.Fatalf("secret list:\n%s", out)
 	}
 	for _, want := range []string{secrets[0].ID, "expiring", "active", Hint(DefaultSecretPrefix, first), used.Format(time.RFC3339), "203.0.113.5", "never", "2030-01-03T03:04:05Z"} {

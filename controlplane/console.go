@@ -324,6 +324,8 @@ type clientRow struct {
 	ID, Name, Path string
 	Active         int
 	LastUsed       *when
+	// AfterRevoke adds up the client's dead secrets presented at edges.
+	AfterRevoke int64
 }
 
 func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
@@ -354,6 +356,7 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor,
 			if lu := secrets[i].LastUsedAt; lu != nil && (last == nil || lu.After(*last)) {
 				last = lu
 			}
+			row.AfterRevoke += secrets[i].PresentedAfterRevoke
 		}
 		row.LastUsed = at(last)
 		v.Clients = append(v.Clients, row)
@@ -435,16 +438,22 @@ type clientView struct {
 }
 
 type secretRow struct {
-	ID, Hint   string
-	Status     Status
-	Created    *when
-	Expires    *when
-	Revoked    *when
-	LastUsed   *when
-	LastFrom   string
-	Active     bool
-	RevokePath string
-	CutOver    cutOver
+	ID, Hint string
+	Status   Status
+	Created  *when
+	Expires  *when
+	Revoked  *when
+	LastUsed *when
+	LastFrom string
+	// AfterRevoke counts the requests that presented the secret after it
+	// was revoked or expired; AfterRevokeAt and …From are the newest.
+	AfterRevoke     int64
+	AfterRevokeAt   *when
+	AfterRevokeFrom string
+	LeakReported    *when
+	Active          bool
+	RevokePath      string
+	CutOver         cutOver
 }
 
 type auditRow struct {
@@ -470,6 +479,8 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who Actor, 
 		row := secretRow{
 			ID: s.ID, Hint: s.Hint, Status: s.Status(now), Created: at(&s.CreatedAt), Expires: at(s.ExpiresAt),
 			Revoked: at(s.RevokedAt), LastUsed: at(s.LastUsedAt), LastFrom: s.LastUsedFrom, Active: s.Active(now),
+			AfterRevoke: s.PresentedAfterRevoke, AfterRevokeAt: at(s.LastPresentedAfterRevokeAt),
+			AfterRevokeFrom: s.LastPresentedAfterRevokeFrom, LeakReported: at(s.LeakReportedAt),
 			RevokePath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/revoke",
 		}
 		if row.Active {

@@ -83,11 +83,16 @@ func TestSnapshot(t *testing.T) {
 	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", wire.ETag("other", rev)), 200)
 	mustStatus(t, e.edge("GET", wire.SnapshotPath, nil, "If-None-Match", "garbage"), 200)
 
-	// After the expiry, the rebuilt snapshot leaves the expired secret out.
+	// After the expiry, the rebuilt snapshot leaves the expired secret
+	// out of b's secrets and carries it as b's tombstone.
 	e.clock.Add(2 * time.Hour)
 	s = decodeSnapshot(t, e.edge("GET", wire.SnapshotPath, nil))
-	if len(s.Clients) != 1 || s.Clients[0].ClientID != "a" {
+	if len(s.Clients) != 2 || s.Clients[0].ClientID != "a" || len(s.Clients[0].Secrets) != 1 {
 		t.Fatalf("after expiry: %+v", s.Clients)
+	}
+	if b := s.Clients[1]; b.ClientID != "b" || len(b.Secrets) != 0 || len(b.Tombstones) != 1 ||
+		b.Tombstones[0] != (wire.Tombstone{ID: timed.Secret.ID, Hash: timed.Secret.Hash}) {
+		t.Fatalf("after expiry, client b: %+v", s.Clients[1])
 	}
 }
 

@@ -66,11 +66,17 @@ type countingStore struct {
 	Store
 	snapshots atomic.Int64
 	revisions atomic.Int64
+	lookups   atomic.Int64
 }
 
-func (c *countingStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+func (c *countingStore) Snapshot(ctx context.Context, now time.Time, window time.Duration) (wire.Snapshot, error) {
 	c.snapshots.Add(1)
-	return c.Store.Snapshot(ctx, now)
+	return c.Store.Snapshot(ctx, now, window)
+}
+
+func (c *countingStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+	c.lookups.Add(1)
+	return c.Store.SecretByHash(ctx, hash)
 }
 
 func (c *countingStore) Revision(ctx context.Context) (string, int64, error) {
@@ -89,6 +95,7 @@ type env struct {
 	clock *fakeClock
 	svc   *Service
 	api   *API
+	// audit observes the audit log and the service's other log lines.
 	audit *observer.ObservedLogs
 }
 
@@ -109,7 +116,7 @@ func newEnvOn(t *testing.T, st Store, path string, opts ...envOption) *env {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	e := &env{t: t, store: st, path: path, clock: newFakeClock(), audit: logs}
-	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core)}
+	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core), Logger: zap.New(core)}
 	ao := APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken}
 	for _, o := range opts {
 		o(&so, &ao)

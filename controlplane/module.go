@@ -55,12 +55,6 @@ type Handler struct {
 	// below the server's write timeout. Default: 60s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
 
-	// TombstoneWindow is how long the control plane remembers a secret's
-	// callers after they were last seen (listed by
-	// GET …/secrets/{id}/callers, and the ground of
-	// POST …/networks/suggest). 0 keeps none. Default: 720h.
-	TombstoneWindow *caddy.Duration `json:"tombstone_window,omitempty"`
-
 	// Admins are user ids with the admin token's powers when a Caddy
 	// authentication handler in front (basic_auth, forward_auth…) has
 	// vouched for them. Other authenticated users manage only the clients
@@ -83,6 +77,34 @@ type Handler struct {
 	// front (see UserID). Default: on when Admins is set, else off.
 	Console *bool `json:"console,omitempty"`
 
+	// TombstoneWindow is how long the feed keeps carrying a generated
+	// secret after it was revoked or expired, as a tombstone (its id and
+	// sha256 hash) by which edges tell a dead secret from a wrong one and
+	// report it; 0 turns tombstones off. It is also how long the control
+	// plane remembers a secret's callers after they were last seen
+	// (GET …/secrets/{id}/callers, POST …/networks/suggest); 0 keeps none.
+	// Default: 720h.
+	TombstoneWindow *caddy.Duration `json:"tombstone_window,omitempty"`
+
+	// LeakToken is a third bearer token, resolved like AdminToken and
+	// different from both others, that may only report leaked secrets
+	// (POST /v1/leaks): for a scanner or a security team's tooling.
+	// Default: none.
+	LeakToken string `json:"leak_token,omitempty"`
+
+	// LeakReportKeys is the path of a JSON file of verification keys in
+	// GitHub's published key-list format (what
+	// https://api.github.com/meta/public_keys/secret_scanning answers),
+	// read again whenever it changes. It turns on POST /v1/leaks/github,
+	// GitHub's secret scanning partner endpoint. Default: none (the
+	// endpoint answers 404).
+	LeakReportKeys string `json:"leak_report_keys,omitempty"`
+
+	// LeakAction is what a leak report of an active secret does: "revoke"
+	// it at once, or "flag" it (recorded and audited, left working).
+	// Default: revoke.
+	LeakAction string `json:"leak_action,omitempty"`
+
 	// Webhooks receive the control plane's events (secret.generated,
 	// secret.revoked, secret.expiring…), signed per Standard Webhooks,
 	// from a transactional outbox in the store: delivered at least once,
@@ -96,9 +118,9 @@ type Handler struct {
 
 	// Resolved by Provision: the tokens, the store config with its
 	// defaults, and the webhooks' URLs and secrets.
-	adminToken, edgeToken string
-	store                 StoreConfig
-	webhooks              []WebhookConfig
+	adminToken, edgeToken, leakToken string
+	store                            StoreConfig
+	webhooks                         []WebhookConfig
 
 	api     *API
 	poolKey string
@@ -173,6 +195,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.edgeToken, err = resolveSecret(repl, "edge_token", h.EdgeToken); err != nil {
 		return err
 	}
+	if h.LeakToken != "" {
+		if h.leakToken, err = resolveSecret(repl, "leak_token", h.LeakToken); err != nil {
+			return err
+		}
+	}
+	if h.LeakReportKeys != "" {
+		if h.LeakReportKeys, err = repl.ReplaceOrErr(h.LeakReportKeys, true, true); err != nil {
+			return fmt.Errorf("leak_report_keys: %v", err)
+		}
+	}
 	if h.store, err = h.resolveStore(repl); err != nil {
 		return err
 	}
@@ -188,12 +220,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	so, ao := h.serviceOptions().withDefaults(), h.apiOptions().withDefaults()
 	h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait = so.MaxActiveSecrets, so.SecretPrefix, caddy.Duration(ao.MaxWait)
 	window := caddy.Duration(*so.TombstoneWindow)
-	h.TombstoneWindow = &window
+	h.TombstoneWindow, h.LeakAction = &window, so.LeakAction
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	for name, tok := range map[string]string{"admin_token": h.adminToken, "edge_token": h.edgeToken} {
-		if len(tok) < 16 {
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
+	for name, tok := range map[string]string{"admin_token": h.adminToken, "edge_token": h.edgeToken, "leak_token": h.leakToken} {
+		if tok != "" && len(tok) < 16 {
 			h.logger.Warn("token is short; use at least 32 random characters", zap.String("option", name))
 		}
 	}
@@ -214,8 +249,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = key
 	h.logger.Info("control plane store ready", h.store.describe()...)
-	so.AuditLog = h.logger.Named("audit")
-	so.Logger = h.logger.Named("webhooks")
+	so.AuditLog, so.Logger = h.logger.Named("audit"), h.logger
 	svc, err := NewService(ctx, val.(pooledStore).Store, so)
 	if err != nil {
 		return err
@@ -270,11 +304,11 @@ func (h *Handler) serviceOptions() ServiceOptions {
 	for i, d := range h.ExpiryReminders {
 		reminders[i] = time.Duration(d)
 	}
-	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix,
+	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
 		Webhooks: h.webhooks, ExpiryReminders: reminders}
 	if h.TombstoneWindow != nil {
-		w := time.Duration(*h.TombstoneWindow)
-		o.TombstoneWindow = &w
+		d := time.Duration(*h.TombstoneWindow)
+		o.TombstoneWindow = &d
 	}
 	return o
 }
@@ -297,8 +331,9 @@ func (h *Handler) consoleOn() bool {
 func (h *Handler) user(r *http.Request) string { return placeholderValue(r, h.UserID) }
 func (h *Handler) apiOptions() APIOptions {
 	return APIOptions{
-		AdminToken: h.adminToken, EdgeToken: h.edgeToken, MaxWait: time.Duration(h.MaxWait),
-		Admins: h.Admins, User: h.user, Console: h.consoleOn(),
+		AdminToken: h.adminToken, EdgeToken: h.edgeToken, LeakToken: h.leakToken, LeakReportKeys: h.LeakReportKeys,
+		MaxWait: time.Duration(h.MaxWait),
+		Admins:  h.Admins, User: h.user, Console: h.consoleOn(),
 	}
 }
 

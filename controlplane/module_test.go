@@ -57,6 +57,12 @@ func TestProvisionDefaults(t *testing.T) {
 	if h.MaxActiveSecrets != 2 || h.SecretPrefix != "rgs_" || h.MaxWait != caddy.Duration(DefaultMaxWait) {
 		t.Fatalf("defaults: %d %q %v", h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait)
 	}
+	if h.TombstoneWindow == nil || *h.TombstoneWindow != caddy.Duration(DefaultTombstoneWindow) || h.LeakAction != LeakRevoke {
+		t.Fatalf("leak loop defaults: tombstone_window %v, leak_action %q", h.TombstoneWindow, h.LeakAction)
+	}
+	if h.API().Service().TombstoneWindow() != 720*time.Hour {
+		t.Fatalf("the service's tombstone window is %v", h.API().Service().TombstoneWindow())
+	}
 	want := "sqlite:" + filepath.Join(data, "caddy", "rotagate", "rotagate.db")
 	if h.poolKey != want {
 		t.Fatalf("default store %q, want %q", h.poolKey, want)
@@ -240,9 +246,12 @@ func TestValidateBeforeTheStoreOpens(t *testing.T) {
 	setTokens(t)
 	down := `"store":{"postgres":{"dsn":"postgres://u:pw@127.0.0.1:1/db"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"`
 	for extra, want := range map[string]string{
-		`,"max_active_secrets":-1`: "max_active_secrets must be at least 1",
-		`,"secret_prefix":"Bad-"`:  "secret prefix",
-		`,"max_wait":-5`:           "max_wait must not be negative",
+		`,"max_active_secrets":-1`:            "max_active_secrets must be at least 1",
+		`,"secret_prefix":"Bad-"`:             "secret prefix",
+		`,"max_wait":-5`:                      "max_wait must not be negative",
+		`,"tombstone_window":-1`:              "tombstone_window must not be negative",
+		`,"leak_action":"delete"`:             "leak_action must be revoke or flag",
+		`,"leak_token":"{env.TEST_CP_ADMIN}"`: "leak_token must differ",
 	} {
 		_, err := provision(t, "{"+down+extra+"}")
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "postgres store") {

@@ -444,20 +444,31 @@ func (s *PostgresStore) Revision(ctx context.Context) (string, int64, error) {
 }
 
 // Snapshot implements Store.
-func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+func (s *PostgresStore) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
 	return readOnly(ctx, s, func(tx pgx.Tx) (wire.Snapshot, error) {
-		return readSnapshot(ctx, pgxDriverTx{tx}, now)
+		return readSnapshot(ctx, pgxDriverTx{tx}, now, tombstoneWindow)
+	})
+}
+
+// SecretByHash implements Store.
+func (s *PostgresStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+	return query(ctx, s, func(c *pgxpool.Conn) (Secret, error) {
+		sec, err := scanSecret(c.QueryRow(ctx, sqlSecretByHash, hash))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Secret{}, ErrNotFound
+		}
+		return sec, err
 	})
 }
 
 // Changes implements Store.
-func (s *PostgresStore) Changes(ctx context.Context, since int64, now time.Time) (wire.Delta, bool, error) {
+func (s *PostgresStore) Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
 	type answer struct {
 		delta wire.Delta
 		ok    bool
 	}
 	a, err := readOnly(ctx, s, func(tx pgx.Tx) (answer, error) {
-		d, ok, err := readChanges(ctx, pgxDriverTx{tx}, since, now)
+		d, ok, err := readChanges(ctx, pgxDriverTx{tx}, since, now, tombstoneWindow)
 		return answer{d, ok}, err
 	})
 	return a.delta, a.ok, err

@@ -324,8 +324,16 @@ func TestPostgresReplicasWakeEachOther(t *testing.T) {
 	case ans := <-done:
 		latency := ans.at.Sub(revoked)
 		t.Logf("cross-replica wake latency: %v", latency)
-		if ans.status != 200 || strings.Contains(ans.body, secretID) {
-			t.Fatalf("B answered %d; still holds the revoked secret: %v", ans.status, strings.Contains(ans.body, secretID))
+		var snap wire.Snapshot
+		if ans.status != 200 || json.Unmarshal([]byte(ans.body), &snap) != nil {
+			t.Fatalf("B answered %d: %s", ans.status, ans.body)
+		}
+		for _, c := range snap.Clients {
+			for _, sec := range c.Secrets {
+				if sec.ID == secretID {
+					t.Fatal("B's snapshot still holds the revoked secret")
+				}
+			}
 		}
 		if latency > time.Second {
 			t.Fatalf("B answered %v after the revoke, want within 1s", latency)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -29,12 +30,37 @@ const (
 	sqlBumpRevision = `UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision`
 	sqlCreateMeta   = `INSERT INTO meta (id, epoch, revision) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING`
 	sqlPing         = `SELECT 1 FROM meta WHERE id = 1`
-	sqlSnapshot     = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at, c.allowed_cidrs, c.networks_report_only
-		FROM secrets s JOIN clients c ON c.client_id = s.client_id
-		WHERE s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1)
-		ORDER BY s.client_id, s.secret_id`
-	sqlSecrets = `SELECT secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at
-		FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
+	// sqlSnapshot selects the secrets active at $1 (alive = 1) and the
+	// tombstones: generated (sha256) secrets dead at $1 that were still
+	// alive at $2, now minus tombstone_window (alive = 0). Dead at t means
+	// revoked, or expires_at <= t.
+	// Each row carries its client's allowed networks, which the feed lists
+	// with the client.
+	sqlFeedColumns = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at,
+			CASE WHEN s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) THEN 1 ELSE 0 END,
+			c.allowed_cidrs, c.networks_report_only
+		FROM secrets s JOIN clients c ON c.client_id = s.client_id`
+	sqlFeedRows = `((s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1))
+			OR (s.hash LIKE 'sha256:%' AND (s.revoked_at IS NULL OR s.revoked_at > $2) AND (s.expires_at IS NULL OR s.expires_at > $2)))`
+	sqlSnapshot      = sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` ORDER BY s.client_id, s.secret_id`
+	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
+		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at`
+	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
+	sqlSecretByHash = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE hash = $1 ORDER BY secret_id LIMIT 1`
+	// sqlRevokedUse adds a presented-after-revoke report to a dead secret
+	// ($2 is the report's time: an expired secret counts when it had
+	// expired by then): the count grows by $1, and the last time and
+	// caller follow the newest report. SET expressions read the row as
+	// it was, on both databases.
+	sqlRevokedUse = `UPDATE secrets SET
+			presented_after_revoke_count = presented_after_revoke_count + $1,
+			last_presented_after_revoke_from = CASE WHEN last_presented_after_revoke_at IS NULL OR last_presented_after_revoke_at < $2
+				THEN $3 ELSE last_presented_after_revoke_from END,
+			last_presented_after_revoke_at = CASE WHEN last_presented_after_revoke_at IS NULL OR last_presented_after_revoke_at < $2
+				THEN $2 ELSE last_presented_after_revoke_at END
+		WHERE secret_id = $4 AND client_id = $5 AND (revoked_at IS NOT NULL OR expires_at <= $2)
+		RETURNING hint, presented_after_revoke_count`
+	sqlFlagLeak = `UPDATE secrets SET leak_reported_at = $1 WHERE secret_id = $2 AND leak_reported_at IS NULL`
 	// sqlApplyUsage is last_used_at = max(stored, reported), and
 	// first_used_at is set by the first stamp applied: a stamp no
 	// newer than the stored one touches nothing, so replaying a batch, or
@@ -72,7 +98,7 @@ const (
 	sqlAudit = `SELECT at, who, remote_ip, action, client_id, secret_id, detail
 		FROM audit_log WHERE client_id = $1 ORDER BY id DESC LIMIT $2`
 
-	// Allowed networks and callers (migration 5). A client's networks are
+	// Allowed networks and callers (migration 6). A client's networks are
 	// its canonical CIDR list, space-separated.
 	sqlSetNetworks = `UPDATE clients SET allowed_cidrs = $1, networks_report_only = $2 WHERE client_id = $3`
 	// sqlApplyCaller adds one (secret, caller IP) of a usage batch: first
@@ -254,7 +280,14 @@ var migrations = [][]string{
 		`ALTER TABLE meta ADD COLUMN changes_from BIGINT NOT NULL DEFAULT 0`,
 		`UPDATE meta SET changes_from = revision`,
 	},
-	{ // 5: allowed networks of clients; callers of secrets (SPEC §13).
+	{ // 5: dead secrets presented at the edge, leak reports, lookup by hash.
+		`ALTER TABLE secrets ADD COLUMN presented_after_revoke_count BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_at BIGINT`,
+		`ALTER TABLE secrets ADD COLUMN last_presented_after_revoke_from TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE secrets ADD COLUMN leak_reported_at BIGINT`,
+		`CREATE INDEX secrets_by_hash ON secrets (hash)`,
+	},
+	{ // 6: allowed networks of clients; callers of secrets (SPEC §13).
 		`ALTER TABLE clients ADD COLUMN allowed_cidrs TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE clients ADD COLUMN networks_report_only INTEGER NOT NULL DEFAULT 0`,
 		`CREATE TABLE secret_callers (
@@ -320,12 +353,12 @@ func logChanges(ctx context.Context, d driverTx, rev int64, touched []string, no
 
 // readChanges reads, inside one read transaction of the caller's, the
 // epoch, the revision and the changes since since: every client the log
-// names after it, with its secrets active at now, or as removed when it
-// lists none (as a full snapshot would not list it). ok is false when the
-// log does not reach back to since, misses a revision after it, since is
-// ahead of the store, or more than maxChangedClients changed: the caller
-// answers in full.
-func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (wire.Delta, bool, error) {
+// names after it, with its secrets active at now and its tombstones (as in
+// readSnapshot), or as removed when it has neither (as a full snapshot
+// would not list it). ok is false when the log does not reach back to
+// since, misses a revision after it, since is ahead of the store, or more
+// than maxChangedClients changed: the caller answers in full.
+func readChanges(ctx context.Context, d driverTx, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
 	var delta wire.Delta
 	var from int64
 	if err := d.queryRow(ctx, sqlChangesFrom).Scan(&delta.Epoch, &delta.Revision, &from); err != nil {
@@ -353,12 +386,12 @@ func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (w
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]
 		ids = ids[len(batch):]
-		args := make([]any, 0, len(batch)+1)
-		args = append(args, now.UnixMilli())
+		args := make([]any, 0, len(batch)+2)
+		args = append(args, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
 		for _, id := range batch {
 			args = append(args, id)
 		}
-		rs, err := d.query(ctx, sqlActiveSecretsOf(len(batch)), args...)
+		rs, err := d.query(ctx, sqlFeedRowsOf(len(batch)), args...)
 		if err != nil {
 			return wire.Delta{}, false, err
 		}
@@ -380,15 +413,13 @@ func readChanges(ctx context.Context, d driverTx, since int64, now time.Time) (w
 	return delta, true, nil
 }
 
-// sqlActiveSecretsOf selects the rows of sqlSnapshot for n clients, named
-// by $2…$n+1 ($1 is now).
-func sqlActiveSecretsOf(n int) string {
+// sqlFeedRowsOf selects the rows of sqlSnapshot for n clients, named by
+// $3…$n+2 ($1 is now, $2 the tombstones' cutoff).
+func sqlFeedRowsOf(n int) string {
 	var b strings.Builder
-	b.WriteString(`SELECT s.client_id, s.secret_id, s.hash, s.expires_at, c.allowed_cidrs, c.networks_report_only
-		FROM secrets s JOIN clients c ON c.client_id = s.client_id
-		WHERE s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) AND s.client_id IN (`)
-	for i := 2; i <= n+1; i++ {
-		if i > 2 {
+	b.WriteString(sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` AND s.client_id IN (`)
+	for i := 3; i <= n+2; i++ {
+		if i > 3 {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "$%d", i)
@@ -464,16 +495,18 @@ func scanAudit(row rowScanner) (AuditEntry, error) {
 	return e, nil
 }
 
-// scanSecret reads one row of sqlSecrets.
+// scanSecret reads one row of sqlSecretColumns.
 func scanSecret(row rowScanner) (Secret, error) {
 	var s Secret
 	var created int64
-	var expires, revoked, used, firstUsed sql.NullInt64
-	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed); err != nil {
+	var expires, revoked, used, firstUsed, deadUsed, leak sql.NullInt64
+	if err := row.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed,
+		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = time.UnixMilli(created).UTC()
 	s.ExpiresAt, s.RevokedAt, s.LastUsedAt, s.FirstUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used), fromMillis(firstUsed)
+	s.LastPresentedAfterRevokeAt, s.LeakReportedAt = fromMillis(deadUsed), fromMillis(leak)
 	return s, nil
 }
 
@@ -617,6 +650,20 @@ func (t *storeTx) updateSecret(ctx context.Context, query string, args ...any) e
 	return nil
 }
 
+func (t *storeTx) RecordRevokedUse(ctx context.Context, u wire.RevokedUse) (RecordedRevokedUse, error) {
+	r := RecordedRevokedUse{ClientID: u.ClientID, SecretID: u.SecretID, Count: u.Count, LastAt: u.LastAt, From: u.From}
+	err := t.d.queryRow(ctx, sqlRevokedUse, u.Count, u.LastAt.UnixMilli(), u.From, u.SecretID, u.ClientID).Scan(&r.Hint, &r.Total)
+	if errors.Is(err, sql.ErrNoRows) { // pgx's ErrNoRows is sql.ErrNoRows too
+		return RecordedRevokedUse{}, ErrNotFound
+	}
+	return r, err
+}
+
+func (t *storeTx) FlagLeak(ctx context.Context, secretID string, at time.Time) error {
+	_, err := t.d.exec(ctx, sqlFlagLeak, at.UnixMilli(), secretID)
+	return err
+}
+
 // execOne runs a statement that must touch one row: ErrNotFound otherwise.
 func (t *storeTx) execOne(ctx context.Context, query string, args ...any) error {
 	n, err := t.d.exec(ctx, query, args...)
@@ -649,14 +696,16 @@ func readSecrets(ctx context.Context, d driverTx, clientID string) ([]Secret, er
 	return scanAll(rs, scanSecret)
 }
 
-// readSnapshot reads the epoch, the revision and every secret active at
-// now, inside one read transaction of the caller's.
-func readSnapshot(ctx context.Context, d driverTx, now time.Time) (wire.Snapshot, error) {
+// readSnapshot reads the epoch, the revision, every secret active at now
+// and the tombstones of generated secrets dead within tombstoneWindow
+// before now (none when it is 0), inside one read transaction of the
+// caller's.
+func readSnapshot(ctx context.Context, d driverTx, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
 	var snap wire.Snapshot
 	if err := d.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
 		return wire.Snapshot{}, err
 	}
-	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli())
+	rs, err := d.query(ctx, sqlSnapshot, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -665,6 +714,16 @@ func readSnapshot(ctx context.Context, d driverTx, now time.Time) (wire.Snapshot
 		return wire.Snapshot{}, err
 	}
 	return snap, nil
+}
+
+// tombstonesSince is the cutoff of sqlSnapshot's $2: a generated secret
+// dead at now and still alive at this time is a tombstone. With no window,
+// a time no secret died after.
+func tombstonesSince(now time.Time, window time.Duration) int64 {
+	if window <= 0 {
+		return math.MaxInt64
+	}
+	return now.Add(-window).UnixMilli()
 }
 
 // scanAll reads every row with scan: the loop of every listing, written
@@ -682,24 +741,31 @@ func scanAll[T any](rs rows, scan func(rowScanner) (T, error)) ([]T, error) {
 }
 
 // scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
-// clients with their secrets; none is an empty list, not nil.
+// clients with their secrets and tombstones; none is an empty list, not
+// nil. A client with tombstones only is listed with no secrets, so that
+// an edge tells its dead secrets from wrong ones too.
 func scanSnapshot(rs rows) ([]wire.Client, error) {
 	clients := []wire.Client{}
 	for rs.Next() {
 		var clientID, cidrs string
 		var sec wire.Secret
 		var expires sql.NullInt64
+		var alive int
 		var reportOnly int64
-		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &cidrs, &reportOnly); err != nil {
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly); err != nil {
 			return nil, err
 		}
-		sec.ExpiresAt = fromMillis(expires)
 		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
-			c := wire.Client{ClientID: clientID, AllowedCIDRs: splitCIDRs(cidrs)}
+			c := wire.Client{ClientID: clientID, Secrets: []wire.Secret{}, AllowedCIDRs: splitCIDRs(cidrs)}
 			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly != 0
 			clients = append(clients, c)
 		}
 		c := &clients[len(clients)-1]
+		if alive == 0 {
+			c.Tombstones = append(c.Tombstones, wire.Tombstone{ID: sec.ID, Hash: sec.Hash})
+			continue
+		}
+		sec.ExpiresAt = fromMillis(expires)
 		c.Secrets = append(c.Secrets, sec)
 	}
 	return clients, rs.Err()

@@ -66,6 +66,9 @@ type Actor struct {
 	Admin bool
 	// RemoteIP is the caller's address, when known.
 	RemoteIP string
+	// Leak may report leaked secrets of any client, and nothing else:
+	// the leak_token, or GitHub's signed secret scanning reports.
+	Leak bool
 }
 
 // mayManage reports whether the actor may see and manage c's secrets.
@@ -97,11 +100,18 @@ type ServiceOptions struct {
 	Now func() time.Time
 	// AuditLog receives one entry per management action. Default: none.
 	AuditLog *zap.Logger
-	// TombstoneWindow is how long the callers of a secret are kept after
-	// they were last seen; 0 keeps none. Default (nil): 720h.
+	// TombstoneWindow is how long the feed keeps carrying a generated
+	// secret after it was revoked or expired, as a tombstone by which
+	// edges tell it from a wrong secret; 0 carries none. It is also how
+	// long a secret's callers are kept after they were last seen (0: none).
+	// Default: 720h.
 	TombstoneWindow *time.Duration
-	// Logger receives the background work's warnings (the webhook sender,
-	// the pruning of callers). Default: none.
+	// LeakAction is what a leak report of an active secret does:
+	// LeakRevoke or LeakFlag. Default: LeakRevoke.
+	LeakAction string
+	// Logger receives the service's warnings: the webhook sender's, dead
+	// secrets presented at an edge (never a secret), and a failed pruning
+	// of callers. Default: none.
 	Logger *zap.Logger
 	// Webhooks receive the events (outbox.go), their placeholders
 	// resolved already. Default: none (events are still recorded).
@@ -115,6 +125,10 @@ type ServiceOptions struct {
 	// ExpiryScan is how often expiry notices are looked for. Default: 1m.
 	ExpiryScan time.Duration
 }
+
+// DefaultTombstoneWindow is how long the feed carries a dead generated
+// secret unless configured otherwise.
+const DefaultTombstoneWindow = 720 * time.Hour
 
 // withDefaults returns o with every unset field at its default. With
 // validate, it is the one place the options are defaulted and checked:
@@ -133,12 +147,15 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if o.AuditLog == nil {
 		o.AuditLog = zap.NewNop()
 	}
-	if o.TombstoneWindow == nil {
-		w := DefaultTombstoneWindow
-		o.TombstoneWindow = &w
-	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	if o.TombstoneWindow == nil {
+		d := DefaultTombstoneWindow
+		o.TombstoneWindow = &d
+	}
+	if o.LeakAction == "" {
+		o.LeakAction = LeakRevoke
 	}
 	if len(o.ExpiryReminders) == 0 {
 		o.ExpiryReminders = DefaultExpiryReminders
@@ -158,7 +175,10 @@ func (o ServiceOptions) validate() error {
 		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
 	}
 	if *o.TombstoneWindow < 0 {
-		return fmt.Errorf("tombstone_window must not be negative, got %v", *o.TombstoneWindow)
+		return fmt.Errorf("tombstone_window must not be negative, got %s", *o.TombstoneWindow)
+	}
+	if o.LeakAction != LeakRevoke && o.LeakAction != LeakFlag {
+		return fmt.Errorf("leak_action must be %s or %s, got %q", LeakRevoke, LeakFlag, o.LeakAction)
 	}
 	if _, err := buildWebhooks(o.Webhooks); err != nil {
 		return err
@@ -181,11 +201,15 @@ type Service struct {
 	audit     *zap.Logger
 	notifier  *Notifier
 	epoch     string
-	// window is tombstone_window: how long callers are kept.
-	window time.Duration
 
+	// The leak loop (leak.go): how long dead secrets stay in the feed,
+	// and what a leak report does.
+	tombstoneWindow time.Duration
+	leakAction      string
+	// pruneMu guards lastPrune, the cut-off of the last pruning of callers
+	// past tombstoneWindow (callers.go), which also keeps callers that long.
 	pruneMu   sync.Mutex
-	lastPrune time.Time // the cut-off of the last pruning of callers
+	lastPrune time.Time
 
 	// The outbox (outbox.go): webhooks, reminder offsets, the sender's
 	// timing, its HTTP client and logger, and its wake-up channel.
@@ -214,7 +238,9 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
 		audit:     opts.AuditLog,
-		window:    *opts.TombstoneWindow,
+
+		tombstoneWindow: *opts.TombstoneWindow,
+		leakAction:      opts.LeakAction,
 
 		reminders:  opts.ExpiryReminders,
 		outboxPoll: opts.OutboxPoll,
@@ -249,6 +275,10 @@ func (s *Service) Notifier() *Notifier { return s.notifier }
 
 // MaxActiveSecrets returns the most active secrets a client may have.
 func (s *Service) MaxActiveSecrets() int { return s.maxActive }
+
+// TombstoneWindow returns how long a dead generated secret stays in the
+// feed as a tombstone; 0 when tombstones are off.
+func (s *Service) TombstoneWindow() time.Duration { return s.tombstoneWindow }
 
 // SecretPrefix returns the prefix of generated secrets.
 func (s *Service) SecretPrefix() string { return s.prefix }
@@ -863,10 +893,10 @@ func importWarnings(secret string) []string {
 }
 
 // Snapshot returns the feed's view of the store: every active secret's
-// hash, by client, stamped with the service clock.
+// hash and the tombstones, by client, stamped with the service clock.
 func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 	now := s.Now()
-	snap, err := s.store.Snapshot(ctx, now)
+	snap, err := s.store.Snapshot(ctx, now, s.tombstoneWindow)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -875,11 +905,11 @@ func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
 }
 
 // Changes returns the feed's changes since a revision (Store.Changes),
-// stamped with the service clock; ok is false when the feed must answer
-// with a full snapshot.
+// with tombstones, stamped with the service clock; ok is false when the
+// feed must answer with a full snapshot.
 func (s *Service) Changes(ctx context.Context, since int64) (wire.Delta, bool, error) {
 	now := s.Now()
-	d, ok, err := s.store.Changes(ctx, since, now)
+	d, ok, err := s.store.Changes(ctx, since, now, s.tombstoneWindow)
 	if err != nil || !ok {
 		return wire.Delta{}, false, err
 	}
@@ -887,13 +917,14 @@ func (s *Service) Changes(ctx context.Context, since int64) (wire.Delta, bool, e
 	return d, true, nil
 }
 
-// ApplyUsage records a batch of last-used stamps. Stamps are merged per
+// ApplyUsage records a batch of last-used stamps, then its
+// presented-after-revoke reports (ApplyRevokedUses). Stamps are merged per
 // secret first (newest wins), so the store does one write per distinct
 // secret. Stamps from the future are recorded as now, so a skewed edge
 // clock cannot pin last_used_at ahead of time; a from that is not an IP
 // address is dropped. Then the batch's callers are added (applyCallers):
-// one write per (secret, caller IP). It returns how many secrets' stamps
-// were updated.
+// one write per (secret, caller IP). It returns how many secrets' last use
+// moved.
 func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	now := s.Now()
 	newest := make(map[string]wire.Stamp, len(u.Stamps))
@@ -904,11 +935,7 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 		if st.LastUsedAt.After(now) {
 			st.LastUsedAt = now
 		}
-		if addr, err := netip.ParseAddr(st.From); err == nil {
-			st.From = addr.Unmap().String()
-		} else {
-			st.From = ""
-		}
+		st.From = cleanIP(st.From)
 		if cur, ok := newest[st.SecretID]; !ok || st.LastUsedAt.After(cur.LastUsedAt) {
 			newest[st.SecretID] = st
 		}
@@ -923,7 +950,22 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// After the stamps, which are idempotent: a failure here has the
+	// edge send the whole batch again, and counts are not.
+	if _, err := s.ApplyRevokedUses(ctx, u.Edge, u.RevokedUses); err != nil {
+		return 0, err
+	}
 	return n, s.applyCallers(ctx, u, now)
+}
+
+// cleanIP returns an IP address in its canonical form (IPv4-mapped made
+// IPv4), or "" for anything that is not one.
+func cleanIP(from string) string {
+	addr, err := netip.ParseAddr(from)
+	if err != nil {
+		return ""
+	}
+	return addr.Unmap().String()
 }
 
 // log writes one audit entry. It names the secret by id only.

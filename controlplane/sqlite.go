@@ -230,23 +230,32 @@ func (s *SQLiteStore) Revision(ctx context.Context) (string, int64, error) {
 }
 
 // Snapshot implements Store.
-func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error) {
+func (s *SQLiteStore) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
 	defer tx.Rollback()
-	return readSnapshot(ctx, sqlDriverTx{tx}, now)
+	return readSnapshot(ctx, sqlDriverTx{tx}, now, tombstoneWindow)
+}
+
+// SecretByHash implements Store.
+func (s *SQLiteStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+	sec, err := scanSecret(s.db.QueryRowContext(ctx, sqlSecretByHash, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Secret{}, ErrNotFound
+	}
+	return sec, err
 }
 
 // Changes implements Store.
-func (s *SQLiteStore) Changes(ctx context.Context, since int64, now time.Time) (wire.Delta, bool, error) {
+func (s *SQLiteStore) Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return wire.Delta{}, false, err
 	}
 	defer tx.Rollback()
-	return readChanges(ctx, sqlDriverTx{tx}, since, now)
+	return readChanges(ctx, sqlDriverTx{tx}, since, now, tombstoneWindow)
 }
 
 // ApplyUsage implements Store.

@@ -87,6 +87,26 @@ type Secret struct {
 	// FirstUsedAt is the time of the first last-used stamp recorded for
 	// the secret: its first use, give or take an edge's usage_flush.
 	FirstUsedAt *time.Time
+	// PresentedAfterRevoke counts the requests that presented the secret
+	// at an edge after it was revoked or expired, as edges reported them;
+	// LastPresentedAfterRevokeAt and …From are the newest such request
+	// and its caller's IP.
+	PresentedAfterRevoke         int64
+	LastPresentedAfterRevokeAt   *time.Time
+	LastPresentedAfterRevokeFrom string
+	// LeakReportedAt is when a leak report first named the secret.
+	LeakReportedAt *time.Time
+}
+
+// RecordedRevokedUse is a presented-after-revoke report as a store
+// applied it: the report, the secret's hint, and its count since.
+type RecordedRevokedUse struct {
+	ClientID, SecretID, Hint string
+	Count                    int64
+	LastAt                   time.Time
+	From                     string
+	// Total is the secret's presented_after_revoke_count after the report.
+	Total int64
 }
 
 // Active reports whether the secret authenticates at now: not revoked and
@@ -161,19 +181,26 @@ type Store interface {
 
 	// Snapshot returns, read in one consistent view, the epoch, the
 	// revision and every secret active at now grouped by client, ordered by
-	// client id then secret id. GeneratedAt is left for the caller to set.
-	Snapshot(ctx context.Context, now time.Time) (wire.Snapshot, error)
+	// client id then secret id, with each client's tombstones: its
+	// generated (sha256) secrets revoked or expired within tombstoneWindow
+	// before now (none when it is 0). A client with tombstones only is
+	// listed without secrets. GeneratedAt is left for the caller to set.
+	Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error)
+
+	// SecretByHash returns the secret whose stored hash is hash (an
+	// indexed lookup), or ErrNotFound.
+	SecretByHash(ctx context.Context, hash string) (Secret, error)
 
 	// Changes returns, read in one consistent view, the epoch, the
 	// revision and the changes since revision since: every client whose
 	// feed entry a revision after since may have changed, with its
-	// secrets active at now (as Snapshot lists them), or in Removed when
-	// Snapshot would not list it. ok is false when the change log does
+	// secrets active at now and its tombstones within tombstoneWindow (as
+	// Snapshot lists them), or in Removed when Snapshot would not list it. ok is false when the change log does
 	// not reach back to since (pruned, or since is ahead), or too many
 	// clients changed: the feed then answers with a full snapshot.
 	// Update writes the log in the transaction of each change, so every
 	// replica of a store reads the same changes.
-	Changes(ctx context.Context, since int64, now time.Time) (delta wire.Delta, ok bool, err error)
+	Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (delta wire.Delta, ok bool, err error)
 
 	// ApplyUsage records last-used stamps: for each secret, last_used_at
 	// becomes the later of the stored and the reported time, and
@@ -267,6 +294,16 @@ type Tx interface {
 	// exist.
 	Revoke(ctx context.Context, secretID string, at time.Time) error
 
+	// RecordRevokedUse adds a presented-after-revoke report to a secret:
+	// the count grows by u.Count, and the last time and caller follow the
+	// newest report. ErrNotFound when the secret does not exist, belongs
+	// to another client, or was neither revoked nor expired at u.LastAt.
+	// One statement; no change: the revision stays.
+	RecordRevokedUse(ctx context.Context, u wire.RevokedUse) (RecordedRevokedUse, error)
+
+	// FlagLeak records that a leak report named the secret, unless one
+	// did before. No change: the revision stays.
+	FlagLeak(ctx context.Context, secretID string, at time.Time) error
 	// InsertEvent writes an event to the outbox, with a pending delivery,
 	// due at once, for each webhook key given. It does not mark the
 	// transaction as a change: events do not move the revision. Call it

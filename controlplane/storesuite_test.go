@@ -420,7 +420,7 @@ func testSnapshotActiveOnly(t *testing.T, k storeKit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := st.Snapshot(ctx, t0)
+	snap, err := st.Snapshot(ctx, t0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func testSnapshotActiveOnly(t *testing.T, k storeKit) {
 		t.Fatalf("snapshot holds %v, want %s", got, want)
 	}
 	empty := k.openStore(t)
-	snap, err = empty.Snapshot(ctx, t0)
+	snap, err = empty.Snapshot(ctx, t0, 0)
 	if err != nil || snap.Clients == nil || len(snap.Clients) != 0 {
 		t.Fatalf("empty store: snapshot clients %v (%v), want an empty list", snap.Clients, err)
 	}
