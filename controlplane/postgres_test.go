@@ -465,7 +465,15 @@ func (p *tcpProxy) serve() {
 			c.Close()
 			continue
 		}
+		// setDown may have run while this dialled: a connection it could
+		// not see must not outlive it.
 		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			up.Close()
+			continue
+		}
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		for _, pair := range [][2]net.Conn{{c, up}, {up, c}} {
