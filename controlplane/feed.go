@@ -127,15 +127,7 @@ func (f *snapshotBuilder) build(ctx context.Context) (*builtSnapshot, error) {
 		f.mu.Unlock()
 		return b, nil
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*builtSnapshot), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return awaitBuild(ctx, ch)
 }
 
 // changesSince returns an answer with the changes since (epoch, since),
@@ -193,15 +185,7 @@ func (f *snapshotBuilder) buildChanges(ctx context.Context, since int64) (*built
 		f.mu.Unlock()
 		return b, nil
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*builtSnapshot), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return awaitBuild(ctx, ch)
 }
 
 // gzipped returns the body compressed, computing it on first use.
@@ -414,4 +398,18 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// awaitBuild waits for a shared build's result, or for ctx to end: the
+// build goes on for the other requests sharing it.
+func awaitBuild(ctx context.Context, ch <-chan singleflight.Result) (*builtSnapshot, error) {
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*builtSnapshot), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

@@ -33,8 +33,14 @@ func clientFrom(ip string) *http.Client {
 // edgeMetric reads one sample of the edge's metrics from the test site's
 // /metrics route; a sample not yet written reads 0.
 func edgeMetric(t *testing.T, name string) float64 {
+	return metricSample(t, "http://127.0.0.1:9080/metrics", name)
+}
+
+// metricSample reads one sample of a Prometheus text page; a sample not
+// yet written reads 0.
+func metricSample(t *testing.T, page, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:9080/metrics")
+	resp, err := http.Get(page)
 	if err != nil {
 		t.Fatal(err)
 	}

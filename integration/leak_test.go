@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,23 +147,7 @@ func present(t *testing.T, client, secret string) answer401 {
 
 // cpMetric reads one sample of the control plane site's /metrics.
 func cpMetric(t *testing.T, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(cpURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if value, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	return 0
+	return metricSample(t, cpURL+"/metrics", name)
 }
 
 type deadUse struct {
