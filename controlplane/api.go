@@ -619,15 +619,25 @@ func (a *API) editOwners(w http.ResponseWriter, r *http.Request, who Actor, edit
 	writeJSON(w, http.StatusOK, toClientJSON(c))
 }
 
+// limitParam reads an optional ?limit= of a listing (0 when absent); a bad
+// one is answered 400 here.
+func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
+		return 0, false
+	}
+	return n, true
+}
+
 func (a *API) audit(w http.ResponseWriter, r *http.Request, who Actor) {
-	limit := 0
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
-			return
-		}
-		limit = n
+	limit, ok := limitParam(w, r)
+	if !ok {
+		return
 	}
 	entries, err := a.svc.AuditTrail(r.Context(), who, r.PathValue("client_id"), limit)
 	if err != nil {

@@ -83,14 +83,9 @@ type deliveryJSON struct {
 }
 
 func (a *API) listEvents(w http.ResponseWriter, r *http.Request, who Actor) {
-	limit := 0
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
-			return
-		}
-		limit = n
+	limit, ok := limitParam(w, r)
+	if !ok {
+		return
 	}
 	evs, err := a.svc.ListEvents(r.Context(), who, limit)
 	if err != nil {
