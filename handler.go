@@ -121,6 +121,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	var matched credentialPair
 	var secretID string
+	var c *client           // the matched secret's client
 	var dead credentialPair // a pair that named a dead secret of its client
 	var deadID string
 	for _, p := range creds.pairs[:creds.n] {
@@ -130,7 +131,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
 		}
 		if v.secretID != "" {
-			matched, secretID = p, v.secretID
+			matched, secretID, c = p, v.secretID, v.client
 			break
 		}
 		if v.revoked != "" && deadID == "" {
@@ -155,7 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// from outside costs what any other does and gets the same 401 as a
 	// wrong secret; the owner sees it among the secret's callers.
 	use, out := useAccepted, outcomeAuthenticated
-	if c := snap.client(matched.id); !c.allows(from) {
+	if !c.allows(from) {
 		if !c.reportOnly {
 			h.feed.usage.record(matched.id, secretID, from, now, useRefused)
 			// Spent like a wrong secret: were it not, an outsider holding a
@@ -178,8 +179,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(placeholderUserID, matched.id)
 	h.feed.usage.record(matched.id, secretID, from, now, use)
 	countOutcome(out)
-	if c := h.logger.Check(zapcore.DebugLevel, "client authenticated"); c != nil {
-		c.Write(zap.String("client_id", matched.id), zap.String("secret_id", secretID))
+	if ce := h.logger.Check(zapcore.DebugLevel, "client authenticated"); ce != nil {
+		ce.Write(zap.String("client_id", matched.id), zap.String("secret_id", secretID))
 	}
 	return next.ServeHTTP(w, r)
 }

@@ -57,10 +57,12 @@ func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
 	return v, nil
 }
 
-// verdict is what a check found: the usable secret that matched, or when
-// none did, the client's dead (revoked or expired) secret that did.
+// verdict is what a check found: the usable secret that matched, with
+// its client's record, or when none did, the client's dead (revoked or
+// expired) secret that did.
 type verdict struct {
 	secretID string
+	client   *client // set with secretID
 	revoked  string
 }
 
@@ -92,7 +94,7 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 		}
 	}
 	if matched >= 0 && known {
-		return verdict{secretID: c.digests[matched].id}, nil
+		return verdict{secretID: c.digests[matched].id, client: c}, nil
 	}
 	for i := range c.slow {
 		s := &c.slow[i]
@@ -104,7 +106,7 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 			return verdict{}, err
 		}
 		if ok {
-			return verdict{secretID: s.id}, nil
+			return verdict{secretID: s.id, client: c}, nil
 		}
 	}
 	t, buried := v.lookup(sh, digest)
