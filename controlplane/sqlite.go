@@ -80,17 +80,28 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 // migrate applies the missing migrations and creates the epoch, all in one
 // transaction, so that two processes opening a new file agree on both.
 func (s *SQLiteStore) migrate(ctx context.Context) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		return applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect, migrations)
+	})
+}
+
+// write runs fn in one write transaction, queued behind this process's
+// other writers, and commits when fn returns nil.
+func (s *SQLiteStore) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	if err := fn(tx); err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect, migrations); err != nil {
-		return err
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
 	}
-	return tx.Commit()
+	return nil
 }
 
 // sqlDriverTx adapts a database/sql transaction to the shared code.
@@ -123,33 +134,28 @@ func (r sqlRows) Close() { r.Rows.Close() }
 
 // Update implements Store.
 func (s *SQLiteStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("beginning transaction: %w", err)
-	}
-	defer tx.Rollback() // a no-op after Commit
-	t := &storeTx{d: sqlDriverTx{tx}}
-	if err := fn(t); err != nil {
-		return 0, err
-	}
 	var rev int64
-	if t.changed {
-		err = tx.QueryRowContext(ctx, sqlBumpRevision).Scan(&rev)
-	} else {
-		err = tx.QueryRowContext(ctx, sqlRevision).Scan(&rev)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("reading revision: %w", err)
-	}
-	if t.changed {
-		if err := logChanges(ctx, sqlDriverTx{tx}, rev, t.touched, time.Now()); err != nil {
-			return 0, err
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		t := &storeTx{d: sqlDriverTx{tx}}
+		if err := fn(t); err != nil {
+			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("committing: %w", err)
+		var err error
+		if t.changed {
+			err = tx.QueryRowContext(ctx, sqlBumpRevision).Scan(&rev)
+		} else {
+			err = tx.QueryRowContext(ctx, sqlRevision).Scan(&rev)
+		}
+		if err != nil {
+			return fmt.Errorf("reading revision: %w", err)
+		}
+		if t.changed {
+			return logChanges(ctx, sqlDriverTx{tx}, rev, t.touched, time.Now())
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	return rev, nil
 }
@@ -263,31 +269,30 @@ func (s *SQLiteStore) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (int,
 	if len(stamps) == 0 {
 		return 0, nil
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, sqlApplyUsage)
-	if err != nil {
-		return 0, err
-	}
-	defer stmt.Close()
 	updated := 0
-	for _, st := range stamps {
-		res, err := stmt.ExecContext(ctx, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, sqlApplyUsage)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
+		defer stmt.Close()
+		for _, st := range stamps {
+			res, err := stmt.ExecContext(ctx, st.LastUsedAt.UnixMilli(), st.From, st.SecretID, st.ClientID)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			updated += int(n)
 		}
-		updated += int(n)
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	return updated, tx.Commit()
+	return updated, nil
 }
 
 // ApplyCallers implements Store.
@@ -295,29 +300,24 @@ func (s *SQLiteStore) ApplyCallers(ctx context.Context, uses []CallerUse, keep i
 	if len(uses) == 0 {
 		return nil
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, sqlApplyCaller)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	for _, u := range uses {
-		if _, err := stmt.ExecContext(ctx, callerArgs(u)...); err != nil {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, sqlApplyCaller)
+		if err != nil {
 			return err
 		}
-	}
-	for _, id := range trimmedSecrets(uses) {
-		if _, err := tx.ExecContext(ctx, sqlTrimCallers, id, keep); err != nil {
-			return err
+		defer stmt.Close()
+		for _, u := range uses {
+			if _, err := stmt.ExecContext(ctx, callerArgs(u)...); err != nil {
+				return err
+			}
 		}
-	}
-	return tx.Commit()
+		for _, id := range trimmedSecrets(uses) {
+			if _, err := tx.ExecContext(ctx, sqlTrimCallers, id, keep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Callers implements Store.
