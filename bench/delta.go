@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -26,12 +26,12 @@ import (
 // management API would take hours for a million. It returns the epoch and
 // the revision.
 func seedStore(ctx context.Context, path string, n int) (string, int64, error) {
-	st, err := controlplane.OpenSQLite(ctx, path)
+	st, err := store.OpenSQLite(ctx, path)
 	if err != nil {
 		return "", 0, err
 	}
 	st.Close()
-	db, err := sql.Open("sqlite", controlplane.SQLiteDSN(path))
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path))
 	if err != nil {
 		return "", 0, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -408,15 +409,15 @@ type (
 		Next    string       `json:"next,omitempty"`
 	}
 	secretJSON struct {
-		ID           string     `json:"id"`
-		Hint         string     `json:"hint"`
-		Status       Status     `json:"status"`
-		CreatedAt    time.Time  `json:"created_at"`
-		ExpiresAt    *time.Time `json:"expires_at"`
-		RevokedAt    *time.Time `json:"revoked_at"`
-		LastUsedAt   *time.Time `json:"last_used_at"`
-		LastUsedFrom *string    `json:"last_used_from"`
-		FirstUsedAt  *time.Time `json:"first_used_at"`
+		ID           string       `json:"id"`
+		Hint         string       `json:"hint"`
+		Status       store.Status `json:"status"`
+		CreatedAt    time.Time    `json:"created_at"`
+		ExpiresAt    *time.Time   `json:"expires_at"`
+		RevokedAt    *time.Time   `json:"revoked_at"`
+		LastUsedAt   *time.Time   `json:"last_used_at"`
+		LastUsedFrom *string      `json:"last_used_from"`
+		FirstUsedAt  *time.Time   `json:"first_used_at"`
 		// Dead secrets presented at an edge, and leak reports.
 		PresentedAfterRevoke         int64      `json:"presented_after_revoke_count"`
 		LastPresentedAfterRevokeAt   *time.Time `json:"last_presented_after_revoke_at"`
@@ -485,7 +486,7 @@ type (
 	}
 )
 
-func toClientJSON(c Client) clientJSON {
+func toClientJSON(c store.Client) clientJSON {
 	owners := c.Owners
 	if owners == nil {
 		owners = []string{}
@@ -495,7 +496,7 @@ func toClientJSON(c Client) clientJSON {
 		AllowedCIDRs: n.AllowedCIDRs, NetworksReportOnly: n.ReportOnly}
 }
 
-func toSecretJSON(s Secret, now time.Time) secretJSON {
+func toSecretJSON(s store.Secret, now time.Time) secretJSON {
 	out := secretJSON{
 		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
@@ -513,7 +514,7 @@ func toSecretJSON(s Secret, now time.Time) secretJSON {
 	return out
 }
 
-func toSecretsJSON(secrets []Secret, now time.Time) []secretJSON {
+func toSecretsJSON(secrets []store.Secret, now time.Time) []secretJSON {
 	out := make([]secretJSON, 0, len(secrets))
 	for _, s := range secrets {
 		out = append(out, toSecretJSON(s, now))
@@ -885,7 +886,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case errors.Is(err, ErrForbidden):
 		writeError(w, http.StatusForbidden, "insufficient_scope", "only admins may do this")
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		what := "no such client"
 		if r.PathValue("secret_id") != "" {
 			what = "no such client or secret"
@@ -894,7 +895,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrTooManyActive):
 		writeError(w, http.StatusConflict, "too_many_active_secrets",
 			`the client already has the most active secrets allowed (max_active_secrets); revoke one, or rotate with grace "0s"`)
-	case errors.Is(err, ErrClientExists):
+	case errors.Is(err, store.ErrClientExists):
 		writeError(w, http.StatusConflict, "client_exists", "a client with this client_id already exists")
 	case r.Context().Err() != nil:
 		// The caller went away; nobody reads an answer.

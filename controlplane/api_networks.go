@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"time"
 )
@@ -43,7 +44,7 @@ type (
 	}
 )
 
-func toNetworksJSON(c Client) networksJSON {
+func toNetworksJSON(c store.Client) networksJSON {
 	cidrs := c.AllowedCIDRs
 	if cidrs == nil {
 		cidrs = []string{}
@@ -121,6 +122,6 @@ func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func toCallerJSON(c Caller) callerJSON {
+func toCallerJSON(c store.Caller) callerJSON {
 	return callerJSON{IP: c.IP, FirstSeen: c.FirstSeen.UTC(), LastSeen: c.LastSeen.UTC(), Requests: c.Requests, Refused: c.Refused}
 }

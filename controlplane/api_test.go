@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -436,7 +437,7 @@ func TestSecretsNeverStored(t *testing.T) {
 }
 
 func TestHealthz(t *testing.T) {
-	st, path := openTestStore(t)
+	st, path := storetest.SQLite(t)
 	e := newEnvOn(t, st, path)
 	r := e.do("GET", "/healthz", "", nil)
 	mustStatus(t, r, 200)

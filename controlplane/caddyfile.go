@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/directive"
 )
 
@@ -159,17 +160,17 @@ func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
 	}
 	switch kind {
 	case "sqlite":
-		cfg := new(SQLiteConfig)
+		cfg := new(store.SQLiteConfig)
 		if d.NextArg() {
 			cfg.Path = d.Val()
 		}
-		h.Store = &StoreConfig{SQLite: cfg}
+		h.Store = &store.Config{SQLite: cfg}
 	case "postgres":
-		cfg := new(PostgresConfig)
+		cfg := new(store.PostgresConfig)
 		if err := directive.NextArg(d, name, &cfg.DSN); err != nil {
 			return err
 		}
-		h.Store = &StoreConfig{Postgres: cfg}
+		h.Store = &store.Config{Postgres: cfg}
 	default:
 		return d.Errf("%s: unknown kind %q (want sqlite or postgres)", name, kind)
 	}

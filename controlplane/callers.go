@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -23,30 +24,9 @@ const (
 	callersPruneEvery = time.Minute
 )
 
-// Caller is one caller IP of a secret as the store keeps it: every request
-// in which the secret verified from IP between FirstSeen and LastSeen, and
-// how many of them came from outside the client's allowed networks. The
-// caller with IP "" stands for the requests an edge counted without
-// listing their IPs (more than 64 IPs for one secret in one flush).
-type Caller struct {
-	IP        string
-	FirstSeen time.Time
-	LastSeen  time.Time
-	Requests  int64
-	Refused   int64
-}
-
-// CallerUse is one (secret, caller IP) of a usage batch, to be added to
-// what the store keeps.
-type CallerUse struct {
-	ClientID string
-	SecretID string
-	Caller
-}
-
 // SecretCallers is the callers listing of one secret.
 type SecretCallers struct {
-	Secret Secret
+	Secret store.Secret
 	// Newest is the id of the client's newest active secret ("" when it
 	// has none), the one callers should move to.
 	Newest string
@@ -55,12 +35,12 @@ type SecretCallers struct {
 	Callers []CallerStatus
 	// Unlisted counts the requests whose IPs the edges did not list; nil
 	// when there were none.
-	Unlisted *Caller
+	Unlisted *store.Caller
 }
 
 // CallerStatus is a caller and whether it has moved to the newest secret.
 type CallerStatus struct {
-	Caller
+	store.Caller
 	// OnNewest: the IP was seen on the newest active secret too. Moved: it
 	// was, and has not used this secret since its first use of the newest
 	// (its last use here is older). Both are false for the newest secret
@@ -92,7 +72,7 @@ func (s *Service) applyCallers(ctx context.Context, u wire.Usage, now time.Time)
 		return nil
 	}
 	type pair struct{ secret, ip string }
-	uses := make(map[pair]*CallerUse)
+	uses := make(map[pair]*store.CallerUse)
 	add := func(clientID, secretID, ip string, first, last time.Time, requests, refused int64) {
 		if secretID == "" || clientID == "" || requests <= 0 {
 			return
@@ -119,7 +99,7 @@ func (s *Service) applyCallers(ctx context.Context, u wire.Usage, now time.Time)
 			}
 			return
 		}
-		uses[k] = &CallerUse{ClientID: clientID, SecretID: secretID, Caller: Caller{
+		uses[k] = &store.CallerUse{ClientID: clientID, SecretID: secretID, Caller: store.Caller{
 			IP: ip, FirstSeen: first, LastSeen: last, Requests: requests, Refused: refused,
 		}}
 	}
@@ -153,7 +133,7 @@ func (s *Service) applyCallers(ctx context.Context, u wire.Usage, now time.Time)
 	if len(uses) == 0 {
 		return nil
 	}
-	batch := make([]CallerUse, 0, len(uses))
+	batch := make([]store.CallerUse, 0, len(uses))
 	for _, cu := range uses {
 		batch = append(batch, *cu)
 	}
@@ -192,7 +172,7 @@ func (s *Service) pruneCallers(ctx context.Context, since time.Time) {
 
 // newestActive returns the id of the newest active secret among secrets
 // ("" when none is active).
-func newestActive(secrets []Secret, now time.Time) string {
+func newestActive(secrets []store.Secret, now time.Time) string {
 	newest := -1
 	for i := range secrets {
 		if secrets[i].Active(now) && (newest < 0 || !secrets[i].CreatedAt.Before(secrets[newest].CreatedAt)) {
@@ -219,9 +199,9 @@ func (s *Service) ListCallers(ctx context.Context, who Actor, clientID, secretID
 	if err != nil {
 		return SecretCallers{}, err
 	}
-	i := slices.IndexFunc(secrets, func(sec Secret) bool { return sec.ID == secretID })
+	i := slices.IndexFunc(secrets, func(sec store.Secret) bool { return sec.ID == secretID })
 	if i < 0 {
-		return SecretCallers{}, ErrNotFound
+		return SecretCallers{}, store.ErrNotFound
 	}
 	now := s.Now()
 	out := SecretCallers{Secret: secrets[i], Newest: newestActive(secrets, now), Callers: []CallerStatus{}}
@@ -237,7 +217,7 @@ func (s *Service) ListCallers(ctx context.Context, who Actor, clientID, secretID
 	if err != nil {
 		return SecretCallers{}, err
 	}
-	onNewest := make(map[string]Caller)
+	onNewest := make(map[string]store.Caller)
 	if out.Newest != secretID {
 		for _, c := range callers[out.Newest] {
 			onNewest[c.IP] = c
@@ -328,35 +308,35 @@ func (s *Service) SuggestNetworks(ctx context.Context, who Actor, clientID strin
 // NormalizeCIDRs; empty: anywhere) and report-only mode, and returns the
 // client. It changes the snapshot, so edges enforce it within
 // revocation_delay. Owners of the client may set them.
-func (s *Service) SetNetworks(ctx context.Context, who Actor, clientID string, cidrs []string, reportOnly bool) (c Client, err error) {
+func (s *Service) SetNetworks(ctx context.Context, who Actor, clientID string, cidrs []string, reportOnly bool) (c store.Client, err error) {
 	defer func() {
 		s.log(who, "client.networks", clientID, "", err, zap.Strings("allowed_cidrs", c.AllowedCIDRs), zap.Bool("report_only", c.NetworksReportOnly))
 	}()
 	if err := ValidateClientID(clientID); err != nil {
-		return Client{}, invalidError(err.Error())
+		return store.Client{}, invalidError(err.Error())
 	}
 	if cidrs, err = NormalizeCIDRs(cidrs); err != nil {
-		return Client{}, err
+		return store.Client{}, err
 	}
-	c, err = update(ctx, s, func(tx Tx) (Client, error) {
+	c, err = update(ctx, s, func(tx store.Tx) (store.Client, error) {
 		c, err := tx.LockClient(ctx, clientID)
 		if err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 		if !who.mayManage(c) {
-			return Client{}, ErrNotFound
+			return store.Client{}, store.ErrNotFound
 		}
 		if slices.Equal(c.AllowedCIDRs, cidrs) && c.NetworksReportOnly == reportOnly {
 			return c, nil
 		}
 		c.AllowedCIDRs, c.NetworksReportOnly = cidrs, reportOnly
 		if err := tx.SetNetworks(ctx, clientID, cidrs, reportOnly); err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 		return c, s.record(ctx, tx, who, "client.networks", clientID, "", networksDetail(cidrs, reportOnly))
 	})
 	if err != nil {
-		return Client{}, err
+		return store.Client{}, err
 	}
 	return c, nil
 }

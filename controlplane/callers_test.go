@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -18,8 +20,8 @@ func withWindow(d time.Duration) envOption {
 	return func(s *ServiceOptions, _ *APIOptions) { s.TombstoneWindow = &d }
 }
 
-func callerUse(secretID, ip string, first, last time.Time, requests, refused int64) CallerUse {
-	return CallerUse{ClientID: "c", SecretID: secretID, Caller: Caller{IP: ip, FirstSeen: first, LastSeen: last, Requests: requests, Refused: refused}}
+func callerUse(secretID, ip string, first, last time.Time, requests, refused int64) store.CallerUse {
+	return store.CallerUse{ClientID: "c", SecretID: secretID, Caller: store.Caller{IP: ip, FirstSeen: first, LastSeen: last, Requests: requests, Refused: refused}}
 }
 
 // testCallersStore: a (secret, IP) pair merges (first seen the earlier,
@@ -34,7 +36,7 @@ func testCallersStore(t *testing.T, k storeKit) {
 	usageFixture(t, st, t0)
 	_, rev, _ := st.Revision(ctx)
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
-	apply := func(uses ...CallerUse) {
+	apply := func(uses ...store.CallerUse) {
 		t.Helper()
 		if err := st.ApplyCallers(ctx, uses, 3); err != nil {
 			t.Fatal(err)
@@ -43,13 +45,13 @@ func testCallersStore(t *testing.T, k storeKit) {
 	apply(callerUse("sec_a", "192.0.2.1", at(10), at(20), 5, 0),
 		callerUse("sec_a", "2001:db8::1", at(11), at(11), 1, 1))
 	apply(callerUse("sec_a", "192.0.2.1", at(5), at(15), 2, 1), // earlier first, older last
-		CallerUse{ClientID: "other", SecretID: "sec_a", Caller: Caller{IP: "192.0.2.66", FirstSeen: at(1), LastSeen: at(1), Requests: 1}},
+		store.CallerUse{ClientID: "other", SecretID: "sec_a", Caller: store.Caller{IP: "192.0.2.66", FirstSeen: at(1), LastSeen: at(1), Requests: 1}},
 		callerUse("sec_nope", "192.0.2.67", at(1), at(1), 1, 0))
 	got, err := st.Callers(ctx, []string{"sec_a"}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Caller{
+	want := []store.Caller{
 		{IP: "192.0.2.1", FirstSeen: at(5), LastSeen: at(20), Requests: 7, Refused: 1},
 		{IP: "2001:db8::1", FirstSeen: at(11), LastSeen: at(11), Requests: 1, Refused: 1},
 	}
@@ -83,7 +85,7 @@ func testCallersStore(t *testing.T, k storeKit) {
 	if _, r, _ := st.Revision(ctx); r != rev {
 		t.Fatalf("callers moved the revision from %d to %d", rev, r)
 	}
-	if _, err := st.Update(ctx, func(tx Tx) error { return tx.DeleteClient(ctx, "c") }); err != nil {
+	if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.DeleteClient(ctx, "c") }); err != nil {
 		t.Fatalf("deleting a client with callers: %v", err)
 	}
 	if got, _ := st.Callers(ctx, []string{"sec_a"}, t0); len(got["sec_a"]) != 0 {
@@ -106,7 +108,7 @@ func testCallersFromTwoInstances(t *testing.T, k storeKit) {
 			st = st2
 		}
 		wg.Go(func() {
-			uses := []CallerUse{
+			uses := []store.CallerUse{
 				callerUse("sec_a", "192.0.2.1", t0.Add(time.Duration(i)*time.Second), t0.Add(time.Duration(i)*time.Second), 3, 1),
 				callerUse("sec_a", fmt.Sprintf("198.51.100.%d", i%4), t0, t0, 1, 0),
 			}
@@ -185,7 +187,7 @@ func testNetworksInSnapshot(t *testing.T, k storeKit) {
 	if _, err := e.svc.SetNetworks(ctx, who, "c", []string{"10.0.0.1/8"}, false); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("host bits set: %v", err)
 	}
-	if _, err := e.svc.SetNetworks(ctx, who, "nobody", nil, false); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.SetNetworks(ctx, who, "nobody", nil, false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown client: %v", err)
 	}
 	// Owners may set their client's networks; others get not found.
@@ -196,7 +198,7 @@ func testNetworksInSnapshot(t *testing.T, k storeKit) {
 	if _, err := e.svc.SetNetworks(ctx, alice, "c", []string{"192.0.2.0/24"}, false); err != nil {
 		t.Fatalf("owner: %v", err)
 	}
-	if _, err := e.svc.SetNetworks(ctx, bob, "c", nil, false); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.SetNetworks(ctx, bob, "c", nil, false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("stranger: %v", err)
 	}
 	entries, err := e.store.Audit(ctx, "c", 10)
@@ -301,10 +303,10 @@ func testCallersThroughService(t *testing.T, k storeKit) {
 			t.Fatalf("secret id %q: %v", bad, err)
 		}
 	}
-	if _, err := e.svc.ListCallers(ctx, who, "c", "sec_00000000000000000000"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.ListCallers(ctx, who, "c", "sec_00000000000000000000"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown secret: %v", err)
 	}
-	if _, err := e.svc.ListCallers(ctx, Actor{TokenID: "user:bob", User: "bob"}, "c", old); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.ListCallers(ctx, Actor{TokenID: "user:bob", User: "bob"}, "c", old); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a stranger's listing: %v", err)
 	}
 }
@@ -353,7 +355,7 @@ func testCallersWindow(t *testing.T, k storeKit) {
 // ingest would, and reports the writes it cost: one stamp per secret,
 // one upsert per (secret, IP) pair, and one trim per secret — O(distinct
 // pairs), whatever the number of requests behind them.
-func benchmarkCallersIngest(b *testing.B, st Store) {
+func benchmarkCallersIngest(b *testing.B, st store.Store) {
 	const clients, perClient, ips = 20, 2, 50
 	ctx := context.Background()
 	counted := &countingWrites{Store: st}
@@ -412,7 +414,7 @@ func benchmarkCallersIngest(b *testing.B, st Store) {
 
 // countingWrites counts what the usage ingest hands the store.
 type countingWrites struct {
-	Store
+	store.Store
 	flushes, stamps, pairs, trims atomic.Int64
 }
 
@@ -429,20 +431,24 @@ func (c *countingWrites) ApplyUsage(ctx context.Context, stamps []wire.Stamp) (i
 	return c.Store.ApplyUsage(ctx, stamps)
 }
 
-func (c *countingWrites) ApplyCallers(ctx context.Context, uses []CallerUse, keep int) error {
+func (c *countingWrites) ApplyCallers(ctx context.Context, uses []store.CallerUse, keep int) error {
 	c.pairs.Add(int64(len(uses)))
-	c.trims.Add(int64(len(trimmedSecrets(uses))))
+	trimmed := map[string]bool{} // one trim per secret of the batch
+	for _, u := range uses {
+		trimmed[u.SecretID] = true
+	}
+	c.trims.Add(int64(len(trimmed)))
 	return c.Store.ApplyCallers(ctx, uses, keep)
 }
 
 func BenchmarkCallersIngestSQLite(b *testing.B) {
-	st, _ := openTestStore(b)
+	st, _ := storetest.SQLite(b)
 	benchmarkCallersIngest(b, st)
 }
 
 func BenchmarkCallersIngestPostgres(b *testing.B) {
-	dsn, schema := newTestSchema(b)
-	benchmarkCallersIngest(b, openTestPostgres(b, dsn, PostgresOptions{Schema: schema}))
+	dsn, schema := storetest.Schema(b)
+	benchmarkCallersIngest(b, storetest.OpenPostgres(b, dsn, store.PostgresOptions{Schema: schema}))
 }
 
 // TestCallersPerBatchBounded: a batch listing more IPs for one secret

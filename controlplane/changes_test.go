@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -60,7 +62,7 @@ func randomChange(t *testing.T, e *env, rng *rand.Rand) {
 	case 4:
 		_, err = e.svc.RotateSecret(ctx, admin, id, time.Duration(rng.IntN(3))*time.Minute)
 	case 5:
-		var secrets []Secret
+		var secrets []store.Secret
 		if secrets, err = e.store.Secrets(ctx, id); err == nil && len(secrets) > 0 {
 			_, err = e.svc.RevokeSecret(ctx, admin, id, secrets[rng.IntN(len(secrets))].ID)
 		}
@@ -162,9 +164,8 @@ func testChangesOnlyWhileLogged(t *testing.T, k storeKit) {
 	// same database) is a gap.
 	gapFrom := e.revision()
 	e.mustClient("logged")
-	_, err = e.store.Update(ctx, func(tx Tx) error {
-		st := tx.(*storeTx)
-		_, err := st.d.exec(ctx, `UPDATE meta SET revision = revision + 1`)
+	_, err = e.store.Update(ctx, func(tx store.Tx) error {
+		_, err := tx.(store.RawTx).Exec(ctx, `UPDATE meta SET revision = revision + 1`)
 		return err
 	})
 	if err != nil {
@@ -178,17 +179,16 @@ func testChangesOnlyWhileLogged(t *testing.T, k storeKit) {
 		t.Fatalf("changes after the gap: %+v %v", d, ok)
 	}
 	// Prune by revisions: pretend the log is full.
-	_, err = e.store.Update(ctx, func(tx Tx) error {
-		st := tx.(*storeTx)
-		if _, err := st.d.exec(ctx, `UPDATE meta SET revision = revision + $1`, changeLogRevisions+changePruneEvery); err != nil {
+	_, err = e.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.(store.RawTx).Exec(ctx, `UPDATE meta SET revision = revision + $1`, store.ChangeLogRevisions+store.ChangePruneEvery); err != nil {
 			return err
 		}
-		return tx.InsertClient(ctx, Client{ID: "pusher", CreatedAt: e.clock.Now(), Owners: []string{}})
+		return tx.InsertClient(ctx, store.Client{ID: "pusher", CreatedAt: e.clock.Now(), Owners: []string{}})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for e.revision()%changePruneEvery != 0 {
+	for e.revision()%store.ChangePruneEvery != 0 {
 		e.mustClient(fmt.Sprintf("p%d", e.revision()))
 	}
 	if _, ok, _ := e.svc.Changes(ctx, rev); ok {
@@ -249,7 +249,7 @@ func testChangesFeed(t *testing.T, k storeKit) {
 // TestPostgresReplicasServeTheSameChanges: changes made through one
 // PostgreSQL handle are served, the same, by another on the same schema.
 func TestPostgresReplicasServeTheSameChanges(t *testing.T) {
-	testPostgres(t)
+	storetest.Postgres(t)
 	st, another := postgresKit.open(t)
 	a, b := newEnvOn(t, st, ""), newEnvOn(t, another(t), "")
 	rev := a.revision()

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"go.uber.org/zap"
 )
 
@@ -257,13 +258,13 @@ func (c *console) errorPage(w http.ResponseWriter, r *http.Request, fr frame, st
 // fail answers an error from the rules with a page.
 func (c *console) fail(w http.ResponseWriter, r *http.Request, fr frame, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "There is no such client or secret, or you are not one of its owners.")
 	case errors.Is(err, ErrForbidden):
 		c.errorPage(w, r, fr, http.StatusForbidden, "Admins only", "Only an admin can do this.")
 	case errors.Is(err, ErrTooManyActive):
 		c.errorPage(w, r, fr, http.StatusConflict, "Too many active secrets", c.maxSentence())
-	case errors.Is(err, ErrClientExists):
+	case errors.Is(err, store.ErrClientExists):
 		c.errorPage(w, r, fr, http.StatusConflict, "Client exists", "A client with this id already exists.")
 	case errors.Is(err, ErrInvalid):
 		c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", err.Error())
@@ -340,7 +341,7 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor,
 	now := c.svc.Now()
 	for _, cl := range clients {
 		secrets, err := c.svc.ListSecrets(r.Context(), who, cl.ID)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted meanwhile
 		}
 		if err != nil {
@@ -374,12 +375,12 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor,
 // pageOfClients returns up to consolePageSize clients the actor may see
 // after the given id, those whose id or name contains query (any case)
 // when it is set, and where the next page starts ("" at the end).
-func (c *console) pageOfClients(r *http.Request, who Actor, query, after string) ([]Client, string, error) {
+func (c *console) pageOfClients(r *http.Request, who Actor, query, after string) ([]store.Client, string, error) {
 	if query == "" {
 		return c.svc.ListClients(r.Context(), who, after, consolePageSize)
 	}
 	needle := strings.ToLower(query)
-	var out []Client
+	var out []store.Client
 	for scanned := 0; scanned < filterScanLimit; {
 		page, next, err := c.svc.ListClients(r.Context(), who, after, 500)
 		if err != nil {
@@ -439,7 +440,7 @@ type clientView struct {
 
 type secretRow struct {
 	ID, Hint string
-	Status   Status
+	Status   store.Status
 	Created  *when
 	Expires  *when
 	Revoked  *when
@@ -513,7 +514,7 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who Actor, 
 // generate and rotate: those forms carry it, and a form sent twice (a
 // reload of the answer page, a double click) changes nothing the second
 // time.
-func seenSecrets(secrets []Secret) string { return strconv.Itoa(len(secrets)) }
+func seenSecrets(secrets []store.Secret) string { return strconv.Itoa(len(secrets)) }
 
 type graceOption struct {
 	Value, Label string
@@ -537,8 +538,8 @@ type cutOver struct{ Level, Text string }
 // cutOverHint compares the last use of an active secret with the first use
 // of the newest active secret created after it: once the new secret is in
 // use, a later use of the old one means some app still has it.
-func cutOverHint(old Secret, all []Secret, now time.Time) cutOver {
-	var newer *Secret
+func cutOverHint(old store.Secret, all []store.Secret, now time.Time) cutOver {
+	var newer *store.Secret
 	others := 0
 	for i := range all {
 		s := &all[i]
@@ -605,7 +606,7 @@ type confirmView struct {
 }
 
 // confirmFor loads the client for a confirm page and prepares the view.
-func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who Actor, fr frame, title, action string) (confirmView, []Secret, bool) {
+func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who Actor, fr frame, title, action string) (confirmView, []store.Secret, bool) {
 	cl, secrets, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		c.fail(w, r, fr, err)
@@ -641,7 +642,7 @@ func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who Acto
 		return
 	}
 	now := c.svc.Now()
-	i := slices.IndexFunc(secrets, func(s Secret) bool { return s.ID == r.PathValue("secret_id") })
+	i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == r.PathValue("secret_id") })
 	if i < 0 || !secrets[i].Active(now) {
 		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "This client has no such active secret.")
 		return

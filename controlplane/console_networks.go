@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"strings"
 )
@@ -31,7 +32,7 @@ type callerView struct {
 	State string
 }
 
-func toCallerView(c Caller) callerView {
+func toCallerView(c store.Caller) callerView {
 	return callerView{IP: c.IP, FirstSeen: at(&c.FirstSeen), LastSeen: at(&c.LastSeen), Requests: c.Requests, Refused: c.Refused}
 }
 
@@ -54,7 +55,7 @@ type networksView struct {
 
 // secretCallers lists the callers of a client's secrets, newest secret
 // first, leaving out those with none.
-func (c *console) secretCallers(r *http.Request, who Actor, clientID string, secrets []Secret) ([]callersView, error) {
+func (c *console) secretCallers(r *http.Request, who Actor, clientID string, secrets []store.Secret) ([]callersView, error) {
 	var out []callersView
 	for i := len(secrets) - 1; i >= 0; i-- {
 		sc, err := c.svc.ListCallers(r.Context(), who, clientID, secrets[i].ID)
@@ -88,7 +89,7 @@ func (c *console) secretCallers(r *http.Request, who Actor, clientID string, sec
 	return out, nil
 }
 
-func newNetworksView(fr frame, cl Client) networksView {
+func newNetworksView(fr frame, cl store.Client) networksView {
 	return networksView{
 		Frame: fr, ClientID: cl.ID, ClientPath: consoleClientPath(cl.ID),
 		Text: strings.Join(cl.AllowedCIDRs, "\n"), CIDRs: cl.AllowedCIDRs, ReportOnly: cl.NetworksReportOnly,

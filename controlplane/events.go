@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/spf13/cobra"
 )
 
@@ -27,7 +28,7 @@ func init() {
 // stand (admins only); limit 0 means DefaultEventsLimit. Deliveries name
 // their webhook by its URL's host when it is configured here, else by its
 // key (a webhook since removed, or configured on another replica only).
-func (s *Service) ListEvents(ctx context.Context, who Actor, limit int) ([]EventRecord, error) {
+func (s *Service) ListEvents(ctx context.Context, who Actor, limit int) ([]store.EventRecord, error) {
 	if !who.Admin {
 		return nil, ErrForbidden
 	}
@@ -37,9 +38,9 @@ func (s *Service) ListEvents(ctx context.Context, who Actor, limit int) ([]Event
 	if limit < 1 || limit > MaxPageSize {
 		return nil, invalidf("limit must be between 1 and %d", MaxPageSize)
 	}
-	ob, ok := s.store.(OutboxStore)
+	ob, ok := s.store.(store.OutboxStore)
 	if !ok {
-		return []EventRecord{}, nil
+		return []store.EventRecord{}, nil
 	}
 	evs, err := ob.Events(ctx, limit)
 	if err != nil {

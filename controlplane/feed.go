@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -209,7 +210,7 @@ func (b *builtSnapshot) gzipped() ([]byte, error) {
 // cut off from a shared database answers 503 instead, so edges turn to
 // another replica or, failing all, stop trusting their snapshot at
 // max_stale.
-func (a *API) notModified(w http.ResponseWriter, n *Notifier, epoch string, rev int64) {
+func (a *API) notModified(w http.ResponseWriter, n *store.Notifier, epoch string, rev int64) {
 	if !n.Trusted() {
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
 		return

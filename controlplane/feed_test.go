@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -244,7 +245,7 @@ func TestLongPollEndsWithTheRequest(t *testing.T) {
 // A thousand waiting edges cost no store queries while they wait, and one
 // snapshot build when a change wakes them all.
 func TestThousandWaitersNoQueryStorm(t *testing.T) {
-	st, path := openTestStore(t)
+	st, path := storetest.SQLite(t)
 	counting := &countingStore{Store: st}
 	e := newEnvOn(t, counting, path)
 	e.mustClient("c")

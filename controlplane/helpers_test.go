@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +18,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -49,21 +50,9 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// openTestStore opens a SQLite store on a real file in a temp dir.
-func openTestStore(t testing.TB) (*SQLiteStore, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "cp.db")
-	st, err := OpenSQLite(context.Background(), path)
-	if err != nil {
-		t.Fatalf("OpenSQLite: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st, path
-}
-
 // countingStore counts the calls that reach the store's read side.
 type countingStore struct {
-	Store
+	store.Store
 	snapshots atomic.Int64
 	revisions atomic.Int64
 	lookups   atomic.Int64
@@ -74,7 +63,7 @@ func (c *countingStore) Snapshot(ctx context.Context, now time.Time, window time
 	return c.Store.Snapshot(ctx, now, window)
 }
 
-func (c *countingStore) SecretByHash(ctx context.Context, hash string) (Secret, error) {
+func (c *countingStore) SecretByHash(ctx context.Context, hash string) (store.Secret, error) {
 	c.lookups.Add(1)
 	return c.Store.SecretByHash(ctx, hash)
 }
@@ -90,7 +79,7 @@ func (c *countingStore) queries() int64 { return c.snapshots.Load() + c.revision
 // observed audit log.
 type env struct {
 	t     *testing.T
-	store Store
+	store store.Store
 	path  string
 	clock *fakeClock
 	svc   *Service
@@ -108,11 +97,11 @@ func withAdmins(users ...string) envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	st, path := openTestStore(t)
+	st, path := storetest.SQLite(t)
 	return newEnvOn(t, st, path, opts...)
 }
 
-func newEnvOn(t *testing.T, st Store, path string, opts ...envOption) *env {
+func newEnvOn(t *testing.T, st store.Store, path string, opts ...envOption) *env {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	e := &env{t: t, store: st, path: path, clock: newFakeClock(), audit: logs}

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -92,7 +93,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 		return res, nil
 	}
 	sec, err := s.store.SecretByHash(ctx, secrethash.NewSHA256(r.Token))
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return res, nil
 	}
 	if err != nil {
@@ -100,7 +101,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 	}
 	if !who.Admin && !who.Leak {
 		c, err := s.store.Client(ctx, sec.ClientID)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return res, nil
 		}
 		if err != nil {
@@ -126,8 +127,8 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 				zap.String("leak_action", res.Action), zap.String("url", url))
 		}
 	}()
-	res.Action, err = update(ctx, s, func(tx Tx) (string, error) {
-		if _, err := tx.LockClient(ctx, sec.ClientID); errors.Is(err, ErrNotFound) {
+	res.Action, err = update(ctx, s, func(tx store.Tx) (string, error) {
+		if _, err := tx.LockClient(ctx, sec.ClientID); errors.Is(err, store.ErrNotFound) {
 			return LeakActionNone, nil // deleted meanwhile: its secrets are gone
 		} else if err != nil {
 			return "", err
@@ -176,7 +177,7 @@ func generatedShape(token string) bool {
 	return n >= 1 && n <= maxPrefixLen && CheckSecret(token, token[:n])
 }
 
-func indexOfSecret(secrets []Secret, id string) int {
+func indexOfSecret(secrets []store.Secret, id string) int {
 	for i := range secrets {
 		if secrets[i].ID == id {
 			return i
@@ -219,7 +220,7 @@ func orNone(s string) string {
 // line. Counts add up: a batch that an edge sends again after an
 // ambiguous failure (the control plane applied it, the answer was lost)
 // counts twice.
-func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire.RevokedUse) ([]RecordedRevokedUse, error) {
+func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire.RevokedUse) ([]store.RecordedRevokedUse, error) {
 	now := s.Now()
 	merged := make(map[[2]string]wire.RevokedUse, len(uses))
 	for _, u := range uses {
@@ -250,11 +251,11 @@ func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire
 	}
 	// A stable order keeps lock order and tests deterministic.
 	sort.Slice(list, func(i, j int) bool { return list[i].SecretID < list[j].SecretID })
-	recorded, err := update(ctx, s, func(tx Tx) ([]RecordedRevokedUse, error) {
-		var out []RecordedRevokedUse
+	recorded, err := update(ctx, s, func(tx store.Tx) ([]store.RecordedRevokedUse, error) {
+		var out []store.RecordedRevokedUse
 		for _, u := range list {
 			r, err := tx.RecordRevokedUse(ctx, u)
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}
 			if err != nil {

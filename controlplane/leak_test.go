@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -26,13 +27,13 @@ func testSnapshotTombstones(t *testing.T, k storeKit) {
 	t0 := time.Date(2030, 1, 10, 0, 0, 0, 0, time.UTC)
 	window := 24 * time.Hour
 	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
-	_, err := st.Update(ctx, func(tx Tx) error {
+	_, err := st.Update(ctx, func(tx store.Tx) error {
 		for _, c := range []string{"a", "dead", "old"} {
-			if err := tx.InsertClient(ctx, Client{ID: c, CreatedAt: t0.Add(-100 * time.Hour)}); err != nil {
+			if err := tx.InsertClient(ctx, store.Client{ID: c, CreatedAt: t0.Add(-100 * time.Hour)}); err != nil {
 				return err
 			}
 		}
-		for _, s := range []Secret{
+		for _, s := range []store.Secret{
 			{ID: "sec_live", ClientID: "a", Hash: "sha256:live"},
 			{ID: "sec_revoked", ClientID: "a", Hash: "sha256:revoked"},
 			{ID: "sec_expired", ClientID: "a", Hash: "sha256:expired", ExpiresAt: at(-time.Hour)},
@@ -109,8 +110,8 @@ func testRevokedUses(t *testing.T, k storeKit) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	usageFixture(t, st, t0) // client c, secret sec_a (live)
 	later := t0.Add(2 * time.Hour)
-	_, err := st.Update(ctx, func(tx Tx) error {
-		if err := tx.InsertSecret(ctx, Secret{ID: "sec_exp", ClientID: "c", Hash: "h2", Hint: "y", CreatedAt: t0, ExpiresAt: &later}); err != nil {
+	_, err := st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertSecret(ctx, store.Secret{ID: "sec_exp", ClientID: "c", Hash: "h2", Hint: "y", CreatedAt: t0, ExpiresAt: &later}); err != nil {
 			return err
 		}
 		return tx.Revoke(ctx, "sec_a", t0.Add(time.Hour))
@@ -119,9 +120,9 @@ func testRevokedUses(t *testing.T, k storeKit) {
 		t.Fatal(err)
 	}
 	_, rev, _ := st.Revision(ctx)
-	record := func(u wire.RevokedUse) (RecordedRevokedUse, error) {
-		var r RecordedRevokedUse
-		_, err := st.Update(ctx, func(tx Tx) error {
+	record := func(u wire.RevokedUse) (store.RecordedRevokedUse, error) {
+		var r store.RecordedRevokedUse
+		_, err := st.Update(ctx, func(tx store.Tx) error {
 			var err error
 			r, err = tx.RecordRevokedUse(ctx, u)
 			return err
@@ -152,7 +153,7 @@ func testRevokedUses(t *testing.T, k storeKit) {
 			}
 			continue
 		}
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("%s: %v, want ErrNotFound", name, err)
 		}
 	}
@@ -182,7 +183,7 @@ func testSecretByHash(t *testing.T, k storeKit) {
 	if err != nil || sec.ID != ns.Secret.ID || sec.ClientID != "c" {
 		t.Fatalf("lookup: %+v (%v)", sec, err)
 	}
-	if _, err := e.store.SecretByHash(context.Background(), "sha256:nothing"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.store.SecretByHash(context.Background(), "sha256:nothing"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown hash: %v, want ErrNotFound", err)
 	}
 }
@@ -222,8 +223,8 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 
 	// The events, committed with the revocation. (The counting wrapper
 	// hides the store's outbox: read it underneath.)
-	newest := func() []EventRecord {
-		evs, err := counting.Store.(OutboxStore).Events(ctx, MaxPageSize)
+	newest := func() []store.EventRecord {
+		evs, err := counting.Store.(store.OutboxStore).Events(ctx, MaxPageSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +340,7 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 		t.Fatal("the reports moved the revision")
 	}
 	// One event for the secret, in the same transaction as the count.
-	var dead1 []EventRecord
+	var dead1 []store.EventRecord
 	for _, ev := range e.events() {
 		if ev.Type == EventSecretPresentedAfterRevoke {
 			dead1 = append(dead1, ev)
@@ -406,7 +407,7 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	}
 }
 
-func mustSecret(t *testing.T, e *env, clientID, secretID string) Secret {
+func mustSecret(t *testing.T, e *env, clientID, secretID string) store.Secret {
 	t.Helper()
 	secrets, err := e.store.Secrets(context.Background(), clientID)
 	if err != nil {

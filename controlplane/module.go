@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/rotagate/rotagate/controlplane/store"
 	"go.uber.org/zap"
 )
 
@@ -31,7 +32,7 @@ func init() {
 type Handler struct {
 	// Store says where clients and secret hashes live. Default: SQLite at
 	// `rotagate/rotagate.db` under Caddy's data directory.
-	Store *StoreConfig `json:"store,omitempty"`
+	Store *store.Config `json:"store,omitempty"`
 
 	// AdminToken is the bearer token of the management API. Placeholders
 	// such as `{env.ROTAGATE_ADMIN_TOKEN}` are resolved at provisioning;
@@ -119,7 +120,7 @@ type Handler struct {
 	// Resolved by Provision: the tokens, the store config with its
 	// defaults, and the webhooks' URLs and secrets.
 	adminToken, edgeToken, leakToken string
-	store                            StoreConfig
+	storeCfg                         store.Config
 	webhooks                         []WebhookConfig
 
 	api     *API
@@ -130,35 +131,6 @@ type Handler struct {
 	// it has returned.
 	stopSender context.CancelFunc
 	senderDone chan struct{}
-}
-
-// StoreConfig selects a store; set exactly one field.
-type StoreConfig struct {
-	// SQLite is the embedded store. Default: used when no store is set.
-	SQLite *SQLiteConfig `json:"sqlite,omitempty"`
-	// Postgres is the store for fleets: several control planes (replicas)
-	// on one PostgreSQL database serve the same clients, and a change
-	// through one wakes the edges waiting on any other. Default: none.
-	Postgres *PostgresConfig `json:"postgres,omitempty"`
-}
-
-// SQLiteConfig configures the SQLite store.
-type SQLiteConfig struct {
-	// Path of the database file, relative to Caddy's working directory
-	// unless absolute. Several sites and config reloads using one path
-	// share one open store. Default: `rotagate/rotagate.db` under Caddy's
-	// data directory.
-	Path string `json:"path,omitempty"`
-}
-
-// PostgresConfig configures the PostgreSQL store.
-type PostgresConfig struct {
-	// DSN is the connection string, a `postgres://user:password@host/db`
-	// URL or `key=value` pairs, resolved through placeholders like the
-	// tokens (`{env.DATABASE_URL}`); an unset placeholder is an error.
-	// Control planes with the same DSN in one process share one store.
-	// Required. Default: none.
-	DSN string `json:"dsn,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,7 +148,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 var stores = caddy.NewUsagePool()
 
 // pooledStore is an open store in the pool.
-type pooledStore struct{ Store }
+type pooledStore struct{ store.Store }
 
 // Destruct implements caddy.Destructor.
 func (p pooledStore) Destruct() error { return p.Close() }
@@ -205,7 +177,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("leak_report_keys: %v", err)
 		}
 	}
-	if h.store, err = h.resolveStore(repl); err != nil {
+	if h.storeCfg, err = h.resolveStore(repl); err != nil {
 		return err
 	}
 	h.webhooks = make([]WebhookConfig, len(h.Webhooks))
@@ -233,12 +205,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	key := h.store.key()
+	key := h.storeCfg.Key()
 	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// The store outlives config reloads: a PostgreSQL store's LISTEN
 		// connection and revision check run until the last user lets go,
 		// not until this handler's context ends.
-		st, err := NewStore(ctx, &h.store, h.logger.Named("store"))
+		st, err := store.New(ctx, &h.storeCfg, h.logger.Named("store"))
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +220,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.poolKey = key
-	h.logger.Info("control plane store ready", h.store.describe()...)
+	h.logger.Info("control plane store ready", h.storeCfg.LogFields()...)
 	so.AuditLog, so.Logger = h.logger.Named("audit"), h.logger
 	svc, err := NewService(ctx, val.(pooledStore).Store, so)
 	if err != nil {
@@ -294,7 +266,7 @@ func (h *Handler) Validate() error {
 	if strings.HasPrefix(h.UserID, "{http.request.") {
 		return fmt.Errorf("user_id %s is set by the client itself: name the placeholder an authentication handler sets", h.UserID)
 	}
-	return h.store.validate()
+	return h.storeCfg.Validate()
 }
 
 // serviceOptions and apiOptions are the handler's options for the Service
@@ -339,9 +311,9 @@ func (h *Handler) apiOptions() APIOptions {
 
 // resolveStore returns the store config with its placeholders resolved
 // and its defaults set (StoreConfig.withDefaults).
-func (h *Handler) resolveStore(repl *caddy.Replacer) (StoreConfig, error) {
+func (h *Handler) resolveStore(repl *caddy.Replacer) (store.Config, error) {
 	if h.Store == nil {
-		return (*StoreConfig)(nil).withDefaults()
+		return (*store.Config)(nil).WithDefaults()
 	}
 	cfg := *h.Store
 	if cfg.SQLite != nil {
@@ -349,16 +321,16 @@ func (h *Handler) resolveStore(repl *caddy.Replacer) (StoreConfig, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("store sqlite path: %v", err)
 		}
-		cfg.SQLite = &SQLiteConfig{Path: path}
+		cfg.SQLite = &store.SQLiteConfig{Path: path}
 	}
 	if cfg.Postgres != nil {
 		dsn, err := resolveSecret(repl, "store postgres dsn", cfg.Postgres.DSN)
 		if err != nil {
 			return cfg, err
 		}
-		cfg.Postgres = &PostgresConfig{DSN: dsn}
+		cfg.Postgres = &store.PostgresConfig{DSN: dsn}
 	}
-	return cfg.withDefaults()
+	return cfg.WithDefaults()
 }
 
 // envOnly matches a value that is nothing but one {env.NAME} placeholder.

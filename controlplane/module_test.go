@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // provision unmarshals a JSON config and provisions it, as Caddy would.
@@ -277,7 +278,7 @@ func TestNewStore(t *testing.T) {
 	ctx := context.Background()
 	data := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", data)
-	st, err := NewStore(ctx, nil, nil)
+	st, err := store.New(ctx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,15 +287,15 @@ func TestNewStore(t *testing.T) {
 		t.Fatalf("the default store is not under Caddy's data directory: %v", err)
 	}
 	for name, tc := range map[string]struct {
-		cfg  *StoreConfig
+		cfg  *store.Config
 		want string
 	}{
-		"empty":       {&StoreConfig{}, "set sqlite or postgres"},
-		"both":        {&StoreConfig{SQLite: &SQLiteConfig{}, Postgres: &PostgresConfig{DSN: "x"}}, "not both"},
-		"no dsn":      {&StoreConfig{Postgres: &PostgresConfig{}}, "dsn is required"},
-		"unreachable": {&StoreConfig{Postgres: &PostgresConfig{DSN: "postgres://u:s3cretpw@127.0.0.1:1/db"}}, "postgres store (user u, 127.0.0.1:1, database db)"},
+		"empty":       {&store.Config{}, "set sqlite or postgres"},
+		"both":        {&store.Config{SQLite: &store.SQLiteConfig{}, Postgres: &store.PostgresConfig{DSN: "x"}}, "not both"},
+		"no dsn":      {&store.Config{Postgres: &store.PostgresConfig{}}, "dsn is required"},
+		"unreachable": {&store.Config{Postgres: &store.PostgresConfig{DSN: "postgres://u:s3cretpw@127.0.0.1:1/db"}}, "postgres store (user u, 127.0.0.1:1, database db)"},
 	} {
-		_, err := NewStore(ctx, tc.cfg, nil)
+		_, err := store.New(ctx, tc.cfg, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cretpw") {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 		}

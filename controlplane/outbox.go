@@ -10,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/base62"
 )
 
 // The transactional outbox (SPEC §12). A change and the event that tells
@@ -49,112 +52,6 @@ type Event struct {
 	Data map[string]any
 }
 
-// OutboxEvent is an event as the outbox stores and delivers it.
-type OutboxEvent struct {
-	// ID is the webhook-id of every delivery: evt_ and 20 base62
-	// characters.
-	ID       string
-	Type     string
-	ClientID string
-	SecretID string
-	// Payload is the exact body delivered and signed.
-	Payload   []byte
-	CreatedAt time.Time
-}
-
-// Delivery is one event owed to one webhook, as a claim returns it.
-type Delivery struct {
-	EventID string
-	// Webhook is the webhook's key (a digest of its URL).
-	Webhook string
-	// Attempts counts the attempts made, this one included.
-	Attempts  int
-	Payload   []byte
-	CreatedAt time.Time
-}
-
-// DeliveryState is where a delivery stands.
-type DeliveryState struct {
-	Webhook       string
-	Attempts      int
-	NextAttemptAt time.Time
-	DeliveredAt   *time.Time
-	FailedAt      *time.Time
-	LastError     string
-}
-
-// State names the delivery's state: delivered, failed or pending.
-func (d DeliveryState) State() string {
-	switch {
-	case d.DeliveredAt != nil:
-		return "delivered"
-	case d.FailedAt != nil:
-		return "failed"
-	}
-	return "pending"
-}
-
-// EventRecord is an event with its deliveries, for listings.
-type EventRecord struct {
-	OutboxEvent
-	Deliveries []DeliveryState
-}
-
-// ExpiryCandidate is a secret, not revoked, whose expiry is within the
-// reach of a reminder, with the stage of the last notice sent for it
-// (see Tx.AdvanceNotice); -1 when none was.
-type ExpiryCandidate struct {
-	Secret
-	Stage int64
-}
-
-// DeliveryOutcome is what FinishDelivery records.
-type DeliveryOutcome struct {
-	// At is when the attempt ended.
-	At time.Time
-	// Delivered: the receiver answered 2xx.
-	Delivered bool
-	// Failed: no more attempts.
-	Failed bool
-	// Next is the next attempt's time, when neither.
-	Next time.Time
-	// Error is the attempt's failure, without secrets or URLs.
-	Error string
-}
-
-// OutboxStore is the outbox's side of a store (both of ours). The writes
-// of events and notices happen inside Store.Update (Tx.InsertEvent,
-// Tx.AdvanceNotice); these run transactions of their own.
-type OutboxStore interface {
-	// ClaimDeliveries leases up to limit deliveries of one webhook that
-	// are due at now (neither delivered nor failed, next attempt at or
-	// before now), oldest first: their attempt count goes up by one and
-	// their next attempt moves to leaseUntil, in one transaction, so no
-	// other claim (from any process) gets them until the lease runs out.
-	ClaimDeliveries(ctx context.Context, webhook string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
-
-	// FinishDelivery records an attempt's outcome, unless the claim was
-	// lost meanwhile (the lease ran out and another claim made a later
-	// attempt): then it changes nothing.
-	FinishDelivery(ctx context.Context, d Delivery, o DeliveryOutcome) error
-
-	// PendingDeliveries counts the deliveries neither delivered nor
-	// failed, by webhook key.
-	PendingDeliveries(ctx context.Context) (map[string]int, error)
-
-	// Events returns the newest limit events with their deliveries,
-	// newest first.
-	Events(ctx context.Context, limit int) ([]EventRecord, error)
-
-	// ExpiryCandidates returns the secrets, not revoked, that expire
-	// after from and at or before to, with their notice stage.
-	ExpiryCandidates(ctx context.Context, from, to time.Time) ([]ExpiryCandidate, error)
-
-	// PruneEvents deletes the events created before cutoff and their
-	// deliveries. It returns how many events it deleted.
-	PruneEvents(ctx context.Context, cutoff time.Time) (int, error)
-}
-
 // Outbox timing.
 const (
 	// DefaultOutboxPoll is how often the sender looks for due deliveries
@@ -185,11 +82,11 @@ const (
 // transaction: the event then commits with the change or not at all. It
 // does not move the store revision. See the comment at the top of this
 // file.
-func (s *Service) enqueue(ctx context.Context, tx Tx, ev Event) error {
+func (s *Service) enqueue(ctx context.Context, tx store.Tx, ev Event) error {
 	if !slices.Contains(EventTypes, ev.Type) {
 		return fmt.Errorf("enqueue: unknown event type %q", ev.Type)
 	}
-	id, err := randomBase62(idRandLen)
+	id, err := base62.Random(idRandLen)
 	if err != nil {
 		return err
 	}
@@ -216,7 +113,7 @@ func (s *Service) enqueue(ctx context.Context, tx Tx, ev Event) error {
 			hooks = append(hooks, w.key)
 		}
 	}
-	return tx.InsertEvent(ctx, OutboxEvent{
+	return tx.InsertEvent(ctx, store.OutboxEvent{
 		ID: "evt_" + id, Type: ev.Type, ClientID: ev.ClientID, SecretID: ev.SecretID,
 		Payload: payload, CreatedAt: now,
 	}, hooks)
@@ -238,7 +135,7 @@ func (s *Service) wakeOutbox() {
 // and the loop goes on. Several loops on one store (config reloads,
 // replicas) share the work without sending twice.
 func (s *Service) RunOutbox(ctx context.Context) {
-	ob, ok := s.store.(OutboxStore)
+	ob, ok := s.store.(store.OutboxStore)
 	if !ok {
 		s.logger.Warn("the store keeps no outbox: webhooks and expiry reminders are off")
 		return
@@ -281,7 +178,7 @@ func (s *Service) outboxStep(ctx context.Context, what string, fn func() error) 
 // deliverDue sends every due delivery, each webhook in a goroutine of its
 // own (a slow receiver does not hold up the others), its deliveries in
 // order. It then refreshes the pending gauge.
-func (s *Service) deliverDue(ctx context.Context, ob OutboxStore) error {
+func (s *Service) deliverDue(ctx context.Context, ob store.OutboxStore) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(s.hooks))
 	for i, w := range s.hooks {
@@ -306,7 +203,7 @@ func (s *Service) deliverDue(ctx context.Context, ob OutboxStore) error {
 
 // deliverTo claims and sends the due deliveries of one webhook, batch by
 // batch.
-func (s *Service) deliverTo(ctx context.Context, ob OutboxStore, w *webhook) error {
+func (s *Service) deliverTo(ctx context.Context, ob store.OutboxStore, w *webhook) error {
 	for range maxBatchesPerPass {
 		now := s.now()
 		lease := now.Add(claimBatch*w.timeout + leaseMargin)
@@ -330,9 +227,9 @@ func (s *Service) deliverTo(ctx context.Context, ob OutboxStore, w *webhook) err
 }
 
 // attempt makes one delivery attempt and records its outcome.
-func (s *Service) attempt(ctx context.Context, ob OutboxStore, w *webhook, d Delivery) error {
+func (s *Service) attempt(ctx context.Context, ob store.OutboxStore, w *webhook, d store.Delivery) error {
 	res := w.deliver(ctx, s.httpClient, d.EventID, d.Payload, s.now())
-	out := DeliveryOutcome{At: s.now(), Delivered: res.ok, Error: res.err}
+	out := store.DeliveryOutcome{At: s.now(), Delivered: res.ok, Error: res.err}
 	switch {
 	case res.ok:
 		webhookMetrics.delivered.WithLabelValues(w.label).Inc()
@@ -367,7 +264,7 @@ func (s *Service) attempt(ctx context.Context, ob OutboxStore, w *webhook, d Del
 // and replicas do not repeat a notice. A secret that crossed several
 // offsets since the last scan (a control plane that was down, a rotation
 // that set a near expiry) gets only the nearest one.
-func (s *Service) scanExpiries(ctx context.Context, ob OutboxStore) error {
+func (s *Service) scanExpiries(ctx context.Context, ob store.OutboxStore) error {
 	now := s.Now()
 	var reach time.Duration
 	for _, r := range s.reminders {
@@ -390,7 +287,7 @@ func (s *Service) scanExpiries(ctx context.Context, ob OutboxStore) error {
 			ev.Type = EventSecretExpiring
 			ev.Data["reminder"] = formatOffset(time.Duration(stage) * time.Millisecond)
 		}
-		_, err := update(ctx, s, func(tx Tx) (nothing, error) {
+		_, err := update(ctx, s, func(tx store.Tx) (nothing, error) {
 			advanced, err := tx.AdvanceNotice(ctx, c.ID, stage)
 			if err != nil || !advanced {
 				return nothing{}, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,9 +27,9 @@ func withReminders(ds ...time.Duration) envOption {
 var admin = Actor{TokenID: "test", Admin: true}
 
 // outbox returns the env's store as an OutboxStore.
-func (e *env) outbox() OutboxStore {
+func (e *env) outbox() store.OutboxStore {
 	e.t.Helper()
-	ob, ok := e.store.(OutboxStore)
+	ob, ok := e.store.(store.OutboxStore)
 	if !ok {
 		e.t.Fatalf("%T keeps no outbox", e.store)
 	}
@@ -36,7 +37,7 @@ func (e *env) outbox() OutboxStore {
 }
 
 // events lists the newest events, oldest first.
-func (e *env) events() []EventRecord {
+func (e *env) events() []store.EventRecord {
 	e.t.Helper()
 	evs, err := e.svc.ListEvents(context.Background(), admin, MaxPageSize)
 	if err != nil {
@@ -48,7 +49,7 @@ func (e *env) events() []EventRecord {
 	return evs
 }
 
-func eventTypes(evs []EventRecord) []string {
+func eventTypes(evs []store.EventRecord) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
 		out[i] = e.Type
@@ -57,12 +58,12 @@ func eventTypes(evs []EventRecord) []string {
 }
 
 // payloads reads every stored payload straight from the store.
-func storedPayloads(t *testing.T, st Store) []string {
+func storedPayloads(t *testing.T, st store.Store) []string {
 	t.Helper()
 	var out []string
-	err := inOutboxTx(context.Background(), st, func(tx *storeTx) error {
+	_, err := st.Update(context.Background(), func(tx store.Tx) error {
 		out = nil
-		rs, err := tx.d.query(context.Background(), `SELECT payload FROM events ORDER BY seq`)
+		rs, err := tx.(store.RawTx).Query(context.Background(), `SELECT payload FROM events ORDER BY seq`)
 		if err != nil {
 			return err
 		}
@@ -184,7 +185,7 @@ func testClaimsAreExclusive(t *testing.T, k storeKit) {
 	e.mustClient("app")
 	key := e.svc.hooks[0].key
 	now := e.clock.Now()
-	a, b := st.(OutboxStore), other(t).(OutboxStore)
+	a, b := st.(store.OutboxStore), other(t).(store.OutboxStore)
 
 	got, err := a.ClaimDeliveries(ctx, key, now, now.Add(time.Minute), 10)
 	if err != nil || len(got) != 1 || got[0].Attempts != 1 || !strings.Contains(string(got[0].Payload), EventClientCreated) {
@@ -202,10 +203,10 @@ func testClaimsAreExclusive(t *testing.T, k storeKit) {
 		t.Fatalf("after the lease: %+v %v", stolen, err)
 	}
 	// The first claimer finishes late: its claim is lost, nothing changes.
-	if err := a.FinishDelivery(ctx, got[0], DeliveryOutcome{At: later, Failed: true, Error: "late"}); err != nil {
+	if err := a.FinishDelivery(ctx, got[0], store.DeliveryOutcome{At: later, Failed: true, Error: "late"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.FinishDelivery(ctx, stolen[0], DeliveryOutcome{At: later, Delivered: true}); err != nil {
+	if err := b.FinishDelivery(ctx, stolen[0], store.DeliveryOutcome{At: later, Delivered: true}); err != nil {
 		t.Fatal(err)
 	}
 	evs := e.events()
@@ -343,11 +344,11 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 }
 
 // storedPayloadOf returns the data of one stored event's payload.
-func storedPayloadOf(t *testing.T, st Store, id string) map[string]any {
+func storedPayloadOf(t *testing.T, st store.Store, id string) map[string]any {
 	t.Helper()
 	var p string
-	err := inOutboxTx(context.Background(), st, func(tx *storeTx) error {
-		return tx.d.queryRow(context.Background(), `SELECT payload FROM events WHERE event_id = $1`, id).Scan(&p)
+	_, err := st.Update(context.Background(), func(tx store.Tx) error {
+		return tx.(store.RawTx).QueryRow(context.Background(), `SELECT payload FROM events WHERE event_id = $1`, id).Scan(&p)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +459,7 @@ func TestEventsAPI(t *testing.T) {
 
 func TestEnqueueRefusesUnknownType(t *testing.T) {
 	e := newEnv(t)
-	_, err := update(context.Background(), e.svc, func(tx Tx) (nothing, error) {
+	_, err := update(context.Background(), e.svc, func(tx store.Tx) (nothing, error) {
 		return nothing{}, e.svc.enqueue(context.Background(), tx, Event{Type: "secret.created"})
 	})
 	if err == nil || !strings.Contains(err.Error(), "unknown event type") {
@@ -481,7 +482,7 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 	leak := Event{Type: EventSecretLeakReported, ClientID: "app", SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
 		Data: map[string]any{"url": "https://github.com/o/r/blob/main/x"}}
 	boom := errors.New("the change failed")
-	_, err := update(ctx, e.svc, func(tx Tx) (nothing, error) {
+	_, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) {
 		if err := e.svc.enqueue(ctx, tx, leak); err != nil {
 			return nothing{}, err
 		}
@@ -493,7 +494,7 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 	rev := e.revision()
 	for _, typ := range []string{EventSecretLeakReported, EventSecretPresentedAfterRevoke} {
 		leak.Type = typ
-		if _, err := update(ctx, e.svc, func(tx Tx) (nothing, error) { return nothing{}, e.svc.enqueue(ctx, tx, leak) }); err != nil {
+		if _, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) { return nothing{}, e.svc.enqueue(ctx, tx, leak) }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,8 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,96 +10,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
-
-// The PostgreSQL tests run against ROTAGATE_TEST_POSTGRES (default: the
-// local server, database test, user postgres). Each test works in a
-// schema of its own, dropped at the end. When the server is unreachable
-// they skip, unless CI is set: then they fail.
-const defaultTestPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-var (
-	pgOnce    sync.Once
-	pgAdmin   *pgxpool.Pool
-	pgDownErr error
-)
-
-// testPostgres returns the DSN of the test server and a pool on it for
-// test setup, skipping (or failing, under CI) when it is unreachable.
-func testPostgres(t testing.TB) (string, *pgxpool.Pool) {
-	t.Helper()
-	dsn := os.Getenv("ROTAGATE_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = defaultTestPostgres
-	}
-	pgOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		cfg, err := ParsePostgresDSN(dsn)
-		if err != nil {
-			pgDownErr = err
-			return
-		}
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err == nil {
-			err = pool.Ping(ctx)
-		}
-		if err != nil {
-			pgDownErr = redactf(cfg.ConnConfig.Password, "PostgreSQL %s: %w", describeTarget(cfg.ConnConfig), err)
-			return
-		}
-		pgAdmin = pool
-	})
-	if pgDownErr != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL is required under CI: %v", pgDownErr)
-		}
-		t.Skipf("skipping: PostgreSQL is not reachable (%v). Start it, or point ROTAGATE_TEST_POSTGRES at one; with CI set this fails instead", pgDownErr)
-	}
-	return dsn, pgAdmin
-}
-
-// newTestSchema returns a new schema name, dropped (with everything in
-// it) when the test ends, after the stores opened later are closed.
-func newTestSchema(t testing.TB) (dsn, schema string) {
-	t.Helper()
-	dsn, admin := testPostgres(t)
-	var b [6]byte
-	rand.Read(b[:])
-	schema = "rgtest_" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	return dsn, schema
-}
-
-// openTestPostgres opens a store on the schema, closed when the test ends.
-func openTestPostgres(t testing.TB, dsn string, opts PostgresOptions) *PostgresStore {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := OpenPostgres(ctx, dsn, opts)
-	if err != nil {
-		t.Fatalf("OpenPostgres: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 // withParam adds a query parameter to a URL DSN.
 func withParam(t *testing.T, dsn, key, value string) string {
@@ -121,89 +41,18 @@ func withParam(t *testing.T, dsn, key, value string) string {
 // what a second replica has.
 var postgresKit = storeKit{
 	name: "postgres",
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		dsn, schema := newTestSchema(t)
-		st := openTestPostgres(t, dsn, PostgresOptions{Schema: schema})
-		return st, func(t *testing.T) Store { return openTestPostgres(t, dsn, PostgresOptions{Schema: schema}) }
+	open: func(t *testing.T) (store.Store, func(t *testing.T) store.Store) {
+		dsn, schema := storetest.Schema(t)
+		st := storetest.OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
+		return st, func(t *testing.T) store.Store {
+			return storetest.OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
+		}
 	},
 }
 
 func TestPostgresStore(t *testing.T) {
-	testPostgres(t)
+	storetest.Postgres(t)
 	runStoreSuite(t, postgresKit)
-}
-
-func TestPostgresMigrations(t *testing.T) {
-	ctx := context.Background()
-	dsn, schema := newTestSchema(t)
-	_, admin := testPostgres(t)
-
-	// Replicas starting together migrate once and agree on the epoch.
-	epochs := make([]string, 6)
-	var wg sync.WaitGroup
-	for i := range epochs {
-		wg.Go(func() {
-			st, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: schema})
-			if err != nil {
-				t.Errorf("open %d: %v", i, err)
-				return
-			}
-			defer st.Close()
-			epochs[i], _, err = st.Revision(ctx)
-			if err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	for _, e := range epochs {
-		if e == "" || e != epochs[0] {
-			t.Fatalf("replicas started together see epochs %v", epochs)
-		}
-	}
-	var version, metaRows int
-	if err := admin.QueryRow(ctx, `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != len(migrations) {
-		t.Fatalf("schema_version %d (%v), want %d", version, err, len(migrations))
-	}
-	if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.meta`).Scan(&metaRows); err != nil || metaRows != 1 {
-		t.Fatalf("%d meta rows (%v)", metaRows, err)
-	}
-
-	// A schema from a newer build is refused, not downgraded.
-	if _, err := admin.Exec(ctx, `UPDATE `+schema+`.schema_version SET version = 99`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: schema}); err == nil || !strings.Contains(err.Error(), "newer") {
-		t.Fatalf("opening a newer schema: %v", err)
-	}
-	if _, err := OpenPostgres(ctx, dsn, PostgresOptions{Schema: "Bad-Name"}); err == nil || !strings.Contains(err.Error(), "schema") {
-		t.Fatalf("bad schema name: %v", err)
-	}
-}
-
-// A broken DSN or an unreachable database gives an error that names the
-// target and never the password.
-func TestPostgresOpenErrors(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	const pw = "s3cret-Pa55word"
-	for dsn, want := range map[string]string{
-		"":                                       "empty DSN",
-		"postgres://u:" + pw + "@h:99999999/db":  "not a valid connection string",
-		"postgres://u:" + pw + "@[::1/db":        "not a valid connection string",
-		"host=h password=" + pw + " port=x":      "not a valid connection string",
-		"postgres://u:" + pw + "@127.0.0.1:1/db": "postgres store (user u, 127.0.0.1:1, database db)",
-		"host=127.0.0.1 port=1 user=u password=" + pw + " dbname=db": "connect",
-	} {
-		_, err := OpenPostgres(ctx, dsn, PostgresOptions{})
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want an error containing %q", strings.ReplaceAll(dsn, pw, "…"), err, want)
-			continue
-		}
-		if strings.Contains(err.Error(), pw) {
-			t.Errorf("the error quotes the password: %s", strings.ReplaceAll(err.Error(), pw, "[PASSWORD]"))
-		}
-	}
 }
 
 // replica is one control-plane process of a fleet, served over HTTP.
@@ -212,7 +61,7 @@ type replica struct {
 	http *httptest.Server
 }
 
-func newReplica(t *testing.T, dsn string, pg PostgresOptions) *replica {
+func newReplica(t *testing.T, dsn string, pg store.PostgresOptions) *replica {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -274,8 +123,8 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // within a second: LISTEN/NOTIFY carries it, not the periodic check (set
 // to a minute here so that it cannot help).
 func TestPostgresReplicasWakeEachOther(t *testing.T) {
-	dsn, schema := newTestSchema(t)
-	pg := PostgresOptions{Schema: schema, PollInterval: time.Minute}
+	dsn, schema := storetest.Schema(t)
+	pg := store.PostgresOptions{Schema: schema, PollInterval: time.Minute}
 	a, b := newReplica(t, dsn, pg), newReplica(t, dsn, pg)
 	waiting := make(chan struct{}, 1)
 	b.srv.API.onWait = func() { waiting <- struct{}{} }
@@ -347,9 +196,9 @@ func TestPostgresReplicasWakeEachOther(t *testing.T) {
 // reaches waiting feed requests, through the periodic revision check.
 func TestPostgresPollCatchesLostNotifications(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := newTestSchema(t)
-	_, admin := testPostgres(t)
-	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: 100 * time.Millisecond})
+	dsn, schema := storetest.Schema(t)
+	_, admin := storetest.Postgres(t)
+	b := newReplica(t, dsn, store.PostgresOptions{Schema: schema, PollInterval: 100 * time.Millisecond})
 	_, rev, changed := b.srv.Service().Notifier().Current()
 	if _, err := admin.Exec(ctx, `UPDATE `+schema+`.meta SET revision = revision + 1`); err != nil {
 		t.Fatal(err)
@@ -368,11 +217,11 @@ func TestPostgresPollCatchesLostNotifications(t *testing.T) {
 // operations succeed on new connections and the replica listens again.
 func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := newTestSchema(t)
-	_, admin := testPostgres(t)
+	dsn, schema := storetest.Schema(t)
+	_, admin := storetest.Postgres(t)
 	appName := schema + "_a"
-	a := newReplica(t, withParam(t, dsn, "application_name", appName), PostgresOptions{Schema: schema, PollInterval: time.Minute})
-	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	a := newReplica(t, withParam(t, dsn, "application_name", appName), store.PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	b := newReplica(t, dsn, store.PostgresOptions{Schema: schema, PollInterval: time.Minute})
 	svc := a.srv.Service()
 	if _, err := svc.CreateClient(ctx, who, "c", "", nil); err != nil {
 		t.Fatal(err)
@@ -508,8 +357,8 @@ func (p *tcpProxy) setDown(down bool) {
 // everything works again, change notifications included.
 func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := newTestSchema(t)
-	cfg, err := ParsePostgresDSN(dsn)
+	dsn, schema := storetest.Schema(t)
+	cfg, err := store.ParsePostgresDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +372,7 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	// Down at start: a clear error, fast.
 	proxy.setDown(true)
 	start := time.Now()
-	_, err = NewPostgresServer(ctx, viaProxy, PostgresOptions{Schema: schema}, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	_, err = NewPostgresServer(ctx, viaProxy, store.PostgresOptions{Schema: schema}, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
 	if err == nil || !strings.Contains(err.Error(), "postgres store (user ") || strings.Contains(err.Error(), pw) {
 		t.Fatalf("starting with the database down: %v", err)
 	}
@@ -533,8 +382,8 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	proxy.setDown(false)
 
 	core, logs := observer.New(zap.DebugLevel)
-	a := newReplica(t, viaProxy, PostgresOptions{Schema: schema, PollInterval: time.Minute, Logger: zap.New(core)})
-	b := newReplica(t, dsn, PostgresOptions{Schema: schema, PollInterval: time.Minute})
+	a := newReplica(t, viaProxy, store.PostgresOptions{Schema: schema, PollInterval: time.Minute, Logger: zap.New(core)})
+	b := newReplica(t, dsn, store.PostgresOptions{Schema: schema, PollInterval: time.Minute})
 	a.srv.API.log = zap.New(core)
 	svc := a.srv.Service()
 	if _, err := svc.CreateClient(ctx, who, "c", "", nil); err != nil {
@@ -547,12 +396,12 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 
 	// The connection is lost in the middle of a transaction: nothing of
 	// it is written.
-	_, err = a.srv.Store().Update(ctx, func(tx Tx) error {
-		if err := tx.InsertClient(ctx, Client{ID: "half", CreatedAt: time.Now()}); err != nil {
+	_, err = a.srv.Store().Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertClient(ctx, store.Client{ID: "half", CreatedAt: time.Now()}); err != nil {
 			return err
 		}
 		proxy.setDown(true)
-		return tx.InsertClient(ctx, Client{ID: "other-half", CreatedAt: time.Now()})
+		return tx.InsertClient(ctx, store.Client{ID: "other-half", CreatedAt: time.Now()})
 	})
 	if err == nil {
 		t.Fatal("a transaction whose connection was lost succeeded")
@@ -567,7 +416,7 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 		t.Fatalf("a write with the database away answered %d", st)
 	}
 	for _, id := range []string{"half", "other-half", "x"} {
-		if _, err := b.srv.Store().Client(ctx, id); !errors.Is(err, ErrNotFound) {
+		if _, err := b.srv.Store().Client(ctx, id); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("client %s written while the database was away: %v", id, err)
 		}
 	}
@@ -590,7 +439,7 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	}
 	select {
 	case <-changed:
-	case <-time.After(listenBackoffMax + 2*time.Second):
+	case <-time.After(store.ListenBackoffMax + 2*time.Second):
 		t.Fatal("replica A no longer hears of changes after the database came back")
 	}
 	for _, entry := range logs.All() {
@@ -608,8 +457,8 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 // the DSN given through an environment placeholder.
 func TestProvisionPostgres(t *testing.T) {
 	setTokens(t)
-	dsn, schema := newTestSchema(t)
-	_, admin := testPostgres(t)
+	dsn, schema := storetest.Schema(t)
+	_, admin := storetest.Postgres(t)
 	if _, err := admin.Exec(context.Background(), `CREATE SCHEMA `+schema); err != nil {
 		t.Fatal(err)
 	}
@@ -648,8 +497,8 @@ func TestProvisionPostgres(t *testing.T) {
 // its revision may be stale (another replica may have revoked a secret), so
 // it answers 503 instead of 304 until it can vouch for the revision again.
 func TestPostgresReplicaWithoutDatabaseConfirmsNothing(t *testing.T) {
-	dsn, schema := newTestSchema(t)
-	cfg, err := ParsePostgresDSN(dsn)
+	dsn, schema := storetest.Schema(t)
+	cfg, err := store.ParsePostgresDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +506,7 @@ func TestPostgresReplicaWithoutDatabaseConfirmsNothing(t *testing.T) {
 	u, _ := url.Parse(dsn)
 	u.Host = proxy.ln.Addr().String()
 	viaProxy := withParam(t, u.String(), "connect_timeout", "1")
-	a := newReplica(t, viaProxy, PostgresOptions{Schema: schema, PollInterval: 50 * time.Millisecond})
+	a := newReplica(t, viaProxy, store.PostgresOptions{Schema: schema, PollInterval: 50 * time.Millisecond})
 
 	st, hdr, _ := a.call(t, "GET", "/v1/edge/snapshot", testEdgeToken, "")
 	if st != 200 {
@@ -685,11 +534,11 @@ func TestPostgresReplicaWithoutDatabaseConfirmsNothing(t *testing.T) {
 // their wait ran out.)
 func TestPostgresServiceFindsTheStoreNotifier(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := newTestSchema(t)
+	dsn, schema := storetest.Schema(t)
 	// The periodic check is a minute away: only LISTEN can wake B.
-	pg := PostgresOptions{Schema: schema, PollInterval: time.Minute}
-	a := openTestPostgres(t, dsn, pg)
-	b := openTestPostgres(t, dsn, pg)
+	pg := store.PostgresOptions{Schema: schema, PollInterval: time.Minute}
+	a := storetest.OpenPostgres(t, dsn, pg)
+	b := storetest.OpenPostgres(t, dsn, pg)
 	svcA, err := NewService(ctx, a, ServiceOptions{})
 	if err != nil {
 		t.Fatal(err)

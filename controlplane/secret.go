@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strings"
+
+	"github.com/rotagate/rotagate/internal/base62"
 )
 
 // DefaultSecretPrefix starts every generated secret unless configured
 // otherwise, so that secret scanners can recognise rotagate secrets.
 const DefaultSecretPrefix = "rgs_"
-
-// base62Alphabet is the digit order of generated secrets (docs/design.md §2): 0-9, then A-Z, then a-z.
-const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // Lengths of the parts of a generated secret and of generated ids.
 const (
@@ -73,7 +72,7 @@ func CheckSecret(s, prefix string) bool {
 	}
 	payload := s[:len(s)-secretCheckLen]
 	for i := len(prefix); i < len(s); i++ {
-		if strings.IndexByte(base62Alphabet, s[i]) < 0 {
+		if strings.IndexByte(base62.Alphabet, s[i]) < 0 {
 			return false
 		}
 	}
@@ -102,38 +101,20 @@ func encodeBase62(b []byte, width int) string {
 			num[j] = byte(acc / 62)
 			rem = acc % 62
 		}
-		out[i] = base62Alphabet[rem]
+		out[i] = base62.Alphabet[rem]
 	}
 	return string(out)
 }
 
-// randomBase62 returns n base62 characters from crypto/rand, without modulo
-// bias (bytes of 248 and above are drawn again).
-func randomBase62(n int) (string, error) {
-	out := make([]byte, 0, n)
-	buf := make([]byte, n+n/4+8)
-	for len(out) < n {
-		if _, err := rand.Read(buf); err != nil {
-			return "", fmt.Errorf("reading random bytes: %w", err)
-		}
-		for _, c := range buf {
-			if c < 248 && len(out) < n {
-				out = append(out, base62Alphabet[c%62])
-			}
-		}
-	}
-	return string(out), nil
-}
-
 // NewSecretID returns a fresh secret id: "sec_" and 20 base62 characters.
 func NewSecretID() (string, error) {
-	r, err := randomBase62(idRandLen)
+	r, err := base62.Random(idRandLen)
 	return secretIDPrefix + r, err
 }
 
 // NewClientID returns a fresh client id: "cli_" and 20 base62 characters.
 func NewClientID() (string, error) {
-	r, err := randomBase62(idRandLen)
+	r, err := base62.Random(idRandLen)
 	return clientIDPrefix + r, err
 }
 
@@ -162,7 +143,7 @@ func validSecretID(id string) bool {
 		return false
 	}
 	for i := len(secretIDPrefix); i < len(id); i++ {
-		if strings.IndexByte(base62Alphabet, id[i]) < 0 {
+		if strings.IndexByte(base62.Alphabet, id[i]) < 0 {
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/rotagate/rotagate/internal/base62"
 	"hash/crc32"
 	"math/big"
 	"strings"
@@ -62,7 +63,7 @@ func TestNewSecretShape(t *testing.T) {
 		}
 		body, check := s[len(prefix):len(s)-6], s[len(s)-6:]
 		for _, c := range body + check {
-			if !strings.ContainsRune(base62Alphabet, c) {
+			if !strings.ContainsRune(base62.Alphabet, c) {
 				t.Fatalf("prefix %q: secret holds a non-base62 character", prefix)
 			}
 		}

@@ -1,19 +1,22 @@
 package controlplane
 
-import "context"
+import (
+	"context"
+	"github.com/rotagate/rotagate/controlplane/store"
+)
 
 // Server is a control plane outside Caddy: a store, the rules over it and
 // the HTTP API, for tests, demos and tools. Inside Caddy, use the Handler
 // module instead.
 type Server struct {
 	*API
-	store Store
+	store store.Store
 }
 
 // NewServer opens the SQLite database at path and returns a control plane
 // over it.
 func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOptions) (*Server, error) {
-	store, err := OpenSQLite(ctx, path)
+	store, err := store.OpenSQLite(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -24,15 +27,15 @@ func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOpti
 // returns a control plane over it: one replica of a fleet. Replicas on
 // one database wake each other's feed requests through LISTEN/NOTIFY, on
 // the store's own notifier.
-func NewPostgresServer(ctx context.Context, dsn string, pg PostgresOptions, svc ServiceOptions, api APIOptions) (*Server, error) {
-	store, err := OpenPostgres(ctx, dsn, pg)
+func NewPostgresServer(ctx context.Context, dsn string, pg store.PostgresOptions, svc ServiceOptions, api APIOptions) (*Server, error) {
+	store, err := store.OpenPostgres(ctx, dsn, pg)
 	if err != nil {
 		return nil, err
 	}
 	return newServer(ctx, store, svc, api)
 }
 
-func newServer(ctx context.Context, store Store, svc ServiceOptions, api APIOptions) (*Server, error) {
+func newServer(ctx context.Context, store store.Store, svc ServiceOptions, api APIOptions) (*Server, error) {
 	s, err := NewService(ctx, store, svc)
 	if err != nil {
 		store.Close()
@@ -47,7 +50,7 @@ func newServer(ctx context.Context, store Store, svc ServiceOptions, api APIOpti
 }
 
 // Store returns the server's store.
-func (s *Server) Store() Store { return s.store }
+func (s *Server) Store() store.Store { return s.store }
 
 // Close answers waiting feed requests and closes the store.
 func (s *Server) Close() error {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -46,6 +47,10 @@ func invalidf(format string, args ...any) error {
 	return invalidError(fmt.Sprintf(format, args...))
 }
 
+// ErrTooManyActive means the client already has max_active_secrets
+// active secrets.
+var ErrTooManyActive = errors.New("too many active secrets")
+
 // ErrForbidden means the actor may not do this at all, whatever the
 // client: creating and deleting clients, changing owners, importing
 // secrets and reading the audit trail are for admins.
@@ -74,7 +79,7 @@ type Actor struct {
 // mayManage reports whether the actor may see and manage c's secrets.
 // For anybody else c does not exist: they get ErrNotFound, so that a
 // client's existence is not revealed to those who do not own it.
-func (who Actor) mayManage(c Client) bool {
+func (who Actor) mayManage(c store.Client) bool {
 	return who.Admin || (who.User != "" && c.IsOwner(who.User))
 }
 
@@ -194,12 +199,12 @@ func (o ServiceOptions) validate() error {
 
 // Service enforces the rotation rules (docs/design.md §3) over a Store.
 type Service struct {
-	store     Store
+	store     store.Store
 	maxActive int
 	prefix    string
 	now       func() time.Time
 	audit     *zap.Logger
-	notifier  *Notifier
+	notifier  *store.Notifier
 	epoch     string
 
 	// The leak loop (leak.go): how long dead secrets stay in the feed,
@@ -227,13 +232,13 @@ type Service struct {
 // (every Service over it, and its watcher of other processes' changes,
 // then wake the same feed requests), else a new one, which only this
 // Service's changes reach.
-func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service, error) {
+func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Service, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
 	s := &Service{
-		store:     store,
+		store:     st,
 		maxActive: opts.MaxActiveSecrets,
 		prefix:    opts.SecretPrefix,
 		now:       opts.Now,
@@ -253,12 +258,12 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 	if s.hooks, err = buildWebhooks(opts.Webhooks); err != nil {
 		return nil, err
 	}
-	if ns, ok := store.(NotifyingStore); ok {
+	if ns, ok := st.(store.NotifyingStore); ok {
 		s.notifier = ns.Notifier()
 	} else {
-		s.notifier = NewNotifier()
+		s.notifier = store.NewNotifier()
 	}
-	epoch, rev, err := store.Revision(ctx)
+	epoch, rev, err := st.Revision(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading store revision: %w", err)
 	}
@@ -268,10 +273,10 @@ func NewService(ctx context.Context, store Store, opts ServiceOptions) (*Service
 }
 
 // Store returns the store the service works on.
-func (s *Service) Store() Store { return s.store }
+func (s *Service) Store() store.Store { return s.store }
 
 // Notifier returns the notifier the service publishes changes to.
-func (s *Service) Notifier() *Notifier { return s.notifier }
+func (s *Service) Notifier() *store.Notifier { return s.notifier }
 
 // MaxActiveSecrets returns the most active secrets a client may have.
 func (s *Service) MaxActiveSecrets() int { return s.maxActive }
@@ -293,9 +298,9 @@ func (s *Service) Now() time.Time { return s.now().UTC().Truncate(time.Milliseco
 // update returns the result of the attempt that committed, or the zero
 // value with the error. So no attempt's leftovers can reach an answer or
 // the audit log, whatever fn does with its own locals.
-func update[T any](ctx context.Context, s *Service, fn func(Tx) (T, error)) (T, error) {
+func update[T any](ctx context.Context, s *Service, fn func(store.Tx) (T, error)) (T, error) {
 	var out T
-	rev, err := s.store.Update(ctx, func(tx Tx) error {
+	rev, err := s.store.Update(ctx, func(tx store.Tx) error {
 		var err error
 		out, err = fn(tx)
 		return err
@@ -314,26 +319,26 @@ type nothing struct{}
 
 // CreateClient registers a client with its owners (admins only). An empty
 // id gets a generated cli_… id.
-func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, owners []string) (c Client, err error) {
+func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, owners []string) (c store.Client, err error) {
 	defer func() { s.log(who, "client.create", c.ID, "", err, zap.Strings("owners", c.Owners)) }()
 	if !who.Admin {
-		return Client{ID: id}, ErrForbidden
+		return store.Client{ID: id}, ErrForbidden
 	}
 	if owners, err = normalizeOwners(owners); err != nil {
-		return Client{ID: id}, err
+		return store.Client{ID: id}, err
 	}
 	if id == "" {
 		if id, err = NewClientID(); err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 	} else if err := ValidateClientID(id); err != nil {
-		return Client{}, invalidError(err.Error())
+		return store.Client{}, invalidError(err.Error())
 	}
 	if err := validateName(name); err != nil {
-		return Client{}, err
+		return store.Client{}, err
 	}
-	c = Client{ID: id, Name: name, CreatedAt: s.Now(), Owners: owners}
-	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
+	c = store.Client{ID: id, Name: name, CreatedAt: s.Now(), Owners: owners}
+	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
 		if err := tx.InsertClient(ctx, c); err != nil {
 			return nothing{}, err
 		}
@@ -343,7 +348,7 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, 
 		return nothing{}, s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
 	})
 	if err != nil {
-		return Client{ID: id}, err
+		return store.Client{ID: id}, err
 	}
 	return c, nil
 }
@@ -397,23 +402,23 @@ type OwnersEdit struct {
 
 // EditOwners changes a client's owners (admins only) and returns the
 // client as it is then.
-func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, edit OwnersEdit) (c Client, err error) {
+func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, edit OwnersEdit) (c store.Client, err error) {
 	defer func() { s.log(who, "client.owners", clientID, "", err, zap.Strings("owners", c.Owners)) }()
 	if !who.Admin {
-		return Client{}, ErrForbidden
+		return store.Client{}, ErrForbidden
 	}
 	if err := ValidateClientID(clientID); err != nil {
-		return Client{}, invalidError(err.Error())
+		return store.Client{}, invalidError(err.Error())
 	}
 	for _, list := range [][]string{edit.Set, edit.Add, edit.Remove} {
 		if _, err := normalizeOwners(list); err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 	}
-	c, err = update(ctx, s, func(tx Tx) (Client, error) {
+	c, err = update(ctx, s, func(tx store.Tx) (store.Client, error) {
 		c, err := tx.LockClient(ctx, clientID)
 		if err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 		owners := c.Owners
 		if edit.Replace {
@@ -421,26 +426,26 @@ func (s *Service) EditOwners(ctx context.Context, who Actor, clientID string, ed
 		}
 		owners = slices.DeleteFunc(append(slices.Clone(owners), edit.Add...), func(o string) bool { return slices.Contains(edit.Remove, o) })
 		if owners, err = normalizeOwners(owners); err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 		if slices.Equal(owners, c.Owners) {
 			return c, nil
 		}
 		c.Owners = owners
 		if err := tx.SetOwners(ctx, clientID, owners); err != nil {
-			return Client{}, err
+			return store.Client{}, err
 		}
 		return c, s.record(ctx, tx, who, "client.owners", clientID, "", ownersDetail(owners))
 	})
 	if err != nil {
-		return Client{}, err
+		return store.Client{}, err
 	}
 	return c, nil
 }
 
 // AuditTrail returns the newest limit entries of a client's audit trail
 // (admins only); limit 0 means DefaultAuditLimit.
-func (s *Service) AuditTrail(ctx context.Context, who Actor, clientID string, limit int) ([]AuditEntry, error) {
+func (s *Service) AuditTrail(ctx context.Context, who Actor, clientID string, limit int) ([]store.AuditEntry, error) {
 	if !who.Admin {
 		return nil, ErrForbidden
 	}
@@ -457,8 +462,8 @@ func (s *Service) AuditTrail(ctx context.Context, who Actor, clientID string, li
 }
 
 // record adds an entry to the stored audit trail inside tx.
-func (s *Service) record(ctx context.Context, tx Tx, who Actor, action, clientID, secretID, detail string) error {
-	return tx.AppendAudit(ctx, AuditEntry{
+func (s *Service) record(ctx context.Context, tx store.Tx, who Actor, action, clientID, secretID, detail string) error {
+	return tx.AppendAudit(ctx, store.AuditEntry{
 		At: s.Now(), Who: who.TokenID, RemoteIP: who.RemoteIP,
 		Action: action, ClientID: clientID, SecretID: secretID, Detail: detail,
 	})
@@ -477,30 +482,30 @@ func validateName(name string) error {
 }
 
 // GetClient returns a client and the metadata of all its secrets.
-func (s *Service) GetClient(ctx context.Context, who Actor, id string) (Client, []Secret, error) {
+func (s *Service) GetClient(ctx context.Context, who Actor, id string) (store.Client, []store.Secret, error) {
 	c, err := s.visibleClient(ctx, who, id)
 	if err != nil {
-		return Client{}, nil, err
+		return store.Client{}, nil, err
 	}
 	secrets, err := s.store.Secrets(ctx, id)
 	if err != nil {
-		return Client{}, nil, err
+		return store.Client{}, nil, err
 	}
 	return c, secrets, nil
 }
 
 // visibleClient returns a client the actor may manage; ErrNotFound for
 // one it may not.
-func (s *Service) visibleClient(ctx context.Context, who Actor, id string) (Client, error) {
+func (s *Service) visibleClient(ctx context.Context, who Actor, id string) (store.Client, error) {
 	if err := ValidateClientID(id); err != nil {
-		return Client{}, invalidError(err.Error())
+		return store.Client{}, invalidError(err.Error())
 	}
 	c, err := s.store.Client(ctx, id)
 	if err != nil {
-		return Client{}, err
+		return store.Client{}, err
 	}
 	if !who.mayManage(c) {
-		return Client{}, ErrNotFound
+		return store.Client{}, store.ErrNotFound
 	}
 	return c, nil
 }
@@ -508,7 +513,7 @@ func (s *Service) visibleClient(ctx context.Context, who Actor, id string) (Clie
 // ListClients returns a page of the clients the actor may manage (all for
 // an admin), ordered by id, starting after the given id, and the id to
 // continue after ("" at the end). limit 0 means DefaultPageSize.
-func (s *Service) ListClients(ctx context.Context, who Actor, after string, limit int) ([]Client, string, error) {
+func (s *Service) ListClients(ctx context.Context, who Actor, after string, limit int) ([]store.Client, string, error) {
 	owner := ""
 	if !who.Admin {
 		if who.User == "" {
@@ -540,7 +545,7 @@ func (s *Service) ListClients(ctx context.Context, who Actor, after string, limi
 }
 
 // ListSecrets returns the metadata of all secrets of a client.
-func (s *Service) ListSecrets(ctx context.Context, who Actor, clientID string) ([]Secret, error) {
+func (s *Service) ListSecrets(ctx context.Context, who Actor, clientID string) ([]store.Secret, error) {
 	if _, err := s.visibleClient(ctx, who, clientID); err != nil {
 		return nil, err
 	}
@@ -559,7 +564,7 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 		return invalidError(err.Error())
 	}
 	now := s.Now()
-	revoked, err = update(ctx, s, func(tx Tx) ([]string, error) {
+	revoked, err = update(ctx, s, func(tx store.Tx) ([]string, error) {
 		if _, err := tx.LockClient(ctx, id); err != nil {
 			return nil, err
 		}
@@ -605,7 +610,7 @@ type GenerateOptions struct {
 // CreatedSecret is the result of adding a secret.
 type CreatedSecret struct {
 	// Secret is the stored metadata of the new secret.
-	Secret Secret
+	Secret store.Secret
 	// Plaintext is the generated secret, shown once; empty for imports.
 	Plaintext string
 	// Expiring lists the other secrets a rotation scheduled to expire.
@@ -648,7 +653,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
 		ns.Secret.ExpiresAt = &at
 	}
-	_, err = update(ctx, s, func(tx Tx) (nothing, error) {
+	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
 		active, err := s.lockActive(ctx, tx, who, clientID, ns.Secret.CreatedAt)
 		if err != nil {
 			return nothing{}, err
@@ -674,7 +679,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
-		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
+		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
 	}
 	return ns, nil
 }
@@ -701,7 +706,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	now := ns.Secret.CreatedAt
 	until := now.Add(grace)
 	type others struct{ expiring, revoked []string }
-	res, err := update(ctx, s, func(tx Tx) (others, error) {
+	res, err := update(ctx, s, func(tx store.Tx) (others, error) {
 		res := others{expiring: []string{}}
 		active, err := s.lockActive(ctx, tx, who, clientID, now)
 		if err != nil {
@@ -752,7 +757,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 		return res, s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
 	})
 	if err != nil {
-		return CreatedSecret{Secret: Secret{ID: ns.Secret.ID}}, err
+		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
 	}
 	ns.Expiring, ns.Revoked = res.expiring, res.revoked
 	return ns, nil
@@ -760,26 +765,26 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 
 // RevokeSecret revokes one secret of a client at once. Revoking a revoked
 // secret changes nothing. The secret stays listed, with status revoked.
-func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretID string) (sec Secret, err error) {
+func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretID string) (sec store.Secret, err error) {
 	defer func() { s.log(who, "secret.revoke", clientID, secretID, err) }()
 	if err := ValidateClientID(clientID); err != nil {
-		return Secret{}, invalidError(err.Error())
+		return store.Secret{}, invalidError(err.Error())
 	}
 	if !validSecretID(secretID) {
-		return Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
+		return store.Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
 	}
 	now := s.Now()
-	return update(ctx, s, func(tx Tx) (Secret, error) {
+	return update(ctx, s, func(tx store.Tx) (store.Secret, error) {
 		c, err := tx.LockClient(ctx, clientID)
 		if err != nil {
-			return Secret{}, err
+			return store.Secret{}, err
 		}
 		if !who.mayManage(c) {
-			return Secret{}, ErrNotFound
+			return store.Secret{}, store.ErrNotFound
 		}
 		secrets, err := tx.Secrets(ctx, clientID)
 		if err != nil {
-			return Secret{}, err
+			return store.Secret{}, err
 		}
 		for _, sec := range secrets {
 			if sec.ID != secretID {
@@ -790,27 +795,27 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 			}
 			sec.RevokedAt = &now
 			if err := tx.Revoke(ctx, secretID, now); err != nil {
-				return Secret{}, err
+				return store.Secret{}, err
 			}
 			if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: clientID, SecretID: secretID, Hint: sec.Hint,
 				Data: map[string]any{"revoked_at": now, "reason": "revoke"}}); err != nil {
-				return Secret{}, err
+				return store.Secret{}, err
 			}
 			return sec, s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
 		}
-		return Secret{}, ErrNotFound
+		return store.Secret{}, store.ErrNotFound
 	})
 }
 
 // lockActive locks a client the actor may manage and returns its secrets
 // active at now.
-func (s *Service) lockActive(ctx context.Context, tx Tx, who Actor, clientID string, now time.Time) ([]Secret, error) {
+func (s *Service) lockActive(ctx context.Context, tx store.Tx, who Actor, clientID string, now time.Time) ([]store.Secret, error) {
 	c, err := tx.LockClient(ctx, clientID)
 	if err != nil {
 		return nil, err
 	}
 	if !who.mayManage(c) {
-		return nil, ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	secrets, err := tx.Secrets(ctx, clientID)
 	if err != nil {
@@ -832,7 +837,7 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	ns := CreatedSecret{Secret: Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
+	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
 	switch {
 	case opts.ImportHash != "" && opts.ImportSecret != "":
 		return CreatedSecret{}, invalidf("import takes either hash or secret, not both")
@@ -991,11 +996,11 @@ func outcome(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return "not_found"
 	case errors.Is(err, ErrTooManyActive):
 		return "too_many_active_secrets"
-	case errors.Is(err, ErrClientExists):
+	case errors.Is(err, store.ErrClientExists):
 		return "client_exists"
 	case errors.Is(err, ErrInvalid):
 		return "invalid_request"

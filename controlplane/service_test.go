@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -49,7 +51,7 @@ func testGenerateUpToMax(t *testing.T, k storeKit) {
 	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); err != nil {
 		t.Fatalf("generate with an expired secret around: %v", err)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "nobody", GenerateOptions{}); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "nobody", GenerateOptions{}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("generate for an unknown client: %v", err)
 	}
 }
@@ -85,28 +87,28 @@ func testStatusesOverTime(t *testing.T, k storeKit) {
 	if want := e.clock.Now().Add(90 * time.Minute); timed.Secret.ExpiresAt == nil || !timed.Secret.ExpiresAt.Equal(want) {
 		t.Fatalf("expires_at %v, want %v", timed.Secret.ExpiresAt, want)
 	}
-	status := func() map[string]Status {
+	status := func() map[string]store.Status {
 		secrets, err := e.svc.ListSecrets(ctx, who, "c")
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := make(map[string]Status)
+		m := make(map[string]store.Status)
 		for i := range secrets {
 			m[secrets[i].ID] = secrets[i].Status(e.svc.Now())
 		}
 		return m
 	}
-	if s := status(); s[plain.Secret.ID] != StatusActive || s[timed.Secret.ID] != StatusExpiring {
+	if s := status(); s[plain.Secret.ID] != store.StatusActive || s[timed.Secret.ID] != store.StatusExpiring {
 		t.Fatalf("statuses %v", s)
 	}
 	e.clock.Add(90 * time.Minute) // expires_at is exclusive: at it, the secret is expired
-	if s := status(); s[timed.Secret.ID] != StatusExpired {
+	if s := status(); s[timed.Secret.ID] != store.StatusExpired {
 		t.Fatalf("statuses %v", s)
 	}
 	if _, err := e.svc.RevokeSecret(ctx, who, "c", plain.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
-	if s := status(); s[plain.Secret.ID] != StatusRevoked || len(s) != 2 {
+	if s := status(); s[plain.Secret.ID] != store.StatusRevoked || len(s) != 2 {
 		t.Fatalf("revoked secret is not listed as revoked: %v", s)
 	}
 	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: -time.Second}); !errors.Is(err, ErrInvalid) {
@@ -129,7 +131,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 		t.Fatalf("rotate: expiring %v revoked %v", first.Expiring, first.Revoked)
 	}
 	secrets, _ := e.svc.ListSecrets(ctx, who, "c")
-	byID := map[string]Secret{}
+	byID := map[string]store.Secret{}
 	for _, s := range secrets {
 		byID[s.ID] = s
 	}
@@ -197,9 +199,9 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	}
 	secrets, _ := e.svc.ListSecrets(ctx, who, "c")
 	for _, s := range secrets {
-		want := StatusRevoked
+		want := store.StatusRevoked
 		if s.ID == ns.Secret.ID {
-			want = StatusActive
+			want = store.StatusActive
 		}
 		if got := s.Status(e.clock.Now()); got != want {
 			t.Errorf("%s: status %s, want %s", s.ID, got, want)
@@ -211,7 +213,7 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	if _, err := e.svc.RotateSecret(ctx, who, "c", -time.Second); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("negative grace: %v", err)
 	}
-	if _, err := e.svc.RotateSecret(ctx, who, "nobody", 0); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.RotateSecret(ctx, who, "nobody", 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("rotate for an unknown client: %v", err)
 	}
 }
@@ -219,18 +221,18 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 // faultStore fails the n-th write step inside an Update, to prove that a
 // rotation is all or nothing.
 type faultStore struct {
-	NotifyingStore // so that the Service shares the store's notifier
-	failAt         int
+	store.NotifyingStore // so that the Service shares the store's notifier
+	failAt               int
 }
 
 var errInjected = errors.New("injected failure")
 
-func (f *faultStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	return f.NotifyingStore.Update(ctx, func(tx Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
+func (f *faultStore) Update(ctx context.Context, fn func(store.Tx) error) (int64, error) {
+	return f.NotifyingStore.Update(ctx, func(tx store.Tx) error { return fn(&faultTx{Tx: tx, left: f.failAt}) })
 }
 
 type faultTx struct {
-	Tx
+	store.Tx
 	left int
 }
 
@@ -241,7 +243,7 @@ func (t *faultTx) step() error {
 	return nil
 }
 
-func (t *faultTx) InsertSecret(ctx context.Context, s Secret) error {
+func (t *faultTx) InsertSecret(ctx context.Context, s store.Secret) error {
 	if err := t.step(); err != nil {
 		return err
 	}
@@ -282,7 +284,7 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 			rev := e.revision()
 			_, _, changed := e.svc.Notifier().Current()
 
-			faulty, err := NewService(ctx, &faultStore{NotifyingStore: st.(NotifyingStore), failAt: tc.failAt},
+			faulty, err := NewService(ctx, &faultStore{NotifyingStore: st.(store.NotifyingStore), failAt: tc.failAt},
 				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now})
 			if err != nil {
 				t.Fatal(err)
@@ -322,7 +324,7 @@ func testRevoke(t *testing.T, k storeKit) {
 	if err != nil {
 		t.Fatal(err) // revoking the last active secret is allowed
 	}
-	if sec.RevokedAt == nil || !sec.RevokedAt.Equal(e.clock.Now()) || sec.Status(e.clock.Now()) != StatusRevoked {
+	if sec.RevokedAt == nil || !sec.RevokedAt.Equal(e.clock.Now()) || sec.Status(e.clock.Now()) != store.StatusRevoked {
 		t.Fatalf("revoked secret: revoked_at %v", sec.RevokedAt)
 	}
 	if e.revision() != rev+1 {
@@ -333,11 +335,11 @@ func testRevoke(t *testing.T, k storeKit) {
 	if err != nil || !again.RevokedAt.Equal(*sec.RevokedAt) || e.revision() != rev+1 {
 		t.Fatalf("revoking twice: %v, revoked_at %v, revision %d", err, again.RevokedAt, e.revision())
 	}
-	if _, err := e.svc.RevokeSecret(ctx, who, "d", a.Secret.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.RevokeSecret(ctx, who, "d", a.Secret.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoke through another client: %v", err)
 	}
 	missing, _ := NewSecretID()
-	if _, err := e.svc.RevokeSecret(ctx, who, "c", missing); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", missing); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoke an unknown secret: %v", err)
 	}
 	if _, err := e.svc.RevokeSecret(ctx, who, "c", "not-an-id"); !errors.Is(err, ErrInvalid) {
@@ -353,10 +355,10 @@ func testDeleteClient(t *testing.T, k storeKit) {
 	if err := e.svc.DeleteClient(ctx, who, "c"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.svc.GetClient(ctx, who, "c"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := e.svc.GetClient(ctx, who, "c"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleted client: %v", err)
 	}
-	if err := e.svc.DeleteClient(ctx, who, "c"); !errors.Is(err, ErrNotFound) {
+	if err := e.svc.DeleteClient(ctx, who, "c"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleting twice: %v", err)
 	}
 	snap, err := e.svc.Snapshot(ctx)
@@ -775,12 +777,12 @@ func TestAuditLogNamesWhoAndWhatButNoSecret(t *testing.T) {
 // retryingStore runs every Update twice, as PostgresStore does after a
 // transient failure: the first attempt runs to its end and is rolled
 // back, the second commits.
-type retryingStore struct{ NotifyingStore }
+type retryingStore struct{ store.NotifyingStore }
 
 var errRetry = errors.New("rolled back, to be retried")
 
-func (r retryingStore) Update(ctx context.Context, fn func(Tx) error) (int64, error) {
-	if _, err := r.NotifyingStore.Update(ctx, func(tx Tx) error {
+func (r retryingStore) Update(ctx context.Context, fn func(store.Tx) error) (int64, error) {
+	if _, err := r.NotifyingStore.Update(ctx, func(tx store.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -795,7 +797,7 @@ func (r retryingStore) Update(ctx context.Context, fn func(Tx) error) (int64, er
 // retried transaction does not report its findings twice.
 func TestRetriedUpdatesReportOnce(t *testing.T) {
 	ctx := context.Background()
-	st, path := openTestStore(t)
+	st, path := storetest.SQLite(t)
 	e := newEnvOn(t, retryingStore{st}, path, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
 	e.mustClient("c")
 	a, b := e.mustGenerate("c"), e.mustGenerate("c")

@@ -2,10 +2,8 @@ package controlplane
 
 import (
 	"context"
-	"database/sql"
-	"os"
-	"path/filepath"
-	"strings"
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"testing"
 )
 
@@ -13,11 +11,11 @@ import (
 // store suite.
 var sqliteKit = storeKit{
 	name: "sqlite",
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		st, path := openTestStore(t)
-		return st, func(t *testing.T) Store {
+	open: func(t *testing.T) (store.Store, func(t *testing.T) store.Store) {
+		st, path := storetest.SQLite(t)
+		return st, func(t *testing.T) store.Store {
 			t.Helper()
-			st, err := OpenSQLite(context.Background(), path)
+			st, err := store.OpenSQLite(context.Background(), path)
 			if err != nil {
 				t.Fatalf("reopening %s: %v", path, err)
 			}
@@ -28,118 +26,3 @@ var sqliteKit = storeKit{
 }
 
 func TestSQLiteStore(t *testing.T) { runStoreSuite(t, sqliteKit) }
-
-func TestSQLiteMigrationAndEpoch(t *testing.T) {
-	ctx := context.Background()
-	st, path := openTestStore(t)
-	epoch, rev, err := st.Revision(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(epoch) != 16 || strings.Contains(epoch, ".") || rev != 0 {
-		t.Fatalf("new store: epoch %q rev %d", epoch, rev)
-	}
-	var version int
-	if err := st.db.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(migrations) {
-		t.Fatalf("schema_version = %d (%v), want %d", version, err, len(migrations))
-	}
-	var mode string
-	if err := st.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
-		t.Fatalf("journal_mode = %q (%v), want wal", mode, err)
-	}
-	for _, suffix := range []string{"", "-wal"} {
-		fi, err := os.Stat(path + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm() != 0o600 {
-			t.Fatalf("cp.db%s: mode %v, want 0600", suffix, fi.Mode().Perm())
-		}
-	}
-
-	// A second open of the same file, as after a restart, keeps the epoch
-	// and migrates nothing again.
-	st2, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	epoch2, _, err := st2.Revision(ctx)
-	if err != nil || epoch2 != epoch {
-		t.Fatalf("reopened epoch %q (%v), want %q", epoch2, err, epoch)
-	}
-
-	// Another file is another lifetime: another epoch.
-	other, _ := openTestStore(t)
-	if e, _, _ := other.Revision(ctx); e == epoch {
-		t.Fatal("two stores share an epoch")
-	}
-}
-
-func TestSQLiteRefusesNewerSchema(t *testing.T) {
-	ctx := context.Background()
-	st, path := openTestStore(t)
-	if _, err := st.db.Exec(`UPDATE schema_version SET version = 99`); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	if _, err := OpenSQLite(ctx, path); err == nil || !strings.Contains(err.Error(), "newer") {
-		t.Fatalf("opening a newer schema: %v", err)
-	}
-}
-
-func TestSQLiteDSNEscapesPath(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "odd ?#% dir")
-	st, err := OpenSQLite(context.Background(), filepath.Join(dir, "x.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Ping(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "x.db")); err != nil {
-		t.Fatalf("the database is not at the path given: %v", err)
-	}
-}
-
-// A database made by the first release is brought up to date on open, its
-// clients kept, with no owners.
-func TestSQLiteMigratesFromVersion1(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sql.Open("sqlite", SQLiteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := applyMigrations(ctx, sqlDriverTx{tx}, sqliteDialect, migrations[:1]); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(`INSERT INTO clients (client_id, name, created_at) VALUES ('old', 'Old', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	st, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	c, err := st.Client(ctx, "old")
-	if err != nil || c.Name != "Old" || len(c.Owners) != 0 {
-		t.Fatalf("after the upgrade: %+v (%v)", c, err)
-	}
-	if _, err := st.Update(ctx, func(tx Tx) error { return tx.SetOwners(ctx, "old", []string{"u"}) }); err != nil {
-		t.Fatal(err)
-	}
-	if list, err := st.Clients(ctx, "u", "", 10); err != nil || len(list) != 1 || list[0].Owners[0] != "u" {
-		t.Fatalf("owned clients: %+v (%v)", list, err)
-	}
-}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -20,11 +21,11 @@ type storeKit struct {
 	// process, a replica, or the same store after a restart. Handles it
 	// opens are closed when the test ends too; closing one earlier is
 	// allowed.
-	open func(t *testing.T) (Store, func(t *testing.T) Store)
+	open func(t *testing.T) (store.Store, func(t *testing.T) store.Store)
 }
 
 // openStore returns a new, empty store.
-func (k storeKit) openStore(t *testing.T) Store {
+func (k storeKit) openStore(t *testing.T) store.Store {
 	t.Helper()
 	st, _ := k.open(t)
 	return st
@@ -111,7 +112,7 @@ func testEpochFixedAtCreation(t *testing.T, k storeKit) {
 	}
 	// Another handle, as after a restart or on a replica, keeps the epoch
 	// and migrates nothing again.
-	if _, err := st.Update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, Client{ID: "c", CreatedAt: time.Now()}) }); err != nil {
+	if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.InsertClient(ctx, store.Client{ID: "c", CreatedAt: time.Now()}) }); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -172,19 +173,19 @@ func testRevisionMovesOnlyOnWrites(t *testing.T, k storeKit) {
 		return r
 	}
 	now := time.Now().UTC()
-	r, err := st.Update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, Client{ID: "a", CreatedAt: now}) })
+	r, err := st.Update(ctx, func(tx store.Tx) error { return tx.InsertClient(ctx, store.Client{ID: "a", CreatedAt: now}) })
 	if err != nil || r != 1 || rev() != 1 {
 		t.Fatalf("insert client: returned %d (%v), stored %d; want 1", r, err, rev())
 	}
 	// A transaction that reads only does not move it.
-	r, err = st.Update(ctx, func(tx Tx) error { _, err := tx.LockClient(ctx, "a"); return err })
+	r, err = st.Update(ctx, func(tx store.Tx) error { _, err := tx.LockClient(ctx, "a"); return err })
 	if err != nil || r != 1 || rev() != 1 {
 		t.Fatalf("read-only update: returned %d (%v), stored %d; want 1", r, err, rev())
 	}
 	// A failed transaction is rolled back whole, revision included.
 	boom := errors.New("boom")
-	_, err = st.Update(ctx, func(tx Tx) error {
-		if err := tx.InsertClient(ctx, Client{ID: "b", CreatedAt: now}); err != nil {
+	_, err = st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertClient(ctx, store.Client{ID: "b", CreatedAt: now}); err != nil {
 			return err
 		}
 		return boom
@@ -192,28 +193,28 @@ func testRevisionMovesOnlyOnWrites(t *testing.T, k storeKit) {
 	if !errors.Is(err, boom) || rev() != 1 {
 		t.Fatalf("failed update: %v, revision %d", err, rev())
 	}
-	if _, err := st.Client(ctx, "b"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.Client(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("rolled-back client exists: %v", err)
 	}
 	// Domain errors.
-	_, err = st.Update(ctx, func(tx Tx) error { return tx.InsertClient(ctx, Client{ID: "a", CreatedAt: now}) })
-	if !errors.Is(err, ErrClientExists) {
+	_, err = st.Update(ctx, func(tx store.Tx) error { return tx.InsertClient(ctx, store.Client{ID: "a", CreatedAt: now}) })
+	if !errors.Is(err, store.ErrClientExists) {
 		t.Fatalf("duplicate client: %v", err)
 	}
-	for name, fn := range map[string]func(Tx) error{
-		"lock":   func(tx Tx) error { _, err := tx.LockClient(ctx, "nope"); return err },
-		"delete": func(tx Tx) error { return tx.DeleteClient(ctx, "nope") },
-		"expire": func(tx Tx) error { return tx.SetExpiry(ctx, "sec_nope", now) },
-		"revoke": func(tx Tx) error { return tx.Revoke(ctx, "sec_nope", now) },
+	for name, fn := range map[string]func(store.Tx) error{
+		"lock":   func(tx store.Tx) error { _, err := tx.LockClient(ctx, "nope"); return err },
+		"delete": func(tx store.Tx) error { return tx.DeleteClient(ctx, "nope") },
+		"expire": func(tx store.Tx) error { return tx.SetExpiry(ctx, "sec_nope", now) },
+		"revoke": func(tx store.Tx) error { return tx.Revoke(ctx, "sec_nope", now) },
 	} {
-		if _, err := st.Update(ctx, fn); !errors.Is(err, ErrNotFound) {
+		if _, err := st.Update(ctx, fn); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s of a missing row: %v, want ErrNotFound", name, err)
 		}
 	}
-	if _, err := st.Secrets(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.Secrets(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Secrets of a missing client: %v", err)
 	}
-	if _, err := st.Client(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.Client(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Client of a missing client: %v", err)
 	}
 	if rev() != 1 {
@@ -259,8 +260,8 @@ func testRevisionMonotonicUnderConcurrency(t *testing.T, k storeKit) {
 			st = st2
 		}
 		wg.Go(func() {
-			r, err := st.Update(ctx, func(tx Tx) error {
-				return tx.InsertClient(ctx, Client{ID: fmt.Sprintf("c%02d", i), CreatedAt: time.Now()})
+			r, err := st.Update(ctx, func(tx store.Tx) error {
+				return tx.InsertClient(ctx, store.Client{ID: fmt.Sprintf("c%02d", i), CreatedAt: time.Now()})
 			})
 			if err != nil {
 				t.Errorf("writer %d: %v", i, err)
@@ -286,14 +287,14 @@ func testRevisionMonotonicUnderConcurrency(t *testing.T, k storeKit) {
 }
 
 // usageFixture stores client c with secret sec_a, created at t0.
-func usageFixture(t *testing.T, st Store, t0 time.Time) {
+func usageFixture(t *testing.T, st store.Store, t0 time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	_, err := st.Update(ctx, func(tx Tx) error {
-		if err := tx.InsertClient(ctx, Client{ID: "c", CreatedAt: t0}); err != nil {
+	_, err := st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertClient(ctx, store.Client{ID: "c", CreatedAt: t0}); err != nil {
 			return err
 		}
-		return tx.InsertSecret(ctx, Secret{ID: "sec_a", ClientID: "c", Hash: "h", Hint: "x", CreatedAt: t0})
+		return tx.InsertSecret(ctx, store.Secret{ID: "sec_a", ClientID: "c", Hash: "h", Hint: "x", CreatedAt: t0})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +302,7 @@ func usageFixture(t *testing.T, st Store, t0 time.Time) {
 }
 
 // checkLastUsed fails unless sec_a of client c was last used at from.
-func checkLastUsed(t *testing.T, st Store, at time.Time, from string) {
+func checkLastUsed(t *testing.T, st store.Store, at time.Time, from string) {
 	t.Helper()
 	secrets, err := st.Secrets(context.Background(), "c")
 	if err != nil {
@@ -397,13 +398,13 @@ func testSnapshotActiveOnly(t *testing.T, k storeKit) {
 	st := k.openStore(t)
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	later, earlier := t0.Add(time.Hour), t0.Add(-time.Hour)
-	_, err := st.Update(ctx, func(tx Tx) error {
+	_, err := st.Update(ctx, func(tx store.Tx) error {
 		for _, c := range []string{"b", "a", "empty"} {
-			if err := tx.InsertClient(ctx, Client{ID: c, CreatedAt: earlier}); err != nil {
+			if err := tx.InsertClient(ctx, store.Client{ID: c, CreatedAt: earlier}); err != nil {
 				return err
 			}
 		}
-		for _, s := range []Secret{
+		for _, s := range []store.Secret{
 			{ID: "sec_2", ClientID: "b", Hash: "h2", CreatedAt: earlier},
 			{ID: "sec_1", ClientID: "b", Hash: "h1", CreatedAt: earlier, ExpiresAt: &later},
 			{ID: "sec_3", ClientID: "a", Hash: "h3", CreatedAt: earlier},
@@ -457,9 +458,9 @@ func testClientsOrderedBytewise(t *testing.T, k storeKit) {
 	ctx := context.Background()
 	st := k.openStore(t)
 	ids := []string{"b", "B", "a", "A", "_x", "a-b", "ab", "Z", "~", "0"}
-	_, err := st.Update(ctx, func(tx Tx) error {
+	_, err := st.Update(ctx, func(tx store.Tx) error {
 		for _, id := range ids {
-			if err := tx.InsertClient(ctx, Client{ID: id, Name: "n " + id, CreatedAt: time.Now()}); err != nil {
+			if err := tx.InsertClient(ctx, store.Client{ID: id, Name: "n " + id, CreatedAt: time.Now()}); err != nil {
 				return err
 			}
 		}
@@ -509,7 +510,7 @@ func testPingFailsAfterClose(t *testing.T, k storeKit) {
 func testServicesShareTheStoreNotifier(t *testing.T, k storeKit) {
 	ctx := context.Background()
 	st := k.openStore(t)
-	ns, ok := st.(NotifyingStore)
+	ns, ok := st.(store.NotifyingStore)
 	if !ok {
 		t.Fatalf("the %s store does not own a notifier", k.name)
 	}

@@ -1,8 +1,10 @@
-package controlplane
+package store_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // released holds the schema statements each store ran before the two
@@ -25,12 +27,12 @@ var released = map[string][]string{
 }
 
 func TestMigrationsSpellTheReleasedSchemas(t *testing.T) {
-	for name, dialect := range map[string]*strings.Replacer{"sqlite": sqliteDialect, "postgres": postgresDialect} {
+	for name, dialect := range map[string]*strings.Replacer{"sqlite": store.SQLiteDialect, "postgres": store.PostgresDialect} {
 		want := released[name]
-		if len(migrations) < 1 || len(migrations[0]) != len(want) {
-			t.Fatalf("%s: migration 1 has %d statements, want %d", name, len(migrations[0]), len(want))
+		if len(store.Migrations) < 1 || len(store.Migrations[0]) != len(want) {
+			t.Fatalf("%s: migration 1 has %d statements, want %d", name, len(store.Migrations[0]), len(want))
 		}
-		for i, stmt := range migrations[0] {
+		for i, stmt := range store.Migrations[0] {
 			got := strings.Join(strings.Fields(dialect.Replace(stmt)), " ")
 			if got != want[i] {
 				t.Errorf("%s, statement %d:\n got %s\nwant %s", name, i+1, got, want[i])
@@ -45,8 +47,8 @@ func TestMigrationsSpellTheReleasedSchemas(t *testing.T) {
 // Every migration, not only the released first one, is fully spelled in
 // both dialects.
 func TestMigrationsFullySpelled(t *testing.T) {
-	for name, dialect := range map[string]*strings.Replacer{"sqlite": sqliteDialect, "postgres": postgresDialect} {
-		for i, m := range migrations {
+	for name, dialect := range map[string]*strings.Replacer{"sqlite": store.SQLiteDialect, "postgres": store.PostgresDialect} {
+		for i, m := range store.Migrations {
 			for j, stmt := range m {
 				if got := dialect.Replace(stmt); strings.ContainsAny(got, "{}") {
 					t.Errorf("%s, migration %d statement %d: a word is left unspelled: %s", name, i+1, j+1, got)

@@ -1,148 +1,29 @@
-package controlplane
+// Package store keeps the control plane's data: the Store and Tx
+// contracts, the records they return, and their one implementation, SQL
+// over a small driver for SQLite or PostgreSQL (docs/design.md §1).
+package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"path/filepath"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// Domain errors. Stores map their own "no rows" and constraint failures to
-// these, so the rules and the API never look at driver errors.
+// Domain errors. The store maps its drivers' "no rows" and constraint
+// failures to these, so the rules and the API never look at driver errors.
 var (
 	// ErrNotFound means the client or secret does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrClientExists means a client with that id already exists.
 	ErrClientExists = errors.New("client already exists")
-	// ErrTooManyActive means the client already has max_active_secrets
-	// active secrets.
-	ErrTooManyActive = errors.New("too many active secrets")
 )
-
-// Client is a registered OAuth client.
-type Client struct {
-	ID        string
-	Name      string
-	CreatedAt time.Time
-	// Owners are the ids of the users (as a Caddy authentication handler
-	// names them) who may manage the client's secrets, sorted.
-	Owners []string
-	// AllowedCIDRs are the networks the client may call from, canonical
-	// (NormalizeCIDRs); empty means anywhere.
-	AllowedCIDRs []string
-	// NetworksReportOnly lets calls from outside AllowedCIDRs through, and
-	// records them as refused.
-	NetworksReportOnly bool
-}
-
-// IsOwner reports whether user is one of the client's owners.
-func (c *Client) IsOwner(user string) bool {
-	for _, o := range c.Owners {
-		if o == user {
-			return true
-		}
-	}
-	return false
-}
-
-// AuditEntry is one change in the audit trail that the store keeps (the
-// zap audit log also has refused attempts). It never holds a secret.
-type AuditEntry struct {
-	At time.Time
-	// Who is admin-token or user:<id>.
-	Who      string
-	RemoteIP string
-	// Action is client.create, client.delete, client.owners,
-	// secret.generate, secret.import, secret.rotate or secret.revoke.
-	Action   string
-	ClientID string
-	SecretID string
-	// Detail says more where the action needs it (a rotation's grace, an
-	// owners change), in a few words.
-	Detail string
-}
-
-// Secret is the stored record of one client secret. It holds the hash, never
-// the secret. Times are UTC, at millisecond precision.
-type Secret struct {
-	ID       string
-	ClientID string
-	// Hash is a stored hash string (see internal/secrethash).
-	Hash string
-	// Hint tells secrets apart in listings without revealing them.
-	Hint         string
-	CreatedAt    time.Time
-	ExpiresAt    *time.Time
-	RevokedAt    *time.Time
-	LastUsedAt   *time.Time
-	LastUsedFrom string
-	// FirstUsedAt is the time of the first last-used stamp recorded for
-	// the secret: its first use, give or take an edge's usage_flush.
-	FirstUsedAt *time.Time
-	// PresentedAfterRevoke counts the requests that presented the secret
-	// at an edge after it was revoked or expired, as edges reported them;
-	// LastPresentedAfterRevokeAt and …From are the newest such request
-	// and its caller's IP.
-	PresentedAfterRevoke         int64
-	LastPresentedAfterRevokeAt   *time.Time
-	LastPresentedAfterRevokeFrom string
-	// LeakReportedAt is when a leak report first named the secret.
-	LeakReportedAt *time.Time
-}
-
-// RecordedRevokedUse is a presented-after-revoke report as a store
-// applied it: the report, the secret's hint, and its count since.
-type RecordedRevokedUse struct {
-	ClientID, SecretID, Hint string
-	Count                    int64
-	LastAt                   time.Time
-	From                     string
-	// Total is the secret's presented_after_revoke_count after the report.
-	Total int64
-}
-
-// Active reports whether the secret authenticates at now: not revoked and
-// not past its expiry.
-func (s *Secret) Active(now time.Time) bool {
-	return s.RevokedAt == nil && (s.ExpiresAt == nil || s.ExpiresAt.After(now))
-}
-
-// Status is how a listing describes a secret at a given time.
-type Status string
-
-// The statuses of a secret in listings (docs/design.md §3).
-const (
-	StatusActive   Status = "active"
-	StatusExpiring Status = "expiring"
-	StatusExpired  Status = "expired"
-	StatusRevoked  Status = "revoked"
-)
-
-// Status describes the secret at now.
-func (s *Secret) Status(now time.Time) Status {
-	switch {
-	case s.RevokedAt != nil:
-		return StatusRevoked
-	case s.ExpiresAt == nil:
-		return StatusActive
-	case s.ExpiresAt.After(now):
-		return StatusExpiring
-	}
-	return StatusExpired
-}
 
 // Store holds clients and the hashes of their secrets. Implementations must
 // be safe for concurrent use. Methods that take no transaction see committed
-// data only. The SQLite and PostgreSQL stores share their SQL text
-// (queries.go) and one test suite, so that they behave the same.
+// data only. SQL is the one implementation, on SQLite or PostgreSQL: its
+// SQL text is written once and one test suite runs on both drivers.
 type Store interface {
 	// Update runs fn in one write transaction and commits when fn returns
 	// nil, rolls back and returns fn's error otherwise. Writers are
@@ -236,8 +117,8 @@ type Store interface {
 	Close() error
 }
 
-// NotifyingStore is a Store that owns the Notifier of its changes (both
-// of ours do). A store that other processes write too (PostgreSQL) also
+// NotifyingStore is a Store that owns the Notifier of its changes (SQL
+// does). A store that other processes write too (PostgreSQL) also
 // announces their changes on it, so that feed requests waiting on this
 // process wake for a change made through any replica. NewService finds
 // the notifier by type assertion: a Service can never be handed a
@@ -307,98 +188,46 @@ type Tx interface {
 	// InsertEvent writes an event to the outbox, with a pending delivery,
 	// due at once, for each webhook key given. It does not mark the
 	// transaction as a change: events do not move the revision. Call it
-	// through Service.enqueue (outbox.go).
+	// through the Service's enqueue.
 	InsertEvent(ctx context.Context, e OutboxEvent, webhooks []string) error
 
 	// AdvanceNotice records that a secret's expiry notice has reached
 	// stage (stages count down: reminder offsets in milliseconds, then
-	// stageExpired), and reports whether it moved: false when the secret
+	// 0 for secret.expired), and reports whether it moved: false when the secret
 	// was already at that stage or a later one, so each notice is sent
 	// once across restarts and replicas. No revision change either.
 	AdvanceNotice(ctx context.Context, secretID string, stage int64) (bool, error)
 }
 
-// postgresStartTimeout bounds connecting to PostgreSQL and migrating when
-// NewStore opens a PostgreSQL store.
-const postgresStartTimeout = 15 * time.Second
+// OutboxStore is the outbox's side of a store (both of ours). The writes
+// of events and notices happen inside Store.Update (Tx.InsertEvent,
+// Tx.AdvanceNotice); these run transactions of their own.
+type OutboxStore interface {
+	// ClaimDeliveries leases up to limit deliveries of one webhook that
+	// are due at now (neither delivered nor failed, next attempt at or
+	// before now), oldest first: their attempt count goes up by one and
+	// their next attempt moves to leaseUntil, in one transaction, so no
+	// other claim (from any process) gets them until the lease runs out.
+	ClaimDeliveries(ctx context.Context, webhook string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
 
-// NewStore opens the store cfg describes, the one constructor from
-// configuration: a nil cfg is the default SQLite store, at
-// rotagate/rotagate.db under Caddy's data directory. Placeholders must be
-// resolved already. log receives the background work's warnings (nil:
-// none).
-func NewStore(ctx context.Context, cfg *StoreConfig, log *zap.Logger) (Store, error) {
-	c, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, err
-	}
-	if c.Postgres != nil {
-		octx, cancel := context.WithTimeout(ctx, postgresStartTimeout)
-		defer cancel()
-		return OpenPostgres(octx, c.Postgres.DSN, PostgresOptions{Logger: log})
-	}
-	return OpenSQLite(ctx, c.SQLite.Path)
-}
+	// FinishDelivery records an attempt's outcome, unless the claim was
+	// lost meanwhile (the lease ran out and another claim made a later
+	// attempt): then it changes nothing.
+	FinishDelivery(ctx context.Context, d Delivery, o DeliveryOutcome) error
 
-// withDefaults returns the config with its defaults: nil is SQLite, an
-// empty SQLite path is rotagate/rotagate.db under Caddy's data directory,
-// and a SQLite path is made absolute (it names the store in the pool).
-func (c *StoreConfig) withDefaults() (StoreConfig, error) {
-	if c == nil {
-		c = &StoreConfig{SQLite: &SQLiteConfig{}}
-	}
-	out := *c
-	if out.SQLite != nil {
-		path := out.SQLite.Path
-		if path == "" {
-			path = filepath.Join(caddy.AppDataDir(), "rotagate", "rotagate.db")
-		}
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return out, fmt.Errorf("store sqlite path: %v", err)
-		}
-		out.SQLite = &SQLiteConfig{Path: abs}
-	}
-	return out, nil
-}
+	// PendingDeliveries counts the deliveries neither delivered nor
+	// failed, by webhook key.
+	PendingDeliveries(ctx context.Context) (map[string]int, error)
 
-// validate checks that the config names exactly one store, completely.
-func (c StoreConfig) validate() error {
-	switch {
-	case c.SQLite != nil && c.Postgres != nil:
-		return errors.New("store: set sqlite or postgres, not both")
-	case c.Postgres != nil && c.Postgres.DSN == "":
-		return errors.New("store postgres: dsn is required")
-	case c.SQLite == nil && c.Postgres == nil:
-		return errors.New("store: set sqlite or postgres")
-	}
-	return nil
-}
+	// Events returns the newest limit events with their deliveries,
+	// newest first.
+	Events(ctx context.Context, limit int) ([]EventRecord, error)
 
-// key names the store in the pool of open stores: the kind and the
-// absolute path, or a digest of the DSN (it holds a password).
-func (c StoreConfig) key() string {
-	if c.Postgres != nil {
-		sum := sha256.Sum256([]byte(c.Postgres.DSN))
-		return "postgres:" + hex.EncodeToString(sum[:])
-	}
-	if c.SQLite != nil {
-		return "sqlite:" + c.SQLite.Path
-	}
-	return ""
-}
+	// ExpiryCandidates returns the secrets, not revoked, that expire
+	// after from and at or before to, with their notice stage.
+	ExpiryCandidates(ctx context.Context, from, to time.Time) ([]ExpiryCandidate, error)
 
-// describe names the store for the log, never with a password.
-func (c StoreConfig) describe() []zap.Field {
-	if c.Postgres != nil {
-		where := "(a DSN that does not parse)"
-		if pg, err := ParsePostgresDSN(c.Postgres.DSN); err == nil {
-			where = describeTarget(pg.ConnConfig)
-		}
-		return []zap.Field{zap.String("store", "postgres"), zap.String("database", where)}
-	}
-	return []zap.Field{zap.String("store", "sqlite"), zap.String("path", c.SQLite.Path)}
+	// PruneEvents deletes the events created before cutoff and their
+	// deliveries. It returns how many events it deleted.
+	PruneEvents(ctx context.Context, cutoff time.Time) (int, error)
 }

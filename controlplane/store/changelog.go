@@ -1,0 +1,234 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/rotagate/rotagate/internal/wire"
+)
+
+// The feed's reads: the snapshot of every active secret, and the change
+// log (migration 4) that answers since=<revision> with the clients
+// changed since.
+const (
+	// sqlSnapshot selects the secrets active at $1 (alive = 1) and the
+	// tombstones: generated (sha256) secrets dead at $1 that were still
+	// alive at $2, now minus tombstone_window (alive = 0). Dead at t means
+	// revoked, or expires_at <= t.
+	// Each row carries its client's allowed networks, which the feed lists
+	// with the client.
+	sqlFeedColumns = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at,
+			CASE WHEN s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) THEN 1 ELSE 0 END,
+			c.allowed_cidrs, c.networks_report_only
+		FROM secrets s JOIN clients c ON c.client_id = s.client_id`
+	sqlFeedRows = `((s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1))
+			OR (s.hash LIKE 'sha256:%' AND (s.revoked_at IS NULL OR s.revoked_at > $2) AND (s.expires_at IS NULL OR s.expires_at > $2)))`
+	sqlSnapshot = sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` ORDER BY s.client_id, s.secret_id`
+	// The change log.
+	sqlLogChange      = `INSERT INTO changes (revision, client_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	sqlChangesFrom    = `SELECT epoch, revision, changes_from FROM meta WHERE id = 1`
+	sqlChangedSince   = `SELECT DISTINCT client_id FROM changes WHERE revision > $1 AND client_id <> '' ORDER BY client_id LIMIT $2`
+	sqlLoggedSince    = `SELECT COUNT(DISTINCT revision) FROM changes WHERE revision > $1`
+	sqlPruneChanges   = `DELETE FROM changes WHERE revision <= $1`
+	sqlOldestByAge    = `SELECT COALESCE(MAX(revision), 0) FROM changes WHERE at < $1`
+	sqlRaiseChangesTo = `UPDATE meta SET changes_from = $1 WHERE id = 1 AND changes_from < $1`
+)
+
+// How long the change log reaches back: a revision leaves it once it is
+// ChangeLogRevisions behind the newest, or older than changeLogAge. The
+// log is pruned every ChangePruneEvery revisions.
+const (
+	// ChangeLogRevisions is how many revisions the log keeps at most.
+	ChangeLogRevisions = 10_000
+	changeLogAge       = time.Hour
+	// ChangePruneEvery is how many revisions pass between prunings.
+	ChangePruneEvery = 64
+	// maxChangedClients is the most clients a change answer lists; past
+	// it the feed answers with a full snapshot.
+	maxChangedClients = 10_000
+)
+
+// Snapshot implements Store.
+func (s *SQL) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
+	return read(ctx, s, func(q querier) (wire.Snapshot, error) { return readSnapshot(ctx, q, now, tombstoneWindow) })
+}
+
+// Changes implements Store.
+func (s *SQL) Changes(ctx context.Context, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
+	type answer struct {
+		delta wire.Delta
+		ok    bool
+	}
+	a, err := read(ctx, s, func(q querier) (answer, error) {
+		d, ok, err := readChanges(ctx, q, since, now, tombstoneWindow)
+		return answer{d, ok}, err
+	})
+	return a.delta, a.ok, err
+}
+
+// readSnapshot reads the epoch, the revision, every secret active at now
+// and the tombstones of generated secrets dead within tombstoneWindow
+// before now (none when it is 0), inside one read transaction of the
+// caller's.
+func readSnapshot(ctx context.Context, q querier, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
+	var snap wire.Snapshot
+	if err := q.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
+		return wire.Snapshot{}, err
+	}
+	rs, err := q.query(ctx, sqlSnapshot, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	defer rs.Close()
+	if snap.Clients, err = scanSnapshot(rs); err != nil {
+		return wire.Snapshot{}, err
+	}
+	return snap, nil
+}
+
+// tombstonesSince is the cutoff of sqlSnapshot's $2: a generated secret
+// dead at now and still alive at this time is a tombstone. With no window,
+// a time no secret died after.
+func tombstonesSince(now time.Time, window time.Duration) int64 {
+	if window <= 0 {
+		return math.MaxInt64
+	}
+	return now.Add(-window).UnixMilli()
+}
+
+// scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
+// clients with their secrets and tombstones; none is an empty list, not
+// nil. A client with tombstones only is listed with no secrets, so that
+// an edge tells its dead secrets from wrong ones too.
+func scanSnapshot(rs Rows) ([]wire.Client, error) {
+	clients := []wire.Client{}
+	for rs.Next() {
+		var clientID, cidrs string
+		var sec wire.Secret
+		var expires sql.NullInt64
+		var alive int
+		var reportOnly int64
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly); err != nil {
+			return nil, err
+		}
+		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
+			c := wire.Client{ClientID: clientID, Secrets: []wire.Secret{}, AllowedCIDRs: splitCIDRs(cidrs)}
+			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly != 0
+			clients = append(clients, c)
+		}
+		c := &clients[len(clients)-1]
+		if alive == 0 {
+			c.Tombstones = append(c.Tombstones, wire.Tombstone{ID: sec.ID, Hash: sec.Hash})
+			continue
+		}
+		sec.ExpiresAt = fromMillis(expires)
+		c.Secrets = append(c.Secrets, sec)
+	}
+	return clients, rs.Err()
+}
+
+// logChanges records, in the writing transaction, which clients revision
+// rev touched — a row with an empty client id when it touched none, so
+// that every revision has a row and one written by a control plane that
+// keeps no log (an older replica during an upgrade) shows as a gap — and
+// prunes the log now and then.
+func logChanges(ctx context.Context, q querier, rev int64, touched []string, now time.Time) error {
+	if len(touched) == 0 {
+		touched = []string{""}
+	}
+	for _, id := range touched {
+		if _, err := q.exec(ctx, sqlLogChange, rev, id, now.UnixMilli()); err != nil {
+			return fmt.Errorf("logging the change: %w", err)
+		}
+	}
+	if rev%ChangePruneEvery != 0 {
+		return nil
+	}
+	floor := rev - ChangeLogRevisions
+	var old int64
+	if err := q.queryRow(ctx, sqlOldestByAge, now.Add(-changeLogAge).UnixMilli()).Scan(&old); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	floor = max(floor, old)
+	if floor <= 0 {
+		return nil
+	}
+	if _, err := q.exec(ctx, sqlPruneChanges, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	if _, err := q.exec(ctx, sqlRaiseChangesTo, floor); err != nil {
+		return fmt.Errorf("pruning the change log: %w", err)
+	}
+	return nil
+}
+
+// readChanges reads, inside one read transaction of the caller's, the
+// epoch, the revision and the changes since since: every client the log
+// names after it, with its secrets active at now and its tombstones (as in
+// readSnapshot), or as removed when it has neither (as a full snapshot
+// would not list it). ok is false when the log does not reach back to
+// since, misses a revision after it, since is ahead of the store, or more
+// than maxChangedClients changed: the caller answers in full.
+func readChanges(ctx context.Context, q querier, since int64, now time.Time, tombstoneWindow time.Duration) (wire.Delta, bool, error) {
+	var delta wire.Delta
+	var from int64
+	if err := q.queryRow(ctx, sqlChangesFrom).Scan(&delta.Epoch, &delta.Revision, &from); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if since < from || since > delta.Revision {
+		return delta, false, nil
+	}
+	var logged int64
+	if err := q.queryRow(ctx, sqlLoggedSince, since).Scan(&logged); err != nil {
+		return wire.Delta{}, false, err
+	}
+	if logged != delta.Revision-since { // a revision written without its log
+		return delta, false, nil
+	}
+	delta.Since = since
+	ids, err := readStrings(ctx, q, sqlChangedSince, since, maxChangedClients+1)
+	if err != nil {
+		return wire.Delta{}, false, err
+	}
+	if len(ids) > maxChangedClients {
+		return delta, false, nil
+	}
+	delta.Changed, delta.Removed = []wire.Client{}, []string{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, len(batch)+2)
+		args = append(args, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		rs, err := q.query(ctx, sqlFeedRowsOf(len(batch)), args...)
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		clients, err := scanSnapshot(rs)
+		rs.Close()
+		if err != nil {
+			return wire.Delta{}, false, err
+		}
+		i := 0
+		for _, id := range batch { // both sorted by client id
+			if i < len(clients) && clients[i].ClientID == id {
+				i++
+				continue
+			}
+			delta.Removed = append(delta.Removed, id)
+		}
+		delta.Changed = append(delta.Changed, clients...)
+	}
+	return delta, true, nil
+}
+
+// sqlFeedRowsOf selects the rows of sqlSnapshot for n clients, named by
+// $3…$n+2 ($1 is now, $2 the tombstones' cutoff).
+func sqlFeedRowsOf(n int) string {
+	return sqlFeedColumns + ` WHERE ` + sqlFeedRows + ` AND s.client_id IN (` + placeholders(3, n) + `) ORDER BY s.client_id, s.secret_id`
+}

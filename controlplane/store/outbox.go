@@ -1,0 +1,304 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// OutboxEvent is an event as the outbox stores and delivers it.
+type OutboxEvent struct {
+	// ID is the webhook-id of every delivery: evt_ and 20 base62
+	// characters.
+	ID       string
+	Type     string
+	ClientID string
+	SecretID string
+	// Payload is the exact body delivered and signed.
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// Delivery is one event owed to one webhook, as a claim returns it.
+type Delivery struct {
+	EventID string
+	// Webhook is the webhook's key (a digest of its URL).
+	Webhook string
+	// Attempts counts the attempts made, this one included.
+	Attempts  int
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// DeliveryState is where a delivery stands.
+type DeliveryState struct {
+	Webhook       string
+	Attempts      int
+	NextAttemptAt time.Time
+	DeliveredAt   *time.Time
+	FailedAt      *time.Time
+	LastError     string
+}
+
+// State names the delivery's state: delivered, failed or pending.
+func (d DeliveryState) State() string {
+	switch {
+	case d.DeliveredAt != nil:
+		return "delivered"
+	case d.FailedAt != nil:
+		return "failed"
+	}
+	return "pending"
+}
+
+// EventRecord is an event with its deliveries, for listings.
+type EventRecord struct {
+	OutboxEvent
+	Deliveries []DeliveryState
+}
+
+// ExpiryCandidate is a secret, not revoked, whose expiry is within the
+// reach of a reminder, with the stage of the last notice sent for it
+// (see Tx.AdvanceNotice); -1 when none was.
+type ExpiryCandidate struct {
+	Secret
+	Stage int64
+}
+
+// DeliveryOutcome is what FinishDelivery records.
+type DeliveryOutcome struct {
+	// At is when the attempt ended.
+	At time.Time
+	// Delivered: the receiver answered 2xx.
+	Delivered bool
+	// Failed: no more attempts.
+	Failed bool
+	// Next is the next attempt's time, when neither.
+	Next time.Time
+	// Error is the attempt's failure, without secrets or URLs.
+	Error string
+}
+
+// The webhook outbox's tables (migration 3) and queries. Every statement
+// runs in a write transaction, and none marks it as a change: the outbox
+// never moves the store revision, so edges do not refetch for it.
+const (
+	sqlInsertEvent = `INSERT INTO events (event_id, type, client_id, secret_id, payload, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`
+	sqlInsertDelivery = `INSERT INTO event_deliveries (event_id, webhook, next_attempt_at) VALUES ($1, $2, $3)`
+	// sqlAdvanceNotice moves a secret's notice stage forward only (stages
+	// count down to stageExpired), and touches no row otherwise: on
+	// PostgreSQL a second replica's identical statement waits for the
+	// first to commit, then finds the stage already there.
+	sqlAdvanceNotice = `INSERT INTO expiry_notices (secret_id, stage) VALUES ($1, $2)
+		ON CONFLICT (secret_id) DO UPDATE SET stage = excluded.stage WHERE expiry_notices.stage > excluded.stage`
+	// sqlClaimDue is followed by the dialect's skipClaimed: another
+	// replica's claim in progress is skipped, not waited for.
+	sqlClaimDue = `SELECT d.event_id, d.attempts, e.payload, e.created_at
+		FROM event_deliveries d JOIN events e ON e.event_id = d.event_id
+		WHERE d.webhook = $1 AND d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= $2
+		ORDER BY d.next_attempt_at, e.seq LIMIT $3`
+	sqlLeaseDelivery = `UPDATE event_deliveries SET attempts = attempts + 1, next_attempt_at = $1
+		WHERE event_id = $2 AND webhook = $3`
+	sqlFinishDelivery = `UPDATE event_deliveries SET delivered_at = $1, failed_at = $2, next_attempt_at = $3, last_error = $4
+		WHERE event_id = $5 AND webhook = $6 AND attempts = $7 AND delivered_at IS NULL AND failed_at IS NULL`
+	sqlPendingDeliveries = `SELECT webhook, COUNT(*) FROM event_deliveries
+		WHERE delivered_at IS NULL AND failed_at IS NULL GROUP BY webhook`
+	sqlRecentEvents     = `SELECT event_id, type, client_id, secret_id, created_at FROM events ORDER BY seq DESC LIMIT $1`
+	sqlRecentDeliveries = `SELECT event_id, webhook, attempts, next_attempt_at, delivered_at, failed_at, last_error
+		FROM event_deliveries WHERE event_id IN (SELECT event_id FROM events ORDER BY seq DESC LIMIT $1)
+		ORDER BY webhook`
+	sqlExpiryCandidates = `SELECT s.secret_id, s.client_id, s.hint, s.expires_at, COALESCE(n.stage, -1)
+		FROM secrets s LEFT JOIN expiry_notices n ON n.secret_id = s.secret_id
+		WHERE s.revoked_at IS NULL AND s.expires_at > $1 AND s.expires_at <= $2 AND (n.stage IS NULL OR n.stage > 0)
+		ORDER BY s.expires_at, s.secret_id`
+	sqlPruneDeliveries = `DELETE FROM event_deliveries WHERE event_id IN (SELECT event_id FROM events WHERE created_at < $1)`
+	sqlPruneEvents     = `DELETE FROM events WHERE created_at < $1`
+)
+
+// InsertEvent implements Tx.
+func (t *sqlTx) InsertEvent(ctx context.Context, e OutboxEvent, webhooks []string) error {
+	if _, err := t.q.exec(ctx, sqlInsertEvent, e.ID, e.Type, e.ClientID, e.SecretID, string(e.Payload), e.CreatedAt.UnixMilli()); err != nil {
+		return fmt.Errorf("writing event: %w", err)
+	}
+	for _, w := range webhooks {
+		if _, err := t.q.exec(ctx, sqlInsertDelivery, e.ID, w, e.CreatedAt.UnixMilli()); err != nil {
+			return fmt.Errorf("writing delivery: %w", err)
+		}
+	}
+	return nil
+}
+
+// AdvanceNotice implements Tx.
+func (t *sqlTx) AdvanceNotice(ctx context.Context, secretID string, stage int64) (bool, error) {
+	n, err := t.q.exec(ctx, sqlAdvanceNotice, secretID, stage)
+	return n == 1, err
+}
+
+// ClaimDeliveries implements OutboxStore.
+func (s *SQL) ClaimDeliveries(ctx context.Context, webhook string, now, leaseUntil time.Time, limit int) ([]Delivery, error) {
+	var out []Delivery
+	err := s.db.write(ctx, func(q querier) error {
+		out = nil
+		rs, err := q.query(ctx, sqlClaimDue+s.db.dialect().skipClaimed, webhook, now.UnixMilli(), limit)
+		if err != nil {
+			return err
+		}
+		for rs.Next() {
+			d := Delivery{Webhook: webhook}
+			var payload string
+			var created int64
+			if err := rs.Scan(&d.EventID, &d.Attempts, &payload, &created); err != nil {
+				rs.Close()
+				return err
+			}
+			d.Attempts++
+			d.Payload, d.CreatedAt = []byte(payload), millisTime(created)
+			out = append(out, d)
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		for _, d := range out {
+			if _, err := q.exec(ctx, sqlLeaseDelivery, leaseUntil.UnixMilli(), d.EventID, webhook); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FinishDelivery implements OutboxStore.
+func (s *SQL) FinishDelivery(ctx context.Context, d Delivery, o DeliveryOutcome) error {
+	var delivered, failed sql.NullInt64
+	next := o.Next
+	switch {
+	case o.Delivered:
+		delivered = sql.NullInt64{Int64: o.At.UnixMilli(), Valid: true}
+		next = o.At
+	case o.Failed:
+		failed = sql.NullInt64{Int64: o.At.UnixMilli(), Valid: true}
+		next = o.At
+	}
+	msg := strings.ToValidUTF8(o.Error, "?")
+	return s.db.write(ctx, func(q querier) error {
+		_, err := q.exec(ctx, sqlFinishDelivery, delivered, failed, next.UnixMilli(), msg, d.EventID, d.Webhook, d.Attempts)
+		return err
+	})
+}
+
+// PendingDeliveries implements OutboxStore.
+func (s *SQL) PendingDeliveries(ctx context.Context) (map[string]int, error) {
+	var out map[string]int
+	err := s.db.write(ctx, func(q querier) error {
+		out = map[string]int{}
+		rs, err := q.query(ctx, sqlPendingDeliveries)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var w string
+			var n int
+			if err := rs.Scan(&w, &n); err != nil {
+				return err
+			}
+			out[w] = n
+		}
+		return rs.Err()
+	})
+	return out, err
+}
+
+// Events implements OutboxStore.
+func (s *SQL) Events(ctx context.Context, limit int) ([]EventRecord, error) {
+	var out []EventRecord
+	err := s.db.write(ctx, func(q querier) error {
+		out = []EventRecord{}
+		rs, err := q.query(ctx, sqlRecentEvents, limit)
+		if err != nil {
+			return err
+		}
+		at := map[string]int{}
+		for rs.Next() {
+			var e EventRecord
+			var created int64
+			if err := rs.Scan(&e.ID, &e.Type, &e.ClientID, &e.SecretID, &created); err != nil {
+				rs.Close()
+				return err
+			}
+			e.CreatedAt = millisTime(created)
+			e.Deliveries = []DeliveryState{}
+			at[e.ID] = len(out)
+			out = append(out, e)
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		rs, err = q.query(ctx, sqlRecentDeliveries, limit)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var id string
+			var d DeliveryState
+			var next int64
+			var delivered, failed sql.NullInt64
+			if err := rs.Scan(&id, &d.Webhook, &d.Attempts, &next, &delivered, &failed, &d.LastError); err != nil {
+				return err
+			}
+			d.NextAttemptAt = millisTime(next)
+			d.DeliveredAt, d.FailedAt = fromMillis(delivered), fromMillis(failed)
+			if i, ok := at[id]; ok {
+				out[i].Deliveries = append(out[i].Deliveries, d)
+			}
+		}
+		return rs.Err()
+	})
+	return out, err
+}
+
+// ExpiryCandidates implements OutboxStore.
+func (s *SQL) ExpiryCandidates(ctx context.Context, from, to time.Time) ([]ExpiryCandidate, error) {
+	var out []ExpiryCandidate
+	err := s.db.write(ctx, func(q querier) error {
+		out = nil
+		rs, err := q.query(ctx, sqlExpiryCandidates, from.UnixMilli(), to.UnixMilli())
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var c ExpiryCandidate
+			var exp int64
+			if err := rs.Scan(&c.ID, &c.ClientID, &c.Hint, &exp, &c.Stage); err != nil {
+				return err
+			}
+			at := millisTime(exp)
+			c.ExpiresAt = &at
+			out = append(out, c)
+		}
+		return rs.Err()
+	})
+	return out, err
+}
+
+// PruneEvents implements OutboxStore.
+func (s *SQL) PruneEvents(ctx context.Context, cutoff time.Time) (int, error) {
+	var n int64
+	err := s.db.write(ctx, func(q querier) error {
+		if _, err := q.exec(ctx, sqlPruneDeliveries, cutoff.UnixMilli()); err != nil {
+			return err
+		}
+		var err error
+		n, err = q.exec(ctx, sqlPruneEvents, cutoff.UnixMilli())
+		return err
+	})
+	return int(n), err
+}

@@ -1,0 +1,118 @@
+// Package storetest opens stores for tests: SQLite on a file in a
+// temporary directory, and PostgreSQL in a schema of its own on the test
+// server, dropped when the test ends.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rotagate/rotagate/controlplane/store"
+)
+
+// SQLite opens a SQLite store on a real file in a temporary directory,
+// closed when the test ends, and returns it with the file's path.
+func SQLite(t testing.TB) (*store.SQL, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cp.db")
+	st, err := store.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, path
+}
+
+// The PostgreSQL tests run against ROTAGATE_TEST_POSTGRES (default: the
+// local server, database test, user postgres). Each test works in a
+// schema of its own, dropped at the end. When the server is unreachable
+// they skip, unless CI is set: then they fail.
+const defaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+var (
+	pgOnce    sync.Once
+	pgAdmin   *pgxpool.Pool
+	pgDownErr error
+)
+
+// Postgres returns the DSN of the test server and a pool on it for test
+// setup, skipping (or failing, under CI) when it is unreachable.
+func Postgres(t testing.TB) (string, *pgxpool.Pool) {
+	t.Helper()
+	dsn := os.Getenv("ROTAGATE_TEST_POSTGRES")
+	if dsn == "" {
+		dsn = defaultPostgres
+	}
+	pgOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		cfg, err := store.ParsePostgresDSN(dsn)
+		if err != nil {
+			pgDownErr = err
+			return
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err == nil {
+			err = pool.Ping(ctx)
+		}
+		if err != nil {
+			msg := err.Error()
+			if pw := cfg.ConnConfig.Password; pw != "" {
+				msg = strings.ReplaceAll(msg, pw, "xxxxx")
+			}
+			c := cfg.ConnConfig
+			pgDownErr = fmt.Errorf("PostgreSQL (user %s, %s:%d, database %s): %s", c.User, c.Host, c.Port, c.Database, msg)
+			return
+		}
+		pgAdmin = pool
+	})
+	if pgDownErr != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL is required under CI: %v", pgDownErr)
+		}
+		t.Skipf("skipping: PostgreSQL is not reachable (%v). Start it, or point ROTAGATE_TEST_POSTGRES at one; with CI set this fails instead", pgDownErr)
+	}
+	return dsn, pgAdmin
+}
+
+// Schema returns the test server's DSN and a new schema name, dropped
+// (with everything in it) when the test ends, after the stores opened
+// later are closed.
+func Schema(t testing.TB) (dsn, schema string) {
+	t.Helper()
+	dsn, admin := Postgres(t)
+	var b [6]byte
+	rand.Read(b[:])
+	schema = "rgtest_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return dsn, schema
+}
+
+// OpenPostgres opens a PostgreSQL store, closed when the test ends.
+func OpenPostgres(t testing.TB, dsn string, opts store.PostgresOptions) *store.SQL {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := store.OpenPostgres(ctx, dsn, opts)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
