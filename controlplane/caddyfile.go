@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/webhook"
 	"github.com/rotagate/rotagate/internal/directive"
 )
 
@@ -124,7 +125,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // unmarshalWebhook reads `webhook <url> { secret …; events …; timeout … }`.
 func (h *Handler) unmarshalWebhook(d *caddyfile.Dispenser) error {
 	const name = "webhook"
-	var w WebhookConfig
+	var w webhook.Config
 	if err := directive.NextArg(d, name, &w.URL); err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func (s *Service) ListEvents(ctx context.Context, who Actor, limit int) ([]store
 	}
 	labels := map[string]string{}
 	for _, w := range s.hooks {
-		labels[w.key] = w.label
+		labels[w.Key()] = w.Label()
 	}
 	for i := range evs {
 		for j := range evs[i].Deliveries {

@@ -145,7 +145,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 			return "", err
 		}
 		hint := secrets[i].Hint
-		if err := s.enqueue(ctx, tx, Event{Type: EventSecretLeakReported, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretLeakReported, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
 			Data: map[string]any{"url": url, "action": action, "reported_by": who.TokenID}}); err != nil {
 			return "", err
 		}
@@ -156,7 +156,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 		if err := tx.Revoke(ctx, sec.ID, now); err != nil {
 			return "", err
 		}
-		if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRevoked, ClientID: sec.ClientID, SecretID: sec.ID, Hint: hint,
 			Data: map[string]any{"revoked_at": now, "reason": "leak_report"}}); err != nil {
 			return "", err
 		}
@@ -261,7 +261,7 @@ func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire
 			if err != nil {
 				return nil, err
 			}
-			if err := s.enqueue(ctx, tx, Event{Type: EventSecretPresentedAfterRevoke, ClientID: r.ClientID, SecretID: r.SecretID, Hint: r.Hint,
+			if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretPresentedAfterRevoke, ClientID: r.ClientID, SecretID: r.SecretID, Hint: r.Hint,
 				Data: map[string]any{"count": r.Count, "total": r.Total, "last_presented_at": r.LastAt, "from": r.From, "edge": edge}}); err != nil {
 				return nil, err
 			}

@@ -233,7 +233,7 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 	}
 	evs := newest()
 	types := eventTypes(evs)
-	if len(types) < 2 || types[len(types)-2] != EventSecretLeakReported || types[len(types)-1] != EventSecretRevoked {
+	if len(types) < 2 || types[len(types)-2] != store.EventSecretLeakReported || types[len(types)-1] != store.EventSecretRevoked {
 		t.Fatalf("events %v, want … secret.leak_reported, secret.revoked", types)
 	}
 	reported := storedPayloadOf(t, e.store, evs[len(evs)-2].ID)
@@ -342,7 +342,7 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 	// One event for the secret, in the same transaction as the count.
 	var dead1 []store.EventRecord
 	for _, ev := range e.events() {
-		if ev.Type == EventSecretPresentedAfterRevoke {
+		if ev.Type == store.EventSecretPresentedAfterRevoke {
 			dead1 = append(dead1, ev)
 		}
 	}

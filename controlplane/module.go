@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/webhook"
 	"go.uber.org/zap"
 )
 
@@ -110,7 +111,7 @@ type Handler struct {
 	// secret.revoked, secret.expiring…), signed per Standard Webhooks,
 	// from a transactional outbox in the store: delivered at least once,
 	// retried with backoff for 24h. Default: none.
-	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
+	Webhooks []webhook.Config `json:"webhooks,omitempty"`
 
 	// ExpiryReminders are the offsets before a secret's expires_at at
 	// which a secret.expiring event fires, each once. Default: 720h, 168h,
@@ -121,7 +122,7 @@ type Handler struct {
 	// defaults, and the webhooks' URLs and secrets.
 	adminToken, edgeToken, leakToken string
 	storeCfg                         store.Config
-	webhooks                         []WebhookConfig
+	webhooks                         []webhook.Config
 
 	api     *API
 	poolKey string
@@ -180,9 +181,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.storeCfg, err = h.resolveStore(repl); err != nil {
 		return err
 	}
-	h.webhooks = make([]WebhookConfig, len(h.Webhooks))
+	h.webhooks = make([]webhook.Config, len(h.Webhooks))
 	for i, w := range h.Webhooks {
-		if h.webhooks[i], err = w.resolvePlaceholders(repl, i); err != nil {
+		if h.webhooks[i], err = resolveWebhook(repl, w, i); err != nil {
 			return err
 		}
 	}
@@ -226,7 +227,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := registerWebhookMetrics(ctx); err != nil {
+	if err := webhook.RegisterMetrics(ctx); err != nil {
 		return err
 	}
 	// The sender stops with this config (or at Cleanup, which waits for
@@ -236,7 +237,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stopSender, h.senderDone = stop, make(chan struct{})
 	go func() {
 		defer close(h.senderDone)
-		svc.RunOutbox(sctx)
+		ob, ok := svc.Store().(store.OutboxStore)
+		if !ok {
+			h.logger.Warn("the store keeps no outbox: webhooks and expiry reminders are off")
+			return
+		}
+		webhook.NewSender(ob, svc.Webhooks(), webhook.Options{
+			Now: svc.Now, Logger: h.logger, Wake: svc.Committed(), Notices: svc.ScanExpiries,
+		}).Run(sctx)
 	}()
 	ao.Logger = h.logger
 	if h.api, err = NewAPI(svc, ao); err != nil {
@@ -351,6 +359,29 @@ func resolveSecret(repl *caddy.Replacer, name, value string) (string, error) {
 		return "", fmt.Errorf("%s: a placeholder in it is unknown, unset or empty (literal tokens must not contain braces)", name)
 	}
 	return out, nil
+}
+
+// resolveWebhook returns a webhook's config with the placeholders in its
+// URL and secret resolved; an unknown, unset or empty one is an error. i
+// is the webhook's position, for errors, which never quote the secret
+// nor the URL (it may hold a token).
+func resolveWebhook(repl *caddy.Replacer, c webhook.Config, i int) (webhook.Config, error) {
+	name := fmt.Sprintf("webhook %d", i)
+	if c.URL != "" {
+		u, err := repl.ReplaceOrErr(c.URL, true, true)
+		if err != nil {
+			return c, fmt.Errorf("%s: url: a placeholder in it is unknown, unset or empty", name)
+		}
+		c.URL = u
+	}
+	if c.Secret != "" {
+		secret, err := resolveSecret(repl, name+" secret", c.Secret)
+		if err != nil {
+			return c, err
+		}
+		c.Secret = secret
+	}
+	return c, nil
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/webhook"
+	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 )
 
 // provision unmarshals a JSON config and provisions it, as Caddy would.
@@ -310,9 +312,9 @@ const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // else started; its sender stops with the config's context.
 func TestProvisionStartsTheSender(t *testing.T) {
 	setTokens(t)
-	secret := newWebhookSecret(t)
+	secret := webhooktest.Secret(t)
 	t.Setenv("TEST_CP_HOOK", secret)
-	rcv := newReceiver(t, secret)
+	rcv := webhooktest.NewReceiver(t, secret)
 	h, err := provision(t, sqliteConfig(t, filepath.Join(t.TempDir(), "h.db"),
 		`,"webhooks":[{"url":"`+rcv.URL+`","secret":"{env.TEST_CP_HOOK}","events":["client.created"]}]`))
 	if err != nil {
@@ -324,8 +326,8 @@ func TestProvisionStartsTheSender(t *testing.T) {
 	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
 		t.Fatalf("create: %d %v", rec.Code, err)
 	}
-	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.events()) == 1 })
-	if got := rcv.events()[0].body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
+	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.Events()) == 1 })
+	if got := rcv.Events()[0].Body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
 		t.Fatalf("body %s", got)
 	}
 }
@@ -335,11 +337,11 @@ func TestProvisionStartsTheSender(t *testing.T) {
 // there) and go on counting across it; labels are the URL's host.
 func TestWebhookMetricsAcrossReload(t *testing.T) {
 	setTokens(t)
-	secret := newWebhookSecret(t)
+	secret := webhooktest.Secret(t)
 	t.Setenv("TEST_CP_HOOK", secret)
-	rcv := newReceiver(t, secret)
+	rcv := webhooktest.NewReceiver(t, secret)
 	host := strings.TrimPrefix(rcv.URL, "http://")
-	delivered := webhookMetrics.delivered.WithLabelValues(host)
+	delivered := webhook.Metrics.Delivered.WithLabelValues(host)
 	before := testutil.ToFloat64(delivered)
 	db := filepath.Join(t.TempDir(), "m.db")
 	cfg := sqliteConfig(t, db, `,"webhooks":[{"url":"`+rcv.URL+`/hook?token=secret-in-url","secret":"{env.TEST_CP_HOOK}"}]`)
@@ -366,10 +368,10 @@ func TestWebhookMetricsAcrossReload(t *testing.T) {
 	create(second, "two")
 	waitFor(t, 5*time.Second, "the second event is counted", func() bool { return testutil.ToFloat64(delivered) == before+2 })
 	waitFor(t, 5*time.Second, "nothing pending", func() bool {
-		return testutil.ToFloat64(webhookMetrics.pending.WithLabelValues(host)) == 0
+		return testutil.ToFloat64(webhook.Metrics.Pending.WithLabelValues(host)) == 0
 	})
 	var b strings.Builder
-	for _, c := range []prometheus.Collector{webhookMetrics.delivered, webhookMetrics.pending} {
+	for _, c := range []prometheus.Collector{webhook.Metrics.Delivered, webhook.Metrics.Pending} {
 		reg := prometheus.NewPedanticRegistry()
 		reg.MustRegister(c)
 		mfs, _ := reg.Gather()

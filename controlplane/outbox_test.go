@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/webhook"
+	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,7 +17,7 @@ import (
 )
 
 // withWebhooks configures webhooks on the env's Service.
-func withWebhooks(hooks ...WebhookConfig) envOption {
+func withWebhooks(hooks ...webhook.Config) envOption {
 	return func(s *ServiceOptions, _ *APIOptions) { s.Webhooks = hooks }
 }
 
@@ -139,8 +141,8 @@ func testEventsCommitWithTheChange(t *testing.T, k storeKit) {
 	if err := e.svc.DeleteClient(ctx, admin, "app"); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{EventClientCreated, EventSecretGenerated, EventSecretGenerated,
-		EventSecretRotated, EventSecretRevoked, EventSecretRevoked, EventSecretRevoked, EventClientDeleted}
+	want := []string{store.EventClientCreated, store.EventSecretGenerated, store.EventSecretGenerated,
+		store.EventSecretRotated, store.EventSecretRevoked, store.EventSecretRevoked, store.EventSecretRevoked, store.EventClientDeleted}
 	evs := e.events()
 	if got := eventTypes(evs); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("events %v, want %v", got, want)
@@ -180,15 +182,15 @@ func testEventsCommitWithTheChange(t *testing.T, k storeKit) {
 // claim changes nothing.
 func testClaimsAreExclusive(t *testing.T, k storeKit) {
 	st, other := k.open(t)
-	e := newEnvOn(t, st, "", withWebhooks(WebhookConfig{URL: "https://hooks.example/in", Secret: newWebhookSecret(t)}))
+	e := newEnvOn(t, st, "", withWebhooks(webhook.Config{URL: "https://hooks.example/in", Secret: webhooktest.Secret(t)}))
 	ctx := context.Background()
 	e.mustClient("app")
-	key := e.svc.hooks[0].key
+	key := e.svc.Webhooks()[0].Key()
 	now := e.clock.Now()
 	a, b := st.(store.OutboxStore), other(t).(store.OutboxStore)
 
 	got, err := a.ClaimDeliveries(ctx, key, now, now.Add(time.Minute), 10)
-	if err != nil || len(got) != 1 || got[0].Attempts != 1 || !strings.Contains(string(got[0].Payload), EventClientCreated) {
+	if err != nil || len(got) != 1 || got[0].Attempts != 1 || !strings.Contains(string(got[0].Payload), store.EventClientCreated) {
 		t.Fatalf("first claim: %+v %v", got, err)
 	}
 	if again, err := b.ClaimDeliveries(ctx, key, now, now.Add(time.Minute), 10); err != nil || len(again) != 0 {
@@ -223,13 +225,13 @@ func testClaimsAreExclusive(t *testing.T, k storeKit) {
 // two Services) run their senders at once against one receiver; every
 // event arrives, and none twice.
 func testDeliveredOncePerFleet(t *testing.T, k storeKit) {
-	secret := newWebhookSecret(t)
-	rcv := newReceiver(t, secret)
-	rcv.ignoreTime = true // the env's clock is fake
-	hook := withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret})
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
+	rcv.IgnoreTime = true // the env's clock is fake
+	hook := withWebhooks(webhook.Config{URL: rcv.URL, Secret: secret})
 	st, other := k.open(t)
-	a := newEnvOn(t, st, "", hook, fastOutbox)
-	b := newEnvOn(t, other(t), "", hook, fastOutbox)
+	a := newEnvOn(t, st, "", hook)
+	b := newEnvOn(t, other(t), "", hook)
 	const n = 20
 	for i := range n {
 		e := a
@@ -241,12 +243,12 @@ func testDeliveredOncePerFleet(t *testing.T, k storeKit) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, e := range []*env{a, b} {
-		wg.Go(func() { e.svc.RunOutbox(ctx) })
+		wg.Go(func() { e.sender(fastPoll).Run(ctx) })
 	}
-	waitFor(t, 10*time.Second, "every event delivered", func() bool { return len(rcv.events()) == n })
+	waitFor(t, 10*time.Second, "every event delivered", func() bool { return len(rcv.Events()) == n })
 	cancel()
 	wg.Wait()
-	if raw := rcv.rawCount(); raw != n {
+	if raw := rcv.RawCount(); raw != n {
 		t.Fatalf("%d deliveries for %d events: some were sent twice", raw, n)
 	}
 	for _, ev := range a.events() {
@@ -256,9 +258,15 @@ func testDeliveredOncePerFleet(t *testing.T, k storeKit) {
 	}
 }
 
-// fastOutbox makes the sender poll often, for tests that run it.
-func fastOutbox(s *ServiceOptions, _ *APIOptions) {
-	s.OutboxPoll = 20 * time.Millisecond
+// fastPoll makes the sender poll often, for tests that run it.
+const fastPoll = 20 * time.Millisecond
+
+// sender returns a webhook sender over the env's store and Service, as
+// the module starts one, polling every poll (0: the default).
+func (e *env) sender(poll time.Duration) *webhook.Sender {
+	return webhook.NewSender(e.outbox(), e.svc.Webhooks(), webhook.Options{
+		Now: e.svc.Now, Wake: e.svc.Committed(), Notices: e.svc.ScanExpiries, Poll: poll,
+	})
 }
 
 // testExpiryRemindersOnce: reminders fire at each configured offset and
@@ -283,7 +291,7 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 	scan := func() {
 		t.Helper()
 		for _, e := range []*env{a, b} {
-			if err := e.svc.scanExpiries(ctx, e.outbox()); err != nil {
+			if err := e.svc.ScanExpiries(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -291,7 +299,7 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 	reminders := func() []string {
 		var out []string
 		for _, ev := range a.events() {
-			if ev.Type == EventSecretExpiring || ev.Type == EventSecretExpired {
+			if ev.Type == store.EventSecretExpiring || ev.Type == store.EventSecretExpired {
 				p := storedPayloadOf(t, a.store, ev.ID)
 				r, _ := p["reminder"].(string)
 				out = append(out, fmt.Sprintf("%s %s %s", ev.Type, ev.SecretID[:8], r))
@@ -366,38 +374,38 @@ func storedPayloadOf(t *testing.T, st store.Store, id string) map[string]any {
 // again after the backoff (the fake clock moves; nothing sleeps), and
 // the listing shows the attempts and the last error.
 func TestOutboxRetriesThenDelivers(t *testing.T) {
-	secret := newWebhookSecret(t)
-	rcv := newReceiver(t, secret)
-	rcv.ignoreTime = true
-	rcv.setStatus(http.StatusServiceUnavailable)
-	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL + "/hook?token=abc", Secret: secret}))
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
+	rcv.IgnoreTime = true
+	rcv.SetStatus(http.StatusServiceUnavailable)
+	e := newEnv(t, withWebhooks(webhook.Config{URL: rcv.URL + "/hook?token=abc", Secret: secret}))
 	ctx := context.Background()
 	e.mustClient("app")
 	deliver := func() {
 		t.Helper()
-		if err := e.svc.deliverDue(ctx, e.outbox()); err != nil {
+		if err := e.sender(0).DeliverDue(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deliver()
 	d := e.events()[0].Deliveries[0]
-	if d.State() != "pending" || d.Attempts != 1 || d.LastError != "503 Service Unavailable" || d.Webhook != e.svc.hooks[0].label {
+	if d.State() != "pending" || d.Attempts != 1 || d.LastError != "503 Service Unavailable" || d.Webhook != e.svc.Webhooks()[0].Label() {
 		t.Fatalf("after a 503: %+v", d)
 	}
-	if wait := d.NextAttemptAt.Sub(e.clock.Now()); wait < backoff(1) || wait > backoff(1)*6/5 {
+	if wait := d.NextAttemptAt.Sub(e.clock.Now()); wait < webhook.Backoff(1) || wait > webhook.Backoff(1)*6/5 {
 		t.Fatalf("next attempt in %s", wait)
 	}
 	deliver() // not due yet: no attempt
 	if d := e.events()[0].Deliveries[0]; d.Attempts != 1 {
 		t.Fatalf("attempted before due: %+v", d)
 	}
-	rcv.setStatus(0)
-	e.clock.Add(backoff(1) * 6 / 5)
+	rcv.SetStatus(0)
+	e.clock.Add(webhook.Backoff(1) * 6 / 5)
 	deliver()
 	if d := e.events()[0].Deliveries[0]; d.State() != "delivered" || d.Attempts != 2 || d.LastError != "" {
 		t.Fatalf("after the retry: %+v", d)
 	}
-	if got := rcv.events(); len(got) != 1 || got[0].id != e.events()[0].ID {
+	if got := rcv.Events(); len(got) != 1 || got[0].ID != e.events()[0].ID {
 		t.Fatalf("received %+v", got)
 	}
 }
@@ -406,21 +414,21 @@ func TestOutboxRetriesThenDelivers(t *testing.T) {
 // retries for DeliveryWindow after the event, then the delivery is
 // failed; other events are not held up.
 func TestOutboxGivesUpAfterWindow(t *testing.T) {
-	secret := newWebhookSecret(t)
-	rcv := newReceiver(t, secret)
-	rcv.ignoreTime = true
-	rcv.setStatus(http.StatusInternalServerError)
-	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret}))
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
+	rcv.IgnoreTime = true
+	rcv.SetStatus(http.StatusInternalServerError)
+	e := newEnv(t, withWebhooks(webhook.Config{URL: rcv.URL, Secret: secret}))
 	ctx := context.Background()
 	e.mustClient("app")
 	start := e.clock.Now()
 	for i := 0; ; i++ {
-		if err := e.svc.deliverDue(ctx, e.outbox()); err != nil {
+		if err := e.sender(0).DeliverDue(ctx); err != nil {
 			t.Fatal(err)
 		}
 		d := e.events()[0].Deliveries[0]
 		if d.State() == "failed" {
-			if e.clock.Now().Sub(start) < DeliveryWindow || d.Attempts < 15 || d.LastError != "500 Internal Server Error" {
+			if e.clock.Now().Sub(start) < webhook.DeliveryWindow || d.Attempts < 15 || d.LastError != "500 Internal Server Error" {
 				t.Fatalf("failed after %s and %d attempts: %+v", e.clock.Now().Sub(start), d.Attempts, d)
 			}
 			break
@@ -430,21 +438,21 @@ func TestOutboxGivesUpAfterWindow(t *testing.T) {
 		}
 		e.clock.Add(d.NextAttemptAt.Sub(e.clock.Now()))
 	}
-	e.svc.deliverDue(ctx, e.outbox())
+	e.sender(0).DeliverDue(ctx)
 	if d := e.events()[0].Deliveries[0]; d.State() != "failed" {
 		t.Fatalf("a failed delivery was tried again: %+v", d)
 	}
 }
 
 func TestEventsAPI(t *testing.T) {
-	e := newEnv(t, withWebhooks(WebhookConfig{URL: "https://hooks.example/in", Secret: newWebhookSecret(t)}))
+	e := newEnv(t, withWebhooks(webhook.Config{URL: "https://hooks.example/in", Secret: webhooktest.Secret(t)}))
 	e.mustClient("app")
 	ns := e.mustGenerate("app")
 	r := e.admin("GET", "/v1/events?limit=1", nil)
 	mustStatus(t, r, http.StatusOK)
 	var out eventListJSON
 	r.decode(t, &out)
-	if len(out.Events) != 1 || out.Events[0].Type != EventSecretGenerated || out.Events[0].SecretID != ns.Secret.ID {
+	if len(out.Events) != 1 || out.Events[0].Type != store.EventSecretGenerated || out.Events[0].SecretID != ns.Secret.ID {
 		t.Fatalf("events: %+v", out)
 	}
 	if d := out.Events[0].Deliveries; len(d) != 1 || d[0].Webhook != "hooks.example" || d[0].State != "pending" || d[0].NextAttemptAt == nil {
@@ -471,15 +479,15 @@ func TestEnqueueRefusesUnknownType(t *testing.T) {
 // (presented_after_revoke, leak_reported): one call inside the change's
 // transaction; the event rolls back with it, or commits with its data.
 func TestEnqueueForLaterEvents(t *testing.T) {
-	secret := newWebhookSecret(t)
+	secret := webhooktest.Secret(t)
 	e := newEnv(t, withWebhooks(
-		WebhookConfig{URL: "https://a.example/", Secret: secret, Events: []string{EventSecretLeakReported}},
-		WebhookConfig{URL: "https://b.example/", Secret: secret, Events: []string{EventSecretRevoked}},
+		webhook.Config{URL: "https://a.example/", Secret: secret, Events: []string{store.EventSecretLeakReported}},
+		webhook.Config{URL: "https://b.example/", Secret: secret, Events: []string{store.EventSecretRevoked}},
 	))
 	ctx := context.Background()
 	e.mustClient("app")
 	ns := e.mustGenerate("app")
-	leak := Event{Type: EventSecretLeakReported, ClientID: "app", SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
+	leak := Event{Type: store.EventSecretLeakReported, ClientID: "app", SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
 		Data: map[string]any{"url": "https://github.com/o/r/blob/main/x"}}
 	boom := errors.New("the change failed")
 	_, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) {
@@ -492,7 +500,7 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 		t.Fatalf("a rolled-back change left its event: %v, %d events", err, len(e.events()))
 	}
 	rev := e.revision()
-	for _, typ := range []string{EventSecretLeakReported, EventSecretPresentedAfterRevoke} {
+	for _, typ := range []string{store.EventSecretLeakReported, store.EventSecretPresentedAfterRevoke} {
 		leak.Type = typ
 		if _, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) { return nothing{}, e.svc.enqueue(ctx, tx, leak) }); err != nil {
 			t.Fatal(err)
@@ -503,7 +511,7 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 	}
 	evs := e.events()
 	got := evs[len(evs)-2]
-	if got.Type != EventSecretLeakReported || len(got.Deliveries) != 1 || got.Deliveries[0].Webhook != "a.example" {
+	if got.Type != store.EventSecretLeakReported || len(got.Deliveries) != 1 || got.Deliveries[0].Webhook != "a.example" {
 		t.Fatalf("leak event %+v: only the webhook that wants it gets a delivery", got)
 	}
 	if last := evs[len(evs)-1]; len(last.Deliveries) != 0 {
@@ -515,17 +523,17 @@ func TestEnqueueForLaterEvents(t *testing.T) {
 }
 
 func TestCLIEventsList(t *testing.T) {
-	secret := newWebhookSecret(t)
-	rcv := newReceiver(t, secret)
-	rcv.ignoreTime = true
-	rcv.setStatus(http.StatusServiceUnavailable)
-	e := newEnv(t, withWebhooks(WebhookConfig{URL: rcv.URL, Secret: secret, Events: []string{EventSecretGenerated}}))
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
+	rcv.IgnoreTime = true
+	rcv.SetStatus(http.StatusServiceUnavailable)
+	e := newEnv(t, withWebhooks(webhook.Config{URL: rcv.URL, Secret: secret, Events: []string{store.EventSecretGenerated}}))
 	srv := httptest.NewServer(e.api)
 	t.Cleanup(srv.Close)
 	c := &cliEnv{env: e, url: srv.URL}
 	e.mustClient("app")
 	ns := e.mustGenerate("app")
-	if err := e.svc.deliverDue(context.Background(), e.outbox()); err != nil {
+	if err := e.sender(0).DeliverDue(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	out, _ := c.mustRun("events", "list")
@@ -539,7 +547,7 @@ func TestCLIEventsList(t *testing.T) {
 	}
 	out, _ = c.mustRun("events", "list", "--limit", "1", "--json")
 	var listed eventListJSON
-	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Events) != 1 || listed.Events[0].Type != EventSecretGenerated {
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Events) != 1 || listed.Events[0].Type != store.EventSecretGenerated {
 		t.Fatalf("--json --limit 1: %v %s", err, out)
 	}
 	if _, _, err := c.run("events", "list", "--limit", "5000"); err == nil || !strings.Contains(err.Error(), "limit") {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/webhook"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -114,21 +114,16 @@ type ServiceOptions struct {
 	// LeakAction is what a leak report of an active secret does:
 	// LeakRevoke or LeakFlag. Default: LeakRevoke.
 	LeakAction string
-	// Logger receives the service's warnings: the webhook sender's, dead
+	// Logger receives the service's warnings: dead
 	// secrets presented at an edge (never a secret), and a failed pruning
 	// of callers. Default: none.
 	Logger *zap.Logger
 	// Webhooks receive the events (outbox.go), their placeholders
 	// resolved already. Default: none (events are still recorded).
-	Webhooks []WebhookConfig
+	Webhooks []webhook.Config
 	// ExpiryReminders are the offsets before a secret's expires_at at
 	// which secret.expiring fires. Default: 720h, 168h, 24h.
 	ExpiryReminders []time.Duration
-	// OutboxPoll is how often the sender looks for due deliveries.
-	// Default: 2s.
-	OutboxPoll time.Duration
-	// ExpiryScan is how often expiry notices are looked for. Default: 1m.
-	ExpiryScan time.Duration
 }
 
 // DefaultTombstoneWindow is how long the feed carries a dead generated
@@ -165,12 +160,6 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if len(o.ExpiryReminders) == 0 {
 		o.ExpiryReminders = DefaultExpiryReminders
 	}
-	if o.OutboxPoll == 0 {
-		o.OutboxPoll = DefaultOutboxPoll
-	}
-	if o.ExpiryScan == 0 {
-		o.ExpiryScan = DefaultExpiryScan
-	}
 	return o
 }
 
@@ -185,14 +174,11 @@ func (o ServiceOptions) validate() error {
 	if o.LeakAction != LeakRevoke && o.LeakAction != LeakFlag {
 		return fmt.Errorf("leak_action must be %s or %s, got %q", LeakRevoke, LeakFlag, o.LeakAction)
 	}
-	if _, err := buildWebhooks(o.Webhooks); err != nil {
+	if _, err := webhook.Build(o.Webhooks); err != nil {
 		return err
 	}
 	if err := validateReminders(o.ExpiryReminders); err != nil {
 		return err
-	}
-	if o.OutboxPoll < 0 || o.ExpiryScan < 0 {
-		return errors.New("outbox poll and expiry scan intervals must be positive")
 	}
 	return ValidatePrefix(o.SecretPrefix)
 }
@@ -216,15 +202,12 @@ type Service struct {
 	pruneMu   sync.Mutex
 	lastPrune time.Time
 
-	// The outbox (outbox.go): webhooks, reminder offsets, the sender's
-	// timing, its HTTP client and logger, and its wake-up channel.
-	hooks      []*webhook
-	reminders  []time.Duration
-	outboxPoll time.Duration
-	expiryScan time.Duration
-	httpClient *http.Client
-	logger     *zap.Logger
-	wake       chan struct{}
+	// The outbox (outbox.go): the webhooks, the reminder offsets, and
+	// the sender's wake-up channel (Committed).
+	hooks     []*webhook.Hook
+	reminders []time.Duration
+	wake      chan struct{}
+	logger    *zap.Logger
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -247,15 +230,12 @@ func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Serv
 		tombstoneWindow: *opts.TombstoneWindow,
 		leakAction:      opts.LeakAction,
 
-		reminders:  opts.ExpiryReminders,
-		outboxPoll: opts.OutboxPoll,
-		expiryScan: opts.ExpiryScan,
-		httpClient: newWebhookClient(),
-		logger:     opts.Logger,
-		wake:       make(chan struct{}, 1),
+		reminders: opts.ExpiryReminders,
+		logger:    opts.Logger,
+		wake:      make(chan struct{}, 1),
 	}
 	var err error
-	if s.hooks, err = buildWebhooks(opts.Webhooks); err != nil {
+	if s.hooks, err = webhook.Build(opts.Webhooks); err != nil {
 		return nil, err
 	}
 	if ns, ok := st.(store.NotifyingStore); ok {
@@ -277,6 +257,9 @@ func (s *Service) Store() store.Store { return s.store }
 
 // Notifier returns the notifier the service publishes changes to.
 func (s *Service) Notifier() *store.Notifier { return s.notifier }
+
+// Webhooks returns the webhooks the events are enqueued for.
+func (s *Service) Webhooks() []*webhook.Hook { return s.hooks }
 
 // MaxActiveSecrets returns the most active secrets a client may have.
 func (s *Service) MaxActiveSecrets() int { return s.maxActive }
@@ -342,7 +325,7 @@ func (s *Service) CreateClient(ctx context.Context, who Actor, id, name string, 
 		if err := tx.InsertClient(ctx, c); err != nil {
 			return nothing{}, err
 		}
-		if err := s.enqueue(ctx, tx, Event{Type: EventClientCreated, ClientID: id, Data: map[string]any{"name": name}}); err != nil {
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventClientCreated, ClientID: id, Data: map[string]any{"name": name}}); err != nil {
 			return nothing{}, err
 		}
 		return nothing{}, s.record(ctx, tx, who, "client.create", id, "", ownersDetail(owners))
@@ -582,7 +565,7 @@ func (s *Service) DeleteClient(ctx context.Context, who Actor, id string) (err e
 			return nil, err
 		}
 		revokedIDs := append([]string{}, active...)
-		if err := s.enqueue(ctx, tx, Event{Type: EventClientDeleted, ClientID: id, Data: map[string]any{"revoked": revokedIDs}}); err != nil {
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventClientDeleted, ClientID: id, Data: map[string]any{"revoked": revokedIDs}}); err != nil {
 			return nil, err
 		}
 		detail := ""
@@ -668,7 +651,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		if ns.Secret.ExpiresAt != nil {
 			data["expires_at"] = *ns.Secret.ExpiresAt
 		}
-		if err := s.enqueue(ctx, tx, Event{Type: EventSecretGenerated, ClientID: clientID,
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretGenerated, ClientID: clientID,
 			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
 			return nothing{}, err
 		}
@@ -734,7 +717,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				res.expiring = append(res.expiring, old.ID)
 			}
 		}
-		if err := s.enqueue(ctx, tx, Event{Type: EventSecretRotated, ClientID: clientID, SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRotated, ClientID: clientID, SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
 			Data: map[string]any{"grace_seconds": int64(grace / time.Second), "expiring": res.expiring, "revoked": append([]string{}, res.revoked...)}}); err != nil {
 			return res, err
 		}
@@ -742,7 +725,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 			if grace > 0 {
 				break // expiring, not revoked: reminders and secret.expired will tell
 			}
-			if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: clientID, SecretID: old.ID, Hint: old.Hint,
+			if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRevoked, ClientID: clientID, SecretID: old.ID, Hint: old.Hint,
 				Data: map[string]any{"revoked_at": now, "reason": "rotation"}}); err != nil {
 				return res, err
 			}
@@ -797,7 +780,7 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 			if err := tx.Revoke(ctx, secretID, now); err != nil {
 				return store.Secret{}, err
 			}
-			if err := s.enqueue(ctx, tx, Event{Type: EventSecretRevoked, ClientID: clientID, SecretID: secretID, Hint: sec.Hint,
+			if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRevoked, ClientID: clientID, SecretID: secretID, Hint: sec.Hint,
 				Data: map[string]any{"revoked_at": now, "reason": "revoke"}}); err != nil {
 				return store.Secret{}, err
 			}

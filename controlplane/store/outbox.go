@@ -81,6 +81,26 @@ type DeliveryOutcome struct {
 	Error string
 }
 
+// The event types (docs/design.md §10). A webhook with no events
+// configured receives all of them.
+const (
+	EventSecretGenerated            = "secret.generated"
+	EventSecretRotated              = "secret.rotated"
+	EventSecretRevoked              = "secret.revoked"
+	EventSecretExpiring             = "secret.expiring"
+	EventSecretExpired              = "secret.expired"
+	EventSecretPresentedAfterRevoke = "secret.presented_after_revoke"
+	EventSecretLeakReported         = "secret.leak_reported"
+	EventClientCreated              = "client.created"
+	EventClientDeleted              = "client.deleted"
+)
+
+// EventTypes lists every event type, in the order of SPEC §12.
+var EventTypes = []string{
+	EventSecretGenerated, EventSecretRotated, EventSecretRevoked, EventSecretExpiring, EventSecretExpired,
+	EventSecretPresentedAfterRevoke, EventSecretLeakReported, EventClientCreated, EventClientDeleted,
+}
+
 // The webhook outbox's tables (migration 3) and queries. Every statement
 // runs in a write transaction, and none marks it as a change: the outbox
 // never moves the store revision, so edges do not refetch for it.

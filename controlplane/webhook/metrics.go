@@ -1,4 +1,4 @@
-package controlplane
+package webhook
 
 import (
 	"errors"
@@ -7,44 +7,44 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// webhookMetrics live in package variables, registered on each config's
+// Metrics live in package variables, registered on each config's
 // registry at Provision: Caddy builds a new registry per config, and the
 // counters must survive reloads. The webhook label is the URL's host (a
 // URL may hold a token in its path or query); webhooks on one host add
 // up.
-var webhookMetrics = struct {
-	delivered      *prometheus.CounterVec
-	attemptsFailed *prometheus.CounterVec
-	failed         *prometheus.CounterVec
-	pending        *prometheus.GaugeVec
+var Metrics = struct {
+	Delivered      *prometheus.CounterVec
+	AttemptsFailed *prometheus.CounterVec
+	Failed         *prometheus.CounterVec
+	Pending        *prometheus.GaugeVec
 }{
-	delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+	Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_delivered_total",
 		Help: "Webhook deliveries the receiver accepted (2xx).",
 	}, []string{"webhook"}),
-	attemptsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+	AttemptsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_attempts_failed_total",
 		Help: "Webhook delivery attempts that failed (each retry counts).",
 	}, []string{"webhook"}),
-	failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+	Failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_failed_total",
 		Help: "Webhook deliveries given up: still failing 24h after the event, or answered 410 Gone.",
 	}, []string{"webhook"}),
-	pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_pending",
 		Help: "Webhook deliveries neither delivered nor failed yet, as the sender last counted them in the store (all replicas').",
 	}, []string{"webhook"}),
 }
 
-// registerWebhookMetrics puts the webhook collectors on a config's
+// RegisterMetrics puts the webhook collectors on a config's
 // registry; a second site in the same config finds them there already.
-func registerWebhookMetrics(ctx caddy.Context) error {
+func RegisterMetrics(ctx caddy.Context) error {
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {
 		return nil
 	}
-	m := &webhookMetrics
-	for _, c := range []prometheus.Collector{m.delivered, m.attemptsFailed, m.failed, m.pending} {
+	m := &Metrics
+	for _, c := range []prometheus.Collector{m.Delivered, m.AttemptsFailed, m.Failed, m.Pending} {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return err
 		}
@@ -54,12 +54,12 @@ func registerWebhookMetrics(ctx caddy.Context) error {
 
 // setPending publishes the pending counts of the configured webhooks,
 // summed by label.
-func setPending(hooks []*webhook, byKey map[string]int) {
+func setPending(hooks []*Hook, byKey map[string]int) {
 	sums := map[string]int{}
 	for _, w := range hooks {
 		sums[w.label] += byKey[w.key]
 	}
 	for label, n := range sums {
-		webhookMetrics.pending.WithLabelValues(label).Set(float64(n))
+		Metrics.Pending.WithLabelValues(label).Set(float64(n))
 	}
 }

@@ -1,4 +1,8 @@
-package controlplane
+// Package webhook sends the control plane's events to webhooks, signed
+// per Standard Webhooks, from the transactional outbox in the store
+// (docs/design.md §10): the receivers' configuration, one delivery
+// attempt, the retry schedule, and the Sender loop.
+package webhook
 
 import (
 	"bytes"
@@ -19,20 +23,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-)
 
-// The event types of SPEC §12. A webhook with no events configured
-// receives all of them.
-const (
-	EventSecretGenerated            = "secret.generated"
-	EventSecretRotated              = "secret.rotated"
-	EventSecretRevoked              = "secret.revoked"
-	EventSecretExpiring             = "secret.expiring"
-	EventSecretExpired              = "secret.expired"
-	EventSecretPresentedAfterRevoke = "secret.presented_after_revoke"
-	EventSecretLeakReported         = "secret.leak_reported"
-	EventClientCreated              = "client.created"
-	EventClientDeleted              = "client.deleted"
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // A webhook secret is webhookSecretPrefix and the standard base64 of a
@@ -42,17 +34,11 @@ const (
 	minWebhookKeyLen, maxWebhookKeyLen = 24, 64
 )
 
-// EventTypes lists every event type, in the order of SPEC §12.
-var EventTypes = []string{
-	EventSecretGenerated, EventSecretRotated, EventSecretRevoked, EventSecretExpiring, EventSecretExpired,
-	EventSecretPresentedAfterRevoke, EventSecretLeakReported, EventClientCreated, EventClientDeleted,
-}
-
 // Defaults and bounds of webhook delivery.
 const (
-	DefaultWebhookTimeout = 10 * time.Second
-	minWebhookTimeout     = time.Second
-	maxWebhookTimeout     = time.Minute
+	DefaultTimeout    = 10 * time.Second
+	minWebhookTimeout = time.Second
+	maxWebhookTimeout = time.Minute
 	// DeliveryWindow is how long after an event the sender keeps trying;
 	// a delivery still failing then is marked failed.
 	DeliveryWindow = 24 * time.Hour
@@ -63,13 +49,9 @@ const (
 	maxErrorLen = 200
 )
 
-// DefaultExpiryReminders are the offsets before a secret's expires_at at
-// which a secret.expiring event fires.
-var DefaultExpiryReminders = []time.Duration{720 * time.Hour, 168 * time.Hour, 24 * time.Hour}
-
-// WebhookConfig is one receiver of the control plane's events, signed per
+// Config is one receiver of the control plane's events, signed per
 // the Standard Webhooks specification.
-type WebhookConfig struct {
+type Config struct {
 	// URL receives one POST per event: http or https, no user info.
 	// Placeholders are resolved at provisioning. Required. Default: none.
 	URL string `json:"url,omitempty"`
@@ -87,8 +69,8 @@ type WebhookConfig struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
-// webhook is a WebhookConfig resolved and checked: ready to deliver.
-type webhook struct {
+// Hook is a Config resolved and checked: ready to deliver.
+type Hook struct {
 	url     string
 	key     string // names the webhook in the outbox: a digest of the URL
 	label   string // names it in metrics and logs: the URL's host
@@ -97,32 +79,9 @@ type webhook struct {
 	timeout time.Duration
 }
 
-// resolvePlaceholders returns the config with the placeholders in its
-// URL and secret resolved; an unknown, unset or empty one is an error. i
-// is the webhook's position, for errors, which never quote the secret
-// nor the URL (it may hold a token).
-func (c WebhookConfig) resolvePlaceholders(repl *caddy.Replacer, i int) (WebhookConfig, error) {
-	name := fmt.Sprintf("webhook %d", i)
-	if c.URL != "" {
-		u, err := repl.ReplaceOrErr(c.URL, true, true)
-		if err != nil {
-			return c, fmt.Errorf("%s: url: a placeholder in it is unknown, unset or empty", name)
-		}
-		c.URL = u
-	}
-	if c.Secret != "" {
-		secret, err := resolveSecret(repl, name+" secret", c.Secret)
-		if err != nil {
-			return c, err
-		}
-		c.Secret = secret
-	}
-	return c, nil
-}
-
 // build checks a config whose placeholders are resolved and returns the
 // webhook ready to deliver. i is the webhook's position, for errors.
-func (c WebhookConfig) build(i int) (*webhook, error) {
+func (c Config) build(i int) (*Hook, error) {
 	name := fmt.Sprintf("webhook %d", i)
 	if c.URL == "" {
 		return nil, fmt.Errorf("%s: url is required", name)
@@ -148,11 +107,11 @@ func (c WebhookConfig) build(i int) (*webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s secret: %v", name, err)
 	}
-	w := &webhook{url: c.URL, label: u.Host, signer: signer, timeout: time.Duration(c.Timeout)}
+	w := &Hook{url: c.URL, label: u.Host, signer: signer, timeout: time.Duration(c.Timeout)}
 	sum := sha256.Sum256([]byte(c.URL))
 	w.key = "wh_" + hex.EncodeToString(sum[:8])
 	if w.timeout == 0 {
-		w.timeout = DefaultWebhookTimeout
+		w.timeout = DefaultTimeout
 	}
 	if w.timeout < minWebhookTimeout || w.timeout > maxWebhookTimeout {
 		return nil, fmt.Errorf("%s: timeout must be between %s and %s", name, minWebhookTimeout, maxWebhookTimeout)
@@ -160,8 +119,8 @@ func (c WebhookConfig) build(i int) (*webhook, error) {
 	if len(c.Events) > 0 {
 		w.events = make(map[string]bool, len(c.Events))
 		for _, t := range c.Events {
-			if !slices.Contains(EventTypes, t) {
-				return nil, fmt.Errorf("%s: unknown event type %q (known: %s)", name, t, strings.Join(EventTypes, ", "))
+			if !slices.Contains(store.EventTypes, t) {
+				return nil, fmt.Errorf("%s: unknown event type %q (known: %s)", name, t, strings.Join(store.EventTypes, ", "))
 			}
 			w.events[t] = true
 		}
@@ -186,13 +145,19 @@ func decodeWebhookSecret(secret string) ([]byte, error) {
 	return key, nil
 }
 
-// wants reports whether the webhook receives events of type t.
-func (w *webhook) wants(t string) bool { return w.events == nil || w.events[t] }
+// Wants reports whether the webhook receives events of type t.
+func (w *Hook) Wants(t string) bool { return w.events == nil || w.events[t] }
 
-// buildWebhooks checks and builds every webhook; two with the same URL
+// Key names the webhook in the outbox: a digest of its URL.
+func (w *Hook) Key() string { return w.key }
+
+// Label names the webhook in metrics and logs: its URL's host.
+func (w *Hook) Label() string { return w.label }
+
+// Build checks and builds every webhook; two with the same URL
 // are an error (they would share their deliveries).
-func buildWebhooks(cfgs []WebhookConfig) ([]*webhook, error) {
-	out := make([]*webhook, 0, len(cfgs))
+func Build(cfgs []Config) ([]*Hook, error) {
+	out := make([]*Hook, 0, len(cfgs))
 	seen := map[string]int{}
 	for i, c := range cfgs {
 		w, err := c.build(i)
@@ -208,22 +173,6 @@ func buildWebhooks(cfgs []WebhookConfig) ([]*webhook, error) {
 	return out, nil
 }
 
-// validateReminders checks expiry reminder offsets: positive, distinct,
-// and at most a year.
-func validateReminders(ds []time.Duration) error {
-	seen := map[time.Duration]bool{}
-	for _, d := range ds {
-		if d <= 0 || d > 366*24*time.Hour {
-			return fmt.Errorf("expiry_reminders: %s is not between 0 and 366 days", d)
-		}
-		if seen[d] {
-			return fmt.Errorf("expiry_reminders: %s given twice", d)
-		}
-		seen[d] = true
-	}
-	return nil
-}
-
 // attemptResult is what one delivery attempt came to.
 type attemptResult struct {
 	// ok: the receiver answered 2xx.
@@ -236,10 +185,10 @@ type attemptResult struct {
 	err string
 }
 
-// newWebhookClient returns the HTTP client of deliveries: no redirects
+// newClient returns the HTTP client of deliveries: no redirects
 // (a 3xx is a failure: fix the URL), no cookies, per-attempt timeouts
 // set on the request.
-func newWebhookClient() *http.Client {
+func newClient() *http.Client {
 	return &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -247,7 +196,7 @@ func newWebhookClient() *http.Client {
 
 // deliver makes one attempt: a signed POST of body at now, with id as
 // webhook-id.
-func (w *webhook) deliver(ctx context.Context, client *http.Client, id string, body []byte, now time.Time) attemptResult {
+func (w *Hook) deliver(ctx context.Context, client *http.Client, id string, body []byte, now time.Time) attemptResult {
 	sig, err := w.signer.Sign(id, now, body)
 	if err != nil {
 		return attemptResult{err: "signing: " + err.Error()}
@@ -291,9 +240,9 @@ func (w *webhook) deliver(ctx context.Context, client *http.Client, id string, b
 	return res
 }
 
-// backoff is the wait after the n-th failed attempt (n ≥ 1): 10s doubling
+// Backoff is the wait after the n-th failed attempt (n ≥ 1): 10s doubling
 // to at most 2h, before jitter.
-func backoff(n int) time.Duration {
+func Backoff(n int) time.Duration {
 	d := firstRetry
 	for i := 1; i < n && d < maxRetry; i++ {
 		d *= 2
@@ -312,7 +261,7 @@ func nextAttempt(n int, now, created time.Time, retryAfter time.Duration) (time.
 	if !now.Before(deadline) {
 		return time.Time{}, false
 	}
-	d := backoff(n)
+	d := Backoff(n)
 	d += rand.N(d/5 + 1)
 	at := now.Add(max(d, retryAfter))
 	if at.After(deadline) {
