@@ -27,6 +27,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -75,7 +76,7 @@ type APIOptions struct {
 // health check (README: Management API; docs/design.md §4) as one http.Handler, usable inside Caddy
 // (see Handler) or on its own.
 type API struct {
-	svc   *Service
+	svc   *rules.Service
 	admin [sha256.Size]byte
 	edge  [sha256.Size]byte
 	// leak is the leak token's digest; hasLeak says whether one is set.
@@ -104,7 +105,7 @@ type API struct {
 
 // withDefaults returns o with every unset field at its default. With
 // validate, it is the one place the options are defaulted and checked
-// (see ServiceOptions.withDefaults).
+// (see rules.ServiceOptions.WithDefaults).
 func (o APIOptions) withDefaults() APIOptions {
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait
@@ -133,7 +134,7 @@ func (o APIOptions) validate() error {
 		return errors.New("max_wait must not be negative")
 	}
 	for _, u := range o.Admins {
-		if err := ValidateUserID(u); err != nil {
+		if err := rules.ValidateUserID(u); err != nil {
 			return fmt.Errorf("admins: %v", err)
 		}
 	}
@@ -141,7 +142,7 @@ func (o APIOptions) validate() error {
 }
 
 // NewAPI returns the HTTP API over svc.
-func NewAPI(svc *Service, opts APIOptions) (*API, error) {
+func NewAPI(svc *rules.Service, opts APIOptions) (*API, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -182,7 +183,7 @@ func NewAPI(svc *Service, opts APIOptions) (*API, error) {
 }
 
 // Service returns the rules the API serves.
-func (a *API) Service() *Service { return a.svc }
+func (a *API) Service() *rules.Service { return a.svc }
 
 // Close answers every waiting feed request at once (304) and makes later
 // ones answer without waiting. Call it when the server shuts down, so that
@@ -277,7 +278,7 @@ func (a *API) routes() {
 	})
 }
 
-type methods map[string]func(http.ResponseWriter, *http.Request, Actor)
+type methods map[string]func(http.ResponseWriter, *http.Request, rules.Actor)
 
 func (a *API) route(pattern string, need role, m methods) {
 	allowed := make([]string, 0, len(m)+1)
@@ -331,21 +332,21 @@ func placeholderValue(r *http.Request, placeholder string) string {
 // management routes accept the user an authentication handler in front
 // has vouched for; basic_auth leaves its own Authorization header on the
 // request, so any other scheme is no bad token but the user's login.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Actor, bool) {
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (rules.Actor, bool) {
 	if len(r.Header.Values("Authorization")) > 1 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
-		return Actor{}, false
+		return rules.Actor{}, false
 	}
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok && need != roleEdge {
 		if user := a.user(r); user != "" {
-			return Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, true
+			return rules.Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, true
 		}
 	}
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate"`)
 		writeError(w, http.StatusUnauthorized, "invalid_token", "missing bearer token")
-		return Actor{}, false
+		return rules.Actor{}, false
 	}
 	sum := sha256.Sum256([]byte(token))
 	isAdmin := subtle.ConstantTimeCompare(sum[:], a.admin[:]) == 1
@@ -353,18 +354,18 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (Acto
 	isLeak := a.hasLeak && subtle.ConstantTimeCompare(sum[:], a.leak[:]) == 1
 	switch {
 	case need != roleEdge && isAdmin:
-		return Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, true
 	case need == roleEdge && isEdge:
-		return Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
 	case need == roleLeak && isLeak:
-		return Actor{TokenID: "leak-token", Leak: true, RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "leak-token", Leak: true, RemoteIP: remoteIP(r)}, true
 	case isAdmin, isEdge, isLeak:
 		writeError(w, http.StatusForbidden, "insufficient_scope", "this token may not use this endpoint")
-		return Actor{}, false
+		return rules.Actor{}, false
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate", error="invalid_token"`)
 	writeError(w, http.StatusUnauthorized, "invalid_token", "wrong bearer token")
-	return Actor{}, false
+	return rules.Actor{}, false
 }
 
 func bearer(header string) (string, bool) {
@@ -522,14 +523,14 @@ func toSecretsJSON(secrets []store.Secret, now time.Time) []secretJSON {
 	return out
 }
 
-func toCreatedJSON(ns CreatedSecret) createdSecretJSON {
+func toCreatedJSON(ns rules.CreatedSecret) createdSecretJSON {
 	return createdSecretJSON{
 		ID: ns.Secret.ID, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
 		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt, Warnings: ns.Warnings,
 	}
 }
 
-func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) createClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req createClientRequest
 	if !a.decode(w, r, &req, true) {
 		return
@@ -550,13 +551,13 @@ func (a *API) createClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusCreated, toClientJSON(c))
 }
 
-func (a *API) listClients(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) listClients(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	q := r.URL.Query()
 	limit := 0
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", rules.MaxPageSize))
 			return
 		}
 		limit = n
@@ -573,7 +574,7 @@ func (a *API) listClients(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *API) getClient(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) getClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	c, secrets, err := a.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		a.fail(w, r, err)
@@ -582,7 +583,7 @@ func (a *API) getClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, clientDetailJSON{clientJSON: toClientJSON(c), Secrets: toSecretsJSON(secrets, a.svc.Now())})
 }
 
-func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	if err := a.svc.DeleteClient(r.Context(), who, r.PathValue("client_id")); err != nil {
 		a.fail(w, r, err)
 		return
@@ -591,7 +592,7 @@ func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who Actor) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) putOwners(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) putOwners(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req putOwnersRequest
 	if !a.decode(w, r, &req, false) {
 		return
@@ -600,18 +601,18 @@ func (a *API) putOwners(w http.ResponseWriter, r *http.Request, who Actor) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `owners is required (a list of user ids; [] removes every owner)`)
 		return
 	}
-	a.editOwners(w, r, who, OwnersEdit{Replace: true, Set: *req.Owners})
+	a.editOwners(w, r, who, rules.OwnersEdit{Replace: true, Set: *req.Owners})
 }
 
-func (a *API) patchOwners(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) patchOwners(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req patchOwnersRequest
 	if !a.decode(w, r, &req, false) {
 		return
 	}
-	a.editOwners(w, r, who, OwnersEdit{Add: req.Add, Remove: req.Remove})
+	a.editOwners(w, r, who, rules.OwnersEdit{Add: req.Add, Remove: req.Remove})
 }
 
-func (a *API) editOwners(w http.ResponseWriter, r *http.Request, who Actor, edit OwnersEdit) {
+func (a *API) editOwners(w http.ResponseWriter, r *http.Request, who rules.Actor, edit rules.OwnersEdit) {
 	c, err := a.svc.EditOwners(r.Context(), who, r.PathValue("client_id"), edit)
 	if err != nil {
 		a.fail(w, r, err)
@@ -629,13 +630,13 @@ func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", MaxPageSize))
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", rules.MaxPageSize))
 		return 0, false
 	}
 	return n, true
 }
 
-func (a *API) audit(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) audit(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	limit, ok := limitParam(w, r)
 	if !ok {
 		return
@@ -652,7 +653,7 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	secrets, err := a.svc.ListSecrets(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		a.fail(w, r, err)
@@ -661,12 +662,12 @@ func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, secretListJSON{Secrets: toSecretsJSON(secrets, a.svc.Now())})
 }
 
-func (a *API) generateSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) generateSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req generateRequest
 	if !a.decode(w, r, &req, true) {
 		return
 	}
-	var opts GenerateOptions
+	var opts rules.GenerateOptions
 	if req.ExpiresIn != nil {
 		d, ok := parseDuration(w, "expires_in", *req.ExpiresIn)
 		if !ok {
@@ -693,7 +694,7 @@ func (a *API) generateSecret(w http.ResponseWriter, r *http.Request, who Actor) 
 	writeJSON(w, http.StatusCreated, toCreatedJSON(ns))
 }
 
-func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req rotateRequest
 	if !a.decode(w, r, &req, false) {
 		return
@@ -721,7 +722,7 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusCreated, out)
 }
 
-func (a *API) revokeSecret(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) revokeSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	sec, err := a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
 	if err != nil {
 		a.fail(w, r, err)
@@ -882,9 +883,9 @@ func jsonKind(t reflect.Type) string {
 // fail maps an error from the rules to an answer.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, rules.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, rules.ErrForbidden):
 		writeError(w, http.StatusForbidden, "insufficient_scope", "only admins may do this")
 	case errors.Is(err, store.ErrNotFound):
 		what := "no such client"
@@ -892,7 +893,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 			what = "no such client or secret"
 		}
 		writeError(w, http.StatusNotFound, "not_found", what)
-	case errors.Is(err, ErrTooManyActive):
+	case errors.Is(err, rules.ErrTooManyActive):
 		writeError(w, http.StatusConflict, "too_many_active_secrets",
 			`the client already has the most active secrets allowed (max_active_secrets); revoke one, or rotate with grace "0s"`)
 	case errors.Is(err, store.ErrClientExists):

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"time"
@@ -52,8 +53,8 @@ func toNetworksJSON(c store.Client) networksJSON {
 	return networksJSON{AllowedCIDRs: cidrs, ReportOnly: c.NetworksReportOnly}
 }
 
-func (a *API) getNetworks(w http.ResponseWriter, r *http.Request, who Actor) {
-	c, err := a.svc.visibleClient(r.Context(), who, r.PathValue("client_id"))
+func (a *API) getNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+	c, err := a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -61,7 +62,7 @@ func (a *API) getNetworks(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, toNetworksJSON(c))
 }
 
-func (a *API) putNetworks(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) putNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req putNetworksRequest
 	if !a.decode(w, r, &req, false) {
 		return
@@ -78,7 +79,7 @@ func (a *API) putNetworks(w http.ResponseWriter, r *http.Request, who Actor) {
 	writeJSON(w, http.StatusOK, toNetworksJSON(c))
 }
 
-func (a *API) suggestNetworks(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) suggestNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	var req suggestRequest
 	if !a.decode(w, r, &req, true) {
 		return
@@ -98,7 +99,7 @@ func (a *API) suggestNetworks(w http.ResponseWriter, r *http.Request, who Actor)
 	writeJSON(w, http.StatusOK, suggestionJSON{AllowedCIDRs: sug.CIDRs, Callers: sug.Callers, UnlistedRequests: sug.Unlisted})
 }
 
-func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	sc, err := a.svc.ListCallers(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
 	if err != nil {
 		a.fail(w, r, err)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -198,7 +199,7 @@ func TestSecretsAPI(t *testing.T) {
 	}
 	first := m["secret"].(string)
 	firstID := m["id"].(string)
-	if !CheckSecret(first, DefaultSecretPrefix) || m["hint"] != Hint(DefaultSecretPrefix, first) || m["expires_at"] != "2030-02-01T03:04:05Z" {
+	if !rules.CheckSecret(first, rules.DefaultSecretPrefix) || m["hint"] != rules.Hint(rules.DefaultSecretPrefix, first) || m["expires_at"] != "2030-02-01T03:04:05Z" {
 		t.Fatalf("generate answer: hint %v expires %v", m["hint"], m["expires_at"])
 	}
 
@@ -206,7 +207,7 @@ func TestSecretsAPI(t *testing.T) {
 	mustStatus(t, r, 201)
 	m = r.json(t)
 	second, _ := m["secret"].(string)
-	if !CheckSecret(second, DefaultSecretPrefix) || fmt.Sprint(m["expiring"]) != "["+firstID+"]" || fmt.Sprint(m["revoked"]) != "[]" {
+	if !rules.CheckSecret(second, rules.DefaultSecretPrefix) || fmt.Sprint(m["expiring"]) != "["+firstID+"]" || fmt.Sprint(m["revoked"]) != "[]" {
 		t.Fatalf("rotate answer: expiring %v revoked %v", m["expiring"], m["revoked"])
 	}
 
@@ -242,7 +243,7 @@ func TestSecretsAPI(t *testing.T) {
 	if m := r.json(t); m["status"] != "revoked" || m["revoked_at"] != "2030-01-02T03:04:05Z" || m["id"] != firstID {
 		t.Fatalf("revoke answer: %v", m)
 	}
-	missing, _ := NewSecretID()
+	missing, _ := rules.NewSecretID()
 	mustStatus(t, e.admin("DELETE", "/v1/clients/c/secrets/"+missing, nil), 404)
 	mustStatus(t, e.admin("DELETE", "/v1/clients/nobody/secrets/"+firstID, nil), 404)
 
@@ -415,7 +416,7 @@ func TestSecretsNeverStored(t *testing.T) {
 			t.Fatal(err)
 		}
 		found++
-		for _, needle := range []string{generated, generated[len(DefaultSecretPrefix):], legacy} {
+		for _, needle := range []string{generated, generated[len(rules.DefaultSecretPrefix):], legacy} {
 			if bytes.Contains(data, []byte(needle)) {
 				t.Fatalf("a plaintext secret is in %s", "cp.db"+suffix)
 			}

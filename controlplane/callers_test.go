@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -17,7 +18,7 @@ import (
 
 // withWindow sets tombstone_window.
 func withWindow(d time.Duration) envOption {
-	return func(s *ServiceOptions, _ *APIOptions) { s.TombstoneWindow = &d }
+	return func(s *rules.ServiceOptions, _ *APIOptions) { s.TombstoneWindow = &d }
 }
 
 func callerUse(secretID, ip string, first, last time.Time, requests, refused int64) store.CallerUse {
@@ -112,7 +113,7 @@ func testCallersFromTwoInstances(t *testing.T, k storeKit) {
 				callerUse("sec_a", "192.0.2.1", t0.Add(time.Duration(i)*time.Second), t0.Add(time.Duration(i)*time.Second), 3, 1),
 				callerUse("sec_a", fmt.Sprintf("198.51.100.%d", i%4), t0, t0, 1, 0),
 			}
-			if err := st.ApplyCallers(ctx, uses, MaxCallersPerSecret); err != nil {
+			if err := st.ApplyCallers(ctx, uses, rules.MaxCallersPerSecret); err != nil {
 				t.Errorf("callers: %v", err)
 			}
 		})
@@ -184,17 +185,17 @@ func testNetworksInSnapshot(t *testing.T, k storeKit) {
 	if c, err := e.svc.SetNetworks(ctx, who, "c", nil, false); err != nil || len(c.AllowedCIDRs) != 0 || c.NetworksReportOnly {
 		t.Fatalf("clear: %+v %v", c, err)
 	}
-	if _, err := e.svc.SetNetworks(ctx, who, "c", []string{"10.0.0.1/8"}, false); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.SetNetworks(ctx, who, "c", []string{"10.0.0.1/8"}, false); !errors.Is(err, rules.ErrInvalid) {
 		t.Fatalf("host bits set: %v", err)
 	}
 	if _, err := e.svc.SetNetworks(ctx, who, "nobody", nil, false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown client: %v", err)
 	}
 	// Owners may set their client's networks; others get not found.
-	if _, err := e.svc.EditOwners(ctx, who, "c", OwnersEdit{Add: []string{"alice"}}); err != nil {
+	if _, err := e.svc.EditOwners(ctx, who, "c", rules.OwnersEdit{Add: []string{"alice"}}); err != nil {
 		t.Fatal(err)
 	}
-	alice, bob := Actor{TokenID: "user:alice", User: "alice"}, Actor{TokenID: "user:bob", User: "bob"}
+	alice, bob := rules.Actor{TokenID: "user:alice", User: "alice"}, rules.Actor{TokenID: "user:bob", User: "bob"}
 	if _, err := e.svc.SetNetworks(ctx, alice, "c", []string{"192.0.2.0/24"}, false); err != nil {
 		t.Fatalf("owner: %v", err)
 	}
@@ -299,14 +300,14 @@ func testCallersThroughService(t *testing.T, k storeKit) {
 	}
 
 	for _, bad := range []string{"sec_x", "", "nope"} {
-		if _, err := e.svc.ListCallers(ctx, who, "c", bad); !errors.Is(err, ErrInvalid) {
+		if _, err := e.svc.ListCallers(ctx, who, "c", bad); !errors.Is(err, rules.ErrInvalid) {
 			t.Fatalf("secret id %q: %v", bad, err)
 		}
 	}
 	if _, err := e.svc.ListCallers(ctx, who, "c", "sec_00000000000000000000"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown secret: %v", err)
 	}
-	if _, err := e.svc.ListCallers(ctx, Actor{TokenID: "user:bob", User: "bob"}, "c", old); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.svc.ListCallers(ctx, rules.Actor{TokenID: "user:bob", User: "bob"}, "c", old); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a stranger's listing: %v", err)
 	}
 }
@@ -359,11 +360,11 @@ func benchmarkCallersIngest(b *testing.B, st store.Store) {
 	const clients, perClient, ips = 20, 2, 50
 	ctx := context.Background()
 	counted := &countingWrites{Store: st}
-	svc, err := NewService(ctx, counted, ServiceOptions{})
+	svc, err := rules.NewService(ctx, counted, rules.ServiceOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	admin := Actor{TokenID: "bench", Admin: true}
+	admin := rules.Actor{TokenID: "bench", Admin: true}
 	type sec struct{ client, id string }
 	var secrets []sec
 	for i := range clients {
@@ -372,7 +373,7 @@ func benchmarkCallersIngest(b *testing.B, st store.Store) {
 			b.Fatal(err)
 		}
 		for range perClient {
-			ns, err := svc.GenerateSecret(ctx, admin, id, GenerateOptions{})
+			ns, err := svc.GenerateSecret(ctx, admin, id, rules.GenerateOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -460,23 +461,23 @@ func TestCallersPerBatchBounded(t *testing.T) {
 	e.mustClient("c")
 	sec := e.mustGenerate("c").Secret.ID
 	counted := &countingWrites{Store: e.store}
-	svc, err := NewService(ctx, counted, ServiceOptions{Now: e.clock.Now})
+	svc, err := rules.NewService(ctx, counted, rules.ServiceOptions{Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := e.clock.Now()
 	sc := wire.SecretCallers{ClientID: "c", SecretID: sec, OtherRequests: 3}
-	for i := range MaxCallersPerSecret + 100 {
+	for i := range rules.MaxCallersPerSecret + 100 {
 		sc.IPs = append(sc.IPs, wire.Caller{IP: fmt.Sprintf("10.0.%d.%d", i/256, i%256), FirstAt: now, LastAt: now, Requests: 2})
 	}
 	if _, err := svc.ApplyUsage(ctx, wire.Usage{Callers: []wire.SecretCallers{sc}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := counted.pairs.Load(); n != MaxCallersPerSecret+1 {
-		t.Fatalf("%d pairs written, want %d and the unlisted row", n, MaxCallersPerSecret)
+	if n := counted.pairs.Load(); n != rules.MaxCallersPerSecret+1 {
+		t.Fatalf("%d pairs written, want %d and the unlisted row", n, rules.MaxCallersPerSecret)
 	}
 	list, err := svc.ListCallers(ctx, who, "c", sec)
-	if err != nil || len(list.Callers) != MaxCallersPerSecret || list.Unlisted == nil || list.Unlisted.Requests != 203 {
+	if err != nil || len(list.Callers) != rules.MaxCallersPerSecret || list.Unlisted == nil || list.Unlisted.Requests != 203 {
 		t.Fatalf("listed %d, unlisted %+v (%v)", len(list.Callers), list.Unlisted, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -49,7 +50,7 @@ func snapshotClients(t *testing.T, e *env) (map[string]string, int64) {
 func randomChange(t *testing.T, e *env, rng *rand.Rand) {
 	t.Helper()
 	ctx := context.Background()
-	admin := Actor{TokenID: "test", Admin: true}
+	admin := rules.Actor{TokenID: "test", Admin: true}
 	id := fmt.Sprintf("client-%02d", rng.IntN(12))
 	var err error
 	switch rng.IntN(7) {
@@ -58,7 +59,7 @@ func randomChange(t *testing.T, e *env, rng *rand.Rand) {
 	case 1:
 		err = e.svc.DeleteClient(ctx, admin, id)
 	case 2, 3:
-		_, err = e.svc.GenerateSecret(ctx, admin, id, GenerateOptions{})
+		_, err = e.svc.GenerateSecret(ctx, admin, id, rules.GenerateOptions{})
 	case 4:
 		_, err = e.svc.RotateSecret(ctx, admin, id, time.Duration(rng.IntN(3))*time.Minute)
 	case 5:
@@ -147,7 +148,7 @@ func testChangesOnlyWhileLogged(t *testing.T, k storeKit) {
 	}
 	rev := e.revision()
 	sec := e.mustGenerate("c3")
-	if _, err := e.svc.RevokeSecret(ctx, Actor{TokenID: "test", Admin: true}, "c3", sec.Secret.ID); err != nil {
+	if _, err := e.svc.RevokeSecret(ctx, rules.Actor{TokenID: "test", Admin: true}, "c3", sec.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
 	d, ok, err := e.svc.Changes(ctx, rev)
@@ -226,7 +227,7 @@ func testChangesFeed(t *testing.T, k storeKit) {
 	done := make(chan response, 1)
 	go func() { r, _ := get(since+"&wait=10s", "If-None-Match", wire.ETag(epoch, rev)); done <- r }()
 	<-waiting
-	if _, err := e.svc.RevokeSecret(context.Background(), Actor{TokenID: "test", Admin: true}, "b", sec.Secret.ID); err != nil {
+	if _, err := e.svc.RevokeSecret(context.Background(), rules.Actor{TokenID: "test", Admin: true}, "b", sec.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
 	r := <-done

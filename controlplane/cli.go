@@ -17,6 +17,7 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/spf13/cobra"
 )
 
@@ -215,7 +216,7 @@ func listClientsCmd(cmd *cobra.Command, _ []string) error {
 	var all []clientJSON
 	after := ""
 	for {
-		q := url.Values{"limit": {fmt.Sprint(MaxPageSize)}}
+		q := url.Values{"limit": {fmt.Sprint(rules.MaxPageSize)}}
 		if after != "" {
 			q.Set("after", after)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -100,7 +101,7 @@ func TestCLISecrets(t *testing.T) {
 
 	out, errOut := c.mustRun("secret", "generate", "svc/one")
 	first := strings.TrimSpace(out)
-	if !CheckSecret(first, DefaultSecretPrefix) || strings.Count(out, "\n") != 1 {
+	if !rules.CheckSecret(first, rules.DefaultSecretPrefix) || strings.Count(out, "\n") != 1 {
 		t.Fatal("generate did not print exactly one secret on stdout")
 	}
 	if strings.Contains(errOut, first) || !strings.Contains(errOut, "shown only this once") || !strings.Contains(errOut, "expires never") {
@@ -109,7 +110,7 @@ func TestCLISecrets(t *testing.T) {
 
 	out, errOut = c.mustRun("secret", "rotate", "svc/one", "--grace", "24h")
 	second := strings.TrimSpace(out)
-	if !CheckSecret(second, DefaultSecretPrefix) || second == first || !strings.Contains(errOut, "expires within 24h") {
+	if !rules.CheckSecret(second, rules.DefaultSecretPrefix) || second == first || !strings.Contains(errOut, "expires within 24h") {
 		t.Fatalf("rotate: stderr %s", redact([]byte(errOut)))
 	}
 	if _, _, err := c.run("secret", "rotate", "svc/one"); err == nil || !strings.Contains(err.Error(), "--grace is required") {
@@ -137,7 +138,7 @@ func TestCLISecrets(t *testing.T) {
 	if strings.Join(header, " ") != "ID STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM PRESENTED AFTER REVOKE" || len(lines) != 3 {
 		t.Fatalf("secret list:\n%s", out)
 	}
-	for _, want := range []string{secrets[0].ID, "expiring", "active", Hint(DefaultSecretPrefix, first), used.Format(time.RFC3339), "203.0.113.5", "never", "2030-01-03T03:04:05Z"} {
+	for _, want := range []string{secrets[0].ID, "expiring", "active", rules.Hint(rules.DefaultSecretPrefix, first), used.Format(time.RFC3339), "203.0.113.5", "never", "2030-01-03T03:04:05Z"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("secret list lacks %q:\n%s", want, out)
 		}
@@ -152,7 +153,7 @@ func TestCLISecrets(t *testing.T) {
 		t.Fatalf("after revoke:\n%s", out)
 	}
 	out, errOut = c.mustRun("secret", "rotate", "svc/one", "--grace", "0s")
-	if !CheckSecret(strings.TrimSpace(out), DefaultSecretPrefix) || !strings.Contains(errOut, "revoked") {
+	if !rules.CheckSecret(strings.TrimSpace(out), rules.DefaultSecretPrefix) || !strings.Contains(errOut, "revoked") {
 		t.Fatalf("rotate 0s: %s", redact([]byte(errOut)))
 	}
 	if _, _, err := c.run("secret", "revoke", "svc/one", "sec_01234567890123456789"); err == nil || !strings.Contains(err.Error(), "not_found") {

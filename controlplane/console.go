@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"go.uber.org/zap"
 )
@@ -63,7 +64,7 @@ const (
 // identity as the API.
 type console struct {
 	api     *API
-	svc     *Service
+	svc     *rules.Service
 	pages   map[string]*template.Template
 	handler http.Handler
 }
@@ -137,7 +138,7 @@ type frame struct {
 	CSRF  string
 }
 
-type consoleHandler func(w http.ResponseWriter, r *http.Request, who Actor, fr frame)
+type consoleHandler func(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame)
 
 // signedIn finds the signed-in user; without one it answers 401 with a
 // page that says how to put an authentication handler in front.
@@ -155,7 +156,7 @@ func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 			})
 			return
 		}
-		who := Actor{TokenID: "user:" + user, User: user, Admin: c.api.admins[user], RemoteIP: remoteIP(r)}
+		who := rules.Actor{TokenID: "user:" + user, User: user, Admin: c.api.admins[user], RemoteIP: remoteIP(r)}
 		h(w, r, who, frame{User: user, Admin: who.Admin, CSRF: c.csrfToken(w, r, user)})
 	}
 }
@@ -207,7 +208,7 @@ func csrfMAC(key []byte, user string) string {
 
 // post reads the form of a state change and checks its CSRF token first.
 func (c *console) post(h consoleHandler) consoleHandler {
-	return func(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+	return func(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
 			c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", "The form could not be read.")
@@ -260,13 +261,13 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, fr frame, err err
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "There is no such client or secret, or you are not one of its owners.")
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, rules.ErrForbidden):
 		c.errorPage(w, r, fr, http.StatusForbidden, "Admins only", "Only an admin can do this.")
-	case errors.Is(err, ErrTooManyActive):
+	case errors.Is(err, rules.ErrTooManyActive):
 		c.errorPage(w, r, fr, http.StatusConflict, "Too many active secrets", c.maxSentence())
 	case errors.Is(err, store.ErrClientExists):
 		c.errorPage(w, r, fr, http.StatusConflict, "Client exists", "A client with this id already exists.")
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, rules.ErrInvalid):
 		c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", err.Error())
 	case r.Context().Err() != nil:
 	default:
@@ -329,7 +330,7 @@ type clientRow struct {
 	AfterRevoke int64
 }
 
-func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	q := r.URL.Query()
 	query := strings.TrimSpace(q.Get("q"))
 	clients, next, err := c.pageOfClients(r, who, query, q.Get("after"))
@@ -375,7 +376,7 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who Actor,
 // pageOfClients returns up to consolePageSize clients the actor may see
 // after the given id, those whose id or name contains query (any case)
 // when it is set, and where the next page starts ("" at the end).
-func (c *console) pageOfClients(r *http.Request, who Actor, query, after string) ([]store.Client, string, error) {
+func (c *console) pageOfClients(r *http.Request, who rules.Actor, query, after string) ([]store.Client, string, error) {
 	if query == "" {
 		return c.svc.ListClients(r.Context(), who, after, consolePageSize)
 	}
@@ -403,7 +404,7 @@ func (c *console) pageOfClients(r *http.Request, who Actor, query, after string)
 	return out, after, nil
 }
 
-func (c *console) createClient(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) createClient(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	cl, err := c.svc.CreateClient(r.Context(), who, strings.TrimSpace(r.PostForm.Get("client_id")),
 		strings.TrimSpace(r.PostForm.Get("name")), splitUsers(r.PostForm.Get("owners")))
 	if err != nil {
@@ -462,7 +463,7 @@ type auditRow struct {
 	Who, RemoteIP, Action, SecretID, Detail string
 }
 
-func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	cl, secrets, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		c.fail(w, r, fr, err)
@@ -606,7 +607,7 @@ type confirmView struct {
 }
 
 // confirmFor loads the client for a confirm page and prepares the view.
-func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who Actor, fr frame, title, action string) (confirmView, []store.Secret, bool) {
+func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame, title, action string) (confirmView, []store.Secret, bool) {
 	cl, secrets, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		c.fail(w, r, fr, err)
@@ -616,7 +617,7 @@ func (c *console) confirmFor(w http.ResponseWriter, r *http.Request, who Actor, 
 	return confirmView{Frame: fr, Title: title, ClientID: cl.ID, ClientPath: p, Action: p + action}, secrets, true
 }
 
-func (c *console) confirmGenerate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) confirmGenerate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	v, secrets, ok := c.confirmFor(w, r, who, fr, "Generate new secret", "/generate")
 	if !ok {
 		return
@@ -626,7 +627,7 @@ func (c *console) confirmGenerate(w http.ResponseWriter, r *http.Request, who Ac
 	c.render(w, r, http.StatusOK, "confirm", v)
 }
 
-func (c *console) confirmRotate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) confirmRotate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	v, secrets, ok := c.confirmFor(w, r, who, fr, "Rotate…", "/rotate")
 	if !ok {
 		return
@@ -636,7 +637,7 @@ func (c *console) confirmRotate(w http.ResponseWriter, r *http.Request, who Acto
 	c.render(w, r, http.StatusOK, "confirm", v)
 }
 
-func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	v, secrets, ok := c.confirmFor(w, r, who, fr, "", "/secrets/"+url.PathEscape(r.PathValue("secret_id"))+"/revoke")
 	if !ok {
 		return
@@ -653,15 +654,15 @@ func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who Acto
 	c.render(w, r, http.StatusOK, "confirm", v)
 }
 
-func (c *console) confirmDelete(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) confirmDelete(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	c.deletePage(w, r, who, fr, http.StatusOK, "")
 }
 
 // deletePage asks an admin to type the client id, again with errText
 // when the typed id did not match.
-func (c *console) deletePage(w http.ResponseWriter, r *http.Request, who Actor, fr frame, status int, errText string) {
+func (c *console) deletePage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame, status int, errText string) {
 	if !who.Admin {
-		c.fail(w, r, fr, ErrForbidden)
+		c.fail(w, r, fr, rules.ErrForbidden)
 		return
 	}
 	v, _, ok := c.confirmFor(w, r, who, fr, "Delete client", "/delete")
@@ -690,7 +691,7 @@ type secretView struct {
 
 // fresh reports whether the client has as many secrets as when the form
 // was shown; otherwise it sends the browser back to the client page.
-func (c *console) fresh(w http.ResponseWriter, r *http.Request, who Actor, fr frame) bool {
+func (c *console) fresh(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) bool {
 	secrets, err := c.svc.ListSecrets(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		c.fail(w, r, fr, err)
@@ -703,11 +704,11 @@ func (c *console) fresh(w http.ResponseWriter, r *http.Request, who Actor, fr fr
 	return true
 }
 
-func (c *console) generate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) generate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	if !c.fresh(w, r, who, fr) {
 		return
 	}
-	ns, err := c.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), GenerateOptions{})
+	ns, err := c.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), rules.GenerateOptions{})
 	if err != nil {
 		c.fail(w, r, fr, err)
 		return
@@ -715,7 +716,7 @@ func (c *console) generate(w http.ResponseWriter, r *http.Request, who Actor, fr
 	c.showSecret(w, r, fr, ns)
 }
 
-func (c *console) rotate(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) rotate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	grace, err := time.ParseDuration(r.PostForm.Get("grace"))
 	if err != nil || grace < 0 {
 		c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", "Choose a grace period.")
@@ -732,7 +733,7 @@ func (c *console) rotate(w http.ResponseWriter, r *http.Request, who Actor, fr f
 	c.showSecret(w, r, fr, ns)
 }
 
-func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, ns CreatedSecret) {
+func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, ns rules.CreatedSecret) {
 	id := r.PathValue("client_id")
 	c.render(w, r, http.StatusOK, "secret", secretView{
 		Frame: fr, ClientID: id, ClientPath: consoleClientPath(id), Secret: ns.Plaintext,
@@ -741,7 +742,7 @@ func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, n
 	})
 }
 
-func (c *console) revoke(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) revoke(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	id := r.PathValue("client_id")
 	if _, err := c.svc.RevokeSecret(r.Context(), who, id, r.PathValue("secret_id")); err != nil {
 		c.fail(w, r, fr, err)
@@ -750,18 +751,18 @@ func (c *console) revoke(w http.ResponseWriter, r *http.Request, who Actor, fr f
 	redirect(w, r, consoleClientPath(id), "revoked")
 }
 
-func (c *console) saveOwners(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) saveOwners(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	id := r.PathValue("client_id")
-	if _, err := c.svc.EditOwners(r.Context(), who, id, OwnersEdit{Replace: true, Set: splitUsers(r.PostForm.Get("owners"))}); err != nil {
+	if _, err := c.svc.EditOwners(r.Context(), who, id, rules.OwnersEdit{Replace: true, Set: splitUsers(r.PostForm.Get("owners"))}); err != nil {
 		c.fail(w, r, fr, err)
 		return
 	}
 	redirect(w, r, consoleClientPath(id), "owners")
 }
 
-func (c *console) deleteClient(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) deleteClient(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	if !who.Admin {
-		c.fail(w, r, fr, ErrForbidden)
+		c.fail(w, r, fr, rules.ErrForbidden)
 		return
 	}
 	id := r.PathValue("client_id")

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"strings"
@@ -55,7 +56,7 @@ type networksView struct {
 
 // secretCallers lists the callers of a client's secrets, newest secret
 // first, leaving out those with none.
-func (c *console) secretCallers(r *http.Request, who Actor, clientID string, secrets []store.Secret) ([]callersView, error) {
+func (c *console) secretCallers(r *http.Request, who rules.Actor, clientID string, secrets []store.Secret) ([]callersView, error) {
 	var out []callersView
 	for i := len(secrets) - 1; i >= 0; i-- {
 		sc, err := c.svc.ListCallers(r.Context(), who, clientID, secrets[i].ID)
@@ -99,7 +100,7 @@ func newNetworksView(fr frame, cl store.Client) networksView {
 // suggestNetworks is the page behind Allow only these networks: the
 // suggestion in the networks form, to review and save. Nothing is saved
 // here. Without networks yet, it proposes report-only first.
-func (c *console) suggestNetworks(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) suggestNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	cl, _, err := c.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
 		c.fail(w, r, fr, err)
@@ -118,7 +119,7 @@ func (c *console) suggestNetworks(w http.ResponseWriter, r *http.Request, who Ac
 
 // saveNetworks sets a client's networks from the form: prefixes or
 // addresses separated by spaces, commas or lines, and the mode.
-func (c *console) saveNetworks(w http.ResponseWriter, r *http.Request, who Actor, fr frame) {
+func (c *console) saveNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
 	id := r.PathValue("client_id")
 	cidrs := strings.FieldsFunc(r.PostForm.Get("networks"), func(r rune) bool {
 		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'

@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // withConsole turns the console on, with alice as the admin.
-func withConsole(_ *ServiceOptions, a *APIOptions) {
+func withConsole(_ *rules.ServiceOptions, a *APIOptions) {
 	a.Console = true
 	a.Admins = []string{"alice"}
 }
@@ -129,7 +130,7 @@ func mustNotContain(t *testing.T, r response, words ...string) {
 
 // consoleEnv is a console with the client "app" owned by olive with one
 // secret, and the client "theirs" owned by nobody.
-func consoleEnv(t *testing.T) (*env, CreatedSecret) {
+func consoleEnv(t *testing.T) (*env, rules.CreatedSecret) {
 	t.Helper()
 	e := newEnv(t, withConsole)
 	if _, err := e.svc.CreateClient(context.Background(), who, "app", "The App", []string{"olive"}); err != nil {
@@ -371,7 +372,7 @@ func TestConsoleRevokeWithTheCutOverHint(t *testing.T) {
 	fresh := e.mustGenerate("app")
 	mustContain(t, olive.get(revokePage), "has not been used yet")
 
-	stamp := func(s CreatedSecret, at time.Time, from string) {
+	stamp := func(s rules.CreatedSecret, at time.Time, from string) {
 		t.Helper()
 		if _, err := e.svc.ApplyUsage(context.Background(), wire.Usage{Stamps: []wire.Stamp{{ClientID: "app", SecretID: s.Secret.ID, LastUsedAt: at, From: from}}}); err != nil {
 			t.Fatal(err)

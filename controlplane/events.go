@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,54 +9,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/spf13/cobra"
 )
 
 // The event listing: GET /v1/events (admins) and `caddy
 // client-credentials events list`.
 
-// DefaultEventsLimit is how many events a listing shows unless asked.
-const DefaultEventsLimit = 50
-
 func init() {
 	AddCLICommand(func(root *cobra.Command) { root.AddCommand(eventsCommand()) })
-}
-
-// ListEvents returns the newest limit events with where their deliveries
-// stand (admins only); limit 0 means DefaultEventsLimit. Deliveries name
-// their webhook by its URL's host when it is configured here, else by its
-// key (a webhook since removed, or configured on another replica only).
-func (s *Service) ListEvents(ctx context.Context, who Actor, limit int) ([]store.EventRecord, error) {
-	if !who.Admin {
-		return nil, ErrForbidden
-	}
-	if limit == 0 {
-		limit = DefaultEventsLimit
-	}
-	if limit < 1 || limit > MaxPageSize {
-		return nil, invalidf("limit must be between 1 and %d", MaxPageSize)
-	}
-	ob, ok := s.store.(store.OutboxStore)
-	if !ok {
-		return []store.EventRecord{}, nil
-	}
-	evs, err := ob.Events(ctx, limit)
-	if err != nil {
-		return nil, err
-	}
-	labels := map[string]string{}
-	for _, w := range s.hooks {
-		labels[w.Key()] = w.Label()
-	}
-	for i := range evs {
-		for j := range evs[i].Deliveries {
-			if l, ok := labels[evs[i].Deliveries[j].Webhook]; ok {
-				evs[i].Deliveries[j].Webhook = l
-			}
-		}
-	}
-	return evs, nil
 }
 
 type eventListJSON struct {
@@ -83,7 +43,7 @@ type deliveryJSON struct {
 	LastError     string     `json:"last_error,omitempty"`
 }
 
-func (a *API) listEvents(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	limit, ok := limitParam(w, r)
 	if !ok {
 		return
@@ -131,7 +91,7 @@ func eventsCommand() *cobra.Command {
 			return run(cmd, http.MethodGet, path, nil, &out, func(w io.Writer) { printEvents(w, out.Events) })
 		},
 	}
-	list.Flags().Int("limit", 0, fmt.Sprintf("how many events (default %d, at most %d)", DefaultEventsLimit, MaxPageSize))
+	list.Flags().Int("limit", 0, fmt.Sprintf("how many events (default %d, at most %d)", rules.DefaultEventsLimit, rules.MaxPageSize))
 	c.AddCommand(list)
 	return c
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -43,7 +44,7 @@ const (
 // gzip form. (The edge's feed client, in the root package, is another
 // thing.)
 type snapshotBuilder struct {
-	svc   *Service
+	svc   *rules.Service
 	group singleflight.Group
 
 	mu  sync.Mutex
@@ -66,7 +67,7 @@ type builtSnapshot struct {
 	gzErr  error
 }
 
-func newSnapshotBuilder(svc *Service) *snapshotBuilder { return &snapshotBuilder{svc: svc} }
+func newSnapshotBuilder(svc *rules.Service) *snapshotBuilder { return &snapshotBuilder{svc: svc} }
 
 // get returns a snapshot at least as new as the published revision,
 // building one (once, however many requests ask) when needed.
@@ -226,7 +227,7 @@ func (a *API) notModified(w http.ResponseWriter, n *store.Notifier, epoch string
 // reaches back to it, the changes since that revision (wire.Delta) rather
 // than the whole snapshot; otherwise (another epoch, too old, malformed)
 // the whole snapshot, which is also what edges that never send since get.
-func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ Actor) {
+func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -351,7 +352,7 @@ func acceptsGzip(header string) bool {
 // usage serves POST /v1/edge/usage (docs/design.md §7): 204 once the batch is
 // stored. The body may be gzip-compressed (Content-Encoding: gzip). Unknown
 // fields are ignored, so that newer edges can talk to older control planes.
-func (a *API) usage(w http.ResponseWriter, r *http.Request, _ Actor) {
+func (a *API) usage(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 	var body io.Reader = http.MaxBytesReader(w, r.Body, MaxUsageBytes)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -43,7 +44,7 @@ func TestSnapshot(t *testing.T) {
 	if _, err := e.svc.RevokeSecret(context.Background(), who, "a", gone.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
-	timed, err := e.svc.GenerateSecret(context.Background(), who, "b", GenerateOptions{ExpiresIn: time.Hour})
+	timed, err := e.svc.GenerateSecret(context.Background(), who, "b", rules.GenerateOptions{ExpiresIn: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestLongPollTimesOutWith304(t *testing.T) {
 	r := e.edge("GET", wire.SnapshotPath+"?wait=30ms", nil, "If-None-Match", wire.ETag(epoch, rev))
 	mustStatus(t, r, 304)
 	// wait is capped by max_wait.
-	capped := newEnv(t, func(_ *ServiceOptions, ao *APIOptions) { ao.MaxWait = 20 * time.Millisecond })
+	capped := newEnv(t, func(_ *rules.ServiceOptions, ao *APIOptions) { ao.MaxWait = 20 * time.Millisecond })
 	epoch, rev, _ = capped.store.Revision(context.Background())
 	mustStatus(t, capped.edge("GET", wire.SnapshotPath+"?wait=1h", nil, "If-None-Match", wire.ETag(epoch, rev)), 304)
 }

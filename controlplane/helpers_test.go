@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -82,17 +83,17 @@ type env struct {
 	store store.Store
 	path  string
 	clock *fakeClock
-	svc   *Service
+	svc   *rules.Service
 	api   *API
 	// audit observes the audit log and the service's other log lines.
 	audit *observer.ObservedLogs
 }
 
-type envOption func(*ServiceOptions, *APIOptions)
+type envOption func(*rules.ServiceOptions, *APIOptions)
 
 // withAdmins names admin users.
 func withAdmins(users ...string) envOption {
-	return func(_ *ServiceOptions, a *APIOptions) { a.Admins = users }
+	return func(_ *rules.ServiceOptions, a *APIOptions) { a.Admins = users }
 }
 
 func newEnv(t *testing.T, opts ...envOption) *env {
@@ -105,13 +106,13 @@ func newEnvOn(t *testing.T, st store.Store, path string, opts ...envOption) *env
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	e := &env{t: t, store: st, path: path, clock: newFakeClock(), audit: logs}
-	so := ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core), Logger: zap.New(core)}
+	so := rules.ServiceOptions{Now: e.clock.Now, AuditLog: zap.New(core), Logger: zap.New(core)}
 	ao := APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken}
 	for _, o := range opts {
 		o(&so, &ao)
 	}
 	var err error
-	if e.svc, err = NewService(context.Background(), st, so); err != nil {
+	if e.svc, err = rules.NewService(context.Background(), st, so); err != nil {
 		t.Fatalf("NewService: %v", err)
 	}
 	if e.api, err = NewAPI(e.svc, ao); err != nil {
@@ -228,15 +229,15 @@ func (e *env) revision() int64 {
 // mustClient creates a client through the rules.
 func (e *env) mustClient(id string) {
 	e.t.Helper()
-	if _, err := e.svc.CreateClient(context.Background(), Actor{TokenID: "test", Admin: true}, id, "", nil); err != nil {
+	if _, err := e.svc.CreateClient(context.Background(), rules.Actor{TokenID: "test", Admin: true}, id, "", nil); err != nil {
 		e.t.Fatalf("CreateClient: %v", err)
 	}
 }
 
 // mustGenerate adds a generated secret through the rules.
-func (e *env) mustGenerate(clientID string) CreatedSecret {
+func (e *env) mustGenerate(clientID string) rules.CreatedSecret {
 	e.t.Helper()
-	ns, err := e.svc.GenerateSecret(context.Background(), Actor{TokenID: "test", Admin: true}, clientID, GenerateOptions{})
+	ns, err := e.svc.GenerateSecret(context.Background(), rules.Actor{TokenID: "test", Admin: true}, clientID, rules.GenerateOptions{})
 	if err != nil {
 		e.t.Fatalf("GenerateSecret: %v", err)
 	}
@@ -257,4 +258,14 @@ func (e *env) activeCount(clientID string) int {
 		}
 	}
 	return n
+}
+
+// indexOfSecret is the index of the secret id in secrets, or -1.
+func indexOfSecret(secrets []store.Secret, id string) int {
+	for i := range secrets {
+		if secrets[i].ID == id {
+			return i
+		}
+	}
+	return -1
 }

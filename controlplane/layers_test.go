@@ -16,6 +16,7 @@ import (
 var layers = []string{
 	"controlplane/store",
 	"controlplane/webhook",
+	"controlplane/rules",
 	"controlplane",
 }
 

@@ -12,7 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -198,13 +200,13 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 	e := newEnvOn(t, counting, "")
 	e.mustClient("c")
 	leaked, kept := e.mustGenerate("c"), e.mustGenerate("c")
-	who := Actor{TokenID: "leak-token", Leak: true, RemoteIP: "192.0.2.7"}
+	who := rules.Actor{TokenID: "leak-token", Leak: true, RemoteIP: "192.0.2.7"}
 	rev := e.revision()
 	url := "https://github.com/octo/app/blob/0123/config.yml"
 
-	res, err := e.svc.ReportLeak(ctx, who, LeakReport{Token: leaked.Plaintext, URL: url})
+	res, err := e.svc.ReportLeak(ctx, who, rules.LeakReport{Token: leaked.Plaintext, URL: url})
 	sum := sha256.Sum256([]byte(leaked.Plaintext))
-	if err != nil || res != (LeakResult{TokenHash: hex.EncodeToString(sum[:]), Label: LabelTruePositive, Action: LeakActionRevoked}) {
+	if err != nil || res != (rules.LeakResult{TokenHash: hex.EncodeToString(sum[:]), Label: rules.LabelTruePositive, Action: rules.LeakActionRevoked}) {
 		t.Fatalf("report: %+v (%v)", res, err)
 	}
 	if e.revision() != rev+1 {
@@ -224,7 +226,7 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 	// The events, committed with the revocation. (The counting wrapper
 	// hides the store's outbox: read it underneath.)
 	newest := func() []store.EventRecord {
-		evs, err := counting.Store.(store.OutboxStore).Events(ctx, MaxPageSize)
+		evs, err := counting.Store.(store.OutboxStore).Events(ctx, rules.MaxPageSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,17 +238,17 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 	if len(types) < 2 || types[len(types)-2] != store.EventSecretLeakReported || types[len(types)-1] != store.EventSecretRevoked {
 		t.Fatalf("events %v, want … secret.leak_reported, secret.revoked", types)
 	}
-	reported := storedPayloadOf(t, e.store, evs[len(evs)-2].ID)
-	if reported["url"] != url || reported["action"] != LeakActionRevoked || reported["secret_id"] != leaked.Secret.ID || reported["reported_by"] != "leak-token" {
+	reported := storetest.EventData(t, e.store, evs[len(evs)-2].ID)
+	if reported["url"] != url || reported["action"] != rules.LeakActionRevoked || reported["secret_id"] != leaked.Secret.ID || reported["reported_by"] != "leak-token" {
 		t.Fatalf("secret.leak_reported data %v", reported)
 	}
-	if revoked := storedPayloadOf(t, e.store, evs[len(evs)-1].ID); revoked["reason"] != "leak_report" {
+	if revoked := storetest.EventData(t, e.store, evs[len(evs)-1].ID); revoked["reason"] != "leak_report" {
 		t.Fatalf("secret.revoked data %v", revoked)
 	}
 
 	// Again: true positive, nothing to do, nothing written.
-	res, err = e.svc.ReportLeak(ctx, who, LeakReport{Token: leaked.Plaintext, URL: url})
-	if err != nil || res.Label != LabelTruePositive || res.Action != LeakActionNone || e.revision() != rev+1 || len(newest()) != len(evs) {
+	res, err = e.svc.ReportLeak(ctx, who, rules.LeakReport{Token: leaked.Plaintext, URL: url})
+	if err != nil || res.Label != rules.LabelTruePositive || res.Action != rules.LeakActionNone || e.revision() != rev+1 || len(newest()) != len(evs) {
 		t.Fatalf("second report: %+v (%v), revision %d, %d events", res, err, e.revision(), len(newest()))
 	}
 
@@ -255,8 +257,8 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 	bad := []byte(kept.Plaintext)
 	bad[10] ^= 1 // another base62 digit: the checksum no longer matches
 	for _, tok := range []string{string(bad), "rgs_short", "", strings.Repeat("x", 60)} {
-		res, err = e.svc.ReportLeak(ctx, who, LeakReport{Token: tok})
-		if err != nil || res.Label != LabelFalsePositive || res.Action != LeakActionNone {
+		res, err = e.svc.ReportLeak(ctx, who, rules.LeakReport{Token: tok})
+		if err != nil || res.Label != rules.LabelFalsePositive || res.Action != rules.LeakActionNone {
 			t.Fatalf("look-alike: %+v (%v)", res, err)
 		}
 	}
@@ -264,8 +266,8 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 		t.Fatalf("%d store lookups for tokens with bad checksums", n)
 	}
 	// A well-formed token that is no secret of ours: looked up, unknown.
-	other, _ := NewSecret("rgs_")
-	if res, _ = e.svc.ReportLeak(ctx, who, LeakReport{Token: other}); res.Label != LabelFalsePositive || counting.lookups.Load() != lookups+1 {
+	other, _ := rules.NewSecret("rgs_")
+	if res, _ = e.svc.ReportLeak(ctx, who, rules.LeakReport{Token: other}); res.Label != rules.LabelFalsePositive || counting.lookups.Load() != lookups+1 {
 		t.Fatalf("unknown well-formed token: %+v, %d lookups", res, counting.lookups.Load()-lookups)
 	}
 }
@@ -274,12 +276,12 @@ func testLeakReportRevokes(t *testing.T, k storeKit) {
 // and the secret marked.
 func testLeakReportFlags(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := newEnvOn(t, k.openStore(t), "", func(so *ServiceOptions, _ *APIOptions) { so.LeakAction = LeakFlag })
+	e := newEnvOn(t, k.openStore(t), "", func(so *rules.ServiceOptions, _ *APIOptions) { so.LeakAction = rules.LeakFlag })
 	e.mustClient("c")
 	ns := e.mustGenerate("c")
 	rev := e.revision()
-	res, err := e.svc.ReportLeak(ctx, Actor{TokenID: "admin-token", Admin: true}, LeakReport{Token: ns.Plaintext, URL: "https://example.com/paste"})
-	if err != nil || res.Label != LabelTruePositive || res.Action != LeakActionFlagged {
+	res, err := e.svc.ReportLeak(ctx, rules.Actor{TokenID: "admin-token", Admin: true}, rules.LeakReport{Token: ns.Plaintext, URL: "https://example.com/paste"})
+	if err != nil || res.Label != rules.LabelTruePositive || res.Action != rules.LeakActionFlagged {
 		t.Fatalf("report: %+v (%v)", res, err)
 	}
 	secrets, _ := e.store.Secrets(ctx, "c")
@@ -313,11 +315,11 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 	e.mustClient("c")
 	dead, live := e.mustGenerate("c"), e.mustGenerate("c")
 	ctx := context.Background()
-	if _, err := e.svc.RevokeSecret(ctx, Actor{TokenID: "test", Admin: true}, "c", dead.Secret.ID); err != nil {
+	if _, err := e.svc.RevokeSecret(ctx, rules.Actor{TokenID: "test", Admin: true}, "c", dead.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
 	rev := e.revision()
-	before := testutil.ToFloat64(cpMetrics.presentedAfterRevoke)
+	before := testutil.ToFloat64(rules.Metrics.PresentedAfterRevoke)
 	now := e.clock.Now()
 	r := e.edge("POST", wire.UsagePath, wire.Usage{Edge: "e1", RevokedUses: []wire.RevokedUse{
 		{ClientID: "c", SecretID: dead.Secret.ID, LastAt: now.Add(-time.Minute), From: "::ffff:203.0.113.9", Count: 2},
@@ -325,7 +327,7 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 		{ClientID: "c", SecretID: live.Secret.ID, LastAt: now, From: "203.0.113.7", Count: 1}, // live: refused
 	}})
 	mustStatus(t, r, 204)
-	if got := testutil.ToFloat64(cpMetrics.presentedAfterRevoke) - before; got != 5 {
+	if got := testutil.ToFloat64(rules.Metrics.PresentedAfterRevoke) - before; got != 5 {
 		t.Fatalf("metric grew by %v, want 5", got)
 	}
 	warns := e.audit.FilterMessage("a revoked or expired secret was presented at an edge").All()
@@ -349,7 +351,7 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 	if len(dead1) != 1 || dead1[0].SecretID != dead.Secret.ID {
 		t.Fatalf("presented_after_revoke events: %+v, want one for %s", dead1, dead.Secret.ID)
 	}
-	if d := storedPayloadOf(t, e.store, dead1[0].ID); d["count"] != float64(5) || d["from"] != "203.0.113.9" || d["edge"] != "e1" || d["hint"] != dead.Secret.Hint {
+	if d := storetest.EventData(t, e.store, dead1[0].ID); d["count"] != float64(5) || d["from"] != "203.0.113.9" || d["edge"] != "e1" || d["hint"] != dead.Secret.Hint {
 		t.Fatalf("event data %v", d)
 	}
 	var list struct {
@@ -378,7 +380,7 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 func TestPresentedAfterRevokeShown(t *testing.T) {
 	e, first := consoleEnv(t)
 	ctx := context.Background()
-	if _, err := e.svc.RevokeSecret(ctx, Actor{TokenID: "test", Admin: true}, "app", first.Secret.ID); err != nil {
+	if _, err := e.svc.RevokeSecret(ctx, rules.Actor{TokenID: "test", Admin: true}, "app", first.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
 	at := e.clock.Now().Add(-time.Minute)
@@ -394,7 +396,7 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	mustContain(t, e.browser("olive").get("/console/"), `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`)
 
 	fresh := e.mustGenerate("app")
-	if _, err := e.svc.ReportLeak(ctx, Actor{TokenID: "leak-token", Leak: true}, LeakReport{Token: fresh.Plaintext}); err != nil {
+	if _, err := e.svc.ReportLeak(ctx, rules.Actor{TokenID: "leak-token", Leak: true}, rules.LeakReport{Token: fresh.Plaintext}); err != nil {
 		t.Fatal(err)
 	}
 	mustContain(t, e.browser("olive").get("/console/clients/app"), `<span class="badge badge-danger" role="note">leak reported`)

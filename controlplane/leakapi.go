@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
@@ -88,7 +89,7 @@ type (
 
 // reportLeaks serves POST /v1/leaks: {"tokens":[{"token","url"}]} →
 // {"tokens":[{"token_hash","label","action"}]}, in the order sent.
-func (a *API) reportLeaks(w http.ResponseWriter, r *http.Request, who Actor) {
+func (a *API) reportLeaks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
 	if !a.leaks.allow(remoteIP(r)) {
 		tooManyLeakReports(w)
 		return
@@ -124,12 +125,12 @@ func (a *API) reportLeaks(w http.ResponseWriter, r *http.Request, who Actor) {
 
 // reportOne checks one token; one too long to be ours is a false positive
 // without further work.
-func (a *API) reportOne(r *http.Request, who Actor, token, url string) (LeakResult, error) {
+func (a *API) reportOne(r *http.Request, who rules.Actor, token, url string) (rules.LeakResult, error) {
 	if len(token) > maxLeakTokenLen {
 		sum := sha256.Sum256([]byte(token))
-		return LeakResult{TokenHash: fmt.Sprintf("%x", sum), Label: LabelFalsePositive, Action: LeakActionNone}, nil
+		return rules.LeakResult{TokenHash: fmt.Sprintf("%x", sum), Label: rules.LabelFalsePositive, Action: rules.LeakActionNone}, nil
 	}
-	return a.svc.ReportLeak(r.Context(), who, LeakReport{Token: token, URL: url})
+	return a.svc.ReportLeak(r.Context(), who, rules.LeakReport{Token: token, URL: url})
 }
 
 // githubLeaks serves POST /v1/leaks/github, GitHub's secret scanning
@@ -182,7 +183,7 @@ func (a *API) githubLeaks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("at most %d tokens per report", MaxLeakTokens))
 		return
 	}
-	who := Actor{TokenID: "github-secret-scanning", Leak: true, RemoteIP: ip}
+	who := rules.Actor{TokenID: "github-secret-scanning", Leak: true, RemoteIP: ip}
 	out := make([]githubFeedback, 0, len(reports))
 	for _, rep := range reports {
 		res, err := a.reportOne(r, who, rep.Token, rep.URL)

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,7 +86,7 @@ func leakEnv(t *testing.T, keys ...signingKey) (*env, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "github-keys.json")
 	writeKeyFile(t, path, keys...)
-	e := newEnv(t, withAdmins("root"), func(_ *ServiceOptions, a *APIOptions) {
+	e := newEnv(t, withAdmins("root"), func(_ *rules.ServiceOptions, a *APIOptions) {
 		a.LeakToken, a.LeakReportKeys = testLeakToken, path
 	})
 	return e, path
@@ -149,8 +150,8 @@ func TestGitHubLeakReport(t *testing.T) {
 	var got []githubFeedback
 	r.decode(t, &got)
 	want := []githubFeedback{
-		{TokenHash: tokenHash(leaked.Plaintext), TokenType: "rotagate_client_secret", Label: LabelTruePositive},
-		{TokenHash: tokenHash(string(bad)), TokenType: "rotagate_client_secret", Label: LabelFalsePositive},
+		{TokenHash: tokenHash(leaked.Plaintext), TokenType: "rotagate_client_secret", Label: rules.LabelTruePositive},
+		{TokenHash: tokenHash(string(bad)), TokenType: "rotagate_client_secret", Label: rules.LabelFalsePositive},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("answer %+v, want %+v", got, want)
@@ -231,14 +232,14 @@ func TestGitHubLeakLimits(t *testing.T) {
 func TestLeakReportRoles(t *testing.T) {
 	e, _ := leakEnv(t, newSigningKey(t, "k"))
 	ctx := context.Background()
-	root := Actor{TokenID: "test", Admin: true}
+	root := rules.Actor{TokenID: "test", Admin: true}
 	if _, err := e.svc.CreateClient(ctx, root, "mine", "", []string{"olive"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.CreateClient(ctx, root, "theirs", "", []string{"someone"}); err != nil {
 		t.Fatal(err)
 	}
-	report := func(user, token string, secrets ...CreatedSecret) ([]leakResultJSON, response) {
+	report := func(user, token string, secrets ...rules.CreatedSecret) ([]leakResultJSON, response) {
 		var req leaksRequest
 		for _, s := range secrets {
 			req.Tokens = append(req.Tokens, leakTokenJSON{Token: s.Plaintext, URL: "https://paste.example/1"})
@@ -256,8 +257,8 @@ func TestLeakReportRoles(t *testing.T) {
 	mine, theirs := e.mustGenerate("mine"), e.mustGenerate("theirs")
 	got, r := report("olive", "", mine, theirs)
 	mustStatus(t, r, 200)
-	if len(got) != 2 || got[0] != (leakResultJSON{tokenHash(mine.Plaintext), LabelTruePositive, LeakActionRevoked}) ||
-		got[1] != (leakResultJSON{tokenHash(theirs.Plaintext), LabelFalsePositive, LeakActionNone}) {
+	if len(got) != 2 || got[0] != (leakResultJSON{tokenHash(mine.Plaintext), rules.LabelTruePositive, rules.LeakActionRevoked}) ||
+		got[1] != (leakResultJSON{tokenHash(theirs.Plaintext), rules.LabelFalsePositive, rules.LeakActionNone}) {
 		t.Fatalf("owner's report: %+v", got)
 	}
 	if e.active("mine", mine.Secret.ID) || !e.active("theirs", theirs.Secret.ID) {
@@ -267,15 +268,15 @@ func TestLeakReportRoles(t *testing.T) {
 	// The leak token reports any client's secret.
 	got, r = report("", testLeakToken, theirs)
 	mustStatus(t, r, 200)
-	if got[0].Action != LeakActionRevoked || e.active("theirs", theirs.Secret.ID) {
+	if got[0].Action != rules.LeakActionRevoked || e.active("theirs", theirs.Secret.ID) {
 		t.Fatalf("leak token's report: %+v", got)
 	}
 	// The admin token and admin users too.
 	a, b := e.mustGenerate("mine"), e.mustGenerate("theirs")
-	if got, _ = report("", testAdminToken, a); got[0].Action != LeakActionRevoked {
+	if got, _ = report("", testAdminToken, a); got[0].Action != rules.LeakActionRevoked {
 		t.Fatalf("admin token's report: %+v", got)
 	}
-	if got, _ = report("root", "", b); got[0].Action != LeakActionRevoked {
+	if got, _ = report("root", "", b); got[0].Action != rules.LeakActionRevoked {
 		t.Fatalf("admin user's report: %+v", got)
 	}
 

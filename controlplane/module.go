@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 	"go.uber.org/zap"
@@ -190,14 +191,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.UserID == "" {
 		h.UserID = DefaultUserID
 	}
-	so, ao := h.serviceOptions().withDefaults(), h.apiOptions().withDefaults()
+	so, ao := h.serviceOptions().WithDefaults(), h.apiOptions().withDefaults()
 	h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait = so.MaxActiveSecrets, so.SecretPrefix, caddy.Duration(ao.MaxWait)
 	window := caddy.Duration(*so.TombstoneWindow)
 	h.TombstoneWindow, h.LeakAction = &window, so.LeakAction
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	if err := registerMetrics(ctx); err != nil {
+	if err := rules.RegisterMetrics(ctx); err != nil {
 		return err
 	}
 	for name, tok := range map[string]string{"admin_token": h.adminToken, "edge_token": h.edgeToken, "leak_token": h.leakToken} {
@@ -223,7 +224,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.poolKey = key
 	h.logger.Info("control plane store ready", h.storeCfg.LogFields()...)
 	so.AuditLog, so.Logger = h.logger.Named("audit"), h.logger
-	svc, err := NewService(ctx, val.(pooledStore).Store, so)
+	svc, err := rules.NewService(ctx, val.(pooledStore).Store, so)
 	if err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // NewAPI and NewStore apply, written once (ServiceOptions, APIOptions and
 // StoreConfig), so that Caddy and programmatic use agree.
 func (h *Handler) Validate() error {
-	if err := h.serviceOptions().withDefaults().validate(); err != nil {
+	if err := h.serviceOptions().WithDefaults().Validate(); err != nil {
 		return err
 	}
 	if err := h.apiOptions().withDefaults().validate(); err != nil {
@@ -279,12 +280,12 @@ func (h *Handler) Validate() error {
 
 // serviceOptions and apiOptions are the handler's options for the Service
 // and the API, the tokens as resolved by Provision, without the loggers.
-func (h *Handler) serviceOptions() ServiceOptions {
+func (h *Handler) serviceOptions() rules.ServiceOptions {
 	reminders := make([]time.Duration, len(h.ExpiryReminders))
 	for i, d := range h.ExpiryReminders {
 		reminders[i] = time.Duration(d)
 	}
-	o := ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
+	o := rules.ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
 		Webhooks: h.webhooks, ExpiryReminders: reminders}
 	if h.TombstoneWindow != nil {
 		d := time.Duration(*h.TombstoneWindow)
@@ -318,7 +319,7 @@ func (h *Handler) apiOptions() APIOptions {
 }
 
 // resolveStore returns the store config with its placeholders resolved
-// and its defaults set (StoreConfig.withDefaults).
+// and its defaults set (store.Config.WithDefaults).
 func (h *Handler) resolveStore(repl *caddy.Replacer) (store.Config, error) {
 	if h.Store == nil {
 		return (*store.Config)(nil).WithDefaults()

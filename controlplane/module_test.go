@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
@@ -60,7 +61,7 @@ func TestProvisionDefaults(t *testing.T) {
 	if h.MaxActiveSecrets != 2 || h.SecretPrefix != "rgs_" || h.MaxWait != caddy.Duration(DefaultMaxWait) {
 		t.Fatalf("defaults: %d %q %v", h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait)
 	}
-	if h.TombstoneWindow == nil || *h.TombstoneWindow != caddy.Duration(DefaultTombstoneWindow) || h.LeakAction != LeakRevoke {
+	if h.TombstoneWindow == nil || *h.TombstoneWindow != caddy.Duration(rules.DefaultTombstoneWindow) || h.LeakAction != rules.LeakRevoke {
 		t.Fatalf("leak loop defaults: tombstone_window %v, leak_action %q", h.TombstoneWindow, h.LeakAction)
 	}
 	if h.API().Service().TombstoneWindow() != 720*time.Hour {

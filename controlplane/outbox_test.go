@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 	"net/http"
@@ -18,15 +20,20 @@ import (
 
 // withWebhooks configures webhooks on the env's Service.
 func withWebhooks(hooks ...webhook.Config) envOption {
-	return func(s *ServiceOptions, _ *APIOptions) { s.Webhooks = hooks }
+	return func(s *rules.ServiceOptions, _ *APIOptions) { s.Webhooks = hooks }
+}
+
+// withClock has the Service read c instead of the env's own clock.
+func withClock(c *fakeClock) envOption {
+	return func(s *rules.ServiceOptions, _ *APIOptions) { s.Now = c.Now }
 }
 
 // withReminders sets the expiry reminder offsets.
 func withReminders(ds ...time.Duration) envOption {
-	return func(s *ServiceOptions, _ *APIOptions) { s.ExpiryReminders = ds }
+	return func(s *rules.ServiceOptions, _ *APIOptions) { s.ExpiryReminders = ds }
 }
 
-var admin = Actor{TokenID: "test", Admin: true}
+var admin = rules.Actor{TokenID: "test", Admin: true}
 
 // outbox returns the env's store as an OutboxStore.
 func (e *env) outbox() store.OutboxStore {
@@ -41,7 +48,7 @@ func (e *env) outbox() store.OutboxStore {
 // events lists the newest events, oldest first.
 func (e *env) events() []store.EventRecord {
 	e.t.Helper()
-	evs, err := e.svc.ListEvents(context.Background(), admin, MaxPageSize)
+	evs, err := e.svc.ListEvents(context.Background(), admin, rules.MaxPageSize)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -85,36 +92,6 @@ func storedPayloads(t *testing.T, st store.Store) []string {
 	return out
 }
 
-func TestNoticeStage(t *testing.T) {
-	exp := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
-	rs := DefaultExpiryReminders
-	for _, tc := range []struct {
-		left time.Duration
-		want int64
-		ok   bool
-	}{
-		{800 * time.Hour, 0, false},
-		{720 * time.Hour, (720 * time.Hour).Milliseconds(), true},
-		{500 * time.Hour, (720 * time.Hour).Milliseconds(), true},
-		{168 * time.Hour, (168 * time.Hour).Milliseconds(), true},
-		{25 * time.Hour, (168 * time.Hour).Milliseconds(), true},
-		{time.Hour, (24 * time.Hour).Milliseconds(), true},
-		{0, stageExpired, true},
-		{-time.Hour, stageExpired, true},
-	} {
-		got, ok := noticeStage(rs, exp, exp.Add(-tc.left))
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("%s left: stage %d %v, want %d %v", tc.left, got, ok, tc.want, tc.ok)
-		}
-	}
-	if _, ok := noticeStage(nil, exp, exp.Add(-time.Hour)); ok {
-		t.Error("no reminders configured: nothing due before the expiry")
-	}
-	if formatOffset(168*time.Hour) != "168h" || formatOffset(90*time.Minute) != "1h30m0s" {
-		t.Error("formatOffset")
-	}
-}
-
 // testEventsCommitWithTheChange: every action writes its event in the
 // change's transaction, a refused action writes none, the events never
 // move the revision, and no payload holds a secret.
@@ -128,7 +105,7 @@ func testEventsCommitWithTheChange(t *testing.T, k storeKit) {
 		t.Fatalf("revision moved by %d for one change", e.revision()-rev)
 	}
 	at := e.mustGenerate("app") // at max_active_secrets (2) now
-	if _, err := e.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.GenerateSecret(ctx, admin, "app", rules.GenerateOptions{}); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatalf("third secret: %v", err)
 	}
 	rot, err := e.svc.RotateSecret(ctx, admin, "app", 0)
@@ -275,16 +252,15 @@ func (e *env) sender(poll time.Duration) *webhook.Sender {
 func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 	st, other := k.open(t)
 	a := newEnvOn(t, st, "", withReminders(72*time.Hour, 24*time.Hour))
-	b := newEnvOn(t, other(t), "", withReminders(72*time.Hour, 24*time.Hour))
+	b := newEnvOn(t, other(t), "", withReminders(72*time.Hour, 24*time.Hour), withClock(a.clock))
 	b.clock = a.clock
-	b.svc.now = a.clock.Now
 	ctx := context.Background()
 	a.mustClient("app")
-	long, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: 100 * time.Hour})
+	long, err := a.svc.GenerateSecret(ctx, admin, "app", rules.GenerateOptions{ExpiresIn: 100 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	short, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: 10 * time.Hour})
+	short, err := a.svc.GenerateSecret(ctx, admin, "app", rules.GenerateOptions{ExpiresIn: 10 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +276,7 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 		var out []string
 		for _, ev := range a.events() {
 			if ev.Type == store.EventSecretExpiring || ev.Type == store.EventSecretExpired {
-				p := storedPayloadOf(t, a.store, ev.ID)
+				p := storetest.EventData(t, a.store, ev.ID)
 				r, _ := p["reminder"].(string)
 				out = append(out, fmt.Sprintf("%s %s %s", ev.Type, ev.SecretID[:8], r))
 				if p["expires_at"] == nil {
@@ -337,7 +313,7 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 		"secret.expiring "+l+" 24h", "secret.expired "+l+" ")
 
 	// A revoked secret gets no reminder.
-	rv, err := a.svc.GenerateSecret(ctx, admin, "app", GenerateOptions{ExpiresIn: time.Hour})
+	rv, err := a.svc.GenerateSecret(ctx, admin, "app", rules.GenerateOptions{ExpiresIn: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,25 +325,6 @@ func testExpiryRemindersOnce(t *testing.T, k storeKit) {
 	if len(reminders()) != before {
 		t.Fatal("a revoked secret got a reminder")
 	}
-}
-
-// storedPayloadOf returns the data of one stored event's payload.
-func storedPayloadOf(t *testing.T, st store.Store, id string) map[string]any {
-	t.Helper()
-	var p string
-	_, err := st.Update(context.Background(), func(tx store.Tx) error {
-		return tx.(store.RawTx).QueryRow(context.Background(), `SELECT payload FROM events WHERE event_id = $1`, id).Scan(&p)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body struct {
-		Data map[string]any `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(p), &body); err != nil {
-		t.Fatal(err)
-	}
-	return body.Data
 }
 
 // TestOutboxRetriesThenDelivers: a receiver that fails gets the event
@@ -463,63 +420,6 @@ func TestEventsAPI(t *testing.T) {
 	mustStatus(t, e.do("GET", "/v1/events", testEdgeToken, nil), http.StatusForbidden)
 	mustStatus(t, e.do("GET", "/v1/events", "", nil), http.StatusUnauthorized)
 	mustStatus(t, e.admin("POST", "/v1/events", nil), http.StatusMethodNotAllowed)
-}
-
-func TestEnqueueRefusesUnknownType(t *testing.T) {
-	e := newEnv(t)
-	_, err := update(context.Background(), e.svc, func(tx store.Tx) (nothing, error) {
-		return nothing{}, e.svc.enqueue(context.Background(), tx, Event{Type: "secret.created"})
-	})
-	if err == nil || !strings.Contains(err.Error(), "unknown event type") {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-// TestEnqueueForLaterEvents is the outbox API the leak loop's events use
-// (presented_after_revoke, leak_reported): one call inside the change's
-// transaction; the event rolls back with it, or commits with its data.
-func TestEnqueueForLaterEvents(t *testing.T) {
-	secret := webhooktest.Secret(t)
-	e := newEnv(t, withWebhooks(
-		webhook.Config{URL: "https://a.example/", Secret: secret, Events: []string{store.EventSecretLeakReported}},
-		webhook.Config{URL: "https://b.example/", Secret: secret, Events: []string{store.EventSecretRevoked}},
-	))
-	ctx := context.Background()
-	e.mustClient("app")
-	ns := e.mustGenerate("app")
-	leak := Event{Type: store.EventSecretLeakReported, ClientID: "app", SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
-		Data: map[string]any{"url": "https://github.com/o/r/blob/main/x"}}
-	boom := errors.New("the change failed")
-	_, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) {
-		if err := e.svc.enqueue(ctx, tx, leak); err != nil {
-			return nothing{}, err
-		}
-		return nothing{}, boom
-	})
-	if !errors.Is(err, boom) || len(e.events()) != 2 {
-		t.Fatalf("a rolled-back change left its event: %v, %d events", err, len(e.events()))
-	}
-	rev := e.revision()
-	for _, typ := range []string{store.EventSecretLeakReported, store.EventSecretPresentedAfterRevoke} {
-		leak.Type = typ
-		if _, err := update(ctx, e.svc, func(tx store.Tx) (nothing, error) { return nothing{}, e.svc.enqueue(ctx, tx, leak) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if e.revision() != rev {
-		t.Fatal("an event alone moved the revision")
-	}
-	evs := e.events()
-	got := evs[len(evs)-2]
-	if got.Type != store.EventSecretLeakReported || len(got.Deliveries) != 1 || got.Deliveries[0].Webhook != "a.example" {
-		t.Fatalf("leak event %+v: only the webhook that wants it gets a delivery", got)
-	}
-	if last := evs[len(evs)-1]; len(last.Deliveries) != 0 {
-		t.Fatalf("an event no webhook wants is kept without deliveries: %+v", last)
-	}
-	if d := storedPayloadOf(t, e.store, got.ID); d["url"] != leak.Data["url"] || d["secret_id"] != ns.Secret.ID {
-		t.Fatalf("data %v", d)
-	}
 }
 
 func TestCLIEventsList(t *testing.T) {

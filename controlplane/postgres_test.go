@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -65,7 +66,7 @@ func newReplica(t *testing.T, dsn string, pg store.PostgresOptions) *replica {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv, err := NewPostgresServer(ctx, dsn, pg, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	srv, err := NewPostgresServer(ctx, dsn, pg, rules.ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
 	if err != nil {
 		t.Fatalf("NewPostgresServer: %v", err)
 	}
@@ -245,7 +246,7 @@ func TestPostgresRecoversFromTerminatedConnections(t *testing.T) {
 		t.Fatalf("terminated %d connections, want the pool's and the listener's", killed)
 	}
 	// Every next operation works, the first ones included.
-	if _, err := svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); err != nil {
+	if _, err := svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{}); err != nil {
 		t.Fatalf("generate after the connections were killed: %v", err)
 	}
 	if st, _, _ := a.call(t, "GET", "/healthz", "", ""); st != 200 {
@@ -372,7 +373,7 @@ func TestPostgresDatabaseDownAndBack(t *testing.T) {
 	// Down at start: a clear error, fast.
 	proxy.setDown(true)
 	start := time.Now()
-	_, err = NewPostgresServer(ctx, viaProxy, store.PostgresOptions{Schema: schema}, ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
+	_, err = NewPostgresServer(ctx, viaProxy, store.PostgresOptions{Schema: schema}, rules.ServiceOptions{}, APIOptions{AdminToken: testAdminToken, EdgeToken: testEdgeToken})
 	if err == nil || !strings.Contains(err.Error(), "postgres store (user ") || strings.Contains(err.Error(), pw) {
 		t.Fatalf("starting with the database down: %v", err)
 	}
@@ -539,11 +540,11 @@ func TestPostgresServiceFindsTheStoreNotifier(t *testing.T) {
 	pg := store.PostgresOptions{Schema: schema, PollInterval: time.Minute}
 	a := storetest.OpenPostgres(t, dsn, pg)
 	b := storetest.OpenPostgres(t, dsn, pg)
-	svcA, err := NewService(ctx, a, ServiceOptions{})
+	svcA, err := rules.NewService(ctx, a, rules.ServiceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcB, err := NewService(ctx, b, ServiceOptions{})
+	svcB, err := rules.NewService(ctx, b, rules.ServiceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

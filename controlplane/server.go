@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 )
 
@@ -15,7 +16,7 @@ type Server struct {
 
 // NewServer opens the SQLite database at path and returns a control plane
 // over it.
-func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOptions) (*Server, error) {
+func NewServer(ctx context.Context, path string, svc rules.ServiceOptions, api APIOptions) (*Server, error) {
 	store, err := store.OpenSQLite(ctx, path)
 	if err != nil {
 		return nil, err
@@ -27,7 +28,7 @@ func NewServer(ctx context.Context, path string, svc ServiceOptions, api APIOpti
 // returns a control plane over it: one replica of a fleet. Replicas on
 // one database wake each other's feed requests through LISTEN/NOTIFY, on
 // the store's own notifier.
-func NewPostgresServer(ctx context.Context, dsn string, pg store.PostgresOptions, svc ServiceOptions, api APIOptions) (*Server, error) {
+func NewPostgresServer(ctx context.Context, dsn string, pg store.PostgresOptions, svc rules.ServiceOptions, api APIOptions) (*Server, error) {
 	store, err := store.OpenPostgres(ctx, dsn, pg)
 	if err != nil {
 		return nil, err
@@ -35,8 +36,8 @@ func NewPostgresServer(ctx context.Context, dsn string, pg store.PostgresOptions
 	return newServer(ctx, store, svc, api)
 }
 
-func newServer(ctx context.Context, store store.Store, svc ServiceOptions, api APIOptions) (*Server, error) {
-	s, err := NewService(ctx, store, svc)
+func newServer(ctx context.Context, store store.Store, svc rules.ServiceOptions, api APIOptions) (*Server, error) {
+	s, err := rules.NewService(ctx, store, svc)
 	if err != nil {
 		store.Close()
 		return nil, err

@@ -13,13 +13,14 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-var who = Actor{TokenID: "test", Admin: true, RemoteIP: "192.0.2.9"}
+var who = rules.Actor{TokenID: "test", Admin: true, RemoteIP: "192.0.2.9"}
 
 func testGenerateUpToMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
@@ -30,11 +31,11 @@ func testGenerateUpToMax(t *testing.T, k storeKit) {
 	if a.Secret.ID == b.Secret.ID || a.Plaintext == b.Plaintext {
 		t.Fatal("two secrets are equal")
 	}
-	if !CheckSecret(a.Plaintext, DefaultSecretPrefix) || a.Secret.Hash != secrethash.NewSHA256(a.Plaintext) {
+	if !rules.CheckSecret(a.Plaintext, rules.DefaultSecretPrefix) || a.Secret.Hash != secrethash.NewSHA256(a.Plaintext) {
 		t.Fatal("generated secret is malformed or its stored hash is not sha256 of it")
 	}
 	rev := e.revision()
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{}); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatalf("third secret: %v, want ErrTooManyActive", err)
 	}
 	if e.revision() != rev || e.activeCount("c") != 2 {
@@ -44,32 +45,32 @@ func testGenerateUpToMax(t *testing.T, k storeKit) {
 	if _, err := e.svc.RevokeSecret(ctx, who, "c", a.Secret.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: time.Hour}); err != nil {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ExpiresIn: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Add(time.Hour)
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); err != nil {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{}); err != nil {
 		t.Fatalf("generate with an expired secret around: %v", err)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "nobody", GenerateOptions{}); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "nobody", rules.GenerateOptions{}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("generate for an unknown client: %v", err)
 	}
 }
 
 func testMaxActiveSecretsConfigurable(t *testing.T, k storeKit) {
-	e := k.newEnv(t, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
+	e := k.newEnv(t, func(so *rules.ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
 	e.mustClient("c")
 	for range 3 {
-		if ns := e.mustGenerate("c"); !CheckSecret(ns.Plaintext, "acme_") {
+		if ns := e.mustGenerate("c"); !rules.CheckSecret(ns.Plaintext, "acme_") {
 			t.Fatal("secret does not use the configured prefix")
 		}
 	}
-	if _, err := e.svc.GenerateSecret(context.Background(), who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.GenerateSecret(context.Background(), who, "c", rules.GenerateOptions{}); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatalf("fourth secret: %v", err)
 	}
 	st := k.openStore(t)
-	for _, bad := range []ServiceOptions{{MaxActiveSecrets: -1}, {SecretPrefix: "Bad-"}} {
-		if _, err := NewService(context.Background(), st, bad); err == nil {
+	for _, bad := range []rules.ServiceOptions{{MaxActiveSecrets: -1}, {SecretPrefix: "Bad-"}} {
+		if _, err := rules.NewService(context.Background(), st, bad); err == nil {
 			t.Errorf("NewService accepted %+v", bad)
 		}
 	}
@@ -80,7 +81,7 @@ func testStatusesOverTime(t *testing.T, k storeKit) {
 	e := k.newEnv(t)
 	e.mustClient("c")
 	plain := e.mustGenerate("c")
-	timed, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: 90 * time.Minute})
+	timed, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ExpiresIn: 90 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func testStatusesOverTime(t *testing.T, k storeKit) {
 	if s := status(); s[plain.Secret.ID] != store.StatusRevoked || len(s) != 2 {
 		t.Fatalf("revoked secret is not listed as revoked: %v", s)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ExpiresIn: -time.Second}); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ExpiresIn: -time.Second}); !errors.Is(err, rules.ErrInvalid) {
 		t.Fatalf("negative expires_in: %v", err)
 	}
 }
@@ -144,7 +145,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 
 	// At the max, a rotation with grace would need a third active secret.
 	rev := e.revision()
-	if _, err := e.svc.RotateSecret(ctx, who, "c", time.Hour); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.RotateSecret(ctx, who, "c", time.Hour); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatalf("rotate with grace at the max: %v", err)
 	}
 	if e.revision() != rev {
@@ -169,7 +170,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 	}
 	// a now expires in 1h. With a larger max (a second service on the same
 	// store), rotate again with a longer grace: a keeps its earlier expiry.
-	svc3, err := NewService(ctx, e2.store, ServiceOptions{MaxActiveSecrets: 3, Now: e2.clock.Now})
+	svc3, err := rules.NewService(ctx, e2.store, rules.ServiceOptions{MaxActiveSecrets: 3, Now: e2.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	if e.activeCount("c") != 1 {
 		t.Fatal("more than the new secret is active")
 	}
-	if _, err := e.svc.RotateSecret(ctx, who, "c", -time.Second); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.RotateSecret(ctx, who, "c", -time.Second); !errors.Is(err, rules.ErrInvalid) {
 		t.Fatalf("negative grace: %v", err)
 	}
 	if _, err := e.svc.RotateSecret(ctx, who, "nobody", 0); !errors.Is(err, store.ErrNotFound) {
@@ -276,7 +277,7 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := k.openStore(t)
-			e := newEnvOn(t, st, "", func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
+			e := newEnvOn(t, st, "", func(so *rules.ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
 			e.mustClient("c")
 			e.mustGenerate("c")
 			e.mustGenerate("c")
@@ -284,8 +285,8 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 			rev := e.revision()
 			_, _, changed := e.svc.Notifier().Current()
 
-			faulty, err := NewService(ctx, &faultStore{NotifyingStore: st.(store.NotifyingStore), failAt: tc.failAt},
-				ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now})
+			faulty, err := rules.NewService(ctx, &faultStore{NotifyingStore: st.(store.NotifyingStore), failAt: tc.failAt},
+				rules.ServiceOptions{MaxActiveSecrets: 3, Now: e.clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -338,11 +339,11 @@ func testRevoke(t *testing.T, k storeKit) {
 	if _, err := e.svc.RevokeSecret(ctx, who, "d", a.Secret.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoke through another client: %v", err)
 	}
-	missing, _ := NewSecretID()
+	missing, _ := rules.NewSecretID()
 	if _, err := e.svc.RevokeSecret(ctx, who, "c", missing); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoke an unknown secret: %v", err)
 	}
-	if _, err := e.svc.RevokeSecret(ctx, who, "c", "not-an-id"); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.RevokeSecret(ctx, who, "c", "not-an-id"); !errors.Is(err, rules.ErrInvalid) {
 		t.Fatalf("revoke a malformed id: %v", err)
 	}
 }
@@ -395,7 +396,7 @@ func testImportHash(t *testing.T, k storeKit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(bc)})
+	ns, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: string(bc)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +407,10 @@ func testImportHash(t *testing.T, k storeKit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ns, err = e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); err != nil || ns.Secret.Hash != argon {
+	if ns, err = e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: argon}); err != nil || ns.Secret.Hash != argon {
 		t.Fatalf("argon2id import: %v", err)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: argon}); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: argon}); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatalf("imports count towards the max: %v", err)
 	}
 	// PBKDF2 in both spellings (secret "password" and "tofu"; vectors of
@@ -422,7 +423,7 @@ func testImportHash(t *testing.T, k storeKit) {
 	} {
 		ep := k.newEnv(t)
 		ep.mustClient("p")
-		ns, err := ep.svc.GenerateSecret(ctx, who, "p", GenerateOptions{ImportHash: v.given})
+		ns, err := ep.svc.GenerateSecret(ctx, who, "p", rules.GenerateOptions{ImportHash: v.given})
 		if err != nil || ns.Secret.Hash != v.stored || ns.Secret.Hint != "(imported pbkdf2)" {
 			t.Fatalf("pbkdf2 import: %v, stored %q, hint %q", err, ns.Secret.Hash, ns.Secret.Hint)
 		}
@@ -442,11 +443,11 @@ func testImportHash(t *testing.T, k storeKit) {
 		"pbkdf2 key of two blocks":      "$pbkdf2-sha256$6400$0ZrzXitFSGltTQnBWOsdAw$" + strings.Repeat("A", 86),
 		"pbkdf2 with sha1":              "$pbkdf2$6400$0ZrzXitFSGltTQnBWOsdAw$Y11AchqV4b0sUisdZd0Xr97KWoymNE0LNNrnEgY4H9M",
 	} {
-		if _, err := e2.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: h}); !errors.Is(err, ErrInvalid) {
+		if _, err := e2.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: h}); !errors.Is(err, rules.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
-	if _, err := e2.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(bc), ImportSecret: "x"}); !errors.Is(err, ErrInvalid) {
+	if _, err := e2.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: string(bc), ImportSecret: "x"}); !errors.Is(err, rules.ErrInvalid) {
 		t.Errorf("hash and secret together: %v", err)
 	}
 	if e2.activeCount("c") != 0 {
@@ -459,7 +460,7 @@ func testImportPlaintext(t *testing.T, k storeKit) {
 	e := k.newEnv(t)
 	e.mustClient("c")
 	const legacy = "legacy-plaintext-secret-42"
-	ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: legacy})
+	ns, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportSecret: legacy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +477,7 @@ func testImportPlaintext(t *testing.T, k storeKit) {
 	if ns.Secret.Hint != "…t-42" {
 		t.Fatalf("hint %q", ns.Secret.Hint)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: strings.Repeat("x", maxImportSecretLen+1)}); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportSecret: strings.Repeat("x", rules.MaxImportSecretLen+1)}); !errors.Is(err, rules.ErrInvalid) {
 		t.Fatalf("oversized import: %v", err)
 	}
 	if len(ns.Warnings) != 0 {
@@ -503,7 +504,7 @@ func TestImportWarnings(t *testing.T) {
 	} {
 		e := newEnv(t)
 		e.mustClient("c")
-		ns, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportSecret: c.secret})
+		ns, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportSecret: c.secret})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -538,13 +539,13 @@ func testConcurrentGenerateNeverExceedsMax(t *testing.T, k storeKit) {
 	ok, refused := 0, 0
 	for range 50 {
 		wg.Go(func() {
-			_, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			_, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, ErrTooManyActive):
+			case errors.Is(err, rules.ErrTooManyActive):
 				refused++
 			default:
 				t.Errorf("generate: %v", err)
@@ -578,13 +579,13 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 			svc = e2.svc
 		}
 		wg.Go(func() {
-			_, err := svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+			_, err := svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, ErrTooManyActive):
+			case errors.Is(err, rules.ErrTooManyActive):
 				refused++
 			default:
 				t.Errorf("generate: %v", err)
@@ -596,9 +597,9 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 			if i%3 == 0 {
 				_, err = svc.RotateSecret(ctx, who, "d", time.Hour)
 			} else {
-				_, err = svc.GenerateSecret(ctx, who, "d", GenerateOptions{})
+				_, err = svc.GenerateSecret(ctx, who, "d", rules.GenerateOptions{})
 			}
-			if err != nil && !errors.Is(err, ErrTooManyActive) {
+			if err != nil && !errors.Is(err, rules.ErrTooManyActive) {
 				t.Errorf("write: %v", err)
 			}
 		})
@@ -627,9 +628,9 @@ func testConcurrentRotateNeverExceedsMax(t *testing.T, k storeKit) {
 			case 1:
 				_, err = e.svc.RotateSecret(ctx, who, "c", 0)
 			default:
-				_, err = e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{})
+				_, err = e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{})
 			}
-			if err != nil && !errors.Is(err, ErrTooManyActive) {
+			if err != nil && !errors.Is(err, rules.ErrTooManyActive) {
 				t.Errorf("write: %v", err)
 			}
 			if n := e.activeCount("c"); n > 2 {
@@ -651,11 +652,11 @@ func testEveryChangeIsPublished(t *testing.T, k storeKit) {
 		do   func() error
 	}{
 		{"create client", func() error { _, err := e.svc.CreateClient(ctx, who, "c", "n", nil); return err }},
-		{"generate", func() error { _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); return err }},
+		{"generate", func() error { _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{}); return err }},
 		{"rotate", func() error { _, err := e.svc.RotateSecret(ctx, who, "c", 0); return err }},
 		{"import", func() error {
 			h, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
-			_, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{ImportHash: string(h)})
+			_, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{ImportHash: string(h)})
 			return err
 		}},
 		{"revoke", func() error {
@@ -735,12 +736,12 @@ func TestAuditLogNamesWhoAndWhatButNoSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.GenerateSecret(ctx, who, "c", GenerateOptions{}); !errors.Is(err, ErrTooManyActive) {
+	if _, err := e.svc.GenerateSecret(ctx, who, "c", rules.GenerateOptions{}); !errors.Is(err, rules.ErrTooManyActive) {
 		t.Fatal(err)
 	}
 	const legacy = "legacy-plaintext-for-audit"
 	e.mustClient("d")
-	if _, err := e.svc.GenerateSecret(ctx, who, "d", GenerateOptions{ImportSecret: legacy}); err != nil {
+	if _, err := e.svc.GenerateSecret(ctx, who, "d", rules.GenerateOptions{ImportSecret: legacy}); err != nil {
 		t.Fatal(err)
 	}
 	entries := e.audit.All()
@@ -798,7 +799,7 @@ func (r retryingStore) Update(ctx context.Context, fn func(store.Tx) error) (int
 func TestRetriedUpdatesReportOnce(t *testing.T) {
 	ctx := context.Background()
 	st, path := storetest.SQLite(t)
-	e := newEnvOn(t, retryingStore{st}, path, func(so *ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
+	e := newEnvOn(t, retryingStore{st}, path, func(so *rules.ServiceOptions, _ *APIOptions) { so.MaxActiveSecrets = 3 })
 	e.mustClient("c")
 	a, b := e.mustGenerate("c"), e.mustGenerate("c")
 	rot, err := e.svc.RotateSecret(ctx, who, "c", time.Hour)

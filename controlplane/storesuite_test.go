@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -514,11 +515,11 @@ func testServicesShareTheStoreNotifier(t *testing.T, k storeKit) {
 	if !ok {
 		t.Fatalf("the %s store does not own a notifier", k.name)
 	}
-	one, err := NewService(ctx, st, ServiceOptions{})
+	one, err := rules.NewService(ctx, st, rules.ServiceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	two, err := NewService(ctx, st, ServiceOptions{MaxActiveSecrets: 3})
+	two, err := rules.NewService(ctx, st, rules.ServiceOptions{MaxActiveSecrets: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

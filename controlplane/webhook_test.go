@@ -3,7 +3,6 @@ package controlplane
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -38,16 +37,5 @@ func TestWebhookPlaceholders(t *testing.T) {
 				t.Fatalf("error quotes the secret: %v", err)
 			}
 		})
-	}
-}
-
-func TestValidateReminders(t *testing.T) {
-	if err := validateReminders(DefaultExpiryReminders); err != nil {
-		t.Fatal(err)
-	}
-	for _, bad := range [][]time.Duration{{0}, {-time.Hour}, {time.Hour, time.Hour}, {400 * 24 * time.Hour}} {
-		if err := validateReminders(bad); err == nil {
-			t.Errorf("%v accepted", bad)
-		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
 const outsideCPURL = "http://127.0.0.1:9181"
@@ -30,7 +31,7 @@ type outsideCP struct {
 // wraps its handler (a test that watches the feed).
 func startOutsideCP(t *testing.T, path string, wrap ...func(http.Handler) http.Handler) *outsideCP {
 	t.Helper()
-	cp, err := controlplane.NewServer(context.Background(), path, controlplane.ServiceOptions{},
+	cp, err := controlplane.NewServer(context.Background(), path, rules.ServiceOptions{},
 		controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 )
 
@@ -64,7 +65,7 @@ type replica struct {
 func startReplica(t *testing.T, dsn, schema, addr string) *replica {
 	t.Helper()
 	cp, err := controlplane.NewPostgresServer(context.Background(), dsn, store.PostgresOptions{Schema: schema},
-		controlplane.ServiceOptions{}, controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
+		rules.ServiceOptions{}, controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,4 +116,24 @@ func OpenPostgres(t testing.TB, dsn string, opts store.PostgresOptions) *store.S
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// EventData returns the data of one stored event's payload, read
+// straight from the store.
+func EventData(t testing.TB, st store.Store, id string) map[string]any {
+	t.Helper()
+	var p string
+	_, err := st.Update(context.Background(), func(tx store.Tx) error {
+		return tx.(store.RawTx).QueryRow(context.Background(), `SELECT payload FROM events WHERE event_id = $1`, id).Scan(&p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(p), &body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Data
 }

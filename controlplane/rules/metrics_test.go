@@ -1,4 +1,4 @@
-package controlplane
+package rules
 
 import (
 	"context"
@@ -13,21 +13,21 @@ import (
 func TestControlPlaneMetricsSurviveReload(t *testing.T) {
 	register := func() (caddy.Context, context.CancelFunc) {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		if err := registerMetrics(ctx); err != nil {
+		if err := RegisterMetrics(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := registerMetrics(ctx); err != nil { // a second site in the same config
+		if err := RegisterMetrics(ctx); err != nil { // a second site in the same config
 			t.Fatalf("registering twice: %v", err)
 		}
 		return ctx, cancel
 	}
 	_, cancelOld := register()
-	before := testutil.ToFloat64(cpMetrics.presentedAfterRevoke)
-	cpMetrics.presentedAfterRevoke.Add(2)
+	before := testutil.ToFloat64(Metrics.PresentedAfterRevoke)
+	Metrics.PresentedAfterRevoke.Add(2)
 	next, cancelNext := register() // the reload
 	defer cancelNext()
 	cancelOld()
-	cpMetrics.presentedAfterRevoke.Add(1)
+	Metrics.PresentedAfterRevoke.Add(1)
 	families, err := next.GetMetricsRegistry().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,8 @@
-package controlplane
+// Package rules is the control plane's Service: the rotation rules over
+// the store (docs/design.md §3), owners and roles, the audit trail, the
+// events written with each change, leak reports, callers and allowed
+// networks, and what the feed reads.
+package rules
 
 import (
 	"context"
@@ -30,8 +34,9 @@ const (
 	MaxPageSize     = 1000
 	DefaultPageSize = 100
 
-	maxNameLen         = 200
-	maxImportSecretLen = 1024
+	maxNameLen = 200
+	// MaxImportSecretLen bounds an imported plaintext secret, in bytes.
+	MaxImportSecretLen = 1024
 )
 
 // ErrInvalid marks errors that describe a malformed request. The error's
@@ -130,11 +135,11 @@ type ServiceOptions struct {
 // secret unless configured otherwise.
 const DefaultTombstoneWindow = 720 * time.Hour
 
-// withDefaults returns o with every unset field at its default. With
-// validate, it is the one place the options are defaulted and checked:
-// NewService applies both, and Handler.Validate checks a Caddy config
-// with the same code before anything is opened.
-func (o ServiceOptions) withDefaults() ServiceOptions {
+// WithDefaults returns o with every unset field at its default. With
+// Validate, it is the one place the options are defaulted and checked:
+// NewService applies both, and the Caddy module checks its config with
+// the same code before anything is opened.
+func (o ServiceOptions) WithDefaults() ServiceOptions {
 	if o.MaxActiveSecrets == 0 {
 		o.MaxActiveSecrets = DefaultMaxActiveSecrets
 	}
@@ -163,8 +168,8 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	return o
 }
 
-// validate checks options that withDefaults has filled.
-func (o ServiceOptions) validate() error {
+// Validate checks options that WithDefaults has filled.
+func (o ServiceOptions) Validate() error {
 	if o.MaxActiveSecrets < 1 {
 		return fmt.Errorf("max_active_secrets must be at least 1, got %d", o.MaxActiveSecrets)
 	}
@@ -216,8 +221,8 @@ type Service struct {
 // then wake the same feed requests), else a new one, which only this
 // Service's changes reach.
 func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Service, error) {
-	opts = opts.withDefaults()
-	if err := opts.validate(); err != nil {
+	opts = opts.WithDefaults()
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	s := &Service{
@@ -466,7 +471,7 @@ func validateName(name string) error {
 
 // GetClient returns a client and the metadata of all its secrets.
 func (s *Service) GetClient(ctx context.Context, who Actor, id string) (store.Client, []store.Secret, error) {
-	c, err := s.visibleClient(ctx, who, id)
+	c, err := s.VisibleClient(ctx, who, id)
 	if err != nil {
 		return store.Client{}, nil, err
 	}
@@ -477,9 +482,9 @@ func (s *Service) GetClient(ctx context.Context, who Actor, id string) (store.Cl
 	return c, secrets, nil
 }
 
-// visibleClient returns a client the actor may manage; ErrNotFound for
+// VisibleClient returns a client the actor may manage; ErrNotFound for
 // one it may not.
-func (s *Service) visibleClient(ctx context.Context, who Actor, id string) (store.Client, error) {
+func (s *Service) VisibleClient(ctx context.Context, who Actor, id string) (store.Client, error) {
 	if err := ValidateClientID(id); err != nil {
 		return store.Client{}, invalidError(err.Error())
 	}
@@ -529,7 +534,7 @@ func (s *Service) ListClients(ctx context.Context, who Actor, after string, limi
 
 // ListSecrets returns the metadata of all secrets of a client.
 func (s *Service) ListSecrets(ctx context.Context, who Actor, clientID string) ([]store.Secret, error) {
-	if _, err := s.visibleClient(ctx, who, clientID); err != nil {
+	if _, err := s.VisibleClient(ctx, who, clientID); err != nil {
 		return nil, err
 	}
 	return s.store.Secrets(ctx, clientID)
@@ -838,8 +843,8 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 		ns.Secret.Hash = h.Encoded
 		ns.Secret.Hint = "(imported " + h.Scheme.String() + ")"
 	case opts.ImportSecret != "":
-		if len(opts.ImportSecret) > maxImportSecretLen {
-			return CreatedSecret{}, invalidf("import.secret must be at most %d bytes", maxImportSecretLen)
+		if len(opts.ImportSecret) > MaxImportSecretLen {
+			return CreatedSecret{}, invalidf("import.secret must be at most %d bytes", MaxImportSecretLen)
 		}
 		if ns.Secret.Hash, err = secrethash.NewArgon2id(opts.ImportSecret); err != nil {
 			return CreatedSecret{}, err

@@ -1,4 +1,4 @@
-package controlplane
+package rules
 
 import (
 	"context"
@@ -192,7 +192,7 @@ func (s *Service) ListCallers(ctx context.Context, who Actor, clientID, secretID
 	if !validSecretID(secretID) {
 		return SecretCallers{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
 	}
-	if _, err := s.visibleClient(ctx, who, clientID); err != nil {
+	if _, err := s.VisibleClient(ctx, who, clientID); err != nil {
 		return SecretCallers{}, err
 	}
 	secrets, err := s.store.Secrets(ctx, clientID)
@@ -260,7 +260,7 @@ func (s *Service) SuggestNetworks(ctx context.Context, who Actor, clientID strin
 	if within < 0 {
 		return out, invalidf("within must not be negative")
 	}
-	if _, err := s.visibleClient(ctx, who, clientID); err != nil {
+	if _, err := s.VisibleClient(ctx, who, clientID); err != nil {
 		return out, err
 	}
 	secrets, err := s.store.Secrets(ctx, clientID)

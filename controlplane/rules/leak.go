@@ -1,10 +1,11 @@
-package controlplane
+package rules
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -86,7 +87,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 	res = LeakResult{TokenHash: hex.EncodeToString(sum[:]), Label: LabelFalsePositive, Action: LeakActionNone}
 	defer func() {
 		if err == nil {
-			cpMetrics.leakReports.WithLabelValues(res.Label, res.Action).Inc()
+			Metrics.LeakReports.WithLabelValues(res.Label, res.Action).Inc()
 		}
 	}()
 	if !generatedShape(r.Token) {
@@ -137,7 +138,7 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 		if err != nil {
 			return "", err
 		}
-		i := indexOfSecret(secrets, sec.ID)
+		i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == sec.ID })
 		if i < 0 || !secrets[i].Active(now) {
 			return LeakActionNone, nil // revoked or expired meanwhile
 		}
@@ -175,15 +176,6 @@ func (s *Service) ReportLeak(ctx context.Context, who Actor, r LeakReport) (res 
 func generatedShape(token string) bool {
 	n := len(token) - secretBodyLen - secretCheckLen
 	return n >= 1 && n <= maxPrefixLen && CheckSecret(token, token[:n])
-}
-
-func indexOfSecret(secrets []store.Secret, id string) int {
-	for i := range secrets {
-		if secrets[i].ID == id {
-			return i
-		}
-	}
-	return -1
 }
 
 // cleanLeakURL keeps a report's URL fit for the audit trail: no control
@@ -273,7 +265,7 @@ func (s *Service) ApplyRevokedUses(ctx context.Context, edge string, uses []wire
 		return nil, err
 	}
 	for _, r := range recorded {
-		cpMetrics.presentedAfterRevoke.Add(float64(r.Count))
+		Metrics.PresentedAfterRevoke.Add(float64(r.Count))
 		s.logger.Warn("a revoked or expired secret was presented at an edge",
 			zap.String("client_id", r.ClientID), zap.String("secret_id", r.SecretID),
 			zap.Int64("count", r.Count), zap.Time("last_presented_at", r.LastAt),

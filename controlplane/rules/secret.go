@@ -1,4 +1,4 @@
-package controlplane
+package rules
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package controlplane
+package rules
 
 import (
 	"errors"
@@ -7,33 +7,33 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The control plane's metrics live in package variables registered on
+// The rules' metrics live in package variables registered on
 // each config's registry at Provision, as the edge's do (metrics.go in
 // the root package): Caddy builds a new registry per config, so counters
 // held by a module instance would restart at zero on every reload. Labels
 // are bounded: no client or secret id is ever one.
-var cpMetrics = struct {
-	presentedAfterRevoke prometheus.Counter
-	leakReports          *prometheus.CounterVec
+var Metrics = struct {
+	PresentedAfterRevoke prometheus.Counter
+	LeakReports          *prometheus.CounterVec
 }{
-	presentedAfterRevoke: prometheus.NewCounter(prometheus.CounterOpts{
+	PresentedAfterRevoke: prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "presented_after_revoke_total",
 		Help: "Requests that presented a revoked or expired secret at an edge, as edges reported them.",
 	}),
-	leakReports: prometheus.NewCounterVec(prometheus.CounterOpts{
+	LeakReports: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "leak_reports_total",
 		Help: "Reported leaked tokens, by label (true_positive, false_positive) and action (revoked, flagged, none).",
 	}, []string{"label", "action"}),
 }
 
-// registerMetrics puts the control plane's collectors on a config's
+// RegisterMetrics puts the control plane's collectors on a config's
 // registry; a second site in the same config finds them there already.
-func registerMetrics(ctx caddy.Context) error {
+func RegisterMetrics(ctx caddy.Context) error {
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{cpMetrics.presentedAfterRevoke, cpMetrics.leakReports} {
+	for _, c := range []prometheus.Collector{Metrics.PresentedAfterRevoke, Metrics.LeakReports} {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return err
 		}

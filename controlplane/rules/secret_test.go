@@ -1,4 +1,4 @@
-package controlplane
+package rules
 
 import (
 	"github.com/rotagate/rotagate/internal/base62"
