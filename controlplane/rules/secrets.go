@@ -1,0 +1,319 @@
+package rules
+
+import (
+	"context"
+	"math"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/internal/secrethash"
+)
+
+// Secrets: generate, import, rotate, revoke.
+
+// GenerateOptions choose what GenerateSecret adds. At most one of
+// ImportHash and ImportSecret may be set; with neither, a secret is
+// generated.
+type GenerateOptions struct {
+	// ExpiresIn schedules the expiry of the new secret; 0 means never.
+	ExpiresIn time.Duration
+	// ImportHash is a bcrypt, argon2id or PBKDF2 hash of a legacy secret.
+	ImportHash string
+	// ImportSecret is a plaintext legacy secret, hashed with argon2id
+	// before it is stored.
+	ImportSecret string
+}
+
+// CreatedSecret is the result of adding a secret.
+type CreatedSecret struct {
+	// Secret is the stored metadata of the new secret.
+	Secret store.Secret
+	// Plaintext is the generated secret, shown once; empty for imports.
+	Plaintext string
+	// Expiring lists the other secrets a rotation scheduled to expire.
+	Expiring []string
+	// Revoked lists the other secrets a rotation with no grace revoked.
+	Revoked []string
+	// Warnings describe what may keep an imported plaintext secret from
+	// working with some clients. They never quote the secret.
+	Warnings []string
+}
+
+// GenerateSecret adds a generated or imported secret to a client, unless
+// the client is already at max_active_secrets (ErrTooManyActive).
+func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string, opts GenerateOptions) (ns CreatedSecret, err error) {
+	action := "secret.generate"
+	if opts.ImportHash != "" || opts.ImportSecret != "" {
+		action = "secret.import"
+	}
+	defer func() {
+		if len(ns.Warnings) > 0 {
+			s.logAt(zapcore.WarnLevel, who, action, clientID, ns.Secret.ID, err, zap.Strings("warnings", ns.Warnings))
+			return
+		}
+		s.log(who, action, clientID, ns.Secret.ID, err)
+	}()
+	if action == "secret.import" && !who.Admin {
+		return CreatedSecret{}, ErrForbidden
+	}
+	if err := ValidateClientID(clientID); err != nil {
+		return CreatedSecret{}, invalidError(err.Error())
+	}
+	if opts.ExpiresIn < 0 {
+		return CreatedSecret{}, invalidf("expires_in must not be negative")
+	}
+	ns, err = s.newSecret(clientID, opts)
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	if opts.ExpiresIn > 0 {
+		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
+		ns.Secret.ExpiresAt = &at
+	}
+	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
+		if _, err := s.addSecret(ctx, tx, who, ns, s.maxActive); err != nil {
+			return nothing{}, err
+		}
+		data := map[string]any{"imported": action == "secret.import"}
+		if ns.Secret.ExpiresAt != nil {
+			data["expires_at"] = *ns.Secret.ExpiresAt
+		}
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretGenerated, ClientID: clientID,
+			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
+			return nothing{}, err
+		}
+		detail := ""
+		if ns.Secret.ExpiresAt != nil {
+			detail = "expires in " + opts.ExpiresIn.String()
+		}
+		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
+	})
+	if err != nil {
+		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
+	}
+	return ns, nil
+}
+
+// RotateSecret adds a generated secret and, in the same transaction, sets
+// expires_at = min(current, now+grace) on every other active secret. A
+// zero grace revokes them at once and is always allowed; a positive grace
+// with the client at max_active_secrets is ErrTooManyActive.
+func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (ns CreatedSecret, err error) {
+	defer func() {
+		s.log(who, "secret.rotate", clientID, ns.Secret.ID, err,
+			zap.Duration("grace", grace), zap.Strings("expiring", ns.Expiring), zap.Strings("revoked", ns.Revoked))
+	}()
+	if err := ValidateClientID(clientID); err != nil {
+		return CreatedSecret{}, invalidError(err.Error())
+	}
+	if grace < 0 {
+		return CreatedSecret{}, invalidf("grace must not be negative")
+	}
+	ns, err = s.newSecret(clientID, GenerateOptions{})
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	now := ns.Secret.CreatedAt
+	until := now.Add(grace)
+	type others struct{ expiring, revoked []string }
+	res, err := update(ctx, s, func(tx store.Tx) (others, error) {
+		res := others{expiring: []string{}}
+		room := s.maxActive // with a grace, the others stay active a while
+		if grace == 0 {
+			room = math.MaxInt // they are revoked in this transaction
+		}
+		active, err := s.addSecret(ctx, tx, who, ns, room)
+		if err != nil {
+			return res, err
+		}
+		for _, old := range active {
+			switch {
+			case grace == 0:
+				if err := tx.Revoke(ctx, old.ID, now); err != nil {
+					return res, err
+				}
+				res.revoked = append(res.revoked, old.ID)
+			case old.ExpiresAt == nil || until.Before(*old.ExpiresAt):
+				if err := tx.SetExpiry(ctx, old.ID, until); err != nil {
+					return res, err
+				}
+				res.expiring = append(res.expiring, old.ID)
+			default: // already expires sooner: keep it
+				res.expiring = append(res.expiring, old.ID)
+			}
+		}
+		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRotated, ClientID: clientID, SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
+			Data: map[string]any{"grace_seconds": int64(grace / time.Second), "expiring": res.expiring, "revoked": append([]string{}, res.revoked...)}}); err != nil {
+			return res, err
+		}
+		for _, old := range active {
+			if grace > 0 {
+				break // expiring, not revoked: reminders and secret.expired will tell
+			}
+			if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRevoked, ClientID: clientID, SecretID: old.ID, Hint: old.Hint,
+				Data: map[string]any{"revoked_at": now, "reason": "rotation"}}); err != nil {
+				return res, err
+			}
+		}
+		detail := "grace " + grace.String()
+		if len(res.expiring) > 0 {
+			detail += "; expiring " + strings.Join(res.expiring, ", ")
+		}
+		if len(res.revoked) > 0 {
+			detail += "; revoked " + strings.Join(res.revoked, ", ")
+		}
+		return res, s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
+	})
+	if err != nil {
+		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
+	}
+	ns.Expiring, ns.Revoked = res.expiring, res.revoked
+	return ns, nil
+}
+
+// RevokeSecret revokes one secret of a client at once. Revoking a revoked
+// secret changes nothing. The secret stays listed, with status revoked.
+func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretID string) (sec store.Secret, err error) {
+	defer func() { s.log(who, "secret.revoke", clientID, secretID, err) }()
+	if err := ValidateClientID(clientID); err != nil {
+		return store.Secret{}, invalidError(err.Error())
+	}
+	if !validSecretID(secretID) {
+		return store.Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
+	}
+	now := s.Now()
+	return update(ctx, s, func(tx store.Tx) (store.Secret, error) {
+		c, err := tx.LockClient(ctx, clientID)
+		if err != nil {
+			return store.Secret{}, err
+		}
+		if !who.mayManage(c) {
+			return store.Secret{}, store.ErrNotFound
+		}
+		secrets, err := tx.Secrets(ctx, clientID)
+		if err != nil {
+			return store.Secret{}, err
+		}
+		for _, sec := range secrets {
+			if sec.ID != secretID {
+				continue
+			}
+			if sec.RevokedAt != nil {
+				return sec, nil
+			}
+			sec.RevokedAt = &now
+			if err := tx.Revoke(ctx, secretID, now); err != nil {
+				return store.Secret{}, err
+			}
+			if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRevoked, ClientID: clientID, SecretID: secretID, Hint: sec.Hint,
+				Data: map[string]any{"revoked_at": now, "reason": "revoke"}}); err != nil {
+				return store.Secret{}, err
+			}
+			return sec, s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
+		}
+		return store.Secret{}, store.ErrNotFound
+	})
+}
+
+// addSecret is where generate, import and rotate meet: inside the
+// caller's transaction it locks a client the actor may manage, checks
+// that the new secret finds room beside the client's active secrets (at
+// most room-1 of them), and stores the secret prepared by newSecret. It
+// returns the other secrets active then, for a rotation to expire or
+// revoke. Whatever must happen to every new secret, in the transaction
+// that adds it (a delivery sink taking ns.Plaintext), happens here.
+func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns CreatedSecret, room int) ([]store.Secret, error) {
+	clientID, now := ns.Secret.ClientID, ns.Secret.CreatedAt
+	c, err := tx.LockClient(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	if !who.mayManage(c) {
+		return nil, store.ErrNotFound
+	}
+	secrets, err := tx.Secrets(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	active := secrets[:0]
+	for _, sec := range secrets {
+		if sec.Active(now) {
+			active = append(active, sec)
+		}
+	}
+	if len(active) >= room {
+		return nil, ErrTooManyActive
+	}
+	return active, tx.InsertSecret(ctx, ns.Secret)
+}
+
+// newSecret prepares the record (and, when generated, the plaintext) of a
+// secret, outside any transaction: argon2id hashing takes real time.
+func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecret, error) {
+	id, err := NewSecretID()
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
+	switch {
+	case opts.ImportHash != "" && opts.ImportSecret != "":
+		return CreatedSecret{}, invalidf("import takes either hash or secret, not both")
+	case opts.ImportHash != "":
+		h, err := secrethash.Parse(opts.ImportHash)
+		if err != nil {
+			return CreatedSecret{}, invalidf("import.hash: %v", err)
+		}
+		if !h.Scheme.Slow() {
+			return CreatedSecret{}, invalidf("import.hash must be a bcrypt, argon2id or pbkdf2 hash")
+		}
+		if err := h.CheckImportCost(); err != nil {
+			return CreatedSecret{}, invalidf("import.hash: %v", err)
+		}
+		ns.Secret.Hash = h.Encoded
+		ns.Secret.Hint = "(imported " + h.Scheme.String() + ")"
+	case opts.ImportSecret != "":
+		if len(opts.ImportSecret) > MaxImportSecretLen {
+			return CreatedSecret{}, invalidf("import.secret must be at most %d bytes", MaxImportSecretLen)
+		}
+		if ns.Secret.Hash, err = secrethash.NewArgon2id(opts.ImportSecret); err != nil {
+			return CreatedSecret{}, err
+		}
+		ns.Secret.Hint = importedHint(opts.ImportSecret)
+		ns.Warnings = importWarnings(opts.ImportSecret)
+	default:
+		if ns.Plaintext, err = NewSecret(s.prefix); err != nil {
+			return CreatedSecret{}, err
+		}
+		ns.Secret.Hash = secrethash.NewSHA256(ns.Plaintext)
+		ns.Secret.Hint = Hint(s.prefix, ns.Plaintext)
+	}
+	return ns, nil
+}
+
+// importWarnings says what may keep a plaintext legacy secret from
+// working with some clients, without quoting it. RFC 6749 §2.3.1 has
+// clients form-encode the secret before putting it in HTTP Basic auth;
+// many (Python's authlib and requests-oauthlib among them) do not, and
+// then send '+' and '%XX' as they are, which a conforming server decodes
+// into something else. Appendix A allows only %x20-7E in a secret.
+func importWarnings(secret string) []string {
+	var out []string
+	if strings.ContainsAny(secret, "+%") {
+		out = append(out, "the secret contains '+' or '%': clients that put it in HTTP Basic auth without "+
+			"form-encoding it (RFC 6749 §2.3.1) send it differently from clients that do; "+
+			"the edge accepts both, but other gateways may not: prefer rotating to a generated secret")
+	}
+	for i := 0; i < len(secret); i++ {
+		if secret[i] < 0x20 || secret[i] > 0x7e {
+			out = append(out, "the secret has characters outside printable ASCII, which RFC 6749 (Appendix A) "+
+				"does not allow in a client secret: clients may encode them differently; "+
+				"check every client against the edge, or rotate to a generated secret")
+			break
+		}
+	}
+	return out
+}
