@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"path"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +28,6 @@ import (
 
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
-	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // Limits of the management API.
@@ -190,22 +188,6 @@ func (a *API) Service() *rules.Service { return a.svc }
 // long polls do not hold the shutdown.
 func (a *API) Close() { a.stopOnce.Do(func() { close(a.stop) }) }
 
-// Handles reports whether path belongs to the API (or to the console,
-// when it is on): it names an API endpoint, or would once cleaned of dot
-// and empty segments (the API then refuses it). Inside Caddy, other paths
-// go to the next handler.
-func (a *API) Handles(path string) bool {
-	if a.console != nil && (path == "/console" || strings.HasPrefix(path, ConsolePrefix)) {
-		return true
-	}
-	return apiPath(path) || apiPath(cleanPath(path))
-}
-
-func apiPath(path string) bool {
-	return path == "/healthz" || path == "/v1/clients" || path == "/v1/events" || path == leaksPath ||
-		strings.HasPrefix(path, "/v1/clients/") || strings.HasPrefix(path, "/v1/edge/") || strings.HasPrefix(path, "/v1/leaks/")
-}
-
 // ServeHTTP implements http.Handler. A path with dot or empty segments is
 // refused before anything else: http.ServeMux would answer it with an HTML
 // redirect to the cleaned path, ahead of the token check and of
@@ -234,81 +216,6 @@ func cleanPath(p string) string {
 	return np
 }
 
-type role int
-
-const (
-	roleAdmin role = iota
-	roleEdge
-	// roleLeak: the admin token, the leak token or a signed-in user.
-	roleLeak
-)
-
-// routes wires each path to a handler per method; other methods get a
-// JSON 405, unknown paths a JSON 404.
-func (a *API) routes() {
-	a.route("/v1/clients", roleAdmin, methods{"GET": a.listClients, "POST": a.createClient})
-	a.route("/v1/clients/{client_id}", roleAdmin, methods{"GET": a.getClient, "DELETE": a.deleteClient})
-	a.route("/v1/clients/{client_id}/owners", roleAdmin, methods{"PUT": a.putOwners, "PATCH": a.patchOwners})
-	a.route("/v1/clients/{client_id}/audit", roleAdmin, methods{"GET": a.audit})
-	a.route("/v1/clients/{client_id}/networks", roleAdmin, methods{"GET": a.getNetworks, "PUT": a.putNetworks})
-	a.route("/v1/clients/{client_id}/networks/suggest", roleAdmin, methods{"POST": a.suggestNetworks})
-	a.route("/v1/clients/{client_id}/secrets", roleAdmin, methods{"GET": a.listSecrets, "POST": a.generateSecret})
-	a.route("/v1/clients/{client_id}/secrets/rotate", roleAdmin, methods{"POST": a.rotateSecret})
-	a.route("/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, methods{"DELETE": a.revokeSecret})
-	a.route("/v1/clients/{client_id}/secrets/{secret_id}/callers", roleAdmin, methods{"GET": a.listCallers})
-	a.route("/v1/events", roleAdmin, methods{"GET": a.listEvents})
-	a.route(wire.SnapshotPath, roleEdge, methods{"GET": a.snapshot})
-	a.route(wire.UsagePath, roleEdge, methods{"POST": a.usage})
-	a.route(leaksPath, roleLeak, methods{"POST": a.reportLeaks})
-	a.mux.HandleFunc(githubLeaksPath, a.githubLeaks)
-	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
-			return
-		}
-		a.healthz(w, r)
-	})
-	if a.console != nil {
-		a.mux.Handle("/console", a.console)
-		a.mux.Handle(ConsolePrefix, a.console)
-	}
-	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
-	})
-}
-
-type methods map[string]func(http.ResponseWriter, *http.Request, rules.Actor)
-
-func (a *API) route(pattern string, need role, m methods) {
-	allowed := make([]string, 0, len(m)+1)
-	for method := range m {
-		allowed = append(allowed, method)
-	}
-	if _, ok := m["GET"]; ok {
-		allowed = append(allowed, "HEAD")
-	}
-	sort.Strings(allowed)
-	allow := strings.Join(allowed, ", ")
-	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		method := r.Method
-		if method == http.MethodHead {
-			method = http.MethodGet
-		}
-		h, ok := m[method]
-		if !ok {
-			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "allowed methods: "+allow)
-			return
-		}
-		who, ok := a.authorize(w, r, need)
-		if !ok {
-			return
-		}
-		h(w, r, who)
-	})
-}
-
 // CaddyUser is the user that a Caddy authentication handler (basic_auth,
 // or any other that sets {http.auth.user.id}) before the API on the same
 // route has authenticated; "" outside Caddy or when none has.
@@ -332,21 +239,19 @@ func placeholderValue(r *http.Request, placeholder string) string {
 // management routes accept the user an authentication handler in front
 // has vouched for; basic_auth leaves its own Authorization header on the
 // request, so any other scheme is no bad token but the user's login.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (rules.Actor, bool) {
+func (a *API) authorize(r *http.Request, need role) (rules.Actor, error) {
 	if len(r.Header.Values("Authorization")) > 1 {
-		writeError(w, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
-		return rules.Actor{}, false
+		return rules.Actor{}, badRequest("more than one Authorization header")
 	}
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok && need != roleEdge {
 		if user := a.user(r); user != "" {
-			return rules.Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, true
+			return rules.Actor{TokenID: "user:" + user, User: user, Admin: a.admins[user], RemoteIP: remoteIP(r)}, nil
 		}
 	}
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "missing bearer token")
-		return rules.Actor{}, false
+		return rules.Actor{}, &apiError{status: http.StatusUnauthorized, code: "invalid_token", desc: "missing bearer token",
+			header: map[string]string{"WWW-Authenticate": `Bearer realm="rotagate"`}}
 	}
 	sum := sha256.Sum256([]byte(token))
 	isAdmin := subtle.ConstantTimeCompare(sum[:], a.admin[:]) == 1
@@ -354,18 +259,16 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, need role) (rule
 	isLeak := a.hasLeak && subtle.ConstantTimeCompare(sum[:], a.leak[:]) == 1
 	switch {
 	case need != roleEdge && isAdmin:
-		return rules.Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "admin-token", Admin: true, RemoteIP: remoteIP(r)}, nil
 	case need == roleEdge && isEdge:
-		return rules.Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "edge", RemoteIP: remoteIP(r)}, nil
 	case need == roleLeak && isLeak:
-		return rules.Actor{TokenID: "leak-token", Leak: true, RemoteIP: remoteIP(r)}, true
+		return rules.Actor{TokenID: "leak-token", Leak: true, RemoteIP: remoteIP(r)}, nil
 	case isAdmin, isEdge, isLeak:
-		writeError(w, http.StatusForbidden, "insufficient_scope", "this token may not use this endpoint")
-		return rules.Actor{}, false
+		return rules.Actor{}, &apiError{status: http.StatusForbidden, code: "insufficient_scope", desc: "this token may not use this endpoint"}
 	}
-	w.Header().Set("WWW-Authenticate", `Bearer realm="rotagate", error="invalid_token"`)
-	writeError(w, http.StatusUnauthorized, "invalid_token", "wrong bearer token")
-	return rules.Actor{}, false
+	return rules.Actor{}, &apiError{status: http.StatusUnauthorized, code: "invalid_token", desc: "wrong bearer token",
+		header: map[string]string{"WWW-Authenticate": `Bearer realm="rotagate", error="invalid_token"`}}
 }
 
 func bearer(header string) (string, bool) {
@@ -530,187 +433,163 @@ func toCreatedJSON(ns rules.CreatedSecret) createdSecretJSON {
 	}
 }
 
-func (a *API) createClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) createClient(r *http.Request, who rules.Actor) (any, error) {
 	var req createClientRequest
-	if !a.decode(w, r, &req, true) {
-		return
+	if err := decode(r, &req, true); err != nil {
+		return nil, err
 	}
 	id := ""
 	if req.ClientID != nil {
 		if id = *req.ClientID; id == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request", "client_id must not be empty; leave it out to have one generated")
-			return
+			return nil, badRequest("client_id must not be empty; leave it out to have one generated")
 		}
 	}
 	c, err := a.svc.CreateClient(r.Context(), who, id, req.Name, req.Owners)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Location", "/v1/clients/"+url.PathEscape(c.ID))
-	writeJSON(w, http.StatusCreated, toClientJSON(c))
+	return answer{status: http.StatusCreated, header: map[string]string{"Location": "/v1/clients/" + url.PathEscape(c.ID)}, body: toClientJSON(c)}, nil
 }
 
-func (a *API) listClients(w http.ResponseWriter, r *http.Request, who rules.Actor) {
-	q := r.URL.Query()
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", rules.MaxPageSize))
-			return
-		}
-		limit = n
-	}
-	clients, next, err := a.svc.ListClients(r.Context(), who, q.Get("after"), limit)
+func (a *API) listClients(r *http.Request, who rules.Actor) (any, error) {
+	limit, err := limitParam(r)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
+	}
+	clients, next, err := a.svc.ListClients(r.Context(), who, r.URL.Query().Get("after"), limit)
+	if err != nil {
+		return nil, err
 	}
 	out := clientListJSON{Clients: make([]clientJSON, 0, len(clients)), Next: next}
 	for _, c := range clients {
 		out.Clients = append(out.Clients, toClientJSON(c))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (a *API) getClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) getClient(r *http.Request, who rules.Actor) (any, error) {
 	c, secrets, err := a.svc.GetClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, clientDetailJSON{clientJSON: toClientJSON(c), Secrets: toSecretsJSON(secrets, a.svc.Now())})
+	return clientDetailJSON{clientJSON: toClientJSON(c), Secrets: toSecretsJSON(secrets, a.svc.Now())}, nil
 }
 
-func (a *API) deleteClient(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) deleteClient(r *http.Request, who rules.Actor) (any, error) {
 	if err := a.svc.DeleteClient(r.Context(), who, r.PathValue("client_id")); err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	return answer{status: http.StatusNoContent}, nil
 }
 
-func (a *API) putOwners(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) putOwners(r *http.Request, who rules.Actor) (any, error) {
 	var req putOwnersRequest
-	if !a.decode(w, r, &req, false) {
-		return
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
 	}
 	if req.Owners == nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", `owners is required (a list of user ids; [] removes every owner)`)
-		return
+		return nil, badRequest(`owners is required (a list of user ids; [] removes every owner)`)
 	}
-	a.editOwners(w, r, who, rules.OwnersEdit{Replace: true, Set: *req.Owners})
+	return a.editOwners(r, who, rules.OwnersEdit{Replace: true, Set: *req.Owners})
 }
 
-func (a *API) patchOwners(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) patchOwners(r *http.Request, who rules.Actor) (any, error) {
 	var req patchOwnersRequest
-	if !a.decode(w, r, &req, false) {
-		return
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
 	}
-	a.editOwners(w, r, who, rules.OwnersEdit{Add: req.Add, Remove: req.Remove})
+	return a.editOwners(r, who, rules.OwnersEdit{Add: req.Add, Remove: req.Remove})
 }
 
-func (a *API) editOwners(w http.ResponseWriter, r *http.Request, who rules.Actor, edit rules.OwnersEdit) {
+func (a *API) editOwners(r *http.Request, who rules.Actor, edit rules.OwnersEdit) (any, error) {
 	c, err := a.svc.EditOwners(r.Context(), who, r.PathValue("client_id"), edit)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, toClientJSON(c))
+	return toClientJSON(c), nil
 }
 
-// limitParam reads an optional ?limit= of a listing (0 when absent); a bad
-// one is answered 400 here.
-func limitParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+// limitParam reads an optional ?limit= of a listing (0 when absent).
+func limitParam(r *http.Request) (int, error) {
 	v := r.URL.Query().Get("limit")
 	if v == "" {
-		return 0, true
+		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be an integer between 1 and %d", rules.MaxPageSize))
-		return 0, false
+		return 0, badRequest("limit must be an integer between 1 and %d", rules.MaxPageSize)
 	}
-	return n, true
+	return n, nil
 }
 
-func (a *API) audit(w http.ResponseWriter, r *http.Request, who rules.Actor) {
-	limit, ok := limitParam(w, r)
-	if !ok {
-		return
+func (a *API) audit(r *http.Request, who rules.Actor) (any, error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
 	}
 	entries, err := a.svc.AuditTrail(r.Context(), who, r.PathValue("client_id"), limit)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	out := auditJSON{Entries: make([]auditEntryJSON, 0, len(entries))}
 	for _, e := range entries {
 		out.Entries = append(out.Entries, auditEntryJSON{At: e.At, Who: e.Who, RemoteIP: e.RemoteIP, Action: e.Action, SecretID: e.SecretID, Detail: e.Detail})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) listSecrets(r *http.Request, who rules.Actor) (any, error) {
 	secrets, err := a.svc.ListSecrets(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, secretListJSON{Secrets: toSecretsJSON(secrets, a.svc.Now())})
+	return secretListJSON{Secrets: toSecretsJSON(secrets, a.svc.Now())}, nil
 }
 
-func (a *API) generateSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
 	var req generateRequest
-	if !a.decode(w, r, &req, true) {
-		return
+	if err := decode(r, &req, true); err != nil {
+		return nil, err
 	}
 	var opts rules.GenerateOptions
 	if req.ExpiresIn != nil {
-		d, ok := parseDuration(w, "expires_in", *req.ExpiresIn)
-		if !ok {
-			return
+		d, err := parseDuration("expires_in", *req.ExpiresIn)
+		if err != nil {
+			return nil, err
 		}
 		if d <= 0 {
-			writeError(w, http.StatusBadRequest, "invalid_request", "expires_in must be positive")
-			return
+			return nil, badRequest("expires_in must be positive")
 		}
 		opts.ExpiresIn = d
 	}
 	if req.Import != nil {
 		if (req.Import.Hash == "") == (req.Import.Secret == "") {
-			writeError(w, http.StatusBadRequest, "invalid_request", "import takes exactly one of hash and secret")
-			return
+			return nil, badRequest("import takes exactly one of hash and secret")
 		}
 		opts.ImportHash, opts.ImportSecret = req.Import.Hash, req.Import.Secret
 	}
 	ns, err := a.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), opts)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusCreated, toCreatedJSON(ns))
+	return answer{status: http.StatusCreated, body: toCreatedJSON(ns)}, nil
 }
 
-func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) rotateSecret(r *http.Request, who rules.Actor) (any, error) {
 	var req rotateRequest
-	if !a.decode(w, r, &req, false) {
-		return
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
 	}
 	if req.Grace == nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", `grace is required (a Go duration; "0s" revokes the other secrets at once)`)
-		return
+		return nil, badRequest(`grace is required (a Go duration; "0s" revokes the other secrets at once)`)
 	}
-	grace, ok := parseDuration(w, "grace", *req.Grace)
-	if !ok {
-		return
+	grace, err := parseDuration("grace", *req.Grace)
+	if err != nil {
+		return nil, err
 	}
 	ns, err := a.svc.RotateSecret(r.Context(), who, r.PathValue("client_id"), grace)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	out := rotatedSecretJSON{createdSecretJSON: toCreatedJSON(ns), Expiring: ns.Expiring, Revoked: ns.Revoked}
 	if out.Expiring == nil {
@@ -719,71 +598,63 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, who rules.Act
 	if out.Revoked == nil {
 		out.Revoked = []string{}
 	}
-	writeJSON(w, http.StatusCreated, out)
+	return answer{status: http.StatusCreated, body: out}, nil
 }
 
-func (a *API) revokeSecret(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {
 	sec, err := a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, toSecretJSON(sec, a.svc.Now()))
+	return toSecretJSON(sec, a.svc.Now()), nil
 }
 
-func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+func (a *API) healthz(r *http.Request, _ rules.Actor) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
 	if err := a.svc.Store().Ping(ctx); err != nil {
 		a.log.Warn("health check: store does not answer", zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
-		return
+		return answer{status: http.StatusServiceUnavailable, body: map[string]string{"status": "unavailable"}}, nil
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return map[string]string{"status": "ok"}, nil
 }
 
-// parseDuration reads a non-negative Go duration string, answering 400
-// itself when it is not one.
-func parseDuration(w http.ResponseWriter, field, v string) (time.Duration, bool) {
+// parseDuration reads a non-negative Go duration string.
+func parseDuration(field, v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		writeError(w, http.StatusBadRequest, "invalid_request", field+` must be a non-negative Go duration such as "24h" or "90m"`)
-		return 0, false
+		return 0, badRequest(`%s must be a non-negative Go duration such as "24h" or "90m"`, field)
 	}
-	return d, true
+	return d, nil
 }
 
-// decode reads a JSON object of at most MaxBodyBytes into v, refusing
-// unknown fields and trailing data. An empty body is {} when allowEmpty.
-// On failure it answers 400 or 413 itself. Error descriptions never quote
-// the body: it may hold a secret being imported.
-func (a *API) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) bool {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+// decode reads a JSON object into v, refusing unknown fields and
+// trailing data. An empty body is {} when allowEmpty. Error descriptions
+// never quote the body: it may hold a secret being imported.
+func decode(r *http.Request, v any, allowEmpty bool) error {
+	data, err := readBody(r, "request body")
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is over %d bytes", MaxBodyBytes))
-		} else {
-			writeError(w, http.StatusBadRequest, "invalid_request", "reading request body failed")
-		}
-		return false
+		return err
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		if allowEmpty {
-			return true
+			return nil
 		}
-		writeError(w, http.StatusBadRequest, "invalid_request", "a JSON object is required")
-		return false
+		return badRequest("a JSON object is required")
 	}
+	return decodeJSON(data, v)
+}
+
+// decodeJSON decodes a JSON object of exact text (exactJSONText) into v,
+// strictly (decodeStrict).
+func decodeJSON(data []byte, v any) error {
 	if !exactJSONText(data) {
-		writeError(w, http.StatusBadRequest, "invalid_request", "the body must be valid UTF-8, without lone \\u surrogate escapes")
-		return false
+		return badRequest("the body must be valid UTF-8, without lone \\u surrogate escapes")
 	}
 	if err := decodeStrict(data, v); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-		return false
+		return badRequest("%s", err.Error())
 	}
-	return true
+	return nil
 }
 
 // exactJSONText reports whether every string in a JSON text decodes to
@@ -878,32 +749,6 @@ func jsonKind(t reflect.Type) string {
 		return "boolean"
 	}
 	return "number"
-}
-
-// fail maps an error from the rules to an answer.
-func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, rules.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-	case errors.Is(err, rules.ErrForbidden):
-		writeError(w, http.StatusForbidden, "insufficient_scope", "only admins may do this")
-	case errors.Is(err, store.ErrNotFound):
-		what := "no such client"
-		if r.PathValue("secret_id") != "" {
-			what = "no such client or secret"
-		}
-		writeError(w, http.StatusNotFound, "not_found", what)
-	case errors.Is(err, rules.ErrTooManyActive):
-		writeError(w, http.StatusConflict, "too_many_active_secrets",
-			`the client already has the most active secrets allowed (max_active_secrets); revoke one, or rotate with grace "0s"`)
-	case errors.Is(err, store.ErrClientExists):
-		writeError(w, http.StatusConflict, "client_exists", "a client with this client_id already exists")
-	case r.Context().Err() != nil:
-		// The caller went away; nobody reads an answer.
-	default:
-		a.log.Error("management request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
-		writeError(w, http.StatusInternalServerError, "server_error", "internal error; see the server log")
-	}
 }
 
 // writeJSON answers with v. Every management answer is no-store: some

@@ -53,57 +53,52 @@ func toNetworksJSON(c store.Client) networksJSON {
 	return networksJSON{AllowedCIDRs: cidrs, ReportOnly: c.NetworksReportOnly}
 }
 
-func (a *API) getNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) getNetworks(r *http.Request, who rules.Actor) (any, error) {
 	c, err := a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id"))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, toNetworksJSON(c))
+	return toNetworksJSON(c), nil
 }
 
-func (a *API) putNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) putNetworks(r *http.Request, who rules.Actor) (any, error) {
 	var req putNetworksRequest
-	if !a.decode(w, r, &req, false) {
-		return
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
 	}
 	if req.AllowedCIDRs == nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", `allowed_cidrs is required (a list of CIDR prefixes; [] allows anywhere)`)
-		return
+		return nil, badRequest(`allowed_cidrs is required (a list of CIDR prefixes; [] allows anywhere)`)
 	}
 	c, err := a.svc.SetNetworks(r.Context(), who, r.PathValue("client_id"), *req.AllowedCIDRs, req.ReportOnly)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, toNetworksJSON(c))
+	return toNetworksJSON(c), nil
 }
 
-func (a *API) suggestNetworks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) suggestNetworks(r *http.Request, who rules.Actor) (any, error) {
 	var req suggestRequest
-	if !a.decode(w, r, &req, true) {
-		return
+	if err := decode(r, &req, true); err != nil {
+		return nil, err
 	}
 	var within time.Duration
 	if req.Within != nil {
-		var ok bool
-		if within, ok = parseDuration(w, "within", *req.Within); !ok {
-			return
+		var err error
+		if within, err = parseDuration("within", *req.Within); err != nil {
+			return nil, err
 		}
 	}
 	sug, err := a.svc.SuggestNetworks(r.Context(), who, r.PathValue("client_id"), within)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, suggestionJSON{AllowedCIDRs: sug.CIDRs, Callers: sug.Callers, UnlistedRequests: sug.Unlisted})
+	return suggestionJSON{AllowedCIDRs: sug.CIDRs, Callers: sug.Callers, UnlistedRequests: sug.Unlisted}, nil
 }
 
-func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) listCallers(r *http.Request, who rules.Actor) (any, error) {
 	sc, err := a.svc.ListCallers(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	out := callersJSON{SecretID: sc.Secret.ID, Window: a.svc.TombstoneWindow().String(), Callers: make([]callerJSON, 0, len(sc.Callers))}
 	if sc.Newest != "" {
@@ -120,7 +115,7 @@ func (a *API) listCallers(w http.ResponseWriter, r *http.Request, who rules.Acto
 		u := toCallerJSON(*sc.Unlisted)
 		out.Unlisted = &u
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 func toCallerJSON(c store.Caller) callerJSON {

@@ -43,15 +43,14 @@ type deliveryJSON struct {
 	LastError     string     `json:"last_error,omitempty"`
 }
 
-func (a *API) listEvents(w http.ResponseWriter, r *http.Request, who rules.Actor) {
-	limit, ok := limitParam(w, r)
-	if !ok {
-		return
+func (a *API) listEvents(r *http.Request, who rules.Actor) (any, error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return nil, err
 	}
 	evs, err := a.svc.ListEvents(r.Context(), who, limit)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	out := eventListJSON{Events: make([]eventJSON, 0, len(evs))}
 	for _, e := range evs {
@@ -68,7 +67,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request, who rules.Actor
 		}
 		out.Events = append(out.Events, ej)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 func eventsCommand() *cobra.Command {

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -211,13 +210,15 @@ func (b *builtSnapshot) gzipped() ([]byte, error) {
 // cut off from a shared database answers 503 instead, so edges turn to
 // another replica or, failing all, stop trusting their snapshot at
 // max_stale.
-func (a *API) notModified(w http.ResponseWriter, n *store.Notifier, epoch string, rev int64) {
+func notModified(n *store.Notifier, epoch string, rev int64) (any, error) {
 	if !n.Trusted() {
-		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
-		return
+		return nil, errStoreDown
 	}
-	writeNotModified(w, epoch, rev)
+	return writer(func(w http.ResponseWriter) { writeNotModified(w, epoch, rev) }), nil
 }
+
+// errStoreDown is the feed's answer when the store does not answer.
+var errStoreDown = &apiError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "the store did not answer"}
 
 // snapshot serves GET /v1/edge/snapshot (docs/design.md §4). A request whose
 // If-None-Match names the current revision gets 304, after waiting up to
@@ -227,13 +228,12 @@ func (a *API) notModified(w http.ResponseWriter, n *store.Notifier, epoch string
 // reaches back to it, the changes since that revision (wire.Delta) rather
 // than the whole snapshot; otherwise (another epoch, too old, malformed)
 // the whole snapshot, which is also what edges that never send since get.
-func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
+func (a *API) snapshot(r *http.Request, _ rules.Actor) (any, error) {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "invalid_request", `wait must be a non-negative Go duration such as "10s"`)
-			return
+			return nil, badRequest(`wait must be a non-negative Go duration such as "10s"`)
 		}
 		wait = min(d, a.maxWait)
 	}
@@ -241,8 +241,7 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 	epoch, rev, changed := n.Current()
 	if etagMatches(r.Header.Get("If-None-Match"), epoch, rev) {
 		if wait <= 0 {
-			a.notModified(w, n, epoch, rev)
-			return
+			return notModified(n, epoch, rev)
 		}
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
@@ -252,13 +251,11 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 		select {
 		case <-changed:
 		case <-timer.C:
-			a.notModified(w, n, epoch, rev)
-			return
+			return notModified(n, epoch, rev)
 		case <-a.stop:
-			a.notModified(w, n, epoch, rev)
-			return
+			return notModified(n, epoch, rev)
 		case <-r.Context().Done():
-			return
+			return nil, r.Context().Err()
 		}
 	}
 	var b *builtSnapshot
@@ -272,28 +269,34 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 		b, err = a.snapshots.get(r.Context())
 	}
 	if err != nil {
-		if r.Context().Err() == nil {
-			a.log.Error("building snapshot failed", zap.Error(err))
-			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
+		if r.Context().Err() != nil {
+			return nil, r.Context().Err()
 		}
-		return
+		a.log.Error("building snapshot failed", zap.Error(err))
+		return nil, errStoreDown
 	}
+	gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
+	head := r.Method == http.MethodHead
+	return writer(func(w http.ResponseWriter) { b.write(w, gz, head) }), nil
+}
+
+// write answers with the built body, gzipped when gz (and it compresses).
+func (b *builtSnapshot) write(w http.ResponseWriter, gz, head bool) {
 	body := b.body
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("ETag", b.etag)
 	h.Add("Vary", "Accept-Encoding")
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		gz, err := b.gzipped()
-		if err == nil {
-			body = gz
+	if gz {
+		if zipped, err := b.gzipped(); err == nil {
+			body = zipped
 			h.Set("Content-Encoding", "gzip")
 		}
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
+	if !head {
 		w.Write(body)
 	}
 }
@@ -352,44 +355,37 @@ func acceptsGzip(header string) bool {
 // usage serves POST /v1/edge/usage (docs/design.md §7): 204 once the batch is
 // stored. The body may be gzip-compressed (Content-Encoding: gzip). Unknown
 // fields are ignored, so that newer edges can talk to older control planes.
-func (a *API) usage(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
-	var body io.Reader = http.MaxBytesReader(w, r.Body, MaxUsageBytes)
+func (a *API) usage(r *http.Request, _ rules.Actor) (any, error) {
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(body)
+		zr, err := gzip.NewReader(r.Body)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request", "malformed gzip body")
-			return
+			return nil, badRequest("malformed gzip body")
 		}
 		defer zr.Close()
-		body = io.LimitReader(zr, MaxUsageBytes+1)
+		r.Body = io.NopCloser(io.LimitReader(zr, MaxUsageBytes+1))
 	default:
-		writeError(w, http.StatusUnsupportedMediaType, "invalid_request", "unsupported Content-Encoding (use gzip or none)")
-		return
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, code: "invalid_request", desc: "unsupported Content-Encoding (use gzip or none)"}
 	}
-	data, err := io.ReadAll(body)
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig) || len(data) > MaxUsageBytes:
-		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("usage batch is over %d bytes", MaxUsageBytes))
-		return
-	case err != nil:
-		writeError(w, http.StatusBadRequest, "invalid_request", "reading request body failed")
-		return
+	data, err := readBody(r, "usage batch")
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxUsageBytes {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: "request_too_large", desc: fmt.Sprintf("usage batch is over %d bytes", MaxUsageBytes)}
 	}
 	var u wire.Usage
 	if err := json.Unmarshal(data, &u); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", describeJSONError(err).Error())
-		return
+		return nil, badRequest("%s", describeJSONError(err).Error())
 	}
 	n, err := a.svc.ApplyUsage(r.Context(), u)
 	if err != nil {
-		if r.Context().Err() == nil {
-			a.log.Error("storing usage stamps failed", zap.String("edge", u.Edge), zap.Error(err))
-			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the store did not answer")
+		if r.Context().Err() != nil {
+			return nil, r.Context().Err()
 		}
-		return
+		a.log.Error("storing usage stamps failed", zap.String("edge", u.Edge), zap.Error(err))
+		return nil, errStoreDown
 	}
 	if ce := a.log.Check(zap.DebugLevel, "usage stamps stored"); ce != nil {
 		ips := 0
@@ -398,8 +394,7 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request, _ rules.Actor) {
 		}
 		ce.Write(zap.String("edge", u.Edge), zap.Int("stamps", len(u.Stamps)), zap.Int("updated", n), zap.Int("caller_ips", ips))
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	return answer{status: http.StatusNoContent}, nil
 }
 
 // awaitBuild waits for a shared build's result, or for ctx to end: the

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -89,38 +88,30 @@ type (
 
 // reportLeaks serves POST /v1/leaks: {"tokens":[{"token","url"}]} →
 // {"tokens":[{"token_hash","label","action"}]}, in the order sent.
-func (a *API) reportLeaks(w http.ResponseWriter, r *http.Request, who rules.Actor) {
+func (a *API) reportLeaks(r *http.Request, who rules.Actor) (any, error) {
 	if !a.leaks.allow(remoteIP(r)) {
-		tooManyLeakReports(w)
-		return
+		return nil, errTooManyLeakReports
 	}
-	body, ok := readLeakBody(w, r)
-	if !ok {
-		return
-	}
-	if !exactJSONText(body) {
-		writeError(w, http.StatusBadRequest, "invalid_request", "the body must be valid UTF-8, without lone \\u surrogate escapes")
-		return
+	body, err := readBody(r, "request body")
+	if err != nil {
+		return nil, err
 	}
 	var req leaksRequest
-	if err := decodeStrict(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-		return
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
 	}
 	if len(req.Tokens) > MaxLeakTokens {
-		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("at most %d tokens per report", MaxLeakTokens))
-		return
+		return nil, errTooManyLeakTokens
 	}
 	out := leaksAnswer{Tokens: make([]leakResultJSON, 0, len(req.Tokens))}
 	for _, t := range req.Tokens {
 		res, err := a.reportOne(r, who, t.Token, t.URL)
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return nil, err
 		}
 		out.Tokens = append(out.Tokens, leakResultJSON{TokenHash: res.TokenHash, Label: res.Label, Action: res.Action})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // reportOne checks one token; one too long to be ours is a false positive
@@ -140,24 +131,17 @@ func (a *API) reportOne(r *http.Request, who rules.Actor, token, url string) (ru
 // Github-Public-Key-Identifier names in the leak_report_keys file. It
 // answers [{token_hash, token_type, label}] in the order sent. A missing
 // or wrong signature is 401 and nothing is looked at.
-func (a *API) githubLeaks(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "allowed methods: POST")
-		return
-	}
+func (a *API) githubLeaks(r *http.Request, _ rules.Actor) (any, error) {
 	if a.githubKeys == nil {
-		writeError(w, http.StatusNotFound, "not_found", "GitHub leak reports are off: set leak_report_keys")
-		return
+		return nil, &apiError{status: http.StatusNotFound, code: "not_found", desc: "GitHub leak reports are off: set leak_report_keys"}
 	}
 	ip := remoteIP(r)
 	if !a.leaks.allow(ip) {
-		tooManyLeakReports(w)
-		return
+		return nil, errTooManyLeakReports
 	}
-	body, ok := readLeakBody(w, r)
-	if !ok {
-		return
+	body, err := readBody(r, "request body")
+	if err != nil {
+		return nil, err
 	}
 	if err := a.githubKeys.verify(r.Header.Get(githubKeyIDHeader), r.Header.Get(githubSignatureHeader), body); err != nil {
 		if ce := a.log.Check(zap.InfoLevel, "GitHub leak report refused"); ce != nil {
@@ -167,55 +151,38 @@ func (a *API) githubLeaks(w http.ResponseWriter, r *http.Request) {
 			}
 			ce.Write(zap.String("remote_ip", ip), zap.String("key_id", keyID), zap.String("reason", err.Error()))
 		}
-		writeError(w, http.StatusUnauthorized, "invalid_signature", "the report's signature does not verify with a key of leak_report_keys")
-		return
+		return nil, &apiError{status: http.StatusUnauthorized, code: "invalid_signature",
+			desc: "the report's signature does not verify with a key of leak_report_keys"}
 	}
 	if t := bytes.TrimSpace(body); len(t) == 0 || t[0] != '[' {
-		writeError(w, http.StatusBadRequest, "invalid_request", "the body must be a JSON array")
-		return
+		return nil, badRequest("the body must be a JSON array")
 	}
 	var reports []githubReport
 	if err := json.Unmarshal(body, &reports); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", describeJSONError(err).Error())
-		return
+		return nil, badRequest("%s", describeJSONError(err).Error())
 	}
 	if len(reports) > MaxLeakTokens {
-		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("at most %d tokens per report", MaxLeakTokens))
-		return
+		return nil, errTooManyLeakTokens
 	}
 	who := rules.Actor{TokenID: "github-secret-scanning", Leak: true, RemoteIP: ip}
 	out := make([]githubFeedback, 0, len(reports))
 	for _, rep := range reports {
 		res, err := a.reportOne(r, who, rep.Token, rep.URL)
 		if err != nil {
-			a.fail(w, r, err)
-			return
+			return nil, err
 		}
 		out = append(out, githubFeedback{TokenHash: res.TokenHash, TokenType: rep.Type, Label: res.Label})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-// readLeakBody reads a body of at most MaxLeakBodyBytes, answering 413
-// or 400 itself.
-func readLeakBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxLeakBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is over %d bytes", MaxLeakBodyBytes))
-		} else {
-			writeError(w, http.StatusBadRequest, "invalid_request", "reading request body failed")
-		}
-		return nil, false
-	}
-	return body, true
-}
-
-func tooManyLeakReports(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusTooManyRequests, "too_many_requests", "too many leak reports from this address; retry later")
-}
+// The leak endpoints' own refusals.
+var (
+	errTooManyLeakReports = &apiError{status: http.StatusTooManyRequests, code: "too_many_requests",
+		desc: "too many leak reports from this address; retry later", header: map[string]string{"Retry-After": "1"}}
+	errTooManyLeakTokens = &apiError{status: http.StatusRequestEntityTooLarge, code: "request_too_large",
+		desc: fmt.Sprintf("at most %d tokens per report", MaxLeakTokens)}
+)
 
 // ipLimiter is a token bucket per caller IP, in bounded memory.
 type ipLimiter struct {
