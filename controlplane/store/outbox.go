@@ -159,37 +159,26 @@ func (t *sqlTx) AdvanceNotice(ctx context.Context, secretID string, stage int64)
 
 // ClaimDeliveries implements OutboxStore.
 func (s *SQL) ClaimDeliveries(ctx context.Context, webhook string, now, leaseUntil time.Time, limit int) ([]Delivery, error) {
-	var out []Delivery
-	err := s.db.write(ctx, func(q querier) error {
-		out = nil
-		rs, err := q.query(ctx, sqlClaimDue+s.db.dialect().skipClaimed, webhook, now.UnixMilli(), limit)
-		if err != nil {
-			return err
-		}
-		for rs.Next() {
+	return write(ctx, s, func(q querier) ([]Delivery, error) {
+		due, err := queryAll(ctx, q, func(r Row) (Delivery, error) {
 			d := Delivery{Webhook: webhook}
 			var payload string
 			var created int64
-			if err := rs.Scan(&d.EventID, &d.Attempts, &payload, &created); err != nil {
-				rs.Close()
-				return err
-			}
+			err := r.Scan(&d.EventID, &d.Attempts, &payload, &created)
 			d.Attempts++
 			d.Payload, d.CreatedAt = []byte(payload), millisTime(created)
-			out = append(out, d)
+			return d, err
+		}, sqlClaimDue+s.db.dialect().skipClaimed, webhook, now.UnixMilli(), limit)
+		if err != nil {
+			return nil, err
 		}
-		rs.Close()
-		if err := rs.Err(); err != nil {
-			return err
-		}
-		for _, d := range out {
+		for _, d := range due {
 			if _, err := q.exec(ctx, sqlLeaseDelivery, leaseUntil.UnixMilli(), d.EventID, webhook); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return nil
+		return due, nil
 	})
-	return out, err
 }
 
 // FinishDelivery implements OutboxStore.
@@ -213,100 +202,73 @@ func (s *SQL) FinishDelivery(ctx context.Context, d Delivery, o DeliveryOutcome)
 
 // PendingDeliveries implements OutboxStore.
 func (s *SQL) PendingDeliveries(ctx context.Context) (map[string]int, error) {
-	var out map[string]int
-	err := s.db.write(ctx, func(q querier) error {
-		out = map[string]int{}
-		rs, err := q.query(ctx, sqlPendingDeliveries)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var w string
-			var n int
-			if err := rs.Scan(&w, &n); err != nil {
-				return err
-			}
-			out[w] = n
-		}
-		return rs.Err()
+	type count struct {
+		webhook string
+		n       int
+	}
+	counts, err := write(ctx, s, func(q querier) ([]count, error) {
+		return queryAll(ctx, q, func(r Row) (count, error) {
+			var c count
+			return c, r.Scan(&c.webhook, &c.n)
+		}, sqlPendingDeliveries)
 	})
+	out := make(map[string]int, len(counts))
+	for _, c := range counts {
+		out[c.webhook] = c.n
+	}
 	return out, err
 }
 
 // Events implements OutboxStore.
 func (s *SQL) Events(ctx context.Context, limit int) ([]EventRecord, error) {
-	var out []EventRecord
-	err := s.db.write(ctx, func(q querier) error {
-		out = []EventRecord{}
-		rs, err := q.query(ctx, sqlRecentEvents, limit)
-		if err != nil {
-			return err
-		}
-		at := map[string]int{}
-		for rs.Next() {
+	return write(ctx, s, func(q querier) ([]EventRecord, error) {
+		out, err := queryAll(ctx, q, func(r Row) (EventRecord, error) {
 			var e EventRecord
 			var created int64
-			if err := rs.Scan(&e.ID, &e.Type, &e.ClientID, &e.SecretID, &created); err != nil {
-				rs.Close()
-				return err
-			}
-			e.CreatedAt = millisTime(created)
-			e.Deliveries = []DeliveryState{}
-			at[e.ID] = len(out)
-			out = append(out, e)
-		}
-		rs.Close()
-		if err := rs.Err(); err != nil {
-			return err
-		}
-		rs, err = q.query(ctx, sqlRecentDeliveries, limit)
+			err := r.Scan(&e.ID, &e.Type, &e.ClientID, &e.SecretID, &created)
+			e.CreatedAt, e.Deliveries = millisTime(created), []DeliveryState{}
+			return e, err
+		}, sqlRecentEvents, limit)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer rs.Close()
-		for rs.Next() {
-			var id string
-			var d DeliveryState
+		at := make(map[string]int, len(out))
+		for i := range out {
+			at[out[i].ID] = i
+		}
+		type delivery struct {
+			event string
+			DeliveryState
+		}
+		ds, err := queryAll(ctx, q, func(r Row) (delivery, error) {
+			var d delivery
 			var next int64
 			var delivered, failed sql.NullInt64
-			if err := rs.Scan(&id, &d.Webhook, &d.Attempts, &next, &delivered, &failed, &d.LastError); err != nil {
-				return err
-			}
-			d.NextAttemptAt = millisTime(next)
-			d.DeliveredAt, d.FailedAt = fromMillis(delivered), fromMillis(failed)
-			if i, ok := at[id]; ok {
-				out[i].Deliveries = append(out[i].Deliveries, d)
+			err := r.Scan(&d.event, &d.Webhook, &d.Attempts, &next, &delivered, &failed, &d.LastError)
+			d.NextAttemptAt, d.DeliveredAt, d.FailedAt = millisTime(next), fromMillis(delivered), fromMillis(failed)
+			return d, err
+		}, sqlRecentDeliveries, limit)
+		for _, d := range ds {
+			if i, ok := at[d.event]; ok {
+				out[i].Deliveries = append(out[i].Deliveries, d.DeliveryState)
 			}
 		}
-		return rs.Err()
+		return out, err
 	})
-	return out, err
 }
 
 // ExpiryCandidates implements OutboxStore.
 func (s *SQL) ExpiryCandidates(ctx context.Context, from, to time.Time) ([]ExpiryCandidate, error) {
-	var out []ExpiryCandidate
-	err := s.db.write(ctx, func(q querier) error {
-		out = nil
-		rs, err := q.query(ctx, sqlExpiryCandidates, from.UnixMilli(), to.UnixMilli())
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
+	return write(ctx, s, func(q querier) ([]ExpiryCandidate, error) {
+		return queryAll(ctx, q, func(r Row) (ExpiryCandidate, error) {
 			var c ExpiryCandidate
 			var exp int64
-			if err := rs.Scan(&c.ID, &c.ClientID, &c.Hint, &exp, &c.Stage); err != nil {
-				return err
-			}
+			err := r.Scan(&c.ID, &c.ClientID, &c.Hint, &exp, &c.Stage)
 			at := millisTime(exp)
 			c.ExpiresAt = &at
-			out = append(out, c)
-		}
-		return rs.Err()
+			return c, err
+		}, sqlExpiryCandidates, from.UnixMilli(), to.UnixMilli())
 	})
-	return out, err
 }
 
 // PruneEvents implements OutboxStore.

@@ -52,23 +52,17 @@ func open(ctx context.Context, d driver) (*SQL, error) {
 // read runs fn in a read transaction and returns the result of the
 // attempt that succeeded (the driver may run fn more than once).
 func read[T any](ctx context.Context, s *SQL, fn func(querier) (T, error)) (T, error) {
-	var out T
-	err := s.db.read(ctx, func(q querier) error {
-		var err error
-		out, err = fn(q)
-		return err
-	})
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	return out, nil
+	return inTx(ctx, s.db.read, fn)
 }
 
 // write is read for a write transaction.
 func write[T any](ctx context.Context, s *SQL, fn func(querier) (T, error)) (T, error) {
+	return inTx(ctx, s.db.write, fn)
+}
+
+func inTx[T any](ctx context.Context, run func(context.Context, func(querier) error) error, fn func(querier) (T, error)) (T, error) {
 	var out T
-	err := s.db.write(ctx, func(q querier) error {
+	err := run(ctx, func(q querier) error {
 		var err error
 		out, err = fn(q)
 		return err
