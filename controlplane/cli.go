@@ -36,27 +36,22 @@ const (
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:  "client-credentials",
-		Usage: "<client|secret> <action> [flags]",
-		Short: "Manages rotagate clients and secrets through the control plane API",
-		Long: `
+		Name:      "client-credentials",
+		Usage:     "<command> <action> [flags]",
+		Short:     "Manages rotagate clients and secrets through the control plane API",
+		CobraFunc: SetupCLI,
+	})
+}
+
+// cliAbout and cliNotes are the help text around the list of commands,
+// which SetupCLI writes from the command tree itself.
+const (
+	cliAbout = `
 Manages the clients and secrets of a rotagate control plane through its
 management API.
 
-  client create [--id <client_id>] [--name <name>] [--owner <user>]...
-  client list
-  client show <client_id>
-  client owners <client_id> [--add <user>]... [--remove <user>]...
-  client networks <client_id> [--set <cidr>,... | --clear] [--report-only | --enforce]
-  client networks <client_id> --suggest [--within <duration>]
-  client delete <client_id>
-  secret generate <client_id> [--expires-in <duration>]
-  secret import <client_id> (--hash <bcrypt|argon2id|pbkdf2 hash> | --stdin)
-  secret rotate <client_id> --grace <duration>
-  secret revoke <client_id> <secret_id>
-  secret list <client_id>
-  secret callers <client_id> <secret_id>
-
+`
+	cliNotes = `
 --api is the control plane's base URL (default: $ROTAGATE_API, else
 http://127.0.0.1:9180). The admin token comes from --token or, better since
 command lines are visible to other users, from $ROTAGATE_ADMIN_TOKEN.
@@ -64,9 +59,39 @@ command lines are visible to other users, from $ROTAGATE_ADMIN_TOKEN.
 A generated secret is printed once, alone on stdout, so that it can be
 captured by a script; everything else goes to stderr. --json prints the
 API's answers as they are.
-`,
-		CobraFunc: SetupCLI,
-	})
+`
+)
+
+// commandList lists every command of the tree under root that runs,
+// with its arguments, flags and what it does, so that the help text
+// names every command there is.
+func commandList(root *cobra.Command) string {
+	type line struct{ use, short string }
+	var lines []line
+	width := 0
+	var walk func(c *cobra.Command, path string)
+	walk = func(c *cobra.Command, path string) {
+		for _, sub := range c.Commands() {
+			if !sub.IsAvailableCommand() {
+				continue
+			}
+			p := strings.TrimSpace(path + " " + sub.Use)
+			if sub.Runnable() {
+				if sub.HasAvailableLocalFlags() {
+					p += " [flags]"
+				}
+				lines = append(lines, line{p, sub.Short})
+				width = max(width, len(p))
+			}
+			walk(sub, strings.TrimSpace(path+" "+sub.Name()))
+		}
+	}
+	walk(root, "")
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, l.use, l.short)
+	}
+	return b.String()
 }
 
 var (
@@ -97,6 +122,7 @@ func SetupCLI(cmd *cobra.Command) {
 	for _, f := range exts {
 		f(cmd)
 	}
+	cmd.Long = cliAbout + commandList(cmd) + cliNotes
 }
 
 // NewCLI returns a stand-alone `client-credentials` command tree, as

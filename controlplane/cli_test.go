@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +279,34 @@ func TestCLIOwners(t *testing.T) {
 	out, _ = c.mustRun("client", "list")
 	if !strings.Contains(out, "OWNERS") || !strings.Contains(out, "bob,olive") {
 		t.Fatalf("list:\n%s", out)
+	}
+}
+
+// TestCLIHelpListsEveryCommand: the help text is written from the
+// command tree, so every command that runs is in it, events list too.
+func TestCLIHelpListsEveryCommand(t *testing.T) {
+	root := NewCLI()
+	var leaves []string
+	var walk func(c *cobra.Command, path string)
+	walk = func(c *cobra.Command, path string) {
+		for _, sub := range c.Commands() {
+			if !sub.IsAvailableCommand() {
+				continue
+			}
+			p := strings.TrimSpace(path + " " + sub.Name())
+			if sub.Runnable() {
+				leaves = append(leaves, p)
+			}
+			walk(sub, p)
+		}
+	}
+	walk(root, "")
+	if !slices.Contains(leaves, "events list") || len(leaves) < 13 {
+		t.Fatalf("commands in the tree: %q", leaves)
+	}
+	for _, l := range leaves {
+		if !strings.Contains(root.Long, "  "+l+" ") {
+			t.Errorf("the help text does not list %q:\n%s", l, root.Long)
+		}
 	}
 }
