@@ -88,21 +88,44 @@ func newConsole(a *API) (*console, error) {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /console/{$}", c.signedIn(c.clientsPage))
-	mux.HandleFunc("POST /console/clients", c.signedIn(c.post(c.createClient)))
-	mux.HandleFunc("GET /console/clients/{client_id}", c.signedIn(c.clientPage))
-	mux.HandleFunc("GET /console/clients/{client_id}/generate", c.signedIn(c.confirmGenerate))
-	mux.HandleFunc("POST /console/clients/{client_id}/generate", c.signedIn(c.post(c.generate)))
-	mux.HandleFunc("GET /console/clients/{client_id}/rotate", c.signedIn(c.confirmRotate))
-	mux.HandleFunc("POST /console/clients/{client_id}/rotate", c.signedIn(c.post(c.rotate)))
-	mux.HandleFunc("GET /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke))
-	mux.HandleFunc("POST /console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke)))
-	mux.HandleFunc("POST /console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners)))
-	mux.HandleFunc("GET /console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks))
-	mux.HandleFunc("POST /console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks)))
-	mux.HandleFunc("GET /console/clients/{client_id}/delete", c.signedIn(c.confirmDelete))
-	mux.HandleFunc("POST /console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient)))
+	pages := []struct {
+		method, path string
+		h            http.Handler
+	}{
+		{"GET", "/console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static))},
+		{"GET", "/console/{$}", c.signedIn(c.clientsPage)},
+		{"POST", "/console/clients", c.signedIn(c.post(c.createClient))},
+		{"GET", "/console/clients/{client_id}", c.signedIn(c.clientPage)},
+		{"GET", "/console/clients/{client_id}/generate", c.signedIn(c.confirmGenerate)},
+		{"POST", "/console/clients/{client_id}/generate", c.signedIn(c.post(c.generate))},
+		{"GET", "/console/clients/{client_id}/rotate", c.signedIn(c.confirmRotate)},
+		{"POST", "/console/clients/{client_id}/rotate", c.signedIn(c.post(c.rotate))},
+		{"GET", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke)},
+		{"POST", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke))},
+		{"POST", "/console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners))},
+		{"GET", "/console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks)},
+		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
+		{"GET", "/console/clients/{client_id}/delete", c.signedIn(c.confirmDelete)},
+		{"POST", "/console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient))},
+	}
+	allowed := map[string][]string{}
+	for _, pg := range pages {
+		mux.Handle(pg.method+" "+pg.path, pg.h)
+		allowed[pg.path] = append(allowed[pg.path], pg.method)
+	}
+	// A page asked for with another method is answered 405, with the
+	// methods it has, rather than as a page that does not exist.
+	for path, methods := range allowed {
+		if slices.Contains(methods, "GET") {
+			methods = append(methods, "HEAD")
+		}
+		slices.Sort(methods)
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			c.errorPage(w, r, frame{}, http.StatusMethodNotAllowed, "Method not allowed", "This page answers "+allow+" only.")
+		})
+	}
 	mux.HandleFunc("/console/", func(w http.ResponseWriter, r *http.Request) {
 		c.errorPage(w, r, frame{}, http.StatusNotFound, "Not found", "There is no such page.")
 	})

@@ -528,3 +528,23 @@ func TestConsoleOff(t *testing.T) {
 		t.Fatal("the API claims the console paths with the console off")
 	}
 }
+
+// TestConsoleWrongMethod: a console page asked for with a method it does
+// not have is 405 with Allow, not a page that does not exist.
+func TestConsoleWrongMethod(t *testing.T) {
+	e, _ := consoleEnv(t)
+	b := e.browser("alice")
+	for path, allow := range map[string]string{
+		"/console/":                   "GET, HEAD",
+		"/console/clients":            "POST",
+		"/console/clients/app/owners": "POST",
+	} {
+		req := httptest.NewRequest("PUT", path, nil)
+		r := b.send(req)
+		mustStatus(t, r, http.StatusMethodNotAllowed)
+		if got := r.header.Get("Allow"); got != allow {
+			t.Errorf("%s: Allow %q, want %q", path, got, allow)
+		}
+	}
+	mustStatus(t, b.get("/console/no/such/page"), http.StatusNotFound)
+}
