@@ -84,6 +84,9 @@ shell lines that walk through a rotation. Ctrl-C stops it.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if err := stopWithParent(); err != nil {
+				return err
+			}
 			d, err := Start(ctx, opts)
 			if err != nil {
 				return err

@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,18 +183,35 @@ func TestDemoRefusesBusyPorts(t *testing.T) {
 // Environment of the test binary when it plays a process of its own (see
 // TestMain).
 const (
-	roleEnv = "ROTAGATE_DEMO_TEST_ROLE" // "demo"
+	roleEnv = "ROTAGATE_DEMO_TEST_ROLE" // "demo" or "parent"
 	argsEnv = "ROTAGATE_DEMO_TEST_ARGS" // the demo command's flags
 )
 
-// TestMain lets the test binary play the demo command itself, as `caddy
-// client-credentials demo` runs it, for the tests that need it as a
-// process.
+// TestMain lets the test binary play two processes for the tests that need
+// them: the demo command itself, as `caddy client-credentials demo` runs
+// it, and a parent that starts the demo and waits for it, as `go run` does
+// (it dies of a SIGTERM without passing it on).
 func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "demo":
 		os.Args = append([]string{"caddy", "client-credentials", "demo"}, strings.Fields(os.Getenv(argsEnv))...)
 		caddycmd.Main()
+		os.Exit(0)
+	case "parent":
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		child := exec.Command(self)
+		child.Env = append(os.Environ(), roleEnv+"=demo")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("child %d\n", child.Process.Pid)
+		_ = child.Wait()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -316,5 +335,52 @@ func TestSecondDemoRefusesItsPorts(t *testing.T) {
 	}
 	if err := first.waitForEdge(context.Background()); err != nil {
 		t.Fatalf("the first demo after the second tried: %v", err)
+	}
+}
+
+// TestDemoStopsWithItsParent: SIGTERM to the demo's parent, a process
+// that runs the demo and dies of SIGTERM without passing it on (as `go
+// run` does), stops the demo too: its output ends, its ports are free and
+// its temporary directory is gone.
+func TestDemoStopsWithItsParent(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux ties the demo to its parent")
+	}
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	parent := startProcess(t, "parent", "--edge-port", strconv.Itoa(ports[0]),
+		"--control-plane-port", strconv.Itoa(ports[1]), "--upstream-port", strconv.Itoa(ports[2]))
+	pid, err := strconv.Atoi(strings.TrimPrefix(parent.lineWith(t, "child ", time.Minute), "child "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped { // a demo that outlived its parent
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	fields := strings.Fields(parent.lineWith(t, "data directory:", 2*time.Minute))
+	dir := fields[len(fields)-1]
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the running demo's data directory: %v", err)
+	}
+
+	if err := parent.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !parent.ended(30 * time.Second) {
+		t.Fatal("the demo still runs 30s after its parent got SIGTERM")
+	}
+	stopped = true
+	_ = parent.cmd.Wait()
+	for _, port := range ports {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			t.Fatalf("port %d after the demo stopped: %v", port, err)
+		}
+		ln.Close()
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the demo's temporary directory after it stopped: %v", err)
 	}
 }
