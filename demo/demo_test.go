@@ -141,8 +141,9 @@ func TestDemoReusesItsDir(t *testing.T) {
 	}
 }
 
-// TestDemoRefusesBusyPorts: a port someone listens on, or one given twice,
-// is refused before anything starts, naming the flag that moves it.
+// TestDemoRefusesBusyPorts: a port someone listens on, one given twice, or
+// one out of range is refused before anything starts, naming the flag
+// that moves it.
 func TestDemoRefusesBusyPorts(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	for _, flag := range []string{"--edge-port", "--control-plane-port", "--upstream-port"} {
@@ -177,6 +178,10 @@ func TestDemoRefusesBusyPorts(t *testing.T) {
 	_, err := Start(context.Background(), Options{EdgePort: freePort(t), ControlPlanePort: port, UpstreamPort: port})
 	if err == nil || err.Error() != fmt.Sprintf("--control-plane-port and --upstream-port are both %d; the demo needs three different ports", port) {
 		t.Fatalf("the same port twice: %v", err)
+	}
+	_, err = Start(context.Background(), Options{EdgePort: 0, ControlPlanePort: freePort(t), UpstreamPort: freePort(t)})
+	if err == nil || err.Error() != "port 0 is no TCP port; pass --edge-port with one from 1 to 65535" {
+		t.Fatalf("port 0: %v", err)
 	}
 }
 
