@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -82,6 +84,9 @@ shell lines that walk through a rotation. Ctrl-C stops it.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if err := stopWithParent(); err != nil {
+				return err
+			}
 			d, err := Start(ctx, opts)
 			if err != nil {
 				return err
@@ -174,10 +179,13 @@ curl -s -u "$CLIENT:$SECRET2" -d grant_type=client_credentials "$EDGE/token"; ec
 curl -s -H "Authorization: Bearer $ADMIN" "$API/v1/clients/$CLIENT/secrets"; echo
 `))
 
-// Start runs the demo until Stop.
+// Start runs the demo until Stop. It refuses ports someone listens on.
 func Start(ctx context.Context, opts Options) (*Demo, error) {
 	if opts.RevocationDelay <= 0 {
 		opts.RevocationDelay = 3 * time.Second
+	}
+	if err := checkPorts(opts); err != nil {
+		return nil, err
 	}
 	d := &Demo{
 		EdgeURL:         fmt.Sprintf("http://127.0.0.1:%d", opts.EdgePort),
@@ -249,6 +257,44 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 	}
 	d.shellSteps = steps.String()
 	return d, nil
+}
+
+// checkPorts returns an error naming the flag to pass for the first of the
+// demo's ports that is out of range, repeated, or taken. Caddy listens with
+// SO_REUSEPORT, so it would share a taken port silently with the server
+// there (another demo, another Caddy), and the kernel would split the
+// connections between the two; a plain bind, without SO_REUSEPORT, fails
+// on a port anyone listens on.
+func checkPorts(opts Options) error {
+	ports := []struct {
+		port int
+		flag string
+	}{
+		{opts.EdgePort, "--edge-port"},
+		{opts.ControlPlanePort, "--control-plane-port"},
+		{opts.UpstreamPort, "--upstream-port"},
+	}
+	for i, p := range ports {
+		if p.port < 1 || p.port > 65535 {
+			return fmt.Errorf("port %d is no TCP port; pass %s with one from 1 to 65535", p.port, p.flag)
+		}
+		for _, q := range ports[:i] {
+			if q.port == p.port {
+				return fmt.Errorf("%s and %s are both %d; the demo needs three different ports", q.flag, p.flag, p.port)
+			}
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)))
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("port %d is in use (%v); pass %s to choose another", p.port, err, p.flag)
+		}
+		if err != nil {
+			return fmt.Errorf("port %d cannot be used (%v); pass %s to choose another", p.port, err, p.flag)
+		}
+		if err := ln.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // seed creates the demo client and its first secret through the API.

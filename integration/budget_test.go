@@ -30,10 +30,10 @@ func clientFrom(ip string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
 }
 
-// edgeMetric reads one sample of the edge's metrics from the test site's
-// /metrics route; a sample not yet written reads 0.
-func edgeMetric(t *testing.T, name string) float64 {
-	return metricSample(t, "http://127.0.0.1:9080/metrics", name)
+// edgeMetric reads one sample of the edge's metrics from the /metrics
+// route of the test site at edge; a sample not yet written reads 0.
+func edgeMetric(t *testing.T, edge, name string) float64 {
+	return metricSample(t, edge+"/metrics", name)
 }
 
 // metricSample reads one sample of a Prometheus text page; a sample not
@@ -58,12 +58,12 @@ func metricSample(t *testing.T, page, name string) float64 {
 	return 0
 }
 
-// attempt posts client credentials from c and returns the status, the
-// headers, and whether the edge closes the connection.
-func attempt(t *testing.T, c *http.Client, client, secret string) (int, http.Header, bool) {
+// attempt posts client credentials from c to the edge at edge and returns
+// the status, the headers, and whether the edge closes the connection.
+func attempt(t *testing.T, c *http.Client, edge, client, secret string) (int, http.Header, bool) {
 	t.Helper()
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {client}, "client_secret": {secret}}
-	resp, err := c.PostForm("http://127.0.0.1:9080/token", form)
+	resp, err := c.PostForm(edge+"/token", form)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +87,11 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 		{ClientID: "billing", Secrets: []wire.Secret{{ID: "sec_billing", Hash: secrethash.NewSHA256(edgeSecret1)}}},
 	}})
 	up := newTokenUpstream(t)
+	port := freePort(t)
+	edge := localURL(port)
 	startCaddy(t, globalOptions+`
-:9080 {
+:`+strconv.Itoa(port)+` {
+	bind 127.0.0.1
 	handle /metrics {
 		metrics
 	}
@@ -106,7 +109,7 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 	ctx := context.Background()
 	good := func(client, secret string) {
 		t.Helper()
-		if err := fetchToken(ctx, "http://127.0.0.1:9080", client, secret, oauth2.AuthStyleInHeader); err != nil {
+		if err := fetchToken(ctx, edge, client, secret, oauth2.AuthStyleInHeader); err != nil {
 			t.Fatalf("the good client %s from 127.0.0.1: %v", client, err)
 		}
 	}
@@ -118,10 +121,10 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 	// one after the other, the 5 over it at once (each is held a second).
 	spray := func(what string, secret func(i int) (client, secret string)) {
 		t.Helper()
-		checksBefore, throttledBefore := edgeMetric(t, verified), edgeMetric(t, throttled)
+		checksBefore, throttledBefore := edgeMetric(t, edge, verified), edgeMetric(t, edge, throttled)
 		for i := range 20 {
 			client, s := secret(i)
-			if code, _, _ := attempt(t, attacker, client, s); code != http.StatusUnauthorized {
+			if code, _, _ := attempt(t, attacker, edge, client, s); code != http.StatusUnauthorized {
 				t.Fatalf("%s: failure %d within the budget answered %d, want 401", what, i+1, code)
 			}
 			good("legacy", legacyBudgetSecret)
@@ -131,7 +134,7 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 		for i := 20; i < 25; i++ {
 			wg.Go(func() {
 				client, s := secret(i)
-				code, hdr, closed := attempt(t, clientFrom("127.0.0.2"), client, s)
+				code, hdr, closed := attempt(t, clientFrom("127.0.0.2"), edge, client, s)
 				// One failure comes back every 3s (20 a minute): the wait
 				// is at most that.
 				wait, err := strconv.Atoi(hdr.Get("Retry-After"))
@@ -149,10 +152,10 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 		}
 		// Only the requests within budget reached a check (the good
 		// client's cache hits and digests count too: 20+2 of them).
-		if got := edgeMetric(t, verified) - checksBefore; got != 20+20+2 {
+		if got := edgeMetric(t, edge, verified) - checksBefore; got != 20+20+2 {
 			t.Fatalf("%s: %v checks, want 42 (20 attacker failures + 22 good requests)", what, got)
 		}
-		if got := edgeMetric(t, throttled) - throttledBefore; got != 5 {
+		if got := edgeMetric(t, edge, throttled) - throttledBefore; got != 5 {
 			t.Fatalf("%s: %v throttled, want 5", what, got)
 		}
 	}

@@ -5,47 +5,23 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// callersHalves is a Caddyfile running a control plane (SQLite in dir,
-// three active secrets allowed so that a rotation with grace leaves two
-// older ones working) and an edge whose server trusts 127.0.0.1 as a
-// proxy: a request from 127.0.0.1 carrying X-Forwarded-For is from the
-// forwarded address; from any other address the header is ignored.
-func callersHalves(dir string) string {
-	return strings.TrimSuffix(globalOptions, "}\n") + `	servers {
-		trusted_proxies static 127.0.0.1/32
-	}
-}
-
-http://127.0.0.1:9180 {
-	bind 127.0.0.1
-	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "rotagate.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-		max_active_secrets 3
-	}
-}
-
-:9080 {
-	bind 127.0.0.1
-	client_credentials {
-		control_plane ` + cpURL + ` {
-			token ` + edgeToken + `
-		}
-		revocation_delay 2s
-		usage_flush 1s
-		failure_budget 1000 per 1m
-	}
-	respond "token for {http.auth.client_id}" 200
-}
-`
+// callersHalves runs a control plane (SQLite in dir, three active secrets
+// allowed so that a rotation with grace leaves two older ones working) and
+// an edge whose server trusts 127.0.0.1 as a proxy: a request from
+// 127.0.0.1 carrying X-Forwarded-For is from the forwarded address; from
+// any other address the header is ignored.
+func callersHalves(t *testing.T, dir string) halves {
+	h := newHalves(t, dir)
+	h.Servers = "\t\ttrusted_proxies static 127.0.0.1/32\n"
+	h.CPOptions = "\t\tmax_active_secrets 3\n"
+	h.Budget = testBudget
+	return h
 }
 
 // callerRow is one caller in GET …/callers.
@@ -68,12 +44,12 @@ func (a adminAPI) callers(client, secretID string) map[string]callerRow {
 	return m
 }
 
-// token asks the edge for a token from the source address from, with
+// token asks the edge at edge for a token from the source address from, with
 // Basic credentials and optionally an X-Forwarded-For header, and returns
 // the status and the body.
-func token(t *testing.T, from, client, secret, forwardedFor string) (int, []byte, http.Header) {
+func token(t *testing.T, edge, from, client, secret, forwardedFor string) (int, []byte, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, edgeURL+"/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
+	req, err := http.NewRequest(http.MethodPost, edge+"/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +68,10 @@ func token(t *testing.T, from, client, secret, forwardedFor string) (int, []byte
 }
 
 // mustToken sends n requests that must each get a token.
-func mustToken(t *testing.T, n int, from, client, secret string) {
+func mustToken(t *testing.T, edge string, n int, from, client, secret string) {
 	t.Helper()
 	for range n {
-		if status, body, _ := token(t, from, client, secret, ""); status != 200 {
+		if status, body, _ := token(t, edge, from, client, secret, ""); status != 200 {
 			t.Fatalf("from %s: %d %s", from, status, body)
 		}
 	}
@@ -103,12 +79,12 @@ func mustToken(t *testing.T, n int, from, client, secret string) {
 
 // edgeKnows waits until the edge authenticates a probe client created
 // after everything the test set up: its snapshot holds all of it then.
-func edgeKnows(t *testing.T, api adminAPI, probe string) {
+func edgeKnows(t *testing.T, edge string, api adminAPI, probe string) {
 	t.Helper()
 	api.createClient(probe)
 	secret := api.generate(probe).Secret
 	eventually(t, 5*time.Second, "the edge learns of the probe client", func() bool {
-		status, _, _ := token(t, "127.0.0.9", probe, secret, "")
+		status, _, _ := token(t, edge, "127.0.0.9", probe, secret, "")
 		return status == 200
 	})
 }
@@ -122,16 +98,18 @@ func edgeKnows(t *testing.T, api adminAPI, probe string) {
 // 127.0.0.2 through and still records it; the suggestion covers exactly
 // the callers seen.
 func TestCallersAndAllowedNetworks(t *testing.T) {
-	startCaddy(t, callersHalves(t.TempDir()))
-	api := adminAPI{t: t, base: cpURL}
+	h := callersHalves(t, t.TempDir())
+	startCaddy(t, h.caddyfile())
+	edge := h.edgeURL()
+	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
-	edgeKnows(t, api, "probe-1")
+	edgeKnows(t, edge, api, "probe-1")
 
-	mustToken(t, 3, "127.0.0.1", "app", s1.Secret)
-	mustToken(t, 2, "127.0.0.2", "app", s1.Secret)
-	mustToken(t, 4, "127.0.0.3", "app", s2.Secret)
-	mustToken(t, 1, "127.0.0.1", "app", s2.Secret)
+	mustToken(t, edge, 3, "127.0.0.1", "app", s1.Secret)
+	mustToken(t, edge, 2, "127.0.0.2", "app", s1.Secret)
+	mustToken(t, edge, 4, "127.0.0.3", "app", s2.Secret)
+	mustToken(t, edge, 1, "127.0.0.1", "app", s2.Secret)
 	eventually(t, 5*time.Second, "callers listed after a flush", func() bool {
 		c1, c2 := api.callers("app", s1.ID), api.callers("app", s2.ID)
 		return len(c1) == 2 && c1["127.0.0.1"].Requests == 3 && c1["127.0.0.2"].Requests == 2 &&
@@ -142,9 +120,9 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	// 127.0.0.3 do not (yet).
 	var rotated secretInfo
 	api.must(api.call(http.MethodPost, "/v1/clients/app/secrets/rotate", map[string]string{"grace": "1h"}, &rotated))
-	edgeKnows(t, api, "probe-2")
-	mustToken(t, 2, "127.0.0.1", "app", rotated.Secret)
-	mustToken(t, 1, "127.0.0.2", "app", s1.Secret)
+	edgeKnows(t, edge, api, "probe-2")
+	mustToken(t, edge, 2, "127.0.0.1", "app", rotated.Secret)
+	mustToken(t, edge, 1, "127.0.0.2", "app", s1.Secret)
 	eventually(t, 5*time.Second, "the rotation's callers listed", func() bool {
 		return api.callers("app", rotated.ID)["127.0.0.1"].Requests == 2 && api.callers("app", s1.ID)["127.0.0.2"].Requests == 3
 	})
@@ -168,20 +146,20 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	}
 
 	// Enforce 127.0.0.1/32.
-	_, wrongBody, wrongHeader := token(t, "127.0.0.1", "app", rotated.Secret+"x", "")
+	_, wrongBody, wrongHeader := token(t, edge, "127.0.0.1", "app", rotated.Secret+"x", "")
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"127.0.0.1/32"}}, nil))
 	var refusedBody []byte
 	var refusedHeader http.Header
 	eventually(t, 5*time.Second, "the edge enforces the allowed networks", func() bool {
-		status, body, h := token(t, "127.0.0.2", "app", s1.Secret, "")
+		status, body, h := token(t, edge, "127.0.0.2", "app", s1.Secret, "")
 		refusedBody, refusedHeader = body, h
 		return status == 401
 	})
 	if !bytes.Equal(refusedBody, wrongBody) || refusedHeader.Get("WWW-Authenticate") != wrongHeader.Get("WWW-Authenticate") || refusedHeader.Get("WWW-Authenticate") == "" {
 		t.Fatalf("refused for its network: %q %q; a wrong secret: %q %q", refusedBody, refusedHeader.Get("WWW-Authenticate"), wrongBody, wrongHeader.Get("WWW-Authenticate"))
 	}
-	mustToken(t, 1, "127.0.0.1", "app", rotated.Secret)
-	if status, _, _ := token(t, "127.0.0.3", "app", s2.Secret, ""); status != 401 {
+	mustToken(t, edge, 1, "127.0.0.1", "app", rotated.Secret)
+	if status, _, _ := token(t, edge, "127.0.0.3", "app", s2.Secret, ""); status != 401 {
 		t.Fatalf("127.0.0.3 outside the networks: %d", status)
 	}
 	var refusedBefore int64
@@ -193,7 +171,7 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	// Report-only: 127.0.0.2 goes through, and is still recorded.
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"127.0.0.1/32"}, "report_only": true}, nil))
 	eventually(t, 5*time.Second, "the edge lets report-only through", func() bool {
-		status, _, _ := token(t, "127.0.0.2", "app", s1.Secret, "")
+		status, _, _ := token(t, edge, "127.0.0.2", "app", s1.Secret, "")
 		return status == 200
 	})
 	eventually(t, 5*time.Second, "the report-only pass recorded as refused", func() bool {
@@ -208,18 +186,20 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 // forwarded address, for the listing and for the network check; from an
 // address that is no trusted proxy, X-Forwarded-For is ignored.
 func TestCallersBehindTrustedProxy(t *testing.T) {
-	startCaddy(t, callersHalves(t.TempDir()))
-	api := adminAPI{t: t, base: cpURL}
+	h := callersHalves(t, t.TempDir())
+	startCaddy(t, h.caddyfile())
+	edge := h.edgeURL()
+	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s := api.generate("app")
-	edgeKnows(t, api, "probe")
+	edgeKnows(t, edge, api, "probe")
 
 	for range 2 {
-		if status, body, _ := token(t, "127.0.0.1", "app", s.Secret, "203.0.113.7"); status != 200 {
+		if status, body, _ := token(t, edge, "127.0.0.1", "app", s.Secret, "203.0.113.7"); status != 200 {
 			t.Fatalf("through the trusted proxy: %d %s", status, body)
 		}
 	}
-	if status, body, _ := token(t, "127.0.0.2", "app", s.Secret, "198.51.100.9"); status != 200 {
+	if status, body, _ := token(t, edge, "127.0.0.2", "app", s.Secret, "198.51.100.9"); status != 200 {
 		t.Fatalf("forged X-Forwarded-For: %d %s", status, body)
 	}
 	eventually(t, 5*time.Second, "forwarded and direct callers listed", func() bool {
@@ -233,13 +213,13 @@ func TestCallersBehindTrustedProxy(t *testing.T) {
 	// The network check sees the forwarded address too.
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"203.0.113.0/24"}}, nil))
 	eventually(t, 5*time.Second, "the edge enforces 203.0.113.0/24", func() bool {
-		status, _, _ := token(t, "127.0.0.1", "app", s.Secret, "198.51.100.1")
+		status, _, _ := token(t, edge, "127.0.0.1", "app", s.Secret, "198.51.100.1")
 		return status == 401
 	})
-	if status, _, _ := token(t, "127.0.0.1", "app", s.Secret, "203.0.113.99"); status != 200 {
+	if status, _, _ := token(t, edge, "127.0.0.1", "app", s.Secret, "203.0.113.99"); status != 200 {
 		t.Fatalf("forwarded from inside the network: %d", status)
 	}
-	if status, _, _ := token(t, "127.0.0.2", "app", s.Secret, "203.0.113.99"); status != 401 {
+	if status, _, _ := token(t, edge, "127.0.0.2", "app", s.Secret, "203.0.113.99"); status != 401 {
 		t.Fatalf("an untrusted sender claiming an address inside: %d", status)
 	}
 }

@@ -77,30 +77,32 @@ func (f *feedRecorder) records() []feedRecord {
 // for the changes since it.
 func TestEdgeFollowsChanges(t *testing.T) {
 	rec := &feedRecorder{}
-	startOutsideCP(t, filepath.Join(t.TempDir(), "rotagate.db"), func(h http.Handler) http.Handler {
+	cp := startOutsideCP(t, freeAddr(t), filepath.Join(t.TempDir(), "rotagate.db"), func(h http.Handler) http.Handler {
 		rec.next = h
 		return rec
 	})
-	api := adminAPI{t: t, base: outsideCPURL}
+	api := adminAPI{t: t, base: cp.url()}
 	for _, id := range []string{"bulk1", "bulk2", "bulk3"} {
 		api.createClient(id)
 		api.generate(id)
 	}
 	api.createClient("delta")
 	first := api.generate("delta")
-	startCaddy(t, edgeOnly("30s"))
+	port := freePort(t)
+	edgeURL := localURL(port)
+	startCaddy(t, edgeOnly(port, cp.url(), "30s"))
 	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
-		code, _ := status(t, "delta", first.Secret)
+		code, _ := status(t, edgeURL, "delta", first.Secret)
 		return code == 200
 	})
 
 	second := api.generate("delta")
 	api.revoke("delta", first.ID)
 	eventually(t, 3*time.Second, "the revoked secret is refused", func() bool {
-		code, _ := status(t, "delta", first.Secret)
+		code, _ := status(t, edgeURL, "delta", first.Secret)
 		return code == 401
 	})
-	if code, _ := status(t, "delta", second.Secret); code != 200 {
+	if code, _ := status(t, edgeURL, "delta", second.Secret); code != 200 {
 		t.Fatalf("the new secret: %d", code)
 	}
 	var changes int
@@ -119,13 +121,13 @@ func TestEdgeFollowsChanges(t *testing.T) {
 
 	// Restart the edge: it loads its disk copy (full body + change log),
 	// then asks for the changes since it.
-	startCaddy(t, globalOptions+":9080 {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n")
+	startCaddy(t, noEdge(port))
 	before := len(rec.records())
-	startCaddy(t, edgeOnly("30s"))
-	if code, _ := status(t, "delta", second.Secret); code != 200 {
+	startCaddy(t, edgeOnly(port, cp.url(), "30s"))
+	if code, _ := status(t, edgeURL, "delta", second.Secret); code != 200 {
 		t.Fatalf("the restarted edge refuses the current secret: %d", code)
 	}
-	if code, _ := status(t, "delta", first.Secret); code != 401 {
+	if code, _ := status(t, edgeURL, "delta", first.Secret); code != 401 {
 		t.Fatalf("the restarted edge accepts the revoked secret: %d", code)
 	}
 	eventually(t, 3*time.Second, "the restarted edge polls", func() bool { return len(rec.records()) > before })
@@ -134,7 +136,7 @@ func TestEdgeFollowsChanges(t *testing.T) {
 	}
 	api.revoke("delta", second.ID)
 	eventually(t, 3*time.Second, "a revocation after the restart is refused", func() bool {
-		code, _ := status(t, "delta", second.Secret)
+		code, _ := status(t, edgeURL, "delta", second.Secret)
 		return code == 401
 	})
 	for _, r := range rec.records()[before:] {

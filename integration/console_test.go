@@ -21,43 +21,17 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// consoleURL is the console of the control plane that consoleCaddyfile
-// runs.
-const consoleURL = cpURL + "/console/"
-
-// consoleCaddyfile runs the control plane behind basic_auth for people
+// consoleHalves runs the control plane behind basic_auth for people
 // (alice the admin, olive, mallory), and an edge in front of upstream
 // with a 2s revocation delay and a fast usage flush, so that Last Used
 // shows up at once.
-func consoleCaddyfile(t *testing.T, dir, upstream string) string {
-	return globalOptions + `
-http://127.0.0.1:9180 {
-	bind 127.0.0.1
-	@people {
-		path /console /console/* /v1/clients /v1/clients/*
-		not header Authorization "Bearer *"
-	}
-` + basicAuthBlock(t) + `	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "rotagate.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-		admins alice
-	}
-}
-
-:9080 {
-	bind 127.0.0.1
-	client_credentials {
-		control_plane ` + cpURL + ` {
-			token ` + edgeToken + `
-		}
-		revocation_delay 2s
-		usage_flush 100ms
-	}
-	request_header X-Client-Id {http.auth.client_id}
-	reverse_proxy ` + strings.TrimPrefix(upstream, "http://") + `
-}
-`
+func consoleHalves(t *testing.T, dir, upstream string) halves {
+	h := newHalves(t, dir)
+	h.CPRoutes = peopleRoutes(t)
+	h.CPOptions = "\t\tadmins alice\n"
+	h.UsageFlush = "100ms"
+	h.Upstream = upstreamAddr(upstream)
+	return h
 }
 
 // findChromium returns the path of a Chromium (the Debian package
@@ -234,8 +208,10 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	began := time.Now()
 	browser := headless(t)
 	up := newTokenUpstream(t)
-	startCaddy(t, consoleCaddyfile(t, t.TempDir(), up.URL))
-	api := adminAPI{t: t, base: cpURL}
+	h := consoleHalves(t, t.TempDir(), up.URL)
+	startCaddy(t, h.caddyfile())
+	edgeURL, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
+	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
 	const evilName = "<script>alert(1)</script>"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -57,8 +58,10 @@ func TestEdgeInFrontOfUpstream(t *testing.T) {
 		}},
 	}})
 	up := newTokenUpstream(t)
+	port := freePort(t)
 	startCaddy(t, globalOptions+`
-:9080 {
+:`+strconv.Itoa(port)+` {
+	bind 127.0.0.1
 	client_credentials {
 		control_plane `+feed.URL+` {
 			token `+feedtest.Token+`
@@ -71,7 +74,7 @@ func TestEdgeInFrontOfUpstream(t *testing.T) {
 `)
 	ctx := context.Background()
 	token := func(secret string, style oauth2.AuthStyle) (*oauth2.Token, error) {
-		cfg := clientcredentials.Config{ClientID: "billing", ClientSecret: secret, TokenURL: "http://127.0.0.1:9080/token", AuthStyle: style}
+		cfg := clientcredentials.Config{ClientID: "billing", ClientSecret: secret, TokenURL: localURL(port) + "/token", AuthStyle: style}
 		return cfg.Token(ctx)
 	}
 	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams} {

@@ -15,28 +15,28 @@ import (
 	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
-const outsideCPURL = "http://127.0.0.1:9181"
-
 // outsideCP is a control plane running outside Caddy — the real
 // controlplane code on a real SQLite file — that a test can stop and start
 // again on the same port, as an operator's restart would.
 type outsideCP struct {
 	t    *testing.T
+	addr string // host:port
 	path string
 	http *http.Server
 	cp   *controlplane.Server
 }
 
-// startOutsideCP starts it on the SQLite file at path; wrap, if given,
-// wraps its handler (a test that watches the feed).
-func startOutsideCP(t *testing.T, path string, wrap ...func(http.Handler) http.Handler) *outsideCP {
+// startOutsideCP starts it at addr (from freeAddr, or the address of one
+// stopped before) on the SQLite file at path; wrap, if given, wraps its
+// handler (a test that watches the feed).
+func startOutsideCP(t *testing.T, addr, path string, wrap ...func(http.Handler) http.Handler) *outsideCP {
 	t.Helper()
 	cp, err := controlplane.NewServer(context.Background(), path, rules.ServiceOptions{},
 		controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", strings.TrimPrefix(outsideCPURL, "http://"))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		cp.Close()
 		t.Fatal(err)
@@ -45,11 +45,13 @@ func startOutsideCP(t *testing.T, path string, wrap ...func(http.Handler) http.H
 	for _, w := range wrap {
 		h = w(h)
 	}
-	p := &outsideCP{t: t, path: path, http: &http.Server{Handler: h}, cp: cp}
+	p := &outsideCP{t: t, addr: addr, path: path, http: &http.Server{Handler: h}, cp: cp}
 	go func() { _ = p.http.Serve(ln) }()
 	t.Cleanup(p.stop)
 	return p
 }
+
+func (p *outsideCP) url() string { return "http://" + p.addr }
 
 // stop closes the listener and every connection, then the store.
 func (p *outsideCP) stop() {
@@ -61,12 +63,14 @@ func (p *outsideCP) stop() {
 	p.http = nil
 }
 
-func edgeOnly(maxStale string) string {
+// edgeOnly is a Caddyfile with an edge alone on edgePort, fed by the
+// control plane at cpURL.
+func edgeOnly(edgePort int, cpURL, maxStale string) string {
 	return globalOptions + `
-:9080 {
+:` + strconv.Itoa(edgePort) + ` {
 	bind 127.0.0.1
 	client_credentials {
-		control_plane ` + outsideCPURL + ` {
+		control_plane ` + cpURL + ` {
 			token ` + edgeToken + `
 		}
 		revocation_delay 1s
@@ -78,10 +82,16 @@ func edgeOnly(maxStale string) string {
 `
 }
 
-// status makes one Basic-authenticated request to the edge.
-func status(t *testing.T, client, secret string) (int, http.Header) {
+// noEdge is a Caddyfile that unloads the edge on edgePort (its feed
+// stops) but keeps the port answering.
+func noEdge(edgePort int) string {
+	return globalOptions + ":" + strconv.Itoa(edgePort) + " {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n"
+}
+
+// status makes one Basic-authenticated request to the edge at edge.
+func status(t *testing.T, edge, client, secret string) (int, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, edgeURL+"/token", strings.NewReader("grant_type=client_credentials"))
+	req, err := http.NewRequest(http.MethodPost, edge+"/token", strings.NewReader("grant_type=client_credentials"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,20 +106,21 @@ func status(t *testing.T, client, secret string) (int, http.Header) {
 }
 
 // syncedEdge starts an outside control plane with one client and secret,
-// and an edge on it with the given max_stale, and returns once the edge
-// accepts the secret.
-func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, secretInfo) {
+// and an edge on it with the given max_stale on a free port, and returns
+// once the edge accepts the secret.
+func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, secretInfo, int) {
 	t.Helper()
-	cp := startOutsideCP(t, filepath.Join(t.TempDir(), "rotagate.db"))
-	api := adminAPI{t: t, base: outsideCPURL}
+	cp := startOutsideCP(t, freeAddr(t), filepath.Join(t.TempDir(), "rotagate.db"))
+	api := adminAPI{t: t, base: cp.url()}
 	api.createClient(client)
 	s := api.generate(client)
-	startCaddy(t, edgeOnly(maxStale))
+	edgePort := freePort(t)
+	startCaddy(t, edgeOnly(edgePort, cp.url(), maxStale))
 	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
-		code, _ := status(t, client, s.Secret)
+		code, _ := status(t, localURL(edgePort), client, s.Secret)
 		return code == 200
 	})
-	return cp, api, s
+	return cp, api, s, edgePort
 }
 
 // TestControlPlaneDown: with the control plane stopped the edge serves
@@ -118,16 +129,17 @@ func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, se
 // Then the edge restarts while the control plane is down and serves from
 // its saved snapshot.
 func TestControlPlaneDown(t *testing.T) {
-	cp, api, s := syncedEdge(t, "ops", "2s")
+	cp, api, s, port := syncedEdge(t, "ops", "2s")
+	edgeURL := localURL(port)
 
 	cp.stop()
 	stopped := time.Now()
-	if code, _ := status(t, "ops", s.Secret); code != 200 { // its stamp cannot be flushed now
+	if code, _ := status(t, edgeURL, "ops", s.Secret); code != 200 { // its stamp cannot be flushed now
 		t.Fatalf("right after the control plane stopped: %d", code)
 	}
 	usedWhileDown := time.Now()
 	until503 := eventually(t, 4*time.Second, "503 once max_stale has passed", func() bool {
-		code, hdr := status(t, "ops", s.Secret)
+		code, hdr := status(t, edgeURL, "ops", s.Secret)
 		return code == 503 && hdr.Get("Retry-After") != ""
 	})
 	if since := time.Since(stopped); since < time.Second || since > 3*time.Second {
@@ -135,9 +147,9 @@ func TestControlPlaneDown(t *testing.T) {
 	}
 	t.Logf("control plane down: the edge served for %v, then answered 503 (max_stale 2s)", until503)
 
-	startOutsideCP(t, cp.path)
+	startOutsideCP(t, cp.addr, cp.path)
 	recovered := eventually(t, 10*time.Second, "the edge recovers by itself", func() bool {
-		code, _ := status(t, "ops", s.Secret)
+		code, _ := status(t, edgeURL, "ops", s.Secret)
 		return code == 200
 	})
 	t.Logf("the edge recovered %v after the control plane came back", recovered)
@@ -151,21 +163,22 @@ func TestControlPlaneDown(t *testing.T) {
 // restarted while the control plane is down serves from its saved snapshot
 // within max_stale, then 503.
 func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
-	cp, _, s := syncedEdge(t, "ops2", "5s")
+	cp, _, s, port := syncedEdge(t, "ops2", "5s")
+	edgeURL := localURL(port)
 
 	cp.stop()
 	// Unload the edge (its feed stops), then load it again: a fresh feed
 	// that can only start from disk.
-	startCaddy(t, globalOptions+":9080 {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n")
-	startCaddy(t, edgeOnly("5s"))
-	if code, _ := status(t, "ops2", s.Secret); code != 200 {
+	startCaddy(t, noEdge(port))
+	startCaddy(t, edgeOnly(port, cp.url(), "5s"))
+	if code, _ := status(t, edgeURL, "ops2", s.Secret); code != 200 {
 		t.Fatalf("the restarted edge did not serve from its saved snapshot: %d", code)
 	}
-	if code, _ := status(t, "ops2", s.Secret+"x"); code != 401 {
+	if code, _ := status(t, edgeURL, "ops2", s.Secret+"x"); code != 401 {
 		t.Fatalf("a wrong secret on the restarted edge: %d", code)
 	}
 	eventually(t, 8*time.Second, "503 once max_stale has passed since the saved confirmation", func() bool {
-		code, _ := status(t, "ops2", s.Secret)
+		code, _ := status(t, edgeURL, "ops2", s.Secret)
 		return code == 503
 	})
 }
@@ -175,10 +188,11 @@ func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
 // stepped back, a data directory copied from elsewhere) does not trust it:
 // with the control plane down it answers 503 from the start.
 func TestEdgeRestartWithFutureConfirmation(t *testing.T) {
-	cp, _, s := syncedEdge(t, "ops3", "2s")
+	cp, _, s, port := syncedEdge(t, "ops3", "2s")
+	edgeURL := localURL(port)
 
 	cp.stop()
-	startCaddy(t, globalOptions+":9080 {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n")
+	startCaddy(t, noEdge(port))
 	// Other tests leave their feeds' files in the same data directory:
 	// this edge's is the one written last.
 	files, err := filepath.Glob(filepath.Join(os.Getenv("XDG_DATA_HOME"), "caddy", "rotagate", "edge", "*.confirmed"))
@@ -196,8 +210,8 @@ func TestEdgeRestartWithFutureConfirmation(t *testing.T) {
 	if err := os.WriteFile(saved[0], []byte(strings.Join(fields, " ")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startCaddy(t, edgeOnly("2s"))
-	if code, _ := status(t, "ops3", s.Secret); code != 503 {
+	startCaddy(t, edgeOnly(port, cp.url(), "2s"))
+	if code, _ := status(t, edgeURL, "ops3", s.Secret); code != 503 {
 		t.Fatalf("with a saved confirmation a day ahead and the control plane down: %d, want 503", code)
 	}
 }
@@ -205,9 +219,10 @@ func TestEdgeRestartWithFutureConfirmation(t *testing.T) {
 // TestGarbageFromControlPlane: an endpoint that answers garbage is not
 // trusted — the edge keeps what it had and ends in 503 at max_stale.
 func TestGarbageFromControlPlane(t *testing.T) {
-	cp, _, s := syncedEdge(t, "g", "2s")
+	cp, _, s, port := syncedEdge(t, "g", "2s")
+	edgeURL := localURL(port)
 	cp.stop()
-	ln, err := net.Listen("tcp", strings.TrimPrefix(outsideCPURL, "http://"))
+	ln, err := net.Listen("tcp", cp.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,11 +232,11 @@ func TestGarbageFromControlPlane(t *testing.T) {
 	})}
 	go func() { _ = garbage.Serve(ln) }()
 	defer garbage.Close()
-	if code, _ := status(t, "ops", "anything"); code != 401 {
+	if code, _ := status(t, edgeURL, "ops", "anything"); code != 401 {
 		t.Fatalf("unknown client: %d", code)
 	}
 	eventually(t, 4*time.Second, "503 once max_stale passes with only garbage answers", func() bool {
-		code, _ := status(t, "g", s.Secret)
+		code, _ := status(t, edgeURL, "g", s.Secret)
 		return code == 503
 	})
 }

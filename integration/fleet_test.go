@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -97,10 +98,12 @@ func (r *replica) kill() {
 // killed, the edge fails over to A and the revocation bound still holds.
 func TestFleet(t *testing.T) {
 	dsn, schema := fleetSchema(t)
-	a := startReplica(t, dsn, schema, "127.0.0.1:9182")
-	b := startReplica(t, dsn, schema, "127.0.0.1:9183")
+	a := startReplica(t, dsn, schema, freeAddr(t))
+	b := startReplica(t, dsn, schema, freeAddr(t))
+	port := freePort(t)
+	edgeURL := localURL(port)
 	startCaddy(t, globalOptions+`
-:9080 {
+:`+strconv.Itoa(port)+` {
 	bind 127.0.0.1
 	client_credentials {
 		control_plane `+b.url+` `+a.url+` {
@@ -116,12 +119,12 @@ func TestFleet(t *testing.T) {
 	api.createClient("fleet")
 	first := api.generate("fleet")
 	eventually(t, 5*time.Second, "the edge accepts a secret created through replica A", func() bool {
-		code, _ := status(t, "fleet", first.Secret)
+		code, _ := status(t, edgeURL, "fleet", first.Secret)
 		return code == 200
 	})
 	api.revoke("fleet", first.ID)
 	latency := eventually(t, time.Second, "a revoke through A is refused at the edge fed by B", func() bool {
-		code, _ := status(t, "fleet", first.Secret)
+		code, _ := status(t, edgeURL, "fleet", first.Secret)
 		return code == 401
 	})
 	t.Logf("revoke through replica A refused at the edge fed by replica B after %v", latency)
@@ -129,8 +132,8 @@ func TestFleet(t *testing.T) {
 	keep := api.generate("fleet")
 	doomed := api.generate("fleet")
 	eventually(t, 3*time.Second, "the edge accepts the new secrets", func() bool {
-		c1, _ := status(t, "fleet", keep.Secret)
-		c2, _ := status(t, "fleet", doomed.Secret)
+		c1, _ := status(t, edgeURL, "fleet", keep.Secret)
+		c2, _ := status(t, edgeURL, "fleet", doomed.Secret)
 		return c1 == 200 && c2 == 200
 	})
 
@@ -138,13 +141,13 @@ func TestFleet(t *testing.T) {
 	killed := time.Now()
 	api.revoke("fleet", doomed.ID)
 	failover := eventually(t, 3*time.Second, "with B dead, a revoke through A is refused within revocation_delay", func() bool {
-		code, _ := status(t, "fleet", doomed.Secret)
+		code, _ := status(t, edgeURL, "fleet", doomed.Secret)
 		return code == 401
 	})
 	t.Logf("replica B killed: the revoke through A was refused after %v", failover)
 	// The edge stays confirmed through A: no 503 past max_stale.
 	for time.Since(killed) < 4*time.Second {
-		if code, _ := status(t, "fleet", keep.Secret); code != 200 {
+		if code, _ := status(t, edgeURL, "fleet", keep.Secret); code != 200 {
 			t.Fatalf("%v after B was killed the remaining secret got %d", time.Since(killed), code)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -20,42 +20,16 @@ import (
 	"time"
 )
 
-// leakLoop is a Caddyfile with both halves, as bothHalves, plus the leak
-// loop: GitHub's keys from keyFile, the control plane's metrics, a webhook
-// to hook (signed with hookSecret) for the given events, and usage_flush
-// 1s (the bound the listing is held to).
-func leakLoop(dir, upstream, keyFile, hook, hookSecret, events string) string {
-	return globalOptions + `
-http://127.0.0.1:9180 {
-	bind 127.0.0.1
-	handle /metrics {
-		metrics
-	}
-	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "rotagate.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-		leak_report_keys ` + keyFile + `
-		webhook ` + hook + ` {
-			secret ` + hookSecret + `
-			events ` + events + `
-		}
-	}
-}
-
-:9080 {
-	bind 127.0.0.1
-	client_credentials {
-		control_plane ` + cpURL + ` {
-			token ` + edgeToken + `
-		}
-		revocation_delay 2s
-		usage_flush 1s
-		failure_budget 1000 per 1m
-	}
-	reverse_proxy ` + strings.TrimPrefix(upstream, "http://") + `
-}
-`
+// leakLoop runs both halves, as bothHalves, plus the leak loop: GitHub's
+// keys from keyFile, the control plane's metrics, a webhook to hook
+// (signed with hookSecret) for the given events, and usage_flush 1s (the
+// bound the listing is held to).
+func leakLoop(t *testing.T, dir, upstream, keyFile, hook, hookSecret, events string) halves {
+	h := bothHalves(t, dir, upstream)
+	h.CPRoutes = "\thandle /metrics {\n\t\tmetrics\n\t}\n"
+	h.CPOptions = "\t\tleak_report_keys " + keyFile + "\n" +
+		"\t\twebhook " + hook + " {\n\t\t\tsecret " + hookSecret + "\n\t\t\tevents " + events + "\n\t\t}\n"
+	return h
 }
 
 // githubKey plays GitHub's secret scanning signer.
@@ -91,7 +65,7 @@ func newGitHubKey(t *testing.T, dir string) (githubKey, string) {
 
 // report posts a GitHub-format report signed with sig (k's signature of
 // the body when sig is empty) and returns the status and the answer.
-func (k githubKey) report(t *testing.T, reports []map[string]string, sig string) (int, []map[string]string) {
+func (k githubKey) report(t *testing.T, cp string, reports []map[string]string, sig string) (int, []map[string]string) {
 	t.Helper()
 	body, _ := json.Marshal(reports)
 	if sig == "" {
@@ -102,7 +76,7 @@ func (k githubKey) report(t *testing.T, reports []map[string]string, sig string)
 		}
 		sig = base64.StdEncoding.EncodeToString(raw)
 	}
-	req, _ := http.NewRequest(http.MethodPost, cpURL+"/v1/leaks/github", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, cp+"/v1/leaks/github", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Github-Public-Key-Identifier", k.id)
 	req.Header.Set("Github-Public-Key-Signature", sig)
@@ -127,9 +101,9 @@ type answer401 struct {
 	header string
 }
 
-func present(t *testing.T, client, secret string) answer401 {
+func present(t *testing.T, edge, client, secret string) answer401 {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, edgeURL+"/token", strings.NewReader("grant_type=client_credentials"))
+	req, _ := http.NewRequest(http.MethodPost, edge+"/token", strings.NewReader("grant_type=client_credentials"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(client, secret)
 	resp, err := http.DefaultClient.Do(req)
@@ -145,9 +119,9 @@ func present(t *testing.T, client, secret string) answer401 {
 	return answer401{resp.StatusCode, string(body), hdr.String()}
 }
 
-// cpMetric reads one sample of the control plane site's /metrics.
-func cpMetric(t *testing.T, name string) float64 {
-	return metricSample(t, cpURL+"/metrics", name)
+// cpMetric reads one sample of the /metrics of the control plane site at cp.
+func cpMetric(t *testing.T, cp, name string) float64 {
+	return metricSample(t, cp+"/metrics", name)
 }
 
 type deadUse struct {
@@ -177,21 +151,23 @@ func TestPresentedAfterRevoke(t *testing.T) {
 	up := newTokenUpstream(t)
 	_, keys := newGitHubKey(t, dir)
 	hook, hookSecret := newHookReceiver(t)
-	startCaddy(t, leakLoop(dir, up.URL, keys, hook.URL, hookSecret, "secret.revoked secret.presented_after_revoke"))
-	api := adminAPI{t: t, base: cpURL}
+	h := leakLoop(t, dir, up.URL, keys, hook.URL, hookSecret, "secret.revoked secret.presented_after_revoke")
+	startCaddy(t, h.caddyfile())
+	edge, cp := h.edgeURL(), h.cpURL()
+	api := adminAPI{t: t, base: cp}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
-	eventually(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, "app", s1.Secret).status == 200 })
-	before := cpMetric(t, "rotagate_control_plane_presented_after_revoke_total")
+	eventually(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, edge, "app", s1.Secret).status == 200 })
+	before := cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total")
 
 	api.revoke("app", s1.ID)
-	eventually(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, "app", s1.Secret).status == 401 })
+	eventually(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, edge, "app", s1.Secret).status == 401 })
 	// The edge's snapshot now carries s1 as a tombstone (the revocation
 	// reached it); count from here.
 	presented := time.Now()
-	dead := present(t, "app", s1.Secret)
-	wrong := present(t, "app", s2.Secret[:len(s2.Secret)-1]+"x")
-	unknown := present(t, "nobody", s1.Secret)
+	dead := present(t, edge, "app", s1.Secret)
+	wrong := present(t, edge, "app", s2.Secret[:len(s2.Secret)-1]+"x")
+	unknown := present(t, edge, "nobody", s1.Secret)
 	if dead.status != 401 || dead != wrong || dead != unknown {
 		t.Fatalf("refusals differ:\nrevoked: %+v\nwrong:   %+v\nunknown: %+v", dead, wrong, unknown)
 	}
@@ -205,7 +181,7 @@ func TestPresentedAfterRevoke(t *testing.T) {
 		t.Fatalf("the live secret s2 was counted: %+v", u)
 	}
 	eventually(t, time.Second, "the metric counts it", func() bool {
-		return cpMetric(t, "rotagate_control_plane_presented_after_revoke_total") > before
+		return cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total") > before
 	})
 	eventually(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
 		types, _, _ := hook.got()
@@ -227,14 +203,16 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	up := newTokenUpstream(t)
 	key, keys := newGitHubKey(t, dir)
 	hook, hookSecret := newHookReceiver(t)
-	startCaddy(t, leakLoop(dir, up.URL, keys, hook.URL, hookSecret, "secret.leak_reported secret.revoked"))
-	api := adminAPI{t: t, base: cpURL}
+	h := leakLoop(t, dir, up.URL, keys, hook.URL, hookSecret, "secret.leak_reported secret.revoked")
+	startCaddy(t, h.caddyfile())
+	edge, cp := h.edgeURL(), h.cpURL()
+	api := adminAPI{t: t, base: cp}
 	api.createClient("app")
 	leaked, other := api.generate("app"), api.generate("app")
 	// Both: the edge may hold the revision with the first and not yet the
 	// second.
 	eventually(t, 2*time.Second, "the edge accepts both secrets", func() bool {
-		return present(t, "app", leaked.Secret).status == 200 && present(t, "app", other.Secret).status == 200
+		return present(t, edge, "app", leaked.Secret).status == 200 && present(t, edge, "app", other.Secret).status == 200
 	})
 
 	url := "https://github.com/octo/app/blob/0a1b2c/.env"
@@ -243,40 +221,40 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	// Signed by someone else: 401, and the secret still works.
 	forger, _ := newGitHubKey(t, t.TempDir())
 	forger.id = key.id
-	if st, _ := forger.report(t, reports, ""); st != http.StatusUnauthorized {
+	if st, _ := forger.report(t, cp, reports, ""); st != http.StatusUnauthorized {
 		t.Fatalf("forged report: %d, want 401", st)
 	}
-	if st, _ := key.report(t, reports, base64.StdEncoding.EncodeToString([]byte("not a signature"))); st != http.StatusUnauthorized {
+	if st, _ := key.report(t, cp, reports, base64.StdEncoding.EncodeToString([]byte("not a signature"))); st != http.StatusUnauthorized {
 		t.Fatalf("garbage signature: %d, want 401", st)
 	}
-	if present(t, "app", leaked.Secret).status != 200 {
+	if present(t, edge, "app", leaked.Secret).status != 200 {
 		t.Fatal("a report with a wrong signature revoked the secret")
 	}
 
 	// A look-alike with a bad checksum: false positive.
 	bad := []byte(other.Secret)
 	bad[len(bad)-1] ^= 1
-	st, out := key.report(t, []map[string]string{{"token": string(bad), "type": "rotagate_client_secret", "url": url, "source": "content"}}, "")
+	st, out := key.report(t, cp, []map[string]string{{"token": string(bad), "type": "rotagate_client_secret", "url": url, "source": "content"}}, "")
 	if st != 200 || len(out) != 1 || out[0]["label"] != "false_positive" {
 		t.Fatalf("bad checksum: %d %v", st, out)
 	}
-	if present(t, "app", other.Secret).status != 200 {
+	if present(t, edge, "app", other.Secret).status != 200 {
 		t.Fatal("a false positive revoked a secret")
 	}
 
 	// Signed by GitHub's key: true positive, refused within the delay.
 	reported := time.Now()
-	st, out = key.report(t, reports, "")
+	st, out = key.report(t, cp, reports, "")
 	sum := sha256.Sum256([]byte(leaked.Secret))
 	if st != 200 || len(out) != 1 || out[0]["label"] != "true_positive" ||
 		out[0]["token_hash"] != hex.EncodeToString(sum[:]) || out[0]["token_type"] != "rotagate_client_secret" {
 		t.Fatalf("report: %d %v", st, out)
 	}
 	eventually(t, 2*time.Second, "the edge refuses the reported secret", func() bool {
-		return present(t, "app", leaked.Secret).status == 401
+		return present(t, edge, "app", leaked.Secret).status == 401
 	})
 	t.Logf("leak report → refused at the edge: %v (bound revocation_delay 2s)", time.Since(reported))
-	if present(t, "app", other.Secret).status != 200 {
+	if present(t, edge, "app", other.Secret).status != 200 {
 		t.Fatal("the other secret stopped working")
 	}
 

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,10 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 	}})
 	up := newTokenUpstream(t)
 	accessLog := filepath.Join(t.TempDir(), "access.log")
+	port := freePort(t)
 	startCaddy(t, globalOptions+`
-:9080 {
+:`+strconv.Itoa(port)+` {
+	bind 127.0.0.1
 	log {
 		output file `+accessLog+`
 		format filter {
@@ -40,7 +43,7 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 	reverse_proxy `+strings.TrimPrefix(up.URL, "http://")+`
 }
 `)
-	resp, err := http.Post("http://127.0.0.1:9080/token?client_id=billing&client_secret="+edgeSecret1+"&marker=query-secret-test", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
+	resp, err := http.Post(localURL(port)+"/token?client_id=billing&client_secret="+edgeSecret1+"&marker=query-secret-test", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
 	if err != nil {
 		t.Fatal(err)
 	}

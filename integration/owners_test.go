@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -28,16 +29,24 @@ func basicAuthBlock(t *testing.T) string {
 	return "\tbasic_auth @people {\n" + b.String() + "\t}\n"
 }
 
-// controlPlaneBehindBasicAuth is the README's layout: people through
-// basic_auth, bearer tokens untouched.
-func controlPlaneBehindBasicAuth(t *testing.T, db string) string {
-	return `
-:9080 {
-	@people {
+// peopleRoutes are the README's lines of a control plane's site for
+// people: the console and /v1/clients through basic_auth (consoleUsers),
+// bearer tokens untouched.
+func peopleRoutes(t *testing.T) string {
+	return `	@people {
 		path /console /console/* /v1/clients /v1/clients/*
 		not header Authorization "Bearer *"
 	}
-` + basicAuthBlock(t) + `	client_credentials_control_plane {
+` + basicAuthBlock(t)
+}
+
+// controlPlaneBehindBasicAuth is the README's layout: a control plane on
+// port, people through basic_auth, bearer tokens untouched.
+func controlPlaneBehindBasicAuth(t *testing.T, port int, db string) string {
+	return `
+:` + strconv.Itoa(port) + ` {
+	bind 127.0.0.1
+` + peopleRoutes(t) + `	client_credentials_control_plane {
 		store sqlite ` + db + `
 		admin_token ` + adminToken + `
 		edge_token ` + edgeToken + `
@@ -51,14 +60,16 @@ func controlPlaneBehindBasicAuth(t *testing.T, db string) string {
 // sees and rotates only their client through the API, a stranger sees
 // nothing, the admin token and the edge feed work as before.
 func TestOwnersThroughBasicAuth(t *testing.T) {
-	startCaddy(t, globalOptions+controlPlaneBehindBasicAuth(t, t.TempDir()+"/cp.db"))
-	api := adminAPI{t: t, base: "http://127.0.0.1:9080"}
+	port := freePort(t)
+	base := localURL(port)
+	startCaddy(t, globalOptions+controlPlaneBehindBasicAuth(t, port, t.TempDir()+"/cp.db"))
+	api := adminAPI{t: t, base: base}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "owned", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
 
 	as := func(user, method, path string) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequest(method, "http://127.0.0.1:9080"+path, strings.NewReader("{}"))
+		req, err := http.NewRequest(method, base+path, strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +104,7 @@ func TestOwnersThroughBasicAuth(t *testing.T) {
 		t.Fatalf("the admin user deleting: %d, want 204", code)
 	}
 	// basic_auth refuses a wrong password before the control plane.
-	req, _ := http.NewRequest("GET", "http://127.0.0.1:9080/v1/clients", nil)
+	req, _ := http.NewRequest("GET", base+"/v1/clients", nil)
 	req.SetBasicAuth("olive", "wrong")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
 		t.Fatalf("wrong password: %v %v", resp, err)
@@ -101,7 +112,7 @@ func TestOwnersThroughBasicAuth(t *testing.T) {
 		resp.Body.Close()
 	}
 	// The edge feed still takes its bearer token, untouched by basic_auth.
-	req, _ = http.NewRequest("GET", "http://127.0.0.1:9080/v1/edge/snapshot", nil)
+	req, _ = http.NewRequest("GET", base+"/v1/edge/snapshot", nil)
 	req.Header.Set("Authorization", "Bearer "+edgeToken)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("edge feed: %v %v", resp, err)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,42 +14,14 @@ import (
 	"golang.org/x/oauth2"
 )
 
-const (
-	edgeURL = "http://127.0.0.1:9080"
-	cpURL   = "http://127.0.0.1:9180"
-)
-
-// bothHalves is a Caddyfile running the control plane (SQLite in dir) and
-// an edge in front of upstream, with a 2s revocation delay and a 1s usage
-// flush. realm varies between reloads. The tests present revoked secrets
-// on purpose, dozens of times a minute from one address: the failure
-// budget is raised so that they measure revocation, not throttling.
-func bothHalves(dir, upstream, realm string) string {
-	return globalOptions + `
-http://127.0.0.1:9180 {
-	bind 127.0.0.1
-	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "rotagate.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-	}
-}
-
-:9080 {
-	bind 127.0.0.1
-	client_credentials {
-		control_plane ` + cpURL + ` {
-			token ` + edgeToken + `
-		}
-		revocation_delay 2s
-		usage_flush 1s
-		failure_budget 1000 per 1m
-		realm ` + realm + `
-	}
-	request_header X-Client-Id {http.auth.client_id}
-	reverse_proxy ` + strings.TrimPrefix(upstream, "http://") + `
-}
-`
+// bothHalves runs the control plane (SQLite in dir) and an edge in front
+// of upstream, with a 1s usage flush and the raised test budget; tests
+// vary the realm between reloads so that each reload is a new config.
+func bothHalves(t *testing.T, dir, upstream string) halves {
+	h := newHalves(t, dir)
+	h.Upstream = upstreamAddr(upstream)
+	h.Budget = testBudget
+	return h
 }
 
 // appLoop is a client application fetching tokens in a loop with whatever
@@ -67,7 +37,7 @@ type appLoop struct {
 	done     sync.WaitGroup
 }
 
-func startApp(client, secret string) *appLoop {
+func startApp(edge, client, secret string) *appLoop {
 	a := &appLoop{errs: make(chan error, 16)}
 	a.secret.Store(&secret)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -83,7 +53,7 @@ func startApp(client, secret string) *appLoop {
 		styles := []oauth2.AuthStyle{oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams, oauth2.AuthStyleAutoDetect}
 		for i := 0; i < 1_000_000 && ctx.Err() == nil; i++ {
 			sent := time.Now()
-			err := fetchToken(reqCtx, edgeURL, client, *a.secret.Load(), styles[i%len(styles)])
+			err := fetchToken(reqCtx, edge, client, *a.secret.Load(), styles[i%len(styles)])
 			var answered *oauth2.RetrieveError
 			if err != nil && !errors.As(err, &answered) {
 				a.dropped.Add(1)
@@ -130,8 +100,11 @@ func (a *appLoop) finish(t *testing.T) {
 func TestRotationStory(t *testing.T) {
 	dir := t.TempDir()
 	up := newTokenUpstream(t)
-	startCaddy(t, bothHalves(dir, up.URL, "r0"))
-	api := adminAPI{t: t, base: cpURL}
+	h := bothHalves(t, dir, up.URL)
+	h.Realm = "r0"
+	startCaddy(t, h.caddyfile())
+	edgeURL := h.edgeURL()
+	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 
 	api.createClient("billing")
@@ -139,7 +112,7 @@ func TestRotationStory(t *testing.T) {
 	eventually(t, 5*time.Second, "the edge accepts the first secret", func() bool {
 		return fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader) == nil
 	})
-	app := startApp("billing", old.Secret)
+	app := startApp(edgeURL, "billing", old.Secret)
 
 	next := api.generate("billing")
 	eventually(t, 2*time.Second, "the edge accepts the second secret", func() bool {
@@ -171,7 +144,8 @@ func TestRotationStory(t *testing.T) {
 
 	// Reload the config three times under load.
 	for i := 1; i <= 3; i++ {
-		startCaddy(t, bothHalves(dir, up.URL, fmt.Sprintf("r%d", i)))
+		h.Realm = fmt.Sprintf("r%d", i)
+		startCaddy(t, h.caddyfile())
 	}
 	app.finish(t)
 	last := time.Unix(0, app.lastOK.Load()).Truncate(time.Millisecond)
@@ -187,8 +161,11 @@ func TestRotationStory(t *testing.T) {
 func TestRevocationLatency(t *testing.T) {
 	dir := t.TempDir()
 	up := newTokenUpstream(t)
-	startCaddy(t, bothHalves(dir, up.URL, "lat"))
-	api := adminAPI{t: t, base: cpURL}
+	h := bothHalves(t, dir, up.URL)
+	h.Realm = "lat"
+	startCaddy(t, h.caddyfile())
+	edgeURL := h.edgeURL()
+	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 	api.createClient("latency")
 	var latencies []time.Duration

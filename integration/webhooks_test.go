@@ -5,12 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,8 +92,9 @@ func TestWebhooksInOrder(t *testing.T) {
 	rcv, secret := newHookReceiver(t)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
 	db := filepath.Join(t.TempDir(), "cp.db")
+	port := freePort(t)
 	startCaddy(t, globalOptions+`
-:9080 {
+:`+strconv.Itoa(port)+` {
 	bind 127.0.0.1
 	client_credentials_control_plane {
 		store sqlite `+db+`
@@ -107,7 +108,7 @@ func TestWebhooksInOrder(t *testing.T) {
 	}
 }
 `)
-	api := adminAPI{t: t, base: "http://127.0.0.1:9080"}
+	api := adminAPI{t: t, base: localURL(port)}
 	api.createClient("hooked")
 	first := api.generate("hooked")
 	var rotated secretInfo
@@ -171,17 +172,6 @@ func buildCaddy(t *testing.T) string {
 		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// freeAddr returns a loopback address no one listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // childControlPlane is a control plane in a Caddy process of its own.
