@@ -157,25 +157,25 @@ http://127.0.0.1:{{.CPPort}} {
 var shellTemplate = template.Must(template.New("steps").Parse(`export EDGE={{.EdgeURL}} API={{.APIURL}} ADMIN={{.AdminToken}} CLIENT={{.ClientID}}
 export SECRET1={{.Secret}} SECRET1_ID={{.SecretID}}
 
-# 1. The app gets a token with its secret (HTTP Basic):
+echo '# 1. The app gets a token with its secret (HTTP Basic):'
 curl -s -u "$CLIENT:$SECRET1" -d grant_type=client_credentials "$EDGE/token"; echo
 
-# 2. Rotation starts: generate a second secret (shown once, never again):
+echo '# 2. Rotation starts: generate a second secret (shown once, never again):'
 SECRET2=$(curl -s -X POST -H "Authorization: Bearer $ADMIN" "$API/v1/clients/$CLIENT/secrets" | sed -E 's/.*"secret":"([^"]+)".*/\1/'); echo "second secret: $SECRET2"
 
-# 3. Both secrets work, so the app can switch without downtime (here as a form body):
+echo '# 3. Both secrets work, so the app can switch without downtime (here as a form body):'
 curl -s -d "grant_type=client_credentials&client_id=$CLIENT&client_secret=$SECRET2" "$EDGE/token"; echo
 curl -s -u "$CLIENT:$SECRET1" -d grant_type=client_credentials "$EDGE/token"; echo
 
-# 4. Revoke the first secret:
+echo '# 4. Revoke the first secret:'
 curl -s -X DELETE -H "Authorization: Bearer $ADMIN" "$API/v1/clients/$CLIENT/secrets/$SECRET1_ID"; echo
 
-# 5. Within the revocation delay ({{.RevocationDelay}}) every edge refuses it; the second goes on working:
+echo '# 5. Within the revocation delay ({{.RevocationDelay}}) every edge refuses it; the second goes on working:'
 sleep {{.RevocationDelay.Seconds}}
 curl -s -u "$CLIENT:$SECRET1" -d grant_type=client_credentials "$EDGE/token"; echo
 curl -s -u "$CLIENT:$SECRET2" -d grant_type=client_credentials "$EDGE/token"; echo
 
-# 6. The listing shows the revoked secret, and when and from where each was last used:
+echo '# 6. The listing shows the revoked secret, and when and from where each was last used:'
 curl -s -H "Authorization: Bearer $ADMIN" "$API/v1/clients/$CLIENT/secrets"; echo
 `))
 

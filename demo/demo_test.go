@@ -93,11 +93,22 @@ func TestDemoEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("steps failed: %v\n%s", err, out)
 	}
-	var lines []string
+	var lines, labels []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.TrimSpace(l) != "" {
+		if strings.HasPrefix(l, "# ") {
+			labels = append(labels, l)
+		} else if strings.TrimSpace(l) != "" {
 			lines = append(lines, l)
 		}
+	}
+	// Piped to bash, the steps still say what each answer is.
+	for i, l := range labels {
+		if !strings.HasPrefix(l, fmt.Sprintf("# %d. ", i+1)) {
+			t.Errorf("label %d is %q", i+1, l)
+		}
+	}
+	if len(labels) != 6 {
+		t.Errorf("want 6 step labels in the output, got %d:\n%s", len(labels), out)
 	}
 	if len(lines) != 8 {
 		t.Fatalf("want 8 answers, got %d:\n%s", len(lines), out)
