@@ -274,3 +274,25 @@ func TestRefusedEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestPollWaitFollowsMaxStale: a 304 confirms the snapshot as of when its
+// poll went out, a whole wait earlier, so the wait is a third of max_stale
+// when that is shorter than revocation_delay; "forever" leaves it to the
+// delay.
+func TestPollWaitFollowsMaxStale(t *testing.T) {
+	for _, c := range []struct {
+		delay    time.Duration
+		maxStale Staleness
+		want     time.Duration
+	}{
+		{30 * time.Second, Staleness(30 * time.Second), 10 * time.Second},
+		{30 * time.Second, Staleness(4 * time.Second), 1333 * time.Millisecond},
+		{3 * time.Second, Staleness(time.Minute), time.Second},
+		{30 * time.Second, Forever, 10 * time.Second},
+	} {
+		h := &Handler{RevocationDelay: caddy.Duration(c.delay), MaxStale: c.maxStale}
+		if got := h.pollWait(); got != c.want {
+			t.Errorf("revocation_delay %v, max_stale %v: wait %v, want %v", c.delay, time.Duration(c.maxStale), got, c.want)
+		}
+	}
+}
