@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,16 +73,31 @@ type feed struct {
 
 	mu      sync.Mutex
 	holders map[*Handler]feedConfig
+	// stopped holds the holders whose config is being stopped.
+	stopped map[*Handler]bool
 	// config is fitFeed of the holders, read by the loops at every round.
 	config atomic.Pointer[feedConfig]
-	// answered is closed once the control plane answered a first poll.
-	answered     chan struct{}
-	answeredOnce sync.Once
 	// fullNext is set when a change could not be applied: the next poll
 	// asks for a full snapshot.
 	fullNext atomic.Bool
 	// refitted wakes the usage loop when config changes.
 	refitted chan struct{}
+
+	// polls tells those waiting for the sync loop how its polls end.
+	polls pollWatch
+	// answered is set once the control plane answered a poll.
+	answered atomic.Bool
+	// startedAt is when the loops started.
+	startedAt time.Time
+
+	pollMu sync.Mutex
+	// cutPoll ends the held poll in flight (nil when none is): a re-fit to
+	// a shorter wait must not wait out a poll held for the longer one.
+	cutPoll context.CancelCauseFunc
+	// shortNext makes the next poll one that is not held.
+	shortNext bool
+	// wake ends the sync loop's pause (Caddy's servers started).
+	wake chan struct{}
 
 	ctx    context.Context // the loops', cancelled by Destruct
 	cancel context.CancelFunc
@@ -90,11 +106,22 @@ type feed struct {
 	restartPause time.Duration
 }
 
-// acquireFeed returns the running feed for cfg, or starts one (a first
-// fetch bounded by a short timeout, then the background loops), and
+// acquireFeed returns the running feed for cfg, or starts one, and
 // re-fits it with holder's config. Release it with release(holder).
-func acquireFeed(ctx caddy.Context, holder *Handler, cfg feedConfig) (*feed, error) {
-	v, _, err := feeds.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
+//
+// It returns once holder has something to serve or there is nothing worth
+// waiting for, and for a few seconds at most (firstAnswerWait), so
+// provisioning stays fast. A new feed holding a snapshot confirmed within
+// maxStale (its saved copy) serves at once; one without waits for its first
+// poll, unless that fails (the control plane does not listen: it may be in
+// this very process, which cannot listen before provisioning ends). A
+// re-fit to a shorter wait cuts the poll held for the longer one and waits
+// for a poll started since, so that the tighter max_stale that came with it
+// finds a fresh confirmation. The fetch goes on in the background past the
+// wait: a big snapshot is not cut off and fetched again from the start.
+func acquireFeed(ctx caddy.Context, holder *Handler, cfg feedConfig, maxStale Staleness) (*feed, error) {
+	mark := time.Now()
+	v, loaded, err := feeds.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
 		f := newFeed(cfg, caddy.Log().Named("client_credentials"), newSavedSnapshot(cfg.key()))
 		f.start(ctx)
 		return f, nil
@@ -103,8 +130,80 @@ func acquireFeed(ctx caddy.Context, holder *Handler, cfg feedConfig) (*feed, err
 		return nil, err
 	}
 	f := v.(*feed)
-	f.hold(holder, cfg)
+	cut := f.hold(holder, cfg)
+	switch {
+	case cut:
+		f.awaitPoll(mark)
+	case !loaded && !f.servable(maxStale, time.Now()):
+		if !f.awaitPoll(mark) {
+			f.logger.Info("no snapshot from the control plane yet; still fetching in the background")
+		}
+	}
 	return f, nil
+}
+
+// firstAnswerWait bounds how long acquireFeed waits for a poll.
+const firstAnswerWait = 3 * time.Second
+
+// servable reports whether a handler with maxStale would serve from the
+// snapshot held at now, as the handler checks it.
+func (f *feed) servable(maxStale Staleness, now time.Time) bool {
+	snap, confirmed := f.snapshots.current()
+	return snap != nil && (maxStale < 0 || now.Sub(confirmed) <= time.Duration(maxStale))
+}
+
+// awaitPoll waits for a poll started at or after since to end, whether it
+// failed or not, for firstAnswerWait or the feed's poll wait, whichever is
+// shorter, and reports whether one ended in that time.
+func (f *feed) awaitPoll(since time.Time) bool {
+	t := time.NewTimer(min(firstAnswerWait, f.config.Load().wait))
+	defer t.Stop()
+	for {
+		last, next := f.polls.outcome()
+		if !last.started.Before(since) {
+			return true
+		}
+		select {
+		case <-next:
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// pollWatch publishes how the sync loop's polls end.
+type pollWatch struct {
+	mu    sync.Mutex
+	last  pollOutcome
+	ended chan struct{} // closed (and replaced) when a poll ends
+}
+
+// pollOutcome is how a poll ended: when it started, and its error.
+type pollOutcome struct {
+	started time.Time
+	err     error
+}
+
+// outcome returns the last poll's outcome and a channel closed when the
+// next one ends.
+func (w *pollWatch) outcome() (pollOutcome, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended == nil {
+		w.ended = make(chan struct{})
+	}
+	return w.last, w.ended
+}
+
+// publish records the outcome of a poll that ended.
+func (w *pollWatch) publish(o pollOutcome) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = o
+	if w.ended != nil {
+		close(w.ended)
+		w.ended = nil
+	}
 }
 
 // newFeed builds a feed that is not started; disk may be nil.
@@ -115,8 +214,9 @@ func newFeed(cfg feedConfig, logger *zap.Logger, disk *savedSnapshot) *feed {
 		client:    newControlPlaneClient(cfg.urls, cfg.token, logger),
 		snapshots: newSnapshotStore(disk, logger),
 		holders:   make(map[*Handler]feedConfig),
+		stopped:   make(map[*Handler]bool),
 		refitted:  make(chan struct{}, 1),
-		answered:  make(chan struct{}),
+		wake:      make(chan struct{}, 1),
 
 		restartPause: time.Second,
 	}
@@ -125,12 +225,13 @@ func newFeed(cfg feedConfig, logger *zap.Logger, disk *savedSnapshot) *feed {
 	return f
 }
 
-// hold adds (or updates) holder's config and re-fits the feed.
-func (f *feed) hold(holder *Handler, cfg feedConfig) {
+// hold adds (or updates) holder's config and re-fits the feed. It reports
+// whether the re-fit shortened the poll wait (and so cut the held poll).
+func (f *feed) hold(holder *Handler, cfg feedConfig) (cut bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.holders[holder] = cfg
-	f.refitLocked()
+	return f.refitLocked()
 }
 
 // release lets go of holder's hold: the feed re-fits to the holders left,
@@ -138,6 +239,7 @@ func (f *feed) hold(holder *Handler, cfg feedConfig) {
 func (f *feed) release(holder *Handler) error {
 	f.mu.Lock()
 	delete(f.holders, holder)
+	delete(f.stopped, holder)
 	if len(f.holders) > 0 {
 		f.refitLocked()
 	}
@@ -146,38 +248,83 @@ func (f *feed) release(holder *Handler) error {
 	return err
 }
 
-func (f *feed) refitLocked() {
+// refitLocked fits the feed to its holders, wakes the usage loop when that
+// changed anything, and cuts the held poll when it shortened the wait,
+// reporting whether it did.
+func (f *feed) refitLocked() (cut bool) {
 	fit := fitFeed(f.holders)
-	if old := f.config.Load(); old.wait == fit.wait && old.maxBytes == fit.maxBytes && old.flush == fit.flush {
-		return
+	old := f.config.Load()
+	if old.wait == fit.wait && old.maxBytes == fit.maxBytes && old.flush == fit.flush {
+		return false
 	}
 	f.config.Store(&fit)
 	select {
 	case f.refitted <- struct{}{}:
 	default: // a wake-up is pending already
 	}
+	if fit.wait < old.wait {
+		f.cut()
+		return true
+	}
+	return false
+}
+
+// cut ends the held poll in flight, if any, and makes the next poll one
+// that is not held, so the snapshot is confirmed again within a round
+// trip rather than at the end of the old wait.
+func (f *feed) cut() {
+	f.pollMu.Lock()
+	defer f.pollMu.Unlock()
+	f.shortNext = true
+	if f.cutPoll != nil {
+		f.cutPoll(errPollCut)
+	}
+}
+
+var errPollCut = errors.New("the poll wait was shortened")
+
+// nudge ends the sync loop's pause: after a failure, the next poll goes
+// out at once.
+func (f *feed) nudge() {
+	select {
+	case f.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// stopping notes that holder's config is being stopped. Once every
+// holder's is (the process exits, or a reload drops this control plane),
+// the pending usage is flushed at once, while Caddy's servers still run: a
+// control plane in the same process stops listening before the feed is
+// released, and the final flush of Destruct would find it gone.
+func (f *feed) stopping(holder *Handler) {
+	f.mu.Lock()
+	if _, ok := f.holders[holder]; ok {
+		f.stopped[holder] = true
+	}
+	last := len(f.stopped) == len(f.holders)
+	f.mu.Unlock()
+	if !last {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(f.ctx), finalFlushTimeout)
+	defer cancel()
+	if err := f.usage.flush(ctx); err != nil {
+		f.logger.Info("usage flush before the stop failed; trying again when the feed stops", zap.Error(err))
+	}
 }
 
 // start loads the saved snapshot and runs the sync and usage loops until
-// the feed is destructed, waiting a few seconds at most for the first
-// answer, so provisioning stays fast and a fresh edge serves at once. The
-// first fetch goes on past that wait: a big snapshot is not cut off and
-// fetched again from the start. The loops' context keeps the Caddy
+// the feed is destructed; it does not wait for the control plane
+// (acquireFeed does, when it must). The loops' context keeps the Caddy
 // context's values but not its cancellation: the feed outlives the config
 // that started it.
 func (f *feed) start(parent context.Context) {
 	f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(parent))
-	cfg := f.config.Load()
-	f.snapshots.load(cfg.maxBytes)
+	f.startedAt = time.Now()
+	f.snapshots.load(f.config.Load().maxBytes)
 	f.run("sync", f.syncLoop)
 	f.run("usage", f.usageLoop)
-	t := time.NewTimer(min(3*time.Second, cfg.wait))
-	defer t.Stop()
-	select {
-	case <-f.answered:
-	case <-t.C:
-		f.logger.Info("no snapshot from the control plane yet; still fetching in the background")
-	}
 }
 
 // Destruct stops the loops after the last handler let go of the feed, then

@@ -23,7 +23,7 @@ func TestFeedRefits(t *testing.T) {
 		return feedConfig{urls: []string{fs.URL}, token: feedtest.Token, wait: wait, maxBytes: maxBytes, flush: flush}
 	}
 	slow, fast, third := new(Handler), new(Handler), new(Handler)
-	f, err := acquireFeed(ctx, slow, cfg(10*time.Second, 200*time.Millisecond, 1<<20))
+	f, err := acquireFeed(ctx, slow, cfg(10*time.Second, 200*time.Millisecond, 1<<20), Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestFeedRefits(t *testing.T) {
 		t.Fatalf("one holder: flush %v", c.flush)
 	}
 
-	f2, err := acquireFeed(ctx, fast, cfg(time.Second, 100*time.Millisecond, 2<<20))
+	f2, err := acquireFeed(ctx, fast, cfg(time.Second, 100*time.Millisecond, 2<<20), Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestFeedRefits(t *testing.T) {
 		t.Fatalf("two holders: %+v", c)
 	}
 
-	if _, err := acquireFeed(ctx, third, cfg(5*time.Second, 150*time.Millisecond, 1<<20)); err != nil {
+	if _, err := acquireFeed(ctx, third, cfg(5*time.Second, 150*time.Millisecond, 1<<20), Forever); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.release(fast); err != nil {
@@ -72,7 +72,7 @@ func TestFeedStopsWithItsLastHolder(t *testing.T) {
 	defer cancel()
 	h := new(Handler)
 	cfg := testFeedConfig(fs.URL)
-	f, err := acquireFeed(ctx, h, cfg)
+	f, err := acquireFeed(ctx, h, cfg, Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestFeedStopsWithItsLastHolder(t *testing.T) {
 	if f.ctx.Err() == nil {
 		t.Fatal("the feed runs on after its last holder let go")
 	}
-	again, err := acquireFeed(ctx, h, cfg)
+	again, err := acquireFeed(ctx, h, cfg, Forever)
 	if err != nil {
 		t.Fatal(err)
 	}

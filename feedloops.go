@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,37 +52,126 @@ func (f *feed) survive(name string, loop func(context.Context)) (returned bool) 
 }
 
 // syncLoop polls the feed once, then long-polls it until ctx ends,
-// backing off with jitter after errors.
+// backing off with jitter after errors. A poll cut by a re-fit to a
+// shorter wait is followed by one that is not held, at once.
+//
+// While the edge starts (it never had an answer, for startupGrace at
+// most), a control plane that refuses connections is tried again every
+// startupRetry, and said once at info level: it is most likely starting
+// too, or in this very process, which listens only once provisioning is
+// over (Caddy's "started" event nudges the loop then).
 func (f *feed) syncLoop(ctx context.Context) {
 	failures := 0
+	toldStartup := false
 	for first := true; ctx.Err() == nil; first = false {
 		started, held := time.Now(), f.snapshots.snap.Load()
 		// The first poll is not held: a snapshot loaded from disk is
 		// confirmed, or replaced, at once.
-		err := f.poll(ctx, held != nil && !first)
+		pollCtx, long, end := f.beginPoll(ctx, held != nil && !first)
+		err := f.poll(pollCtx, long)
+		cut := end()
+		if ctx.Err() != nil {
+			return
+		}
+		if cut {
+			continue
+		}
+		f.polls.publish(pollOutcome{started: started, err: err})
 		if err == nil {
-			f.answeredOnce.Do(func() { close(f.answered) })
+			f.answered.Store(true)
 			failures = 0
 			// A new snapshot is followed by the next poll at once. A poll
 			// that changed nothing yet came back early — a control plane
 			// that answers at once instead of holding it (one shutting
 			// down, or another implementation) — must not make this loop
 			// spin.
-			if f.snapshots.snap.Load() == held && !sleepCtx(ctx, minPollGap-time.Since(started)) {
+			if f.snapshots.snap.Load() == held && !f.pause(ctx, minPollGap-time.Since(started)) {
 				return
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			return
-		}
 		failures++
 		edgeMetrics.syncErrors.WithLabelValues(f.client.label).Inc()
-		f.logger.Warn("snapshot sync failed", zap.Int("failures", failures), zap.Error(err))
-		if !sleepCtx(ctx, backoff(failures)) {
+		pause := backoff(failures)
+		if f.startingUp(err) {
+			pause = startupRetry
+			if !toldStartup {
+				toldStartup = true
+				f.logger.Info("the control plane does not accept connections yet; trying again until it does", zap.Error(err))
+			}
+		} else {
+			f.logger.Warn("snapshot sync failed", zap.Int("failures", failures), zap.Error(err))
+		}
+		if !f.pause(ctx, pause) {
 			return
 		}
 	}
+}
+
+// startupGrace is how long after its start a feed that never had an
+// answer retries refused connections every startupRetry.
+const (
+	startupGrace = 5 * time.Second
+	startupRetry = 100 * time.Millisecond
+)
+
+// startingUp reports whether err, a poll's, is every control plane URL
+// refusing the connection while the feed starts.
+func (f *feed) startingUp(err error) bool {
+	return !f.answered.Load() && time.Since(f.startedAt) < startupGrace && refusedEverywhere(err)
+}
+
+// refusedEverywhere reports whether err is a refused connection, or
+// errors that all are.
+func refusedEverywhere(err error) bool {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := joined.Unwrap()
+		for _, e := range errs {
+			if !refusedEverywhere(e) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// beginPoll prepares the next poll: held when long is set and no re-fit
+// asked for a poll that is not. A held poll can be cut (feed.cut); end
+// reports whether it was.
+func (f *feed) beginPoll(ctx context.Context, long bool) (pollCtx context.Context, held bool, end func() (cut bool)) {
+	pollCtx, cancel := context.WithCancelCause(ctx)
+	f.pollMu.Lock()
+	held = long && !f.shortNext
+	f.shortNext = false
+	if held {
+		f.cutPoll = cancel
+	}
+	f.pollMu.Unlock()
+	return pollCtx, held, func() bool {
+		f.pollMu.Lock()
+		f.cutPoll = nil
+		f.pollMu.Unlock()
+		cancel(nil)
+		return errors.Is(context.Cause(pollCtx), errPollCut)
+	}
+}
+
+// pause waits for d, or until the feed is nudged, and reports whether ctx
+// is still live.
+func (f *feed) pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-f.wake:
+	}
+	return true
 }
 
 // poll makes one request of the feed and applies the answer. With long

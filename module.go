@@ -5,6 +5,7 @@
 package rotagate
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -49,9 +51,10 @@ type Handler struct {
 
 	// RevocationDelay bounds how long a secret revoked or expired on the
 	// control plane keeps working at this edge. The feed long-polls for a
-	// third of it; sites sharing a control plane (same URLs and token)
-	// share one feed, which polls with the shortest wait among them.
-	// Default: 30s.
+	// third of it (or of max_stale, when that is shorter); sites sharing a
+	// control plane (same URLs and token) share one feed, which polls with
+	// the shortest wait among them, and a reload that shortens the wait
+	// cuts the poll held for the longer one. Default: 30s.
 	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
 
 	// MaxStale is how old the last confirmation of the snapshot may grow
@@ -207,7 +210,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision fills in defaults, resolves the edge token, and attaches the
 // handler to the shared feed for its control plane (starting it on first
-// use: one short first fetch, then the background takes over).
+// use), waiting for the control plane only when there is nothing to serve
+// yet or a reload tightened the wait (see acquireFeed), and for a few
+// seconds at most.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.now = time.Now
@@ -226,10 +231,49 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.release()
 		return err
 	}
-	h.feed, err = acquireFeed(ctx, h, h.feedConfig(token))
+	h.feed, err = acquireFeed(ctx, h, h.feedConfig(token), h.MaxStale)
 	if err != nil {
 		h.release()
 		return err
+	}
+	if err := h.followLifecycle(ctx); err != nil {
+		h.release()
+		return errors.Join(err, h.feed.release(h))
+	}
+	return nil
+}
+
+// followLifecycle subscribes the handler to Caddy's "started" and
+// "stopping" events: once the servers listen, a feed still waiting to
+// retry polls at once (its control plane may be one of them); when the
+// config stops, the feed flushes its usage stamps while the servers still
+// run (feed.stopping). Without an events app (a handler provisioned
+// outside a Caddy config) there is nothing to follow.
+func (h *Handler) followLifecycle(ctx caddy.Context) error {
+	app, err := ctx.AppIfConfigured("events")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	events := app.(*caddyevents.App)
+	if err := events.On("started", lifecycleEvents{h}); err != nil {
+		return err
+	}
+	return events.On("stopping", lifecycleEvents{h})
+}
+
+// lifecycleEvents passes Caddy's lifecycle events on to a handler's feed.
+type lifecycleEvents struct{ h *Handler }
+
+// Handle implements caddyevents.Handler.
+func (l lifecycleEvents) Handle(_ context.Context, e caddy.Event) error {
+	switch e.Name() {
+	case "started":
+		l.h.feed.nudge()
+	case "stopping":
+		l.h.feed.stopping(l.h)
 	}
 	return nil
 }
@@ -266,7 +310,7 @@ func (h *Handler) feedConfig(token string) feedConfig {
 	return feedConfig{
 		urls:     h.ControlPlane.URLs,
 		token:    token,
-		wait:     pollWait(time.Duration(h.RevocationDelay)),
+		wait:     h.pollWait(),
 		maxBytes: h.MaxSnapshotBytes,
 		flush:    time.Duration(h.UsageFlush),
 	}
@@ -379,9 +423,21 @@ func pollWait(delay time.Duration) time.Duration {
 	return (delay / 3).Truncate(time.Millisecond)
 }
 
+// pollWait is the handler's poll wait: pollWait of the revocation delay,
+// or of max_stale when that is shorter. A 304 confirms the snapshot as of
+// when its poll was sent, a whole wait earlier, so a wait as long as
+// max_stale would leave a healthy edge answering 503.
+func (h *Handler) pollWait() time.Duration {
+	d := time.Duration(h.RevocationDelay)
+	if h.MaxStale > 0 {
+		d = min(d, time.Duration(h.MaxStale))
+	}
+	return pollWait(d)
+}
+
 // retryAfter is the Retry-After of a 503, in whole seconds.
 func (h *Handler) retryAfter() int {
-	s := int((pollWait(time.Duration(h.RevocationDelay)) + time.Second - 1) / time.Second)
+	s := int((h.pollWait() + time.Second - 1) / time.Second)
 	return max(s, 1)
 }
 
@@ -403,4 +459,5 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ json.Marshaler              = Staleness(0)
 	_ json.Unmarshaler            = (*Staleness)(nil)
+	_ caddyevents.Handler         = lifecycleEvents{}
 )
