@@ -2,6 +2,8 @@ package rotagate
 
 import (
 	"context"
+	"hash/maphash"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -11,6 +13,12 @@ import (
 // ids the snapshot does not know, so that spraying made-up ids from one
 // address is throttled too. A caller over budget is answered 429 before
 // any hash is computed. A success spends nothing.
+//
+// A sha256 check is over before a parallel request could look at the
+// bucket, so it is counted when it failed. A slow check (bcrypt, argon2id,
+// PBKDF2) is not: the request reserves its failure before the hash and
+// gives it back when the secret verified, so that parallel wrong tries
+// never have more slow hashes in flight or done than the budget allows.
 //
 // Each bucket is a GCRA (generic cell rate algorithm) token bucket held
 // in one atomic word: tat, the "theoretical arrival time" of the next
@@ -26,6 +34,10 @@ type failureBudget struct {
 	slack    time.Duration // per - interval: how far tat may run ahead
 	per      time.Duration
 	buckets  *boundedCache[*failureBucket]
+	seed     maphash.Seed // of the bucket keys
+	// creating serialises the creation of a bucket with its lookup, so that
+	// parallel first failures from one caller share one bucket.
+	creating [64]sync.Mutex
 	// holds bounds the throttled answers being held at once; past it they
 	// are answered at once (and the connection still closed).
 	holds chan struct{}
@@ -61,6 +73,7 @@ func newFailureBudget(failures int, per time.Duration) (*failureBudget, error) {
 		slack:    per - interval,
 		per:      per,
 		buckets:  buckets,
+		seed:     maphash.MakeSeed(),
 		holds:    make(chan struct{}, maxHeld),
 		hold:     throttleHold,
 	}, nil
@@ -68,31 +81,39 @@ func newFailureBudget(failures int, per time.Duration) (*failureBudget, error) {
 
 // failureKey names the bucket of a caller: the client id and the caller IP
 // for a known client, the IP alone for an unknown one. Client ids are
-// printable ASCII, so NUL cannot occur in one.
-func failureKey(clientID, ip string, known bool) string {
-	if !known {
-		return "\x00" + ip
+// printable ASCII, so NUL cannot occur in one. The name is a hash with a
+// seed of the budget's own, so no caller can aim at another's bucket, and
+// computing it allocates nothing.
+func (b *failureBudget) failureKey(clientID, ip string, known bool) uint64 {
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	if known {
+		h.WriteString(clientID)
 	}
-	return clientID + "\x00" + ip
+	h.WriteByte(0)
+	h.WriteString(ip)
+	return h.Sum64()
 }
 
 // over reports whether the bucket is out of budget at now, and if so how
 // long until it may try again.
-func (b *failureBudget) over(key string, now time.Time) (time.Duration, bool) {
+func (b *failureBudget) over(key uint64, now time.Time) (time.Duration, bool) {
 	bucket, ok := b.buckets.get(key)
 	if !ok {
 		return 0, false
 	}
-	ahead := time.Duration(bucket.tat.Load()-now.UnixNano()) - b.slack
+	return b.ahead(bucket.tat.Load(), now)
+}
+
+// ahead is how far a bucket at tat is over budget at now, and whether it is.
+func (b *failureBudget) ahead(tat int64, now time.Time) (time.Duration, bool) {
+	ahead := time.Duration(tat-now.UnixNano()) - b.slack
 	return ahead, ahead > 0
 }
 
 // spend records a failure at now.
-func (b *failureBudget) spend(key string, now time.Time) {
-	bucket, ok := b.buckets.get(key)
-	if !ok {
-		bucket = new(failureBucket)
-	}
+func (b *failureBudget) spend(key uint64, now time.Time) {
+	bucket, fresh := b.bucket(key)
 	n := now.UnixNano()
 	for {
 		old := bucket.tat.Load()
@@ -100,13 +121,62 @@ func (b *failureBudget) spend(key string, now time.Time) {
 			break
 		}
 	}
-	// An idle bucket is full again after per: let it go then. Setting an
-	// existing entry refreshes its expiry at once; a new one is applied in
-	// the background, so wait for it: the next failure must find it.
-	b.buckets.set(key, bucket, b.per)
-	if !ok {
-		b.buckets.wait()
+	if !fresh {
+		b.keep(key, bucket)
 	}
+}
+
+// reserve spends a failure at now ahead of a slow check, unless the bucket
+// is out of budget: then it reports how long until the caller may try
+// again. A reserved failure is given back with refund.
+func (b *failureBudget) reserve(key uint64, now time.Time) (*failureBucket, time.Duration, bool) {
+	bucket, fresh := b.bucket(key)
+	n := now.UnixNano()
+	for {
+		old := bucket.tat.Load()
+		if wait, over := b.ahead(old, now); over {
+			return nil, wait, false
+		}
+		if bucket.tat.CompareAndSwap(old, max(old, n)+int64(b.interval)) {
+			break
+		}
+	}
+	if !fresh {
+		b.keep(key, bucket)
+	}
+	return bucket, 0, true
+}
+
+// refund gives back a failure reserved in bucket.
+func (b *failureBudget) refund(bucket *failureBucket) { bucket.tat.Add(-int64(b.interval)) }
+
+// bucket finds the bucket of key, or makes a full one (fresh) that
+// expires after per. Lookup and creation are one step for each key:
+// parallel first failures of one caller find the same bucket (unless the
+// cache drops it, which only forgives).
+func (b *failureBudget) bucket(key uint64) (bucket *failureBucket, fresh bool) {
+	if bucket, ok := b.buckets.get(key); ok {
+		return bucket, false
+	}
+	mu := &b.creating[key%uint64(len(b.creating))]
+	mu.Lock()
+	defer mu.Unlock()
+	if bucket, ok := b.buckets.get(key); ok {
+		return bucket, false
+	}
+	bucket = new(failureBucket)
+	// A new entry is applied in the background: wait for it, so that the
+	// next lookup finds it.
+	b.buckets.set(key, bucket, b.per)
+	b.buckets.wait()
+	return bucket, true
+}
+
+// keep refreshes the expiry of a bucket that was spent from: an idle
+// bucket is full again after per, so it goes then. Setting an existing
+// entry refreshes its expiry at once.
+func (b *failureBudget) keep(key uint64, bucket *failureBucket) {
+	b.buckets.set(key, bucket, b.per)
 }
 
 // holdAnswer delays a throttled answer by b.hold, unless too many are
@@ -130,3 +200,43 @@ func (b *failureBudget) holdAnswer(ctx context.Context) {
 }
 
 func (b *failureBudget) close() { b.buckets.close() }
+
+// charge is what one request draws on the failure budget of its caller:
+// a failure is counted once, however the request fails, and a failure
+// reserved before a slow hash is given back when the secret verified.
+type charge struct {
+	budget *failureBudget // nil: no budget
+	key    uint64
+	now    time.Time
+	held   *failureBucket // the bucket a failure is reserved in
+	wait   time.Duration  // when a reservation was refused: until the next try
+}
+
+// reserve holds a failure before a slow hash. It reports false when the
+// caller is out of budget (wait says for how long); a request reserves at
+// most once.
+func (c *charge) reserve() bool {
+	if c.budget == nil || c.held != nil {
+		return true
+	}
+	bucket, wait, ok := c.budget.reserve(c.key, c.now)
+	c.held, c.wait = bucket, wait
+	return ok
+}
+
+// fail counts the request as a failure, unless a reserved one already
+// does.
+func (c *charge) fail() {
+	if c.budget != nil && c.held == nil {
+		c.budget.spend(c.key, c.now)
+	}
+}
+
+// forgive gives back a reserved failure: the request did not fail, or
+// failed in a way that spends no budget.
+func (c *charge) forgive() {
+	if c.held != nil {
+		c.budget.refund(c.held)
+		c.held = nil
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"unsafe"
 )
 
 // Client credentials as RFC 6749 §2.3.1 carries them: in an HTTP Basic
@@ -34,8 +35,10 @@ type basicPair struct {
 // header does not use the Basic scheme at all (it then carries no client
 // credentials); err is set when it does but is malformed: no credentials
 // after the scheme, bad base64, no colon. The base64 part may omit its
-// padding.
-func parseBasic(header string) (p basicPair, ok bool, err error) {
+// padding. The pair, raw and decoded, goes into scratch when it fits
+// there (twice its length), on the heap otherwise; the pair's strings view
+// it: scratch must stay unchanged while they are used.
+func parseBasic(header string, scratch []byte) (p basicPair, ok bool, err error) {
 	const scheme = "basic "
 	if strings.EqualFold(strings.TrimSpace(header), "basic") {
 		return basicPair{}, true, errMalformedBasic // the scheme with nothing after it
@@ -44,21 +47,40 @@ func parseBasic(header string) (p basicPair, ok bool, err error) {
 		return basicPair{}, false, nil
 	}
 	enc := strings.TrimRight(strings.TrimSpace(header[len(scheme):]), "=")
-	raw, err := base64.RawStdEncoding.DecodeString(enc)
+	buf := scratch
+	if n := 2 * base64.RawStdEncoding.DecodedLen(len(enc)); n > len(buf) {
+		buf = make([]byte, n)
+	}
+	n, err := base64.RawStdEncoding.Decode(buf, readOnlyBytes(enc))
 	if err != nil {
 		return basicPair{}, true, errMalformedBasic
 	}
+	raw := buf[:n]
 	colon := bytes.IndexByte(raw, ':')
 	if colon < 0 {
 		return basicPair{}, true, errMalformedBasic
 	}
-	p.rawID, p.rawSecret = string(raw[:colon]), string(raw[colon+1:])
-	id, errID := unescape(p.rawID)
-	secret, errSecret := unescape(p.rawSecret)
-	if errID == nil && errSecret == nil {
+	p.rawID, p.rawSecret = viewString(raw[:colon]), viewString(raw[colon+1:])
+	// Decoding only shrinks a part: both fit in the room after raw.
+	room := buf[n:n]
+	id, room, okID := unescapeInto(room, p.rawID)
+	secret, _, okSecret := unescapeInto(room, p.rawSecret)
+	if okID && okSecret {
 		p.id, p.secret, p.valid = id, secret, true
 	}
 	return p, true, nil
+}
+
+// unescapeInto form-decodes s, appending to room when there is something
+// to decode (the result then views room, which should have the space),
+// and returning s itself otherwise; room comes back with what it holds.
+func unescapeInto(room []byte, s string) (string, []byte, bool) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, room, true
+	}
+	start := len(room)
+	room, ok := formDecode(room, s)
+	return viewString(room[start:]), room, ok
 }
 
 // candidates lists the (client id, secret) pairs to try, in order: the
@@ -100,13 +122,44 @@ func querySecret(rawQuery string) bool {
 }
 
 // formCredentials is what parseForm found in an
-// application/x-www-form-urlencoded body.
+// application/x-www-form-urlencoded body. Its strings may view the body,
+// which must then stay unchanged.
 type formCredentials struct {
 	clientID, secret string
 	hasID, hasSecret bool
-	// secretStart and secretEnd delimit the client_secret pair in the body,
-	// with one adjacent '&', so that cutting it leaves a well-formed body.
-	secretStart, secretEnd int
+	// sentSecret: a client_secret parameter was sent, with a value or not.
+	sentSecret bool
+}
+
+// formParams walks the parameters of a form body: each is the bytes
+// between two '&' (or an end of the body), a name and a value split at
+// the first '='. It is the one reader of parameter bounds, for parseForm
+// and keep alike.
+type formParams struct {
+	body []byte
+	next int // where the next parameter starts; past the end when done
+}
+
+// param returns the next parameter, or ok false when there is none left.
+func (w *formParams) param() (param, name, value []byte, ok bool) {
+	if w.next > len(w.body) {
+		return nil, nil, nil, false
+	}
+	rest := w.body[w.next:]
+	end := bytes.IndexByte(rest, '&')
+	if end < 0 {
+		end = len(rest)
+	}
+	param = rest[:end]
+	w.next += end + 1
+	name, value, _ = bytes.Cut(param, []byte{'='})
+	return param, name, value, true
+}
+
+// isSecretParam reports whether a raw parameter name is client_secret.
+func isSecretParam(rawName []byte) bool {
+	name, err := formUnescape(rawName)
+	return err == nil && name == "client_secret"
 }
 
 // parseForm scans a form body for client_id, client_secret and grant_type.
@@ -117,65 +170,131 @@ type formCredentials struct {
 func parseForm(body []byte) (formCredentials, error) {
 	var f formCredentials
 	grantTypes := 0
-	for start := 0; start <= len(body); {
-		end := bytes.IndexByte(body[start:], '&')
-		if end < 0 {
-			end = len(body)
-		} else {
-			end += start
+	params := formParams{body: body}
+	for {
+		_, rawName, rawValue, ok := params.param()
+		if !ok {
+			return f, nil
 		}
-		// RFC 6749 §3.2: a parameter sent without a value is treated as
-		// omitted.
-		if rawName, rawValue, _ := bytes.Cut(body[start:end], []byte{'='}); len(rawValue) > 0 {
-			name, err := formUnescape(rawName)
+		if len(rawValue) == 0 {
+			// RFC 6749 §3.2: a parameter sent without a value is treated
+			// as omitted; an empty client_secret is still cut by keep.
+			f.sentSecret = f.sentSecret || isSecretParam(rawName)
+			continue
+		}
+		name, err := formUnescape(rawName)
+		if err != nil {
+			return formCredentials{}, errMalformedForm
+		}
+		switch name {
+		case "client_id", "client_secret":
+			value, err := formUnescape(rawValue)
 			if err != nil {
 				return formCredentials{}, errMalformedForm
 			}
-			switch name {
-			case "client_id", "client_secret":
-				value, err := formUnescape(rawValue)
-				if err != nil {
-					return formCredentials{}, errMalformedForm
-				}
-				if name == "client_id" {
-					if f.hasID {
-						return formCredentials{}, errRepeatedParam
-					}
-					f.clientID, f.hasID = value, true
-					break
-				}
-				if f.hasSecret {
+			if name == "client_id" {
+				if f.hasID {
 					return formCredentials{}, errRepeatedParam
 				}
-				f.secret, f.hasSecret = value, true
-				f.secretStart, f.secretEnd = start, end
-				if end < len(body) {
-					f.secretEnd = end + 1 // the '&' after it
-				} else if start > 0 {
-					f.secretStart = start - 1 // the '&' before it
-				}
-			case "grant_type":
-				if grantTypes++; grantTypes > 1 {
-					return formCredentials{}, errRepeatedParam
-				}
+				f.clientID, f.hasID = value, true
+				break
+			}
+			if f.hasSecret {
+				return formCredentials{}, errRepeatedParam
+			}
+			f.secret, f.hasSecret, f.sentSecret = value, true, true
+		case "grant_type":
+			if grantTypes++; grantTypes > 1 {
+				return formCredentials{}, errRepeatedParam
 			}
 		}
-		start = end + 1
 	}
-	return f, nil
 }
 
-// formUnescape decodes one form-urlencoded component ('+' is a space).
-func formUnescape(b []byte) (string, error) { return unescape(string(b)) }
+// keep returns what of a form body the upstream gets when the credentials
+// are stripped: every parameter but client_secret (sent empty or not), in
+// the order sent. A body with no client_secret comes back as it is.
+func (f *formCredentials) keep(body []byte) []byte {
+	if !f.sentSecret {
+		return body
+	}
+	kept := make([]byte, 0, len(body))
+	params := formParams{body: body}
+	first := true
+	for {
+		param, rawName, _, ok := params.param()
+		if !ok {
+			return kept
+		}
+		if isSecretParam(rawName) {
+			continue
+		}
+		if !first {
+			kept = append(kept, '&')
+		}
+		kept, first = append(kept, param...), false
+	}
+}
+
+// formUnescape decodes one form-urlencoded component ('+' is a space): a
+// view of b when there is nothing to decode.
+func formUnescape(b []byte) (string, error) { return unescape(viewString(b)) }
 
 // unescape decodes one form-urlencoded component, and allocates only when
-// there is something to decode.
+// there is something to decode: s itself comes back otherwise.
 func unescape(s string) (string, error) {
 	if !strings.ContainsAny(s, "%+") {
 		return s, nil
 	}
-	return url.QueryUnescape(s)
+	b, ok := formDecode(make([]byte, 0, len(s)), s)
+	if !ok {
+		return "", errMalformedForm
+	}
+	return viewString(b), nil
 }
+
+// formDecode appends the form-decoding of s to dst, as url.QueryUnescape
+// decodes it: '+' is a space, %XX a byte. ok is false when a '%' starts no
+// escape.
+func formDecode(dst []byte, s string) (_ []byte, ok bool) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '+':
+			dst = append(dst, ' ')
+		case '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return dst, false
+			}
+			dst = append(dst, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// viewString views bytes as a string without copying: the bytes must not
+// change while the string is used.
+func viewString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// readOnlyBytes views a string as bytes without copying, for a reader
+// that does not write to them.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // isForm reports whether a Content-Type names a form body.
 func isForm(contentType string) bool {

@@ -3,6 +3,7 @@ package rotagate
 import (
 	"encoding/base64"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -12,7 +13,12 @@ import (
 func FuzzParseBasic(f *testing.F) {
 	f.Add("Basic " + base64.StdEncoding.EncodeToString([]byte("app:secret")))
 	f.Fuzz(func(t *testing.T, header string) {
-		p, ok, err := parseBasic(header)
+		// A small scratch: short pairs decode into it, longer ones on the
+		// heap; both must read the same.
+		p, ok, err := parseBasic(header, make([]byte, 16))
+		if heap, hok, herr := parseBasic(header, nil); heap != p || hok != ok || (herr == nil) != (err == nil) {
+			t.Fatalf("%q read %+v with scratch, %+v without", header, p, heap)
+		}
 		if err != nil || !ok {
 			if p != (basicPair{}) {
 				t.Fatal("credentials returned with a failure")
@@ -31,7 +37,7 @@ func FuzzParseBasic(f *testing.F) {
 			t.Fatalf("two pairs for %q: %q", header, pairs)
 		}
 		// The raw pair survives being sent again unencoded.
-		again, ok, err := parseBasic("Basic " + base64.StdEncoding.EncodeToString([]byte(p.rawID+":"+p.rawSecret)))
+		again, ok, err := parseBasic("Basic "+base64.StdEncoding.EncodeToString([]byte(p.rawID+":"+p.rawSecret)), nil)
 		if err != nil || !ok || again.rawID != p.rawID || again.rawSecret != p.rawSecret {
 			t.Fatalf("raw round trip of %q: %+v %v %v", header, again, ok, err)
 		}
@@ -40,7 +46,7 @@ func FuzzParseBasic(f *testing.F) {
 		}
 		// What was decoded must survive a round trip through the encoding
 		// a conforming client uses.
-		again, ok, err = parseBasic("Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.id)+":"+url.QueryEscape(p.secret))))
+		again, ok, err = parseBasic("Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.id)+":"+url.QueryEscape(p.secret))), nil)
 		if err != nil || !ok || !again.valid || again.id != p.id || again.secret != p.secret {
 			t.Fatalf("round trip of %q: %+v %v %v", header, again, ok, err)
 		}
@@ -49,24 +55,47 @@ func FuzzParseBasic(f *testing.F) {
 
 func FuzzParseForm(f *testing.F) {
 	f.Add([]byte("grant_type=client_credentials&client_id=app&client_secret=s"))
+	f.Add([]byte("client_id=app&client_secret=&client%5Fsecret=s&x"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		form, err := parseForm(body)
-		if err != nil || !form.hasSecret {
+		if err != nil {
 			return
 		}
-		if form.secretStart < 0 || form.secretEnd > len(body) || form.secretStart >= form.secretEnd {
-			t.Fatalf("bad secret span [%d,%d) in %d bytes", form.secretStart, form.secretEnd, len(body))
+		// keep drops every client_secret parameter, empty or not, and
+		// leaves the others as they were sent, in order.
+		var others []string
+		params := formParams{body: body}
+		for param, name, _, ok := params.param(); ok; param, name, _, ok = params.param() {
+			if !isSecretParam(name) {
+				others = append(others, string(param))
+			}
 		}
-		cut := append(append([]byte{}, body[:form.secretStart]...), body[form.secretEnd:]...)
+		if sent := len(others) < strings.Count(string(body), "&")+1; sent != form.sentSecret {
+			t.Fatalf("%q: client_secret sent %v, parseForm says %v", body, sent, form.sentSecret)
+		}
+		cut := form.keep(body)
+		if want := strings.Join(others, "&"); string(cut) != want {
+			t.Fatalf("%q kept as %q, want %q", body, cut, want)
+		}
 		after, err := parseForm(cut)
 		if err != nil {
 			t.Fatalf("cutting the secret out of %q made it unparsable: %v", body, err)
 		}
-		if after.hasSecret || after.hasID != form.hasID || after.clientID != form.clientID {
+		if after.sentSecret || after.hasID != form.hasID || after.clientID != form.clientID {
 			t.Fatalf("cutting the secret out of %q changed more than the secret: %q", body, cut)
 		}
-		if want := len(body) - (form.secretEnd - form.secretStart); len(cut) != want {
-			t.Fatalf("cut length %d, want %d", len(cut), want)
+	})
+}
+
+// FuzzFormDecode: the decoder of credentials reads what the standard
+// library's does, and refuses what it refuses.
+func FuzzFormDecode(f *testing.F) {
+	f.Add("legacy+secret%20%2B%zz")
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := url.QueryUnescape(s)
+		got, ok := formDecode(nil, s)
+		if ok != (err == nil) || ok && string(got) != want {
+			t.Fatalf("formDecode(%q) = %q, %v; url.QueryUnescape: %q, %v", s, got, ok, want, err)
 		}
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -82,14 +81,23 @@ type credentials struct {
 	// when it differs.
 	pairs [2]credentialPair
 	n     int
-	basic bool   // from the Authorization header
-	body  []byte // the form body read, when one was
+	basic bool // from the Authorization header
 	form  formCredentials
 }
 
+// basicScratch is the room on the stack for a decoded Basic pair; a
+// longer one is decoded on the heap.
+const basicScratch = 256
+
 // ServeHTTP authenticates the request's client credentials.
+//
+// The strings of the credentials view the request's bytes (a Basic pair
+// is decoded on the stack), so nothing keeps them: what outlives the check
+// (placeholders, usage, logs) takes the snapshot's copy of the ids.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	creds, out := h.extract(r)
+	var scratch [basicScratch]byte
+	defer clear(scratch[:]) // it held a secret
+	creds, body, out := h.extract(r, scratch[:])
 	switch out {
 	case outcomeMalformed:
 		return h.refuse(w, r, out, http.StatusBadRequest, h.answers.badRequest, false)
@@ -109,45 +117,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	var budgetKey string
+	spent := charge{budget: h.budget, now: now}
 	if h.budget != nil {
 		first := creds.pairs[0].id
-		budgetKey = failureKey(first, from, snap.client(first) != nil)
-		if wait, over := h.budget.over(budgetKey, now); over {
+		spent.key = h.budget.failureKey(first, from, snap.client(first) != nil)
+		if wait, over := h.budget.over(spent.key, now); over {
 			return h.throttle(w, r, wait)
 		}
 	}
 
 	start := time.Now()
-	var matched credentialPair
-	var secretID string
-	var c *client           // the matched secret's client
-	var dead credentialPair // a pair that named a dead secret of its client
-	var deadID string
+	var v, dead verdict // the usable secret that matched; a dead one that did
 	for _, p := range creds.pairs[:creds.n] {
-		v, err := h.verifier.verify(r.Context(), snap, p.id, readOnlyBytes(p.secret), now)
-		if err != nil {
+		var err error
+		if v, err = h.verifier.verify(r.Context(), snap, p.id, readOnlyBytes(p.secret), now, &spent); err != nil {
 			edgeMetrics.verify.Observe(time.Since(start).Seconds())
+			if err == errOverBudget {
+				return h.throttle(w, r, spent.wait)
+			}
 			return h.refuse(w, r, outcomeInternalFault, http.StatusServiceUnavailable, h.answers.unavailable, false)
 		}
 		if v.secretID != "" {
-			matched, secretID, c = p, v.secretID, v.client
 			break
 		}
-		if v.revoked != "" && deadID == "" {
-			dead, deadID = p, v.revoked
+		if v.revoked != "" && dead.revoked == "" {
+			dead = v
 		}
 	}
 	edgeMetrics.verify.Observe(time.Since(start).Seconds())
-	if secretID == "" {
-		if deadID != "" {
+	if v.secretID == "" {
+		if dead.revoked != "" {
 			// A dead secret is no guess: it spends no budget, so an app
 			// that was never updated does not throttle its updated
 			// siblings behind the same address. Its owner hears of it.
-			h.feed.usage.recordRevoked(dead.id, deadID, from, now)
+			spent.forgive()
+			h.feed.usage.recordRevoked(dead.client.id, dead.revoked, from, now)
 			edgeMetrics.presentedAfterRevoke.Inc()
-		} else if h.budget != nil {
-			h.budget.spend(budgetKey, now)
+		} else {
+			spent.fail()
 		}
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
@@ -155,32 +162,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The network check comes after the secret verified, so a request
 	// from outside costs what any other does and gets the same 401 as a
 	// wrong secret; the owner sees it among the secret's callers.
-	use, out := useAccepted, outcomeAuthenticated
+	c, use, out := v.client, useAccepted, outcomeAuthenticated
 	if !c.allows(from) {
 		if !c.reportOnly {
-			h.feed.usage.record(matched.id, secretID, from, now, useRefused)
+			h.feed.usage.record(c.id, v.secretID, from, now, useRefused)
 			// Spent like a wrong secret: were it not, an outsider holding a
 			// leaked secret could tell it is right from its never being
 			// throttled.
-			if h.budget != nil {
-				h.budget.spend(budgetKey, now)
-			}
+			spent.fail()
 			return h.refuse(w, r, outcomeNetworkRefused, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 		}
 		use, out = useReportOnly, outcomeNetworkReported
 	}
+	spent.forgive()
 
 	if !h.ForwardCredentials {
-		h.strip(r, &creds)
+		h.strip(r, &creds, body)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set(placeholderClientID, matched.id)
-	repl.Set(placeholderSecretID, secretID)
-	repl.Set(placeholderUserID, matched.id)
-	h.feed.usage.record(matched.id, secretID, from, now, use)
+	var clientID any = c.id // boxed once for both placeholders
+	repl.Set(placeholderClientID, clientID)
+	repl.Set(placeholderSecretID, v.secretID)
+	repl.Set(placeholderUserID, clientID)
+	h.feed.usage.record(c.id, v.secretID, from, now, use)
 	countOutcome(out)
 	if ce := h.logger.Check(zapcore.DebugLevel, "client authenticated"); ce != nil {
-		ce.Write(zap.String("client_id", matched.id), zap.String("secret_id", secretID))
+		ce.Write(zap.String("client_id", c.id), zap.String("secret_id", v.secretID))
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -196,53 +203,54 @@ func (h *Handler) throttle(w http.ResponseWriter, r *http.Request, wait time.Dur
 	return h.refuse(w, r, outcomeThrottled, http.StatusTooManyRequests, h.answers.throttled, false)
 }
 
-// extract finds the request's credentials. A client_secret in the query
-// string makes the request malformed (RFC 6749 §2.3.1): it is never
-// checked, and never reaches the upstream.
-func (h *Handler) extract(r *http.Request) (credentials, outcome) {
-	var c credentials
+// extract finds the request's credentials, and the form body read when
+// there was one. A client_secret in the query string makes the request
+// malformed (RFC 6749 §2.3.1): it is never checked, and never reaches the
+// upstream. The body is apart from the credentials, which may view
+// scratch: the body goes on with the request, scratch must not.
+func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body []byte, out outcome) {
 	if querySecret(r.URL.RawQuery) {
-		return c, outcomeMalformed
+		return c, nil, outcomeMalformed
 	}
 	if len(r.Header["Authorization"]) > 1 {
-		return c, outcomeMalformed // which one would the upstream read?
+		return c, nil, outcomeMalformed // which one would the upstream read?
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
-		p, isBasic, err := parseBasic(auth)
+		p, isBasic, err := parseBasic(auth, scratch)
 		if err != nil {
-			return c, outcomeMalformed
+			return c, nil, outcomeMalformed
 		}
 		if c.basic = isBasic; isBasic {
 			c.pairs, c.n = p.candidates()
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody && isForm(r.Header.Get("Content-Type")) {
-		body, err := readLimited(r.Body, r.ContentLength, h.MaxBody)
+		var err error
+		body, err = readLimited(r.Body, r.ContentLength, h.MaxBody)
 		if err == errBodyTooLarge {
-			return c, outcomeTooLarge
+			return c, nil, outcomeTooLarge
 		}
 		if err != nil {
-			return c, outcomeMalformed
+			return c, nil, outcomeMalformed
 		}
-		c.body = body
 		if c.form, err = parseForm(body); err != nil {
-			return c, outcomeMalformed
+			return c, nil, outcomeMalformed
 		}
 		// Whatever happens next, the upstream gets the body as it came.
 		h.setBody(r, body)
 	}
 	switch {
 	case c.basic && (c.form.hasSecret || (c.form.hasID && !c.names(c.form.clientID))):
-		return c, outcomeMalformed // two authentication methods in one request
+		return c, nil, outcomeMalformed // two authentication methods in one request
 	case c.basic:
-		return c, ""
+		return c, body, ""
 	case c.form.hasSecret && !c.form.hasID:
-		return c, outcomeMalformed
+		return c, nil, outcomeMalformed
 	case c.form.hasSecret:
 		c.pairs[0], c.n = credentialPair{id: c.form.clientID, secret: c.form.secret}, 1
-		return c, ""
+		return c, body, ""
 	}
-	return c, outcomeNoCredentials
+	return c, nil, outcomeNoCredentials
 }
 
 // names reports whether one of the pairs to try is for client id.
@@ -291,17 +299,15 @@ func (h *Handler) setBody(r *http.Request, b []byte) {
 }
 
 // strip removes the credentials the request authenticated with: the
-// Authorization header for Basic, the client_secret pair from a form body
-// (client_id stays).
-func (h *Handler) strip(r *http.Request, c *credentials) {
+// Authorization header for Basic, and every client_secret parameter from
+// its form body (client_id stays).
+func (h *Handler) strip(r *http.Request, c *credentials, body []byte) {
 	if c.basic {
 		r.Header.Del("Authorization")
-		return
 	}
-	b := c.body
-	cut := make([]byte, 0, len(b)-(c.form.secretEnd-c.form.secretStart))
-	cut = append(append(cut, b[:c.form.secretStart]...), b[c.form.secretEnd:]...)
-	h.setBody(r, cut)
+	if kept := c.form.keep(body); len(kept) != len(body) {
+		h.setBody(r, kept)
+	}
 }
 
 // refuse writes an RFC 6749 §5.2 error answer.
@@ -343,7 +349,3 @@ func newMethodSet(methods []string) methodSet {
 	}
 	return m
 }
-
-// readOnlyBytes views a string as bytes without copying; the verifier only
-// reads what it is given.
-func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -2,7 +2,6 @@ package rotagate
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -333,12 +332,10 @@ func TestRawBasicPair(t *testing.T) {
 // client_secret, is the upstream's business.
 func TestQuerySecretNeverChecked(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
-	sums := 0
-	sum := h.verifier.sum
-	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
+	work := countWork(h)
 	r := httptest.NewRequest(http.MethodPost, "/token?client_id=app&client_secret="+appSecret, nil)
-	if w, up := serve(t, h, r); w.Code != 400 || up.called || sums != 0 {
-		t.Fatalf("query secret: status %d, upstream called %v, %d digests", w.Code, up.called, sums)
+	if w, up := serve(t, h, r); w.Code != 400 || up.called || work.of(workDigest) != 0 {
+		t.Fatalf("query secret: status %d, upstream called %v, %d digests", w.Code, up.called, work.of(workDigest))
 	}
 	r = basicRequest("app", appSecret)
 	r.URL.RawQuery = "client_id=app&client_secret=&x=1"
@@ -363,9 +360,36 @@ func TestEmptyParametersOmitted(t *testing.T) {
 			t.Fatalf("Basic with body %q: status %d", body, w.Code)
 		}
 	}
-	r := formRequest("client_id=app&client_secret=&client_secret=" + appSecret)
-	if w, up := serve(t, h, r); w.Code != 200 || up.body != "client_id=app&client_secret=" {
-		t.Fatalf("an empty client_secret beside a real one: status %d, upstream body %q", w.Code, up.body)
+}
+
+// TestEmptySecretStripped: a client_secret sent empty authenticates
+// nothing, but the upstream never gets it either, beside Basic
+// credentials or a real client_secret.
+func TestEmptySecretStripped(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	for _, tc := range []struct{ body, basic, want string }{
+		{"client_id=app&client_secret=&client_secret=" + appSecret, "", "client_id=app"},
+		{"client_secret=&client_id=app&client_secret=" + appSecret + "&scope=a", "", "client_id=app&scope=a"},
+		{"grant_type=client_credentials&client_secret=", basicHeader("app", appSecret), "grant_type=client_credentials"},
+		{"client_secret&grant_type=client_credentials", basicHeader("app", appSecret), "grant_type=client_credentials"},
+		{"grant_type=client_credentials&client%5Fsecret=", basicHeader("app", appSecret), "grant_type=client_credentials"},
+	} {
+		r := formRequest(tc.body)
+		if tc.basic != "" {
+			r.Header.Set("Authorization", tc.basic)
+		}
+		w, up := serve(t, h, r)
+		if w.Code != 200 || up.body != tc.want || up.length != int64(len(tc.want)) || up.header.Get("Content-Length") != strconv.Itoa(len(tc.want)) {
+			t.Errorf("%q: status %d, upstream body %q length %d (header %q), want %q",
+				tc.body, w.Code, up.body, up.length, up.header.Get("Content-Length"), tc.want)
+		}
+	}
+	// With forward_credentials, the body goes as it came.
+	h = newTestHandler(t, nil, func(h *Handler) { h.ForwardCredentials = true })
+	r := formRequest("grant_type=client_credentials&client_secret=")
+	r.Header.Set("Authorization", basicHeader("app", appSecret))
+	if w, up := serve(t, h, r); w.Code != 200 || up.body != "grant_type=client_credentials&client_secret=" {
+		t.Fatalf("forwarded: status %d, upstream body %q", w.Code, up.body)
 	}
 }
 
@@ -476,16 +500,12 @@ func TestExpiry(t *testing.T) {
 // comparisons of the sha256 path.
 func TestUnknownClientCostsTheSame(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
-	var sums, matches int
-	sum, match := h.verifier.sum, h.verifier.match
-	h.verifier.sum = func(b []byte) *[sha256.Size]byte { sums++; return sum(b) }
-	h.verifier.match = func(a, b *[sha256.Size]byte) bool { matches++; return match(a, b) }
 	count := func(r *http.Request) [2]int {
-		sums, matches = 0, 0
+		work := countWork(h)
 		if w, _ := serve(t, h, r); w.Code != 401 {
 			t.Fatalf("status %d", w.Code)
 		}
-		return [2]int{sums, matches}
+		return [2]int{work.of(workDigest), work.of(workCompare)}
 	}
 	wrong := count(basicRequest("app", "wrong"))
 	unknown := count(basicRequest("nobody", "wrong"))
@@ -574,12 +594,12 @@ func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
 	gaveUp, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() {
-		_, err := v.verify(gaveUp, snap, "legacy-bcrypt", []byte(legacySecret), testNow)
+		_, err := v.verify(gaveUp, snap, "legacy-bcrypt", []byte(legacySecret), testNow, &charge{})
 		first <- err
 	}()
 	second := make(chan bool, 1)
 	go func() {
-		got, _ := v.verify(context.Background(), snap, "legacy-bcrypt", []byte(legacySecret), testNow)
+		got, _ := v.verify(context.Background(), snap, "legacy-bcrypt", []byte(legacySecret), testNow, &charge{})
 		second <- got.secretID == "sec_bcrypt"
 	}()
 	cancel()

@@ -151,6 +151,15 @@ func serve(t testing.TB, h *Handler, r *http.Request) (*httptest.ResponseRecorde
 	return w, up
 }
 
+// countWork makes the handler's verifier count its work from now on.
+func countWork(h *Handler) *verifyWork {
+	h.verifier.work = new(verifyWork)
+	return h.verifier.work
+}
+
+// of reads a kind of work counted so far.
+func (w *verifyWork) of(kind int) int { return int(w[kind].Load()) }
+
 func basicHeader(id, secret string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
 }

@@ -1,11 +1,13 @@
 package rotagate
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -20,8 +22,8 @@ const minCompares = 2
 
 // verifier checks a presented secret against a client's stored hashes.
 // sha256 hashes cost one digest of the presented secret and a constant-time
-// comparison per hash; bcrypt and argon2id checks go through a cache of
-// verified pairs, singleflight, and a semaphore that bounds their
+// comparison per hash; bcrypt, argon2id and PBKDF2 checks go through a
+// cache of verified pairs, singleflight, and a semaphore that bounds their
 // concurrency.
 type verifier struct {
 	cache  *verifiedCache
@@ -29,12 +31,32 @@ type verifier struct {
 	slots  chan struct{}
 	dummy  *client // the record an unknown client id is checked against
 	pad    [sha256.Size]byte
+	// key keys the digests that name verified pairs in the cache, so that
+	// no entry can be matched against a digest computed elsewhere.
+	key [verifiedKeySize]byte
 
-	// sum, match and lookup are the digest, comparison and tombstone
-	// primitives; tests wrap them to count the work done.
-	sum    func([]byte) *[sha256.Size]byte
-	match  func(a, b *[sha256.Size]byte) bool
-	lookup func(*shard, *[sha256.Size]byte) (tombstone, bool)
+	// work counts what checks cost, when set (tests set it; nil in
+	// service).
+	work *verifyWork
+}
+
+// verifyWork counts the work of checks by kind.
+type verifyWork [workKinds]atomic.Int64
+
+// The kinds of work a check does.
+const (
+	workDigest   = iota // SHA-256 digests of a presented secret
+	workCompare         // constant-time digest comparisons
+	workLookup          // tombstone lookups
+	workSlowHash        // slow hashes computed (bcrypt, argon2id, PBKDF2)
+	workKinds
+)
+
+// count adds one to a kind of work, when work is counted.
+func (w *verifyWork) count(kind int) {
+	if w != nil {
+		w[kind].Add(1)
+	}
 }
 
 func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
@@ -43,49 +65,55 @@ func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
 		return nil, err
 	}
 	v := &verifier{
-		cache:  cache,
-		slots:  make(chan struct{}, concurrency),
-		dummy:  &client{digests: make([]digestSecret, minCompares)},
-		sum:    secrethash.Sum,
-		match:  secrethash.MatchDigest,
-		lookup: lookupTombstone,
+		cache: cache,
+		slots: make(chan struct{}, concurrency),
+		dummy: &client{digests: make([]digestSecret, minCompares)},
 	}
 	_, _ = rand.Read(v.pad[:])
+	_, _ = rand.Read(v.key[:])
 	for i := range v.dummy.digests {
 		_, _ = rand.Read(v.dummy.digests[i].digest[:])
 	}
 	return v, nil
 }
 
-// verdict is what a check found: the usable secret that matched, with
-// its client's record, or when none did, the client's dead (revoked or
-// expired) secret that did.
+// verdict is what a check found: the usable secret that matched, or when
+// none did, the client's dead (revoked or expired) secret that did; with
+// either, the client's record.
 type verdict struct {
 	secretID string
-	client   *client // set with secretID
 	revoked  string
+	client   *client
 }
 
+// errOverBudget: a slow check would have gone past the caller's failure
+// budget; the request's charge says how long to wait.
+var errOverBudget = errors.New("over the failure budget")
+
 // verify checks a presented secret against the snapshot's record of
-// clientID. err is set only for a technical fault (the request gave up
-// while waiting for a slow-hash slot). An unknown client id is checked
-// against the dummy record, and every check that finds no usable secret
-// makes one tombstone lookup, so an unknown client, a wrong secret and a
-// dead secret cost the same.
-func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, presented []byte, now time.Time) (verdict, error) {
+// clientID. err is set when the check could not be made: a technical fault
+// (the request gave up while waiting for a slow-hash slot), or
+// errOverBudget when a slow hash would pass the failure budget that ch
+// draws on. An unknown client id is checked against the dummy record, and
+// every check that finds no usable secret makes one tombstone lookup, so
+// an unknown client, a wrong secret and a dead secret cost the same.
+// Nothing it is given outlives the call.
+func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, presented []byte, now time.Time, ch *charge) (verdict, error) {
 	sh := snap.shard(clientID)
 	c, known := sh.clients[clientID]
 	if !known {
 		c = v.dummy
 	}
-	digest := v.sum(presented)
+	digest := secrethash.Sum(presented)
+	v.work.count(workDigest)
 	matched, expired := -1, -1
 	for i := range max(len(c.digests), minCompares) {
 		stored := &v.pad
 		if i < len(c.digests) {
 			stored = &c.digests[i].digest
 		}
-		if v.match(stored, digest) && i < len(c.digests) {
+		v.work.count(workCompare)
+		if secrethash.MatchDigest(stored, digest) && i < len(c.digests) {
 			if c.digests[i].usable(now) {
 				matched = i
 			} else {
@@ -96,49 +124,70 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 	if matched >= 0 && known {
 		return verdict{secretID: c.digests[matched].id, client: c}, nil
 	}
+	if len(c.slow) > 0 {
+		id, err := v.verifySlow(ctx, c, digest, presented, now, ch)
+		if err != nil {
+			return verdict{}, err
+		}
+		if id != "" {
+			return verdict{secretID: id, client: c}, nil
+		}
+	}
+	v.work.count(workLookup)
+	t, buried := sh.tombstones[*digest]
+	switch {
+	case !known:
+	case expired >= 0: // expired here before the control plane said so
+		return verdict{revoked: c.digests[expired].id, client: c}, nil
+	case buried && t.clientID == c.id:
+		return verdict{revoked: t.secretID, client: c}, nil
+	}
+	return verdict{}, nil
+}
+
+// verifySlow checks a presented secret (and its digest) against a client's
+// imported legacy hashes, and returns the id of the one it matched. A pair
+// verified before is found in the cache at the cost of one more digest;
+// otherwise each usable hash is checked, the first after reserving a
+// failure from the caller's budget. Concurrent checks of the same pair
+// share one computation; distinct ones queue for a slot.
+func (v *verifier) verifySlow(ctx context.Context, c *client, digest *[sha256.Size]byte, presented []byte, now time.Time, ch *charge) (string, error) {
+	name := v.pairName(digest)
+	if e, hit := v.cache.get(name.key()); hit && e.name == name {
+		for i := range c.slow {
+			if s := &c.slow[i]; s.usable(now) && e.names(s) {
+				return s.id, nil
+			}
+		}
+	}
 	for i := range c.slow {
 		s := &c.slow[i]
 		if !s.usable(now) {
 			continue
 		}
-		ok, err := v.verifySlow(ctx, c.id, s, presented)
+		if !ch.reserve() {
+			return "", errOverBudget
+		}
+		ok, err := v.checkSlow(ctx, name, s, presented)
 		if err != nil {
-			return verdict{}, err
+			return "", err
 		}
 		if ok {
-			return verdict{secretID: s.id, client: c}, nil
+			return s.id, nil
 		}
 	}
-	t, buried := v.lookup(sh, digest)
-	switch {
-	case !known:
-	case expired >= 0: // expired here before the control plane said so
-		return verdict{revoked: c.digests[expired].id}, nil
-	case buried && t.clientID == c.id:
-		return verdict{revoked: t.secretID}, nil
-	}
-	return verdict{}, nil
+	return "", nil
 }
 
-// lookupTombstone finds a dead secret by its digest, in the shard of the
-// client id presented (a client's tombstones live in its shard).
-func lookupTombstone(sh *shard, digest *[sha256.Size]byte) (tombstone, bool) {
-	t, ok := sh.tombstones[*digest]
-	return t, ok
-}
-
-// verifySlow checks one imported legacy hash, through the cache of
-// verified pairs. Concurrent checks of the same pair share one computation;
-// distinct ones queue for a slot.
-func (v *verifier) verifySlow(ctx context.Context, clientID string, s *slowSecret, presented []byte) (bool, error) {
-	key := cacheKey(clientID, presented, s.hash.Encoded)
-	if id, hit := v.cache.get(key); hit && id == s.id {
-		return true, nil
-	}
-	// The shared check belongs to no single caller: one that gives up does
-	// not fail the others, and each waits on its own context. The wait for
-	// a slot is bounded, so a flood cannot pile up checks without end.
-	results := v.flight.DoChan(key, func() (any, error) {
+// checkSlow computes one slow hash check, shared with concurrent checks of
+// the same pair. The shared check belongs to no single caller: one that
+// gives up does not fail the others, and each waits on its own context.
+// The wait for a slot is bounded, so a flood cannot pile up checks without
+// end.
+func (v *verifier) checkSlow(ctx context.Context, name pairName, s *slowSecret, presented []byte) (bool, error) {
+	secret := bytes.Clone(presented) // the check may outlive the request
+	results := v.flight.DoChan(string(name[:])+s.id, func() (any, error) {
+		defer clear(secret)
 		timer := time.NewTimer(slotWait)
 		defer timer.Stop()
 		select {
@@ -147,9 +196,10 @@ func (v *verifier) verifySlow(ctx context.Context, clientID string, s *slowSecre
 			return false, errNoSlot
 		}
 		defer func() { <-v.slots }()
-		ok := s.hash.Verify(presented)
+		v.work.count(workSlowHash)
+		ok := s.hash.Verify(secret)
 		if ok {
-			v.cache.set(key, s.id, v.cache.ttl)
+			v.cache.set(name.key(), &verifiedPair{name: name, secretID: s.id, stored: s.hash.Encoded}, v.cache.ttl)
 		}
 		return ok, nil
 	})
@@ -169,31 +219,53 @@ const slotWait = 10 * time.Second
 
 var errNoSlot = errors.New("no slow-hash slot became free")
 
-// cacheKey digests (client id, presented secret, stored hash), each part
-// length-prefixed so no two different triples share a key. The parts are
-// gathered in a stack buffer: only the returned key is allocated.
-func cacheKey(clientID string, presented []byte, stored string) string {
-	var buf [512]byte
-	b := binary.LittleEndian.AppendUint64(buf[:0], uint64(len(clientID)))
-	b = append(b, clientID...)
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(presented)))
-	b = append(b, presented...)
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(stored)))
-	b = append(b, stored...)
-	sum := sha256.Sum256(b)
-	clear(buf[:]) // the buffer held the presented secret
-	return string(sum[:])
+// verifiedKeySize is the length of the key of pair names: with the 32-byte
+// digest it fills one SHA-256 block.
+const verifiedKeySize = 16
+
+// pairName names a presented secret in the cache of verified pairs: a
+// SHA-256 over the verifier's random key and the secret's digest, so that
+// the cache holds nothing computed without the key (whoever could read it
+// could not test guesses against it with a plain SHA-256).
+type pairName [sha256.Size]byte
+
+// pairName computes the name of a presented secret from its digest: one
+// SHA-256 block, over a buffer that is cleared after.
+func (v *verifier) pairName(digest *[sha256.Size]byte) pairName {
+	var buf [verifiedKeySize + sha256.Size]byte
+	copy(buf[:], v.key[:])
+	copy(buf[verifiedKeySize:], digest[:])
+	name := pairName(sha256.Sum256(buf[:]))
+	clear(buf[:])
+	return name
+}
+
+// key is the cache's index of a name; the entry holds the whole name.
+func (n *pairName) key() uint64 { return binary.LittleEndian.Uint64(n[:8]) }
+
+// verifiedPair is a secret that passed a slow check: the presented
+// secret's name, and the id and stored hash of the secret it matched.
+type verifiedPair struct {
+	name     pairName
+	secretID string
+	stored   string
+}
+
+// names reports whether the entry is for s as it is stored now.
+func (e *verifiedPair) names(s *slowSecret) bool {
+	return e.secretID == s.id && e.stored == s.hash.Encoded
 }
 
 func (v *verifier) close() { v.cache.close() }
 
-// verifiedCache remembers secrets that passed a slow check. Its key is a
-// SHA-256 over the client id, the presented secret and the stored hash,
-// never the plaintext; the value is the secret id. A revoked secret's
-// stored hash leaves the snapshot, so its entries are never looked up
-// again; the TTL, at most the revocation delay, bounds the rest.
+// verifiedCache remembers secrets that passed a slow check, under the
+// name of the presented secret (never the secret, never a plain digest of
+// it). An entry counts only for the secret id and stored hash it was
+// verified against: a revoked secret leaves the snapshot, so its entries
+// are never used again; the TTL, at most the revocation delay, bounds the
+// rest.
 type verifiedCache struct {
-	*boundedCache[string]
+	*boundedCache[*verifiedPair]
 	ttl time.Duration
 }
 
@@ -201,7 +273,7 @@ type verifiedCache struct {
 const verifiedEntries = 10_000
 
 func newVerifiedCache(ttl time.Duration) (*verifiedCache, error) {
-	c, err := newBoundedCache[string]("verification", verifiedEntries)
+	c, err := newBoundedCache[*verifiedPair]("verification", verifiedEntries)
 	if err != nil {
 		return nil, err
 	}
