@@ -188,7 +188,8 @@ func (b *binReader) count() int {
 	return int(n)
 }
 
-// fixed reads len(dst) bytes.
+// fixed reads len(dst) bytes, at most the reader's buffer (a digest):
+// through Peek, so that dst does not escape to the heap.
 func (b *binReader) fixed(dst []byte) {
 	if b.err != nil {
 		return
@@ -197,10 +198,13 @@ func (b *binReader) fixed(dst []byte) {
 		b.fail(io.ErrUnexpectedEOF)
 		return
 	}
-	if _, err := io.ReadFull(b.r, dst); err != nil {
+	p, err := b.r.Peek(len(dst))
+	if err != nil {
 		b.fail(io.ErrUnexpectedEOF)
 		return
 	}
+	copy(dst, p)
+	b.r.Discard(len(dst))
 	b.left -= int64(len(dst))
 }
 
@@ -208,8 +212,15 @@ func (b *binReader) fixed(dst []byte) {
 func (b *binReader) str(buf []byte) ([]byte, span) {
 	n := b.count()
 	at := len(buf)
+	if b.err != nil {
+		return buf, span{at, at}
+	}
 	buf = append(buf, make([]byte, n)...)
-	b.fixed(buf[at:])
+	if _, err := io.ReadFull(b.r, buf[at:]); err != nil {
+		b.fail(io.ErrUnexpectedEOF)
+		return buf[:at], span{at, at}
+	}
+	b.left -= int64(n)
 	return buf, span{at, at + n}
 }
 

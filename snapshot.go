@@ -35,6 +35,7 @@ type snapshot struct {
 	epoch    string
 	revision int64
 	clients  int // how many, for the log
+	secrets  int // active secrets, how many: the next build's capacity
 	shards   *[snapshotShards]*shard
 }
 
@@ -159,7 +160,11 @@ type snapshotBuilder struct {
 }
 
 func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
-	return &snapshotBuilder{prev: prev}
+	b := &snapshotBuilder{prev: prev}
+	if prev != nil {
+		b.secretIDs = make([]uint64, 0, prev.secrets)
+	}
+	return b
 }
 
 // add validates one client of a full snapshot and adds it. A client equal
@@ -209,10 +214,11 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 	if revision < 0 {
 		return nil, errors.New("snapshot has a negative revision")
 	}
+	secrets := len(b.secretIDs)
 	if err := b.checkSecretIDs(); err != nil {
 		return nil, err
 	}
-	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, shards: new([snapshotShards]*shard)}
+	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, secrets: secrets, shards: new([snapshotShards]*shard)}
 	for i, sh := range b.shards {
 		if sh == nil {
 			sh = emptyShard
@@ -603,7 +609,7 @@ func (s *snapshot) apply(d *delta) (*snapshot, error) {
 	if d.epoch != s.epoch || d.since != s.revision {
 		return nil, fmt.Errorf("change %s.%d→%d does not follow the snapshot held (%s.%d)", d.epoch, d.since, d.revision, s.epoch, s.revision)
 	}
-	next := &snapshot{epoch: s.epoch, revision: d.revision, clients: s.clients, shards: new([snapshotShards]*shard)}
+	next := &snapshot{epoch: s.epoch, revision: d.revision, clients: s.clients, secrets: s.secrets, shards: new([snapshotShards]*shard)}
 	*next.shards = *s.shards
 	copied := make(map[int]bool)
 	touch := func(id string) *shard {
@@ -619,16 +625,19 @@ func (s *snapshot) apply(d *delta) (*snapshot, error) {
 		if old := sh.clients[id]; old != nil {
 			sh.remove(old)
 			next.clients--
+			next.secrets -= len(old.digests) + len(old.slow)
 		}
 	}
 	for _, c := range d.changed {
 		sh := touch(c.id)
 		if old := sh.clients[c.id]; old != nil {
 			sh.remove(old)
+			next.secrets -= len(old.digests) + len(old.slow)
 		} else {
 			next.clients++
 		}
 		sh.put(c)
+		next.secrets += len(c.digests) + len(c.slow)
 	}
 	return next, nil
 }

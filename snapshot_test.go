@@ -24,10 +24,11 @@ import (
 func canonical(t *testing.T, s *snapshot) string {
 	t.Helper()
 	var lines []string
-	count := 0
+	count, secrets := 0, 0
 	for i, sh := range s.shards {
 		for id, c := range sh.clients {
 			count++
+			secrets += len(c.digests) + len(c.slow)
 			if id != c.id || shardIndex(id) != i {
 				t.Fatalf("client %q filed under %q in shard %d", c.id, id, i)
 			}
@@ -46,8 +47,8 @@ func canonical(t *testing.T, s *snapshot) string {
 			}
 		}
 	}
-	if count != s.clients {
-		t.Fatalf("snapshot counts %d clients, holds %d", s.clients, count)
+	if count != s.clients || secrets != s.secrets {
+		t.Fatalf("snapshot counts %d clients and %d secrets, holds %d and %d", s.clients, s.secrets, count, secrets)
 	}
 	slices.Sort(lines)
 	return fmt.Sprintf("%s.%d\n%s", s.epoch, s.revision, strings.Join(lines, "\n"))
