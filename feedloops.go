@@ -219,11 +219,11 @@ func (f *feed) pollOnce(ctx context.Context, long bool) error {
 		default:
 			return fmt.Errorf("unexpected status %d", resp.StatusCode)
 		}
-		ans, spooled, err := f.snapshots.decode(resp.Body, cfg.maxBytes, held)
+		ans, err := decodeAnswer(resp.Body, cfg.maxBytes, held)
 		switch {
 		case err != nil:
 		case ans.full != nil:
-			err = f.snapshots.replace(ans.full, spooled, sent)
+			err = f.snapshots.replace(ans.full, sent)
 		case !askedChanges:
 			err = errors.New("a change, although the edge asked for a full snapshot")
 		default:

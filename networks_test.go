@@ -151,8 +151,10 @@ func TestNetworksFollowChanges(t *testing.T) {
 	}
 	w.Clients[0].AllowedCIDRs, w.Clients[0].NetworksReportOnly = []string{"10.0.0.0/8"}, true
 	b := newSnapshotBuilder(held)
+	var rc rawClient
 	for i := range w.Clients {
-		if err := b.add(&w.Clients[i]); err != nil {
+		rc.setWire(&w.Clients[i])
+		if err := b.add(&rc); err != nil {
 			t.Fatal(err)
 		}
 	}

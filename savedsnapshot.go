@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,7 +25,7 @@ import (
 // saved beside it. The files hold hashes only, never a secret, and are
 // written atomically (a temporary file renamed over the old one).
 //
-//	<data dir>/rotagate/edge/<feed key>.json       the last full snapshot
+//	<data dir>/rotagate/edge/<feed key>.snap       the last full snapshot, binary (savedformat.go)
 //	<data dir>/rotagate/edge/<feed key>.changes    the changes applied since, appended
 //	<data dir>/rotagate/edge/<feed key>.confirmed  unix nanoseconds, a space, the ETag confirmed
 //
@@ -34,6 +35,10 @@ import (
 // full snapshot, and everything from a torn or unusable line on, is
 // ignored. The log is compacted into a new full snapshot (written from
 // memory) every compactChanges changes or compactBytes bytes.
+//
+// Edges before the binary form saved the full snapshot as the feed's JSON
+// in <feed key>.json: it is read when there is no .snap, and removed once
+// a .snap is written.
 //
 // The confirmation names the snapshot it confirms, so that it can never be
 // read beside another body (a crash between two writes, files copied
@@ -48,7 +53,8 @@ func newSavedSnapshot(key string) *savedSnapshot {
 	return &savedSnapshot{dir: filepath.Join(caddy.AppDataDir(), "rotagate", "edge"), key: key}
 }
 
-func (d *savedSnapshot) snapshotPath() string  { return filepath.Join(d.dir, d.key+".json") }
+func (d *savedSnapshot) snapshotPath() string  { return filepath.Join(d.dir, d.key+".snap") }
+func (d *savedSnapshot) legacyPath() string    { return filepath.Join(d.dir, d.key+".json") }
 func (d *savedSnapshot) confirmedPath() string { return filepath.Join(d.dir, d.key+".confirmed") }
 func (d *savedSnapshot) changesPath() string   { return filepath.Join(d.dir, d.key+".changes") }
 
@@ -58,9 +64,7 @@ const (
 	compactBytes   = 4 << 20
 )
 
-// spool opens a temporary file in the directory: a snapshot body is copied
-// into it while it is decoded, and keep renames it into place once the
-// snapshot is applied.
+// spool opens a temporary file in the directory, for commit.
 func (d *savedSnapshot) spool() (*os.File, error) {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
@@ -68,13 +72,14 @@ func (d *savedSnapshot) spool() (*os.File, error) {
 	return os.CreateTemp(d.dir, ".tmp-*")
 }
 
-// keep makes a spooled body the saved snapshot, atomically, and drops the
-// change log of the one before.
+// keep makes a body written by writeFull the saved snapshot, atomically,
+// and drops the change log of the one before (and a copy in the old
+// form).
 func (d *savedSnapshot) keep(tmp *os.File) error {
 	if err := commit(tmp, d.snapshotPath()); err != nil {
 		return err
 	}
-	return removeIfAny(d.changesPath())
+	return errors.Join(removeIfAny(d.changesPath()), removeIfAny(d.legacyPath()))
 }
 
 // appendChange adds one change to the log, synced; first starts a new log
@@ -105,35 +110,46 @@ func (d *savedSnapshot) appendChange(base string, change *wire.Delta, first bool
 	return len(line), f.Close()
 }
 
-// writeFull spools snap as a full snapshot body, for keep: the change log
-// compacted.
+// writeFull writes snap in the binary form to a temporary file, for
+// keep.
 func (d *savedSnapshot) writeFull(snap *snapshot) (*os.File, error) {
 	tmp, err := d.spool()
 	if err != nil {
 		return nil, err
 	}
-	w := bufio.NewWriterSize(tmp, 1<<16)
-	head, _ := json.Marshal(struct {
-		Epoch    string `json:"epoch"`
-		Revision int64  `json:"revision"`
-	}{snap.epoch, snap.revision})
-	w.Write(head[:len(head)-1])
-	w.WriteString(`,"clients":[`)
-	enc := json.NewEncoder(w)
-	first := true
-	snap.each(func(c *client) {
-		if !first {
-			w.WriteByte(',')
-		}
-		first = false
-		enc.Encode(c.wire()) // errors surface at Flush
-	})
-	w.WriteString("]}\n")
-	if err := w.Flush(); err != nil {
+	err = writeSnapshotFile(tmp, snap)
+	if err != nil {
 		discard(tmp)
 		return nil, err
 	}
 	return tmp, nil
+}
+
+// writeSnapshotFile writes the header (savedformat.go) with a zero
+// checksum, then the body, then the header again with the body's length
+// and checksum.
+func writeSnapshotFile(f *os.File, snap *snapshot) error {
+	if _, err := f.Write(savedHeaderFor(0, 0)); err != nil {
+		return err
+	}
+	crc := crc32.New(crcTable)
+	counted := &countingWriter{w: io.MultiWriter(f, crc)}
+	if err := encodeSnapshot(bufio.NewWriterSize(counted, 1<<16), snap); err != nil {
+		return err
+	}
+	_, err := f.WriteAt(savedHeaderFor(counted.n, crc.Sum32()), 0)
+	return err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func removeIfAny(path string) error {
@@ -168,7 +184,7 @@ func discard(tmp *os.File) {
 // forget removes the saved snapshot, its changes and its confirmation
 // time.
 func (d *savedSnapshot) forget() error {
-	return errors.Join(removeIfAny(d.snapshotPath()), removeIfAny(d.changesPath()), removeIfAny(d.confirmedPath()))
+	return errors.Join(removeIfAny(d.snapshotPath()), removeIfAny(d.legacyPath()), removeIfAny(d.changesPath()), removeIfAny(d.confirmedPath()))
 }
 
 // saveConfirmed writes that the snapshot tagged etag was current at t.
@@ -201,22 +217,14 @@ type savedState struct {
 // is then older, and its confirmation (which names the newest) is not
 // trusted.
 func (d *savedSnapshot) load(limit int64, logger *zap.Logger) (savedState, error) {
-	f, err := os.Open(d.snapshotPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return savedState{}, nil
-	}
-	if err != nil {
-		return savedState{}, err
-	}
-	defer f.Close()
-	ans, err := decodeAnswer(f, limit, nil, nil)
-	if err == nil && ans.full == nil {
-		err = errors.New("a change, not a snapshot")
-	}
+	snap, err := d.loadFull(limit, logger)
 	if err != nil {
 		return savedState{}, fmt.Errorf("saved snapshot: %w", err)
 	}
-	st := savedState{snap: ans.full}
+	if snap == nil {
+		return savedState{}, nil
+	}
+	st := savedState{snap: snap}
 	if err := d.replay(&st, limit); err != nil {
 		st.changes = compactChanges // the next change writes the snapshot whole, past the damage
 		logger.Warn("the saved change log ends early; the snapshot is older than the one last confirmed", zap.Error(err))
@@ -229,6 +237,45 @@ func (d *savedSnapshot) load(limit int64, logger *zap.Logger) (savedState, error
 		}
 	}
 	return st, nil
+}
+
+// loadFull reads the full snapshot saved, in the binary form, or else in
+// the JSON form of older edges; nil when there is none.
+func (d *savedSnapshot) loadFull(limit int64, logger *zap.Logger) (*snapshot, error) {
+	f, err := os.Open(d.snapshotPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return d.loadLegacy(limit, logger)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return readSnapshotFile(f, info.Size(), limit)
+}
+
+// loadLegacy reads a full snapshot saved as JSON by an older edge.
+func (d *savedSnapshot) loadLegacy(limit int64, logger *zap.Logger) (*snapshot, error) {
+	f, err := os.Open(d.legacyPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ans, err := decodeAnswer(f, limit, nil)
+	if err == nil && ans.full == nil {
+		err = errors.New("a change, not a snapshot")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("in the JSON form of older edges: %w", err)
+	}
+	logger.Info("read the saved snapshot in the JSON form of older edges; the next one is saved in the binary form")
+	return ans.full, nil
 }
 
 // replay applies the saved change log to st, as far as it goes.

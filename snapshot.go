@@ -35,6 +35,7 @@ type snapshot struct {
 	epoch    string
 	revision int64
 	clients  int // how many, for the log
+	secrets  int // active secrets, how many: the next build's capacity
 	shards   *[snapshotShards]*shard
 }
 
@@ -109,6 +110,11 @@ func shardIndex(id string) int {
 	return int(maphash.String(shardSeed, id) % snapshotShards)
 }
 
+// shardIndexBytes is shardIndex of an id not yet made a string.
+func shardIndexBytes(id []byte) int {
+	return int(maphash.Bytes(shardSeed, id) % snapshotShards)
+}
+
 // shard returns the shard that holds clientID, whether or not it exists:
 // a known and an unknown id cost the same hash and lookups.
 func (s *snapshot) shard(clientID string) *shard { return s.shards[shardIndex(clientID)] }
@@ -129,8 +135,10 @@ func (s *snapshot) each(fn func(*client)) {
 // fault rejects the whole answer.
 func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 	b := newSnapshotBuilder(nil)
+	var rc rawClient
 	for i := range w.Clients {
-		if err := b.add(&w.Clients[i]); err != nil {
+		rc.setWire(&w.Clients[i])
+		if err := b.add(&rc); err != nil {
 			return nil, err
 		}
 	}
@@ -138,10 +146,10 @@ func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 }
 
 // snapshotBuilder builds a full snapshot one client at a time, as the
-// streaming decoder reads them, straight into its shards. A client equal
-// to its record in prev (the snapshot held) is taken from prev, so a full
-// answer that changes little costs little more memory than the snapshot
-// held: the decoded copy becomes garbage at once.
+// streaming decoder (or the saved copy's reader) reads them, straight into
+// its shards. A client equal to its record in prev (the snapshot held) is
+// taken from prev, so a full answer that changes little costs little more
+// memory than the snapshot held.
 type snapshotBuilder struct {
 	prev   *snapshot
 	shards [snapshotShards]*shard
@@ -152,39 +160,45 @@ type snapshotBuilder struct {
 }
 
 func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
-	return &snapshotBuilder{prev: prev}
+	b := &snapshotBuilder{prev: prev}
+	if prev != nil {
+		b.secretIDs = make([]uint64, 0, prev.secrets)
+	}
+	return b
 }
 
 // add validates one client of a full snapshot and adds it. A client equal
 // to its record in prev is that record: it was validated when it came,
-// and nothing is built for it.
-func (b *snapshotBuilder) add(wc *wire.Client) error {
+// and nothing is built for it. rc may be reused once add returns.
+func (b *snapshotBuilder) add(rc *rawClient) error {
+	id := rc.bytes(rc.id)
+	i := shardIndexBytes(id)
 	var c *client
 	if b.prev != nil {
-		if old := b.prev.client(wc.ClientID); old != nil && old.sameAs(wc) {
+		if old := b.prev.shards[i].clients[string(id)]; old != nil && old.sameAs(rc) {
 			c = old
 		}
 	}
 	if c == nil {
 		var err error
-		if c, err = newClient(wc, b.n); err != nil {
+		if c, err = buildClient(rc, b.n); err != nil {
 			return err
 		}
 	}
-	i := shardIndex(c.id)
 	sh := b.shards[i]
 	if sh == nil {
-		sh = &shard{clients: make(map[string]*client)}
+		hint := 0
+		if b.prev != nil { // the shard will likely hold as many as before
+			hint = len(b.prev.shards[i].clients)
+		}
+		sh = &shard{clients: make(map[string]*client, hint)}
 		b.shards[i] = sh
 	}
 	if _, dup := sh.clients[c.id]; dup {
 		return fmt.Errorf("snapshot lists client %q twice", c.id)
 	}
-	for j := range c.digests {
-		b.secretIDs = append(b.secretIDs, maphash.String(shardSeed, c.digests[j].id))
-	}
-	for j := range c.slow {
-		b.secretIDs = append(b.secretIDs, maphash.String(shardSeed, c.slow[j].id))
+	for j := range rc.secrets {
+		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
 	}
 	sh.put(c)
 	b.n++
@@ -200,10 +214,11 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 	if revision < 0 {
 		return nil, errors.New("snapshot has a negative revision")
 	}
+	secrets := len(b.secretIDs)
 	if err := b.checkSecretIDs(); err != nil {
 		return nil, err
 	}
-	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, shards: new([snapshotShards]*shard)}
+	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, secrets: secrets, shards: new([snapshotShards]*shard)}
 	for i, sh := range b.shards {
 		if sh == nil {
 			sh = emptyShard
@@ -293,92 +308,197 @@ func (sh *shard) clone() *shard {
 	return out
 }
 
-// newClient validates one client of a feed answer (the i-th) and builds
-// its record. Secret ids are checked for duplicates by the caller, across
-// every client of the answer.
-func newClient(wc *wire.Client, i int) (*client, error) {
-	if wc.ClientID == "" {
-		return nil, fmt.Errorf("snapshot client %d has no client_id", i)
+// rawClient is one client as read from the feed or the saved copy,
+// before it is validated: its ids back to back in one buffer, its other
+// strings in another, sha256 hashes already decoded. The decoders reuse
+// one rawClient for every client, so a client costs allocations only
+// when a record is built for it.
+type rawClient struct {
+	id         span
+	secrets    []rawSecret
+	tombstones []rawSecret
+	cidrs      []span
+	reportOnly bool
+	// ids holds the client id and the secret and tombstone ids; a record
+	// built from rc keeps them all in one string. text holds the hashes
+	// that are not sha256 and the CIDRs.
+	ids, text []byte
+}
+
+// span is where a string is in one of rawClient's buffers.
+type span struct{ at, end int }
+
+// rawSecret is a secret or a tombstone of a rawClient.
+type rawSecret struct {
+	id span
+	// sha is set when the hash is a `sha256:…` one, decoded into digest;
+	// otherwise hash is the stored hash string, in text.
+	sha     bool
+	digest  [sha256.Size]byte
+	hash    span
+	expires int64 // as secretMeta.expires
+}
+
+func (rc *rawClient) reset() {
+	*rc = rawClient{secrets: rc.secrets[:0], tombstones: rc.tombstones[:0], cidrs: rc.cidrs[:0], ids: rc.ids[:0], text: rc.text[:0]}
+}
+
+// bytes returns the id (or secret id) at sp.
+func (rc *rawClient) bytes(sp span) []byte { return rc.ids[sp.at:sp.end] }
+
+// textAt returns the hash (or CIDR) at sp.
+func (rc *rawClient) textAt(sp span) []byte { return rc.text[sp.at:sp.end] }
+
+// parseHash decodes the hash just appended to text (at s.hash) into the
+// digest when it is a sha256 one, and then takes it back out of text.
+func (s *rawSecret) parseHash(text []byte) []byte {
+	if digest, ok := parseDigest(text[s.hash.at:s.hash.end]); ok {
+		s.sha, s.digest = true, digest
+		text = text[:s.hash.at]
+		s.hash = span{}
 	}
-	nets, err := parseNetworks(wc.AllowedCIDRs)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot client %q: %v", wc.ClientID, err)
+	return text
+}
+
+// setWire fills rc with a client in its wire form (a change's, or a
+// test's).
+func (rc *rawClient) setWire(wc *wire.Client) {
+	rc.reset()
+	str := func(buf *[]byte, v string) span {
+		at := len(*buf)
+		*buf = append(*buf, v...)
+		return span{at, len(*buf)}
 	}
-	c := &client{id: wc.ClientID, networks: nets}
-	if nets != nil {
-		c.cidrs, c.reportOnly = slices.Clone(wc.AllowedCIDRs), wc.NetworksReportOnly
-	}
+	rc.id = str(&rc.ids, wc.ClientID)
 	for _, ws := range wc.Secrets {
-		if ws.ID == "" {
-			return nil, fmt.Errorf("snapshot client %q has a secret without id", wc.ClientID)
-		}
-		h, err := secrethash.Parse(ws.Hash)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot secret %q: %v", ws.ID, err)
-		}
-		meta := secretMeta{id: ws.ID}
+		s := rawSecret{id: str(&rc.ids, ws.ID), hash: str(&rc.text, ws.Hash)}
+		rc.text = s.parseHash(rc.text)
 		if ws.ExpiresAt != nil {
-			meta.expires = ws.ExpiresAt.UnixNano()
-			if meta.expires == 0 { // the epoch itself: long past, still an expiry
-				meta.expires = -1
-			}
+			s.expires = expiresAt(*ws.ExpiresAt)
 		}
-		if h.Scheme == secrethash.SHA256 {
-			c.digests = append(c.digests, digestSecret{secretMeta: meta, digest: h.Digest})
-		} else {
-			c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h})
-		}
+		rc.secrets = append(rc.secrets, s)
 	}
 	for _, wt := range wc.Tombstones {
-		h, err := secrethash.Parse(wt.Hash)
-		if wt.ID == "" || err != nil || h.Scheme != secrethash.SHA256 {
-			return nil, fmt.Errorf("snapshot client %q has a malformed tombstone", wc.ClientID)
+		s := rawSecret{id: str(&rc.ids, wt.ID), hash: str(&rc.text, wt.Hash)}
+		rc.text = s.parseHash(rc.text)
+		rc.tombstones = append(rc.tombstones, s)
+	}
+	for _, cidr := range wc.AllowedCIDRs {
+		rc.cidrs = append(rc.cidrs, str(&rc.text, cidr))
+	}
+	rc.reportOnly = wc.NetworksReportOnly
+}
+
+// expiresAt is an expiry as secretMeta.expires holds it.
+func expiresAt(t time.Time) int64 {
+	if n := t.UnixNano(); n != 0 {
+		return n
+	}
+	return -1 // the epoch itself: long past, still an expiry
+}
+
+// newClient validates one client of a change (the i-th) and builds its
+// record.
+func newClient(wc *wire.Client, i int) (*client, error) {
+	var rc rawClient
+	rc.setWire(wc)
+	return buildClient(&rc, i)
+}
+
+// buildClient validates one client (the i-th of its answer) and builds
+// its record. Its ids share one string. Secret ids are checked for
+// duplicates by the caller, across every client of the answer.
+func buildClient(rc *rawClient, i int) (*client, error) {
+	if rc.id.at == rc.id.end {
+		return nil, fmt.Errorf("snapshot client %d has no client_id", i)
+	}
+	ids := string(rc.ids)
+	str := func(sp span) string { return ids[sp.at:sp.end] }
+	c := &client{id: str(rc.id)}
+	if len(rc.cidrs) > 0 {
+		cidrs := make([]string, len(rc.cidrs))
+		for k, sp := range rc.cidrs {
+			cidrs[k] = string(rc.textAt(sp))
 		}
-		c.buried = append(c.buried, buriedSecret{id: wt.ID, digest: h.Digest})
+		nets, err := parseNetworks(cidrs)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot client %q: %v", c.id, err)
+		}
+		if c.networks = nets; nets != nil {
+			c.cidrs, c.reportOnly = cidrs, rc.reportOnly
+		}
+	}
+	for k := range rc.secrets {
+		rs := &rc.secrets[k]
+		meta := secretMeta{id: str(rs.id), expires: rs.expires}
+		if meta.id == "" {
+			return nil, fmt.Errorf("snapshot client %q has a secret without id", c.id)
+		}
+		if rs.sha {
+			if c.digests == nil {
+				c.digests = make([]digestSecret, 0, len(rc.secrets))
+			}
+			c.digests = append(c.digests, digestSecret{secretMeta: meta, digest: rs.digest})
+			continue
+		}
+		h, err := secrethash.Parse(string(rc.textAt(rs.hash)))
+		if err == nil && !h.Scheme.Slow() { // sha256 hashes are decoded as they are read
+			err = errors.New("a sha256 hash where a legacy one belongs")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("snapshot secret %q: %v", meta.id, err)
+		}
+		c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h})
+	}
+	for k := range rc.tombstones {
+		rt := &rc.tombstones[k]
+		if rt.id.at == rt.id.end || !rt.sha {
+			return nil, fmt.Errorf("snapshot client %q has a malformed tombstone", c.id)
+		}
+		c.buried = append(c.buried, buriedSecret{id: str(rt.id), digest: rt.digest})
 	}
 	return c, nil
 }
 
-// sameAs reports whether the record holds exactly what wc lists, in the
+// sameAs reports whether the record holds exactly what rc lists, in the
 // same order, without building anything: a full answer mostly repeats the
-// snapshot held, and its clients then cost no memory beyond the decode.
+// snapshot held, and its clients then cost nothing beyond the decode.
 // Anything it cannot tell (a hash spelled another way) is "no": the
 // client is then built and validated afresh.
-func (c *client) sameAs(wc *wire.Client) bool {
-	if wc.ClientID != c.id || len(wc.Secrets) != len(c.digests)+len(c.slow) || len(wc.Tombstones) != len(c.buried) ||
-		!slices.Equal(wc.AllowedCIDRs, c.cidrs) || (len(c.cidrs) > 0 && wc.NetworksReportOnly != c.reportOnly) {
+func (c *client) sameAs(rc *rawClient) bool {
+	if c.id != string(rc.bytes(rc.id)) || len(rc.secrets) != len(c.digests)+len(c.slow) || len(rc.tombstones) != len(c.buried) ||
+		len(rc.cidrs) != len(c.cidrs) || (len(c.cidrs) > 0 && rc.reportOnly != c.reportOnly) {
 		return false
 	}
+	for k, sp := range rc.cidrs {
+		if c.cidrs[k] != string(rc.textAt(sp)) {
+			return false
+		}
+	}
 	d, sl := 0, 0
-	for k := range wc.Secrets {
-		ws := &wc.Secrets[k]
+	for k := range rc.secrets {
+		rs := &rc.secrets[k]
 		var meta *secretMeta
-		if digest, ok := parseDigest(ws.Hash); ok {
-			if d >= len(c.digests) || c.digests[d].digest != digest {
+		if rs.sha {
+			if d >= len(c.digests) || c.digests[d].digest != rs.digest {
 				return false
 			}
 			meta = &c.digests[d].secretMeta
 			d++
 		} else {
-			if sl >= len(c.slow) || c.slow[sl].hash.Encoded != ws.Hash {
+			if sl >= len(c.slow) || c.slow[sl].hash.Encoded != string(rc.textAt(rs.hash)) {
 				return false
 			}
 			meta = &c.slow[sl].secretMeta
 			sl++
 		}
-		var expires int64
-		if ws.ExpiresAt != nil {
-			if expires = ws.ExpiresAt.UnixNano(); expires == 0 {
-				expires = -1
-			}
-		}
-		if meta.id != ws.ID || meta.expires != expires {
+		if meta.id != string(rc.bytes(rs.id)) || meta.expires != rs.expires {
 			return false
 		}
 	}
-	for k, wt := range wc.Tombstones {
-		digest, ok := parseDigest(wt.Hash)
-		if !ok || c.buried[k].id != wt.ID || c.buried[k].digest != digest {
+	for k := range rc.tombstones {
+		rt := &rc.tombstones[k]
+		if !rt.sha || c.buried[k].id != string(rc.bytes(rt.id)) || c.buried[k].digest != rt.digest {
 			return false
 		}
 	}
@@ -386,15 +506,13 @@ func (c *client) sameAs(wc *wire.Client) bool {
 }
 
 // parseDigest reads a `sha256:…` hash without allocating.
-func parseDigest(hash string) (digest [sha256.Size]byte, ok bool) {
+func parseDigest(hash []byte) (digest [sha256.Size]byte, ok bool) {
 	const prefix = "sha256:"
-	if len(hash) != len(prefix)+base64.RawURLEncoding.EncodedLen(sha256.Size) || hash[:len(prefix)] != prefix {
+	if len(hash) != len(prefix)+base64.RawURLEncoding.EncodedLen(sha256.Size) || string(hash[:len(prefix)]) != prefix {
 		return digest, false
 	}
-	var src [43]byte // base64 of 32 bytes, copied so that nothing escapes
-	copy(src[:], hash[len(prefix):])
 	var raw [sha256.Size + 2]byte
-	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], src[:])
+	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], hash[len(prefix):])
 	if err != nil || n != sha256.Size {
 		return digest, false
 	}
@@ -491,7 +609,7 @@ func (s *snapshot) apply(d *delta) (*snapshot, error) {
 	if d.epoch != s.epoch || d.since != s.revision {
 		return nil, fmt.Errorf("change %s.%d→%d does not follow the snapshot held (%s.%d)", d.epoch, d.since, d.revision, s.epoch, s.revision)
 	}
-	next := &snapshot{epoch: s.epoch, revision: d.revision, clients: s.clients, shards: new([snapshotShards]*shard)}
+	next := &snapshot{epoch: s.epoch, revision: d.revision, clients: s.clients, secrets: s.secrets, shards: new([snapshotShards]*shard)}
 	*next.shards = *s.shards
 	copied := make(map[int]bool)
 	touch := func(id string) *shard {
@@ -507,16 +625,19 @@ func (s *snapshot) apply(d *delta) (*snapshot, error) {
 		if old := sh.clients[id]; old != nil {
 			sh.remove(old)
 			next.clients--
+			next.secrets -= len(old.digests) + len(old.slow)
 		}
 	}
 	for _, c := range d.changed {
 		sh := touch(c.id)
 		if old := sh.clients[c.id]; old != nil {
 			sh.remove(old)
+			next.secrets -= len(old.digests) + len(old.slow)
 		} else {
 			next.clients++
 		}
 		sh.put(c)
+		next.secrets += len(c.digests) + len(c.slow)
 	}
 	return next, nil
 }

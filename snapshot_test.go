@@ -24,10 +24,11 @@ import (
 func canonical(t *testing.T, s *snapshot) string {
 	t.Helper()
 	var lines []string
-	count := 0
+	count, secrets := 0, 0
 	for i, sh := range s.shards {
 		for id, c := range sh.clients {
 			count++
+			secrets += len(c.digests) + len(c.slow)
 			if id != c.id || shardIndex(id) != i {
 				t.Fatalf("client %q filed under %q in shard %d", c.id, id, i)
 			}
@@ -46,8 +47,8 @@ func canonical(t *testing.T, s *snapshot) string {
 			}
 		}
 	}
-	if count != s.clients {
-		t.Fatalf("snapshot counts %d clients, holds %d", s.clients, count)
+	if count != s.clients || secrets != s.secrets {
+		t.Fatalf("snapshot counts %d clients and %d secrets, holds %d and %d", s.clients, s.secrets, count, secrets)
 	}
 	slices.Sort(lines)
 	return fmt.Sprintf("%s.%d\n%s", s.epoch, s.revision, strings.Join(lines, "\n"))
@@ -56,7 +57,7 @@ func canonical(t *testing.T, s *snapshot) string {
 func decodeFull(t *testing.T, w any, prev *snapshot) *snapshot {
 	t.Helper()
 	body, _ := json.Marshal(w)
-	ans, err := decodeAnswer(bytes.NewReader(body), 1<<30, nil, prev)
+	ans, err := decodeAnswer(bytes.NewReader(body), 1<<30, prev)
 	if err != nil || ans.full == nil {
 		t.Fatalf("decoding %s: %v", body, err)
 	}
@@ -88,12 +89,12 @@ func TestStreamingDecoderRejects(t *testing.T) {
 		"change removes and upserts": `{"epoch":"e","revision":2,"since":1,"changed":[{"client_id":"a","secrets":[]}],"removed":["a"]}`,
 		"change secret twice":        `{"epoch":"e","revision":2,"since":1,"changed":[{"client_id":"a","secrets":[{"id":"s","hash":"` + h + `"}]},{"client_id":"b","secrets":[{"id":"s","hash":"` + h + `"}]}],"removed":[]}`,
 	} {
-		if _, err := decodeAnswer(strings.NewReader(body), 1<<20, nil, nil); err == nil {
+		if _, err := decodeAnswer(strings.NewReader(body), 1<<20, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	// Unknown fields and key order do not matter.
-	ans, err := decodeAnswer(strings.NewReader(`{"clients":[{"client_id":"a","extra":[1,{"x":2}],"secrets":[{"id":"s","hash":"`+h+`"}]}],"future":{"a":1},"revision":3,"epoch":"e"}`), 1<<20, nil, nil)
+	ans, err := decodeAnswer(strings.NewReader(`{"clients":[{"client_id":"a","extra":[1,{"x":2}],"secrets":[{"id":"s","hash":"`+h+`"}]}],"future":{"a":1},"revision":3,"epoch":"e"}`), 1<<20, nil)
 	if err != nil || ans.full == nil || ans.full.revision != 3 || ans.full.client("a") == nil {
 		t.Fatalf("a snapshot with its keys reordered: %+v, %v", ans, err)
 	}
@@ -252,7 +253,7 @@ func TestChangesEqualFullSnapshots(t *testing.T) {
 				touched = append(touched, m.step()...)
 			}
 			body, _ := json.Marshal(m.change("e", held.revision, touched))
-			ans, err := decodeAnswer(bytes.NewReader(body), 1<<20, nil, held)
+			ans, err := decodeAnswer(bytes.NewReader(body), 1<<20, held)
 			if err != nil || ans.delta == nil {
 				t.Fatalf("seed %d: decoding %s: %v", seed, body, err)
 			}

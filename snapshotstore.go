@@ -1,12 +1,9 @@
 package rotagate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,13 +85,12 @@ func (s *snapshotStore) unchanged(held *snapshot, sent time.Time) {
 }
 
 // replace puts next, answered to a request sent at sent, in force, and
-// keeps its spooled body (nil: none) as the disk copy. A rollback is
-// refused and leaves everything as it was.
-func (s *snapshotStore) replace(next *snapshot, spooled *os.File, sent time.Time) error {
+// saves it as the disk copy. A rollback is refused and leaves everything
+// as it was.
+func (s *snapshotStore) replace(next *snapshot, sent time.Time) error {
 	cur := s.snap.Load()
 	if cur != nil && next.epoch == cur.epoch && next.revision < cur.revision {
 		if s.guarded.Load() {
-			discard(spooled)
 			return fmt.Errorf("revision %d is older than the %d held (rollback)", next.revision, cur.revision)
 		}
 		s.logger.Info("the control plane's first answer is older than the saved snapshot; taking it, since the saved copy is no rollback floor",
@@ -103,7 +99,7 @@ func (s *snapshotStore) replace(next *snapshot, spooled *os.File, sent time.Time
 	s.snap.Store(next)
 	s.guarded.Store(true)
 	s.confirm(sent)
-	s.keep(next, spooled)
+	s.keep(next)
 	return nil
 }
 
@@ -152,37 +148,38 @@ func (s *snapshotStore) keepChange(cur, next *snapshot, change *wire.Delta) {
 		}
 		s.logger.Warn("appending the change to the saved snapshot failed; writing it whole", zap.Error(err))
 	}
-	spooled, err := s.disk.writeFull(next)
-	if err != nil {
-		s.logger.Warn("writing the snapshot to disk failed", zap.Error(err))
-	}
-	s.keepLocked(next, spooled)
+	s.keepLocked(next)
 }
 
-// keep saves a newly applied snapshot's spooled body and its confirmation
-// time. When the body could not be saved, the older saved copy is removed
-// rather than left to serve a restart.
-func (s *snapshotStore) keep(next *snapshot, spooled *os.File) {
+// keep saves a newly applied snapshot whole, with its confirmation time.
+func (s *snapshotStore) keep(next *snapshot) {
 	if s.disk == nil {
-		discard(spooled)
 		return
 	}
 	s.diskMu.Lock()
 	defer s.diskMu.Unlock()
-	s.keepLocked(next, spooled)
+	s.keepLocked(next)
 }
 
-func (s *snapshotStore) keepLocked(next *snapshot, spooled *os.File) {
-	s.changes, s.changeBytes = 0, 0
-	if spooled != nil {
-		err := s.disk.keep(spooled)
-		if err == nil {
-			s.savedTag = wire.ETag(next.epoch, next.revision)
-			s.saveConfirmedLocked()
-			return
-		}
-		s.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
+func (s *snapshotStore) keepLocked(next *snapshot) {
+	tmp, err := s.disk.writeFull(next)
+	if err == nil {
+		err = s.disk.keep(tmp)
 	}
+	s.keptLocked(next, err)
+}
+
+// keptLocked records how saving next went: saved, its confirmation time
+// goes beside it; not saved, the older saved copy is removed rather than
+// left to serve a restart.
+func (s *snapshotStore) keptLocked(next *snapshot, err error) {
+	s.changes, s.changeBytes = 0, 0
+	if err == nil {
+		s.savedTag = wire.ETag(next.epoch, next.revision)
+		s.saveConfirmedLocked()
+		return
+	}
+	s.logger.Warn("saving the snapshot to disk failed", zap.Error(err))
 	s.savedTag = ""
 	if err := s.disk.forget(); err != nil {
 		s.logger.Warn("removing the outdated saved snapshot failed", zap.Error(err))
@@ -206,8 +203,8 @@ func (s *snapshotStore) saveConfirmedLocked() {
 // any, before anything was heard from the control plane. Of the disk copy
 // it trusts:
 //
-//   - the body, once it decodes and validates as a feed answer would, and
-//     fits in limit;
+//   - the body, once it reads whole (its checksum, version and length
+//     right), validates as a feed answer would, and fits in limit;
 //   - the confirmation time, only if it names this body and is not ahead
 //     of the clock. A time from the future means the clock was stepped
 //     back or the data directory came from another machine: by how much is
@@ -248,242 +245,4 @@ func (s *snapshotStore) load(limit int64) {
 		s.confirm(confirmed)
 	}
 	s.logger.Info("loaded the saved snapshot", zap.Int64("revision", snap.revision), zap.Time("confirmed", confirmed))
-}
-
-// decode reads and validates a whole 200 body — a full snapshot or a
-// change — at most limit bytes of it, building a full snapshot on prev
-// (the one held, whose unchanged clients it shares). The body is streamed
-// into the decoder, and into a spool file when the store keeps a disk copy,
-// so the raw bytes are never held in memory beside the old and the new
-// snapshot. The spool file (a full snapshot's only) is returned for
-// replace to keep, or nil.
-func (s *snapshotStore) decode(body io.Reader, limit int64, prev *snapshot) (feedAnswer, *os.File, error) {
-	var spool *lazySpool
-	var copied *bestEffortWriter
-	if s.disk != nil {
-		spool = &lazySpool{disk: s.disk}
-		copied = &bestEffortWriter{w: spool}
-	}
-	ans, err := decodeAnswer(body, limit, copied, prev)
-	if err != nil || ans.full == nil || (copied != nil && copied.err != nil) {
-		spool.discard()
-	}
-	if err != nil {
-		return feedAnswer{}, nil, err
-	}
-	if ans.full == nil || spool == nil {
-		return ans, nil, nil
-	}
-	if copied.err == nil {
-		copied.err = spool.flush()
-	}
-	if copied.err != nil {
-		s.logger.Warn("saving the snapshot to disk failed", zap.Error(copied.err))
-		spool.discard()
-		return ans, nil, nil
-	}
-	return ans, spool.f, nil
-}
-
-// lazySpool holds the first spoolInMemory bytes of a body in memory and
-// opens the spool file only past them: a change (a few hundred bytes,
-// kept in the change log, not as a body) never touches the disk here.
-type lazySpool struct {
-	disk *savedSnapshot
-	buf  []byte
-	f    *os.File
-}
-
-const spoolInMemory = 64 << 10
-
-func (l *lazySpool) Write(p []byte) (int, error) {
-	if l.f == nil && len(l.buf)+len(p) <= spoolInMemory {
-		l.buf = append(l.buf, p...)
-		return len(p), nil
-	}
-	if err := l.flush(); err != nil {
-		return 0, err
-	}
-	return l.f.Write(p)
-}
-
-// flush opens the spool file, if not yet, and writes what is held.
-func (l *lazySpool) flush() error {
-	if l.f == nil {
-		f, err := l.disk.spool()
-		if err != nil {
-			return err
-		}
-		l.f = f
-	}
-	_, err := l.f.Write(l.buf)
-	l.buf = nil
-	return err
-}
-
-func (l *lazySpool) discard() {
-	if l != nil {
-		discard(l.f)
-		l.f, l.buf = nil, nil
-	}
-}
-
-// bestEffortWriter copies to w until the first error, which it keeps
-// instead of returning: the disk copy is a convenience, and a full disk
-// must not make the edge refuse good snapshots.
-type bestEffortWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (b *bestEffortWriter) Write(p []byte) (int, error) {
-	if b.err == nil {
-		_, b.err = b.w.Write(p)
-	}
-	return len(p), nil
-}
-
-// feedAnswer is a decoded 200: a full snapshot, or a change with its wire
-// form (which the disk copy appends).
-type feedAnswer struct {
-	full  *snapshot
-	delta *delta
-	wire  *wire.Delta
-}
-
-// decodeAnswer decodes one feed answer of at most limit bytes from body,
-// copying what it reads to copyTo when that is not nil. It reads the JSON
-// token by token: a full snapshot's clients go one at a time, validated,
-// straight into the shards of the snapshot being built (no intermediate
-// copy of the whole answer), so a swap holds little more than the old and
-// the new snapshot — and, since clients that did not change are shared
-// with prev, little more than one. A body with "clients" is a full
-// snapshot; one with "since" and no "clients", a change.
-func decodeAnswer(body io.Reader, limit int64, copyTo *bestEffortWriter, prev *snapshot) (feedAnswer, error) {
-	counted := &io.LimitedReader{R: body, N: limit + 1}
-	in := io.Reader(counted)
-	if copyTo != nil {
-		in = io.TeeReader(counted, copyTo)
-	}
-	ans, err := decodeTokens(json.NewDecoder(in), prev)
-	if err == nil { // the rest (trailing space) belongs in the saved copy
-		_, err = io.Copy(io.Discard, in)
-	}
-	if counted.N <= 0 {
-		return feedAnswer{}, fmt.Errorf("larger than max_snapshot_bytes (%d)", limit)
-	}
-	if err != nil {
-		return feedAnswer{}, fmt.Errorf("decoding: %w", err)
-	}
-	return ans, nil
-}
-
-// decodeTokens reads the top-level object of a feed answer.
-func decodeTokens(dec *json.Decoder, prev *snapshot) (feedAnswer, error) {
-	if err := expectDelim(dec, '{'); err != nil {
-		return feedAnswer{}, err
-	}
-	var (
-		epoch           string
-		rev, since      int64
-		hasSince        bool
-		full            *snapshotBuilder
-		changed         []wire.Client
-		removed         []string
-		hasChange, seen = false, map[string]bool{}
-	)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return feedAnswer{}, err
-		}
-		key, _ := tok.(string)
-		if seen[key] {
-			return feedAnswer{}, fmt.Errorf("key %q appears twice", key)
-		}
-		seen[key] = true
-		switch key {
-		case "epoch":
-			err = dec.Decode(&epoch)
-		case "revision":
-			err = dec.Decode(&rev)
-		case "since":
-			hasSince = true
-			err = dec.Decode(&since)
-		case "clients":
-			full = newSnapshotBuilder(prev)
-			err = decodeClients(dec, full)
-		case "changed":
-			hasChange = true
-			err = dec.Decode(&changed)
-		case "removed":
-			hasChange = true
-			err = dec.Decode(&removed)
-		default: // a field this edge does not know
-			var skip json.RawMessage
-			err = dec.Decode(&skip)
-		}
-		if err != nil {
-			return feedAnswer{}, err
-		}
-	}
-	if err := expectDelim(dec, '}'); err != nil {
-		return feedAnswer{}, err
-	}
-	if dec.More() {
-		return feedAnswer{}, errors.New("data after the snapshot")
-	}
-	switch {
-	case full != nil && hasChange:
-		return feedAnswer{}, errors.New("both a full snapshot and a change")
-	case full == nil && hasSince:
-		w := &wire.Delta{Epoch: epoch, Revision: rev, Since: since, Changed: changed, Removed: removed}
-		d, err := newDelta(w)
-		return feedAnswer{delta: d, wire: w}, err
-	case hasChange:
-		return feedAnswer{}, errors.New("a change without since")
-	case full == nil: // no clients at all
-		full = newSnapshotBuilder(prev)
-	}
-	snap, err := full.finish(epoch, rev)
-	return feedAnswer{full: snap}, err
-}
-
-// decodeClients reads the clients array of a full snapshot (or null)
-// into b, one client at a time.
-func decodeClients(dec *json.Decoder, b *snapshotBuilder) error {
-	tok, err := dec.Token()
-	if err != nil || tok == nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return errors.New("clients is not an array")
-	}
-	// One wire.Client is decoded into again and again: its slices are
-	// cleared (a stale expires_at must not survive into the next client)
-	// and reused, which spares a few allocations per client.
-	var wc wire.Client
-	for dec.More() {
-		clear(wc.Secrets[:cap(wc.Secrets)])
-		clear(wc.Tombstones[:cap(wc.Tombstones)])
-		wc = wire.Client{Secrets: wc.Secrets[:0], Tombstones: wc.Tombstones[:0]}
-		if err := dec.Decode(&wc); err != nil {
-			return err
-		}
-		if err := b.add(&wc); err != nil {
-			return err
-		}
-	}
-	return expectDelim(dec, ']')
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("want %q, got %v", want, tok)
-	}
-	return nil
 }
