@@ -49,7 +49,7 @@ type failureBudget struct {
 type failureBucket struct{ tat atomic.Int64 }
 
 const (
-	// budgetBuckets bounds the buckets kept at once (see the README for
+	// budgetBuckets bounds the buckets kept at once (see docs/edge.md for
 	// the memory this takes).
 	budgetBuckets = 100_000
 	// throttleHold is how long a throttled answer is held. Every refusal

@@ -16,7 +16,7 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// staticFeed is a minimal control plane speaking the feed protocol (README
+// staticFeed is a minimal control plane speaking the feed protocol (docs/feed-protocol.md
 // "The feed protocol"): it serves pre-encoded snapshots, long-polls on
 // If-None-Match, gzips when asked, and accepts usage POSTs. It lets the
 // scale measurement time the edge alone, without a store behind the feed.

@@ -71,7 +71,7 @@ type APIOptions struct {
 }
 
 // API serves the management API, the edge feed, the usage ingest and the
-// health check (README: Management API; docs/design.md §4) as one http.Handler, usable inside Caddy
+// health check (docs/api.md; docs/design.md §4) as one http.Handler, usable inside Caddy
 // (see Handler) or on its own.
 type API struct {
 	svc   *rules.Service
