@@ -257,12 +257,12 @@ func (c Config) publicKey() (*jose.JSONWebKey, error) {
 // cn-north-1, eu-isoe-west-1 …).
 var awsRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
 
+// awsSecretName matches the names Secrets Manager accepts.
+var awsSecretName = regexp.MustCompile(`^[A-Za-z0-9/_+=.@-]{1,512}$`)
+
 func (c Config) checkAWS() error {
 	if c.SecretID == "" {
 		return fieldErr("secret_id", "is required (the AWS secret's name or ARN)")
-	}
-	if len(c.SecretID) > 2048 {
-		return fieldErr("secret_id", "is longer than 2048 characters")
 	}
 	if c.Region == "" {
 		return fieldErr("region", "is required (e.g. us-east-1)")
@@ -278,6 +278,11 @@ func (c Config) checkAWS() error {
 		if parts[3] != c.Region {
 			return fieldErr("secret_id", "is an ARN in region %q, but region is %q", parts[3], c.Region)
 		}
+		if len(c.SecretID) > 2048 {
+			return fieldErr("secret_id", "is an ARN longer than 2048 characters")
+		}
+	} else if !awsSecretName.MatchString(c.SecretID) {
+		return fieldErr("secret_id", "is not an AWS secret name (up to 512 of A-Z a-z 0-9 / _ + = . @ -) nor an ARN")
 	}
 	if c.Endpoint != "" {
 		if err := checkURL("endpoint", c.Endpoint); err != nil {

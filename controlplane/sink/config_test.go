@@ -129,6 +129,7 @@ func TestValidate(t *testing.T) {
 		{"aws emulator", awsSink("billing", "us-east-1", "http://127.0.0.1:5000"), ok, ""},
 		{"aws vpc endpoint", awsSink("billing", "us-gov-west-1", "https://vpce-1.secretsmanager.us-gov-west-1.vpce.amazonaws.com"), ok, ""},
 		{"aws no secret", awsSink("", "us-east-1", ""), "secret_id", "required"},
+		{"aws bad secret name", awsSink("billing secret", "us-east-1", ""), "secret_id", "not an AWS secret name"},
 		{"aws no region", awsSink("billing", "", ""), "region", "required"},
 		{"aws bad region", awsSink("billing", "US East", ""), "region", "not an AWS region"},
 		{"aws arn elsewhere", awsSink("arn:aws:secretsmanager:eu-west-1:123456789012:secret:b", "us-east-1", ""), "secret_id", `region "eu-west-1"`},
