@@ -1,6 +1,8 @@
 // Package clientassertion verifies private_key_jwt client assertions
 // (RFC 7523 §2.2 and §3, OIDC Core §9) against a client's registered public
-// keys, with go-jose v4.
+// keys: keys parsed with go-jose v4 (credkey), claims as go-jose's
+// jwt.Claims, signatures checked by the standard library over the signing
+// input exactly as received (signature.go says why).
 //
 // Verification runs in two steps so that the edge can consult its failure
 // budget, keyed by the client id, before any signature is checked:
@@ -22,9 +24,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"errors"
+	"encoding/base64"
 	"fmt"
 	"math/big"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -182,44 +186,70 @@ func (v *Verifier) ReplayEntries() int { return v.replay.entries() }
 // Assertion is a parsed assertion whose claims passed every check that does
 // not need a key. Its signature is not verified yet.
 type Assertion struct {
-	jws    *jose.JSONWebSignature
-	alg    jose.SignatureAlgorithm
-	kid    string
-	claims jwt.Claims
+	alg       jose.SignatureAlgorithm
+	kid       string
+	input     []byte // the signing input: header "." payload, as received
+	signature []byte
+	claims    jwt.Claims
 }
 
 // ClientID is the client the assertion names (iss = sub), not yet proven.
 func (a *Assertion) ClientID() string { return a.claims.Issuer }
 
+// header is the part of a JWS protected header (RFC 7515 §4.1) rotagate
+// reads. Other members ("typ", "jwk", "x5c"…) are ignored: no key is ever
+// taken from the assertion itself.
+type header struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Crit json.RawMessage `json:"crit"`
+	B64  json.RawMessage `json:"b64"`
+}
+
+var b64 = base64.RawURLEncoding.Strict()
+
 // Parse checks everything an assertion can be checked for without a key:
-// its size (before any parsing), its form (compact JWS), its algorithm
-// (credkey.Algorithms only: never "none", never HS*), its critical
-// headers (none are understood), iss = sub non-empty, bodyClientID (the
+// its size (before any parsing), its form (compact JWS, RFC 7515 §7.1,
+// unpadded base64url), its algorithm (credkey.Algorithms only: never
+// "none", never HS*), its critical headers (none are understood, so any
+// "crit" or "b64" is refused), iss = sub non-empty, bodyClientID (the
 // client_id form parameter, "" when absent) equal to them, aud containing
 // one of audiences, exp present, not past (Leeway) and at most
 // MaxLifetime + Leeway ahead, nbf and iat not in the future (Leeway), and
-// jti present.
+// jti present. JSON member names match exactly (go-jose's decoder), so an
+// "ISS" is not an "iss".
 func (v *Verifier) Parse(assertion, bodyClientID string, audiences []string, now time.Time) (*Assertion, error) {
 	if len(assertion) > MaxSize {
 		return nil, ReasonOversized
 	}
-	jws, err := jose.ParseSignedCompact(assertion, credkey.Algorithms)
+	head, rest, ok1 := strings.Cut(assertion, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(sig, ".") {
+		return nil, ReasonMalformed
+	}
+	raw, err := b64.DecodeString(head)
 	if err != nil {
-		var unexpected *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &unexpected) {
-			return nil, ReasonAlgorithm
-		}
 		return nil, ReasonMalformed
 	}
-	h := jws.Signatures[0].Header
-	if _, ok := h.ExtraHeaders["crit"]; ok {
+	var h header
+	if err := json.Unmarshal(raw, &h); err != nil {
 		return nil, ReasonMalformed
 	}
-	if _, ok := h.ExtraHeaders["b64"]; ok {
+	alg := jose.SignatureAlgorithm(h.Alg)
+	if !slices.Contains(credkey.Algorithms, alg) {
+		return nil, ReasonAlgorithm
+	}
+	if h.Crit != nil || h.B64 != nil {
 		return nil, ReasonMalformed
 	}
-	a := &Assertion{jws: jws, alg: jose.SignatureAlgorithm(h.Algorithm), kid: h.KeyID}
-	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &a.claims); err != nil {
+	a := &Assertion{alg: alg, kid: h.Kid, input: []byte(assertion[:len(head)+1+len(payload)])}
+	if a.signature, err = b64.DecodeString(sig); err != nil {
+		return nil, ReasonMalformed
+	}
+	if raw, err = b64.DecodeString(payload); err != nil {
+		return nil, ReasonMalformed
+	}
+	if err := json.Unmarshal(raw, &a.claims); err != nil {
 		return nil, ReasonMalformed
 	}
 	c := &a.claims
@@ -306,5 +336,5 @@ func kidMatches(kid string, k *credkey.PublicKey) bool {
 
 func (v *Verifier) check(a *Assertion, key crypto.PublicKey) bool {
 	v.checks.Add(1)
-	return a.jws.DetachedVerify(a.jws.UnsafePayloadWithoutVerification(), key) == nil
+	return verifySignature(a.alg, key, a.input, a.signature)
 }

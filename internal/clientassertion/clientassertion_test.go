@@ -122,7 +122,7 @@ func sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, claims
 	return out
 }
 
-func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 func newVerifier(t testing.TB, cfg Config) *Verifier {
 	t.Helper()
@@ -250,16 +250,16 @@ func TestAlgorithms(t *testing.T) {
 	ecKeys := []Key{registered(t, "sec_ec", &ec256.PublicKey, "", "")}
 	rsaPinned := []Key{registered(t, "sec_rsa", &rsaKey.PublicKey, "", jose.RS256)}
 
-	claims := b64(fmt.Sprintf(`{"iss":%q,"sub":%q,"aud":%q,"exp":%d,"jti":"n1"}`, clientID, clientID, tokenURL, now.Add(time.Minute).Unix()))
+	claims := enc(fmt.Sprintf(`{"iss":%q,"sub":%q,"aud":%q,"exp":%d,"jti":"n1"}`, clientID, clientID, tokenURL, now.Add(time.Minute).Unix()))
 	cases := []struct {
 		name      string
 		assertion string
 		keys      []Key
 		want      Reason
 	}{
-		{"none", b64(`{"alg":"none"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
-		{"None", b64(`{"alg":"None"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
-		{"no alg", b64(`{"typ":"JWT"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
+		{"none", enc(`{"alg":"none"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
+		{"None", enc(`{"alg":"None"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
+		{"no alg", enc(`{"typ":"JWT"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
 		// The classic confusion: the public key, which anyone may read, as an HMAC secret.
 		{"HS256 keyed with the public key's PEM", sign(t, jose.HS256, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
 		{"HS256 keyed with the public JWK", sign(t, jose.HS256, rsaJWK, "", goodClaims()), rsaKeys, ReasonAlgorithm},
@@ -308,7 +308,7 @@ func relabel(t testing.TB, assertion, alg string) string {
 			old = a
 		}
 	}
-	parts[0] = b64(strings.Replace(string(head), `"`+old+`"`, `"`+alg+`"`, 1))
+	parts[0] = enc(strings.Replace(string(head), `"`+old+`"`, `"`+alg+`"`, 1))
 	return strings.Join(parts, ".")
 }
 
@@ -322,12 +322,12 @@ func TestMalformed(t *testing.T) {
 		"two parts":           parts[0] + "." + parts[1],
 		"four parts":          good + ".x",
 		"header not base64":   "!!." + parts[1] + "." + parts[2],
-		"header not JSON":     b64("ES256") + "." + parts[1] + "." + parts[2],
+		"header not JSON":     enc("ES256") + "." + parts[1] + "." + parts[2],
 		"claims not base64":   parts[0] + ".!!." + parts[2],
-		"claims not JSON":     parts[0] + "." + b64("iss=cli_test") + "." + parts[2],
-		"claims a JSON array": parts[0] + "." + b64(`["iss"]`) + "." + parts[2],
-		"crit header":         b64(`{"alg":"ES256","crit":["exp"],"exp":1}`) + "." + parts[1] + "." + parts[2],
-		"b64 header":          b64(`{"alg":"ES256","b64":false,"crit":["b64"]}`) + "." + parts[1] + "." + parts[2],
+		"claims not JSON":     parts[0] + "." + enc("iss=cli_test") + "." + parts[2],
+		"claims a JSON array": parts[0] + "." + enc(`["iss"]`) + "." + parts[2],
+		"crit header":         enc(`{"alg":"ES256","crit":["exp"],"exp":1}`) + "." + parts[1] + "." + parts[2],
+		"b64 header":          enc(`{"alg":"ES256","b64":false,"crit":["b64"]}`) + "." + parts[1] + "." + parts[2],
 		"JSON serialization":  `{"payload":"` + parts[1] + `","protected":"` + parts[0] + `","signature":"` + parts[2] + `"}`,
 	}
 	v := newVerifier(t, Config{})
@@ -615,4 +615,31 @@ func TestDummyKeysVerify(t *testing.T) {
 	if err := rsa.VerifyPSS(dummy, crypto.SHA256, digest, sig, nil); err != rsa.ErrVerification {
 		t.Fatalf("PS256 against the dummy: %v", err)
 	}
+}
+
+// FuzzParse: whatever the input, Parse does not panic, and what it accepts
+// is refused by Verify for a client without keys, after MaxKeys checks.
+func FuzzParse(f *testing.F) {
+	fixture(f)
+	f.Add(sign(f, jose.ES256, ec256, "k1", goodClaims()), "")
+	f.Add(sign(f, jose.EdDSA, edKey, "", goodClaims()), clientID)
+	f.Add(enc(`{"alg":"none"}`)+"."+enc(`{"iss":"a"}`)+".", "")
+	v := newVerifier(f, Config{})
+	f.Fuzz(func(t *testing.T, assertion, bodyClientID string) {
+		a, err := v.Parse(assertion, bodyClientID, audiences, now)
+		if err != nil {
+			if a != nil {
+				t.Fatal("an assertion and an error")
+			}
+			reasonOf(t, err)
+			return
+		}
+		before := v.SignatureChecks()
+		if _, err := v.Verify(a, nil, now); reasonOf(t, err) != ReasonSignature {
+			t.Fatalf("verified without a key: %v", err)
+		}
+		if v.SignatureChecks()-before != DefaultMaxKeys {
+			t.Fatal("a refusal without keys did not cost MaxKeys checks")
+		}
+	})
 }
