@@ -168,11 +168,12 @@ func dummyKeys() (map[jose.SignatureAlgorithm]crypto.PublicKey, error) {
 	buf[len(buf)-1] |= 1
 	rsaPub := &rsa.PublicKey{N: new(big.Int).SetBytes(buf), E: 65537}
 	return map[jose.SignatureAlgorithm]crypto.PublicKey{
-		jose.ES256: &p256.PublicKey,
-		jose.ES384: &p384.PublicKey,
-		jose.EdDSA: ed,
-		jose.RS256: rsaPub,
-		jose.PS256: rsaPub,
+		jose.ES256:      &p256.PublicKey,
+		jose.ES384:      &p384.PublicKey,
+		jose.EdDSA:      ed,
+		credkey.Ed25519: ed,
+		jose.RS256:      rsaPub,
+		jose.PS256:      rsaPub,
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -578,7 +579,13 @@ func TestConfig(t *testing.T) {
 func TestDummyKeysVerify(t *testing.T) {
 	fixture(t)
 	v := newVerifier(t, Config{})
+	if v.dummies[credkey.Ed25519] == nil || !v.dummies[credkey.Ed25519].(ed25519.PublicKey).Equal(v.dummies[jose.EdDSA]) {
+		t.Fatal("Ed25519 and EdDSA do not share their dummy key")
+	}
 	for alg, key := range v.dummies {
+		if alg == credkey.Ed25519 {
+			continue // go-jose cannot sign under this name; the key is EdDSA's
+		}
 		var priv any
 		switch alg {
 		case jose.ES256:
@@ -642,4 +649,28 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("a refusal without keys did not cost MaxKeys checks")
 		}
 	})
+}
+
+// RFC 9864's "Ed25519", as openid-client 6 sends it, is EdDSA for an
+// Ed25519 key, whether the key was registered with "EdDSA", "Ed25519" or
+// no alg; it is refused for any other key.
+func TestEd25519Name(t *testing.T) {
+	fixture(t)
+	claims, err := json.Marshal(goodClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := enc(`{"alg":"Ed25519","typ":"JWT"}`) + "." + enc(string(claims))
+	assertion := input + "." + enc(string(ed25519.Sign(edKey, []byte(input))))
+	for _, alg := range []jose.SignatureAlgorithm{"", jose.EdDSA, credkey.Ed25519} {
+		v := newVerifier(t, Config{})
+		got, err := run(v, assertion, "", []Key{registered(t, "sec_ed", edKey.Public(), "", alg)})
+		if err != nil || got.CredentialID != "sec_ed" {
+			t.Fatalf("key registered with alg %q: %+v %v", alg, got, err)
+		}
+	}
+	v := newVerifier(t, Config{})
+	if _, err := run(v, assertion, "", []Key{registered(t, "sec_ec", &ec256.PublicKey, "", "")}); reasonOf(t, err) != ReasonSignature {
+		t.Fatalf("Ed25519 against an EC key: %v", err)
+	}
 }

@@ -10,11 +10,14 @@ import (
 	"crypto/sha512"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/credkey"
 )
 
 // verifySignature checks a JWS signature (RFC 7515 §5.2, algorithms of RFC
 // 7518 §3 and RFC 8037 §3.1) over the signing input exactly as received
 // (the first two parts of the compact form), with the standard library.
+// EdDSA and Ed25519 (RFC 9864) are one algorithm for an Ed25519 key.
 // A key that does not fit the algorithm fails the check.
 //
 // go-jose's JSONWebSignature.Verify does the same at more than twice the
@@ -55,7 +58,7 @@ func verifySignature(alg jose.SignatureAlgorithm, key crypto.PublicKey, input, s
 		digest := sha256.Sum256(input)
 		// RFC 7518 §3.5: the salt is as long as the hash.
 		return rsa.VerifyPSS(k, crypto.SHA256, digest[:], sig, &pssOptions) == nil
-	case jose.EdDSA:
+	case jose.EdDSA, credkey.Ed25519:
 		k, ok := key.(ed25519.PublicKey)
 		if !ok || len(k) != ed25519.PublicKeySize {
 			return false

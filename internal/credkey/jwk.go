@@ -32,11 +32,16 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
+// Ed25519 is the fully-specified name of EdDSA with an Ed25519 key
+// (RFC 9864), which deprecates the polymorphic "EdDSA". openid-client 6
+// signs with it; for an Ed25519 key the two names are one algorithm.
+const Ed25519 jose.SignatureAlgorithm = "Ed25519"
+
 // Algorithms are the signature algorithms rotagate accepts in a client
-// assertion (SPEC §16): never "none", never HMAC (HS*), whose key would be
-// a shared secret again. ES512 is not among them, so a P-521 key has no
-// algorithm and is refused at registration.
-var Algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256, jose.EdDSA}
+// assertion (SPEC §16, plus Ed25519 above): never "none", never HMAC
+// (HS*), whose key would be a shared secret again. ES512 is not among
+// them, so a P-521 key has no algorithm and is refused at registration.
+var Algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256, jose.EdDSA, Ed25519}
 
 // Limits on what a JWK may be.
 const (
@@ -75,7 +80,8 @@ func (k *PublicKey) Algorithm() jose.SignatureAlgorithm { return k.alg }
 
 // Algorithms are the signature algorithms this key may verify: its own
 // "alg" when it has one, otherwise every accepted algorithm of its type
-// (RS256 and PS256 for RSA; the one ES algorithm of its curve; EdDSA).
+// (RS256 and PS256 for RSA; the one ES algorithm of its curve; EdDSA
+// and Ed25519, one algorithm under two names, for Ed25519).
 // The caller must not modify the slice.
 func (k *PublicKey) Algorithms() []jose.SignatureAlgorithm { return k.algs }
 
@@ -224,7 +230,11 @@ func newPublicKey(key crypto.PublicKey, kid, alg string) (*PublicKey, error) {
 		if !slices.Contains(algs, a) {
 			return nil, fmt.Errorf("the algorithm %s does not match %s; use %s", alg, describe(key), strings.Join(algNames(algs), " or "))
 		}
-		algs = []jose.SignatureAlgorithm{a}
+		if a != jose.EdDSA && a != Ed25519 {
+			// EdDSA and Ed25519 name the same algorithm: pinning one
+			// pins both.
+			algs = []jose.SignatureAlgorithm{a}
+		}
 	}
 	jwk := jose.JSONWebKey{Key: key, KeyID: kid, Algorithm: alg}
 	sum, err := jwk.Thumbprint(crypto.SHA256)
@@ -265,7 +275,7 @@ func keyAlgorithms(key crypto.PublicKey) ([]jose.SignatureAlgorithm, error) {
 		}
 		return nil, errors.New("P-521 keys sign with ES512, which rotagate does not accept; use a P-256 (ES256) or P-384 (ES384) key")
 	case ed25519.PublicKey:
-		return []jose.SignatureAlgorithm{jose.EdDSA}, nil
+		return []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}, nil
 	}
 	return nil, errors.New("the key type is not accepted; use EC (P-256, P-384), RSA (2048 bits or more) or OKP (Ed25519)")
 }
