@@ -52,6 +52,9 @@ const (
 	MaxLifetime = 5 * time.Minute
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway = 30 * time.Second
+	// MaxClientIDBytes bounds iss (SPEC §3: client ids are 1–255 bytes),
+	// so that no longer name reaches a lookup or a failure-budget key.
+	MaxClientIDBytes = 255
 )
 
 // Defaults of Config.
@@ -254,7 +257,7 @@ func (v *Verifier) Parse(assertion, bodyClientID string, audiences []string, now
 		return nil, ReasonMalformed
 	}
 	c := &a.claims
-	if c.Issuer == "" || c.Subject != c.Issuer {
+	if c.Issuer == "" || len(c.Issuer) > MaxClientIDBytes || c.Subject != c.Issuer {
 		return nil, ReasonIssuer
 	}
 	if bodyClientID != "" && bodyClientID != c.Issuer {

@@ -195,6 +195,7 @@ func TestClaimRules(t *testing.T) {
 		{"no iss", edit(goodClaims(), "iss", nil), "", ReasonIssuer},
 		{"no sub", edit(goodClaims(), "sub", nil), "", ReasonIssuer},
 		{"sub differs from iss", edit(goodClaims(), "sub", "cli_other"), "", ReasonIssuer},
+		{"iss longer than a client id", edit(goodClaims(), "iss", strings.Repeat("c", 256), "sub", strings.Repeat("c", 256)), "", ReasonIssuer},
 		{"iss and sub another client", edit(goodClaims(), "iss", "cli_other", "sub", "cli_other"), clientID, ReasonClientMismatch},
 		{"no aud", edit(goodClaims(), "aud", nil), "", ReasonAudience},
 		{"aud another endpoint", edit(goodClaims(), "aud", "https://other.example.com/token"), "", ReasonAudience},
@@ -448,8 +449,12 @@ func TestReplayCache(t *testing.T) {
 	if r := c.add("b", "3", exp, now); r != reasonNone {
 		t.Fatalf("another client is not held by a's bound: %v", r)
 	}
-	// Once expired, entries leave and make room; the jti is no longer held.
-	if r := c.add("a", "1", exp.Add(time.Minute), exp); r != reasonNone {
+	// An entry lives through its expiry instant…
+	if r := c.add("a", "1", exp.Add(time.Minute), exp); r != ReasonReplay {
+		t.Fatalf("at the expiry instant: %v", r)
+	}
+	// …then leaves and makes room; the jti is no longer held.
+	if r := c.add("a", "1", exp.Add(time.Minute), exp.Add(time.Nanosecond)); r != reasonNone {
 		t.Fatalf("after expiry: %v", r)
 	}
 	if n := c.entries(); n != 1 {
@@ -672,5 +677,68 @@ func TestEd25519Name(t *testing.T) {
 	v := newVerifier(t, Config{})
 	if _, err := run(v, assertion, "", []Key{registered(t, "sec_ec", &ec256.PublicKey, "", "")}); reasonOf(t, err) != ReasonSignature {
 		t.Fatalf("Ed25519 against an EC key: %v", err)
+	}
+}
+
+// A replay is caught up to the last instant Parse accepts the assertion
+// (exp + Leeway), and after it Parse refuses it as expired.
+func TestReplayAtTheEdgeOfExpiry(t *testing.T) {
+	fixture(t)
+	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+	v := newVerifier(t, Config{})
+	a := sign(t, jose.ES256, ec256, "", edit(goodClaims(), "exp", now.Unix()))
+	verify := func(at time.Time) Reason {
+		p, err := v.Parse(a, "", audiences, at)
+		if err == nil {
+			_, err = v.Verify(p, keys, at)
+		}
+		return reasonOf(t, err)
+	}
+	if r := verify(now); r != reasonNone {
+		t.Fatalf("first use: %v", r)
+	}
+	if r := verify(now.Add(Leeway)); r != ReasonReplay {
+		t.Fatalf("replay at exp + leeway: %v", r)
+	}
+	if r := verify(now.Add(Leeway + time.Second)); r != ReasonExpired {
+		t.Fatalf("replay after exp + leeway: %v", r)
+	}
+}
+
+// Concurrent presentations of one assertion to one edge: exactly
+// one is accepted.
+func TestReplayConcurrent(t *testing.T) {
+	fixture(t)
+	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+	v := newVerifier(t, Config{})
+	a := sign(t, jose.ES256, ec256, "", goodClaims())
+	const n = 16
+	results := make(chan Reason, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := run(v, a, "", keys)
+			var r Reason
+			errors.As(err, &r)
+			results <- r
+		}()
+	}
+	wg.Wait()
+	close(results)
+	accepted, replays := 0, 0
+	for r := range results {
+		switch r {
+		case reasonNone:
+			accepted++
+		case ReasonReplay:
+			replays++
+		default:
+			t.Fatalf("unexpected %v", r)
+		}
+	}
+	if accepted != 1 || replays != n-1 {
+		t.Fatalf("%d accepted, %d replays", accepted, replays)
 	}
 }

@@ -60,7 +60,9 @@ func (c *replayCache) add(clientID, jti string, expires, now time.Time) Reason {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.expiries) > 0 && c.expiries[0].expires <= nowNano {
+	// An entry lives through its expiry instant: Parse still accepts an
+	// assertion at exactly exp + Leeway.
+	for len(c.expiries) > 0 && c.expiries[0].expires < nowNano {
 		e := heap.Pop(&c.expiries).(replayEntry)
 		delete(c.seen, e.key)
 		if c.perClient[e.client]--; c.perClient[e.client] == 0 {
