@@ -72,7 +72,10 @@ type Config struct {
 	// not verify the signature all cost MaxKeys checks (the missing ones
 	// are made against throwaway keys). Set it to the control plane's
 	// max_active_secrets. A client with more matching keys than MaxKeys
-	// costs one check per key. Default: 2.
+	// costs one check per key. The throwaway RSA key has 2048 bits, so a
+	// client whose RSA key is larger costs a little more per check than
+	// an unknown client does (ES256, ES384 and EdDSA costs do not depend
+	// on the key). Default: 2.
 	MaxKeys int `json:"max_keys,omitempty"`
 	// ReplayPerClient bounds the jti values remembered for one client.
 	// A client at the bound is refused until its oldest assertions
