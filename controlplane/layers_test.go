@@ -12,8 +12,12 @@ import (
 // layers are the control plane's packages, lowest first: each may import
 // only those before it (docs/design.md §11). The webhook sender sits below
 // the rules: the Service enqueues for the webhooks it builds, and the
-// sender reaches back only through the functions it is given.
+// sender reaches back only through the functions it is given. The
+// cut-over rule and the delivery sinks are pure leaves: they import no
+// other package of the control plane.
 var layers = []string{
+	"controlplane/cutover",
+	"controlplane/sink",
 	"controlplane/store",
 	"controlplane/webhook",
 	"controlplane/rules",
