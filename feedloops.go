@@ -31,7 +31,7 @@ func (f *feed) run(name string, loop func(context.Context)) {
 	go func() {
 		defer f.done.Done()
 		for {
-			if f.survive(name, loop) || !sleepCtx(f.ctx, f.restartPause) {
+			if f.survive(name, loop) || !sleepCtx(f.ctx, f.restartPause, nil) {
 				return
 			}
 		}
@@ -160,18 +160,7 @@ func (f *feed) beginPoll(ctx context.Context, long bool) (pollCtx context.Contex
 // pause waits for d, or until the feed is nudged, and reports whether ctx
 // is still live.
 func (f *feed) pause(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-f.wake:
-	}
-	return true
+	return sleepCtx(ctx, d, f.wake)
 }
 
 // poll makes one request of the feed and applies the answer. With long
@@ -289,7 +278,9 @@ func backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// sleepCtx waits for d, or until wake delivers (a nil wake never does),
+// and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -299,6 +290,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
-		return true
+	case <-wake:
 	}
+	return true
 }

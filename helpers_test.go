@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rotagate/rotagate/internal/caddyhome"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -32,16 +33,9 @@ const (
 var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 // TestMain keeps what Caddy writes (the saved snapshot) in a temporary
-// data directory.
+// home.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rotagate-test-")
-	if err != nil {
-		panic(err)
-	}
-	os.Setenv("XDG_DATA_HOME", dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(caddyhome.Run(m, "rotagate-test-"))
 }
 
 // testSnapshot is the feed answer the handler tests run against.

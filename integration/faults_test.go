@@ -88,6 +88,11 @@ func noEdge(edgePort int) string {
 	return globalOptions + ":" + strconv.Itoa(edgePort) + " {\n\tbind 127.0.0.1\n\trespond \"no edge\" 200\n}\n"
 }
 
+// freshConn sends each request on a new connection: tests restart Caddy on
+// the same port, and a POST on a kept-alive connection the old server
+// closed is reset, not retried.
+var freshConn = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // status makes one Basic-authenticated request to the edge at edge.
 func status(t *testing.T, edge, client, secret string) (int, http.Header) {
 	t.Helper()
@@ -97,7 +102,7 @@ func status(t *testing.T, edge, client, secret string) (int, http.Header) {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(client, secret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := freshConn.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,37 +9,23 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"text/template"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/certmagic"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/rotagate/rotagate"
 	_ "github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/internal/caddyhome"
 )
 
 // TestMain keeps Caddy's config and data files in a temporary home.
 func TestMain(m *testing.M) {
-	home, err := os.MkdirTemp("", "rotagate-integration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, k := range []string{"HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"} {
-		os.Setenv(k, home)
-	}
-	// Caddy computed these from the real home at init.
-	caddy.DefaultStorage = &certmagic.FileStorage{Path: filepath.Join(home, "caddy")}
-	caddy.ConfigAutosavePath = filepath.Join(home, "autosave.json")
-	code := m.Run()
-	os.RemoveAll(home)
-	os.Exit(code)
+	os.Exit(caddyhome.Run(m, "rotagate-integration-"))
 }
 
 // startCaddy loads a Caddyfile into the in-process Caddy, as a reload

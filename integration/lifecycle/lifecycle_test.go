@@ -29,6 +29,7 @@ import (
 
 	_ "github.com/rotagate/rotagate"
 	_ "github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/internal/caddyhome"
 	"github.com/rotagate/rotagate/internal/feedtest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -43,17 +44,7 @@ const (
 // TestMain keeps what Caddy writes (saved snapshots, storage) in a
 // temporary home.
 func TestMain(m *testing.M) {
-	home, err := os.MkdirTemp("", "rotagate-lifecycle-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, k := range []string{"HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"} {
-		os.Setenv(k, home)
-	}
-	code := m.Run()
-	os.RemoveAll(home)
-	os.Exit(code)
+	os.Exit(caddyhome.Run(m, "rotagate-lifecycle-"))
 }
 
 // freePort asks the kernel for a loopback port nothing listens on.
