@@ -50,6 +50,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			timeout <duration>
 //		}
 //		expiry_reminders <duration>...
+//		revocation_delay <duration>
 //	}
 //
 // Each subdirective may appear once, except webhook. Mistakes are worded as in the edge's
@@ -93,6 +94,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return directive.OneArg(d, &h.SecretPrefix)
 		case "max_wait":
 			return directive.Duration(d, &h.MaxWait)
+		case "revocation_delay":
+			return directive.Duration(d, &h.RevocationDelay)
 		case "tombstone_window":
 			h.TombstoneWindow = new(caddy.Duration)
 			return directive.Duration(d, h.TombstoneWindow)

@@ -119,6 +119,11 @@ type Handler struct {
 	// 24h.
 	ExpiryReminders []caddy.Duration `json:"expiry_reminders,omitempty"`
 
+	// RevocationDelay is the edges' revocation_delay: a secret delivered
+	// to a client's sink becomes current there (AWS: AWSCURRENT) this long
+	// after it was stored, when every edge accepts it. Default: 30s.
+	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
+
 	// Resolved by Provision: the tokens, the store config with its
 	// defaults, and the webhooks' URLs and secrets.
 	adminToken, edgeToken, leakToken string
@@ -245,6 +250,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		webhook.NewSender(ob, svc.Webhooks(), webhook.Options{
 			Now: svc.Now, Logger: h.logger, Wake: svc.Committed(), Notices: svc.ScanExpiries,
+			Sinks: &webhook.Sinks{Target: svc.SinkTarget, Done: svc.SinkDelivered, Pass: svc.SinkPass},
 		}).Run(sctx)
 	}()
 	ao.Logger = h.logger
@@ -286,7 +292,7 @@ func (h *Handler) serviceOptions() rules.ServiceOptions {
 		reminders[i] = time.Duration(d)
 	}
 	o := rules.ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
-		Webhooks: h.webhooks, ExpiryReminders: reminders}
+		Webhooks: h.webhooks, ExpiryReminders: reminders, RevocationDelay: time.Duration(h.RevocationDelay)}
 	if h.TombstoneWindow != nil {
 		d := time.Duration(*h.TombstoneWindow)
 		o.TombstoneWindow = &d

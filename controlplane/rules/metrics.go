@@ -15,6 +15,7 @@ import (
 var Metrics = struct {
 	PresentedAfterRevoke prometheus.Counter
 	LeakReports          *prometheus.CounterVec
+	SinkDeliveries       *prometheus.CounterVec
 }{
 	PresentedAfterRevoke: prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "presented_after_revoke_total",
@@ -24,6 +25,10 @@ var Metrics = struct {
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "leak_reports_total",
 		Help: "Reported leaked tokens, by label (true_positive, false_positive) and action (revoked, flagged, none).",
 	}, []string{"label", "action"}),
+	SinkDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rotagate", Name: "sink_deliveries_total",
+		Help: "New secrets handed to clients' sinks, by kind (webhook, aws_secrets_manager) and outcome (delivered, failed).",
+	}, []string{"kind", "outcome"}),
 }
 
 // RegisterMetrics puts the control plane's collectors on a config's
@@ -33,7 +38,7 @@ func RegisterMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{Metrics.PresentedAfterRevoke, Metrics.LeakReports} {
+	for _, c := range []prometheus.Collector{Metrics.PresentedAfterRevoke, Metrics.LeakReports, Metrics.SinkDeliveries} {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return err
 		}

@@ -2,13 +2,16 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rotagate/rotagate/controlplane/sink"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/secrethash"
 )
@@ -41,6 +44,12 @@ type CreatedSecret struct {
 	// Warnings describe what may keep an imported plaintext secret from
 	// working with some clients. They never quote the secret.
 	Warnings []string
+	// DeliveredTo is the kind of the client's sink when the secret went
+	// to it; Plaintext is then empty (sinks.go).
+	DeliveredTo string
+	// staged is the new secret's value already put at an AWS sink, before
+	// the transaction that stores it.
+	staged *stagedPut
 }
 
 // GenerateSecret adds a generated or imported secret to a client, unless
@@ -66,7 +75,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 	if opts.ExpiresIn < 0 {
 		return CreatedSecret{}, invalidf("expires_in must not be negative")
 	}
-	ns, err = s.newSecret(clientID, opts)
+	ns, err = s.newSecret(ctx, who, clientID, opts)
 	if err != nil {
 		return CreatedSecret{}, err
 	}
@@ -74,36 +83,55 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
 		ns.Secret.ExpiresAt = &at
 	}
-	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
-		if _, err := s.addSecret(ctx, tx, who, ns, s.maxActive); err != nil {
-			return nothing{}, err
+	to, err := update(ctx, s, func(tx store.Tx) (string, error) {
+		added, err := s.addSecret(ctx, tx, who, ns, s.maxActive, nil)
+		if err != nil {
+			return "", err
 		}
 		data := map[string]any{"imported": action == "secret.import"}
 		if ns.Secret.ExpiresAt != nil {
 			data["expires_at"] = *ns.Secret.ExpiresAt
 		}
+		if added.deliveredTo != "" {
+			data["delivered_to"] = added.deliveredTo
+		}
 		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretGenerated, ClientID: clientID,
 			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
-			return nothing{}, err
+			return "", err
 		}
 		detail := ""
 		if ns.Secret.ExpiresAt != nil {
 			detail = "expires in " + opts.ExpiresIn.String()
 		}
-		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
+		return added.deliveredTo, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, sinkDetail(detail, added.deliveredTo))
 	})
 	if err != nil {
 		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
 	}
-	return ns, nil
+	return s.handedOver(ns, to), nil
 }
 
 // RotateSecret adds a generated secret and, in the same transaction, sets
 // expires_at = min(current, now+grace) on every other active secret. A
 // zero grace revokes them at once and is always allowed; a positive grace
 // with the client at max_active_secrets is ErrTooManyActive.
-func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (ns CreatedSecret, err error) {
+//
+// With a webhook sink, the others are left as they are until the sink
+// acknowledges the new secret (SinkDelivered applies the grace then), so
+// that a sink that is down never leaves the client rotated half-way.
+func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (CreatedSecret, error) {
+	return s.rotate(ctx, who, clientID, grace, time.Time{})
+}
+
+// rotate is RotateSecret; with a non-zero dueBefore it rotates only when
+// the client's newest active secret was created at or before dueBefore
+// (checked under the client's lock: replicas on one database rotate a
+// client once), else it answers errNotDue.
+func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace time.Duration, dueBefore time.Time) (ns CreatedSecret, err error) {
 	defer func() {
+		if errors.Is(err, errNotDue) {
+			return
+		}
 		s.log(who, "secret.rotate", clientID, ns.Secret.ID, err,
 			zap.Duration("grace", grace), zap.Strings("expiring", ns.Expiring), zap.Strings("revoked", ns.Revoked))
 	}()
@@ -113,22 +141,33 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	if grace < 0 {
 		return CreatedSecret{}, invalidf("grace must not be negative")
 	}
-	ns, err = s.newSecret(clientID, GenerateOptions{})
+	ns, err = s.newSecret(ctx, who, clientID, GenerateOptions{})
 	if err != nil {
 		return CreatedSecret{}, err
 	}
 	now := ns.Secret.CreatedAt
 	until := now.Add(grace)
-	type others struct{ expiring, revoked []string }
+	type others struct {
+		expiring, revoked []string
+		deliveredTo       string
+	}
 	res, err := update(ctx, s, func(tx store.Tx) (others, error) {
 		res := others{expiring: []string{}}
 		room := s.maxActive // with a grace, the others stay active a while
 		if grace == 0 {
 			room = math.MaxInt // they are revoked in this transaction
 		}
-		active, err := s.addSecret(ctx, tx, who, ns, room)
+		added, err := s.addSecret(ctx, tx, who, ns, room, &grace)
 		if err != nil {
 			return res, err
+		}
+		active := added.active
+		if !dueBefore.IsZero() && slices.ContainsFunc(active, func(o store.Secret) bool { return o.CreatedAt.After(dueBefore) }) {
+			return res, errNotDue
+		}
+		res.deliveredTo = added.deliveredTo
+		if added.deferred {
+			active = nil // SinkDelivered expires or revokes them
 		}
 		for _, old := range active {
 			switch {
@@ -146,8 +185,13 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				res.expiring = append(res.expiring, old.ID)
 			}
 		}
+		data := map[string]any{"grace_seconds": int64(grace / time.Second), "expiring": res.expiring, "revoked": append([]string{}, res.revoked...)}
+		if added.deliveredTo != "" {
+			data["delivered_to"] = added.deliveredTo
+			data["grace_after_delivery"] = added.deferred
+		}
 		if err := s.enqueue(ctx, tx, Event{Type: store.EventSecretRotated, ClientID: clientID, SecretID: ns.Secret.ID, Hint: ns.Secret.Hint,
-			Data: map[string]any{"grace_seconds": int64(grace / time.Second), "expiring": res.expiring, "revoked": append([]string{}, res.revoked...)}}); err != nil {
+			Data: data}); err != nil {
 			return res, err
 		}
 		for _, old := range active {
@@ -166,13 +210,16 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 		if len(res.revoked) > 0 {
 			detail += "; revoked " + strings.Join(res.revoked, ", ")
 		}
-		return res, s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, detail)
+		if added.deferred {
+			detail += "; the others follow once the sink acknowledges the secret"
+		}
+		return res, s.record(ctx, tx, who, "secret.rotate", clientID, ns.Secret.ID, sinkDetail(detail, res.deliveredTo))
 	})
 	if err != nil {
 		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
 	}
 	ns.Expiring, ns.Revoked = res.expiring, res.revoked
-	return ns, nil
+	return s.handedOver(ns, res.deliveredTo), nil
 }
 
 // RevokeSecret revokes one secret of a client at once. Revoking a revoked
@@ -225,19 +272,30 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 // most room-1 of them), and stores the secret prepared by newSecret. It
 // returns the other secrets active then, for a rotation to expire or
 // revoke. Whatever must happen to every new secret, in the transaction
-// that adds it (a delivery sink taking ns.Plaintext), happens here.
-func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns CreatedSecret, room int) ([]store.Secret, error) {
+// that adds it, happens here: the client's sink, when it has one, takes
+// the plaintext (toSink). grace is a rotation's (nil for generate): with a
+// webhook sink it waits for the sink's acknowledgement (deferred).
+func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns CreatedSecret, room int, grace *time.Duration) (added, error) {
 	clientID, now := ns.Secret.ClientID, ns.Secret.CreatedAt
 	c, err := tx.LockClient(ctx, clientID)
 	if err != nil {
-		return nil, err
+		return added{}, err
 	}
 	if !who.mayManage(c) {
-		return nil, store.ErrNotFound
+		return added{}, store.ErrNotFound
+	}
+	k, err := tx.Sink(ctx, clientID)
+	hasSink := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return added{}, err
+	}
+	deferred := hasSink && k.Kind == sink.KindWebhook && grace != nil
+	if deferred {
+		room = min(room, s.maxActive) // the others stay active until delivery
 	}
 	secrets, err := tx.Secrets(ctx, clientID)
 	if err != nil {
-		return nil, err
+		return added{}, err
 	}
 	active := secrets[:0]
 	for _, sec := range secrets {
@@ -246,14 +304,52 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 		}
 	}
 	if len(active) >= room {
-		return nil, ErrTooManyActive
+		return added{}, ErrTooManyActive
 	}
-	return active, tx.InsertSecret(ctx, ns.Secret)
+	if err := tx.InsertSecret(ctx, ns.Secret); err != nil {
+		return added{}, err
+	}
+	out := added{active: active, deferred: deferred}
+	if !hasSink {
+		if ns.staged != nil {
+			return added{}, errSinkChanged
+		}
+		return out, nil
+	}
+	if !deferred {
+		grace = nil
+	}
+	out.deliveredTo, err = s.toSink(ctx, tx, k, ns, grace)
+	return out, err
+}
+
+// added is what addSecret found and did.
+type added struct {
+	// active are the client's other active secrets.
+	active []store.Secret
+	// deliveredTo is the kind of the sink that took the secret, if any.
+	deliveredTo string
+	// deferred: the rotation's grace waits for the sink's acknowledgement.
+	deferred bool
 }
 
 // newSecret prepares the record (and, when generated, the plaintext) of a
-// secret, outside any transaction: argon2id hashing takes real time.
-func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecret, error) {
+// secret, outside any transaction: argon2id hashing takes real time, and
+// so does putting the value at an AWS sink (stageAtSink), which must
+// succeed before the secret is stored.
+func (s *Service) newSecret(ctx context.Context, who Actor, clientID string, opts GenerateOptions) (CreatedSecret, error) {
+	ns, err := s.prepareSecret(clientID, opts)
+	if err != nil {
+		return CreatedSecret{}, err
+	}
+	if ns.staged, err = s.stageAtSink(ctx, who, ns); err != nil {
+		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
+	}
+	return ns, nil
+}
+
+// prepareSecret makes the record and, when generated, the plaintext.
+func (s *Service) prepareSecret(clientID string, opts GenerateOptions) (CreatedSecret, error) {
 	id, err := NewSecretID()
 	if err != nil {
 		return CreatedSecret{}, err

@@ -121,6 +121,10 @@ type ServiceOptions struct {
 	// ExpiryReminders are the offsets before a secret's expires_at at
 	// which secret.expiring fires. Default: 720h, 168h, 24h.
 	ExpiryReminders []time.Duration
+	// RevocationDelay is how long after a secret is stored every edge
+	// accepts it (the edges' revocation_delay): a delivery sink moves the
+	// secret to current then (sinks.go). Default: 30s.
+	RevocationDelay time.Duration
 }
 
 // DefaultTombstoneWindow is how long the feed carries a dead generated
@@ -157,6 +161,9 @@ func (o ServiceOptions) WithDefaults() ServiceOptions {
 	if len(o.ExpiryReminders) == 0 {
 		o.ExpiryReminders = DefaultExpiryReminders
 	}
+	if o.RevocationDelay == 0 {
+		o.RevocationDelay = DefaultRevocationDelay
+	}
 	return o
 }
 
@@ -170,6 +177,9 @@ func (o ServiceOptions) Validate() error {
 	}
 	if o.LeakAction != LeakRevoke && o.LeakAction != LeakFlag {
 		return fmt.Errorf("leak_action must be %s or %s, got %q", LeakRevoke, LeakFlag, o.LeakAction)
+	}
+	if o.RevocationDelay < 0 {
+		return fmt.Errorf("revocation_delay must not be negative, got %s", o.RevocationDelay)
 	}
 	if _, err := webhook.Build(o.Webhooks); err != nil {
 		return err
@@ -205,6 +215,11 @@ type Service struct {
 	reminders []time.Duration
 	wake      chan struct{}
 	logger    *zap.Logger
+
+	// Delivery sinks (sinks.go): when a delivered secret becomes current,
+	// and the retries of failed scheduled rotations.
+	revocationDelay time.Duration
+	sched           schedule
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -230,6 +245,8 @@ func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Serv
 		reminders: opts.ExpiryReminders,
 		logger:    opts.Logger,
 		wake:      make(chan struct{}, 1),
+
+		revocationDelay: opts.RevocationDelay,
 	}
 	var err error
 	if s.hooks, err = webhook.Build(opts.Webhooks); err != nil {

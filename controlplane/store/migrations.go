@@ -135,6 +135,31 @@ var migrations = [][]string{
 		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
 		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
+	{ // 7: delivery sinks of clients and the secrets they carried (sinks.go).
+		`CREATE TABLE client_sinks (
+			client_id      {id}   PRIMARY KEY REFERENCES clients (client_id),
+			kind           TEXT   NOT NULL,
+			config         TEXT   NOT NULL,
+			signing_secret TEXT   NOT NULL DEFAULT '',
+			rotate_every   BIGINT NOT NULL DEFAULT 0,
+			created_at     BIGINT NOT NULL,
+			updated_at     BIGINT NOT NULL
+		)`,
+		`CREATE INDEX client_sinks_scheduled ON client_sinks (rotate_every) WHERE rotate_every > 0`,
+		`CREATE TABLE sink_secrets (
+			secret_id    {id}   PRIMARY KEY REFERENCES secrets (secret_id),
+			client_id    {id}   NOT NULL,
+			kind         TEXT   NOT NULL,
+			version      TEXT   NOT NULL DEFAULT '',
+			stage        TEXT   NOT NULL,
+			delivered_at BIGINT,
+			grace        BIGINT,
+			promote_at   BIGINT NOT NULL,
+			promoted_at  BIGINT
+		)`,
+		`CREATE INDEX sink_secrets_due ON sink_secrets (promote_at) WHERE promoted_at IS NULL`,
+		`CREATE INDEX sink_secrets_by_client ON sink_secrets (client_id, stage)`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),

@@ -24,6 +24,9 @@ type OutboxEvent struct {
 // Delivery is one event owed to one webhook, as a claim returns it.
 type Delivery struct {
 	EventID string
+	// ClientID and SecretID are the event's (a sink delivery goes to its
+	// client's sink).
+	ClientID, SecretID string
 	// Webhook is the webhook's key (a digest of its URL).
 	Webhook string
 	// Attempts counts the attempts made, this one included.
@@ -93,12 +96,18 @@ const (
 	EventSecretLeakReported         = "secret.leak_reported"
 	EventClientCreated              = "client.created"
 	EventClientDeleted              = "client.deleted"
+	// EventSecretDelivered: a client's sink acknowledged a new secret
+	// (SPEC §15); EventSecretDeliveryFailed: it did not, after the
+	// retries. Neither carries the secret.
+	EventSecretDelivered      = "secret.delivered"
+	EventSecretDeliveryFailed = "secret.delivery_failed"
 )
 
 // EventTypes lists every event type, in the order of SPEC §12.
 var EventTypes = []string{
 	EventSecretGenerated, EventSecretRotated, EventSecretRevoked, EventSecretExpiring, EventSecretExpired,
 	EventSecretPresentedAfterRevoke, EventSecretLeakReported, EventClientCreated, EventClientDeleted,
+	EventSecretDelivered, EventSecretDeliveryFailed,
 }
 
 // The webhook outbox's tables (migration 3) and queries. Every statement
@@ -116,7 +125,7 @@ const (
 		ON CONFLICT (secret_id) DO UPDATE SET stage = excluded.stage WHERE expiry_notices.stage > excluded.stage`
 	// sqlClaimDue is followed by the dialect's skipClaimed: another
 	// replica's claim in progress is skipped, not waited for.
-	sqlClaimDue = `SELECT d.event_id, d.attempts, e.payload, e.created_at
+	sqlClaimDue = `SELECT d.event_id, d.attempts, e.payload, e.created_at, e.client_id, e.secret_id
 		FROM event_deliveries d JOIN events e ON e.event_id = d.event_id
 		WHERE d.webhook = $1 AND d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= $2
 		ORDER BY d.next_attempt_at, e.seq LIMIT $3`
@@ -164,7 +173,7 @@ func (s *SQL) ClaimDeliveries(ctx context.Context, webhook string, now, leaseUnt
 			d := Delivery{Webhook: webhook}
 			var payload string
 			var created int64
-			err := r.Scan(&d.EventID, &d.Attempts, &payload, &created)
+			err := r.Scan(&d.EventID, &d.Attempts, &payload, &created, &d.ClientID, &d.SecretID)
 			d.Attempts++
 			d.Payload, d.CreatedAt = []byte(payload), millisTime(created)
 			return d, err

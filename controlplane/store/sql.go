@@ -207,5 +207,6 @@ func notFound(err error) error {
 var (
 	_ NotifyingStore = (*SQL)(nil)
 	_ OutboxStore    = (*SQL)(nil)
+	_ SinkStore      = (*SQL)(nil)
 	_ RawTx          = (*sqlTx)(nil)
 )

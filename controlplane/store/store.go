@@ -197,6 +197,57 @@ type Tx interface {
 	// was already at that stage or a later one, so each notice is sent
 	// once across restarts and replicas. No revision change either.
 	AdvanceNotice(ctx context.Context, secretID string, stage int64) (bool, error)
+
+	// Sink returns a client's delivery sink, or ErrNotFound.
+	Sink(ctx context.Context, clientID string) (Sink, error)
+
+	// SetSink adds or replaces a client's sink (UpdatedAt is the time of
+	// the change; CreatedAt is kept on a replacement). No change: sinks
+	// are not in the feed, so the revision stays.
+	SetSink(ctx context.Context, k Sink) error
+
+	// DeleteSink removes a client's sink; ErrNotFound when it has none.
+	// The secrets it carried keep their records. No revision change.
+	DeleteSink(ctx context.Context, clientID string) error
+
+	// InsertSinkSecret records that a sink carries a new secret, in the
+	// transaction that stores the secret. No revision change.
+	InsertSinkSecret(ctx context.Context, s SinkSecret) error
+
+	// SinkSecret returns what a sink carried of a secret, or ErrNotFound.
+	SinkSecret(ctx context.Context, secretID string) (SinkSecret, error)
+
+	// MarkSinkDelivered records that the sink acknowledged the secret,
+	// and reports whether this call did (false when it was already
+	// marked, by an earlier delivery or another replica). No revision
+	// change.
+	MarkSinkDelivered(ctx context.Context, secretID string, at time.Time) (bool, error)
+
+	// PromoteSinkSecret makes a secret its sink's current one and the
+	// client's other current one previous, once: ok is false when the
+	// secret was promoted already (by another replica). It returns the
+	// secrets it made previous. No revision change.
+	PromoteSinkSecret(ctx context.Context, secretID string, at time.Time) (previous []string, ok bool, err error)
+}
+
+// SinkStore is the delivery sinks' side of a store (both of ours): reads
+// in transactions of their own, for the API and the sink loop.
+type SinkStore interface {
+	// Sink returns a client's sink, or ErrNotFound.
+	Sink(ctx context.Context, clientID string) (Sink, error)
+
+	// SinkSecret returns what a sink carried of a secret, or ErrNotFound.
+	SinkSecret(ctx context.Context, secretID string) (SinkSecret, error)
+
+	// SinkPromotionsDue returns up to limit secrets that their sink
+	// delivered, not yet promoted, whose promotion time is at or before
+	// now, the earliest first.
+	SinkPromotionsDue(ctx context.Context, now time.Time, limit int) ([]SinkSecret, error)
+
+	// ScheduledSinks returns every client whose sink rotates on a
+	// schedule, with its newest secret active at now. Its cost grows with
+	// those clients only (an index on rotate_every).
+	ScheduledSinks(ctx context.Context, now time.Time) ([]ScheduledSink, error)
 }
 
 // OutboxStore is the outbox's side of a store (both of ours). The writes

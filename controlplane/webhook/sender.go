@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -46,6 +48,25 @@ type Options struct {
 	Poll time.Duration
 	// NoticeScan is how often Notices runs. Default: 1m.
 	NoticeScan time.Duration
+	// Sinks deliver the events bound for clients' webhook sinks.
+	// Default: none (they stay queued).
+	Sinks *Sinks
+}
+
+// Sinks are the Service's side of the deliveries to clients' webhook
+// sinks (rules/sinks.go): the outbox holds them under the key
+// store.SinkDeliveries, each for its event's client.
+type Sinks struct {
+	// Target returns the URL and signing secret of a client's webhook
+	// sink; store.ErrNotFound when it has none any more (the delivery
+	// then fails for good).
+	Target func(ctx context.Context, clientID string) (url, signingSecret string, err error)
+	// Done is told when a delivery ended: delivered, or failed for good
+	// with the last attempt's error.
+	Done func(ctx context.Context, d store.Delivery, delivered bool, reason string) error
+	// Pass runs the sinks' periodic work (promotions, scheduled
+	// rotation) once per poll.
+	Pass func(ctx context.Context) error
 }
 
 // Sender delivers the outbox's events to the webhooks (a transactional
@@ -101,6 +122,10 @@ func (s *Sender) Run(ctx context.Context) {
 			})
 		}
 		s.step(ctx, "delivering events", func() error { return s.DeliverDue(ctx) })
+		if s.opts.Sinks != nil {
+			s.step(ctx, "delivering to sinks", func() error { return s.DeliverSinks(ctx) })
+			s.step(ctx, "sink schedule", func() error { return s.opts.Sinks.Pass(ctx) })
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -163,7 +188,7 @@ func (s *Sender) deliverTo(ctx context.Context, w *Hook) error {
 			if ctx.Err() != nil {
 				return nil // the lease runs out; the next loop resends
 			}
-			if err := s.attempt(ctx, w, d); err != nil {
+			if _, err := s.attempt(ctx, w, d); err != nil {
 				return err
 			}
 		}
@@ -174,8 +199,59 @@ func (s *Sender) deliverTo(ctx context.Context, w *Hook) error {
 	return nil
 }
 
+// sinkLabel names every sink delivery in metrics and logs: clients' sink
+// URLs would make the label set unbounded.
+const sinkLabel = "sink"
+
+// DeliverSinks sends the due deliveries to clients' webhook sinks, batch
+// by batch, each to the sink of its event's client, and tells the
+// Service of each that ended (Sinks.Done).
+func (s *Sender) DeliverSinks(ctx context.Context) error {
+	sk := s.opts.Sinks
+	for range maxBatchesPerPass {
+		now := s.opts.Now()
+		batch, err := s.outbox.ClaimDeliveries(ctx, store.SinkDeliveries, now, now.Add(claimBatch*DefaultTimeout+leaseMargin), claimBatch)
+		if err != nil {
+			return err
+		}
+		for _, d := range batch {
+			if ctx.Err() != nil {
+				return nil // the lease runs out; the next loop resends
+			}
+			var out store.DeliveryOutcome
+			url, secret, err := sk.Target(ctx, d.ClientID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				out = store.DeliveryOutcome{At: s.opts.Now(), Failed: true, Error: "the client has no webhook sink any more"}
+				err = s.finish(ctx, d, out)
+			case err != nil:
+				return err
+			default:
+				w, berr := Config{URL: url, Secret: secret}.build(0)
+				if berr != nil {
+					return fmt.Errorf("sink of %s: %w", d.ClientID, berr)
+				}
+				w.label = sinkLabel
+				out, err = s.attempt(ctx, w, d)
+			}
+			if err != nil {
+				return err
+			}
+			if out.Delivered || out.Failed {
+				if err := sk.Done(context.WithoutCancel(ctx), d, out.Delivered, out.Error); err != nil {
+					return err
+				}
+			}
+		}
+		if len(batch) < claimBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
 // attempt makes one delivery attempt and records its outcome.
-func (s *Sender) attempt(ctx context.Context, w *Hook, d store.Delivery) error {
+func (s *Sender) attempt(ctx context.Context, w *Hook, d store.Delivery) (store.DeliveryOutcome, error) {
 	res := w.deliver(ctx, s.client, d.EventID, d.Payload, s.opts.Now())
 	out := store.DeliveryOutcome{At: s.opts.Now(), Delivered: res.ok, Error: res.err}
 	switch {
@@ -200,7 +276,12 @@ func (s *Sender) attempt(ctx context.Context, w *Hook, d store.Delivery) error {
 		log.Warn("webhook delivery failed for good", zap.String("webhook", w.label),
 			zap.String("event_id", d.EventID), zap.Int("attempts", d.Attempts), zap.String("error", res.err))
 	}
-	// Record even when ctx ended: the attempt happened.
+	return out, s.finish(ctx, d, out)
+}
+
+// finish records an attempt's outcome, even when ctx ended: the attempt
+// happened.
+func (s *Sender) finish(ctx context.Context, d store.Delivery, out store.DeliveryOutcome) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return s.outbox.FinishDelivery(fctx, d, out)
