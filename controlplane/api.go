@@ -340,6 +340,9 @@ type (
 		// Warnings describe what may keep an imported secret from
 		// working with some clients; never the secret itself.
 		Warnings []string `json:"warnings,omitempty"`
+		// DeliveredTo is the kind of the client's sink when the secret
+		// went there instead of into this answer.
+		DeliveredTo string `json:"delivered_to,omitempty"`
 	}
 	rotatedSecretJSON struct {
 		createdSecretJSON
@@ -430,6 +433,7 @@ func toCreatedJSON(ns rules.CreatedSecret) createdSecretJSON {
 	return createdSecretJSON{
 		ID: ns.Secret.ID, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
 		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt, Warnings: ns.Warnings,
+		DeliveredTo: ns.DeliveredTo,
 	}
 }
 

@@ -27,6 +27,7 @@ var layers = []string{
 // testHelpers are packages for tests only: no layer imports them.
 var testHelpers = []string{
 	"controlplane/store/storetest",
+	"controlplane/sink/sinktest",
 	"controlplane/webhook/webhooktest",
 }
 

@@ -80,6 +80,9 @@ func (a *API) table() []route {
 		{"GET", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.getNetworks},
 		{"PUT", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.putNetworks},
 		{"POST", "/v1/clients/{client_id}/networks/suggest", roleAdmin, 0, a.suggestNetworks},
+		{"GET", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.getSink},
+		{"PUT", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.putSink},
+		{"DELETE", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.deleteSink},
 		{"GET", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.listSecrets},
 		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.generateSecret},
 		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, a.rotateSecret},
@@ -233,6 +236,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, rules.ErrTooManyActive):
 		writeError(w, http.StatusConflict, "too_many_active_secrets",
 			`the client already has the most active secrets allowed (max_active_secrets); revoke one, or rotate with grace "0s"`)
+	case errors.Is(err, rules.ErrSinkFailed):
+		writeError(w, http.StatusBadGateway, "sink_failed", err.Error())
 	case errors.Is(err, store.ErrClientExists):
 		writeError(w, http.StatusConflict, "client_exists", "a client with this client_id already exists")
 	case r.Context().Err() != nil:

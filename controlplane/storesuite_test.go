@@ -88,6 +88,10 @@ var storeSuite = []struct {
 	{"ClaimsAreExclusive", testClaimsAreExclusive},
 	{"DeliveredOncePerFleet", testDeliveredOncePerFleet},
 	{"ExpiryRemindersOnce", testExpiryRemindersOnce},
+	// Delivery sinks (sink_test.go).
+	{"SinkWebhook", testSinkWebhook},
+	{"SinkScheduledRotation", testSinkScheduledRotation},
+	{"SinkReplicasDeliverOnce", testSinkReplicasDeliverOnce},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests

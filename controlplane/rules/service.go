@@ -347,6 +347,8 @@ func outcome(err error) string {
 		return "invalid_request"
 	case errors.Is(err, ErrForbidden):
 		return "insufficient_scope"
+	case errors.Is(err, ErrSinkFailed):
+		return "sink_failed"
 	}
 	return "error"
 }

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,6 +16,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/rotagate/rotagate/controlplane/sink/sinktest"
 )
 
 var uuidV8 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
@@ -80,77 +78,6 @@ func TestQuotes(t *testing.T) {
 
 // awsEnv gives the SDK's default chain static test credentials and no
 // shared configuration of the machine's user.
-func awsEnv(t *testing.T) {
-	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_ENDPOINT_URL", "")
-	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "")
-}
-
-var motoListening = regexp.MustCompile(`Running on (http://127\.0\.0\.1:[0-9]+)`)
-
-// startMoto starts moto_server on a port the kernel picks, and returns its
-// URL once it listens; it is killed when the test ends. Without moto_server
-// the test is skipped, unless CI is set.
-func startMoto(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("moto_server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("moto_server is not on PATH")
-		}
-		t.Skip("moto_server is not on PATH")
-	}
-	out, w := io.Pipe()
-	cmd := exec.Command(path, "-H", "127.0.0.1", "-p", "0")
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		w.Close()
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := motoListening.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
-				break
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case u := <-found:
-		return u
-	case <-time.After(60 * time.Second):
-		t.Fatal("moto_server did not say where it listens within a minute")
-		return ""
-	}
-}
-
-// testClient is the test's own view of the secrets, for setting up and
-// for reading stages back.
-func testClient(t *testing.T, endpoint string) *secretsmanager.Client {
-	t.Helper()
-	return secretsmanager.New(secretsmanager.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(endpoint),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
-		}),
-	})
-}
-
 // readStage returns the value at stage (named: moto answers stale values
 // without it) and its version id.
 func readStage(t *testing.T, c *secretsmanager.Client, secret, stage string) (Value, string) {
@@ -183,10 +110,10 @@ func stagesOf(t *testing.T, c *secretsmanager.Client, secret string) map[string]
 // The rotation walk on a real Secrets Manager API (moto): pending, then
 // current with the old value previous, twice.
 func TestAWSRotation(t *testing.T) {
-	endpoint := startMoto(t)
-	awsEnv(t)
+	endpoint := sinktest.StartMoto(t)
+	sinktest.AWSEnv(t)
 	ctx := context.Background()
-	tc := testClient(t, endpoint)
+	tc := sinktest.AWSClient(t, endpoint)
 	old, _ := json.Marshal(Value{ClientID: "billing", ClientSecret: "rgs_old", SecretID: "sec_old"})
 	if _, err := tc.CreateSecret(ctx, &secretsmanager.CreateSecretInput{
 		Name: aws.String("rotagate/billing"), SecretString: aws.String(string(old)),
@@ -291,7 +218,7 @@ func noPlaintext(t *testing.T, err error) {
 
 // A failed put says what failed, never what was sent.
 func TestAWSPutFails(t *testing.T) {
-	awsEnv(t)
+	sinktest.AWSEnv(t)
 	ctx := context.Background()
 	v := Value{ClientID: "billing", ClientSecret: testSecret, SecretID: "sec_x"}
 	put := func(t *testing.T, endpoint string) error {
@@ -341,7 +268,7 @@ func TestAWSPutFails(t *testing.T) {
 	})
 
 	t.Run("secret does not exist", func(t *testing.T) {
-		endpoint := startMoto(t)
+		endpoint := sinktest.StartMoto(t)
 		err := put(t, endpoint)
 		noPlaintext(t, err)
 		var e *Error
