@@ -233,7 +233,7 @@ func clientCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(create, list, show, owners, networksCommand(), del)
+	c.AddCommand(create, list, show, owners, networksCommand(), sinkCommand(), del)
 	return c
 }
 
@@ -383,6 +383,12 @@ func clientPath(id string) string { return "/v1/clients/" + url.PathEscape(id) }
 // printCreated writes a new secret alone on stdout and its description on
 // stderr. Import answers carry no secret: then only the id is printed.
 func printCreated(cmd *cobra.Command, w io.Writer, clientID string, out createdSecretJSON) {
+	if out.DeliveredTo != "" {
+		fmt.Fprintln(w, out.ID)
+		fmt.Fprintf(cmd.ErrOrStderr(), "secret %s (%s) for client %s, expires %s; delivered to the client's %s sink, not shown\n",
+			out.ID, out.Hint, clientID, fmtTime(out.ExpiresAt, "never"), out.DeliveredTo)
+		return
+	}
 	fmt.Fprintln(w, out.Secret)
 	fmt.Fprintf(cmd.ErrOrStderr(), "secret %s (%s) for client %s, expires %s; it is shown only this once\n",
 		out.ID, out.Hint, clientID, fmtTime(out.ExpiresAt, "never"))
