@@ -75,8 +75,8 @@ func newConsole(a *API) (*console, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"clients", "client", "confirm", "secret", "error", "networks"} {
-		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html")
+	for _, page := range []string{"clients", "client", "confirm", "secret", "error", "networks", "sinkset"} {
+		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html", "console/sinkpanel.html")
 		if err != nil {
 			return nil, err
 		}
@@ -105,6 +105,8 @@ func newConsole(a *API) (*console, error) {
 		{"POST", "/console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners))},
 		{"GET", "/console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks)},
 		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
+		{"POST", "/console/clients/{client_id}/sink", c.signedIn(c.post(c.saveSink))},
+		{"POST", "/console/clients/{client_id}/sink/delete", c.signedIn(c.post(c.deleteSink))},
 		{"GET", "/console/clients/{client_id}/delete", c.signedIn(c.confirmDelete)},
 		{"POST", "/console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient))},
 	}
@@ -332,7 +334,11 @@ var notices = map[string]string{
 	"revoked":  "Secret revoked. Every edge refuses it within the revocation delay.",
 	"owners":   "Owners saved.",
 	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
-	"stale":    "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
+	"sink":     "Sink saved. New secrets of this client go to it.",
+	"unsunk":   "Sink removed. New secrets of this client are shown once again.",
+	"delivered": "New secret made and handed to the client's sink; it is not shown here. " +
+		"Its events tell when the sink acknowledged it.",
+	"stale": "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
 }
 
 // My clients.
@@ -460,6 +466,7 @@ type clientView struct {
 	Audit      []auditRow
 	Callers    []callersView
 	Networks   networksView
+	Sink       sinkPanel
 }
 
 type secretRow struct {
@@ -516,6 +523,10 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 	}
 	v.AtMax = active >= v.Max
 	v.Networks = newNetworksView(fr, cl)
+	if v.Sink, err = c.sinkPanel(r, who, fr, cl.ID); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
 	if v.Callers, err = c.secretCallers(r, who, cl.ID, secrets); err != nil {
 		c.fail(w, r, fr, err)
 		return
@@ -758,6 +769,10 @@ func (c *console) rotate(w http.ResponseWriter, r *http.Request, who rules.Actor
 
 func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, ns rules.CreatedSecret) {
 	id := r.PathValue("client_id")
+	if ns.DeliveredTo != "" {
+		redirect(w, r, consoleClientPath(id), "delivered")
+		return
+	}
 	c.render(w, r, http.StatusOK, "secret", secretView{
 		Frame: fr, ClientID: id, ClientPath: consoleClientPath(id), Secret: ns.Plaintext,
 		SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Expires: at(ns.Secret.ExpiresAt),

@@ -1,0 +1,61 @@
+package controlplane
+
+import (
+	"context"
+	"html"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/rotagate/rotagate/controlplane/store"
+)
+
+// TestConsoleSink: an owner sets a webhook sink from its JSON and sees
+// its signing secret once, the panel then shows kind and target (not the
+// secret), a generate hands the secret to the sink instead of showing
+// it, bad JSON or a bad field is a 400 page, a stranger changes nothing,
+// and Remove sink removes it.
+func TestConsoleSink(t *testing.T) {
+	e, _ := consoleEnv(t)
+	rc := newReceiver(t)
+	olive := e.browser("olive")
+	r := olive.get("/console/clients/app")
+	mustStatus(t, r, 200)
+	mustContain(t, r, "<h2>Sink</h2>", "No sink: new secrets are shown once")
+
+	cfg := `{"kind":"webhook","url":"` + rc.srv.URL + `/hook","public_key":` + string(rc.publicJWK()) + `,"rotate_every":"30d"}`
+	r = olive.post("/console/clients/app/sink", url.Values{"config": {cfg}})
+	mustStatus(t, r, 200)
+	m := regexp.MustCompile(`value="(whsec_[^"]+)"`).FindSubmatch(r.body)
+	if m == nil {
+		t.Fatal("no signing secret on the answer page")
+	}
+	signing := html.UnescapeString(string(m[1]))
+	rc.setSigningSecret(signing)
+	r = olive.get("/console/clients/app")
+	mustContain(t, r, `<dd class="sink-kind">webhook</dd>`, rc.srv.URL+"/hook", "30d", "Remove sink")
+	mustNotContain(t, r, signing)
+
+	r = olive.post("/console/clients/app/generate", url.Values{"seen": {"1"}})
+	if r.status != 303 || r.header.Get("Location") != "/console/clients/app?done=delivered" {
+		t.Fatalf("generate with a sink: %d %s", r.status, r.header.Get("Location"))
+	}
+	mustContain(t, olive.get("/console/clients/app?done=delivered"), "handed to the client", "sink; it is not shown here")
+
+	for _, bad := range []string{"", "{", `{"kind":"webhook","url":"http://example.com/","public_key":` + string(rc.publicJWK()) + `}`} {
+		r = olive.post("/console/clients/app/sink", url.Values{"config": {bad}})
+		mustStatus(t, r, 400)
+	}
+	mustContain(t, r, "url:")
+	mallory := e.browser("mallory")
+	mallory.get("/console/")
+	mustStatus(t, mallory.post("/console/clients/app/sink/delete", url.Values{}), 404)
+	r = olive.post("/console/clients/app/sink/delete", url.Values{})
+	if r.status != 303 || !strings.HasSuffix(r.header.Get("Location"), "done=unsunk") {
+		t.Fatalf("remove: %d %s", r.status, r.header.Get("Location"))
+	}
+	if _, err := e.svc.GetSink(context.Background(), who, "app"); err != store.ErrNotFound {
+		t.Fatalf("after Remove sink: %v", err)
+	}
+}
