@@ -1,0 +1,447 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/go-jose/go-jose/v4"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/sink/sinktest"
+)
+
+// sinkReceiver is a webhook sink as docs/sinks.md describes one: its own
+// EC P-256 key, the Standard Webhooks signature checked (timestamp
+// included), each webhook-id processed once, the secret decrypted from
+// its JWE.
+type sinkReceiver struct {
+	*httptest.Server
+	key *ecdsa.PrivateKey
+
+	mu       sync.Mutex
+	verifier *standardwebhooks.Webhook
+	down     bool
+	seen     map[string]bool
+	accepted int
+	secrets  map[string]string   // secret id → plaintext
+	stages   map[string][]string // secret id → stages, in order
+}
+
+func newSinkReceiver(t *testing.T) *sinkReceiver {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &sinkReceiver{key: key, seen: map[string]bool{}, secrets: map[string]string{}, stages: map[string][]string{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *sinkReceiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	if r.verifier == nil || r.verifier.Verify(body, req.Header) != nil {
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var ev struct {
+		Data struct {
+			SecretID  string `json:"secret_id"`
+			Stage     string `json:"stage"`
+			SecretJWE string `json:"secret_jwe"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(body, &ev) != nil {
+		http.Error(w, "bad event", http.StatusBadRequest)
+		return
+	}
+	r.accepted++
+	if id := req.Header.Get("webhook-id"); r.seen[id] {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	} else {
+		r.seen[id] = true
+	}
+	if ev.Data.SecretJWE != "" {
+		obj, err := jose.ParseEncryptedCompact(ev.Data.SecretJWE, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
+		if err != nil {
+			http.Error(w, "bad JWE", http.StatusBadRequest)
+			return
+		}
+		plain, err := obj.Decrypt(r.key)
+		if err != nil {
+			http.Error(w, "not for this key", http.StatusBadRequest)
+			return
+		}
+		r.secrets[ev.Data.SecretID] = string(plain)
+	}
+	r.stages[ev.Data.SecretID] = append(r.stages[ev.Data.SecretID], ev.Data.Stage)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// sink is the receiver's sink config for PUT /v1/clients/{id}/sink.
+func (r *sinkReceiver) sink(t *testing.T, rotateEvery string) map[string]any {
+	pub, err := json.Marshal(jose.JSONWebKey{Key: &r.key.PublicKey, Use: "enc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{"kind": "webhook", "url": r.URL + "/rotagate", "public_key": json.RawMessage(pub)}
+	if rotateEvery != "" {
+		cfg["rotate_every"] = rotateEvery
+	}
+	return cfg
+}
+
+func (r *sinkReceiver) setSigningSecret(t *testing.T, secret string) {
+	v, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.verifier = v
+	r.mu.Unlock()
+}
+
+func (r *sinkReceiver) setDown(down bool) {
+	r.mu.Lock()
+	r.down = down
+	r.mu.Unlock()
+}
+
+func (r *sinkReceiver) secret(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secrets[id]
+}
+
+func (r *sinkReceiver) stagesOf(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.stages[id], ",")
+}
+
+// setSink gives client a sink through the API and returns the answer.
+func setSink(api adminAPI, client string, cfg map[string]any) map[string]any {
+	api.t.Helper()
+	var out map[string]any
+	api.must(api.call(http.MethodPut, "/v1/clients/"+client+"/sink", cfg, &out))
+	return out
+}
+
+// rawCall is a management call whose raw answer the test keeps.
+func rawCall(t *testing.T, base, method, path string, body any) (int, []byte) {
+	t.Helper()
+	raw, _ := json.Marshal(body)
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+// withLogFile adds a global log to a file, at debug level, to a test
+// Caddyfile that starts with the global options.
+func withLogFile(caddyfile, path string) string {
+	return strings.Replace(caddyfile, "{\n", "{\n\tlog {\n\t\toutput file "+path+"\n\t\tlevel DEBUG\n\t}\n", 1)
+}
+
+// filesHold reports which of the files hold any 16 characters of secret
+// in a row.
+func filesHold(t *testing.T, secret string, paths ...string) []string {
+	t.Helper()
+	var out []string
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+16 <= len(secret); i++ {
+			if bytes.Contains(data, []byte(secret[i:i+16])) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestSinkWebhookEndToEnd: real Caddy runs both halves; a client's
+// webhook sink receives its new secret as a JWE, signed; the decrypted
+// secret gets a token at the edge; the generate answer, the SQLite
+// database (outbox included) and the logs hold no plaintext; the secret
+// becomes current after the revocation delay.
+func TestSinkWebhookEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	up := newTokenUpstream(t)
+	h := bothHalves(t, dir, up.URL)
+	h.CPOptions = "\t\trevocation_delay 2s\n"
+	logPath := filepath.Join(dir, "caddy.log")
+	startCaddy(t, withLogFile(h.caddyfile(), logPath))
+	api := adminAPI{t: t, base: h.cpURL()}
+	rcv := newSinkReceiver(t)
+	api.createClient("sunk")
+	set := setSink(api, "sunk", rcv.sink(t, ""))
+	signing, _ := set["signing_secret"].(string)
+	rcv.setSigningSecret(t, signing)
+
+	status, answer := rawCall(t, h.cpURL(), http.MethodPost, "/v1/clients/sunk/secrets", map[string]string{})
+	var gen map[string]any
+	if err := json.Unmarshal(answer, &gen); err != nil || status != http.StatusCreated {
+		t.Fatalf("generate: %d", status)
+	}
+	id, _ := gen["id"].(string)
+	if _, has := gen["secret"]; has || gen["delivered_to"] != "webhook" {
+		t.Fatalf("generate answer with a sink: keys %v", len(gen))
+	}
+	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
+	secret := rcv.secret(id)
+	ctx := context.Background()
+	took := eventually(t, 10*time.Second, "the delivered secret gets a token at the edge", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "sunk", secret, oauth2.AuthStyleInHeader) == nil
+	})
+	t.Logf("delivered secret accepted at the edge %v after delivery", took)
+	eventually(t, 15*time.Second, "the secret becomes current at the sink", func() bool { return rcv.stagesOf(id) == "pending,current" })
+
+	if bytes.Contains(answer, []byte(secret[4:20])) {
+		t.Error("the generate answer holds the secret")
+	}
+	db := filepath.Join(dir, "rotagate.db")
+	if held := filesHold(t, secret, db, db+"-wal", logPath); len(held) > 0 {
+		t.Errorf("these files hold the secret: %v", held)
+	}
+	if held := filesHold(t, signing, logPath); len(held) > 0 {
+		t.Errorf("the log holds the sink's signing secret")
+	}
+}
+
+// TestSinkScheduledEndToEnd: a client with rotate_every (the shortest
+// allowed, 1m) is rotated through its webhook sink by the control plane
+// alone; the edge accepts the new secret, and refuses the old one once
+// the rotation's grace (at most rotate_every) has run from the delivery.
+func TestSinkScheduledEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a one-minute schedule")
+	}
+	dir := t.TempDir()
+	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h.CPOptions = "\t\trevocation_delay 2s\n"
+	startCaddy(t, h.caddyfile())
+	api := adminAPI{t: t, base: h.cpURL()}
+	rcv := newSinkReceiver(t)
+	api.createClient("sched")
+	rcv.setSigningSecret(t, setSink(api, "sched", rcv.sink(t, "1m"))["signing_secret"].(string))
+	first := api.generate("sched").ID
+	eventually(t, 10*time.Second, "the first secret reaches the sink", func() bool { return rcv.secret(first) != "" })
+	old := rcv.secret(first)
+	ctx := context.Background()
+	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader) == nil
+	})
+
+	var second string
+	eventually(t, 90*time.Second, "the schedule rotates the client", func() bool {
+		for id := range api.secrets("sched") {
+			if id != first {
+				second = id
+				return true
+			}
+		}
+		return false
+	})
+	rotatedAt := time.Now()
+	eventually(t, 10*time.Second, "the new secret reaches the sink", func() bool { return rcv.secret(second) != "" })
+	eventually(t, 10*time.Second, "the edge accepts the new secret", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "sched", rcv.secret(second), oauth2.AuthStyleInHeader) == nil
+	})
+	eventually(t, 90*time.Second, "the edge refuses the old secret", func() bool {
+		return refused(fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader))
+	})
+	t.Logf("old secret refused %v after the scheduled rotation was seen", time.Since(rotatedAt).Round(100*time.Millisecond))
+	if n := len(api.secrets("sched")); n != 2 {
+		t.Fatalf("%d secrets, want 2: one scheduled rotation", n)
+	}
+	if st := rcv.stagesOf(first); !strings.HasSuffix(st, "previous") {
+		t.Fatalf("stages of the first secret: %s", st)
+	}
+}
+
+// TestSinkAWSEndToEnd: the AWS sink against moto_server, in real Caddy:
+// AWSPENDING holds the new secret before the edge accepts it, AWSCURRENT
+// after the revocation delay, AWSPREVIOUS after a rotation; a put that
+// fails is a 502 and leaves nothing active.
+func TestSinkAWSEndToEnd(t *testing.T) {
+	endpoint := sinktest.StartMoto(t)
+	sinktest.AWSEnv(t)
+	sm := sinktest.AWSClient(t, endpoint)
+	ctx := context.Background()
+	if _, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{
+		Name: aws.String("rotagate/aws-e2e"), SecretString: aws.String(`{}`),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h.CPOptions = "\t\trevocation_delay 2s\n"
+	startCaddy(t, h.caddyfile())
+	api := adminAPI{t: t, base: h.cpURL()}
+	api.createClient("aws-e2e")
+	setSink(api, "aws-e2e", map[string]any{"kind": "aws_secrets_manager", "secret_id": "rotagate/aws-e2e", "region": "us-east-1", "endpoint": endpoint})
+	read := func(stage string) (v struct{ ClientSecret, SecretID string }) {
+		t.Helper()
+		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("rotagate/aws-e2e"), VersionStage: aws.String(stage)})
+		if err != nil {
+			return v
+		}
+		var raw struct {
+			ClientSecret string `json:"client_secret"`
+			SecretID     string `json:"secret_id"`
+		}
+		json.Unmarshal([]byte(aws.ToString(out.SecretString)), &raw)
+		v.ClientSecret, v.SecretID = raw.ClientSecret, raw.SecretID
+		return v
+	}
+
+	first := api.generate("aws-e2e")
+	if first.Secret != "" {
+		t.Fatal("generate answer with an AWS sink holds the secret")
+	}
+	pending := read("AWSPENDING")
+	if pending.SecretID != first.ID {
+		t.Fatalf("AWSPENDING holds %q, want %s", pending.SecretID, first.ID)
+	}
+	eventually(t, 10*time.Second, "the edge accepts the AWSPENDING secret", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInParams) == nil
+	})
+	eventually(t, 15*time.Second, "the secret becomes AWSCURRENT", func() bool { return read("AWSCURRENT").SecretID == first.ID })
+
+	var rotated secretInfo
+	api.must(api.call(http.MethodPost, "/v1/clients/aws-e2e/secrets/rotate", map[string]string{"grace": "0s"}, &rotated))
+	next := read("AWSPENDING")
+	eventually(t, 10*time.Second, "the edge accepts the rotated secret", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "aws-e2e", next.ClientSecret, oauth2.AuthStyleInHeader) == nil
+	})
+	eventually(t, 10*time.Second, "the edge refuses the old secret", func() bool {
+		return refused(fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInHeader))
+	})
+	eventually(t, 15*time.Second, "AWSCURRENT moves, the old value AWSPREVIOUS", func() bool {
+		return read("AWSCURRENT").SecretID == rotated.ID && read("AWSPREVIOUS").SecretID == first.ID
+	})
+
+	api.createClient("aws-missing")
+	setSink(api, "aws-missing", map[string]any{"kind": "aws_secrets_manager", "secret_id": "rotagate/missing", "region": "us-east-1", "endpoint": endpoint})
+	if status, _ := rawCall(t, h.cpURL(), http.MethodPost, "/v1/clients/aws-missing/secrets", map[string]string{}); status != http.StatusBadGateway {
+		t.Fatalf("generate with a failing put: %d, want 502", status)
+	}
+	if n := len(api.secrets("aws-missing")); n != 0 {
+		t.Fatalf("a failed put left %d secrets", n)
+	}
+}
+
+// TestSinkSurvivesSIGKILL: a secret is generated while its webhook sink
+// is down, and the control plane process is killed with SIGKILL before
+// it could deliver; restarted, it delivers the secret to the sink once.
+func TestSinkSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	bin := buildCaddy(t)
+	rcv := newSinkReceiver(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	caddyfile := `{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://` + addr + ` {
+	client_credentials_control_plane {
+		store sqlite ` + filepath.Join(dir, "cp.db") + `
+		admin_token ` + adminToken + `
+		edge_token ` + edgeToken + `
+	}
+}
+`
+	cp := startChildControlPlane(t, bin, dir, caddyfile, addr)
+	api := adminAPI{t: t, base: cp.base}
+	api.createClient("killed")
+	rcv.setSigningSecret(t, setSink(api, "killed", rcv.sink(t, ""))["signing_secret"].(string))
+	rcv.setDown(true)
+	id := api.generate("killed").ID // committed: the JWE is in the outbox
+	lastError := func(a adminAPI) (string, string) {
+		var listed struct {
+			Events []struct {
+				Type       string `json:"type"`
+				Deliveries []struct {
+					State     string `json:"state"`
+					LastError string `json:"last_error"`
+				} `json:"deliveries"`
+			} `json:"events"`
+		}
+		a.must(a.call(http.MethodGet, "/v1/events", nil, &listed))
+		for _, e := range listed.Events {
+			if e.Type == "sink.delivery" && len(e.Deliveries) == 1 {
+				return e.Deliveries[0].State, e.Deliveries[0].LastError
+			}
+		}
+		return "", ""
+	}
+	eventually(t, 10*time.Second, "the first attempt fails and is recorded", func() bool {
+		_, e := lastError(api)
+		return e != ""
+	})
+	cp.kill()
+	if rcv.secret(id) != "" {
+		t.Fatal("delivered before the kill")
+	}
+	rcv.setDown(false)
+	restarted := startChildControlPlane(t, bin, dir, caddyfile, addr)
+	defer restarted.kill()
+	eventually(t, 30*time.Second, "the restarted control plane delivers the secret", func() bool { return rcv.secret(id) != "" })
+	rapi := adminAPI{t: t, base: restarted.base}
+	eventually(t, 5*time.Second, "the outbox records the delivery", func() bool {
+		st, _ := lastError(rapi)
+		return st == "delivered"
+	})
+	rcv.mu.Lock()
+	accepted := rcv.accepted
+	rcv.mu.Unlock()
+	if accepted != 1 {
+		t.Fatalf("the sink accepted %d deliveries, want 1", accepted)
+	}
+	if held := filesHold(t, rcv.secret(id), filepath.Join(dir, "cp.db"), filepath.Join(dir, "cp.db-wal"), filepath.Join(dir, "caddy.log")); len(held) > 0 {
+		t.Fatalf("these files hold the secret: %v", held)
+	}
+}
