@@ -19,6 +19,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/chromedp/chromedp"
 	"github.com/go-jose/go-jose/v4"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"golang.org/x/oauth2"
@@ -443,5 +444,64 @@ http://` + addr + ` {
 	}
 	if held := filesHold(t, rcv.secret(id), filepath.Join(dir, "cp.db"), filepath.Join(dir, "cp.db-wal"), filepath.Join(dir, "caddy.log")); len(held) > 0 {
 		t.Fatalf("these files hold the secret: %v", held)
+	}
+}
+
+// TestConsoleSinkInABrowser: in headless Chromium, olive sets her
+// client's webhook sink from the Sink panel's JSON, reads the signing
+// secret on the page that answers, sees kind and target on the client
+// page, and a Generate new secret goes to the sink (which decrypts it)
+// instead of the page; Remove sink removes it.
+func TestConsoleSinkInABrowser(t *testing.T) {
+	browser := headless(t)
+	h := consoleHalves(t, t.TempDir(), newTokenUpstream(t).URL)
+	startCaddy(t, h.caddyfile())
+	api := adminAPI{t: t, base: h.cpURL()}
+	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "sinky", "owners": []string{"olive"}}, nil))
+	rcv := newSinkReceiver(t)
+	cfg, err := json.Marshal(rcv.sink(t, "30d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientURL := h.cpURL() + "/console/clients/sinky"
+
+	olive := openTab(t, browser, "olive", true)
+	olive.open(clientURL)
+	if panel := olive.text("section.sink"); !strings.Contains(panel, "No sink") {
+		t.Fatalf("the Sink panel without a sink: %q", panel)
+	}
+	run(olive, "typing the sink", chromedp.SetValue(chromedp.CSS("#sink-config"), string(cfg)))
+	if status := olive.click("//section[@id='sink']//button[normalize-space()='Save sink']"); status != 200 {
+		t.Fatalf("saving the sink answered %d", status)
+	}
+	signing := run(olive, "reading the signing secret", chromedp.Value(chromedp.CSS("#signing-secret")))
+	if !strings.HasPrefix(signing, "whsec_") {
+		t.Fatal("the answer page shows no signing secret")
+	}
+	rcv.setSigningSecret(t, signing)
+	olive.open(clientURL)
+	panel := olive.text("section.sink")
+	if !strings.Contains(panel, "webhook") || !strings.Contains(panel, rcv.URL+"/rotagate") || strings.Contains(olive.body(), signing) {
+		t.Fatalf("the Sink panel with a sink: %q (or the page shows the signing secret)", panel)
+	}
+
+	run(olive, "opening the generate dialog", chromedp.Click("//a[normalize-space()='Generate new secret']"))
+	run(olive, "waiting for the dialog", chromedp.WaitVisible(chromedp.CSS("#dlg-generate")))
+	olive.click("//dialog[@id='dlg-generate']//button[normalize-space()='Confirm']")
+	if !strings.Contains(olive.body(), "handed to the client's sink") || olive.count("#new-secret") != 0 {
+		t.Fatal("a generate with a sink showed a secret, or did not say where it went")
+	}
+	var id string
+	for sid := range api.secrets("sinky") {
+		id = sid
+	}
+	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
+	if strings.Contains(olive.body(), rcv.secret(id)) {
+		t.Fatal("the page holds the delivered secret")
+	}
+
+	olive.click("//section[@id='sink']//button[normalize-space()='Remove sink']")
+	if panel := olive.text("section.sink"); !strings.Contains(panel, "No sink") {
+		t.Fatalf("the Sink panel after Remove sink: %q", panel)
 	}
 }
