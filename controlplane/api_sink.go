@@ -1,11 +1,13 @@
 package controlplane
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/sink"
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // sinkJSON is a client's delivery sink as GET and PUT
@@ -25,6 +27,11 @@ func toSinkJSON(k rules.Sink) sinkJSON {
 
 func (a *API) getSink(r *http.Request, who rules.Actor) (any, error) {
 	k, err := a.svc.GetSink(r.Context(), who, r.PathValue("client_id"))
+	if errors.Is(err, store.ErrNotFound) {
+		if _, cerr := a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id")); cerr == nil {
+			return nil, &apiError{status: http.StatusNotFound, code: "not_found", desc: "the client has no sink"}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

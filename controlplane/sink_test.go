@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/rotagate/rotagate/controlplane/rules"
@@ -618,5 +619,41 @@ func TestSinkAWS(t *testing.T) {
 	}
 	if types := clientEventTypes(t, e.store, "svc-x"); !containsAll(types, store.EventSecretDeliveryFailed) {
 		t.Fatalf("events %v, want secret.delivery_failed", types)
+	}
+}
+
+// A secret revoked before it became current is never promoted: the sink
+// hears of it only as pending, and the metric counts its delivery.
+func TestSinkRevokedBeforePromotion(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t)
+	e.mustClient("svc-v")
+	rc.setSigningSecret(putSink(t, e, "svc-v", rc.config(""))["signing_secret"].(string))
+	delivered := testutil.ToFloat64(rules.Metrics.SinkDeliveries.WithLabelValues(sink.KindWebhook, "delivered"))
+	ns := e.mustGenerate("svc-v")
+	s := sinkSender(e)
+	deliverSinks(t, s)
+	if got := testutil.ToFloat64(rules.Metrics.SinkDeliveries.WithLabelValues(sink.KindWebhook, "delivered")); got < delivered+1 {
+		t.Fatalf("rotagate_sink_deliveries_total{kind=webhook,outcome=delivered} went from %v to %v", delivered, got)
+	}
+	if _, err := e.svc.RevokeSecret(context.Background(), rules.Actor{TokenID: "test", Admin: true}, "svc-v", ns.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(rules.DefaultRevocationDelay + time.Second)
+	sinkPass(t, e)
+	deliverSinks(t, s)
+	if st := rc.stages(ns.Secret.ID); strings.Join(st, ",") != "pending" {
+		t.Fatalf("stages of a secret revoked before promotion: %v", st)
+	}
+	rec, err := e.store.(store.SinkStore).SinkSecret(context.Background(), ns.Secret.ID)
+	if err != nil || rec.Stage != store.SinkStageDropped {
+		t.Fatalf("sink record: %+v, %v", rec, err)
+	}
+	r := e.admin("DELETE", "/v1/clients/svc-v/sink", nil)
+	mustStatus(t, r, http.StatusNoContent)
+	r = e.admin("GET", "/v1/clients/svc-v/sink", nil)
+	mustStatus(t, r, http.StatusNotFound)
+	if !bytes.Contains(r.body, []byte("the client has no sink")) {
+		t.Fatalf("GET of no sink: %s", r.body)
 	}
 }

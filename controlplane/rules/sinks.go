@@ -448,13 +448,15 @@ func (s *Service) delivered(ctx context.Context, tx store.Tx, clientID, secretID
 	}
 	var hint string
 	var created time.Time
+	stillActive := false
 	for _, sec := range secrets {
 		if sec.ID == secretID {
-			hint, created = sec.Hint, sec.CreatedAt
+			hint, created, stillActive = sec.Hint, sec.CreatedAt, sec.Active(now)
 		}
 	}
 	data := map[string]any{"kind": sink.KindWebhook, "stage": sink.StagePending}
-	if rec.Grace != nil {
+	// A secret revoked before its delivery leaves the others as they are.
+	if rec.Grace != nil && stillActive {
 		var expiring, revoked []string
 		until := now.Add(*rec.Grace)
 		for _, old := range secrets {
@@ -555,6 +557,17 @@ func (s *Service) promoteDue(ctx context.Context, ss store.SinkStore) error {
 }
 
 func (s *Service) promote(ctx context.Context, ss store.SinkStore, rec store.SinkSecret) error {
+	if active, err := s.isActive(ctx, rec.ClientID, rec.SecretID); err != nil || !active {
+		if err != nil {
+			return ignoreGone(err)
+		}
+		// Revoked (or expired) before it became current: the sink keeps
+		// the secret it has.
+		_, err := update(ctx, s, func(tx store.Tx) (nothing, error) {
+			return nothing{}, tx.DropSinkSecret(ctx, rec.SecretID, s.Now())
+		})
+		return err
+	}
 	k, err := ss.Sink(ctx, rec.ClientID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -591,6 +604,21 @@ func (s *Service) promote(ctx context.Context, ss store.SinkStore, rec store.Sin
 		return nothing{}, nil
 	})
 	return err
+}
+
+// isActive reports whether a client's secret is active now.
+func (s *Service) isActive(ctx context.Context, clientID, secretID string) (bool, error) {
+	secrets, err := s.store.Secrets(ctx, clientID)
+	if err != nil {
+		return false, err
+	}
+	now := s.Now()
+	for _, sec := range secrets {
+		if sec.ID == secretID {
+			return sec.Active(now), nil
+		}
+	}
+	return false, nil
 }
 
 // retryState is when a failed scheduled rotation of a client may be

@@ -31,6 +31,9 @@ const (
 	SinkStagePending  = "pending"
 	SinkStageCurrent  = "current"
 	SinkStagePrevious = "previous"
+	// SinkStageDropped: revoked before it was promoted; the sink never
+	// makes it current.
+	SinkStageDropped = "dropped"
 )
 
 // SinkSecret is a secret a sink carried, and where it stands: pending
@@ -91,6 +94,7 @@ const (
 	sqlSinkClientOf  = `SELECT client_id FROM sink_secrets WHERE secret_id = $1`
 	sqlSinkSetStage  = `UPDATE sink_secrets SET stage = $1 WHERE secret_id = $2`
 	sqlSinkPromote   = `UPDATE sink_secrets SET stage = 'current', promoted_at = $1 WHERE secret_id = $2 AND promoted_at IS NULL`
+	sqlSinkDrop      = `UPDATE sink_secrets SET stage = 'dropped', promoted_at = $1 WHERE secret_id = $2 AND promoted_at IS NULL`
 	sqlScheduledSink = `SELECT k.client_id, k.kind, k.rotate_every,
 		(SELECT MAX(s.created_at) FROM secrets s WHERE s.client_id = k.client_id
 			AND s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1))
@@ -186,6 +190,12 @@ func (t *sqlTx) PromoteSinkSecret(ctx context.Context, secretID string, at time.
 		}
 	}
 	return prev, true, nil
+}
+
+// DropSinkSecret implements Tx.
+func (t *sqlTx) DropSinkSecret(ctx context.Context, secretID string, at time.Time) error {
+	_, err := t.q.exec(ctx, sqlSinkDrop, at.UnixMilli(), secretID)
+	return err
 }
 
 // Sink implements SinkStore.

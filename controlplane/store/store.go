@@ -228,6 +228,10 @@ type Tx interface {
 	// secret was promoted already (by another replica). It returns the
 	// secrets it made previous. No revision change.
 	PromoteSinkSecret(ctx context.Context, secretID string, at time.Time) (previous []string, ok bool, err error)
+
+	// DropSinkSecret marks a secret revoked before its promotion as
+	// dropped: it is never promoted. No revision change.
+	DropSinkSecret(ctx context.Context, secretID string, at time.Time) error
 }
 
 // SinkStore is the delivery sinks' side of a store (both of ours): reads
