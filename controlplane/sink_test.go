@@ -609,6 +609,21 @@ func TestSinkAWS(t *testing.T) {
 		t.Fatalf("after the rotation AWSCURRENT is %q and AWSPREVIOUS %q", cur.SecretID, prev.SecretID)
 	}
 
+	// At max_active_secrets nothing is put: AWSPENDING would leave a
+	// secret the store then refuses.
+	versions := func() int {
+		d, err := sm.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String("rotagate/svc-w")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d.VersionIdsToStages)
+	}
+	before := versions()
+	mustStatus(t, e.admin("POST", "/v1/clients/svc-w/secrets", nil), http.StatusConflict)
+	if after := versions(); after != before {
+		t.Fatalf("a refused generate put a version (%d → %d)", before, after)
+	}
+
 	// A put that fails: a sink naming a secret that does not exist.
 	e.mustClient("svc-x")
 	putSink(t, e, "svc-x", sink.Config{Kind: sink.KindAWSSecretsManager, SecretID: "rotagate/missing", Region: "us-east-1", Endpoint: endpoint})

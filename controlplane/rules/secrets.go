@@ -75,7 +75,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 	if opts.ExpiresIn < 0 {
 		return CreatedSecret{}, invalidf("expires_in must not be negative")
 	}
-	ns, err = s.newSecret(ctx, who, clientID, opts)
+	ns, err = s.newSecret(ctx, who, clientID, opts, s.maxActive)
 	if err != nil {
 		return CreatedSecret{}, err
 	}
@@ -141,7 +141,11 @@ func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace 
 	if grace < 0 {
 		return CreatedSecret{}, invalidf("grace must not be negative")
 	}
-	ns, err = s.newSecret(ctx, who, clientID, GenerateOptions{})
+	room := s.maxActive // with a grace, the others stay active a while
+	if grace == 0 {
+		room = math.MaxInt // they are revoked in the transaction
+	}
+	ns, err = s.newSecret(ctx, who, clientID, GenerateOptions{}, room)
 	if err != nil {
 		return CreatedSecret{}, err
 	}
@@ -153,10 +157,6 @@ func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace 
 	}
 	res, err := update(ctx, s, func(tx store.Tx) (others, error) {
 		res := others{expiring: []string{}}
-		room := s.maxActive // with a grace, the others stay active a while
-		if grace == 0 {
-			room = math.MaxInt // they are revoked in this transaction
-		}
 		added, err := s.addSecret(ctx, tx, who, ns, room, &grace)
 		if err != nil {
 			return res, err
@@ -336,13 +336,13 @@ type added struct {
 // newSecret prepares the record (and, when generated, the plaintext) of a
 // secret, outside any transaction: argon2id hashing takes real time, and
 // so does putting the value at an AWS sink (stageAtSink), which must
-// succeed before the secret is stored.
-func (s *Service) newSecret(ctx context.Context, who Actor, clientID string, opts GenerateOptions) (CreatedSecret, error) {
+// succeed before the secret is stored. room is addSecret's.
+func (s *Service) newSecret(ctx context.Context, who Actor, clientID string, opts GenerateOptions, room int) (CreatedSecret, error) {
 	ns, err := s.prepareSecret(clientID, opts)
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	if ns.staged, err = s.stageAtSink(ctx, who, ns); err != nil {
+	if ns.staged, err = s.stageAtSink(ctx, who, ns, room); err != nil {
 		return CreatedSecret{Secret: store.Secret{ID: ns.Secret.ID}}, err
 	}
 	return ns, nil

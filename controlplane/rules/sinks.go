@@ -225,7 +225,12 @@ func (s *Service) HasScheduledRotation(ctx context.Context, clientID string) (bo
 // nothing (ErrSinkFailed, with secret.delivery_failed). For other sinks,
 // or none, it does nothing: a webhook sink takes the secret inside the
 // transaction (toSink).
-func (s *Service) stageAtSink(ctx context.Context, who Actor, ns CreatedSecret) (*stagedPut, error) {
+//
+// A put that the transaction then refuses (a client at
+// max_active_secrets) would move AWSPENDING off a secret still waiting
+// for its promotion, so the room that addSecret checks (room) is checked
+// here first; only a race with another change can still get past it.
+func (s *Service) stageAtSink(ctx context.Context, who Actor, ns CreatedSecret, room int) (*stagedPut, error) {
 	clientID := ns.Secret.ClientID
 	ss, ok := s.store.(store.SinkStore)
 	if !ok || ns.Plaintext == "" {
@@ -240,6 +245,19 @@ func (s *Service) stageAtSink(ctx context.Context, who Actor, ns CreatedSecret) 
 	}
 	if err != nil {
 		return nil, err
+	}
+	secrets, err := s.store.Secrets(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	now, active := s.Now(), 0
+	for _, sec := range secrets {
+		if sec.Active(now) {
+			active++
+		}
+	}
+	if active >= room {
+		return nil, ErrTooManyActive
 	}
 	view, err := sinkView(k)
 	if err != nil {
