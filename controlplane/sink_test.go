@@ -347,6 +347,15 @@ func testSinkWebhook(t *testing.T, k storeKit) {
 	if st := rc.stages(first); strings.Join(st, ",") != "pending,current,previous" {
 		t.Fatalf("stages of the first secret: %v", st)
 	}
+
+	// Deleting the client takes its sink and what it carried along.
+	mustStatus(t, e.admin("DELETE", "/v1/clients/svc-a", nil), http.StatusNoContent)
+	if _, err := e.store.(store.SinkStore).Sink(context.Background(), "svc-a"); err != store.ErrNotFound {
+		t.Fatalf("the sink of a deleted client: %v", err)
+	}
+	if _, err := e.store.(store.SinkStore).SinkSecret(context.Background(), second); err != store.ErrNotFound {
+		t.Fatalf("the sink record of a deleted client's secret: %v", err)
+	}
 }
 
 func containsAll(list []string, want ...string) bool {
