@@ -80,12 +80,12 @@ func (r *sinkReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.accepted++
-	if id := req.Header.Get("webhook-id"); r.seen[id] {
+	id := req.Header.Get("webhook-id")
+	if r.seen[id] {
 		w.WriteHeader(http.StatusNoContent)
 		return
-	} else {
-		r.seen[id] = true
 	}
+	r.seen[id] = true
 	if ev.Data.SecretJWE != "" {
 		obj, err := jose.ParseEncryptedCompact(ev.Data.SecretJWE, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
 		if err != nil {

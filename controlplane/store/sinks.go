@@ -81,7 +81,6 @@ const (
 		ON CONFLICT (client_id) DO UPDATE SET kind = excluded.kind, config = excluded.config,
 		signing_secret = excluded.signing_secret, rotate_every = excluded.rotate_every, updated_at = excluded.updated_at`
 	sqlDeleteSink          = `DELETE FROM client_sinks WHERE client_id = $1`
-	sqlDeleteSinkOf        = sqlDeleteSink
 	sqlDeleteSinkSecretsOf = `DELETE FROM sink_secrets WHERE client_id = $1`
 
 	sqlSinkSecretColumns = `secret_id, client_id, kind, version, stage, grace, delivered_at, promote_at, promoted_at`
