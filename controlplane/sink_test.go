@@ -681,3 +681,47 @@ func TestSinkRevokedBeforePromotion(t *testing.T) {
 		t.Fatalf("GET of no sink: %s", r.body)
 	}
 }
+
+// A scheduled rotation that fails (the client is at max_active_secrets)
+// is tried again with backoff, not on every pass, and succeeds once
+// there is room.
+func TestSinkScheduleBackoff(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t)
+	e.mustClient("svc-k")
+	old := e.mustGenerate("svc-k")
+	e.mustGenerate("svc-k")
+	rc.setSigningSecret(putSink(t, e, "svc-k", rc.config("1m"))["signing_secret"].(string))
+	attempts := func() int {
+		n := 0
+		for _, l := range e.audit.All() {
+			if l.ContextMap()["action"] == "secret.rotate" && l.ContextMap()["who"] == "schedule" {
+				n++
+			}
+		}
+		return n
+	}
+	e.clock.Add(61 * time.Second)
+	sinkPass(t, e)
+	sinkPass(t, e)
+	if n := attempts(); n != 1 {
+		t.Fatalf("%d scheduled rotations tried at max_active_secrets, want 1 then a wait", n)
+	}
+	e.clock.Add(11 * time.Second)
+	sinkPass(t, e)
+	if n := attempts(); n != 2 {
+		t.Fatalf("%d scheduled rotations tried after the first backoff, want 2", n)
+	}
+	if _, err := e.svc.RevokeSecret(context.Background(), rules.Actor{TokenID: "test", Admin: true}, "svc-k", old.Secret.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(21 * time.Second)
+	sinkPass(t, e)
+	if n := e.activeCount("svc-k"); n != 2 {
+		t.Fatalf("%d active secrets after the retry with room, want 2", n)
+	}
+	deliverSinks(t, sinkSender(e))
+	if len(rc.took()) != 1 {
+		t.Fatalf("the sink got %d events, want the one scheduled secret", len(rc.took()))
+	}
+}
