@@ -129,6 +129,10 @@ type formCredentials struct {
 	hasID, hasSecret bool
 	// sentSecret: a client_secret parameter was sent, with a value or not.
 	sentSecret bool
+	// assertion and assertionType are private_key_jwt's client_assertion
+	// and client_assertion_type (RFC 7521 §4.2).
+	assertion, assertionType       string
+	hasAssertion, hasAssertionType bool
 }
 
 // formParams walks the parameters of a form body: each is the bytes
@@ -162,8 +166,8 @@ func isSecretParam(rawName []byte) bool {
 	return err == nil && name == "client_secret"
 }
 
-// parseForm scans a form body for client_id, client_secret and grant_type.
-// Each may appear at most once; one sent without a value counts as
+// parseForm scans a form body for client_id, client_secret, grant_type,
+// client_assertion and client_assertion_type. Each may appear at most once; one sent without a value counts as
 // omitted. Names are unescaped to be recognised (client%5Fsecret is
 // client_secret), so a bad escape in the name of a parameter with a value
 // is an error; the values of other parameters are the upstream's business.
@@ -207,6 +211,22 @@ func parseForm(body []byte) (formCredentials, error) {
 			if grantTypes++; grantTypes > 1 {
 				return formCredentials{}, errRepeatedParam
 			}
+		case "client_assertion", "client_assertion_type":
+			value, err := formUnescape(rawValue)
+			if err != nil {
+				return formCredentials{}, errMalformedForm
+			}
+			if name == "client_assertion" {
+				if f.hasAssertion {
+					return formCredentials{}, errRepeatedParam
+				}
+				f.assertion, f.hasAssertion = value, true
+				break
+			}
+			if f.hasAssertionType {
+				return formCredentials{}, errRepeatedParam
+			}
+			f.assertionType, f.hasAssertionType = value, true
 		}
 	}
 }

@@ -148,6 +148,7 @@ func serve(t testing.TB, h *Handler, r *http.Request) (*httptest.ResponseRecorde
 // countWork makes the handler's verifier count its work from now on.
 func countWork(h *Handler) *verifyWork {
 	h.verifier.work = new(verifyWork)
+	h.certAuth.work = h.verifier.work
 	return h.verifier.work
 }
 

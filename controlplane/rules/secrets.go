@@ -16,8 +16,8 @@ import (
 // Secrets: generate, import, rotate, revoke.
 
 // GenerateOptions choose what GenerateSecret adds. At most one of
-// ImportHash and ImportSecret may be set; with neither, a secret is
-// generated.
+// ImportHash, ImportSecret, PublicKey and Certificate may be set; with
+// none, a secret is generated.
 type GenerateOptions struct {
 	// ExpiresIn schedules the expiry of the new secret; 0 means never.
 	ExpiresIn time.Duration
@@ -26,6 +26,21 @@ type GenerateOptions struct {
 	// ImportSecret is a plaintext legacy secret, hashed with argon2id
 	// before it is stored.
 	ImportSecret string
+	// PublicKey is a public JWK to register for private_key_jwt (SPEC
+	// §16); Certificate a PEM certificate for tls_client_auth.
+	PublicKey   []byte
+	Certificate string
+}
+
+// kind is the kind of credential the options add.
+func (o *GenerateOptions) kind() store.Kind {
+	switch {
+	case o.PublicKey != nil:
+		return store.KindPublicKey
+	case o.Certificate != "":
+		return store.KindCertificate
+	}
+	return store.KindSecret
 }
 
 // CreatedSecret is the result of adding a secret.
@@ -70,15 +85,14 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	if opts.ExpiresIn > 0 {
-		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
-		ns.Secret.ExpiresAt = &at
+	if at := ns.Secret.CreatedAt.Add(opts.ExpiresIn); opts.ExpiresIn > 0 && (ns.Secret.ExpiresAt == nil || at.Before(*ns.Secret.ExpiresAt)) {
+		ns.Secret.ExpiresAt = &at // a certificate's own end may come sooner
 	}
 	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
 		if _, err := s.addSecret(ctx, tx, who, ns, s.maxActive); err != nil {
 			return nothing{}, err
 		}
-		data := map[string]any{"imported": action == "secret.import"}
+		data := map[string]any{"imported": action == "secret.import", "kind": ns.Secret.Kind}
 		if ns.Secret.ExpiresAt != nil {
 			data["expires_at"] = *ns.Secret.ExpiresAt
 		}
@@ -86,9 +100,9 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
 			return nothing{}, err
 		}
-		detail := ""
-		if ns.Secret.ExpiresAt != nil {
-			detail = "expires in " + opts.ExpiresIn.String()
+		detail := credentialDetail(ns.Secret)
+		if opts.ExpiresIn > 0 {
+			detail = strings.TrimPrefix(detail+"; expires in "+opts.ExpiresIn.String(), "; ")
 		}
 		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
 	})
@@ -102,7 +116,14 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 // expires_at = min(current, now+grace) on every other active secret. A
 // zero grace revokes them at once and is always allowed; a positive grace
 // with the client at max_active_secrets is ErrTooManyActive.
-func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (ns CreatedSecret, err error) {
+func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (CreatedSecret, error) {
+	return s.RotateCredential(ctx, who, clientID, grace, GenerateOptions{})
+}
+
+// RotateCredential is RotateSecret with the new credential chosen by opts:
+// a generated secret, or a public key or certificate to register (opts'
+// ExpiresIn and imports do not apply to a rotation).
+func (s *Service) RotateCredential(ctx context.Context, who Actor, clientID string, grace time.Duration, opts GenerateOptions) (ns CreatedSecret, err error) {
 	defer func() {
 		s.log(who, "secret.rotate", clientID, ns.Secret.ID, err,
 			zap.Duration("grace", grace), zap.Strings("expiring", ns.Expiring), zap.Strings("revoked", ns.Revoked))
@@ -113,7 +134,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 	if grace < 0 {
 		return CreatedSecret{}, invalidf("grace must not be negative")
 	}
-	ns, err = s.newSecret(clientID, GenerateOptions{})
+	ns, err = s.newSecret(clientID, GenerateOptions{PublicKey: opts.PublicKey, Certificate: opts.Certificate})
 	if err != nil {
 		return CreatedSecret{}, err
 	}
@@ -159,7 +180,7 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				return res, err
 			}
 		}
-		detail := "grace " + grace.String()
+		detail := strings.TrimPrefix(credentialDetail(ns.Secret)+"; grace "+grace.String(), "; ")
 		if len(res.expiring) > 0 {
 			detail += "; expiring " + strings.Join(res.expiring, ", ")
 		}
@@ -248,6 +269,9 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 	if len(active) >= room {
 		return nil, ErrTooManyActive
 	}
+	if err := checkNewThumbprint(active, ns.Secret); err != nil {
+		return nil, err
+	}
 	return active, tx.InsertSecret(ctx, ns.Secret)
 }
 
@@ -258,10 +282,22 @@ func (s *Service) newSecret(clientID string, opts GenerateOptions) (CreatedSecre
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
+	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, Kind: opts.kind(), CreatedAt: s.Now()}}
+	given := 0
+	for _, set := range []bool{opts.ImportHash != "", opts.ImportSecret != "", opts.PublicKey != nil, opts.Certificate != ""} {
+		if set {
+			given++
+		}
+	}
 	switch {
 	case opts.ImportHash != "" && opts.ImportSecret != "":
 		return CreatedSecret{}, invalidf("import takes either hash or secret, not both")
+	case given > 1:
+		return CreatedSecret{}, invalidf("give one of import, public_key and certificate")
+	case opts.PublicKey != nil:
+		return ns, setPublicKey(&ns.Secret, opts.PublicKey)
+	case opts.Certificate != "":
+		return ns, setCertificate(&ns.Secret, opts.Certificate)
 	case opts.ImportHash != "":
 		h, err := secrethash.Parse(opts.ImportHash)
 		if err != nil {

@@ -135,6 +135,13 @@ var migrations = [][]string{
 		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
 		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
+	{ // 7: credentials of other kinds beside secrets (SPEC §16): a
+		// public key (its JWK) or a certificate (its thumbprint). Rows of
+		// earlier versions are secrets.
+		`ALTER TABLE secrets ADD COLUMN kind TEXT NOT NULL DEFAULT 'secret'`,
+		`ALTER TABLE secrets ADD COLUMN material TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE secrets ADD COLUMN thumbprint TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),
