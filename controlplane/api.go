@@ -340,9 +340,9 @@ type (
 		Kind       store.Kind `json:"kind"`
 		Thumbprint string     `json:"thumbprint,omitempty"`
 		Secret     string     `json:"secret,omitempty"`
-		Hint      string     `json:"hint"`
-		CreatedAt time.Time  `json:"created_at"`
-		ExpiresAt *time.Time `json:"expires_at"`
+		Hint       string     `json:"hint"`
+		CreatedAt  time.Time  `json:"created_at"`
+		ExpiresAt  *time.Time `json:"expires_at"`
 		// Warnings describe what may keep an imported secret from
 		// working with some clients; never the secret itself.
 		Warnings []string `json:"warnings,omitempty"`
