@@ -133,6 +133,8 @@ type formCredentials struct {
 	// and client_assertion_type (RFC 7521 §4.2).
 	assertion, assertionType       string
 	hasAssertion, hasAssertionType bool
+	// sentAssertion: either was sent, with a value or not.
+	sentAssertion bool
 }
 
 // formParams walks the parameters of a form body: each is the bytes
@@ -160,6 +162,13 @@ func (w *formParams) param() (param, name, value []byte, ok bool) {
 	return param, name, value, true
 }
 
+// isAssertionParam reports whether a raw parameter name is
+// client_assertion or client_assertion_type.
+func isAssertionParam(rawName []byte) bool {
+	name, err := formUnescape(rawName)
+	return err == nil && (name == "client_assertion" || name == "client_assertion_type")
+}
+
 // isSecretParam reports whether a raw parameter name is client_secret.
 func isSecretParam(rawName []byte) bool {
 	name, err := formUnescape(rawName)
@@ -184,6 +193,7 @@ func parseForm(body []byte) (formCredentials, error) {
 			// RFC 6749 §3.2: a parameter sent without a value is treated
 			// as omitted; an empty client_secret is still cut by keep.
 			f.sentSecret = f.sentSecret || isSecretParam(rawName)
+			f.sentAssertion = f.sentAssertion || isAssertionParam(rawName)
 			continue
 		}
 		name, err := formUnescape(rawName)
@@ -212,6 +222,7 @@ func parseForm(body []byte) (formCredentials, error) {
 				return formCredentials{}, errRepeatedParam
 			}
 		case "client_assertion", "client_assertion_type":
+			f.sentAssertion = true
 			value, err := formUnescape(rawValue)
 			if err != nil {
 				return formCredentials{}, errMalformedForm
@@ -232,10 +243,11 @@ func parseForm(body []byte) (formCredentials, error) {
 }
 
 // keep returns what of a form body the upstream gets when the credentials
-// are stripped: every parameter but client_secret (sent empty or not), in
-// the order sent. A body with no client_secret comes back as it is.
+// are stripped: every parameter but client_secret, client_assertion and
+// client_assertion_type (sent empty or not), in the order sent. A body
+// with none of them comes back as it is.
 func (f *formCredentials) keep(body []byte) []byte {
-	if !f.sentSecret {
+	if !f.sentSecret && !f.sentAssertion {
 		return body
 	}
 	kept := make([]byte, 0, len(body))
@@ -246,7 +258,7 @@ func (f *formCredentials) keep(body []byte) []byte {
 		if !ok {
 			return kept
 		}
-		if isSecretParam(rawName) {
+		if isSecretParam(rawName) || (f.sentAssertion && isAssertionParam(rawName)) {
 			continue
 		}
 		if !first {
