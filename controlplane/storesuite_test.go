@@ -88,6 +88,8 @@ var storeSuite = []struct {
 	{"ClaimsAreExclusive", testClaimsAreExclusive},
 	{"DeliveredOncePerFleet", testDeliveredOncePerFleet},
 	{"ExpiryRemindersOnce", testExpiryRemindersOnce},
+	// Public keys and certificates (credentials_test.go).
+	{"PublicKeyCredentials", testPublicKeyCredentials},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests

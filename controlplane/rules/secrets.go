@@ -266,11 +266,11 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 			active = append(active, sec)
 		}
 	}
-	if len(active) >= room {
-		return nil, ErrTooManyActive
-	}
 	if err := checkNewThumbprint(active, ns.Secret); err != nil {
 		return nil, err
+	}
+	if len(active) >= room {
+		return nil, ErrTooManyActive
 	}
 	return active, tx.InsertSecret(ctx, ns.Secret)
 }
