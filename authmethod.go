@@ -61,6 +61,7 @@ type presented struct {
 	// those it must be addressed to.
 	assertion string
 	audiences []string
+	audience  [1]string // the default audience, without a slice of its own
 	parsed    *clientassertion.Assertion
 	result    clientassertion.Verified
 	// cert is the DER of the client's certificate (tls_client_auth).
@@ -74,24 +75,25 @@ func (h *Handler) present(r *http.Request, c *credentials) (authMethod, *present
 	p := &presented{clientID: strings.Clone(c.form.clientID)}
 	if c.method == idPrivateKeyJWT {
 		p.assertion = strings.Clone(c.form.assertion)
-		p.audiences = h.audiences(r)
+		p.audiences = h.Audience
+		if len(p.audiences) == 0 {
+			p.audience[0] = requestURL(r)
+			p.audiences = p.audience[:]
+		}
 		return h.keyAuth, p
 	}
 	p.cert = peerCertificate(r)
 	return h.certAuth, p
 }
 
-// audiences are the values an assertion's aud must hold one of: the
-// audience option, or the URL of the token endpoint the request came to.
-func (h *Handler) audiences(r *http.Request) []string {
-	if len(h.Audience) > 0 {
-		return h.Audience
-	}
+// requestURL is the URL of the token endpoint the request came to, an
+// assertion's audience unless the audience option says otherwise.
+func requestURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return []string{scheme + "://" + r.Host + r.URL.Path}
+	return scheme + "://" + r.Host + r.URL.Path
 }
 
 // peerCertificate is the client's certificate: the one an RFC 9440
@@ -156,12 +158,7 @@ func (k *keyAuth) claim(p *presented, now time.Time) (string, bool) {
 func (k *keyAuth) check(c *client, p *presented, now time.Time) string {
 	var keys []clientassertion.Key
 	if c != nil {
-		keys = make([]clientassertion.Key, 0, len(c.keys))
-		for i := range c.keys {
-			if c.keys[i].usable(now) {
-				keys = append(keys, clientassertion.Key{CredentialID: c.keys[i].id, Key: c.keys[i].key})
-			}
-		}
+		keys = c.usableKeys(now)
 	}
 	res, err := k.verifier.Verify(p.parsed, keys, now)
 	if err != nil {
@@ -172,6 +169,23 @@ func (k *keyAuth) check(c *client, p *presented, now time.Time) string {
 }
 
 func (k *keyAuth) pad(p *presented) { k.verifier.Pad(p.parsed, p.result.Checks) }
+
+// usableKeys are the client's public keys that may verify at now: all of
+// them (a slice built with the record) unless one has expired since.
+func (c *client) usableKeys(now time.Time) []clientassertion.Key {
+	for i := range c.keys {
+		if !c.keys[i].usable(now) {
+			keys := make([]clientassertion.Key, 0, len(c.keys))
+			for j := range c.keys {
+				if c.keys[j].usable(now) {
+					keys = append(keys, c.assertionKeys[j])
+				}
+			}
+			return keys
+		}
+	}
+	return c.assertionKeys
+}
 
 // certAuth is tls_client_auth: the SHA-256 thumbprint of the client's
 // certificate against the client's registered ones, compared in constant

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"unsafe"
+
+	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 // Client credentials as RFC 6749 §2.3.1 carries them: in an HTTP Basic
@@ -129,10 +131,12 @@ type formCredentials struct {
 	hasID, hasSecret bool
 	// sentSecret: a client_secret parameter was sent, with a value or not.
 	sentSecret bool
-	// assertion and assertionType are private_key_jwt's client_assertion
-	// and client_assertion_type (RFC 7521 §4.2).
-	assertion, assertionType       string
+	// assertion is private_key_jwt's client_assertion (RFC 7521 §4.2);
+	// jwtBearer tells whether its client_assertion_type is the JWT bearer
+	// type, the one rotagate verifies.
+	assertion                      string
 	hasAssertion, hasAssertionType bool
+	jwtBearer                      bool
 	// sentAssertion: either was sent, with a value or not.
 	sentAssertion bool
 }
@@ -221,23 +225,28 @@ func parseForm(body []byte) (formCredentials, error) {
 			if grantTypes++; grantTypes > 1 {
 				return formCredentials{}, errRepeatedParam
 			}
-		case "client_assertion", "client_assertion_type":
+		case "client_assertion":
 			f.sentAssertion = true
 			value, err := formUnescape(rawValue)
 			if err != nil {
 				return formCredentials{}, errMalformedForm
 			}
-			if name == "client_assertion" {
-				if f.hasAssertion {
-					return formCredentials{}, errRepeatedParam
-				}
-				f.assertion, f.hasAssertion = value, true
-				break
+			if f.hasAssertion {
+				return formCredentials{}, errRepeatedParam
 			}
+			f.assertion, f.hasAssertion = value, true
+		case "client_assertion_type":
+			f.sentAssertion = true
 			if f.hasAssertionType {
 				return formCredentials{}, errRepeatedParam
 			}
-			f.assertionType, f.hasAssertionType = value, true
+			// Decoded on the stack: only its equality to the type matters.
+			var buf [len(clientassertion.AssertionType)]byte
+			value, ok := formDecode(buf[:0], viewString(rawValue))
+			if !ok {
+				return formCredentials{}, errMalformedForm
+			}
+			f.hasAssertionType, f.jwtBearer = true, string(value) == clientassertion.AssertionType
 		}
 	}
 }

@@ -12,8 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 // Placeholders set on success.
@@ -287,7 +285,7 @@ func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body 
 	switch {
 	case jwt && (c.basic || c.form.hasSecret):
 		return c, nil, outcomeMalformed // two authentication methods in one request
-	case jwt && (!c.form.hasAssertion || c.form.assertionType != clientassertion.AssertionType):
+	case jwt && (!c.form.hasAssertion || !c.form.jwtBearer):
 		return c, nil, outcomeMalformed // RFC 7521 §4.2: both, of the one type rotagate verifies
 	case jwt:
 		c.method = idPrivateKeyJWT

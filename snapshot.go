@@ -12,6 +12,7 @@ import (
 
 	"go4.org/netipx"
 
+	"github.com/rotagate/rotagate/internal/clientassertion"
 	"github.com/rotagate/rotagate/internal/credkey"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -78,6 +79,9 @@ type client struct {
 	// certificates' thumbprints (tls_client_auth), as the feed listed them.
 	keys  []keyCredential
 	certs []certCredential
+	// assertionKeys are the keys as the assertion verifier takes them,
+	// in the order of keys.
+	assertionKeys []clientassertion.Key
 }
 
 // keyCredential is a public key a client signs its assertions with.
@@ -515,6 +519,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 			return nil, fmt.Errorf("snapshot public key %q: %v", str(rk.id), err)
 		}
 		c.keys = append(c.keys, keyCredential{secretMeta: secretMeta{id: str(rk.id), expires: rk.expires}, key: key})
+		c.assertionKeys = append(c.assertionKeys, clientassertion.Key{CredentialID: str(rk.id), Key: key})
 	}
 	for k := range rc.certs {
 		rt := &rc.certs[k]
