@@ -485,3 +485,59 @@ func rawOf(c *client) *rawClient {
 	rc.setWire(&wc)
 	return &rc
 }
+
+// TestFeedCarriesCredentials: the streaming decoder reads a full
+// snapshot's public keys and certificates (a client equal to the one held
+// is reused, not rebuilt), a change adds and drops them, and a malformed
+// key or thumbprint rejects the answer.
+func TestFeedCarriesCredentials(t *testing.T) {
+	k := newKeyedClient(t)
+	w := testSnapshot(t)
+	w.Clients = append(w.Clients, wire.Client{ClientID: "keyed",
+		PublicKeys:   []wire.PublicKey{{ID: "sec_key1", JWK: json.RawMessage(k.jwk)}},
+		Certificates: []wire.Certificate{{ID: "sec_cert1", Thumbprint: k.certTP}}})
+	body, err := json.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := decodeAnswer(strings.NewReader(string(body)), 1<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ans.full.client("keyed")
+	if c == nil || len(c.keys) != 1 || c.keys[0].id != "sec_key1" || len(c.certs) != 1 || thumbprintOf(k.cert) != k.certTP ||
+		base64.RawURLEncoding.EncodeToString(c.certs[0].thumbprint[:]) != k.certTP {
+		t.Fatalf("decoded %+v", c)
+	}
+	again, err := decodeAnswer(strings.NewReader(string(body)), 1<<20, ans.full)
+	if err != nil || again.full.client("keyed") != c {
+		t.Fatalf("an unchanged client was rebuilt (%v)", err)
+	}
+
+	change := `{"epoch":"e1","revision":8,"since":7,"changed":[{"client_id":"keyed","secrets":[],
+		"public_keys":[{"id":"sec_key1","jwk":` + k.jwk + `},{"id":"sec_key3","jwk":` + k.otherJWK + `}]}],"removed":[]}`
+	d, err := decodeAnswer(strings.NewReader(change), 1<<20, ans.full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ans.full.apply(d.delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := next.client("keyed"); len(c.keys) != 2 || len(c.certs) != 0 {
+		t.Fatalf("after the change: %d keys, %d certificates", len(c.keys), len(c.certs))
+	}
+
+	for name, bad := range map[string]string{
+		"a private key":    strings.Replace(string(body), `"kty":"EC"`, `"kty":"EC","d":"AAAA"`, 1),
+		"a bad thumbprint": strings.Replace(string(body), k.certTP, "short", 1),
+		"a duplicate id":   strings.Replace(string(body), `"sec_cert1"`, `"sec_key1"`, 1),
+	} {
+		if bad == string(body) {
+			t.Fatalf("%s: the edit changed nothing", name)
+		}
+		if _, err := decodeAnswer(strings.NewReader(bad), 1<<20, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
