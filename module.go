@@ -20,8 +20,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-
-	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 func init() {
@@ -249,6 +247,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.release()
 		return err
 	}
+	h.keyAuth.verifier = h.feed.assertions
 	if err := h.followLifecycle(ctx); err != nil {
 		h.release()
 		return errors.Join(err, h.feed.release(h))
@@ -300,12 +299,7 @@ func (h *Handler) prepare() error {
 	if h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay)); err != nil {
 		return err
 	}
-	assertions, err := clientassertion.New(clientassertion.Config{})
-	if err != nil {
-		h.verifier.close()
-		return err
-	}
-	h.keyAuth = &keyAuth{verifier: assertions}
+	h.keyAuth = &keyAuth{} // its verifier is the feed's (Provision)
 	h.certAuth = &certAuth{}
 	_, _ = rand.Read(h.certAuth.dummy[:])
 	if b := h.FailureBudget; !b.Off {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/rotagate/rotagate/internal/interoptest"
 )
@@ -205,4 +206,48 @@ https://localhost:%[2]d {
 		status, _ := ask(clientCert, clientKey)
 		return status == 401
 	})
+}
+
+// TestAssertionReplayAcrossReload: the replay cache outlives a config
+// reload (it belongs to the feed the reloaded sites share), so an
+// assertion accepted before the reload is refused after it.
+func TestAssertionReplayAcrossReload(t *testing.T) {
+	h := newHalves(t, t.TempDir())
+	startCaddy(t, h.caddyfile())
+	api := adminAPI{t: t, base: h.cpURL()}
+	api.createClient("svc")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.registerKey("svc", key, "")
+	edgeKnows(t, h.edgeURL(), api, "probe-replay")
+
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: "svc", Subject: "svc", ID: "replay-1",
+		Audience: jwt.Audience{h.edgeURL() + "/token"}, Expiry: jwt.NewNumericDate(now.Add(2 * time.Minute))}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() int {
+		resp, err := http.PostForm(h.edgeURL()+"/token", url.Values{"grant_type": {"client_credentials"},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := send(); got != 200 {
+		t.Fatalf("first use: %d", got)
+	}
+	h.Realm = "reloaded"
+	startCaddy(t, h.caddyfile())
+	if got := send(); got != 401 {
+		t.Fatalf("the same assertion after a reload: %d, want 401", got)
+	}
 }
