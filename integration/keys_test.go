@@ -46,23 +46,48 @@ func (a adminAPI) registerKey(client string, key *ecdsa.PrivateKey, kid string) 
 
 // TestPrivateKeyJWTInterop: authlib (Python) and openid-client (Node)
 // authenticate with private_key_jwt at a real Caddy edge fed by a real
-// control plane; the key's last use is stamped on the control plane; a
-// revoked key is refused within the revocation delay.
+// control plane, on SQLite (both halves in one Caddy) and on PostgreSQL
+// (a control plane of its own); the key's last use is stamped on the
+// control plane; a revoked key is refused within the revocation delay.
 func TestPrivateKeyJWTInterop(t *testing.T) {
-	h := newHalves(t, t.TempDir())
-	up := newTokenUpstream(t)
-	h.Upstream = upstreamAddr(up.URL)
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	t.Run("sqlite", func(t *testing.T) {
+		h := newHalves(t, t.TempDir())
+		h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
+		startCaddy(t, h.caddyfile())
+		privateKeyJWTInterop(t, h.edgeURL(), adminAPI{t: t, base: h.cpURL()})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn, schema := fleetSchema(t)
+		cp := startReplica(t, dsn, schema, freeAddr(t))
+		port := freePort(t)
+		startCaddy(t, globalOptions+fmt.Sprintf(`
+:%d {
+	bind 127.0.0.1
+	client_credentials {
+		control_plane %s {
+			token %s
+		}
+		revocation_delay 2s
+		usage_flush 1s
+	}
+	request_header X-Client-Id {http.auth.client_id}
+	reverse_proxy %s
+}
+`, port, cp.url, edgeToken, upstreamAddr(newTokenUpstream(t).URL)))
+		privateKeyJWTInterop(t, localURL(port), adminAPI{t: t, base: cp.url})
+	})
+}
+
+func privateKeyJWTInterop(t *testing.T, edge string, api adminAPI) {
 	api.createClient("svc")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	keyID := api.registerKey("svc", key, "svc-key-1")
-	edgeKnows(t, h.edgeURL(), api, "probe-keys")
+	edgeKnows(t, edge, api, "probe-keys")
 
-	c := interoptest.Client{TokenURL: h.edgeURL() + "/oauth/token", ClientID: "svc", Key: key, Alg: "ES256", KeyID: "svc-key-1"}
+	c := interoptest.Client{TokenURL: edge + "/oauth/token", ClientID: "svc", Key: key, Alg: "ES256", KeyID: "svc-key-1"}
 	if res := interoptest.Authlib(t, c); res.Status != 200 || res.AccessToken != "tok-svc" {
 		t.Fatalf("authlib: %+v", res)
 	}
