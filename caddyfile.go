@@ -33,7 +33,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		revocation_delay      <duration>
 //		max_stale             <duration>|forever
 //		usage_flush           <duration>
-//		methods               basic|post [basic|post]
+//		methods               basic|post|private_key_jwt|tls_client_auth [...]
+//		audience              <url> [<url>...]
 //		realm                 <realm>
 //		forward_credentials
 //		max_body              <size>
@@ -70,6 +71,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "methods":
 			var err error
 			h.Methods, err = directive.Args(d)
+			return err
+		case "audience":
+			var err error
+			h.Audience, err = directive.Args(d)
 			return err
 		case "realm":
 			return directive.OneArg(d, &h.Realm)

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"unsafe"
+
+	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 // Client credentials as RFC 6749 §2.3.1 carries them: in an HTTP Basic
@@ -129,6 +131,14 @@ type formCredentials struct {
 	hasID, hasSecret bool
 	// sentSecret: a client_secret parameter was sent, with a value or not.
 	sentSecret bool
+	// assertion is private_key_jwt's client_assertion (RFC 7521 §4.2);
+	// jwtBearer tells whether its client_assertion_type is the JWT bearer
+	// type, the one rotagate verifies.
+	assertion                      string
+	hasAssertion, hasAssertionType bool
+	jwtBearer                      bool
+	// sentAssertion: either was sent, with a value or not.
+	sentAssertion bool
 }
 
 // formParams walks the parameters of a form body: each is the bytes
@@ -156,14 +166,21 @@ func (w *formParams) param() (param, name, value []byte, ok bool) {
 	return param, name, value, true
 }
 
+// isAssertionParam reports whether a raw parameter name is
+// client_assertion or client_assertion_type.
+func isAssertionParam(rawName []byte) bool {
+	name, err := formUnescape(rawName)
+	return err == nil && (name == "client_assertion" || name == "client_assertion_type")
+}
+
 // isSecretParam reports whether a raw parameter name is client_secret.
 func isSecretParam(rawName []byte) bool {
 	name, err := formUnescape(rawName)
 	return err == nil && name == "client_secret"
 }
 
-// parseForm scans a form body for client_id, client_secret and grant_type.
-// Each may appear at most once; one sent without a value counts as
+// parseForm scans a form body for client_id, client_secret, grant_type,
+// client_assertion and client_assertion_type. Each may appear at most once; one sent without a value counts as
 // omitted. Names are unescaped to be recognised (client%5Fsecret is
 // client_secret), so a bad escape in the name of a parameter with a value
 // is an error; the values of other parameters are the upstream's business.
@@ -180,6 +197,7 @@ func parseForm(body []byte) (formCredentials, error) {
 			// RFC 6749 §3.2: a parameter sent without a value is treated
 			// as omitted; an empty client_secret is still cut by keep.
 			f.sentSecret = f.sentSecret || isSecretParam(rawName)
+			f.sentAssertion = f.sentAssertion || isAssertionParam(rawName)
 			continue
 		}
 		name, err := formUnescape(rawName)
@@ -207,15 +225,38 @@ func parseForm(body []byte) (formCredentials, error) {
 			if grantTypes++; grantTypes > 1 {
 				return formCredentials{}, errRepeatedParam
 			}
+		case "client_assertion":
+			f.sentAssertion = true
+			value, err := formUnescape(rawValue)
+			if err != nil {
+				return formCredentials{}, errMalformedForm
+			}
+			if f.hasAssertion {
+				return formCredentials{}, errRepeatedParam
+			}
+			f.assertion, f.hasAssertion = value, true
+		case "client_assertion_type":
+			f.sentAssertion = true
+			if f.hasAssertionType {
+				return formCredentials{}, errRepeatedParam
+			}
+			// Decoded on the stack: only its equality to the type matters.
+			var buf [len(clientassertion.AssertionType)]byte
+			value, ok := formDecode(buf[:0], viewString(rawValue))
+			if !ok {
+				return formCredentials{}, errMalformedForm
+			}
+			f.hasAssertionType, f.jwtBearer = true, string(value) == clientassertion.AssertionType
 		}
 	}
 }
 
 // keep returns what of a form body the upstream gets when the credentials
-// are stripped: every parameter but client_secret (sent empty or not), in
-// the order sent. A body with no client_secret comes back as it is.
+// are stripped: every parameter but client_secret, client_assertion and
+// client_assertion_type (sent empty or not), in the order sent. A body
+// with none of them comes back as it is.
 func (f *formCredentials) keep(body []byte) []byte {
-	if !f.sentSecret {
+	if !f.sentSecret && !f.sentAssertion {
 		return body
 	}
 	kept := make([]byte, 0, len(body))
@@ -226,7 +267,7 @@ func (f *formCredentials) keep(body []byte) []byte {
 		if !ok {
 			return kept
 		}
-		if isSecretParam(rawName) {
+		if isSecretParam(rawName) || (f.sentAssertion && isAssertionParam(rawName)) {
 			continue
 		}
 		if !first {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 // feeds holds one feed per (control plane URLs, token) in this process,
@@ -70,6 +72,11 @@ type feed struct {
 	client    *controlPlaneClient
 	snapshots *snapshotStore
 	usage     *usageRecorder
+	// assertions verifies private_key_jwt assertions for every site of
+	// the feed. Its replay cache lives as long as the feed, across config
+	// reloads: a reload must not let an assertion used before it be
+	// replayed after it.
+	assertions *clientassertion.Verifier
 
 	mu      sync.Mutex
 	holders map[*Handler]feedConfig
@@ -123,6 +130,10 @@ func acquireFeed(ctx caddy.Context, holder *Handler, cfg feedConfig, maxStale St
 	mark := time.Now()
 	v, loaded, err := feeds.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
 		f := newFeed(cfg, caddy.Log().Named("client_credentials"), newSavedSnapshot(cfg.key()))
+		var err error
+		if f.assertions, err = clientassertion.New(clientassertion.Config{}); err != nil {
+			return nil, err
+		}
 		f.start(ctx)
 		return f, nil
 	})

@@ -172,6 +172,18 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 			})
 		case "networks_report_only":
 			rc.reportOnly, err = readBool(dec)
+		case "public_keys":
+			err = readArray(dec, func() error {
+				k, err := rc.decodeKey(dec)
+				rc.keys = append(rc.keys, k)
+				return err
+			})
+		case "certificates":
+			err = readArray(dec, func() error {
+				c, err := rc.decodeCertificate(dec)
+				rc.certs = append(rc.certs, c)
+				return err
+			})
 		default:
 			err = dec.SkipValue()
 		}
@@ -213,6 +225,73 @@ func (rc *rawClient) decodeSecret(dec *jsontext.Decoder, withExpiry bool) (rawSe
 		}
 	}
 	return s, expectKind(dec, '}')
+}
+
+// decodeKey reads a public key: its id into rc.ids, its JWK, as the JSON
+// it is, into rc.text.
+func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
+	var k rawKey
+	if err := expectKind(dec, '{'); err != nil {
+		return k, fmt.Errorf("public key: %w", err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return k, err
+		}
+		switch name.String() {
+		case "id":
+			rc.ids, k.id, err = readString(dec, rc.ids)
+		case "jwk":
+			var v jsontext.Value
+			if v, err = dec.ReadValue(); err == nil {
+				k.jwk.at = len(rc.text)
+				rc.text = append(rc.text, v...)
+				k.jwk.end = len(rc.text)
+			}
+		case "expires_at":
+			k.expires, err = readExpiry(dec)
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return k, err
+		}
+	}
+	return k, expectKind(dec, '}')
+}
+
+// decodeCertificate reads a certificate: its id into rc.ids, its
+// thumbprint decoded into the fixed array.
+func (rc *rawClient) decodeCertificate(dec *jsontext.Decoder) (rawSecret, error) {
+	var c rawSecret
+	if err := expectKind(dec, '{'); err != nil {
+		return c, fmt.Errorf("certificate: %w", err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return c, err
+		}
+		switch name.String() {
+		case "id":
+			rc.ids, c.id, err = readString(dec, rc.ids)
+		case "x5t#S256":
+			var at span
+			if rc.text, at, err = readString(dec, rc.text); err == nil {
+				c.digest, c.sha = parseThumbprint(rc.text[at.at:at.end])
+				rc.text = rc.text[:at.at]
+			}
+		case "expires_at":
+			c.expires, err = readExpiry(dec)
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, expectKind(dec, '}')
 }
 
 // readExpiry reads an RFC 3339 time, or null, as secretMeta.expires

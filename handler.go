@@ -83,6 +83,8 @@ type credentials struct {
 	n     int
 	basic bool // from the Authorization header
 	form  formCredentials
+	// method is how the request authenticates.
+	method methodID
 }
 
 // basicScratch is the room on the stack for a decoded Basic pair; a
@@ -106,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case outcomeNoCredentials:
 		return h.refuse(w, r, out, http.StatusUnauthorized, h.answers.unauthorized, true)
 	}
-	if (creds.basic && !h.allowed.basic) || (!creds.basic && !h.allowed.post) {
+	if !h.allowed[creds.method] {
 		return h.refuse(w, r, outcomeMethodRefused, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
 
@@ -118,12 +120,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	from, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	spent := charge{budget: h.budget, now: now}
+	name, claimed := creds.pairs[0].id, true
+	var m authMethod // nil for a secret
+	var p *presented
+	if creds.method >= idPrivateKeyJWT {
+		m, p = h.present(r, &creds)
+		name, claimed = m.claim(p, now)
+	}
 	if h.budget != nil {
-		first := creds.pairs[0].id
-		spent.key = h.budget.failureKey(first, from, snap.client(first) != nil)
+		spent.key = h.budget.failureKey(name, from, snap.client(name) != nil)
 		if wait, over := h.budget.over(spent.key, now); over {
 			return h.throttle(w, r, wait)
 		}
+	}
+	if m != nil {
+		return h.serveMethod(w, r, next, m, p, name, claimed, &creds, body, snap, from, now, &spent)
 	}
 
 	start := time.Now()
@@ -159,12 +170,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
 
-	// The network check comes after the secret verified, so a request
+	return h.accept(w, r, next, v, nil, nil, &creds, body, from, now, &spent)
+}
+
+// serveMethod authenticates a request by a method other than a secret
+// (authmethod.go): the claim read before the budget was consulted, then
+// the check against the claimed client's credentials.
+func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, m authMethod, p *presented,
+	name string, claimed bool, creds *credentials, body []byte, snap *snapshot, from string, now time.Time, spent *charge) error {
+	start := time.Now()
+	v := verdict{client: snap.client(name)}
+	if claimed {
+		v.secretID = m.check(v.client, p, now)
+	}
+	edgeMetrics.verify.Observe(time.Since(start).Seconds())
+	if v.secretID == "" {
+		spent.fail()
+		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, false)
+	}
+	return h.accept(w, r, next, v, m, p, creds, body, from, now, spent)
+}
+
+// accept finishes a request whose credential verified (v): the network
+// check, then the placeholders, the usage stamp and the stripping of the
+// credentials, and the next handler. m and p are the method and what was
+// presented to it, nil for a secret.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, v verdict, m authMethod, p *presented,
+	creds *credentials, body []byte, from string, now time.Time, spent *charge) error {
+	// The network check comes after the credential verified, so a request
 	// from outside costs what any other does and gets the same 401 as a
-	// wrong secret; the owner sees it among the secret's callers.
+	// wrong credential; the owner sees it among the credential's callers.
 	c, use, out := v.client, useAccepted, outcomeAuthenticated
 	if !c.allows(from) {
 		if !c.reportOnly {
+			if m != nil {
+				m.pad(p)
+			}
 			h.feed.usage.record(c.id, v.secretID, from, now, useRefused)
 			// Spent like a wrong secret: were it not, an outsider holding a
 			// leaked secret could tell it is right from its never being
@@ -177,7 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	spent.forgive()
 
 	if !h.ForwardCredentials {
-		h.strip(r, &creds, body)
+		h.strip(r, creds, body)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	var clientID any = c.id // boxed once for both placeholders
@@ -222,6 +263,7 @@ func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body 
 		}
 		if c.basic = isBasic; isBasic {
 			c.pairs, c.n = p.candidates()
+			c.method = idBasic
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody && isForm(r.Header.Get("Content-Type")) {
@@ -239,7 +281,15 @@ func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body 
 		// Whatever happens next, the upstream gets the body as it came.
 		h.setBody(r, body)
 	}
+	jwt := c.form.hasAssertion || c.form.hasAssertionType
 	switch {
+	case jwt && (c.basic || c.form.hasSecret):
+		return c, nil, outcomeMalformed // two authentication methods in one request
+	case jwt && (!c.form.hasAssertion || !c.form.jwtBearer):
+		return c, nil, outcomeMalformed // RFC 7521 §4.2: both, of the one type rotagate verifies
+	case jwt:
+		c.method = idPrivateKeyJWT
+		return c, body, ""
 	case c.basic && (c.form.hasSecret || (c.form.hasID && !c.names(c.form.clientID))):
 		return c, nil, outcomeMalformed // two authentication methods in one request
 	case c.basic:
@@ -248,6 +298,10 @@ func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body 
 		return c, nil, outcomeMalformed
 	case c.form.hasSecret:
 		c.pairs[0], c.n = credentialPair{id: c.form.clientID, secret: c.form.secret}, 1
+		c.method = idPost
+		return c, body, ""
+	case c.form.hasID && hasCertificate(r):
+		c.method = idTLSClientAuth
 		return c, body, ""
 	}
 	return c, nil, outcomeNoCredentials
@@ -334,17 +388,31 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, out outcome, st
 	return err
 }
 
-// methodSet is the parsed Methods option.
-type methodSet struct{ basic, post bool }
+// methodID numbers the authentication methods (authmethod.go); the
+// methods other than a secret come last.
+type methodID uint8
+
+const (
+	idBasic methodID = iota
+	idPost
+	idPrivateKeyJWT
+	idTLSClientAuth
+	methodCount
+)
+
+// methodNames are the methods' names in the methods option, by id.
+var methodNames = [methodCount]string{methodBasic, methodPost, methodPrivateKeyJWT, methodTLSClientAuth}
+
+// methodSet is the parsed Methods option: whether each method is allowed.
+type methodSet [methodCount]bool
 
 func newMethodSet(methods []string) methodSet {
 	var m methodSet
 	for _, name := range methods {
-		switch name {
-		case methodBasic:
-			m.basic = true
-		case methodPost:
-			m.post = true
+		for id, n := range methodNames {
+			if n == name {
+				m[id] = true
+			}
 		}
 	}
 	return m

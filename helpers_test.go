@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rotagate/rotagate/internal/caddyhome"
+	"github.com/rotagate/rotagate/internal/clientassertion"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -97,6 +98,11 @@ func newTestHandler(t testing.TB, logger *zap.Logger, configure func(*Handler)) 
 		h.budget.hold = 0 // no test waits for a held answer
 	}
 	h.feed = newFeed(h.feedConfig("edge-token"), logger, nil)
+	assertions, err := clientassertion.New(clientassertion.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.feed.assertions, h.keyAuth.verifier = assertions, assertions
 	snap, err := newSnapshot(testSnapshot(t))
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +154,7 @@ func serve(t testing.TB, h *Handler, r *http.Request) (*httptest.ResponseRecorde
 // countWork makes the handler's verifier count its work from now on.
 func countWork(h *Handler) *verifyWork {
 	h.verifier.work = new(verifyWork)
+	h.certAuth.work = h.verifier.work
 	return h.verifier.work
 }
 

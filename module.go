@@ -6,11 +6,13 @@ package rotagate
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,8 +37,6 @@ const (
 	defaultBudgetPer        = time.Minute
 	maxBudgetFailures       = 1_000_000
 	maxSize                 = 1 << 40 // bound of the size options, in JSON as in the Caddyfile
-	methodBasic             = "basic"
-	methodPost              = "post"
 )
 
 // Handler authenticates client-credential requests at the edge. A request
@@ -69,8 +69,17 @@ type Handler struct {
 	UsageFlush caddy.Duration `json:"usage_flush,omitempty"`
 
 	// Methods lists the accepted client authentication methods: "basic"
-	// (client_secret_basic) and "post" (client_secret_post). Default: both.
+	// (client_secret_basic), "post" (client_secret_post),
+	// "private_key_jwt" (a client assertion signed with a registered key)
+	// and "tls_client_auth" (a registered client certificate, with
+	// `client_auth { mode request }` on the site). A client can only use
+	// the methods it has credentials for. Default: all four.
 	Methods []string `json:"methods,omitempty"`
+
+	// Audience lists the values a private_key_jwt assertion's aud may
+	// name (one is enough). Default: the URL of the token endpoint the
+	// request came to (scheme, host and path), as RFC 7523 §3 suggests.
+	Audience []string `json:"audience,omitempty"`
 
 	// Realm is the realm of the WWW-Authenticate challenge. Default: api.
 	Realm string `json:"realm,omitempty"`
@@ -107,6 +116,8 @@ type Handler struct {
 	budget   *failureBudget // nil: off
 	answers  answers
 	allowed  methodSet
+	keyAuth  *keyAuth
+	certAuth *certAuth
 	now      func() time.Time
 }
 
@@ -236,6 +247,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.release()
 		return err
 	}
+	h.keyAuth.verifier = h.feed.assertions
 	if err := h.followLifecycle(ctx); err != nil {
 		h.release()
 		return errors.Join(err, h.feed.release(h))
@@ -287,6 +299,9 @@ func (h *Handler) prepare() error {
 	if h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay)); err != nil {
 		return err
 	}
+	h.keyAuth = &keyAuth{} // its verifier is the feed's (Provision)
+	h.certAuth = &certAuth{}
+	_, _ = rand.Read(h.certAuth.dummy[:])
 	if b := h.FailureBudget; !b.Off {
 		if h.budget, err = newFailureBudget(b.Failures, time.Duration(b.Per)); err != nil {
 			h.verifier.close()
@@ -327,7 +342,7 @@ func (h *Handler) setDefaults() {
 		h.UsageFlush = caddy.Duration(defaultUsageFlush)
 	}
 	if len(h.Methods) == 0 {
-		h.Methods = []string{methodBasic, methodPost}
+		h.Methods = slices.Clone(methodNames[:])
 	}
 	if h.Realm == "" {
 		h.Realm = defaultRealm
@@ -388,13 +403,18 @@ func (h *Handler) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, m := range h.Methods {
-		if m != methodBasic && m != methodPost {
-			return fmt.Errorf("methods: unknown method %q (want basic, post)", m)
+		if !slices.Contains(methodNames[:], m) {
+			return fmt.Errorf("methods: unknown method %q (want %s)", m, strings.Join(methodNames[:], ", "))
 		}
 		if seen[m] {
 			return fmt.Errorf("methods: %q listed twice", m)
 		}
 		seen[m] = true
+	}
+	for _, aud := range h.Audience {
+		if aud == "" {
+			return errors.New("audience: an empty value")
+		}
 	}
 	if strings.ContainsFunc(h.Realm, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 || r == 0x7f }) {
 		return errors.New("realm must not contain quotes, backslashes or control characters")

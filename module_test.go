@@ -53,7 +53,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if h.RevocationDelay != caddy.Duration(30*time.Second) || h.MaxStale != Staleness(30*time.Second) ||
 		h.UsageFlush != caddy.Duration(10*time.Second) || h.MaxBody != 64<<10 || h.Realm != "api" ||
-		len(h.Methods) != 2 || h.MaxSnapshotBytes != 256<<20 {
+		len(h.Methods) != 4 || h.MaxSnapshotBytes != 256<<20 {
 		t.Fatalf("defaults: %+v", h)
 	}
 	// Slow-hash checks leave the proxy a core.

@@ -23,8 +23,14 @@ import (
 //	            kind 0: 32 bytes, the sha256 digest;
 //	            kind 1: string, the stored hash (bcrypt, argon2id, PBKDF2);
 //	            and varint expires (unix nanoseconds, 0: none),
-//	          uvarint n, n × tombstone: string id, 32 bytes digest
+//	          uvarint n, n × tombstone: string id, 32 bytes digest,
+//	          and with flag 2, the credentials section (credentialsVersion):
+//	            byte version,
+//	            uvarint n, n × public key: string id, string JWK, varint expires,
+//	            uvarint n, n × certificate: string id, 32 bytes thumbprint, varint expires
 //
+// A file written before the credentials section (no client has flag 2)
+// reads as it always did.
 // A string is a uvarint length and its bytes. The file is read whole
 // before anything of it is used: a wrong magic, version, length or
 // checksum, a value out of place or bytes left over reject it all.
@@ -40,7 +46,11 @@ const (
 	kindDigest = 0
 	kindHash   = 1
 
-	flagReportOnly = 1
+	flagReportOnly  = 1
+	flagCredentials = 2
+
+	// credentialsVersion is the version of the credentials section.
+	credentialsVersion = 1
 )
 
 // encodeSnapshot writes snap's body to w.
@@ -56,6 +66,9 @@ func encodeSnapshot(w *bufio.Writer, snap *snapshot) error {
 		var flags byte
 		if c.reportOnly {
 			flags |= flagReportOnly
+		}
+		if len(c.keys)+len(c.certs) > 0 {
+			flags |= flagCredentials
 		}
 		w.WriteByte(flags)
 		uvarint(uint64(len(c.cidrs)))
@@ -80,8 +93,34 @@ func encodeSnapshot(w *bufio.Writer, snap *snapshot) error {
 			str(c.buried[k].id)
 			w.Write(c.buried[k].digest[:])
 		}
+		if flags&flagCredentials != 0 {
+			encodeCredentials(w, c)
+		}
 	})
 	return w.Flush() // a write error sticks in w until here
+}
+
+// encodeCredentials writes the credentials section of a client.
+func encodeCredentials(w *bufio.Writer, c *client) {
+	var scratch [binary.MaxVarintLen64]byte
+	uvarint := func(v uint64) { w.Write(binary.AppendUvarint(scratch[:0], v)) }
+	w.WriteByte(credentialsVersion)
+	uvarint(uint64(len(c.keys)))
+	for k := range c.keys {
+		uvarint(uint64(len(c.keys[k].id)))
+		w.WriteString(c.keys[k].id)
+		jwk := c.keys[k].key.JSON()
+		uvarint(uint64(len(jwk)))
+		w.Write(jwk)
+		w.Write(binary.AppendVarint(scratch[:0], c.keys[k].expires))
+	}
+	uvarint(uint64(len(c.certs)))
+	for k := range c.certs {
+		uvarint(uint64(len(c.certs[k].id)))
+		w.WriteString(c.certs[k].id)
+		w.Write(c.certs[k].thumbprint[:])
+		w.Write(binary.AppendVarint(scratch[:0], c.certs[k].expires))
+	}
 }
 
 // savedHeaderFor is the header of a body of n bytes with checksum sum.
@@ -248,7 +287,7 @@ func (b *binReader) snapshot() (*snapshot, error) {
 func (b *binReader) client(rc *rawClient) {
 	rc.ids, rc.id = b.str(rc.ids)
 	flags, _ := b.ReadByte()
-	if flags&^flagReportOnly != 0 {
+	if flags&^(flagReportOnly|flagCredentials) != 0 {
 		b.fail(fmt.Errorf("unknown flags %#x", flags))
 	}
 	rc.reportOnly = flags&flagReportOnly != 0
@@ -277,5 +316,29 @@ func (b *binReader) client(rc *rawClient) {
 		rc.ids, s.id = b.str(rc.ids)
 		b.fixed(s.digest[:])
 		rc.tombstones = append(rc.tombstones, s)
+	}
+	if flags&flagCredentials != 0 {
+		b.credentials(rc)
+	}
+}
+
+// credentials reads a client's credentials section.
+func (b *binReader) credentials(rc *rawClient) {
+	if v, _ := b.ReadByte(); v != credentialsVersion && b.err == nil {
+		b.fail(fmt.Errorf("credentials section version %d, this edge reads %d", v, credentialsVersion))
+	}
+	for range b.count() {
+		var k rawKey
+		rc.ids, k.id = b.str(rc.ids)
+		rc.text, k.jwk = b.str(rc.text)
+		k.expires = b.varint()
+		rc.keys = append(rc.keys, k)
+	}
+	for range b.count() {
+		c := rawSecret{sha: true}
+		rc.ids, c.id = b.str(rc.ids)
+		b.fixed(c.digest[:])
+		c.expires = b.varint()
+		rc.certs = append(rc.certs, c)
 	}
 }

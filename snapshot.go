@@ -1,6 +1,7 @@
 package rotagate
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -11,6 +12,8 @@ import (
 
 	"go4.org/netipx"
 
+	"github.com/rotagate/rotagate/internal/clientassertion"
+	"github.com/rotagate/rotagate/internal/credkey"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -72,6 +75,26 @@ type client struct {
 	// reportOnly lets requests from outside networks through, recorded as
 	// refused.
 	reportOnly bool
+	// keys are the client's public keys (private_key_jwt) and certs its
+	// certificates' thumbprints (tls_client_auth), as the feed listed them.
+	keys  []keyCredential
+	certs []certCredential
+	// assertionKeys are the keys as the assertion verifier takes them,
+	// in the order of keys.
+	assertionKeys []clientassertion.Key
+}
+
+// keyCredential is a public key a client signs its assertions with.
+type keyCredential struct {
+	secretMeta
+	key *credkey.PublicKey
+}
+
+// certCredential is a client certificate, known by its SHA-256
+// thumbprint (RFC 8705 x5t#S256).
+type certCredential struct {
+	secretMeta
+	thumbprint [sha256.Size]byte
 }
 
 // secretMeta is what every secret carries besides its hash.
@@ -200,6 +223,12 @@ func (b *snapshotBuilder) add(rc *rawClient) error {
 	for j := range rc.secrets {
 		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
 	}
+	for j := range rc.keys {
+		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.keys[j].id)))
+	}
+	for j := range rc.certs {
+		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.certs[j].id)))
+	}
 	sh.put(c)
 	b.n++
 	return nil
@@ -261,11 +290,8 @@ func (b *snapshotBuilder) checkSecretIDs() error {
 			continue
 		}
 		for _, c := range sh.clients {
-			for j := range c.digests {
-				check(c.digests[j].id)
-			}
-			for j := range c.slow {
-				check(c.slow[j].id)
+			for _, id := range c.secretIDs() {
+				check(id)
 			}
 		}
 	}
@@ -319,6 +345,10 @@ type rawClient struct {
 	tombstones []rawSecret
 	cidrs      []span
 	reportOnly bool
+	// keys are the public keys (their JWK in text); certs the
+	// certificates (their thumbprint decoded into digest).
+	keys  []rawKey
+	certs []rawSecret
 	// ids holds the client id and the secret and tombstone ids; a record
 	// built from rc keeps them all in one string. text holds the hashes
 	// that are not sha256 and the CIDRs.
@@ -328,7 +358,13 @@ type rawClient struct {
 // span is where a string is in one of rawClient's buffers.
 type span struct{ at, end int }
 
-// rawSecret is a secret or a tombstone of a rawClient.
+// rawKey is a public key of a rawClient.
+type rawKey struct {
+	id, jwk span
+	expires int64 // as secretMeta.expires
+}
+
+// rawSecret is a secret, a tombstone or a certificate of a rawClient.
 type rawSecret struct {
 	id span
 	// sha is set when the hash is a `sha256:…` one, decoded into digest;
@@ -340,7 +376,8 @@ type rawSecret struct {
 }
 
 func (rc *rawClient) reset() {
-	*rc = rawClient{secrets: rc.secrets[:0], tombstones: rc.tombstones[:0], cidrs: rc.cidrs[:0], ids: rc.ids[:0], text: rc.text[:0]}
+	*rc = rawClient{secrets: rc.secrets[:0], tombstones: rc.tombstones[:0], cidrs: rc.cidrs[:0], ids: rc.ids[:0], text: rc.text[:0],
+		keys: rc.keys[:0], certs: rc.certs[:0]}
 }
 
 // bytes returns the id (or secret id) at sp.
@@ -387,6 +424,21 @@ func (rc *rawClient) setWire(wc *wire.Client) {
 		rc.cidrs = append(rc.cidrs, str(&rc.text, cidr))
 	}
 	rc.reportOnly = wc.NetworksReportOnly
+	for _, wk := range wc.PublicKeys {
+		k := rawKey{id: str(&rc.ids, wk.ID), jwk: str(&rc.text, string(wk.JWK))}
+		if wk.ExpiresAt != nil {
+			k.expires = expiresAt(*wk.ExpiresAt)
+		}
+		rc.keys = append(rc.keys, k)
+	}
+	for _, wc := range wc.Certificates {
+		c := rawSecret{id: str(&rc.ids, wc.ID)}
+		c.digest, c.sha = parseThumbprint(readOnlyBytes(wc.Thumbprint))
+		if wc.ExpiresAt != nil {
+			c.expires = expiresAt(*wc.ExpiresAt)
+		}
+		rc.certs = append(rc.certs, c)
+	}
 }
 
 // expiresAt is an expiry as secretMeta.expires holds it.
@@ -457,6 +509,25 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		c.buried = append(c.buried, buriedSecret{id: str(rt.id), digest: rt.digest})
 	}
+	for k := range rc.keys {
+		rk := &rc.keys[k]
+		if rk.id.at == rk.id.end {
+			return nil, fmt.Errorf("snapshot client %q has a public key without id", c.id)
+		}
+		key, err := credkey.ParseJWK(rc.textAt(rk.jwk))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot public key %q: %v", str(rk.id), err)
+		}
+		c.keys = append(c.keys, keyCredential{secretMeta: secretMeta{id: str(rk.id), expires: rk.expires}, key: key})
+		c.assertionKeys = append(c.assertionKeys, clientassertion.Key{CredentialID: str(rk.id), Key: key})
+	}
+	for k := range rc.certs {
+		rt := &rc.certs[k]
+		if rt.id.at == rt.id.end || !rt.sha {
+			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", c.id)
+		}
+		c.certs = append(c.certs, certCredential{secretMeta: secretMeta{id: str(rt.id), expires: rt.expires}, thumbprint: rt.digest})
+	}
 	return c, nil
 }
 
@@ -467,8 +538,21 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 // client is then built and validated afresh.
 func (c *client) sameAs(rc *rawClient) bool {
 	if c.id != string(rc.bytes(rc.id)) || len(rc.secrets) != len(c.digests)+len(c.slow) || len(rc.tombstones) != len(c.buried) ||
-		len(rc.cidrs) != len(c.cidrs) || (len(c.cidrs) > 0 && rc.reportOnly != c.reportOnly) {
+		len(rc.cidrs) != len(c.cidrs) || (len(c.cidrs) > 0 && rc.reportOnly != c.reportOnly) ||
+		len(rc.keys) != len(c.keys) || len(rc.certs) != len(c.certs) {
 		return false
+	}
+	for k := range rc.keys {
+		rk, ck := &rc.keys[k], &c.keys[k]
+		if ck.id != string(rc.bytes(rk.id)) || ck.expires != rk.expires || !bytes.Equal(ck.key.JSON(), rc.textAt(rk.jwk)) {
+			return false
+		}
+	}
+	for k := range rc.certs {
+		rt, cc := &rc.certs[k], &c.certs[k]
+		if !rt.sha || cc.id != string(rc.bytes(rt.id)) || cc.expires != rt.expires || cc.thumbprint != rt.digest {
+			return false
+		}
 	}
 	for k, sp := range rc.cidrs {
 		if c.cidrs[k] != string(rc.textAt(sp)) {
@@ -511,8 +595,17 @@ func parseDigest(hash []byte) (digest [sha256.Size]byte, ok bool) {
 	if len(hash) != len(prefix)+base64.RawURLEncoding.EncodedLen(sha256.Size) || string(hash[:len(prefix)]) != prefix {
 		return digest, false
 	}
+	return parseThumbprint(hash[len(prefix):])
+}
+
+// parseThumbprint reads the base64url (unpadded) form of a SHA-256
+// digest, an x5t#S256 thumbprint, without allocating.
+func parseThumbprint(b64 []byte) (digest [sha256.Size]byte, ok bool) {
+	if len(b64) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return digest, false
+	}
 	var raw [sha256.Size + 2]byte
-	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], hash[len(prefix):])
+	n, err := base64.RawURLEncoding.Strict().Decode(raw[:], b64)
 	if err != nil || n != sha256.Size {
 		return digest, false
 	}
@@ -540,6 +633,14 @@ func (c *client) wire() wire.Client {
 	}
 	for _, t := range c.buried {
 		wc.Tombstones = append(wc.Tombstones, wire.Tombstone{ID: t.id, Hash: secrethash.FormatSHA256(t.digest)})
+	}
+	expiry := func(m secretMeta) *time.Time { return meta(m, "").ExpiresAt }
+	for _, k := range c.keys {
+		wc.PublicKeys = append(wc.PublicKeys, wire.PublicKey{ID: k.id, JWK: k.key.JSON(), ExpiresAt: expiry(k.secretMeta)})
+	}
+	for _, t := range c.certs {
+		wc.Certificates = append(wc.Certificates, wire.Certificate{ID: t.id,
+			Thumbprint: base64.RawURLEncoding.EncodeToString(t.thumbprint[:]), ExpiresAt: expiry(t.secretMeta)})
 	}
 	return wc
 }
@@ -592,13 +693,20 @@ func newDelta(w *wire.Delta) (*delta, error) {
 	return d, nil
 }
 
+// secretIDs are the ids of the client's credentials of every kind.
 func (c *client) secretIDs() []string {
-	ids := make([]string, 0, len(c.digests)+len(c.slow))
+	ids := make([]string, 0, len(c.digests)+len(c.slow)+len(c.keys)+len(c.certs))
 	for _, d := range c.digests {
 		ids = append(ids, d.id)
 	}
 	for _, s := range c.slow {
 		ids = append(ids, s.id)
+	}
+	for _, k := range c.keys {
+		ids = append(ids, k.id)
+	}
+	for _, t := range c.certs {
+		ids = append(ids, t.id)
 	}
 	return ids
 }

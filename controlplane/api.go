@@ -313,7 +313,11 @@ type (
 		Next    string       `json:"next,omitempty"`
 	}
 	secretJSON struct {
-		ID           string       `json:"id"`
+		ID string `json:"id"`
+		// Kind is secret, public_key or certificate; Thumbprint names a
+		// key (RFC 7638) or certificate (x5t#S256).
+		Kind         store.Kind   `json:"kind"`
+		Thumbprint   string       `json:"thumbprint,omitempty"`
 		Hint         string       `json:"hint"`
 		Status       store.Status `json:"status"`
 		CreatedAt    time.Time    `json:"created_at"`
@@ -332,11 +336,13 @@ type (
 		Secrets []secretJSON `json:"secrets"`
 	}
 	createdSecretJSON struct {
-		ID        string     `json:"id"`
-		Secret    string     `json:"secret,omitempty"`
-		Hint      string     `json:"hint"`
-		CreatedAt time.Time  `json:"created_at"`
-		ExpiresAt *time.Time `json:"expires_at"`
+		ID         string     `json:"id"`
+		Kind       store.Kind `json:"kind"`
+		Thumbprint string     `json:"thumbprint,omitempty"`
+		Secret     string     `json:"secret,omitempty"`
+		Hint       string     `json:"hint"`
+		CreatedAt  time.Time  `json:"created_at"`
+		ExpiresAt  *time.Time `json:"expires_at"`
 		// Warnings describe what may keep an imported secret from
 		// working with some clients; never the secret itself.
 		Warnings []string `json:"warnings,omitempty"`
@@ -383,6 +389,13 @@ type (
 	generateRequest struct {
 		ExpiresIn *string        `json:"expires_in"`
 		Import    *importRequest `json:"import"`
+		credentialRequest
+	}
+	// credentialRequest registers a public key (a JWK) or a certificate
+	// (PEM) instead of generating a secret (SPEC §16).
+	credentialRequest struct {
+		PublicKey   json.RawMessage `json:"public_key,omitempty"`
+		Certificate *string         `json:"certificate,omitempty"`
 	}
 	importRequest struct {
 		Hash   string `json:"hash"`
@@ -390,6 +403,7 @@ type (
 	}
 	rotateRequest struct {
 		Grace *string `json:"grace"`
+		credentialRequest
 	}
 )
 
@@ -405,7 +419,7 @@ func toClientJSON(c store.Client) clientJSON {
 
 func toSecretJSON(s store.Secret, now time.Time) secretJSON {
 	out := secretJSON{
-		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
+		ID: s.ID, Kind: s.Kind, Thumbprint: s.Thumbprint, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
 		PresentedAfterRevoke: s.PresentedAfterRevoke, LastPresentedAfterRevokeAt: s.LastPresentedAfterRevokeAt,
 		LeakReportedAt: s.LeakReportedAt,
@@ -431,7 +445,7 @@ func toSecretsJSON(secrets []store.Secret, now time.Time) []secretJSON {
 
 func toCreatedJSON(ns rules.CreatedSecret) createdSecretJSON {
 	return createdSecretJSON{
-		ID: ns.Secret.ID, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
+		ID: ns.Secret.ID, Kind: ns.Secret.Kind, Thumbprint: ns.Secret.Thumbprint, Secret: ns.Plaintext, Hint: ns.Secret.Hint,
 		CreatedAt: ns.Secret.CreatedAt.UTC(), ExpiresAt: ns.Secret.ExpiresAt, Warnings: ns.Warnings,
 		DeliveredTo: ns.DeliveredTo,
 	}
@@ -572,6 +586,9 @@ func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
 		}
 		opts.ImportHash, opts.ImportSecret = req.Import.Hash, req.Import.Secret
 	}
+	if err := req.credentialRequest.options(&opts); err != nil {
+		return nil, err
+	}
 	ns, err := a.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), opts)
 	if err != nil {
 		return nil, err
@@ -591,7 +608,11 @@ func (a *API) rotateSecret(r *http.Request, who rules.Actor) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns, err := a.svc.RotateSecret(r.Context(), who, r.PathValue("client_id"), grace)
+	var opts rules.GenerateOptions
+	if err := req.credentialRequest.options(&opts); err != nil {
+		return nil, err
+	}
+	ns, err := a.svc.RotateCredential(r.Context(), who, r.PathValue("client_id"), grace, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -603,6 +624,23 @@ func (a *API) rotateSecret(r *http.Request, who rules.Actor) (any, error) {
 		out.Revoked = []string{}
 	}
 	return answer{status: http.StatusCreated, body: out}, nil
+}
+
+// options puts the key or certificate to register into opts.
+func (c *credentialRequest) options(opts *rules.GenerateOptions) error {
+	if c.PublicKey != nil && c.Certificate != nil {
+		return badRequest("give either public_key or certificate, not both")
+	}
+	if c.PublicKey != nil {
+		opts.PublicKey = c.PublicKey
+	}
+	if c.Certificate != nil {
+		if *c.Certificate == "" {
+			return badRequest("certificate must be a PEM certificate")
+		}
+		opts.Certificate = *c.Certificate
+	}
+	return nil
 }
 
 func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {

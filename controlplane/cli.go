@@ -18,6 +18,7 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/rotagate/rotagate/controlplane/rules"
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/spf13/cobra"
 )
 
@@ -327,17 +328,42 @@ func secretCommand() *cobra.Command {
 	imp.Flags().Bool("stdin", false, "read the plaintext legacy secret from the first line of stdin")
 	imp.Flags().String("expires-in", "", "expire the secret after this Go duration (e.g. 720h)")
 
+	add := &cobra.Command{
+		Use:   "add <client_id>",
+		Short: "Registers a public key (private_key_jwt) or a client certificate (tls_client_auth) from a file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := generateRequest{}
+			if err := readCredential(cmd, &req.credentialRequest, true); err != nil {
+				return err
+			}
+			if v, _ := cmd.Flags().GetString("expires-in"); v != "" {
+				req.ExpiresIn = &v
+			}
+			var out createdSecretJSON
+			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
+				printCreated(cmd, w, args[0], out)
+			})
+		},
+	}
+	credentialFlags(add)
+	add.Flags().String("expires-in", "", "expire the credential after this Go duration (e.g. 720h)")
+
 	rotate := &cobra.Command{
 		Use:   "rotate <client_id>",
-		Short: "Generates a new secret and schedules the others to expire after --grace",
+		Short: "Generates a new secret (or registers --public-key/--certificate) and schedules the others to expire after --grace",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			grace, _ := cmd.Flags().GetString("grace")
 			if grace == "" {
 				return errors.New(`--grace is required: how long the other secrets keep working (e.g. 24h); "0s" revokes them at once`)
 			}
+			req := rotateRequest{Grace: &grace}
+			if err := readCredential(cmd, &req.credentialRequest, false); err != nil {
+				return err
+			}
 			var out rotatedSecretJSON
-			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets/rotate", rotateRequest{Grace: &grace}, &out, func(w io.Writer) {
+			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets/rotate", req, &out, func(w io.Writer) {
 				printCreated(cmd, w, args[0], out.createdSecretJSON)
 				for _, id := range out.Expiring {
 					fmt.Fprintf(cmd.ErrOrStderr(), "secret %s expires within %s\n", id, grace)
@@ -349,6 +375,7 @@ func secretCommand() *cobra.Command {
 		},
 	}
 	rotate.Flags().String("grace", "", `how long the other active secrets keep working (Go duration; "0s" revokes them now)`)
+	credentialFlags(rotate)
 
 	revoke := &cobra.Command{
 		Use:   "revoke <client_id> <secret_id>",
@@ -374,19 +401,62 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(generate, imp, rotate, revoke, list, callersCommand())
+	c.AddCommand(generate, imp, add, rotate, revoke, list, callersCommand())
 	return c
 }
 
 func clientPath(id string) string { return "/v1/clients/" + url.PathEscape(id) }
 
+// credentialFlags adds the flags that name a key or certificate file.
+func credentialFlags(c *cobra.Command) {
+	c.Flags().String("public-key", "", "file holding the client's public JWK (private_key_jwt)")
+	c.Flags().String("certificate", "", "file holding the client's PEM certificate (tls_client_auth)")
+}
+
+// readCredential reads the file --public-key or --certificate names into
+// req; with required, one of them must be given.
+func readCredential(cmd *cobra.Command, req *credentialRequest, required bool) error {
+	key, _ := cmd.Flags().GetString("public-key")
+	cert, _ := cmd.Flags().GetString("certificate")
+	switch {
+	case key != "" && cert != "":
+		return errors.New("give --public-key or --certificate, not both")
+	case key != "":
+		b, err := os.ReadFile(key)
+		if err != nil {
+			return fmt.Errorf("--public-key: %w", err)
+		}
+		if !json.Valid(b) {
+			return fmt.Errorf("--public-key: %s holds no JSON (a JWK)", key)
+		}
+		req.PublicKey = b
+	case cert != "":
+		b, err := os.ReadFile(cert)
+		if err != nil {
+			return fmt.Errorf("--certificate: %w", err)
+		}
+		pem := string(b)
+		req.Certificate = &pem
+	case required:
+		return errors.New("give --public-key <file.jwk> or --certificate <file.pem>")
+	}
+	return nil
+}
+
 // printCreated writes a new secret alone on stdout and its description on
-// stderr. Import answers carry no secret: then only the id is printed.
+// stderr. Import answers carry no secret: then only the id is printed; a
+// key or certificate: its id and thumbprint.
 func printCreated(cmd *cobra.Command, w io.Writer, clientID string, out createdSecretJSON) {
 	if out.DeliveredTo != "" {
 		fmt.Fprintln(w, out.ID)
 		fmt.Fprintf(cmd.ErrOrStderr(), "secret %s (%s) for client %s, expires %s; delivered to the client's %s sink, not shown\n",
 			out.ID, out.Hint, clientID, fmtTime(out.ExpiresAt, "never"), out.DeliveredTo)
+		return
+	}
+	if out.Kind != store.KindSecret && out.Kind != "" {
+		fmt.Fprintln(w, out.ID)
+		fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (thumbprint %s) for client %s, expires %s\n",
+			strings.ReplaceAll(string(out.Kind), "_", " "), out.ID, out.Thumbprint, clientID, fmtTime(out.ExpiresAt, "never"))
 		return
 	}
 	fmt.Fprintln(w, out.Secret)
@@ -397,7 +467,7 @@ func printCreated(cmd *cobra.Command, w io.Writer, clientID string, out createdS
 // printSecrets writes the table of `secret list`.
 func printSecrets(w io.Writer, secrets []secretJSON) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tHINT\tCREATED\tEXPIRES\tLAST USED\tLAST USED FROM\tPRESENTED AFTER REVOKE")
+	fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tHINT\tCREATED\tEXPIRES\tLAST USED\tLAST USED FROM\tPRESENTED AFTER REVOKE")
 	for _, s := range secrets {
 		from := "-"
 		if s.LastUsedFrom != nil && *s.LastUsedFrom != "" {
@@ -407,7 +477,7 @@ func printSecrets(w io.Writer, secrets []secretJSON) {
 		if s.RevokedAt != nil {
 			expires = "revoked " + fmtTime(s.RevokedAt, "")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, s.Hint,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Kind, s.Status, s.Hint,
 			fmtTime(&s.CreatedAt, "-"), expires, fmtTime(s.LastUsedAt, "never"), from, afterRevoke(s))
 	}
 	tw.Flush()

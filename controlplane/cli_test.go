@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -136,7 +138,7 @@ func TestCLISecrets(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	header := strings.Fields(lines[0])
-	if strings.Join(header, " ") != "ID STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM PRESENTED AFTER REVOKE" || len(lines) != 3 {
+	if strings.Join(header, " ") != "ID KIND STATUS HINT CREATED EXPIRES LAST USED LAST USED FROM PRESENTED AFTER REVOKE" || len(lines) != 3 {
 		t.Fatalf("secret list:\n%s", out)
 	}
 	for _, want := range []string{secrets[0].ID, "expiring", "active", rules.Hint(rules.DefaultSecretPrefix, first), used.Format(time.RFC3339), "203.0.113.5", "never", "2030-01-03T03:04:05Z"} {
@@ -308,5 +310,43 @@ func TestCLIHelpListsEveryCommand(t *testing.T) {
 		if !strings.Contains(root.Long, "  "+l+" ") {
 			t.Errorf("the help text does not list %q:\n%s", l, root.Long)
 		}
+	}
+}
+
+// TestCLIKeysAndCertificates: `secret add` registers a public key or a
+// certificate from a file and prints its id, `secret rotate` takes one
+// too, `secret list` shows the kinds; a private key file is refused with
+// the API's reason.
+func TestCLIKeysAndCertificates(t *testing.T) {
+	c := newCLIEnv(t)
+	c.mustRun("client", "create", "--id", "svc")
+	dir := t.TempDir()
+	pub, priv := testKeyJWKs(t)
+	certPEM, tp := testCertificatePEM(t, c.clock.Now().Add(90*24*time.Hour))
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	out, errOut := c.mustRun("secret", "add", "svc", "--public-key", write("key.jwk", string(pub)))
+	keyID := strings.TrimSpace(out)
+	if !strings.HasPrefix(keyID, "sec_") || !strings.Contains(errOut, "public key "+keyID+" (thumbprint ") {
+		t.Fatalf("add --public-key: %q / %s", out, errOut)
+	}
+	if _, _, err := c.run("secret", "add", "svc", "--public-key", write("priv.jwk", string(priv))); err == nil || !strings.Contains(err.Error(), "private key") {
+		t.Fatalf("a private key: %v", err)
+	}
+	if _, _, err := c.run("secret", "add", "svc"); err == nil || !strings.Contains(err.Error(), "--public-key") {
+		t.Fatalf("add without a file: %v", err)
+	}
+	out, errOut = c.mustRun("secret", "rotate", "svc", "--grace", "1h", "--certificate", write("c.pem", certPEM))
+	if !strings.Contains(errOut, "certificate "+strings.TrimSpace(out)+" (thumbprint "+tp+")") || !strings.Contains(errOut, keyID+" expires within 1h") {
+		t.Fatalf("rotate --certificate: %q / %s", out, errOut)
+	}
+	out, _ = c.mustRun("secret", "list", "svc")
+	if !strings.Contains(out, "public_key") || !strings.Contains(out, "certificate") {
+		t.Fatalf("secret list:\n%s", out)
 	}
 }

@@ -471,12 +471,16 @@ type clientView struct {
 
 type secretRow struct {
 	ID, Hint string
-	Status   store.Status
-	Created  *when
-	Expires  *when
-	Revoked  *when
-	LastUsed *when
-	LastFrom string
+	// Kind is secret, public_key or certificate; Thumbprint names a key
+	// or certificate.
+	Kind       store.Kind
+	Thumbprint string
+	Status     store.Status
+	Created    *when
+	Expires    *when
+	Revoked    *when
+	LastUsed   *when
+	LastFrom   string
 	// AfterRevoke counts the requests that presented the secret after it
 	// was revoked or expired; AfterRevokeAt and …From are the newest.
 	AfterRevoke     int64
@@ -509,7 +513,7 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 	for i := len(secrets) - 1; i >= 0; i-- { // newest first
 		s := secrets[i]
 		row := secretRow{
-			ID: s.ID, Hint: s.Hint, Status: s.Status(now), Created: at(&s.CreatedAt), Expires: at(s.ExpiresAt),
+			ID: s.ID, Hint: s.Hint, Kind: s.Kind, Thumbprint: s.Thumbprint, Status: s.Status(now), Created: at(&s.CreatedAt), Expires: at(s.ExpiresAt),
 			Revoked: at(s.RevokedAt), LastUsed: at(s.LastUsedAt), LastFrom: s.LastUsedFrom, Active: s.Active(now),
 			AfterRevoke: s.PresentedAfterRevoke, AfterRevokeAt: at(s.LastPresentedAfterRevokeAt),
 			AfterRevokeFrom: s.LastPresentedAfterRevokeFrom, LeakReported: at(s.LeakReportedAt),

@@ -548,3 +548,17 @@ func TestConsoleWrongMethod(t *testing.T) {
 	}
 	mustStatus(t, b.get("/console/no/such/page"), http.StatusNotFound)
 }
+
+// TestConsoleShowsKinds: the client page names each credential's kind,
+// with the thumbprint of a public key.
+func TestConsoleShowsKinds(t *testing.T) {
+	e, first := consoleEnv(t)
+	pub, _ := testKeyJWKs(t)
+	key, err := e.svc.GenerateSecret(context.Background(), rules.Actor{TokenID: "test", Admin: true}, "app", rules.GenerateOptions{PublicKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.browser("olive").get("/console/clients/app")
+	mustStatus(t, r, 200)
+	mustContain(t, r, first.Secret.ID, key.Secret.ID, "public_key", "thumbprint <code>"+key.Secret.Thumbprint+"</code>")
+}

@@ -92,6 +92,8 @@ var storeSuite = []struct {
 	{"SinkWebhook", testSinkWebhook},
 	{"SinkScheduledRotation", testSinkScheduledRotation},
 	{"SinkReplicasDeliverOnce", testSinkReplicasDeliverOnce},
+	// Public keys and certificates (credentials_test.go).
+	{"PublicKeyCredentials", testPublicKeyCredentials},
 }
 
 // runStoreSuite runs the shared suite against one kind of store. The tests

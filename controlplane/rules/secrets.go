@@ -19,8 +19,8 @@ import (
 // Secrets: generate, import, rotate, revoke.
 
 // GenerateOptions choose what GenerateSecret adds. At most one of
-// ImportHash and ImportSecret may be set; with neither, a secret is
-// generated.
+// ImportHash, ImportSecret, PublicKey and Certificate may be set; with
+// none, a secret is generated.
 type GenerateOptions struct {
 	// ExpiresIn schedules the expiry of the new secret; 0 means never.
 	ExpiresIn time.Duration
@@ -29,6 +29,21 @@ type GenerateOptions struct {
 	// ImportSecret is a plaintext legacy secret, hashed with argon2id
 	// before it is stored.
 	ImportSecret string
+	// PublicKey is a public JWK to register for private_key_jwt (SPEC
+	// §16); Certificate a PEM certificate for tls_client_auth.
+	PublicKey   []byte
+	Certificate string
+}
+
+// kind is the kind of credential the options add.
+func (o *GenerateOptions) kind() store.Kind {
+	switch {
+	case o.PublicKey != nil:
+		return store.KindPublicKey
+	case o.Certificate != "":
+		return store.KindCertificate
+	}
+	return store.KindSecret
 }
 
 // CreatedSecret is the result of adding a secret.
@@ -79,16 +94,15 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	if opts.ExpiresIn > 0 {
-		at := ns.Secret.CreatedAt.Add(opts.ExpiresIn)
-		ns.Secret.ExpiresAt = &at
+	if at := ns.Secret.CreatedAt.Add(opts.ExpiresIn); opts.ExpiresIn > 0 && (ns.Secret.ExpiresAt == nil || at.Before(*ns.Secret.ExpiresAt)) {
+		ns.Secret.ExpiresAt = &at // a certificate's own end may come sooner
 	}
 	to, err := update(ctx, s, func(tx store.Tx) (string, error) {
 		added, err := s.addSecret(ctx, tx, who, ns, s.maxActive, nil)
 		if err != nil {
 			return "", err
 		}
-		data := map[string]any{"imported": action == "secret.import"}
+		data := map[string]any{"imported": action == "secret.import", "kind": ns.Secret.Kind}
 		if ns.Secret.ExpiresAt != nil {
 			data["expires_at"] = *ns.Secret.ExpiresAt
 		}
@@ -99,9 +113,9 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 			SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Data: data}); err != nil {
 			return "", err
 		}
-		detail := ""
-		if ns.Secret.ExpiresAt != nil {
-			detail = "expires in " + opts.ExpiresIn.String()
+		detail := credentialDetail(ns.Secret)
+		if opts.ExpiresIn > 0 {
+			detail = strings.TrimPrefix(detail+"; expires in "+opts.ExpiresIn.String(), "; ")
 		}
 		return added.deliveredTo, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, sinkDetail(detail, added.deliveredTo))
 	})
@@ -120,14 +134,21 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 // acknowledges the new secret (SinkDelivered applies the grace then), so
 // that a sink that is down never leaves the client rotated half-way.
 func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, grace time.Duration) (CreatedSecret, error) {
-	return s.rotate(ctx, who, clientID, grace, time.Time{})
+	return s.rotate(ctx, who, clientID, grace, GenerateOptions{}, time.Time{})
 }
 
-// rotate is RotateSecret; with a non-zero dueBefore it rotates only when
-// the client's newest active secret was created at or before dueBefore
-// (checked under the client's lock: replicas on one database rotate a
-// client once), else it answers errNotDue.
-func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace time.Duration, dueBefore time.Time) (ns CreatedSecret, err error) {
+// RotateCredential is RotateSecret with the new credential chosen by opts:
+// a generated secret, or a public key or certificate to register (opts'
+// ExpiresIn and imports do not apply to a rotation).
+func (s *Service) RotateCredential(ctx context.Context, who Actor, clientID string, grace time.Duration, opts GenerateOptions) (CreatedSecret, error) {
+	return s.rotate(ctx, who, clientID, grace, opts, time.Time{})
+}
+
+// rotate is RotateCredential; with a non-zero dueBefore it rotates only
+// when the client's newest active secret was created at or before
+// dueBefore (checked under the client's lock: replicas on one database
+// rotate a client once), else it answers errNotDue.
+func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace time.Duration, opts GenerateOptions, dueBefore time.Time) (ns CreatedSecret, err error) {
 	defer func() {
 		if errors.Is(err, errNotDue) {
 			return
@@ -145,7 +166,7 @@ func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace 
 	if grace == 0 {
 		room = math.MaxInt // they are revoked in the transaction
 	}
-	ns, err = s.newSecret(ctx, who, clientID, GenerateOptions{}, room)
+	ns, err = s.newSecret(ctx, who, clientID, GenerateOptions{PublicKey: opts.PublicKey, Certificate: opts.Certificate}, room)
 	if err != nil {
 		return CreatedSecret{}, err
 	}
@@ -203,7 +224,7 @@ func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace 
 				return res, err
 			}
 		}
-		detail := "grace " + grace.String()
+		detail := strings.TrimPrefix(credentialDetail(ns.Secret)+"; grace "+grace.String(), "; ")
 		if len(res.expiring) > 0 {
 			detail += "; expiring " + strings.Join(res.expiring, ", ")
 		}
@@ -285,10 +306,10 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 		return added{}, store.ErrNotFound
 	}
 	k, err := tx.Sink(ctx, clientID)
-	hasSink := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return added{}, err
 	}
+	hasSink := err == nil && ns.Secret.Kind == store.KindSecret // a key or certificate has nothing to deliver
 	deferred := hasSink && k.Kind == sink.KindWebhook && grace != nil
 	if deferred {
 		room = min(room, s.maxActive) // the others stay active until delivery
@@ -302,6 +323,9 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 		if sec.Active(now) {
 			active = append(active, sec)
 		}
+	}
+	if err := checkNewThumbprint(active, ns.Secret); err != nil {
+		return added{}, err
 	}
 	if len(active) >= room {
 		return added{}, ErrTooManyActive
@@ -354,10 +378,22 @@ func (s *Service) prepareSecret(clientID string, opts GenerateOptions) (CreatedS
 	if err != nil {
 		return CreatedSecret{}, err
 	}
-	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, CreatedAt: s.Now()}}
+	ns := CreatedSecret{Secret: store.Secret{ID: id, ClientID: clientID, Kind: opts.kind(), CreatedAt: s.Now()}}
+	given := 0
+	for _, set := range []bool{opts.ImportHash != "", opts.ImportSecret != "", opts.PublicKey != nil, opts.Certificate != ""} {
+		if set {
+			given++
+		}
+	}
 	switch {
 	case opts.ImportHash != "" && opts.ImportSecret != "":
 		return CreatedSecret{}, invalidf("import takes either hash or secret, not both")
+	case given > 1:
+		return CreatedSecret{}, invalidf("give one of import, public_key and certificate")
+	case opts.PublicKey != nil:
+		return ns, setPublicKey(&ns.Secret, opts.PublicKey)
+	case opts.Certificate != "":
+		return ns, setCertificate(&ns.Secret, opts.Certificate)
 	case opts.ImportHash != "":
 		h, err := secrethash.Parse(opts.ImportHash)
 		if err != nil {

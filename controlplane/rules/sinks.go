@@ -662,7 +662,7 @@ func (s *Service) rotateDue(ctx context.Context, ss store.SinkStore) error {
 			continue
 		}
 		grace := min(scheduledGrace, k.RotateEvery)
-		_, err := s.rotate(ctx, Actor{TokenID: "schedule", Admin: true}, k.ClientID, grace, now.Add(-k.RotateEvery))
+		_, err := s.rotate(ctx, Actor{TokenID: "schedule", Admin: true}, k.ClientID, grace, GenerateOptions{}, now.Add(-k.RotateEvery))
 		switch {
 		case err == nil, errors.Is(err, errNotDue):
 			s.sched.ok(k.ClientID)

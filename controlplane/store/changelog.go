@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -22,7 +23,7 @@ const (
 	// with the client.
 	sqlFeedColumns = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at,
 			CASE WHEN s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) THEN 1 ELSE 0 END,
-			c.allowed_cidrs, c.networks_report_only
+			c.allowed_cidrs, c.networks_report_only, s.kind, s.material, s.thumbprint
 		FROM secrets s JOIN clients c ON c.client_id = s.client_id`
 	sqlFeedRows = `((s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1))
 			OR (s.hash LIKE 'sha256:%' AND (s.revoked_at IS NULL OR s.revoked_at > $2) AND (s.expires_at IS NULL OR s.expires_at > $2)))`
@@ -111,7 +112,9 @@ func scanSnapshot(rs Rows) ([]wire.Client, error) {
 		var expires sql.NullInt64
 		var alive int
 		var reportOnly int64
-		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly); err != nil {
+		var kind Kind
+		var material, thumbprint string
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly, &kind, &material, &thumbprint); err != nil {
 			return nil, err
 		}
 		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
@@ -125,7 +128,14 @@ func scanSnapshot(rs Rows) ([]wire.Client, error) {
 			continue
 		}
 		sec.ExpiresAt = fromMillis(expires)
-		c.Secrets = append(c.Secrets, sec)
+		switch kind { // only public material of keys and certificates
+		case KindPublicKey:
+			c.PublicKeys = append(c.PublicKeys, wire.PublicKey{ID: sec.ID, JWK: json.RawMessage(material), ExpiresAt: sec.ExpiresAt})
+		case KindCertificate:
+			c.Certificates = append(c.Certificates, wire.Certificate{ID: sec.ID, Thumbprint: thumbprint, ExpiresAt: sec.ExpiresAt})
+		default:
+			c.Secrets = append(c.Secrets, sec)
+		}
 	}
 	return clients, rs.Err()
 }

@@ -160,6 +160,13 @@ var migrations = [][]string{
 		`CREATE INDEX sink_secrets_due ON sink_secrets (promote_at) WHERE promoted_at IS NULL`,
 		`CREATE INDEX sink_secrets_by_client ON sink_secrets (client_id, stage)`,
 	},
+	{ // 8: credentials of other kinds beside secrets (SPEC §16): a
+		// public key (its JWK) or a certificate (its thumbprint). Rows of
+		// earlier versions are secrets.
+		`ALTER TABLE secrets ADD COLUMN kind TEXT NOT NULL DEFAULT 'secret'`,
+		`ALTER TABLE secrets ADD COLUMN material TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE secrets ADD COLUMN thumbprint TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),

@@ -8,13 +8,24 @@ import (
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
-// Secret is the stored record of one client secret. It holds the hash, never
-// the secret. Times are UTC, at millisecond precision.
+// Secret is the stored record of one client credential: a secret (its
+// hash, never the secret), a public key or a certificate (public material
+// only). Times are UTC, at millisecond precision.
 type Secret struct {
 	ID       string
 	ClientID string
-	// Hash is a stored hash string (see internal/secrethash).
+	// Kind is what the credential is: KindSecret, KindPublicKey or
+	// KindCertificate.
+	Kind Kind
+	// Hash is a stored hash string (see internal/secrethash); empty for
+	// the other kinds.
 	Hash string
+	// Material is a public key's canonical public JWK (credkey); empty for
+	// the other kinds.
+	Material string
+	// Thumbprint names a public key (RFC 7638) or a certificate (RFC 8705
+	// x5t#S256); empty for secrets.
+	Thumbprint string
 	// Hint tells secrets apart in listings without revealing them.
 	Hint         string
 	CreatedAt    time.Time
@@ -35,6 +46,16 @@ type Secret struct {
 	// LeakReportedAt is when a leak report first named the secret.
 	LeakReportedAt *time.Time
 }
+
+// Kind is the kind of a credential.
+type Kind string
+
+// The kinds of credential (SPEC §16).
+const (
+	KindSecret      Kind = "secret"
+	KindPublicKey   Kind = "public_key"
+	KindCertificate Kind = "certificate"
+)
 
 // Active reports whether the secret authenticates at now: not revoked and
 // not past its expiry.
@@ -80,11 +101,12 @@ type RecordedRevokedUse struct {
 // The secrets.
 const (
 	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
-		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at`
+		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at,
+		kind, material, thumbprint`
 	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
 	sqlSecretByHash = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE hash = $1 ORDER BY secret_id LIMIT 1`
-	sqlInsertSecret = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`
+	sqlInsertSecret = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at, kind, material, thumbprint)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
 	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2 RETURNING client_id`
 	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2 RETURNING client_id`
 	// sqlRevokedUse adds a presented-after-revoke report to a dead secret
@@ -152,7 +174,12 @@ func (t *sqlTx) Secrets(ctx context.Context, clientID string) ([]Secret, error) 
 }
 
 func (t *sqlTx) InsertSecret(ctx context.Context, s Secret) error {
-	if _, err := t.q.exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt)); err != nil {
+	kind := s.Kind
+	if kind == "" {
+		kind = KindSecret
+	}
+	if _, err := t.q.exec(ctx, sqlInsertSecret, s.ID, s.ClientID, s.Hash, s.Hint, s.CreatedAt.UnixMilli(), toMillis(s.ExpiresAt),
+		string(kind), s.Material, s.Thumbprint); err != nil {
 		return err
 	}
 	t.touch(s.ClientID)
@@ -198,7 +225,7 @@ func scanSecret(r Row) (Secret, error) {
 	var created int64
 	var expires, revoked, used, firstUsed, deadUsed, leak sql.NullInt64
 	if err := r.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed,
-		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak); err != nil {
+		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak, &s.Kind, &s.Material, &s.Thumbprint); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = millisTime(created)

@@ -172,7 +172,7 @@ func TestVerifyEveryAlgorithm(t *testing.T) {
 			if err != nil {
 				t.Fatalf("refused: %v", reasonOf(t, err))
 			}
-			if got != (Verified{ClientID: clientID, CredentialID: c.key.CredentialID}) {
+			if got != (Verified{ClientID: clientID, CredentialID: c.key.CredentialID, Checks: 1}) {
 				t.Fatalf("verified %+v", got)
 			}
 		})
@@ -740,5 +740,32 @@ func TestReplayConcurrent(t *testing.T) {
 	}
 	if accepted != 1 || replays != n-1 {
 		t.Fatalf("%d accepted, %d replays", accepted, replays)
+	}
+}
+
+// TestPadCostsARefusal: a verified assertion padded after the fact has
+// cost the signature checks of a refused one.
+func TestPadCostsARefusal(t *testing.T) {
+	fixture(t)
+	v := newVerifier(t, Config{})
+	key := registered(t, "sec_es", &ec256.PublicKey, "", "")
+	before := v.SignatureChecks()
+	if _, err := run(v, sign(t, jose.ES256, ec256, "", goodClaims()), clientID, []Key{registered(t, "sec_other", &ec256b.PublicKey, "", "")}); err == nil {
+		t.Fatal("a wrong key verified")
+	}
+	refused := v.SignatureChecks() - before
+
+	a, err := v.Parse(sign(t, jose.ES256, ec256, "", goodClaims()), clientID, audiences, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = v.SignatureChecks()
+	got, err := v.Verify(a, []Key{key}, now)
+	if err != nil || got.Checks != 1 {
+		t.Fatalf("verified %+v, %v", got, err)
+	}
+	v.Pad(a, got.Checks)
+	if padded := v.SignatureChecks() - before; padded != refused || padded != DefaultMaxKeys {
+		t.Fatalf("padded to %d checks; a refusal costs %d", padded, refused)
 	}
 }

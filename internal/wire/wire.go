@@ -4,6 +4,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,30 @@ type Client struct {
 	// tell a dead secret from a wrong one. Edges that predate them ignore
 	// the field; control planes that predate them send none.
 	Tombstones []Tombstone `json:"tombstones,omitempty"`
+	// PublicKeys are the client's active public-key credentials
+	// (private_key_jwt), and Certificates its active certificate
+	// credentials (tls_client_auth): public material only. Edges that
+	// predate them ignore the fields; control planes that predate them
+	// send none.
+	PublicKeys   []PublicKey   `json:"public_keys,omitempty"`
+	Certificates []Certificate `json:"certificates,omitempty"`
+}
+
+// PublicKey is one active public-key credential: its id and its public
+// JWK as the control plane stored it (credkey.PublicKey.JSON: public
+// members, "kid" and "alg" only).
+type PublicKey struct {
+	ID        string          `json:"id"`
+	JWK       json.RawMessage `json:"jwk"`
+	ExpiresAt *time.Time      `json:"expires_at,omitempty"`
+}
+
+// Certificate is one active certificate credential: its id and the
+// certificate's RFC 8705 x5t#S256 thumbprint (base64url, no padding).
+type Certificate struct {
+	ID         string     `json:"id"`
+	Thumbprint string     `json:"x5t#S256"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 }
 
 // Tombstone is a revoked or expired generated secret: its id and its
