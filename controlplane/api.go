@@ -557,7 +557,7 @@ func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if d <= 0 {
+		if d == 0 {
 			return nil, badRequest("expires_in must be positive")
 		}
 		opts.ExpiresIn = d
@@ -619,11 +619,16 @@ func (a *API) healthz(r *http.Request, _ rules.Actor) (any, error) {
 	return map[string]string{"status": "ok"}, nil
 }
 
-// parseDuration reads a non-negative Go duration string.
+// parseDuration reads a duration of field as Caddy does: a Go duration,
+// with d for days also accepted ("24h", "90m", "30d"). Negative ones are
+// refused.
 func parseDuration(field, v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, badRequest(`%s must be a non-negative Go duration such as "24h" or "90m"`, field)
+	d, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, badRequest(`%s must be a duration such as "24h", "90m" or "30d"`, field)
+	}
+	if d < 0 {
+		return 0, badRequest("%s must not be negative", field)
 	}
 	return d, nil
 }

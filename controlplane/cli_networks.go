@@ -26,7 +26,7 @@ refuses them (the default for a client). Without a mode flag, the mode stays
 as it is. --suggest prints the smallest set of networks covering the callers
 of the client's active secrets seen within --within (default: the control
 plane's tombstone_window), without saving it.`,
-		Args: cobra.ExactArgs(1),
+		Args: namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, _ := cmd.Flags().GetStringSlice("set")
 			clear, _ := cmd.Flags().GetBool("clear")
@@ -116,7 +116,7 @@ func callersCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "callers <client_id> <secret_id>",
 		Short: "Lists the caller IPs of a secret, and whether each has moved to the newest secret",
-		Args:  cobra.ExactArgs(2),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out callersJSON
 			path := clientPath(args[0]) + "/secrets/" + url.PathEscape(args[1]) + "/callers"
