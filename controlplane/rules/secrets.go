@@ -88,7 +88,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		}
 		detail := ""
 		if ns.Secret.ExpiresAt != nil {
-			detail = "expires in " + opts.ExpiresIn.String()
+			detail = "expires in " + HumanDuration(opts.ExpiresIn)
 		}
 		return nothing{}, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, detail)
 	})
@@ -159,7 +159,10 @@ func (s *Service) RotateSecret(ctx context.Context, who Actor, clientID string, 
 				return res, err
 			}
 		}
-		detail := "grace " + grace.String()
+		detail := "grace none"
+		if grace > 0 {
+			detail = "grace " + HumanDuration(grace)
+		}
 		if len(res.expiring) > 0 {
 			detail += "; expiring " + strings.Join(res.expiring, ", ")
 		}
