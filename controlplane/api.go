@@ -327,6 +327,8 @@ type (
 		LastPresentedAfterRevokeAt   *time.Time `json:"last_presented_after_revoke_at"`
 		LastPresentedAfterRevokeFrom *string    `json:"last_presented_after_revoke_from"`
 		LeakReportedAt               *time.Time `json:"leak_reported_at"`
+		// Label says which app has the secret ("" for none).
+		Label string `json:"label"`
 	}
 	secretListJSON struct {
 		Secrets []secretJSON `json:"secrets"`
@@ -388,6 +390,9 @@ type (
 	rotateRequest struct {
 		Grace *string `json:"grace"`
 	}
+	labelRequest struct {
+		Label *string `json:"label"`
+	}
 )
 
 func toClientJSON(c store.Client) clientJSON {
@@ -405,7 +410,7 @@ func toSecretJSON(s store.Secret, now time.Time) secretJSON {
 		ID: s.ID, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
 		PresentedAfterRevoke: s.PresentedAfterRevoke, LastPresentedAfterRevokeAt: s.LastPresentedAfterRevokeAt,
-		LeakReportedAt: s.LeakReportedAt,
+		LeakReportedAt: s.LeakReportedAt, Label: s.Label,
 	}
 	if s.LastUsedFrom != "" {
 		from := s.LastUsedFrom
@@ -603,6 +608,21 @@ func (a *API) rotateSecret(r *http.Request, who rules.Actor) (any, error) {
 
 func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {
 	sec, err := a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
+	if err != nil {
+		return nil, err
+	}
+	return toSecretJSON(sec, a.svc.Now()), nil
+}
+
+func (a *API) labelSecret(r *http.Request, who rules.Actor) (any, error) {
+	var req labelRequest
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
+	}
+	if req.Label == nil {
+		return nil, badRequest(`label is required ("" clears it)`)
+	}
+	sec, err := a.svc.LabelSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"), *req.Label)
 	if err != nil {
 		return nil, err
 	}

@@ -425,6 +425,18 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
+	label := &cobra.Command{
+		Use:   "label <client_id> <secret_id> <label>",
+		Short: `Labels a secret with the app that has it ("" clears the label)`,
+		Args:  namedArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out secretJSON
+			return run(cmd, http.MethodPut, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1])+"/label", labelRequest{Label: &args[2]}, &out, func(w io.Writer) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "labelled secret %s (%s) of client %s: %s\n", out.ID, out.Hint, args[0], orDash(out.Label))
+			})
+		},
+	}
+
 	list := &cobra.Command{
 		Use:   "list <client_id>",
 		Short: "Lists a client's secrets with their status and last use",
@@ -437,7 +449,7 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(generate, imp, rotate, revoke, list, callersCommand())
+	c.AddCommand(generate, imp, rotate, revoke, label, list, callersCommand())
 	return c
 }
 

@@ -107,6 +107,8 @@ func newConsole(a *API) (*console, error) {
 		{"POST", "/console/clients/{client_id}/rotate", c.signedIn(c.post(c.rotate))},
 		{"GET", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke)},
 		{"POST", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke))},
+		{"GET", "/console/clients/{client_id}/secrets/{secret_id}/label", c.signedIn(c.confirmLabel)},
+		{"POST", "/console/clients/{client_id}/secrets/{secret_id}/label", c.signedIn(c.post(c.label))},
 		{"POST", "/console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners))},
 		{"GET", "/console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks)},
 		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
@@ -366,6 +368,7 @@ var notices = map[string]string{
 	"deleted":  "Client deleted; its secrets are revoked.",
 	"revoked":  "Secret revoked. Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured).",
 	"owners":   "Owners saved.",
+	"labelled": "Label saved.",
 	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
 	"stale":    "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
 }
@@ -511,12 +514,14 @@ type clientView struct {
 
 type secretRow struct {
 	ID, Hint string
-	Status   store.Status
-	Created  *when
-	Expires  *when
-	Revoked  *when
-	LastUsed *when
-	LastFrom string
+	// Label says which app has the secret; LabelPath is its edit page.
+	Label, LabelPath string
+	Status           store.Status
+	Created          *when
+	Expires          *when
+	Revoked          *when
+	LastUsed         *when
+	LastFrom         string
 	// AfterRevoke counts the requests that presented the secret after it
 	// was revoked or expired; AfterRevokeAt and …From are the newest.
 	AfterRevoke     int64
@@ -558,6 +563,7 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 			AfterRevoke: s.PresentedAfterRevoke, AfterRevokeAt: at(s.LastPresentedAfterRevokeAt),
 			AfterRevokeFrom: s.LastPresentedAfterRevokeFrom, LeakReported: at(s.LeakReportedAt),
 			RevokePath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/revoke",
+			Label:      s.Label, LabelPath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/label",
 		}
 		if !row.Active {
 			v.Dead = append(v.Dead, row)
@@ -702,6 +708,9 @@ type confirmView struct {
 	Seen       string
 	Graces     []graceOption
 	Expiries   []graceOption
+	// LabelField asks for a secret's label, LabelText is the current one.
+	LabelField bool
+	LabelText  string
 	TypeID     bool
 	Danger     bool
 }
@@ -767,6 +776,31 @@ func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who rule
 	v.Title, v.CutOver, v.Danger = "Revoke "+secrets[i].Hint+"?", &hint, true
 	v.Lines = []string{"Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured). This cannot be undone."}
 	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+// confirmLabel is the page that sets a secret's label.
+func (c *console) confirmLabel(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "", "/secrets/"+url.PathEscape(r.PathValue("secret_id"))+"/label")
+	if !ok {
+		return
+	}
+	i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == r.PathValue("secret_id") })
+	if i < 0 {
+		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "This client has no such secret.")
+		return
+	}
+	v.Title, v.LabelField, v.LabelText = "Label "+secrets[i].Hint, true, secrets[i].Label
+	v.Lines = []string{"Which app has this secret? The label shows on this page and in the API and CLI listings; empty clears it."}
+	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func (c *console) label(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
+	id := r.PathValue("client_id")
+	if _, err := c.svc.LabelSecret(r.Context(), who, id, r.PathValue("secret_id"), r.PostForm.Get("label")); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, consoleClientPath(id), "labelled")
 }
 
 func (c *console) confirmDelete(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {

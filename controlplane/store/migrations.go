@@ -135,6 +135,9 @@ var migrations = [][]string{
 		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
 		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
+	{ // 7: a label per secret: which app has it (issue 19).
+		`ALTER TABLE secrets ADD COLUMN label TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),
