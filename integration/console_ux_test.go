@@ -27,7 +27,7 @@ const screenshotsEnv = "ROTAGATE_SCREENSHOTS"
 // JavaScript; My clients flags a dead secret presented recently; the
 // wording (capitalised, the revoke notice naming the secret, Confirm
 // before Cancel, a way back from Not found, signed in once, Sign out,
-// revoked secrets collapsed); and at a phone's 390 px no panel overflows
+// revoked secrets collapsed, a label per secret); and at a phone's 390 px no panel overflows
 // and each table keeps its intended columns.
 func TestConsoleForANewUser(t *testing.T) {
 	browser := headless(t)
@@ -164,6 +164,13 @@ func TestConsoleForANewUser(t *testing.T) {
 	// docs, then the same pages at a phone's width.
 	alice := openTab(t, browser, "alice", true)
 	alice.open(consoleURL + "clients/demo-app")
+	// Which app has the active secret: a label, from the console.
+	alice.click("//a[normalize-space()='Add a label']")
+	run(alice, "typing the label", chromedp.SendKeys(chromedp.CSS("#label"), "billing-worker (prod)"))
+	alice.click("//button[normalize-space()='Confirm']")
+	if label := alice.text("table.secrets .label"); label != "billing-worker (prod)" || !strings.Contains(alice.text(".notice"), "Label saved.") {
+		t.Errorf("after labelling, the client page shows the label %q", label)
+	}
 	screenshot(t, alice, "console-client.png")
 	if _, err := chromedp.Call(alice.ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: 390, Height: 844, DeviceScaleFactor: 1, Mobile: true}); err != nil {
 		t.Fatalf("narrowing the viewport: %v", err)
