@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -709,9 +710,10 @@ func (a apiAnswer) notTheAPI(what string) error {
 }
 
 // decode reads the answer into out, after checking that it is the
-// answer the API gives: a JSON object with every field of out that the
-// API always sends (those without omitempty). With out nil, the answer
-// must be 204 No Content.
+// answer the API gives: a JSON object with a field of out that the API
+// always sends (one without omitempty; one is enough, so that a control
+// plane older or newer than the CLI, with fields added since, still
+// passes). With out nil, the answer must be 204 No Content.
 func (a apiAnswer) decode(out any) error {
 	if out == nil {
 		if a.status != http.StatusNoContent {
@@ -726,10 +728,13 @@ func (a apiAnswer) decode(out any) error {
 	if json.Unmarshal(a.data, &fields) != nil {
 		return a.notTheAPI("not a JSON object")
 	}
-	for _, f := range alwaysSent(reflect.TypeOf(out).Elem()) {
-		if _, ok := fields[f]; !ok {
-			return a.notTheAPI(fmt.Sprintf("JSON without %q", f))
+	want := alwaysSent(reflect.TypeOf(out).Elem())
+	if len(want) > 0 && !slices.ContainsFunc(want, func(f string) bool { _, ok := fields[f]; return ok }) {
+		what := fmt.Sprintf("%q", want[0])
+		if len(want) > 1 {
+			what = fmt.Sprintf("any of %q", want)
 		}
+		return a.notTheAPI("JSON without " + what)
 	}
 	if err := json.Unmarshal(a.data, out); err != nil {
 		return fmt.Errorf("%s: reading the answer: %w", a.where, err)

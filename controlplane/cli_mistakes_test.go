@@ -69,6 +69,8 @@ func TestCLIMistakesNameWhatIsWrong(t *testing.T) {
 			[]string{"GET " + other.URL + "/v1/clients", "HTTP 200", `JSON without "clients"`, "not the management API's answer", "--api must be the control plane's base URL"}},
 		{"other JSON, --json", []string{"--api", other.URL, "--json", "secret", "list", "app"},
 			[]string{other.URL + "/v1/clients/app/secrets", `JSON without "secrets"`}},
+		{"other JSON, one object", []string{"--api", other.URL, "client", "show", "app"},
+			[]string{other.URL + "/v1/clients/app", `JSON without any of ["client_id" "name"`}},
 		{"empty 200", []string{"--api", empty.URL, "client", "show", "app"},
 			[]string{"GET " + empty.URL + "/v1/clients/app", "HTTP 200", "an empty body"}},
 		{"--api …/v1", []string{"--api", c.url + "/v1", "client", "list"},
