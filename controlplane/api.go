@@ -331,6 +331,8 @@ type (
 		LastPresentedAfterRevokeAt   *time.Time `json:"last_presented_after_revoke_at"`
 		LastPresentedAfterRevokeFrom *string    `json:"last_presented_after_revoke_from"`
 		LeakReportedAt               *time.Time `json:"leak_reported_at"`
+		// Label says which app has the secret ("" for none).
+		Label string `json:"label"`
 	}
 	secretListJSON struct {
 		Secrets []secretJSON `json:"secrets"`
@@ -405,6 +407,9 @@ type (
 		Grace *string `json:"grace"`
 		credentialRequest
 	}
+	labelRequest struct {
+		Label *string `json:"label"`
+	}
 )
 
 func toClientJSON(c store.Client) clientJSON {
@@ -422,7 +427,7 @@ func toSecretJSON(s store.Secret, now time.Time) secretJSON {
 		ID: s.ID, Kind: s.Kind, Thumbprint: s.Thumbprint, Hint: s.Hint, Status: s.Status(now), CreatedAt: s.CreatedAt.UTC(),
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, LastUsedAt: s.LastUsedAt, FirstUsedAt: s.FirstUsedAt,
 		PresentedAfterRevoke: s.PresentedAfterRevoke, LastPresentedAfterRevokeAt: s.LastPresentedAfterRevokeAt,
-		LeakReportedAt: s.LeakReportedAt,
+		LeakReportedAt: s.LeakReportedAt, Label: s.Label,
 	}
 	if s.LastUsedFrom != "" {
 		from := s.LastUsedFrom
@@ -575,7 +580,7 @@ func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if d <= 0 {
+		if d == 0 {
 			return nil, badRequest("expires_in must be positive")
 		}
 		opts.ExpiresIn = d
@@ -651,6 +656,21 @@ func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {
 	return toSecretJSON(sec, a.svc.Now()), nil
 }
 
+func (a *API) labelSecret(r *http.Request, who rules.Actor) (any, error) {
+	var req labelRequest
+	if err := decode(r, &req, false); err != nil {
+		return nil, err
+	}
+	if req.Label == nil {
+		return nil, badRequest(`label is required ("" clears it)`)
+	}
+	sec, err := a.svc.LabelSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"), *req.Label)
+	if err != nil {
+		return nil, err
+	}
+	return toSecretJSON(sec, a.svc.Now()), nil
+}
+
 func (a *API) healthz(r *http.Request, _ rules.Actor) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
@@ -661,11 +681,16 @@ func (a *API) healthz(r *http.Request, _ rules.Actor) (any, error) {
 	return map[string]string{"status": "ok"}, nil
 }
 
-// parseDuration reads a non-negative Go duration string.
+// parseDuration reads a duration of field as Caddy does: a Go duration,
+// with d for days also accepted ("24h", "90m", "30d"). Negative ones are
+// refused.
 func parseDuration(field, v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, badRequest(`%s must be a non-negative Go duration such as "24h" or "90m"`, field)
+	d, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, badRequest(`%s must be a duration such as "24h", "90m" or "30d"`, field)
+	}
+	if d < 0 {
+		return 0, badRequest("%s must not be negative", field)
 	}
 	return d, nil
 }

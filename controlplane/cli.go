@@ -11,11 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
@@ -31,6 +34,9 @@ const (
 	EnvAdminToken = "ROTAGATE_ADMIN_TOKEN"
 	// EnvAPIURL holds the API URL when --api is not given.
 	EnvAPIURL = "ROTAGATE_API"
+	// EnvPassword holds the password of the user that --user (or the
+	// user in --api's URL) names.
+	EnvPassword = "ROTAGATE_PASSWORD"
 
 	cliTimeout = 30 * time.Second
 )
@@ -53,9 +59,12 @@ management API.
 
 `
 	cliNotes = `
---api is the control plane's base URL (default: $ROTAGATE_API, else
-http://127.0.0.1:9180). The admin token comes from --token or, better since
-command lines are visible to other users, from $ROTAGATE_ADMIN_TOKEN.
+--api is the control plane's base URL, without /v1 (default: $ROTAGATE_API,
+else http://127.0.0.1:9180). Admins sign in with the admin token, from
+--token or, better since command lines are visible to other users, from
+$ROTAGATE_ADMIN_TOKEN. Owners sign in as a user of the basic_auth in front
+of the control plane: --user <id> with the password in $ROTAGATE_PASSWORD
+(or http://<id>:<password>@host in --api).
 
 A generated secret is printed once, alone on stdout, so that it can be
 captured by a script; everything else goes to stderr. --json prints the
@@ -77,7 +86,7 @@ func commandList(root *cobra.Command) string {
 				continue
 			}
 			p := strings.TrimSpace(path + " " + sub.Use)
-			if sub.Runnable() {
+			if sub.Runnable() && !sub.HasAvailableSubCommands() {
 				if sub.HasAvailableLocalFlags() {
 					p += " [flags]"
 				}
@@ -115,6 +124,7 @@ func AddCLICommand(f func(root *cobra.Command)) {
 func SetupCLI(cmd *cobra.Command) {
 	cmd.PersistentFlags().String("api", "", "control plane base URL (default $"+EnvAPIURL+" or "+DefaultAPIURL+")")
 	cmd.PersistentFlags().String("token", "", "admin token (default $"+EnvAdminToken+")")
+	cmd.PersistentFlags().String("user", "", "sign in as this user of the basic_auth in front of the control plane, with the password in $"+EnvPassword+" (owners)")
 	cmd.PersistentFlags().Bool("json", false, "print the API's JSON answers")
 	cmd.AddCommand(clientCommand(), secretCommand())
 	cliExtMu.Lock()
@@ -124,6 +134,55 @@ func SetupCLI(cmd *cobra.Command) {
 		f(cmd)
 	}
 	cmd.Long = cliAbout + commandList(cmd) + cliNotes
+	commandsOnly(cmd)
+}
+
+// commandsOnly makes cmd and every command under it that only groups
+// others refuse an argument that is not one of them. Cobra would print
+// the help and succeed, so a typo (secret lst) would look like success.
+func commandsOnly(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		commandsOnly(sub)
+	}
+	if !cmd.HasAvailableSubCommands() || cmd.Run != nil || cmd.RunE != nil {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return fmt.Errorf("%s (commands: %s)", msg, strings.Join(names, ", "))
+	}
+}
+
+// namedArgs checks a command's arguments against the <names> of its Use
+// line, and names the missing or extra ones.
+func namedArgs(cmd *cobra.Command, args []string) error {
+	var names []string
+	for _, f := range strings.Fields(cmd.Use)[1:] {
+		if strings.HasPrefix(f, "<") {
+			names = append(names, f)
+		}
+	}
+	switch {
+	case len(args) < len(names):
+		return fmt.Errorf("missing %s; usage: %s", strings.Join(names[len(args):], " "), cmd.UseLine())
+	case len(args) > len(names):
+		return fmt.Errorf("too many arguments (%s); usage: %s", strings.Join(args[len(names):], " "), cmd.UseLine())
+	}
+	return nil
 }
 
 // NewCLI returns a stand-alone `client-credentials` command tree, as
@@ -157,7 +216,7 @@ func clientCommand() *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Creates a client (with a generated cli_… id unless --id is given)",
-		Args:  cobra.NoArgs,
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := createClientRequest{}
 			req.Name, _ = cmd.Flags().GetString("name")
@@ -180,7 +239,7 @@ func clientCommand() *cobra.Command {
 	owners := &cobra.Command{
 		Use:   "owners <client_id>",
 		Short: "Adds or removes owners of a client, then prints its owners",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			add, _ := cmd.Flags().GetStringArray("add")
 			remove, _ := cmd.Flags().GetStringArray("remove")
@@ -198,14 +257,14 @@ func clientCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Lists all clients",
-		Args:  cobra.NoArgs,
+		Args:  namedArgs,
 		RunE:  listClientsCmd,
 	}
 
 	show := &cobra.Command{
 		Use:   "show <client_id>",
 		Short: "Shows a client and its secrets",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out clientDetailJSON
 			return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, func(w io.Writer) {
@@ -226,7 +285,7 @@ func clientCommand() *cobra.Command {
 	del := &cobra.Command{
 		Use:   "delete <client_id>",
 		Short: "Deletes a client, revoking all its secrets",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, http.MethodDelete, clientPath(args[0]), nil, nil, func(w io.Writer) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "deleted client %s\n", args[0])
@@ -275,11 +334,12 @@ func secretCommand() *cobra.Command {
 	generate := &cobra.Command{
 		Use:   "generate <client_id>",
 		Short: "Generates a secret; it is printed this once",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var req generateRequest
-			if v, _ := cmd.Flags().GetString("expires-in"); v != "" {
-				req.ExpiresIn = &v
+			var err error
+			if req.ExpiresIn, err = expiresIn(cmd); err != nil {
+				return err
 			}
 			var out createdSecretJSON
 			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
@@ -287,12 +347,12 @@ func secretCommand() *cobra.Command {
 			})
 		},
 	}
-	generate.Flags().String("expires-in", "", "expire the secret after this Go duration (e.g. 720h)")
+	generate.Flags().String("expires-in", "", "expire the secret after this duration (e.g. 30d, 12h)")
 
 	imp := &cobra.Command{
 		Use:   "import <client_id>",
 		Short: "Imports a legacy secret: a bcrypt/argon2id/PBKDF2 hash, or the plaintext read from stdin",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			hash, _ := cmd.Flags().GetString("hash")
 			stdin, _ := cmd.Flags().GetBool("stdin")
@@ -310,8 +370,9 @@ func secretCommand() *cobra.Command {
 					return errors.New("no secret on stdin")
 				}
 			}
-			if v, _ := cmd.Flags().GetString("expires-in"); v != "" {
-				req.ExpiresIn = &v
+			var err error
+			if req.ExpiresIn, err = expiresIn(cmd); err != nil {
+				return err
 			}
 			var out createdSecretJSON
 			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
@@ -326,7 +387,7 @@ func secretCommand() *cobra.Command {
 	}
 	imp.Flags().String("hash", "", "bcrypt ($2a$/$2b$/$2y$), argon2id PHC or PBKDF2 ($pbkdf2-sha256$/$pbkdf2-sha512$, Kong's or passlib's form) hash of the legacy secret")
 	imp.Flags().Bool("stdin", false, "read the plaintext legacy secret from the first line of stdin")
-	imp.Flags().String("expires-in", "", "expire the secret after this Go duration (e.g. 720h)")
+	imp.Flags().String("expires-in", "", "expire the secret after this duration (e.g. 30d, 12h)")
 
 	add := &cobra.Command{
 		Use:   "add <client_id>",
@@ -352,11 +413,14 @@ func secretCommand() *cobra.Command {
 	rotate := &cobra.Command{
 		Use:   "rotate <client_id>",
 		Short: "Generates a new secret (or registers --public-key/--certificate) and schedules the others to expire after --grace",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			grace, _ := cmd.Flags().GetString("grace")
 			if grace == "" {
-				return errors.New(`--grace is required: how long the other secrets keep working (e.g. 24h); "0s" revokes them at once`)
+				return errors.New(`--grace is required: how long the other secrets keep working (e.g. 24h, 7d); "0s" revokes them at once`)
+			}
+			if d, err := caddy.ParseDuration(grace); err != nil || d < 0 {
+				return fmt.Errorf(`--grace %q is not a duration of 0s or more (e.g. 24h, 7d; "0s" revokes the other secrets at once)`, grace)
 			}
 			req := rotateRequest{Grace: &grace}
 			if err := readCredential(cmd, &req.credentialRequest, false); err != nil {
@@ -374,13 +438,13 @@ func secretCommand() *cobra.Command {
 			})
 		},
 	}
-	rotate.Flags().String("grace", "", `how long the other active secrets keep working (Go duration; "0s" revokes them now)`)
+	rotate.Flags().String("grace", "", `how long the other active secrets keep working (e.g. 24h, 7d; "0s" revokes them now)`)
 	credentialFlags(rotate)
 
 	revoke := &cobra.Command{
 		Use:   "revoke <client_id> <secret_id>",
 		Short: "Revokes a secret at once",
-		Args:  cobra.ExactArgs(2),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out secretJSON
 			return run(cmd, http.MethodDelete, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1]), nil, &out, func(w io.Writer) {
@@ -389,10 +453,22 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
+	label := &cobra.Command{
+		Use:   "label <client_id> <secret_id> <label>",
+		Short: `Labels a secret with the app that has it ("" clears the label)`,
+		Args:  namedArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out secretJSON
+			return run(cmd, http.MethodPut, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1])+"/label", labelRequest{Label: &args[2]}, &out, func(w io.Writer) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "labelled secret %s (%s) of client %s: %s\n", out.ID, out.Hint, args[0], orDash(out.Label))
+			})
+		},
+	}
+
 	list := &cobra.Command{
 		Use:   "list <client_id>",
 		Short: "Lists a client's secrets with their status and last use",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out secretListJSON
 			return run(cmd, http.MethodGet, clientPath(args[0])+"/secrets", nil, &out, func(w io.Writer) {
@@ -401,8 +477,25 @@ func secretCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(generate, imp, add, rotate, revoke, list, callersCommand())
+	c.AddCommand(generate, imp, add, rotate, revoke, label, list, callersCommand())
 	return c
+}
+
+// expiresIn reads --expires-in: empty, or a positive duration (d for
+// days accepted, as the API reads it).
+func expiresIn(cmd *cobra.Command) (*string, error) {
+	v, _ := cmd.Flags().GetString("expires-in")
+	if v == "" {
+		return nil, nil
+	}
+	d, err := caddy.ParseDuration(v)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("--expires-in %q is not a duration such as 30d or 12h", v)
+	case d <= 0:
+		return nil, fmt.Errorf("--expires-in must be positive, not %q", v)
+	}
+	return &v, nil
 }
 
 func clientPath(id string) string { return "/v1/clients/" + url.PathEscape(id) }
@@ -518,27 +611,25 @@ func orDash(s string) string {
 // run calls the API and prints the answer: as JSON with --json, else
 // through human.
 func run(cmd *cobra.Command, method, path string, body, out any, human func(io.Writer)) error {
-	var raw json.RawMessage
-	if err := call(cmd, method, path, body, &raw); err != nil {
+	a, err := send(cmd, method, path, body)
+	if err != nil {
+		return err
+	}
+	if err := a.decode(out); err != nil {
 		return err
 	}
 	w := cmd.OutOrStdout()
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
-		if len(raw) == 0 {
+		if len(a.data) == 0 {
 			return nil
 		}
 		var buf bytes.Buffer
-		if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		if err := json.Indent(&buf, a.data, "", "  "); err != nil {
 			return err
 		}
 		buf.WriteByte('\n')
 		_, err := buf.WriteTo(w)
 		return err
-	}
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("reading the answer: %w", err)
-		}
 	}
 	human(w)
 	return nil
@@ -551,22 +642,82 @@ func printJSON(w io.Writer, v any) error {
 }
 
 // call sends one request to the management API and decodes the answer
-// into out (left alone for 204). API errors become Go errors naming the
-// error code and description.
+// into out (nil: the answer must be 204 No Content).
 func call(cmd *cobra.Command, method, path string, body, out any) error {
-	base, token := CLIFlags(cmd)
-	if token == "" {
-		return fmt.Errorf("no admin token: set $%s or pass --token", EnvAdminToken)
+	a, err := send(cmd, method, path, body)
+	if err != nil {
+		return err
 	}
+	return a.decode(out)
+}
+
+// signIn is how the CLI signs in: with the admin token as a bearer
+// token, or as a user of the basic_auth that the control plane's site
+// puts in front of /v1/clients (owners, docs/owners.md).
+type signIn struct{ token, user, password string }
+
+// cliSignIn reads the sign-in from the flags, the environment and the
+// user in apiURL, which it removes from apiURL so that no message shows
+// the password.
+func cliSignIn(cmd *cobra.Command, apiURL *url.URL) (signIn, error) {
+	_, token := CLIFlags(cmd)
+	tokenFlag, _ := cmd.Flags().GetString("token")
+	user, _ := cmd.Flags().GetString("user")
+	var password string
+	if apiURL.User != nil {
+		if user != "" {
+			return signIn{}, errors.New("give the user in --user or in --api's URL, not both")
+		}
+		user, password = apiURL.User.Username(), ""
+		if p, ok := apiURL.User.Password(); ok {
+			password = p
+		}
+		apiURL.User = nil
+	}
+	switch {
+	case user != "" && tokenFlag != "":
+		return signIn{}, errors.New("give --token (admins) or a user (--user, owners), not both")
+	case user != "":
+		if password == "" {
+			password = os.Getenv(EnvPassword)
+		}
+		if password == "" {
+			return signIn{}, fmt.Errorf("no password for user %s: set $%s", user, EnvPassword)
+		}
+		return signIn{user: user, password: password}, nil
+	case token == "":
+		return signIn{}, fmt.Errorf("no admin token: set $%s or pass --token (admins), or sign in as an owner with --user and $%s", EnvAdminToken, EnvPassword)
+	}
+	return signIn{token: token}, nil
+}
+
+// apiAnswer is an answer of the management API, or of whatever --api
+// points at: the request it answers, its status and body.
+type apiAnswer struct {
+	where  string
+	base   *url.URL
+	status int
+	data   []byte
+}
+
+// send sends one request to the management API. An error answer becomes
+// a Go error naming the API's error code and description or, when the
+// answer is not the API's, the URL and the status.
+func send(cmd *cobra.Command, method, path string, body any) (apiAnswer, error) {
+	base, _ := CLIFlags(cmd)
 	u, err := url.Parse(strings.TrimRight(base, "/"))
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return fmt.Errorf("--api must be a URL such as %s", DefaultAPIURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return apiAnswer{}, fmt.Errorf("--api must be a URL such as %s", DefaultAPIURL)
+	}
+	who, err := cliSignIn(cmd, u)
+	if err != nil {
+		return apiAnswer{}, err
 	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return apiAnswer{}, err
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -578,34 +729,115 @@ func call(cmd *cobra.Command, method, path string, body, out any) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String()+path, rd)
 	if err != nil {
-		return err
+		return apiAnswer{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	if who.user != "" {
+		req.SetBasicAuth(who.user, who.password)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+who.token)
+	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	a := apiAnswer{where: method + " " + req.URL.Redacted(), base: u}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("calling the control plane: %w", err)
+		return a, fmt.Errorf("calling the control plane: %w", err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
+	a.status = resp.StatusCode
+	if a.data, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
+		return a, fmt.Errorf("%s: reading the answer: %w", a.where, err)
 	}
-	if resp.StatusCode >= 300 {
-		var e errorJSON
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d): %s", e.Error, resp.StatusCode, e.Description)
+	if a.status < 300 {
+		return a, nil
+	}
+	var e errorJSON
+	switch {
+	case json.Unmarshal(a.data, &e) != nil || e.Error == "":
+		if a.status == http.StatusUnauthorized && who.user != "" && strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+			return a, fmt.Errorf("%s answered HTTP 401: the basic_auth in front of the control plane refused user %s (is $%s right?)", a.where, who.user, EnvPassword)
 		}
-		return fmt.Errorf("control plane answered HTTP %d", resp.StatusCode)
+		return a, a.notTheAPI("no API error in the body")
+	case e.Error == "invalid_client":
+		return a, fmt.Errorf("%s answered invalid_client (HTTP %d) as a rotagate edge does: --api must name the control plane's site, not an edge's", a.where, a.status)
+	case e.Error == "invalid_token" && who.user != "":
+		return a, fmt.Errorf("invalid_token (HTTP %d): the control plane saw no signed-in user: put basic_auth in front of /v1/clients on its site (docs/owners.md)", a.status)
 	}
-	if resp.StatusCode == http.StatusNoContent || out == nil {
+	return a, fmt.Errorf("%s answered %s (HTTP %d): %s%s", a.where, e.Error, a.status, e.Description, a.withoutV1())
+}
+
+// withoutV1 is a hint when --api ends in /v1, which the CLI adds itself.
+func (a apiAnswer) withoutV1() string {
+	if strings.HasSuffix(a.base.Path, "/v1") {
+		return " (--api must be the control plane's base URL, without /v1)"
+	}
+	return ""
+}
+
+// notTheAPI is the error for an answer that is not the management
+// API's: it names the request and the status, and what --api should be.
+func (a apiAnswer) notTheAPI(what string) error {
+	if hint := a.withoutV1(); hint != "" {
+		return fmt.Errorf("%s answered HTTP %d (%s)%s", a.where, a.status, what, hint)
+	}
+	return fmt.Errorf("%s answered HTTP %d (%s), which is not the management API's answer: --api must be the control plane's base URL", a.where, a.status, what)
+}
+
+// decode reads the answer into out, after checking that it is the
+// answer the API gives: a JSON object with a field of out that the API
+// always sends (one without omitempty; one is enough, so that a control
+// plane older or newer than the CLI, with fields added since, still
+// passes). With out nil, the answer must be 204 No Content.
+func (a apiAnswer) decode(out any) error {
+	if out == nil {
+		if a.status != http.StatusNoContent {
+			return a.notTheAPI("not 204 No Content")
+		}
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
+	if len(bytes.TrimSpace(a.data)) == 0 {
+		return a.notTheAPI("an empty body")
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(a.data, &fields) != nil {
+		return a.notTheAPI("not a JSON object")
+	}
+	want := alwaysSent(reflect.TypeOf(out).Elem())
+	if len(want) > 0 && !slices.ContainsFunc(want, func(f string) bool { _, ok := fields[f]; return ok }) {
+		what := fmt.Sprintf("%q", want[0])
+		if len(want) > 1 {
+			what = fmt.Sprintf("any of %q", want)
+		}
+		return a.notTheAPI("JSON without " + what)
+	}
+	if err := json.Unmarshal(a.data, out); err != nil {
+		return fmt.Errorf("%s: reading the answer: %w", a.where, err)
 	}
 	return nil
+}
+
+// alwaysSent lists the JSON names of the fields of struct type t (and of
+// the structs it embeds) that encoding/json always writes.
+func alwaysSent(t reflect.Type) []string {
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		switch {
+		case f.Anonymous && tag == "":
+			out = append(out, alwaysSent(f.Type)...)
+		case !f.IsExported() || name == "-" || strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero"):
+		case name == "":
+			out = append(out, f.Name)
+		default:
+			out = append(out, name)
+		}
+	}
+	return out
 }

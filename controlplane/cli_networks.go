@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
 // networksCommand is `client networks`: show, set, clear or suggest a
@@ -19,14 +21,14 @@ func networksCommand() *cobra.Command {
 		Use:   "networks <client_id>",
 		Short: "Shows or sets the networks a client may call from (--set, --clear, --report-only, --enforce), or suggests them (--suggest)",
 		Long: `Shows or sets the networks a client may call from. With no flag it prints
-them, one CIDR a line (nothing: anywhere). --set replaces them with a
+them, one CIDR per line (nothing: anywhere). --set replaces them with a
 comma-separated list of CIDR prefixes or addresses; --clear allows anywhere.
 --report-only records calls from outside without refusing them; --enforce
 refuses them (the default for a client). Without a mode flag, the mode stays
 as it is. --suggest prints the smallest set of networks covering the callers
 of the client's active secrets seen within --within (default: the control
 plane's tombstone_window), without saving it.`,
-		Args: cobra.ExactArgs(1),
+		Args: namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, _ := cmd.Flags().GetStringSlice("set")
 			clear, _ := cmd.Flags().GetBool("clear")
@@ -54,8 +56,8 @@ plane's tombstone_window), without saving it.`,
 				var out suggestionJSON
 				return run(cmd, http.MethodPost, path+"/suggest", req, &out, func(w io.Writer) {
 					printCIDRs(w, out.AllowedCIDRs)
-					fmt.Fprintf(cmd.ErrOrStderr(), "covers the %d caller IPs seen; not saved (apply with: client networks %s --set %s)\n",
-						out.Callers, args[0], orDash(strings.Join(out.AllowedCIDRs, ",")))
+					fmt.Fprintf(cmd.ErrOrStderr(), "covers the %s seen; not saved (apply with: client networks %s --set %s)\n",
+						rules.Plural(int64(out.Callers), "caller IP", "caller IPs"), args[0], orDash(strings.Join(out.AllowedCIDRs, ",")))
 					if out.UnlistedRequests > 0 {
 						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d requests came from IPs the edges did not list one by one (over 64 per secret per flush); these networks may miss callers\n", out.UnlistedRequests)
 					}
@@ -108,7 +110,7 @@ func printNetworks(cmd *cobra.Command, w io.Writer, clientID string, n networksJ
 		fmt.Fprintf(cmd.ErrOrStderr(), "client %s may call from anywhere\n", clientID)
 		return
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "client %s may call from %d networks (%s)\n", clientID, len(n.AllowedCIDRs), mode)
+	fmt.Fprintf(cmd.ErrOrStderr(), "client %s may call from %s (%s)\n", clientID, rules.Plural(int64(len(n.AllowedCIDRs)), "network", "networks"), mode)
 }
 
 // callersCommand is `secret callers`.
@@ -116,7 +118,7 @@ func callersCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "callers <client_id> <secret_id>",
 		Short: "Lists the caller IPs of a secret, and whether each has moved to the newest secret",
-		Args:  cobra.ExactArgs(2),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out callersJSON
 			path := clientPath(args[0]) + "/secrets/" + url.PathEscape(args[1]) + "/callers"

@@ -162,7 +162,7 @@ func TestCLISecrets(t *testing.T) {
 	if _, _, err := c.run("secret", "revoke", "svc/one", "sec_01234567890123456789"); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Fatalf("revoke unknown: %v", err)
 	}
-	if _, _, err := c.run("secret", "generate", "svc/one", "--expires-in", "soon"); err == nil || !strings.Contains(err.Error(), "expires_in") {
+	if _, _, err := c.run("secret", "generate", "svc/one", "--expires-in", "soon"); err == nil || !strings.Contains(err.Error(), "--expires-in \"soon\" is not a duration") {
 		t.Fatalf("bad --expires-in: %v", err)
 	}
 }

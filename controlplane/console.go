@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"go.uber.org/zap"
@@ -58,6 +59,9 @@ const (
 	filterScanLimit = 5000
 	// consoleAuditLimit is how many audit entries a client page shows.
 	consoleAuditLimit = 50
+	// recentAfterRevoke is how far back My clients looks for dead
+	// secrets presented at an edge: its badge shows the recent ones.
+	recentAfterRevoke = 7 * 24 * time.Hour
 )
 
 // console serves the web console (docs/design.md §9) over the same Service and
@@ -94,6 +98,7 @@ func newConsole(a *API) (*console, error) {
 	}{
 		{"GET", "/console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static))},
 		{"GET", "/console/{$}", c.signedIn(c.clientsPage)},
+		{"GET", "/console/signout", c.signedIn(c.signOut)},
 		{"POST", "/console/clients", c.signedIn(c.post(c.createClient))},
 		{"GET", "/console/clients/{client_id}", c.signedIn(c.clientPage)},
 		{"GET", "/console/clients/{client_id}/generate", c.signedIn(c.confirmGenerate)},
@@ -102,6 +107,8 @@ func newConsole(a *API) (*console, error) {
 		{"POST", "/console/clients/{client_id}/rotate", c.signedIn(c.post(c.rotate))},
 		{"GET", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.confirmRevoke)},
 		{"POST", "/console/clients/{client_id}/secrets/{secret_id}/revoke", c.signedIn(c.post(c.revoke))},
+		{"GET", "/console/clients/{client_id}/secrets/{secret_id}/label", c.signedIn(c.confirmLabel)},
+		{"POST", "/console/clients/{client_id}/secrets/{secret_id}/label", c.signedIn(c.post(c.label))},
 		{"POST", "/console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners))},
 		{"GET", "/console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks)},
 		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
@@ -266,19 +273,36 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, status int, pag
 }
 
 type errorView struct {
-	Frame   frame
-	Title   string
-	Lines   []string
-	Example string
-	Back    string
+	Frame          frame
+	Title          string
+	Lines          []string
+	Example        string
+	Back, BackText string
 }
 
+// errorPage answers with a page that says what went wrong and leads back:
+// to the client's page when there is one to go back to, else to My
+// clients.
 func (c *console) errorPage(w http.ResponseWriter, r *http.Request, fr frame, status int, title string, lines ...string) {
-	back := ""
+	v := errorView{Frame: fr, Title: title, Lines: lines, Back: ConsolePrefix, BackText: "Back to My clients"}
 	if id := r.PathValue("client_id"); id != "" && status != http.StatusNotFound {
-		back = consoleClientPath(id)
+		v.Back, v.BackText = consoleClientPath(id), "Back to "+id
 	}
-	c.render(w, r, status, "error", errorView{Frame: fr, Title: title, Lines: lines, Back: back})
+	c.render(w, r, status, "error", v)
+}
+
+// signOut says how to sign out: the console has no session of its own,
+// the authentication handler in front has.
+func (c *console) signOut(w http.ResponseWriter, r *http.Request, _ rules.Actor, fr frame) {
+	c.render(w, r, http.StatusOK, "error", errorView{
+		Frame: fr, Title: "Sign out",
+		Lines: []string{
+			"The console has no sign-in of its own: the authentication handler in front of it signed you in, and signing out happens there.",
+			"With basic_auth, the browser keeps your password until you close it: close every window of this browser (or clear its saved passwords) to sign out.",
+			"With forward_auth to an SSO, sign out of the SSO.",
+		},
+		Back: ConsolePrefix, BackText: "Back to My clients",
+	})
 }
 
 // fail answers an error from the rules with a page.
@@ -288,6 +312,8 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, fr frame, err err
 		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "There is no such client or secret, or you are not one of its owners.")
 	case errors.Is(err, rules.ErrForbidden):
 		c.errorPage(w, r, fr, http.StatusForbidden, "Admins only", "Only an admin can do this.")
+	case errors.Is(err, rules.ErrTooManyActive) && strings.HasSuffix(r.URL.Path, "/rotate"):
+		c.errorPage(w, r, fr, http.StatusConflict, "Too many active secrets", c.rotateAtMax())
 	case errors.Is(err, rules.ErrTooManyActive):
 		c.errorPage(w, r, fr, http.StatusConflict, "Too many active secrets", c.maxSentence())
 	case errors.Is(err, store.ErrClientExists):
@@ -303,7 +329,13 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, fr frame, err err
 
 // maxSentence is the sentence users know from hosted providers.
 func (c *console) maxSentence() string {
-	return fmt.Sprintf("you can only have a maximum of %d active secrets; revoke one before you generate another", c.svc.MaxActiveSecrets())
+	return fmt.Sprintf("You can only have a maximum of %d active secrets; revoke one before you generate another.", c.svc.MaxActiveSecrets())
+}
+
+// rotateAtMax says what a rotation at the maximum can do, before the
+// click (the rotate dialog and page) and after one that failed.
+func (c *console) rotateAtMax() string {
+	return fmt.Sprintf("At the maximum of %d active secrets, a rotation can only revoke the other secrets at once: apps still using them stop working within the edges' revocation delay. To keep a grace period, revoke one secret first.", c.svc.MaxActiveSecrets())
 }
 
 // when is a time as the pages show it.
@@ -328,11 +360,17 @@ func redirect(w http.ResponseWriter, r *http.Request, path, done string) {
 	http.Redirect(w, r, path, http.StatusSeeOther)
 }
 
+// revokedNotice names the secret revoked (the page looks it up in the
+// client's own secrets, so no text of the request is shown) and how soon
+// edges refuse it.
+const revokedNotice = "Secret %s (%s) revoked. Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured)."
+
 var notices = map[string]string{
 	"created":  "Client created.",
 	"deleted":  "Client deleted; its secrets are revoked.",
-	"revoked":  "Secret revoked. Every edge refuses it within the revocation delay.",
+	"revoked":  "Secret revoked. Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured).",
 	"owners":   "Owners saved.",
+	"labelled": "Label saved.",
 	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
 	"sink":     "Sink saved. New secrets of this client go to it.",
 	"unsunk":   "Sink removed. New secrets of this client are shown once again.",
@@ -355,8 +393,9 @@ type clientRow struct {
 	ID, Name, Path string
 	Active         int
 	LastUsed       *when
-	// AfterRevoke adds up the client's dead secrets presented at edges.
-	AfterRevoke int64
+	// AfterRevoke says when a dead secret of the client was last
+	// presented at an edge, if that was within recentAfterRevoke.
+	AfterRevoke string
 }
 
 func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -379,7 +418,7 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.
 			return
 		}
 		row := clientRow{ID: cl.ID, Name: cl.Name, Path: consoleClientPath(cl.ID)}
-		var last *time.Time
+		var last, dead *time.Time
 		for i := range secrets {
 			if secrets[i].Active(now) {
 				row.Active++
@@ -387,9 +426,14 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.
 			if lu := secrets[i].LastUsedAt; lu != nil && (last == nil || lu.After(*last)) {
 				last = lu
 			}
-			row.AfterRevoke += secrets[i].PresentedAfterRevoke
+			if pa := secrets[i].LastPresentedAfterRevokeAt; pa != nil && (dead == nil || pa.After(*dead)) {
+				dead = pa
+			}
 		}
 		row.LastUsed = at(last)
+		if dead != nil && now.Sub(*dead) < recentAfterRevoke {
+			row.AfterRevoke = "presented after revoke " + ago(now.Sub(*dead)) + " ago"
+		}
 		v.Clients = append(v.Clients, row)
 	}
 	if next != "" {
@@ -458,11 +502,17 @@ type clientView struct {
 	Created    *when
 	Owners     []string
 	OwnersText string
+	// Secrets are the active (and expiring) ones, newest first; Dead the
+	// revoked and expired ones, shown collapsed.
 	Secrets    []secretRow
+	Dead       []secretRow
+	DeadText   string
 	AtMax      bool
-	Max        int
+	MaxText    string
+	RotateNote string
 	Seen       string
 	Graces     []graceOption
+	Expiries   []graceOption
 	Audit      []auditRow
 	Callers    []callersView
 	Networks   networksView
@@ -475,12 +525,14 @@ type secretRow struct {
 	// or certificate.
 	Kind       store.Kind
 	Thumbprint string
-	Status     store.Status
-	Created    *when
-	Expires    *when
-	Revoked    *when
-	LastUsed   *when
-	LastFrom   string
+	// Label says which app has the secret; LabelPath is its edit page.
+	Label, LabelPath string
+	Status           store.Status
+	Created          *when
+	Expires          *when
+	Revoked          *when
+	LastUsed         *when
+	LastFrom         string
 	// AfterRevoke counts the requests that presented the secret after it
 	// was revoked or expired; AfterRevokeAt and …From are the newest.
 	AfterRevoke     int64
@@ -504,10 +556,14 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 		return
 	}
 	now := c.svc.Now()
+	q := r.URL.Query()
 	v := clientView{
-		Frame: fr, ID: cl.ID, Name: cl.Name, Path: consoleClientPath(cl.ID), Notice: notices[r.URL.Query().Get("done")],
+		Frame: fr, ID: cl.ID, Name: cl.Name, Path: consoleClientPath(cl.ID), Notice: notices[q.Get("done")],
 		Created: at(&cl.CreatedAt), Owners: cl.Owners, OwnersText: strings.Join(cl.Owners, ", "),
-		Max: c.svc.MaxActiveSecrets(), Seen: seenSecrets(secrets), Graces: graces(),
+		Seen: seenSecrets(secrets), Expiries: expiries(),
+	}
+	if i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == q.Get("secret") }); i >= 0 && q.Get("done") == "revoked" {
+		v.Notice = fmt.Sprintf(revokedNotice, secrets[i].Hint, secrets[i].ID)
 	}
 	active := 0
 	for i := len(secrets) - 1; i >= 0; i-- { // newest first
@@ -518,14 +574,22 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 			AfterRevoke: s.PresentedAfterRevoke, AfterRevokeAt: at(s.LastPresentedAfterRevokeAt),
 			AfterRevokeFrom: s.LastPresentedAfterRevokeFrom, LeakReported: at(s.LeakReportedAt),
 			RevokePath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/revoke",
+			Label:      s.Label, LabelPath: consoleClientPath(cl.ID) + "/secrets/" + url.PathEscape(s.ID) + "/label",
 		}
-		if row.Active {
-			active++
-			row.CutOver = cutOverHint(s, secrets, now)
+		if !row.Active {
+			v.Dead = append(v.Dead, row)
+			continue
 		}
+		active++
+		row.CutOver = cutOverHint(s, secrets, now)
 		v.Secrets = append(v.Secrets, row)
 	}
-	v.AtMax = active >= v.Max
+	v.DeadText = rules.Plural(int64(len(v.Dead)), "revoked or expired secret", "revoked or expired secrets")
+	v.AtMax = active >= c.svc.MaxActiveSecrets()
+	v.Graces = graces(v.AtMax)
+	if v.AtMax {
+		v.MaxText, v.RotateNote = c.maxSentence(), c.rotateAtMax()
+	}
 	v.Networks = newNetworksView(fr, cl)
 	if v.Sink, err = c.sinkPanel(r, who, fr, cl.ID); err != nil {
 		c.fail(w, r, fr, err)
@@ -560,13 +624,31 @@ type graceOption struct {
 	Selected     bool
 }
 
-func graces() []graceOption {
+// graces are the grace periods a rotation offers: at the maximum of
+// active secrets, only none works (the others are revoked at once).
+func graces(atMax bool) []graceOption {
+	none := graceOption{Value: "0s", Label: "none: revoke the other secrets now"}
+	if atMax {
+		none.Selected = true
+		return []graceOption{none}
+	}
 	return []graceOption{
-		{Value: "0s", Label: "none: revoke the other secrets now"},
+		none,
 		{Value: "1h", Label: "1 hour"},
 		{Value: "24h", Label: "1 day", Selected: true},
 		{Value: "168h", Label: "7 days"},
 		{Value: "720h", Label: "30 days"},
+	}
+}
+
+// expiries are when a generated secret may expire, never by default.
+func expiries() []graceOption {
+	return []graceOption{
+		{Value: "", Label: "never", Selected: true},
+		{Value: "168h", Label: "in 7 days"},
+		{Value: "720h", Label: "in 30 days"},
+		{Value: "2160h", Label: "in 90 days"},
+		{Value: "8760h", Label: "in 1 year"},
 	}
 }
 
@@ -598,13 +680,13 @@ func cutOverHint(old store.Secret, all []store.Secret, now time.Time) cutOver {
 	case newer.FirstUsedAt == nil:
 		return cutOver{"warn", "The new secret " + newer.Hint + " has not been used yet: update your app before you revoke this one."}
 	case old.LastUsedAt != nil && !old.LastUsedAt.Before(*newer.FirstUsedAt):
-		text := "still used " + ago(now.Sub(*old.LastUsedAt)) + " ago"
+		text := "Still used " + ago(now.Sub(*old.LastUsedAt)) + " ago"
 		if old.LastUsedFrom != "" {
 			text += " from " + old.LastUsedFrom
 		}
 		return cutOver{"warn", text + ", after the new secret's first use: some app still has this one."}
 	}
-	return cutOver{"ok", "not used since the new secret's first use at " + newer.FirstUsedAt.UTC().Format("15:04:05 UTC") + " — safe to revoke"}
+	return cutOver{"ok", "Not used since the new secret's first use at " + newer.FirstUsedAt.UTC().Format("15:04:05 UTC") + " — safe to revoke."}
 }
 
 // ago words a duration as "4 minutes".
@@ -640,6 +722,10 @@ type confirmView struct {
 	Guard      bool
 	Seen       string
 	Graces     []graceOption
+	Expiries   []graceOption
+	// LabelField asks for a secret's label, LabelText is the current one.
+	LabelField bool
+	LabelText  string
 	TypeID     bool
 	Danger     bool
 }
@@ -661,18 +747,33 @@ func (c *console) confirmGenerate(w http.ResponseWriter, r *http.Request, who ru
 		return
 	}
 	v.Lines = []string{"A new secret is added next to the active ones; nothing stops working. It is shown once, on the next page."}
-	v.Guard, v.Seen = true, seenSecrets(secrets)
+	v.Guard, v.Seen, v.Expiries = true, seenSecrets(secrets), expiries()
 	c.render(w, r, http.StatusOK, "confirm", v)
 }
 
 func (c *console) confirmRotate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
-	v, secrets, ok := c.confirmFor(w, r, who, fr, "Rotate…", "/rotate")
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "Rotate secrets", "/rotate")
 	if !ok {
 		return
 	}
+	now := c.svc.Now()
+	atMax := countActive(secrets, now) >= c.svc.MaxActiveSecrets()
 	v.Lines = []string{"A new secret is generated, and every other active secret expires after the grace period."}
-	v.Guard, v.Seen, v.Graces = true, seenSecrets(secrets), graces()
+	if atMax {
+		v.Lines = []string{"A new secret is generated.", c.rotateAtMax()}
+	}
+	v.Guard, v.Seen, v.Graces = true, seenSecrets(secrets), graces(atMax)
 	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func countActive(secrets []store.Secret, now time.Time) int {
+	n := 0
+	for i := range secrets {
+		if secrets[i].Active(now) {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -688,8 +789,33 @@ func (c *console) confirmRevoke(w http.ResponseWriter, r *http.Request, who rule
 	}
 	hint := cutOverHint(secrets[i], secrets, now)
 	v.Title, v.CutOver, v.Danger = "Revoke "+secrets[i].Hint+"?", &hint, true
-	v.Lines = []string{"Every edge refuses it within the revocation delay. This cannot be undone."}
+	v.Lines = []string{"Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured). This cannot be undone."}
 	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+// confirmLabel is the page that sets a secret's label.
+func (c *console) confirmLabel(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
+	v, secrets, ok := c.confirmFor(w, r, who, fr, "", "/secrets/"+url.PathEscape(r.PathValue("secret_id"))+"/label")
+	if !ok {
+		return
+	}
+	i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == r.PathValue("secret_id") })
+	if i < 0 {
+		c.errorPage(w, r, fr, http.StatusNotFound, "Not found", "This client has no such secret.")
+		return
+	}
+	v.Title, v.LabelField, v.LabelText = "Label "+secrets[i].Hint, true, secrets[i].Label
+	v.Lines = []string{"Which app has this secret? The label shows on this page and in the API and CLI listings; empty clears it."}
+	c.render(w, r, http.StatusOK, "confirm", v)
+}
+
+func (c *console) label(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
+	id := r.PathValue("client_id")
+	if _, err := c.svc.LabelSecret(r.Context(), who, id, r.PathValue("secret_id"), r.PostForm.Get("label")); err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	redirect(w, r, consoleClientPath(id), "labelled")
 }
 
 func (c *console) confirmDelete(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -723,8 +849,15 @@ type secretView struct {
 	SecretID   string
 	Hint       string
 	Expires    *when
-	Expiring   string
-	Revoked    string
+	// Expiring and Revoked are the other secrets a rotation scheduled to
+	// expire (with when) or revoked.
+	Expiring []otherSecret
+	Revoked  []otherSecret
+}
+
+type otherSecret struct {
+	ID, Hint string
+	Expires  *when
 }
 
 // fresh reports whether the client has as many secrets as when the form
@@ -746,12 +879,21 @@ func (c *console) generate(w http.ResponseWriter, r *http.Request, who rules.Act
 	if !c.fresh(w, r, who, fr) {
 		return
 	}
-	ns, err := c.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), rules.GenerateOptions{})
+	var opts rules.GenerateOptions
+	if v := r.PostForm.Get("expires_in"); v != "" {
+		d, err := caddy.ParseDuration(v)
+		if err != nil || d <= 0 {
+			c.errorPage(w, r, fr, http.StatusBadRequest, "Bad request", "Choose when the secret expires.")
+			return
+		}
+		opts.ExpiresIn = d
+	}
+	ns, err := c.svc.GenerateSecret(r.Context(), who, r.PathValue("client_id"), opts)
 	if err != nil {
 		c.fail(w, r, fr, err)
 		return
 	}
-	c.showSecret(w, r, fr, ns)
+	c.showSecret(w, r, who, fr, ns)
 }
 
 func (c *console) rotate(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -768,20 +910,42 @@ func (c *console) rotate(w http.ResponseWriter, r *http.Request, who rules.Actor
 		c.fail(w, r, fr, err)
 		return
 	}
-	c.showSecret(w, r, fr, ns)
+	c.showSecret(w, r, who, fr, ns)
 }
 
-func (c *console) showSecret(w http.ResponseWriter, r *http.Request, fr frame, ns rules.CreatedSecret) {
+// showSecret renders the new secret, and the other secrets a rotation
+// scheduled to expire (with when) or revoked.
+func (c *console) showSecret(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame, ns rules.CreatedSecret) {
 	id := r.PathValue("client_id")
 	if ns.DeliveredTo != "" {
 		redirect(w, r, consoleClientPath(id), "delivered")
 		return
 	}
-	c.render(w, r, http.StatusOK, "secret", secretView{
+	v := secretView{
 		Frame: fr, ClientID: id, ClientPath: consoleClientPath(id), Secret: ns.Plaintext,
 		SecretID: ns.Secret.ID, Hint: ns.Secret.Hint, Expires: at(ns.Secret.ExpiresAt),
-		Expiring: strings.Join(ns.Expiring, ", "), Revoked: strings.Join(ns.Revoked, ", "),
-	})
+	}
+	if len(ns.Expiring)+len(ns.Revoked) > 0 {
+		secrets, err := c.svc.ListSecrets(r.Context(), who, id)
+		if err != nil {
+			c.fail(w, r, fr, err)
+			return
+		}
+		other := func(sid string) otherSecret {
+			o := otherSecret{ID: sid}
+			if i := slices.IndexFunc(secrets, func(s store.Secret) bool { return s.ID == sid }); i >= 0 {
+				o.Hint, o.Expires = secrets[i].Hint, at(secrets[i].ExpiresAt)
+			}
+			return o
+		}
+		for _, sid := range ns.Expiring {
+			v.Expiring = append(v.Expiring, other(sid))
+		}
+		for _, sid := range ns.Revoked {
+			v.Revoked = append(v.Revoked, other(sid))
+		}
+	}
+	c.render(w, r, http.StatusOK, "secret", v)
 }
 
 func (c *console) revoke(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -790,7 +954,7 @@ func (c *console) revoke(w http.ResponseWriter, r *http.Request, who rules.Actor
 		c.fail(w, r, fr, err)
 		return
 	}
-	redirect(w, r, consoleClientPath(id), "revoked")
+	redirect(w, r, consoleClientPath(id), "revoked&secret="+url.QueryEscape(r.PathValue("secret_id")))
 }
 
 func (c *console) saveOwners(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {

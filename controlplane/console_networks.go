@@ -43,15 +43,15 @@ type networksView struct {
 	Frame      frame
 	ClientID   string
 	ClientPath string
-	// Text is the networks, one a line, as the form's text area shows them.
+	// Text is the networks, one per line, as the form's text area shows them.
 	Text       string
 	CIDRs      []string
 	ReportOnly bool
 	// The suggestion page: how many callers it covers, and how many
 	// requests came from addresses the edges did not list.
-	Suggested bool
-	Callers   int
-	Unlisted  int64
+	Suggested   bool
+	CallersText string
+	Unlisted    int64
 }
 
 // secretCallers lists the callers of a client's secrets, newest secret
@@ -112,7 +112,8 @@ func (c *console) suggestNetworks(w http.ResponseWriter, r *http.Request, who ru
 		return
 	}
 	v := newNetworksView(fr, cl)
-	v.Text, v.CIDRs, v.Suggested, v.Callers, v.Unlisted = strings.Join(sug.CIDRs, "\n"), sug.CIDRs, true, sug.Callers, sug.Unlisted
+	v.Text, v.CIDRs, v.Suggested, v.Unlisted = strings.Join(sug.CIDRs, "\n"), sug.CIDRs, true, sug.Unlisted
+	v.CallersText = rules.Plural(int64(sug.Callers), "caller address", "caller addresses")
 	v.ReportOnly = cl.NetworksReportOnly || len(cl.AllowedCIDRs) == 0
 	c.render(w, r, http.StatusOK, "networks", v)
 }

@@ -335,13 +335,25 @@ func TestConsoleAtTheMax(t *testing.T) {
 	e.mustGenerate("app")
 	olive := e.browser("olive")
 	page := olive.get("/console/clients/app")
-	mustContain(t, page, "you can only have a maximum of 2 active secrets; revoke one before you generate another",
+	mustContain(t, page, "You can only have a maximum of 2 active secrets; revoke one before you generate another.",
 		`<button type="button" disabled>Generate new secret</button>`)
 	mustNotContain(t, page, `href="/console/clients/app/generate"`)
 	// A POST anyway is refused with the same sentence.
 	r := olive.post("/console/clients/app/generate", url.Values{"seen": {seenOf(t, page)}})
 	mustStatus(t, r, 409)
-	mustContain(t, r, "you can only have a maximum of 2 active secrets; revoke one before you generate another")
+	mustContain(t, r, "You can only have a maximum of 2 active secrets; revoke one before you generate another.")
+	// Rotate offers only what works at the maximum, and says so before
+	// the click, in the dialog and on the page without JavaScript.
+	const atMax = "At the maximum of 2 active secrets, a rotation can only revoke the other secrets at once"
+	for _, p := range []response{page, olive.get("/console/clients/app/rotate")} {
+		mustContain(t, p, atMax, `<option value="0s" selected>none: revoke the other secrets now</option>`)
+		mustNotContain(t, p, `value="24h"`, `value="1h"`)
+	}
+	// A rotation with a grace anyway says why it failed, not "generate".
+	r = olive.post("/console/clients/app/rotate", url.Values{"seen": {seenOf(t, page)}, "grace": {"24h"}})
+	mustStatus(t, r, 409)
+	mustContain(t, r, atMax, "Back to app")
+	mustNotContain(t, r, "before you generate another")
 	// Rotating with no grace is always allowed.
 	r = olive.post("/console/clients/app/rotate", url.Values{"seen": {seenOf(t, page)}, "grace": {"0s"}})
 	mustStatus(t, r, 200)
@@ -355,10 +367,17 @@ func TestConsoleRotateWithGrace(t *testing.T) {
 	e, first := consoleEnv(t)
 	olive := e.browser("olive")
 	confirm := olive.get("/console/clients/app/rotate")
-	mustContain(t, confirm, "Rotate…", "Grace period", `value="24h" selected`, "Confirm")
+	mustContain(t, confirm, "Rotate secrets", "Grace period", `value="24h" selected`, "Confirm")
+	mustNotContain(t, confirm, "Rotate…", "At the maximum")
 	r := olive.post("/console/clients/app/rotate", url.Values{"seen": {seenOf(t, confirm)}, "grace": {"24h"}})
 	mustStatus(t, r, 200)
-	mustContain(t, r, "This value will only be shown once", "Expiring", first.Secret.ID)
+	// The secret expiring, with when.
+	mustContain(t, r, "This value will only be shown once", "Expiring", first.Secret.ID, first.Secret.ID+`</span> at <time datetime="2030-01-03T03:04:05Z">2030-01-03 03:04:05 UTC</time>`)
+	// The audit log words the grace for people.
+	trail, _ := e.store.Audit(context.Background(), "app", 1)
+	if !strings.HasPrefix(trail[0].Detail, "grace 1 day; expiring "+first.Secret.ID) {
+		t.Errorf("audit detail %q", trail[0].Detail)
+	}
 	mustStatus(t, olive.post("/console/clients/app/rotate", url.Values{"seen": {"0"}, "grace": {"forever"}}), 400)
 }
 
@@ -385,27 +404,32 @@ func TestConsoleRevokeWithTheCutOverHint(t *testing.T) {
 	stamp(old, base.Add(time.Minute), "10.1.2.3")
 	stamp(fresh, base.Add(2*time.Minute), "10.9.9.9")
 	r := olive.get(revokePage)
-	mustContain(t, r, "not used since the new secret's first use at 03:07:05 UTC — safe to revoke", "Confirm")
+	mustContain(t, r, "Not used since the new secret's first use at 03:07:05 UTC — safe to revoke.", "Confirm")
 	mustNotContain(t, r, "still used")
 	// Another app still has the old one: used after the new one's first use.
 	stamp(old, base.Add(2*time.Minute+time.Second), "10.1.2.3")
 	stamp(fresh, base.Add(5*time.Minute), "10.9.9.9")
 	r = olive.get(revokePage)
-	mustContain(t, r, "still used 3 minutes ago from 10.1.2.3")
+	mustContain(t, r, "Still used 3 minutes ago from 10.1.2.3")
 	mustNotContain(t, r, "safe to revoke")
 	// The dialog on the client page says the same.
-	mustContain(t, olive.get("/console/clients/app"), "still used 3 minutes ago from 10.1.2.3")
+	mustContain(t, olive.get("/console/clients/app"), "Still used 3 minutes ago from 10.1.2.3")
 
 	r = olive.post(revokePage, nil)
 	mustStatus(t, r, 303)
-	if loc := r.header.Get("Location"); loc != "/console/clients/app?done=revoked" {
+	if loc := r.header.Get("Location"); loc != "/console/clients/app?done=revoked&secret="+old.Secret.ID {
 		t.Fatalf("revoke went to %q", loc)
 	}
 	secrets, _ := e.svc.ListSecrets(context.Background(), who, "app")
 	if secrets[0].RevokedAt == nil || secrets[1].RevokedAt != nil {
 		t.Fatal("the wrong secret was revoked")
 	}
-	mustContain(t, olive.get("/console/clients/app?done=revoked"), "Secret revoked", "revoked")
+	// The notice names the secret and how soon edges refuse it; the
+	// secret is one of the client's, never text from the URL.
+	mustContain(t, olive.get(r.header.Get("Location")), "Secret "+old.Secret.Hint+" ("+old.Secret.ID+") revoked. Every edge refuses it within its revocation delay")
+	other := olive.get("/console/clients/app?done=revoked&secret=sec_madeup")
+	mustContain(t, other, "Secret revoked. Every edge")
+	mustNotContain(t, other, "sec_madeup")
 	// A revoked secret has no Revoke page any more.
 	mustStatus(t, olive.get(revokePage), 404)
 }

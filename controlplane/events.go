@@ -75,7 +75,7 @@ func eventsCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Lists recent events, newest first, and where their webhook deliveries stand",
-		Args:  cobra.NoArgs,
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			limit, _ := cmd.Flags().GetInt("limit")
 			q := url.Values{}

@@ -393,7 +393,8 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	mustStatus(t, r, 200)
 	mustContain(t, r, `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`, "from 198.51.100.4", "2030-01-02 03:03:05 UTC")
 	mustNotContain(t, r, "leak reported", "style=")
-	mustContain(t, e.browser("olive").get("/console/"), `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`)
+	// My clients shows the recent ones: within the last 7 days.
+	mustContain(t, e.browser("olive").get("/console/"), `<span class="badge badge-danger" role="note">presented after revoke 1 minute ago</span>`)
 
 	fresh := e.mustGenerate("app")
 	if _, err := e.svc.ReportLeak(ctx, rules.Actor{TokenID: "leak-token", Leak: true}, rules.LeakReport{Token: fresh.Plaintext}); err != nil {
@@ -407,6 +408,13 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	if got := afterRevoke(toSecretJSON(mustSecret(t, e, "app", fresh.Secret.ID), e.clock.Now())); got != "-; leak reported 2030-01-02T03:04:05Z" {
 		t.Fatalf("secret list column: %q", got)
 	}
+	// …and no longer those older than that; the client page still has
+	// them.
+	e.clock.Add(7*24*time.Hour - 2*time.Minute)
+	mustContain(t, e.browser("olive").get("/console/"), "presented after revoke 6 days ago")
+	e.clock.Add(2 * time.Minute)
+	mustNotContain(t, e.browser("olive").get("/console/"), "presented after revoke")
+	mustContain(t, e.browser("olive").get("/console/clients/app"), "presented after revoke: 3")
 }
 
 func mustSecret(t *testing.T, e *env, clientID, secretID string) store.Secret {

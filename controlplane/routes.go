@@ -87,6 +87,7 @@ func (a *API) table() []route {
 		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.generateSecret},
 		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, a.rotateSecret},
 		{"DELETE", "/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, 0, a.revokeSecret},
+		{"PUT", "/v1/clients/{client_id}/secrets/{secret_id}/label", roleAdmin, 0, a.labelSecret},
 		{"GET", "/v1/clients/{client_id}/secrets/{secret_id}/callers", roleAdmin, 0, a.listCallers},
 		{"GET", "/v1/events", roleAdmin, 0, a.listEvents},
 		{"GET", wire.SnapshotPath, roleEdge, 0, a.snapshot},

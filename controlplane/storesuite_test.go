@@ -75,6 +75,7 @@ var storeSuite = []struct {
 	{"ConcurrentRotateNeverExceedsMax", testConcurrentRotateNeverExceedsMax},
 	{"EveryChangeIsPublished", testEveryChangeIsPublished},
 	{"ApplyUsageMergesAndClamps", testApplyUsageMergesAndClamps},
+	{"LabelSecret", testLabelSecret},
 	// Owners and roles (roles_test.go).
 	{"RolesAndActions", testRolesAndActions},
 	// Callers and allowed networks (callers_test.go).

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -115,7 +117,7 @@ func (s *Service) GenerateSecret(ctx context.Context, who Actor, clientID string
 		}
 		detail := credentialDetail(ns.Secret)
 		if opts.ExpiresIn > 0 {
-			detail = strings.TrimPrefix(detail+"; expires in "+opts.ExpiresIn.String(), "; ")
+			detail = strings.TrimPrefix(detail+"; expires in "+HumanDuration(opts.ExpiresIn), "; ")
 		}
 		return added.deliveredTo, s.record(ctx, tx, who, action, clientID, ns.Secret.ID, sinkDetail(detail, added.deliveredTo))
 	})
@@ -224,7 +226,11 @@ func (s *Service) rotate(ctx context.Context, who Actor, clientID string, grace 
 				return res, err
 			}
 		}
-		detail := strings.TrimPrefix(credentialDetail(ns.Secret)+"; grace "+grace.String(), "; ")
+		detail := "grace none"
+		if grace > 0 {
+			detail = "grace " + HumanDuration(grace)
+		}
+		detail = strings.TrimPrefix(credentialDetail(ns.Secret)+"; "+detail, "; ")
 		if len(res.expiring) > 0 {
 			detail += "; expiring " + strings.Join(res.expiring, ", ")
 		}
@@ -284,6 +290,54 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 			return sec, s.record(ctx, tx, who, "secret.revoke", clientID, secretID, "")
 		}
 		return store.Secret{}, store.ErrNotFound
+	})
+}
+
+// MaxLabelLength bounds a secret's label, in characters.
+const MaxLabelLength = 100
+
+// LabelSecret sets the label of a secret: which app has it, in the
+// owners' words (empty clears it). A label is printable text of at most
+// MaxLabelLength characters, and never a generated secret pasted in the
+// wrong field.
+func (s *Service) LabelSecret(ctx context.Context, who Actor, clientID, secretID, label string) (sec store.Secret, err error) {
+	defer func() { s.log(who, "secret.label", clientID, secretID, err) }()
+	if err := ValidateClientID(clientID); err != nil {
+		return store.Secret{}, invalidError(err.Error())
+	}
+	if !validSecretID(secretID) {
+		return store.Secret{}, invalidf("secret id must be %s followed by %d base62 characters", secretIDPrefix, idRandLen)
+	}
+	label = strings.TrimSpace(label)
+	switch {
+	case !utf8.ValidString(label) || strings.IndexFunc(label, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		return store.Secret{}, invalidf("label must be printable text")
+	case utf8.RuneCountInString(label) > MaxLabelLength:
+		return store.Secret{}, invalidf("label must be at most %d characters", MaxLabelLength)
+	case CheckSecret(label, s.prefix):
+		return store.Secret{}, invalidf("label must say which app has the secret, not be the secret")
+	}
+	return update(ctx, s, func(tx store.Tx) (store.Secret, error) {
+		c, err := tx.LockClient(ctx, clientID)
+		if err != nil {
+			return store.Secret{}, err
+		}
+		if !who.mayManage(c) {
+			return store.Secret{}, store.ErrNotFound
+		}
+		secrets, err := tx.Secrets(ctx, clientID)
+		if err != nil {
+			return store.Secret{}, err
+		}
+		i := slices.IndexFunc(secrets, func(sec store.Secret) bool { return sec.ID == secretID })
+		if i < 0 {
+			return store.Secret{}, store.ErrNotFound
+		}
+		if err := tx.SetLabel(ctx, secretID, label); err != nil {
+			return store.Secret{}, err
+		}
+		secrets[i].Label = label
+		return secrets[i], s.record(ctx, tx, who, "secret.label", clientID, secretID, "label: "+label)
 	})
 }
 

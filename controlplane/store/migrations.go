@@ -167,6 +167,9 @@ var migrations = [][]string{
 		`ALTER TABLE secrets ADD COLUMN material TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE secrets ADD COLUMN thumbprint TEXT NOT NULL DEFAULT ''`,
 	},
+	{ // 9: a label per secret: which app has it (issue 19).
+		`ALTER TABLE secrets ADD COLUMN label TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),

@@ -45,6 +45,9 @@ type Secret struct {
 	LastPresentedAfterRevokeFrom string
 	// LeakReportedAt is when a leak report first named the secret.
 	LeakReportedAt *time.Time
+	// Label says which app has the secret, as its owners wrote it; never
+	// the secret. Empty: none.
+	Label string
 }
 
 // Kind is the kind of a credential.
@@ -102,13 +105,14 @@ type RecordedRevokedUse struct {
 const (
 	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
 		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at,
-		kind, material, thumbprint`
+		kind, material, thumbprint, label`
 	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
 	sqlSecretByHash = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE hash = $1 ORDER BY secret_id LIMIT 1`
 	sqlInsertSecret = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at, kind, material, thumbprint)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
 	sqlSetExpiry = `UPDATE secrets SET expires_at = $1 WHERE secret_id = $2 RETURNING client_id`
 	sqlRevoke    = `UPDATE secrets SET revoked_at = $1 WHERE secret_id = $2 RETURNING client_id`
+	sqlSetLabel  = `UPDATE secrets SET label = $1 WHERE secret_id = $2 RETURNING client_id`
 	// sqlRevokedUse adds a presented-after-revoke report to a dead secret
 	// ($2 is the report's time: an expired secret counts when it had
 	// expired by then): the count grows by $1, and the last time and
@@ -194,6 +198,10 @@ func (t *sqlTx) Revoke(ctx context.Context, secretID string, at time.Time) error
 	return t.updateSecret(ctx, sqlRevoke, at.UnixMilli(), secretID)
 }
 
+func (t *sqlTx) SetLabel(ctx context.Context, secretID, label string) error {
+	return t.updateSecret(ctx, sqlSetLabel, label, secretID)
+}
+
 // updateSecret runs an UPDATE … RETURNING client_id of one secret and
 // touches its client; ErrNotFound when there is no such secret.
 func (t *sqlTx) updateSecret(ctx context.Context, query string, args ...any) error {
@@ -225,7 +233,7 @@ func scanSecret(r Row) (Secret, error) {
 	var created int64
 	var expires, revoked, used, firstUsed, deadUsed, leak sql.NullInt64
 	if err := r.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed,
-		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak, &s.Kind, &s.Material, &s.Thumbprint); err != nil {
+		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak, &s.Kind, &s.Material, &s.Thumbprint, &s.Label); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = millisTime(created)

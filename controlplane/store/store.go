@@ -175,6 +175,9 @@ type Tx interface {
 	// exist.
 	Revoke(ctx context.Context, secretID string, at time.Time) error
 
+	// SetLabel sets a secret's label; ErrNotFound when it does not exist.
+	SetLabel(ctx context.Context, secretID, label string) error
+
 	// RecordRevokedUse adds a presented-after-revoke report to a secret:
 	// the count grows by u.Count, and the last time and caller follow the
 	// newest report. ErrNotFound when the secret does not exist, belongs
