@@ -97,6 +97,10 @@ type digestSecret struct {
 type slowSecret struct {
 	secretMeta
 	hash secrethash.Hash
+	// verified remembers the secret that last passed the check
+	// (verifier.go); it belongs to this record, so a secret revoked or
+	// re-hashed takes it along when it leaves the snapshot.
+	verified *verifiedSlot
 }
 
 // buriedSecret is one of a client's tombstones.
@@ -448,7 +452,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snapshot secret %q: %v", meta.id, err)
 		}
-		c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h})
+		c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h, verified: new(verifiedSlot)})
 	}
 	for k := range rc.tombstones {
 		rt := &rc.tombstones[k]
