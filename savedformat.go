@@ -229,6 +229,7 @@ func (b *binReader) snapshot() (*snapshot, error) {
 	revision := b.varint()
 	n := b.count()
 	builder := newSnapshotBuilder(nil)
+	builder.expect(n)
 	var rc rawClient
 	for i := 0; i < n && b.err == nil; i++ {
 		rc.reset()
