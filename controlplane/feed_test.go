@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -440,5 +441,32 @@ func TestSnapshotEncoderBeginsAgain(t *testing.T) {
 	want, _ := json.Marshal(head)
 	if !bytes.Equal(got, want) || b.size != int64(len(want)) {
 		t.Fatalf("after a second Begin: %s (size %d), want %s", got, b.size, want)
+	}
+}
+
+// chunks keeps what is written, in order, across chunks of growing size,
+// for WriteTo and for reader alike.
+func TestChunks(t *testing.T) {
+	var c chunks
+	var want bytes.Buffer
+	rng := rand.New(rand.NewPCG(3, 4))
+	for want.Len() < 3<<20 {
+		p := make([]byte, rng.IntN(100_000))
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		c.Write(p)
+		want.Write(p)
+	}
+	if len(c.bufs) < 3 || cap(c.bufs[len(c.bufs)-1]) > maxChunk {
+		t.Fatalf("%d chunks, the last of %d bytes", len(c.bufs), cap(c.bufs[len(c.bufs)-1]))
+	}
+	var out bytes.Buffer
+	if n, err := c.WriteTo(&out); err != nil || n != int64(want.Len()) || c.n != want.Len() || !bytes.Equal(out.Bytes(), want.Bytes()) {
+		t.Fatalf("WriteTo: %d bytes (%v), n %d, want %d", n, err, c.n, want.Len())
+	}
+	read, err := io.ReadAll(c.reader())
+	if err != nil || !bytes.Equal(read, want.Bytes()) {
+		t.Fatalf("reader: %d bytes (%v), want %d", len(read), err, want.Len())
 	}
 }
