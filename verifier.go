@@ -191,7 +191,7 @@ func (v *verifier) checkSlow(ctx context.Context, name pairName, s *slowSecret, 
 		defer func() { <-v.slots }()
 		v.work.count(workSlowHash)
 		ok := s.hash.Verify(secret)
-		if ok {
+		if ok && s.verified != nil {
 			s.verified.Store(&verifiedPair{name: name, at: now.UnixNano()})
 		}
 		return ok, nil
@@ -258,6 +258,9 @@ type verifiedPair struct {
 // holds reports whether name passed the check less than ttl before now
 // (and not after it: a clock stepped back does not stretch the ttl).
 func (s *verifiedSlot) holds(name *pairName, now time.Time, ttl time.Duration) bool {
+	if s == nil { // a record built without a slot remembers nothing
+		return false
+	}
 	e := s.Load()
 	if e == nil {
 		return false
