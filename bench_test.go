@@ -47,7 +47,6 @@ func basicRound(tb testing.TB, id, secret string, wantOK bool, budget *FailureBu
 	if err := h.ServeHTTP(w, r, check); err != nil || (status == 200) != wantOK {
 		tb.Fatalf("first request: ok=%v err=%v, want ok=%v", status == 200, err, wantOK)
 	}
-	h.verifier.cache.wait() // a slow check's verified pair is cached
 	return func() {
 		r.Header["Authorization"] = auth
 		_ = h.ServeHTTP(w, r, nextOK)
@@ -63,16 +62,17 @@ func benchmarkBasic(b *testing.B, id, secret string, wantOK bool, budget *Failur
 	}
 }
 
-// TestHotPathAllocations holds the allocation targets of a verified
-// request: the placeholders' two values are all a sha256 request
-// allocates, and a cached bcrypt hit allocates no more.
+// TestHotPathAllocations holds the allocations of a verified request
+// where they are, under issue 23's targets (≤ 3 for sha256, ≤ 4 for a
+// cached bcrypt hit): the placeholders' two values are all a sha256
+// request allocates, and a cached bcrypt hit allocates no more.
 func TestHotPathAllocations(t *testing.T) {
 	for _, tc := range []struct {
 		name, id, secret string
 		max              float64
 	}{
-		{"verified sha256", "app", appSecret, 3},
-		{"cached bcrypt hit", "legacy-bcrypt", legacySecret, 4},
+		{"verified sha256", "app", appSecret, 2},
+		{"cached bcrypt hit", "legacy-bcrypt", legacySecret, 2},
 	} {
 		if got := testing.AllocsPerRun(1000, basicRound(t, tc.id, tc.secret, true, nil)); got > tc.max {
 			t.Errorf("%s: %v allocations per request, want at most %v", tc.name, got, tc.max)

@@ -35,6 +35,13 @@ type failureBudget struct {
 	per      time.Duration
 	buckets  *boundedCache[*failureBucket]
 	seed     maphash.Seed // of the bucket keys
+	// failed has the bit of every key (key % budgetBits) a bucket was
+	// made for, set before the bucket: a caller whose bit is clear has
+	// no bucket, and is known to be within budget without a lookup in
+	// the cache — the common case of a caller that never failed. Bits are
+	// never cleared; under a spray of failures they fill and every
+	// lookup goes to the cache, as it would without them.
+	failed [budgetBits / 64]atomic.Uint64
 	// creating serialises the creation of a bucket with its lookup, so that
 	// parallel first failures from one caller share one bucket.
 	creating [64]sync.Mutex
@@ -52,6 +59,8 @@ const (
 	// budgetBuckets bounds the buckets kept at once (see docs/edge.md for
 	// the memory this takes).
 	budgetBuckets = 100_000
+	// budgetBits is the size of failureBudget.failed, in bits (8 KiB).
+	budgetBits = 1 << 16
 	// throttleHold is how long a throttled answer is held. Every refusal
 	// costs Caddy's HTTP stack the same whatever is answered, so a
 	// keep-alive attacker is slowed only by waiting for its answers and by
@@ -98,6 +107,10 @@ func (b *failureBudget) failureKey(clientID, ip string, known bool) uint64 {
 // over reports whether the bucket is out of budget at now, and if so how
 // long until it may try again.
 func (b *failureBudget) over(key uint64, now time.Time) (time.Duration, bool) {
+	bit := key % budgetBits
+	if b.failed[bit/64].Load()&(1<<(bit%64)) == 0 {
+		return 0, false
+	}
 	bucket, ok := b.buckets.get(key)
 	if !ok {
 		return 0, false
@@ -164,6 +177,8 @@ func (b *failureBudget) bucket(key uint64) (bucket *failureBucket, fresh bool) {
 	if bucket, ok := b.buckets.get(key); ok {
 		return bucket, false
 	}
+	bit := key % budgetBits
+	b.failed[bit/64].Or(1 << (bit % 64))
 	bucket = new(failureBucket)
 	// A new entry is applied in the background: wait for it, so that the
 	// next lookup finds it.

@@ -197,7 +197,7 @@ func TestParallelWrongTriesAgainstSlowHash(t *testing.T) {
 // its bcrypt secret (here with nothing cached) is never throttled.
 func TestSlowHashSuccessRefunds(t *testing.T) {
 	h, work := budgetHandler(t)
-	h.verifier.close() // nothing is cached: every success computes bcrypt
+	h.verifier.ttl = 0 // nothing verified is taken again: every success computes bcrypt
 	for range 2 {
 		if w, _ := serve(t, h, from("127.0.0.2", basicRequest("legacy-bcrypt", "wrong"))); w.Code != 401 {
 			t.Fatalf("wrong secret: status %d", w.Code)
@@ -216,4 +216,31 @@ func TestSlowHashSuccessRefunds(t *testing.T) {
 		t.Fatalf("third failure: status %d", w.Code)
 	}
 	expectThrottled(t, h, work, from("127.0.0.2", basicRequest("legacy-bcrypt", "wrong")), "20")
+}
+
+// TestBudgetBitBeforeBucket: a caller that never failed is within budget
+// without a bucket; once one is made for it, its bit is set, so the
+// bucket is looked up and counts.
+func TestBudgetBitBeforeBucket(t *testing.T) {
+	b, err := newFailureBudget(2, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	key := b.failureKey("app", "192.0.2.7", true)
+	bit := key % budgetBits
+	if b.failed[bit/64].Load()&(1<<(bit%64)) != 0 {
+		t.Fatal("bit set before any failure")
+	}
+	if _, over := b.over(key, testNow); over {
+		t.Fatal("over budget before any failure")
+	}
+	b.spend(key, testNow)
+	b.spend(key, testNow)
+	if b.failed[bit/64].Load()&(1<<(bit%64)) == 0 {
+		t.Fatal("no bit after the bucket was made")
+	}
+	if _, over := b.over(key, testNow); !over {
+		t.Fatal("two failures of a budget of two: not over")
+	}
 }

@@ -403,7 +403,6 @@ func TestImportedLegacyHashes(t *testing.T) {
 			if w.Code != 200 || up.secretID != tc.secretID {
 				t.Fatalf("%s round %d: status %d secret %q", tc.client, round, w.Code, up.secretID)
 			}
-			h.verifier.cache.c.Wait()
 		}
 	}
 	// The generated secret of the mixed client is checked by digest.
@@ -455,7 +454,6 @@ func TestMoreLegacyHashes(t *testing.T) {
 		if w, _ := serve(t, h, tc.req); w.Code != tc.status {
 			t.Errorf("%s: status %d, want %d", tc.name, w.Code, tc.status)
 		}
-		h.verifier.cache.c.Wait()
 	}
 }
 
@@ -464,7 +462,6 @@ func TestSlowCacheKeyedByStoredHash(t *testing.T) {
 	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 200 {
 		t.Fatal(w.Code)
 	}
-	h.verifier.cache.c.Wait()
 	// The secret is rotated away: the next snapshot lists only a new one.
 	w := testSnapshot(t)
 	w.Revision++
@@ -576,7 +573,7 @@ func TestErrorHeadersNotShared(t *testing.T) {
 // legacy secret when its handler is cleaned up finishes without a panic.
 func TestSlowCheckAfterCleanup(t *testing.T) {
 	h := newTestHandler(t, nil, nil)
-	h.verifier.close()
+	h.release()
 	w, _ := serve(t, h, basicRequest("legacy-bcrypt", legacySecret))
 	if w.Code != 200 {
 		t.Fatalf("status %d", w.Code)
@@ -609,5 +606,47 @@ func TestSharedSlowCheckOutlivesAGivingUpCaller(t *testing.T) {
 	<-v.slots // a slot frees up
 	if !<-second {
 		t.Fatal("the second caller's check failed with the first")
+	}
+}
+
+// TestVerifiedSecretWithinTTL: a legacy secret that passed its check is
+// taken again without one for less than the ttl (the revocation delay),
+// by every handler sharing the snapshot, and checked again after it or
+// when the clock went back; a wrong secret never matches it.
+func TestVerifiedSecretWithinTTL(t *testing.T) {
+	at := testNow
+	h := newTestHandler(t, nil, nil)
+	h.now = func() time.Time { return at }
+	work := countWork(h)
+	other := newTestHandler(t, nil, nil) // another site, the same feed's snapshot
+	otherWork := countWork(other)
+	snap, _ := h.feed.snapshots.current()
+	other.feed.snapshots.snap.Store(snap)
+	ttl := time.Duration(h.RevocationDelay)
+	for _, step := range []struct {
+		name   string
+		h      *Handler
+		at     time.Time
+		secret string
+		status int
+		hashes int // slow hashes in this step, both handlers; -1: some
+	}{
+		{"first", h, testNow, legacySecret, 200, 1},
+		{"again", h, testNow.Add(ttl - time.Millisecond), legacySecret, 200, 0},
+		{"another site", other, testNow, legacySecret, 200, 0},
+		{"wrong secret", h, testNow, legacySecret + "x", 401, -1},
+		{"past the ttl", h, testNow.Add(ttl), legacySecret, 200, 1},
+		{"clock stepped back", h, testNow.Add(-time.Second), legacySecret, 200, 1},
+	} {
+		at = step.at
+		other.now = h.now
+		before := work.of(workSlowHash) + otherWork.of(workSlowHash)
+		if w, _ := serve(t, step.h, basicRequest("legacy-bcrypt", step.secret)); w.Code != step.status {
+			t.Fatalf("%s: status %d, want %d", step.name, w.Code, step.status)
+		}
+		n := work.of(workSlowHash) + otherWork.of(workSlowHash) - before
+		if (step.hashes < 0 && n == 0) || (step.hashes >= 0 && n != step.hashes) {
+			t.Fatalf("%s: %d slow hashes, want %d", step.name, n, step.hashes)
+		}
 	}
 }

@@ -295,16 +295,13 @@ func (l lifecycleEvents) Handle(_ context.Context, e caddy.Event) error {
 func (h *Handler) prepare() error {
 	h.allowed = newMethodSet(h.Methods)
 	h.answers = newAnswers(h.Realm, h.retryAfter())
-	var err error
-	if h.verifier, err = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay)); err != nil {
-		return err
-	}
+	h.verifier = newVerifier(h.SlowHashConcurrency, time.Duration(h.RevocationDelay))
 	h.keyAuth = &keyAuth{} // its verifier is the feed's (Provision)
 	h.certAuth = &certAuth{}
 	_, _ = rand.Read(h.certAuth.dummy[:])
 	if b := h.FailureBudget; !b.Off {
+		var err error
 		if h.budget, err = newFailureBudget(b.Failures, time.Duration(b.Per)); err != nil {
-			h.verifier.close()
 			return err
 		}
 	}
@@ -313,9 +310,6 @@ func (h *Handler) prepare() error {
 
 // release frees what prepare built.
 func (h *Handler) release() {
-	if h.verifier != nil {
-		h.verifier.close()
-	}
 	if h.budget != nil {
 		h.budget.close()
 	}

@@ -2,6 +2,7 @@ package rotagate
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -41,6 +42,13 @@ const (
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// minSavedClient is the fewest bytes a client with a secret or a
+// tombstone takes in the body (one tombstone: an id of one byte and its
+// length, the flags, three counts, the tombstone's id of one byte and
+// its length, a digest). A hint only: a client listing nothing is
+// smaller.
+const minSavedClient = 2 + 1 + 3 + 2 + sha256.Size
 
 const (
 	kindDigest = 0
@@ -268,6 +276,10 @@ func (b *binReader) snapshot() (*snapshot, error) {
 	revision := b.varint()
 	n := b.count()
 	builder := newSnapshotBuilder(nil)
+	// Sized for n clients, but for no more than the body's bytes could
+	// hold, so that a damaged count allocates nothing out of proportion
+	// before the checksum rejects the file.
+	builder.expect(min(n, int(b.left/minSavedClient)))
 	var rc rawClient
 	for i := 0; i < n && b.err == nil; i++ {
 		rc.reset()

@@ -120,6 +120,10 @@ type digestSecret struct {
 type slowSecret struct {
 	secretMeta
 	hash secrethash.Hash
+	// verified remembers the secret that last passed the check
+	// (verifier.go); it belongs to this record, so a secret revoked or
+	// re-hashed takes it along when it leaves the snapshot.
+	verified *verifiedSlot
 }
 
 // buriedSecret is one of a client's tombstones.
@@ -180,6 +184,17 @@ type snapshotBuilder struct {
 	// secretIDs are hashes of every secret id seen, checked for
 	// duplicates at the end: 8 bytes a secret, not a map of strings.
 	secretIDs []uint64
+	// perShard is how many clients a new shard is made for, when prev
+	// does not tell (expect).
+	perShard int
+}
+
+// expect sizes what the builder makes for n clients, when the caller
+// knows how many come (the saved copy says): the shards' maps are made
+// at their size instead of growing, and rehashing, as clients come.
+func (b *snapshotBuilder) expect(n int) {
+	b.perShard = n / snapshotShards
+	b.secretIDs = slices.Grow(b.secretIDs, n)
 }
 
 func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
@@ -210,7 +225,7 @@ func (b *snapshotBuilder) add(rc *rawClient) error {
 	}
 	sh := b.shards[i]
 	if sh == nil {
-		hint := 0
+		hint := b.perShard
 		if b.prev != nil { // the shard will likely hold as many as before
 			hint = len(b.prev.shards[i].clients)
 		}
@@ -261,7 +276,7 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 // checkSecretIDs rejects a snapshot that lists a secret id twice. Equal
 // hashes are rare; only then are the ids themselves compared.
 func (b *snapshotBuilder) checkSecretIDs() error {
-	slices.Sort(b.secretIDs)
+	radixSort(b.secretIDs)
 	var clash map[uint64]bool
 	for i := 1; i < len(b.secretIDs); i++ {
 		if b.secretIDs[i] == b.secretIDs[i-1] {
@@ -296,6 +311,37 @@ func (b *snapshotBuilder) checkSecretIDs() error {
 		}
 	}
 	return err
+}
+
+// radixSort sorts hashes in four passes of 16 bits through one buffer
+// as large: at a million clients, several times faster than a
+// comparison sort of their two million secret ids.
+func radixSort(xs []uint64) {
+	if len(xs) < 1<<12 {
+		slices.Sort(xs)
+		return
+	}
+	buf := make([]uint64, len(xs))
+	src, dst := xs, buf
+	var counts [1 << 16]int
+	for shift := 0; shift < 64; shift += 16 {
+		clear(counts[:])
+		for _, x := range src {
+			counts[uint16(x>>shift)]++
+		}
+		at := 0
+		for d, n := range counts {
+			counts[d] = at
+			at += n
+		}
+		for _, x := range src {
+			d := uint16(x >> shift)
+			dst[counts[d]] = x
+			counts[d]++
+		}
+		src, dst = dst, src
+	}
+	// After an even number of passes the sorted hashes are back in xs.
 }
 
 // put adds c to a shard being built (or copied), with its tombstones.
@@ -500,7 +546,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snapshot secret %q: %v", meta.id, err)
 		}
-		c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h})
+		c.slow = append(c.slow, slowSecret{secretMeta: meta, hash: h, verified: new(verifiedSlot)})
 	}
 	for k := range rc.tombstones {
 		rt := &rc.tombstones[k]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -461,5 +462,32 @@ func TestChangesSurviveRestart(t *testing.T) {
 	again := restartedOnDisk(t, dir, fs.URL)
 	if snap, c := again.snapshots.current(); snap == nil || canonical(t, snap) != canonical(t, held) || c.IsZero() {
 		t.Fatalf("after compaction the restart holds %v confirmed %v", snap, c)
+	}
+}
+
+// radixSort sorts as slices.Sort does, above and below its cut-over to
+// a comparison sort, duplicates and extremes included.
+func TestRadixSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 100, 1 << 12, 50_000} {
+		xs := make([]uint64, n)
+		for i := range xs {
+			switch i % 7 {
+			case 0:
+				xs[i] = 0
+			case 1:
+				xs[i] = math.MaxUint64
+			case 2:
+				xs[i] = uint64(i % 13) // duplicates
+			default:
+				xs[i] = rng.Uint64()
+			}
+		}
+		want := slices.Clone(xs)
+		slices.Sort(want)
+		radixSort(xs)
+		if !slices.Equal(xs, want) {
+			t.Fatalf("%d hashes: not sorted as slices.Sort sorts them", n)
+		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
+	"crypto/subtle"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -22,18 +22,17 @@ const minCompares = 2
 
 // verifier checks a presented secret against a client's stored hashes.
 // sha256 hashes cost one digest of the presented secret and a constant-time
-// comparison per hash; bcrypt, argon2id and PBKDF2 checks go through a
-// cache of verified pairs, singleflight, and a semaphore that bounds their
-// concurrency.
+// comparison per hash; bcrypt, argon2id and PBKDF2 checks first look for
+// the secret that last passed the check (verifiedSlot), then go through
+// singleflight and a semaphore that bounds their concurrency.
 type verifier struct {
-	cache  *verifiedCache
 	flight singleflight.Group
 	slots  chan struct{}
 	dummy  *client // the record an unknown client id is checked against
 	pad    [sha256.Size]byte
-	// key keys the digests that name verified pairs in the cache, so that
-	// no entry can be matched against a digest computed elsewhere.
-	key [verifiedKeySize]byte
+	// ttl bounds how long a verified secret is taken without a new check:
+	// at most the revocation delay.
+	ttl time.Duration
 
 	// work counts what checks cost, when set (tests set it; nil in
 	// service).
@@ -59,22 +58,17 @@ func (w *verifyWork) count(kind int) {
 	}
 }
 
-func newVerifier(concurrency int, ttl time.Duration) (*verifier, error) {
-	cache, err := newVerifiedCache(ttl)
-	if err != nil {
-		return nil, err
-	}
+func newVerifier(concurrency int, ttl time.Duration) *verifier {
 	v := &verifier{
-		cache: cache,
 		slots: make(chan struct{}, concurrency),
 		dummy: &client{digests: make([]digestSecret, minCompares)},
+		ttl:   ttl,
 	}
 	_, _ = rand.Read(v.pad[:])
-	_, _ = rand.Read(v.key[:])
 	for i := range v.dummy.digests {
 		_, _ = rand.Read(v.dummy.digests[i].digest[:])
 	}
-	return v, nil
+	return v
 }
 
 // verdict is what a check found: the usable secret that matched, or when
@@ -146,18 +140,17 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 }
 
 // verifySlow checks a presented secret (and its digest) against a client's
-// imported legacy hashes, and returns the id of the one it matched. A pair
-// verified before is found in the cache at the cost of one more digest;
-// otherwise each usable hash is checked, the first after reserving a
-// failure from the caller's budget. Concurrent checks of the same pair
-// share one computation; distinct ones queue for a slot.
+// imported legacy hashes, and returns the id of the one it matched. A
+// secret verified within the ttl is taken at the cost of one more digest
+// (its name) and a comparison per hash; otherwise each usable hash is
+// checked, the first after reserving a failure from the caller's budget.
+// Concurrent checks of the same pair share one computation; distinct ones
+// queue for a slot.
 func (v *verifier) verifySlow(ctx context.Context, c *client, digest *[sha256.Size]byte, presented []byte, now time.Time, ch *charge) (string, error) {
-	name := v.pairName(digest)
-	if e, hit := v.cache.get(name.key()); hit && e.name == name {
-		for i := range c.slow {
-			if s := &c.slow[i]; s.usable(now) && e.names(s) {
-				return s.id, nil
-			}
+	name := namePresented(digest)
+	for i := range c.slow {
+		if s := &c.slow[i]; s.usable(now) && s.verified.holds(&name, now, v.ttl) {
+			return s.id, nil
 		}
 	}
 	for i := range c.slow {
@@ -168,7 +161,7 @@ func (v *verifier) verifySlow(ctx context.Context, c *client, digest *[sha256.Si
 		if !ch.reserve() {
 			return "", errOverBudget
 		}
-		ok, err := v.checkSlow(ctx, name, s, presented)
+		ok, err := v.checkSlow(ctx, name, s, presented, now)
 		if err != nil {
 			return "", err
 		}
@@ -184,7 +177,7 @@ func (v *verifier) verifySlow(ctx context.Context, c *client, digest *[sha256.Si
 // gives up does not fail the others, and each waits on its own context.
 // The wait for a slot is bounded, so a flood cannot pile up checks without
 // end.
-func (v *verifier) checkSlow(ctx context.Context, name pairName, s *slowSecret, presented []byte) (bool, error) {
+func (v *verifier) checkSlow(ctx context.Context, name pairName, s *slowSecret, presented []byte, now time.Time) (bool, error) {
 	secret := bytes.Clone(presented) // the check may outlive the request
 	results := v.flight.DoChan(string(name[:])+s.id, func() (any, error) {
 		defer clear(secret)
@@ -198,8 +191,8 @@ func (v *verifier) checkSlow(ctx context.Context, name pairName, s *slowSecret, 
 		defer func() { <-v.slots }()
 		v.work.count(workSlowHash)
 		ok := s.hash.Verify(secret)
-		if ok {
-			v.cache.set(name.key(), &verifiedPair{name: name, secretID: s.id, stored: s.hash.Encoded}, v.cache.ttl)
+		if ok && s.verified != nil {
+			s.verified.Store(&verifiedPair{name: name, at: now.UnixNano()})
 		}
 		return ok, nil
 	})
@@ -219,63 +212,59 @@ const slotWait = 10 * time.Second
 
 var errNoSlot = errors.New("no slow-hash slot became free")
 
-// verifiedKeySize is the length of the key of pair names: with the 32-byte
-// digest it fills one SHA-256 block.
+// verifiedKeySize is the length of the key of presented secrets' names:
+// with the 32-byte digest it fills one SHA-256 block.
 const verifiedKeySize = 16
 
-// pairName names a presented secret in the cache of verified pairs: a
-// SHA-256 over the verifier's random key and the secret's digest, so that
-// the cache holds nothing computed without the key (whoever could read it
-// could not test guesses against it with a plain SHA-256).
+// nameKey keys the names of presented secrets. It is the process's, not a
+// handler's: verifiers of several sites share the snapshot's records, and
+// so the names kept in them.
+var nameKey = func() (k [verifiedKeySize]byte) {
+	_, _ = rand.Read(k[:])
+	return k
+}()
+
+// pairName names a presented secret in a verifiedSlot: a SHA-256 over
+// nameKey and the secret's digest, so that the snapshot holds nothing
+// computed without the key (whoever could read it could not test guesses
+// against it with a plain SHA-256).
 type pairName [sha256.Size]byte
 
-// pairName computes the name of a presented secret from its digest: one
-// SHA-256 block, over a buffer that is cleared after.
-func (v *verifier) pairName(digest *[sha256.Size]byte) pairName {
+// namePresented computes the name of a presented secret from its digest:
+// one SHA-256 block, over a buffer that is cleared after.
+func namePresented(digest *[sha256.Size]byte) pairName {
 	var buf [verifiedKeySize + sha256.Size]byte
-	copy(buf[:], v.key[:])
+	copy(buf[:], nameKey[:])
 	copy(buf[verifiedKeySize:], digest[:])
 	name := pairName(sha256.Sum256(buf[:]))
 	clear(buf[:])
 	return name
 }
 
-// key is the cache's index of a name; the entry holds the whole name.
-func (n *pairName) key() uint64 { return binary.LittleEndian.Uint64(n[:8]) }
+// verifiedSlot remembers, for one legacy secret of the snapshot, the
+// name of the presented secret that last passed its check and when: a
+// cache of one entry that lives in the record, so a lookup costs an
+// atomic load and a comparison, and a secret revoked or re-hashed leaves
+// the snapshot with its entry. The ttl, at most the revocation delay,
+// bounds the rest.
+type verifiedSlot struct{ atomic.Pointer[verifiedPair] }
 
-// verifiedPair is a secret that passed a slow check: the presented
-// secret's name, and the id and stored hash of the secret it matched.
+// verifiedPair is a presented secret that passed a slow check.
 type verifiedPair struct {
-	name     pairName
-	secretID string
-	stored   string
+	name pairName
+	at   int64 // unix nanoseconds
 }
 
-// names reports whether the entry is for s as it is stored now.
-func (e *verifiedPair) names(s *slowSecret) bool {
-	return e.secretID == s.id && e.stored == s.hash.Encoded
-}
-
-func (v *verifier) close() { v.cache.close() }
-
-// verifiedCache remembers secrets that passed a slow check, under the
-// name of the presented secret (never the secret, never a plain digest of
-// it). An entry counts only for the secret id and stored hash it was
-// verified against: a revoked secret leaves the snapshot, so its entries
-// are never used again; the TTL, at most the revocation delay, bounds the
-// rest.
-type verifiedCache struct {
-	*boundedCache[*verifiedPair]
-	ttl time.Duration
-}
-
-// verifiedEntries bounds the cache of verified pairs.
-const verifiedEntries = 10_000
-
-func newVerifiedCache(ttl time.Duration) (*verifiedCache, error) {
-	c, err := newBoundedCache[*verifiedPair]("verification", verifiedEntries)
-	if err != nil {
-		return nil, err
+// holds reports whether name passed the check less than ttl before now
+// (and not after it: a clock stepped back does not stretch the ttl).
+func (s *verifiedSlot) holds(name *pairName, now time.Time, ttl time.Duration) bool {
+	if s == nil { // a record built without a slot remembers nothing
+		return false
 	}
-	return &verifiedCache{boundedCache: c, ttl: ttl}, nil
+	e := s.Load()
+	if e == nil {
+		return false
+	}
+	age := now.UnixNano() - e.at
+	return age >= 0 && age < int64(ttl) && subtle.ConstantTimeCompare(e.name[:], name[:]) == 1
 }

@@ -291,7 +291,10 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 		return nil, fmt.Errorf("second cold edge: %w", err)
 	}
 	res.coldSecond, res.edgePeak = took, peak
-	time.Sleep(2 * time.Second) // the disk copy is written after the swap
+	// The disk copy is written after the swap; the restart below must find it.
+	if err := edge.waitSavedCopy(e.ctx, wire.ETag(epoch, rev), 60*time.Second); err != nil {
+		return nil, err
+	}
 	m, err := edge.mem(e.ctx)
 	if err != nil {
 		return nil, err
@@ -368,6 +371,30 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 	res.pollersFull, res.pollerErrs = pollers.full, pollers.errs
 	pollers.mu.Unlock()
 	return res, nil
+}
+
+// waitSavedCopy waits, for at most limit, until the edge has saved the
+// snapshot tagged etag to its data directory: the confirmation file,
+// written after the snapshot itself, names it.
+func (c *caddy) waitSavedCopy(ctx context.Context, etag string, limit time.Duration) error {
+	pattern := filepath.Join(c.dir, "data", "caddy", "rotagate", "edge", "*.confirmed")
+	deadline := time.Now().Add(limit)
+	for {
+		paths, _ := filepath.Glob(pattern)
+		for _, p := range paths {
+			if raw, err := os.ReadFile(p); err == nil && strings.HasSuffix(string(raw), " "+etag) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the edge saved no copy of %s within %s (%s)", etag, limit, pattern)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {

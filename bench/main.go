@@ -76,7 +76,7 @@ func main() {
 	flag.BoolVar(&s.paired, "paired", false, "after the rounds, run the paired mode: each case of -paired-cases against its baseline in alternating short slices")
 	flag.IntVar(&s.pairs, "pairs", 30, "pairs per case in the paired mode")
 	flag.DurationVar(&s.slice, "slice", 2*time.Second, "wrk run per slice in the paired mode (whole seconds)")
-	flag.StringVar(&s.pairedCases, "paired-cases", "c,d,f-c,f-d", "cases of the paired mode, comma-separated; each is paired with (a), an attack row with its unattacked row")
+	flag.StringVar(&s.pairedCases, "paired-cases", "c,d,f-c,f-d", "cases of the paired mode, comma-separated; each is paired with (a), an attack row with its unattacked row, and x/y (such as d/c) with case y")
 	flag.BoolVar(&s.scale, "scale", false, "run the scale measurements instead of the load contenders")
 	flag.BoolVar(&all, "all", false, "run the load contenders and the scale measurements")
 	flag.IntVar(&s.scaleClients, "scale-clients", 100_000, "clients in the big snapshot (two secrets each)")

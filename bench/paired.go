@@ -38,13 +38,9 @@ func (lr *loadRun) runPaired(cs []contender) error {
 	}
 	var prs []*pairedResult
 	for _, key := range strings.Split(lr.s.pairedCases, ",") {
-		ct, ok := byKey[strings.TrimSpace(key)]
-		if !ok || ct.key == "a" {
-			return fmt.Errorf("-paired-cases: unknown case %q (one of a+h, b, c, d, e, f-c, f-d)", key)
-		}
-		base := byKey["a"]
-		if ct.unattacked != "" {
-			base = byKey[ct.unattacked]
+		ct, base, err := pairedCase(byKey, strings.TrimSpace(key))
+		if err != nil {
+			return err
 		}
 		prs = append(prs, &pairedResult{ct: ct, base: base})
 	}
@@ -80,6 +76,32 @@ func (lr *loadRun) runPaired(cs []contender) error {
 	fmt.Println()
 	printPairedTable(prs)
 	return nil
+}
+
+// pairTargets are the targets of rows that pair two cases ("x/y"):
+// issue 23's "a cached bcrypt hit costs what a sha256 check costs".
+var pairTargets = map[string]string{"d/c": "≥ 0.98"}
+
+// pairedCase reads one entry of -paired-cases: a case, paired with (a)
+// (an attack row with its unattacked row), or "x/y", case x paired with
+// case y as its baseline.
+func pairedCase(byKey map[string]contender, key string) (ct, base contender, err error) {
+	caseKey, baseKey, two := strings.Cut(key, "/")
+	ct, ok := byKey[caseKey]
+	if !ok || ct.key == "a" {
+		return ct, base, fmt.Errorf("-paired-cases: unknown case %q (one of a+h, b, c, d, e, f-c, f-d, or x/y such as d/c)", key)
+	}
+	base = byKey["a"]
+	if ct.unattacked != "" {
+		base = byKey[ct.unattacked]
+	}
+	if two {
+		if base, ok = byKey[baseKey]; !ok || baseKey == caseKey {
+			return ct, base, fmt.Errorf("-paired-cases: %q pairs with an unknown or the same case", key)
+		}
+		ct.target = pairTargets[key]
+	}
+	return ct, base, nil
 }
 
 func (pr *pairedResult) add(b, x sample) {

@@ -91,3 +91,28 @@ func TestVerdictCI(t *testing.T) {
 		t.Errorf("no target: %q", got)
 	}
 }
+
+// -paired-cases: a case pairs with (a), an attack row with its unattacked
+// row, and x/y with case y, under the pair's own target.
+func TestPairedCase(t *testing.T) {
+	byKey := map[string]contender{}
+	for _, ct := range []contender{{key: "a"}, {key: "c", target: "≥ 0.97"}, {key: "d", target: "≥ 0.95"}, {key: "f-d", unattacked: "d"}} {
+		byKey[ct.key] = ct
+	}
+	for _, tc := range []struct{ in, ct, base, target string }{
+		{"c", "c", "a", "≥ 0.97"},
+		{"f-d", "f-d", "d", ""},
+		{"d/c", "d", "c", "≥ 0.98"},
+		{"c/d", "c", "d", ""},
+	} {
+		ct, base, err := pairedCase(byKey, tc.in)
+		if err != nil || ct.key != tc.ct || base.key != tc.base || ct.target != tc.target {
+			t.Errorf("%s: (%s) ÷ (%s) target %q, %v; want (%s) ÷ (%s) target %q", tc.in, ct.key, base.key, ct.target, err, tc.ct, tc.base, tc.target)
+		}
+	}
+	for _, bad := range []string{"a", "x", "d/d", "d/x", "x/c"} {
+		if _, _, err := pairedCase(byKey, bad); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}

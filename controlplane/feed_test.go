@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -344,5 +346,127 @@ func TestUsageIngest(t *testing.T) {
 		if r.status != tc.status || r.json(t)["error"] == "" {
 			t.Errorf("%.30v: %d %s, want %d", tc.body, r.status, r.body, tc.status)
 		}
+	}
+}
+
+// testFeedBodyIsMarshal: the full snapshot the feed streams from the
+// store into gzip is, byte for byte, json.Marshal of the snapshot read
+// whole — with every kind of client (expiring and legacy secrets,
+// tombstones only, networks, ids JSON escapes) — and the plain answer is
+// the same bytes decompressed.
+func testFeedBodyIsMarshal(t *testing.T, k storeKit) {
+	ctx := context.Background()
+	e := k.newEnv(t)
+	for _, id := range []string{"<a&b>", "plain", "z\"quote\\", "gone", "nets"} {
+		e.mustClient(id)
+		e.mustGenerate(id)
+	}
+	e.mustGenerate("plain")
+	if _, err := e.svc.GenerateSecret(ctx, who, "<a&b>", rules.GenerateOptions{ExpiresIn: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.GenerateSecret(ctx, who, "z\"quote\\", rules.GenerateOptions{ImportSecret: "legacy secret"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetNetworks(ctx, who, "nets", []string{"10.0.0.0/8", "2001:db8::/32"}, true); err != nil {
+		t.Fatal(err)
+	}
+	secrets, err := e.svc.ListSecrets(ctx, who, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RevokeSecret(ctx, who, "gone", secrets[0].ID); err != nil {
+		t.Fatal(err)
+	}
+
+	want, err := e.svc.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBody, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(wantBody, []byte(`\u003ca\u0026b\u003e`)) || !bytes.Contains(wantBody, []byte(`"tombstones"`)) ||
+		!bytes.Contains(wantBody, []byte(`"expires_at"`)) || !bytes.Contains(wantBody, []byte(`$argon2id$`)) {
+		t.Fatalf("the fixture misses a case: %s", wantBody)
+	}
+	zipped := e.edge("GET", wire.SnapshotPath, nil, "Accept-Encoding", "gzip")
+	mustStatus(t, zipped, 200)
+	zr, err := gzip.NewReader(bytes.NewReader(zipped.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantBody) {
+		t.Fatalf("streamed body\n%s\njson.Marshal\n%s", got, wantBody)
+	}
+	plain := e.edge("GET", wire.SnapshotPath, nil)
+	mustStatus(t, plain, 200)
+	if !bytes.Equal(plain.body, wantBody) || plain.header.Get("Content-Length") != strconv.Itoa(len(wantBody)) {
+		t.Fatalf("plain answer (Content-Length %s) differs from json.Marshal", plain.header.Get("Content-Length"))
+	}
+}
+
+// A read the database retries begins again: the encoder drops what the
+// first attempt wrote.
+func TestSnapshotEncoderBeginsAgain(t *testing.T) {
+	head := wire.Snapshot{Epoch: "e", Revision: 3, GeneratedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := wire.Client{ClientID: "a", Secrets: []wire.Secret{{ID: "s", Hash: "sha256:x"}}}
+	enc := &snapshotEncoder{bodyEncoder: newBodyEncoder()}
+	for _, step := range []func() error{
+		func() error { return enc.Begin(head) },
+		func() error { return enc.Client(&wire.Client{ClientID: "torn", Secrets: []wire.Secret{}}) },
+		func() error { return enc.Begin(head) },
+		func() error { return enc.Client(&c) },
+		func() error { return enc.write(snapshotTail) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := enc.finish(head.Epoch, head.Revision, head.GeneratedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(b.gz.reader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(zr)
+	head.Clients = []wire.Client{c}
+	want, _ := json.Marshal(head)
+	if !bytes.Equal(got, want) || b.size != int64(len(want)) {
+		t.Fatalf("after a second Begin: %s (size %d), want %s", got, b.size, want)
+	}
+}
+
+// chunks keeps what is written, in order, across chunks of growing size,
+// for WriteTo and for reader alike.
+func TestChunks(t *testing.T) {
+	var c chunks
+	var want bytes.Buffer
+	rng := rand.New(rand.NewPCG(3, 4))
+	for want.Len() < 3<<20 {
+		p := make([]byte, rng.IntN(100_000))
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		c.Write(p)
+		want.Write(p)
+	}
+	if len(c.bufs) < 3 || cap(c.bufs[len(c.bufs)-1]) > maxChunk {
+		t.Fatalf("%d chunks, the last of %d bytes", len(c.bufs), cap(c.bufs[len(c.bufs)-1]))
+	}
+	var out bytes.Buffer
+	if n, err := c.WriteTo(&out); err != nil || n != int64(want.Len()) || c.n != want.Len() || !bytes.Equal(out.Bytes(), want.Bytes()) {
+		t.Fatalf("WriteTo: %d bytes (%v), n %d, want %d", n, err, c.n, want.Len())
+	}
+	read, err := io.ReadAll(c.reader())
+	if err != nil || !bytes.Equal(read, want.Bytes()) {
+		t.Fatalf("reader: %d bytes (%v), want %d", len(read), err, want.Len())
 	}
 }

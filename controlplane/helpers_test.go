@@ -59,9 +59,16 @@ type countingStore struct {
 	lookups   atomic.Int64
 }
 
-func (c *countingStore) Snapshot(ctx context.Context, now time.Time, window time.Duration) (wire.Snapshot, error) {
+func (c *countingStore) Snapshot(ctx context.Context, now time.Time, window time.Duration, w store.SnapshotWriter) error {
 	c.snapshots.Add(1)
-	return c.Store.Snapshot(ctx, now, window)
+	return c.Store.Snapshot(ctx, now, window, w)
+}
+
+// storeSnapshot reads a store's snapshot whole.
+func storeSnapshot(ctx context.Context, st store.Store, now time.Time, window time.Duration) (wire.Snapshot, error) {
+	var c store.Collect
+	err := st.Snapshot(ctx, now, window, &c)
+	return c.Snapshot, err
 }
 
 func (c *countingStore) SecretByHash(ctx context.Context, hash string) (store.Secret, error) {

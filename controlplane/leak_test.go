@@ -77,7 +77,7 @@ func testSnapshotTombstones(t *testing.T, k storeKit) {
 		}
 		return strings.Join(out, " ")
 	}
-	snap, err := st.Snapshot(ctx, t0, window)
+	snap, err := storeSnapshot(ctx, st, t0, window)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func testSnapshotTombstones(t *testing.T, k storeKit) {
 		t.Fatal("a client with tombstones only has secrets null, want []")
 	}
 	// Off: the active secrets only, as before tombstones.
-	snap, err = st.Snapshot(ctx, t0, 0)
+	snap, err = storeSnapshot(ctx, st, t0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func testSnapshotTombstones(t *testing.T, k storeKit) {
 		t.Fatalf("snapshot without tombstones: %s", got)
 	}
 	// An hour on, sec_future has expired: it is a tombstone now.
-	snap, _ = st.Snapshot(ctx, t0.Add(2*time.Hour), window)
+	snap, _ = storeSnapshot(ctx, st, t0.Add(2*time.Hour), window)
 	if got := describe(snap); !strings.Contains(got, "sec_future=sha256:future") || strings.Contains(got, "a:sec_future") {
 		t.Fatalf("after sec_future expired: %s", got)
 	}

@@ -59,6 +59,7 @@ var storeSuite = []struct {
 	{"ChangesEqualSnapshots", testChangesEqualSnapshots},
 	{"ChangesOnlyWhileLogged", testChangesOnlyWhileLogged},
 	{"ChangesFeed", testChangesFeed},
+	{"FeedBodyIsMarshal", testFeedBodyIsMarshal},
 	// The rules over it (service_test.go).
 	{"GenerateUpToMax", testGenerateUpToMax},
 	{"MaxActiveSecretsConfigurable", testMaxActiveSecretsConfigurable},
@@ -429,7 +430,7 @@ func testSnapshotActiveOnly(t *testing.T, k storeKit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := st.Snapshot(ctx, t0, 0)
+	snap, err := storeSnapshot(ctx, st, t0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +455,7 @@ func testSnapshotActiveOnly(t *testing.T, k storeKit) {
 		t.Fatalf("snapshot holds %v, want %s", got, want)
 	}
 	empty := k.openStore(t)
-	snap, err = empty.Snapshot(ctx, t0, 0)
+	snap, err = storeSnapshot(ctx, empty, t0, 0)
 	if err != nil || snap.Clients == nil || len(snap.Clients) != 0 {
 		t.Fatalf("empty store: snapshot clients %v (%v), want an empty list", snap.Clients, err)
 	}

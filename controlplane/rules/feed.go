@@ -4,22 +4,41 @@ import (
 	"context"
 	"net/netip"
 	"sort"
+	"time"
 
+	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // What the feed reads, and the usage edges report.
 
-// Snapshot returns the feed's view of the store: every active secret's
-// hash and the tombstones, by client, stamped with the service clock.
-func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
+// WriteSnapshot hands the feed's view of the store to w as it is read
+// (Store.Snapshot): every active secret's hash and the tombstones, by
+// client, the head stamped with the service clock.
+func (s *Service) WriteSnapshot(ctx context.Context, w store.SnapshotWriter) error {
 	now := s.Now()
-	snap, err := s.store.Snapshot(ctx, now, s.tombstoneWindow)
-	if err != nil {
+	return s.store.Snapshot(ctx, now, s.tombstoneWindow, stamped{w, now})
+}
+
+// Snapshot returns the feed's view of the store whole, as WriteSnapshot
+// writes it.
+func (s *Service) Snapshot(ctx context.Context) (wire.Snapshot, error) {
+	var c store.Collect
+	if err := s.WriteSnapshot(ctx, &c); err != nil {
 		return wire.Snapshot{}, err
 	}
-	snap.GeneratedAt = now
-	return snap, nil
+	return c.Snapshot, nil
+}
+
+// stamped sets the generation time of the snapshot it passes on.
+type stamped struct {
+	store.SnapshotWriter
+	now time.Time
+}
+
+func (w stamped) Begin(head wire.Snapshot) error {
+	head.GeneratedAt = w.now
+	return w.SnapshotWriter.Begin(head)
 }
 
 // Changes returns the feed's changes since a revision (Store.Changes),

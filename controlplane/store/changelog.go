@@ -52,9 +52,13 @@ const (
 	maxChangedClients = 10_000
 )
 
-// Snapshot implements Store.
-func (s *SQL) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
-	return read(ctx, s, func(q querier) (wire.Snapshot, error) { return readSnapshot(ctx, q, now, tombstoneWindow) })
+// Snapshot implements Store: one query, its rows handed to w as they
+// are read.
+func (s *SQL) Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration, w SnapshotWriter) error {
+	_, err := read(ctx, s, func(q querier) (struct{}, error) {
+		return struct{}{}, readSnapshot(ctx, q, now, tombstoneWindow, w)
+	})
+	return err
 }
 
 // Changes implements Store.
@@ -73,21 +77,21 @@ func (s *SQL) Changes(ctx context.Context, since int64, now time.Time, tombstone
 // readSnapshot reads the epoch, the revision, every secret active at now
 // and the tombstones of generated secrets dead within tombstoneWindow
 // before now (none when it is 0), inside one read transaction of the
-// caller's.
-func readSnapshot(ctx context.Context, q querier, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error) {
-	var snap wire.Snapshot
-	if err := q.queryRow(ctx, sqlSelectMeta).Scan(&snap.Epoch, &snap.Revision); err != nil {
-		return wire.Snapshot{}, err
+// caller's, and hands them to w.
+func readSnapshot(ctx context.Context, q querier, now time.Time, tombstoneWindow time.Duration, w SnapshotWriter) error {
+	var head wire.Snapshot
+	if err := q.queryRow(ctx, sqlSelectMeta).Scan(&head.Epoch, &head.Revision); err != nil {
+		return err
+	}
+	if err := w.Begin(head); err != nil {
+		return err
 	}
 	rs, err := q.query(ctx, sqlSnapshot, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
 	if err != nil {
-		return wire.Snapshot{}, err
+		return err
 	}
 	defer rs.Close()
-	if snap.Clients, err = scanSnapshot(rs); err != nil {
-		return wire.Snapshot{}, err
-	}
-	return snap, nil
+	return scanSnapshot(rs, w.Client)
 }
 
 // tombstonesSince is the cutoff of sqlSnapshot's $2: a generated secret
@@ -100,12 +104,15 @@ func tombstonesSince(now time.Time, window time.Duration) int64 {
 	return now.Add(-window).UnixMilli()
 }
 
-// scanSnapshot reads the rows of sqlSnapshot (ordered by client id) into
-// clients with their secrets and tombstones; none is an empty list, not
-// nil. A client with tombstones only is listed with no secrets, so that
-// an edge tells its dead secrets from wrong ones too.
-func scanSnapshot(rs Rows) ([]wire.Client, error) {
-	clients := []wire.Client{}
+// scanSnapshot reads the rows of sqlSnapshot (ordered by client id) and
+// hands each client, with its secrets and tombstones, to emit as soon as
+// its last row is read. A client with tombstones only is listed with no
+// secrets, so that an edge tells its dead secrets from wrong ones too.
+// One wire.Client is reused for every client: emit must not keep it.
+func scanSnapshot(rs Rows, emit func(*wire.Client) error) error {
+	var c wire.Client
+	secrets := make([]wire.Secret, 0, 4)
+	open := false
 	for rs.Next() {
 		var clientID, cidrs string
 		var sec wire.Secret
@@ -115,14 +122,19 @@ func scanSnapshot(rs Rows) ([]wire.Client, error) {
 		var kind Kind
 		var material, thumbprint string
 		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly, &kind, &material, &thumbprint); err != nil {
-			return nil, err
+			return err
 		}
-		if n := len(clients); n == 0 || clients[n-1].ClientID != clientID {
-			c := wire.Client{ClientID: clientID, Secrets: []wire.Secret{}, AllowedCIDRs: splitCIDRs(cidrs)}
+		if !open || c.ClientID != clientID {
+			if open {
+				if err := emit(&c); err != nil {
+					return err
+				}
+				secrets = c.Secrets[:0]
+			}
+			c = wire.Client{ClientID: clientID, Secrets: secrets, AllowedCIDRs: splitCIDRs(cidrs), Tombstones: c.Tombstones[:0]}
 			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly != 0
-			clients = append(clients, c)
+			open = true
 		}
-		c := &clients[len(clients)-1]
 		if alive == 0 {
 			c.Tombstones = append(c.Tombstones, wire.Tombstone{ID: sec.ID, Hash: sec.Hash})
 			continue
@@ -137,7 +149,13 @@ func scanSnapshot(rs Rows) ([]wire.Client, error) {
 			c.Secrets = append(c.Secrets, sec)
 		}
 	}
-	return clients, rs.Err()
+	if err := rs.Err(); err != nil {
+		return err
+	}
+	if open {
+		return emit(&c)
+	}
+	return nil
 }
 
 // logChanges records, in the writing transaction, which clients revision
@@ -219,7 +237,11 @@ func readChanges(ctx context.Context, q querier, since int64, now time.Time, tom
 		if err != nil {
 			return wire.Delta{}, false, err
 		}
-		clients, err := scanSnapshot(rs)
+		var clients []wire.Client
+		err = scanSnapshot(rs, func(c *wire.Client) error {
+			clients = append(clients, CloneClient(c))
+			return nil
+		})
 		rs.Close()
 		if err != nil {
 			return wire.Delta{}, false, err

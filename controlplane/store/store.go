@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/rotagate/rotagate/internal/wire"
@@ -60,13 +61,15 @@ type Store interface {
 	// made through Update increases.
 	Revision(ctx context.Context) (epoch string, revision int64, err error)
 
-	// Snapshot returns, read in one consistent view, the epoch, the
-	// revision and every secret active at now grouped by client, ordered by
-	// client id then secret id, with each client's tombstones: its
-	// generated (sha256) secrets revoked or expired within tombstoneWindow
-	// before now (none when it is 0). A client with tombstones only is
-	// listed without secrets. GeneratedAt is left for the caller to set.
-	Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration) (wire.Snapshot, error)
+	// Snapshot reads, in one consistent view, the epoch, the revision and
+	// every secret active at now grouped by client, ordered by client id
+	// then secret id, with each client's tombstones: its generated
+	// (sha256) secrets revoked or expired within tombstoneWindow before
+	// now (none when it is 0). A client with tombstones only is listed
+	// without secrets. It hands them to w as they are read, one client at
+	// a time, so that a million clients are never all in memory (Collect
+	// keeps them). An error of w's ends the read with that error.
+	Snapshot(ctx context.Context, now time.Time, tombstoneWindow time.Duration, w SnapshotWriter) error
 
 	// SecretByHash returns the secret whose stored hash is hash (an
 	// indexed lookup), or ErrNotFound.
@@ -288,4 +291,43 @@ type OutboxStore interface {
 	// PruneEvents deletes the events created before cutoff and their
 	// deliveries. It returns how many events it deleted.
 	PruneEvents(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// SnapshotWriter receives a snapshot as Store.Snapshot reads it.
+type SnapshotWriter interface {
+	// Begin starts the snapshot: head holds its epoch and revision, no
+	// clients. A read the database retries begins again: whatever was
+	// received before is to be dropped.
+	Begin(head wire.Snapshot) error
+	// Client receives the next client, in client id order. c and its
+	// slices are reused once Client returns: keep a CloneClient.
+	Client(c *wire.Client) error
+}
+
+// Collect is a SnapshotWriter that keeps the whole snapshot in memory:
+// for small stores and tests. The feed streams instead.
+type Collect struct {
+	Snapshot wire.Snapshot
+}
+
+// Begin implements SnapshotWriter.
+func (c *Collect) Begin(head wire.Snapshot) error {
+	c.Snapshot = head
+	c.Snapshot.Clients = []wire.Client{} // none is [] in JSON, not null
+	return nil
+}
+
+// Client implements SnapshotWriter.
+func (c *Collect) Client(wc *wire.Client) error {
+	c.Snapshot.Clients = append(c.Snapshot.Clients, CloneClient(wc))
+	return nil
+}
+
+// CloneClient copies a client that a SnapshotWriter received.
+func CloneClient(c *wire.Client) wire.Client {
+	out := *c
+	out.Secrets = slices.Clone(c.Secrets)
+	out.Tombstones = slices.Clone(c.Tombstones)
+	out.AllowedCIDRs = slices.Clone(c.AllowedCIDRs)
+	return out
 }
