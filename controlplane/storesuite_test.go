@@ -83,6 +83,8 @@ var storeSuite = []struct {
 	{"NetworksInSnapshot", testNetworksInSnapshot},
 	{"CallersThroughService", testCallersThroughService},
 	{"CallersWindow", testCallersWindow},
+	// The automatic cut-over (cutover_test.go).
+	{"CutoverStore", testCutoverStore},
 	// The webhook outbox (outbox_test.go).
 	{"EventsCommitWithTheChange", testEventsCommitWithTheChange},
 	{"ClaimsAreExclusive", testClaimsAreExclusive},

@@ -135,6 +135,21 @@ var migrations = [][]string{
 		`CREATE INDEX secret_callers_by_secret ON secret_callers (secret_id, last_seen)`,
 		`CREATE INDEX secret_callers_by_last_seen ON secret_callers (last_seen)`,
 	},
+	{ // 7: the cut-over policy of clients (NULL: the control plane's
+		// default), the deadline notice of secrets, and the set of clients
+		// with a rotation in progress (cutover.go).
+		`ALTER TABLE clients ADD COLUMN cutover_auto INTEGER`,
+		`ALTER TABLE clients ADD COLUMN cutover_quiet BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_lookback BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_deadline BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_on_deadline TEXT`,
+		`ALTER TABLE secrets ADD COLUMN cutover_stalled_at BIGINT`,
+		`CREATE TABLE rotations (
+			client_id {id} PRIMARY KEY REFERENCES clients (client_id)
+		)`,
+		`INSERT INTO rotations (client_id)
+			SELECT client_id FROM secrets WHERE revoked_at IS NULL GROUP BY client_id HAVING COUNT(*) >= 2`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),
