@@ -2,10 +2,17 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/cutover"
+	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
+	"github.com/rotagate/rotagate/controlplane/store/storetest"
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // testCutoverStore: a client enters the rotations in progress when a
@@ -116,5 +123,238 @@ func testCutoverStore(t *testing.T, k storeKit) {
 	}
 	if rs := rotations(t0); len(rs) != 0 {
 		t.Fatalf("a deleted client stays in rotation: %+v", rs)
+	}
+}
+
+// cutoverKit drives a client's rotation through the rules with the env's
+// clock.
+type cutoverKit struct {
+	*env
+	ctx context.Context
+}
+
+var ownerActor = rules.Actor{TokenID: "test", Admin: true}
+
+// use reports, as an edge's usage batch would, that ip used secret now.
+func (k cutoverKit) use(clientID, secretID, ip string) {
+	k.t.Helper()
+	u := wire.Usage{Edge: "e1", Stamps: []wire.Stamp{{ClientID: clientID, SecretID: secretID, LastUsedAt: k.clock.Now(), From: ip}}}
+	if _, err := k.svc.ApplyUsage(k.ctx, u); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+func (k cutoverKit) pass() rules.CutoverPass {
+	k.t.Helper()
+	p, err := k.svc.RunCutover(k.ctx)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return p
+}
+
+func (k cutoverKit) setPolicy(clientID string, p store.CutoverPolicy) {
+	k.t.Helper()
+	if _, err := k.svc.SetCutover(k.ctx, ownerActor, clientID, p); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+func (k cutoverKit) state(clientID string) rules.CutoverState {
+	k.t.Helper()
+	st, err := k.svc.GetCutover(k.ctx, ownerActor, clientID)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return st
+}
+
+// events returns the data of the stored events of type typ, oldest first.
+func (k cutoverKit) events(typ string) []map[string]any {
+	k.t.Helper()
+	evs, err := k.store.(store.OutboxStore).Events(k.ctx, 1000)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	var out []map[string]any
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Type == typ {
+			out = append(out, storetest.EventData(k.t, k.store, evs[i].ID))
+		}
+	}
+	return out
+}
+
+func durationPtr(d time.Duration) *time.Duration { return &d }
+func boolPtr(b bool) *bool                       { return &b }
+
+// startRotation creates a client used from ips on its first secret, then
+// rotates it with a day's grace, and returns the old and the new secret.
+func (k cutoverKit) startRotation(clientID string, ips ...string) (old, newest string) {
+	k.t.Helper()
+	k.mustClient(clientID)
+	old = k.mustGenerate(clientID).Secret.ID
+	for _, ip := range ips {
+		k.use(clientID, old, ip)
+	}
+	k.clock.Add(time.Minute)
+	ns, err := k.svc.RotateSecret(k.ctx, ownerActor, clientID, 24*time.Hour)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return old, ns.Secret.ID
+}
+
+// testCutoverThroughService walks a rotation with an injected clock:
+// nothing while the newest is unused, the callers not moved named, nothing
+// before quiet, then one revocation with its audit entry and events, and
+// nothing more after.
+func testCutoverThroughService(t *testing.T, sk storeKit) {
+	e := sk.newEnv(t)
+	k := cutoverKit{e, context.Background()}
+	old, newest := k.startRotation("c1", "10.1.2.7", "10.1.9.44")
+	k.setPolicy("c1", store.CutoverPolicy{Auto: boolPtr(true), Quiet: durationPtr(5 * time.Minute)})
+	quietAt := k.clock.Now().Add(4 * time.Minute) // last used a minute before the rotation
+
+	if p := k.pass(); p.Rotations != 1 || len(p.Revoked)+len(p.Stalled) != 0 {
+		t.Fatalf("newest unused: pass %+v", p)
+	}
+	k.clock.Add(time.Second)
+	k.use("c1", newest, "10.1.2.7")
+	st := k.state("c1")
+	if st.Newest != newest || len(st.Secrets) != 1 || st.Secrets[0].SecretID != old || st.Secrets[0].State != cutover.Waiting ||
+		!slices.Equal(st.Secrets[0].NotMoved, []string{"10.1.9.44"}) {
+		t.Fatalf("after .7 moved: state %+v", st)
+	}
+	k.clock.Add(time.Second)
+	k.use("c1", newest, "10.1.9.44")
+	if p := k.pass(); len(p.Revoked) != 0 || !p.Next.Equal(quietAt) {
+		t.Fatalf("every caller moved but not quiet yet: pass %+v, want next at %v", p, quietAt)
+	}
+	k.clock.Add(4 * time.Minute)
+	if p := k.pass(); !slices.Equal(p.Revoked, []string{old}) {
+		t.Fatalf("finished: pass %+v, want %s revoked", p, old)
+	}
+	secrets, _ := e.store.Secrets(k.ctx, "c1")
+	if i := indexOfSecret(secrets, old); secrets[i].RevokedAt == nil {
+		t.Fatal("the old secret is not revoked")
+	}
+	if i := indexOfSecret(secrets, newest); secrets[i].RevokedAt != nil {
+		t.Fatal("the newest secret was revoked")
+	}
+	audit, _ := e.store.Audit(k.ctx, "c1", 1)
+	if a := audit[0]; a.Action != "secret.revoke" || a.Who != "cutover" || a.SecretID != old || a.Detail != "reason: cutover" {
+		t.Fatalf("audit %+v", a)
+	}
+	done := k.events(store.EventSecretCutoverCompleted)
+	if len(done) != 1 || done[0]["secret_id"] != old || done[0]["newest_secret_id"] != newest ||
+		fmt.Sprint(done[0]["callers"]) != "[10.1.2.7 10.1.9.44]" {
+		t.Fatalf("cutover_completed events %v", done)
+	}
+	if rev := k.events(store.EventSecretRevoked); len(rev) != 1 || rev[0]["reason"] != "cutover" {
+		t.Fatalf("revoked events %v", rev)
+	}
+	if p := k.pass(); len(p.Revoked) != 0 {
+		t.Fatalf("second pass: %+v", p)
+	}
+	if p := k.pass(); p.Rotations != 0 {
+		t.Fatalf("the rotation did not end: %+v", p)
+	}
+}
+
+// testCutoverOffAndStalled: auto off does nothing even when finished; a
+// stalled rotation is reported once, kept, and revoked once on_deadline
+// says revoke.
+func testCutoverOffAndStalled(t *testing.T, sk storeKit) {
+	e := sk.newEnv(t)
+	k := cutoverKit{e, context.Background()}
+	old, newest := k.startRotation("c2", "10.0.0.3")
+	k.use("c2", newest, "10.0.0.4") // another caller; .3 never moves
+	k.clock.Add(2 * time.Hour)
+	st := k.state("c2")
+	if st.Policy.Auto || st.Policy.Deadline != cutover.Default.Deadline || len(st.Secrets) != 1 || st.Secrets[0].State != cutover.Waiting {
+		t.Fatalf("default policy state %+v", st)
+	}
+	k.setPolicy("c2", store.CutoverPolicy{Deadline: durationPtr(time.Hour)}) // before the old one's expiry, a day after the rotation
+	if st := k.state("c2"); st.Secrets[0].State != cutover.Stalled {
+		t.Fatalf("past the default deadline: %+v", st.Secrets[0])
+	}
+	if p := k.pass(); len(p.Revoked)+len(p.Stalled) != 0 {
+		t.Fatalf("auto off acted: %+v", p)
+	}
+	k.setPolicy("c2", store.CutoverPolicy{Auto: boolPtr(true)})
+	for i := range 2 {
+		p := k.pass()
+		if len(p.Revoked) != 0 || (i == 0) != slices.Equal(p.Stalled, []string{old}) {
+			t.Fatalf("pass %d: %+v", i+1, p)
+		}
+	}
+	stalled := k.events(store.EventSecretCutoverStalled)
+	if len(stalled) != 1 || fmt.Sprint(stalled[0]["not_moved"]) != "[10.0.0.3]" || stalled[0]["newest_secret_id"] != newest || stalled[0]["last_used_at"] == nil {
+		t.Fatalf("stalled events %v", stalled)
+	}
+	k.setPolicy("c2", store.CutoverPolicy{OnDeadline: "revoke"})
+	if p := k.pass(); !slices.Equal(p.Revoked, []string{old}) || len(p.Stalled) != 0 {
+		t.Fatalf("on_deadline revoke: %+v", p)
+	}
+	if rev := k.events(store.EventSecretRevoked); len(rev) != 1 || rev[0]["reason"] != "cutover_deadline" {
+		t.Fatalf("revoked events %v", rev)
+	}
+	if n := len(k.events(store.EventSecretCutoverStalled)); n != 1 {
+		t.Fatalf("%d stalled events, want 1", n)
+	}
+}
+
+// testCutoverOnceAcrossReplicas: two control planes on one database run
+// their passes at the same time, again and again; each finished secret is
+// revoked once, and each event is written once.
+func testCutoverOnceAcrossReplicas(t *testing.T, sk storeKit) {
+	st, reopen := sk.open(t)
+	e1 := newEnvOn(t, st, "")
+	e2 := newEnvOn(t, reopen(t), "")
+	k := cutoverKit{e1, context.Background()}
+	const clients = 8
+	var olds []string
+	for i := range clients {
+		id := fmt.Sprintf("r%d", i)
+		old, newest := k.startRotation(id, "10.0.0.1")
+		k.setPolicy(id, store.CutoverPolicy{Auto: boolPtr(true), Quiet: durationPtr(time.Minute), Deadline: durationPtr(time.Hour)})
+		if i%2 == 0 { // half finish, half stall at the deadline and are revoked
+			k.use(id, newest, "10.0.0.1")
+		} else {
+			k.setPolicy(id, store.CutoverPolicy{OnDeadline: "revoke"})
+		}
+		olds = append(olds, old)
+	}
+	k.clock.Add(2 * time.Hour)
+	e2.clock.Add(e1.clock.Now().Sub(e2.clock.Now()))
+	var wg sync.WaitGroup
+	passes := make(chan rules.CutoverPass, 6)
+	for _, e := range []*env{e1, e2, e1, e2, e1, e2} {
+		wg.Go(func() {
+			p, err := e.svc.RunCutover(k.ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			passes <- p
+		})
+	}
+	wg.Wait()
+	close(passes)
+	var revoked, stalled []string
+	for p := range passes {
+		revoked, stalled = append(revoked, p.Revoked...), append(stalled, p.Stalled...)
+	}
+	slices.Sort(revoked)
+	if want := slices.Sorted(slices.Values(olds)); !slices.Equal(revoked, want) {
+		t.Fatalf("revoked %v, want each of %v once", revoked, want)
+	}
+	if len(stalled) != clients/2 {
+		t.Fatalf("stalled %v, want %d", stalled, clients/2)
+	}
+	for typ, want := range map[string]int{store.EventSecretRevoked: clients, store.EventSecretCutoverCompleted: clients / 2, store.EventSecretCutoverStalled: clients / 2} {
+		if n := len(k.events(typ)); n != want {
+			t.Errorf("%d %s events, want %d", n, typ, want)
+		}
 	}
 }

@@ -85,6 +85,9 @@ var storeSuite = []struct {
 	{"CallersWindow", testCallersWindow},
 	// The automatic cut-over (cutover_test.go).
 	{"CutoverStore", testCutoverStore},
+	{"CutoverThroughService", testCutoverThroughService},
+	{"CutoverOffAndStalled", testCutoverOffAndStalled},
+	{"CutoverOnceAcrossReplicas", testCutoverOnceAcrossReplicas},
 	// The webhook outbox (outbox_test.go).
 	{"EventsCommitWithTheChange", testEventsCommitWithTheChange},
 	{"ClaimsAreExclusive", testClaimsAreExclusive},

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rotagate/rotagate/controlplane/cutover"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 )
@@ -121,6 +122,9 @@ type ServiceOptions struct {
 	// ExpiryReminders are the offsets before a secret's expires_at at
 	// which secret.expiring fires. Default: 720h, 168h, 24h.
 	ExpiryReminders []time.Duration
+	// Cutover is the cut-over policy of clients that set none of their
+	// own (cutover.go). Default: cutover.Default (auto off).
+	Cutover *cutover.Policy
 }
 
 // DefaultTombstoneWindow is how long the feed carries a dead generated
@@ -157,6 +161,10 @@ func (o ServiceOptions) WithDefaults() ServiceOptions {
 	if len(o.ExpiryReminders) == 0 {
 		o.ExpiryReminders = DefaultExpiryReminders
 	}
+	if o.Cutover == nil {
+		p := cutover.Default
+		o.Cutover = &p
+	}
 	return o
 }
 
@@ -176,6 +184,9 @@ func (o ServiceOptions) Validate() error {
 	}
 	if err := validateReminders(o.ExpiryReminders); err != nil {
 		return err
+	}
+	if err := o.Cutover.Validate(); err != nil {
+		return fmt.Errorf("cutover: %w", err)
 	}
 	return ValidatePrefix(o.SecretPrefix)
 }
@@ -205,6 +216,11 @@ type Service struct {
 	reminders []time.Duration
 	wake      chan struct{}
 	logger    *zap.Logger
+
+	// The cut-over (cutover.go): the default policy, and the channel
+	// that asks the loop for a pass.
+	cutover     cutover.Policy
+	cutoverKick chan struct{}
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -230,6 +246,9 @@ func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Serv
 		reminders: opts.ExpiryReminders,
 		logger:    opts.Logger,
 		wake:      make(chan struct{}, 1),
+
+		cutover:     *opts.Cutover,
+		cutoverKick: make(chan struct{}, 1),
 	}
 	var err error
 	if s.hooks, err = webhook.Build(opts.Webhooks); err != nil {

@@ -91,14 +91,18 @@ const (
 	EventSecretExpired              = "secret.expired"
 	EventSecretPresentedAfterRevoke = "secret.presented_after_revoke"
 	EventSecretLeakReported         = "secret.leak_reported"
+	EventSecretCutoverCompleted     = "secret.cutover_completed"
+	EventSecretCutoverStalled       = "secret.cutover_stalled"
 	EventClientCreated              = "client.created"
 	EventClientDeleted              = "client.deleted"
 )
 
-// EventTypes lists every event type, in the order of SPEC §12.
+// EventTypes lists every event type, in the order of SPEC §12, then the
+// cut-over's (§14).
 var EventTypes = []string{
 	EventSecretGenerated, EventSecretRotated, EventSecretRevoked, EventSecretExpiring, EventSecretExpired,
 	EventSecretPresentedAfterRevoke, EventSecretLeakReported, EventClientCreated, EventClientDeleted,
+	EventSecretCutoverCompleted, EventSecretCutoverStalled,
 }
 
 // The webhook outbox's tables (migration 3) and queries. Every statement
