@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -357,4 +358,75 @@ func testCutoverOnceAcrossReplicas(t *testing.T, sk storeKit) {
 			t.Errorf("%d %s events, want %d", n, typ, want)
 		}
 	}
+}
+
+// TestCutoverAPI: GET answers the policy in force and the state of each
+// older secret; PUT changes the fields it has, each bad value is 400
+// invalid_request naming its field; owners may read and set it, others
+// see no such client; a change is audited as client.cutover.
+func TestCutoverAPI(t *testing.T) {
+	e := newEnv(t, withAdmins("ada"))
+	k := cutoverKit{e, context.Background()}
+	if _, err := e.svc.CreateClient(k.ctx, ownerActor, "app", "", []string{"olive"}); err != nil {
+		t.Fatal(err)
+	}
+	old := k.mustGenerate("app").Secret.ID
+	k.use("app", old, "10.1.2.7")
+	k.use("app", old, "10.1.9.44")
+	r := e.admin("GET", "/v1/clients/app/cutover", nil)
+	mustStatus(t, r, 200)
+	var got cutoverJSON
+	r.decode(t, &got)
+	if got.Auto || got.Quiet != "1h" || got.Lookback != "14d" || got.Deadline != "7d" || got.OnDeadline != "keep" || len(got.Secrets) != 0 || *got.NewestSecretID != old {
+		t.Fatalf("defaults: %s", r.body)
+	}
+
+	k.clock.Add(time.Minute)
+	ns, err := e.svc.RotateSecret(k.ctx, ownerActor, "app", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.use("app", ns.Secret.ID, "10.1.2.7")
+	r = e.doAs("olive", "PUT", "/v1/clients/app/cutover", "", map[string]any{"auto": true, "quiet": "2s", "lookback": "1d12h"})
+	mustStatus(t, r, 200)
+	r.decode(t, &got)
+	if !got.Auto || got.Quiet != "2s" || got.Lookback != "36h" || got.Deadline != "7d" || len(got.Secrets) != 1 {
+		t.Fatalf("after PUT: %s", r.body)
+	}
+	s := got.Secrets[0]
+	if s.SecretID != old || s.State != "waiting" || !slices.Equal(s.NotMoved, []string{"10.1.9.44"}) || !slices.Equal(s.Moved, []string{"10.1.2.7"}) ||
+		!s.NewestUsed || s.LastUsedAt == nil || s.QuietUntil == nil || !s.QuietUntil.Equal(s.LastUsedAt.Add(2*time.Second)) ||
+		s.DeadlineAt == nil || !s.DeadlineAt.Equal(ns.Secret.CreatedAt.Add(7*24*time.Hour)) {
+		t.Fatalf("state: %s", r.body)
+	}
+	r = e.doAs("olive", "PUT", "/v1/clients/app/cutover", "", map[string]any{"on_deadline": "revoke"})
+	mustStatus(t, r, 200)
+	r.decode(t, &got)
+	if !got.Auto || got.Quiet != "2s" || got.OnDeadline != "revoke" {
+		t.Fatalf("a PUT of one field changed others: %s", r.body)
+	}
+	audit, _ := e.store.Audit(k.ctx, "app", 1)
+	if a := audit[0]; a.Action != "client.cutover" || a.Who != "user:olive" || !strings.Contains(a.Detail, "auto on; quiet 2s; lookback 36h; deadline 7d; on_deadline revoke") {
+		t.Fatalf("audit %+v", a)
+	}
+
+	for body, field := range map[string]string{
+		`{"quiet": "soon"}`:          "quiet",
+		`{"lookback": "-1h"}`:        "lookback",
+		`{"deadline": 5}`:            "deadline",
+		`{"on_deadline": "delete"}`:  "on_deadline",
+		`{"auto": "yes"}`:            "auto",
+		`{"grace": "1h"}`:            "grace",
+		`{"quiet": "1h", "x": true}`: "x",
+	} {
+		r := e.admin("PUT", "/v1/clients/app/cutover", body)
+		mustStatus(t, r, 400)
+		if m := r.json(t); m["error"] != "invalid_request" || !strings.Contains(fmt.Sprint(m["error_description"]), field) {
+			t.Errorf("%s: %s, want invalid_request naming %s", body, r.body, field)
+		}
+	}
+	mustStatus(t, e.doAs("mallory", "GET", "/v1/clients/app/cutover", "", nil), 404)
+	mustStatus(t, e.doAs("mallory", "PUT", "/v1/clients/app/cutover", "", `{"auto": false}`), 404)
+	mustStatus(t, e.admin("GET", "/v1/clients/nope/cutover", nil), 404)
+	mustStatus(t, e.admin("DELETE", "/v1/clients/app/cutover", nil), 405)
 }

@@ -80,6 +80,8 @@ func (a *API) table() []route {
 		{"GET", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.getNetworks},
 		{"PUT", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.putNetworks},
 		{"POST", "/v1/clients/{client_id}/networks/suggest", roleAdmin, 0, a.suggestNetworks},
+		{"GET", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.getCutover},
+		{"PUT", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.putCutover},
 		{"GET", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.listSecrets},
 		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.generateSecret},
 		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, a.rotateSecret},
