@@ -218,6 +218,13 @@ func clientCommand() *cobra.Command {
 				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\nnetworks:  %s\ncreated:   %s\n\n", out.ClientID, out.Name,
 					orDash(strings.Join(out.Owners, ", ")), networks, fmtTime(&out.CreatedAt, "-"))
 				printSecrets(w, out.Secrets)
+				var co cutoverJSON
+				if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
+					return
+				}
+				fmt.Fprintln(w)
+				printCutoverState(w, co)
 			})
 		},
 	}
@@ -233,7 +240,7 @@ func clientCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(create, list, show, owners, networksCommand(), del)
+	c.AddCommand(create, list, show, owners, networksCommand(), cutoverCommand(), del)
 	return c
 }
 
@@ -370,6 +377,13 @@ func secretCommand() *cobra.Command {
 			var out secretListJSON
 			return run(cmd, http.MethodGet, clientPath(args[0])+"/secrets", nil, &out, func(w io.Writer) {
 				printSecrets(w, out.Secrets)
+				var co cutoverJSON
+				if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
+					return
+				}
+				fmt.Fprintln(w)
+				printCutoverState(w, co)
 			})
 		},
 	}
