@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -46,74 +48,109 @@ const (
 		WHERE (SELECT COUNT(*) FROM secrets WHERE client_id = CAST($1 AS TEXT) AND revoked_at IS NULL
 			AND (expires_at IS NULL OR expires_at > $2)) >= 2
 		ON CONFLICT (client_id) DO NOTHING`
-	sqlEndRotation       = `DELETE FROM rotations WHERE client_id = $1`
-	sqlRotationsPolicies = `SELECT c.client_id, c.cutover_auto, c.cutover_quiet, c.cutover_lookback, c.cutover_deadline, c.cutover_on_deadline
-		FROM rotations r JOIN clients c ON c.client_id = r.client_id ORDER BY c.client_id`
-	sqlActiveInRotation = `client_id IN (SELECT client_id FROM rotations) AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)`
-	sqlRotationsSecrets = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE ` + sqlActiveInRotation + `
-		ORDER BY client_id, created_at, secret_id`
-	sqlRotationsCallers = `SELECT secret_id, ip, first_seen, last_seen, requests, refused FROM secret_callers
-		WHERE last_seen >= $2 AND secret_id IN (SELECT secret_id FROM secrets WHERE ` + sqlActiveInRotation + `)
-		ORDER BY secret_id, last_seen DESC, ip`
+	sqlEndRotation = `DELETE FROM rotations WHERE client_id = $1`
+	sqlRotations   = `SELECT client_id FROM rotations ORDER BY client_id`
 	// sqlMarkStalled records a secret's deadline notice, once.
 	sqlMarkStalled = `UPDATE secrets SET cutover_stalled_at = $1 WHERE secret_id = $2 AND cutover_stalled_at IS NULL`
 )
 
+// rotationsChunk bounds the ids one read of Rotations names.
+const rotationsChunk = 500
+
+// sqlRotationsIn selects the policy and the secrets active at $1 of n
+// clients, named by $2…$n+1: one row per secret, or one with NULLs for a
+// client that has none left; only the columns the cut-over reads.
+func sqlRotationsIn(n int) string {
+	return `SELECT c.client_id, ` + qualified("c", sqlCutoverColumns) + `,
+			s.secret_id, s.hint, s.created_at, s.expires_at, s.first_used_at, s.last_used_at, s.cutover_stalled_at
+		FROM clients c LEFT JOIN secrets s
+			ON s.client_id = c.client_id AND s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1)
+		WHERE c.client_id IN (` + placeholders(2, n) + `)
+		ORDER BY c.client_id, s.created_at, s.secret_id`
+}
+
 // CutoverPolicy implements Store.
 func (s *SQL) CutoverPolicy(ctx context.Context, clientID string) (CutoverPolicy, error) {
 	return read(ctx, s, func(q querier) (CutoverPolicy, error) {
-		p, err := scanCutoverPolicy(q.queryRow(ctx, sqlCutoverPolicy, clientID))
+		p, err := scanCutoverPolicy(q.queryRow(ctx, sqlCutoverPolicy, clientID), nil)
 		return p, notFound(err)
 	})
 }
 
-// Rotations implements Store: three reads in one consistent view, each
-// bounded by the clients in the set.
+// Rotations implements Store: in one consistent view, the set, then its
+// clients and their callers by id lists of at most rotationsChunk (so
+// that each is an index lookup per id on both databases, whatever the
+// size of the tables), each bounded by the clients in the set. Their
+// secrets carry what the cut-over reads: ids, hint, times.
 func (s *SQL) Rotations(ctx context.Context, now, callersSince time.Time) ([]Rotation, error) {
 	return read(ctx, s, func(q querier) ([]Rotation, error) {
-		out, err := queryAll(ctx, q, func(r Row) (Rotation, error) {
-			rot := Rotation{Callers: map[string][]Caller{}}
-			var err error
-			rot.Policy, err = scanCutoverPolicy(r, &rot.ClientID)
-			return rot, err
-		}, sqlRotationsPolicies)
+		ids, err := readStrings(ctx, q, sqlRotations)
 		if err != nil {
 			return nil, err
 		}
-		at := make(map[string]int, len(out))
+		out := make([]Rotation, 0, len(ids))
+		var secretIDs []string
+		for chunk := range slices.Chunk(ids, rotationsChunk) {
+			args := make([]any, 0, len(chunk)+1)
+			args = append(args, now.UnixMilli())
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			rs, err := q.query(ctx, sqlRotationsIn(len(chunk)), args...)
+			if err != nil {
+				return nil, err
+			}
+			for rs.Next() {
+				var clientID string
+				var secretID, hint sql.NullString
+				var created, expires, firstUsed, used, stalled sql.NullInt64
+				p, err := scanCutoverPolicy(rs, []any{&clientID}, &secretID, &hint, &created, &expires, &firstUsed, &used, &stalled)
+				if err != nil {
+					rs.Close()
+					return nil, err
+				}
+				if len(out) == 0 || out[len(out)-1].ClientID != clientID {
+					out = append(out, Rotation{ClientID: clientID, Policy: p, Callers: map[string][]Caller{}})
+				}
+				if secretID.Valid {
+					r := &out[len(out)-1]
+					r.Secrets = append(r.Secrets, Secret{ID: secretID.String, ClientID: clientID, Hint: hint.String, CreatedAt: millisTime(created.Int64),
+						ExpiresAt: fromMillis(expires), FirstUsedAt: fromMillis(firstUsed), LastUsedAt: fromMillis(used), CutoverStalledAt: fromMillis(stalled)})
+					secretIDs = append(secretIDs, secretID.String)
+				}
+			}
+			err = rs.Err()
+			rs.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+		client := make(map[string]int, len(secretIDs))
 		for i := range out {
-			at[out[i].ClientID] = i
-		}
-		secrets, err := queryAll(ctx, q, scanSecret, sqlRotationsSecrets, now.UnixMilli())
-		if err != nil {
-			return nil, err
-		}
-		client := make(map[string]int, len(secrets))
-		for _, sec := range secrets {
-			if i, ok := at[sec.ClientID]; ok {
-				out[i].Secrets = append(out[i].Secrets, sec)
+			for _, sec := range out[i].Secrets {
 				client[sec.ID] = i
 			}
 		}
-		crs, err := q.query(ctx, sqlRotationsCallers, now.UnixMilli(), callersSince.UnixMilli())
-		if err != nil {
-			return nil, err
-		}
-		defer crs.Close()
-		for crs.Next() {
-			var secretID string
-			var c Caller
-			var first, last int64
-			if err := crs.Scan(&secretID, &c.IP, &first, &last, &c.Requests, &c.Refused); err != nil {
+		for chunk := range slices.Chunk(secretIDs, rotationsChunk) {
+			callers, err := readCallers(ctx, q, chunk, callersSince)
+			if err != nil {
 				return nil, err
 			}
-			c.FirstSeen, c.LastSeen = millisTime(first), millisTime(last)
-			if i, ok := client[secretID]; ok {
-				out[i].Callers[secretID] = append(out[i].Callers[secretID], c)
+			for id, cs := range callers {
+				out[client[id]].Callers[id] = cs
 			}
 		}
-		return out, crs.Err()
+		return out, nil
 	})
+}
+
+// qualified names each column of a list as table's.
+func qualified(table, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = table + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }
 
 func (t *sqlTx) SetCutoverPolicy(ctx context.Context, clientID string, p CutoverPolicy) error {
@@ -143,13 +180,14 @@ func (t *sqlTx) MarkStalled(ctx context.Context, secretID string, at time.Time) 
 	return n == 1, err
 }
 
-// scanCutoverPolicy reads a row of sqlCutoverColumns, after the columns
-// before them into lead.
-func scanCutoverPolicy(r Row, lead ...any) (CutoverPolicy, error) {
+// scanCutoverPolicy reads a row of sqlCutoverColumns, with the columns
+// before them into lead and those after them into trail.
+func scanCutoverPolicy(r Row, lead []any, trail ...any) (CutoverPolicy, error) {
 	var p CutoverPolicy
 	var auto, quiet, lookback, deadline sql.NullInt64
 	var onDeadline sql.NullString
-	if err := r.Scan(append(lead, &auto, &quiet, &lookback, &deadline, &onDeadline)...); err != nil {
+	dest := append(append(lead, &auto, &quiet, &lookback, &deadline, &onDeadline), trail...)
+	if err := r.Scan(dest...); err != nil {
 		return CutoverPolicy{}, err
 	}
 	if auto.Valid {
