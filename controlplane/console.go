@@ -76,7 +76,7 @@ func newConsole(a *API) (*console, error) {
 		return nil, err
 	}
 	for _, page := range []string{"clients", "client", "confirm", "secret", "error", "networks"} {
-		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html")
+		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html", "console/cutover.html")
 		if err != nil {
 			return nil, err
 		}
@@ -105,6 +105,7 @@ func newConsole(a *API) (*console, error) {
 		{"POST", "/console/clients/{client_id}/owners", c.signedIn(c.post(c.saveOwners))},
 		{"GET", "/console/clients/{client_id}/networks/suggest", c.signedIn(c.suggestNetworks)},
 		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
+		{"POST", "/console/clients/{client_id}/cutover", c.signedIn(c.post(c.saveCutover))},
 		{"GET", "/console/clients/{client_id}/delete", c.signedIn(c.confirmDelete)},
 		{"POST", "/console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient))},
 	}
@@ -332,6 +333,7 @@ var notices = map[string]string{
 	"revoked":  "Secret revoked. Every edge refuses it within the revocation delay.",
 	"owners":   "Owners saved.",
 	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
+	"cutover":  "Cut-over saved.",
 	"stale":    "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
 }
 
@@ -351,6 +353,8 @@ type clientRow struct {
 	LastUsed       *when
 	// AfterRevoke adds up the client's dead secrets presented at edges.
 	AfterRevoke int64
+	// Cutover is the rotation in progress, if any.
+	Cutover *cutoverProgress
 }
 
 func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -384,6 +388,14 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.
 			row.AfterRevoke += secrets[i].PresentedAfterRevoke
 		}
 		row.LastUsed = at(last)
+		if row.Active > 1 {
+			st, err := c.svc.GetCutover(r.Context(), who, cl.ID)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				c.fail(w, r, fr, err)
+				return
+			}
+			row.Cutover = progressOf(st)
+		}
 		v.Clients = append(v.Clients, row)
 	}
 	if next != "" {
@@ -460,6 +472,7 @@ type clientView struct {
 	Audit      []auditRow
 	Callers    []callersView
 	Networks   networksView
+	Cutover    cutoverView
 }
 
 type secretRow struct {
@@ -516,6 +529,12 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 	}
 	v.AtMax = active >= v.Max
 	v.Networks = newNetworksView(fr, cl)
+	st, err := c.svc.GetCutover(r.Context(), who, cl.ID)
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	v.Cutover = newCutoverView(fr, v.Path, st, secrets)
 	if v.Callers, err = c.secretCallers(r, who, cl.ID, secrets); err != nil {
 		c.fail(w, r, fr, err)
 		return
