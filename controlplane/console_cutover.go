@@ -72,5 +72,5 @@ func (c *console) saveCutover(w http.ResponseWriter, r *http.Request, who rules.
 		c.fail(w, r, fr, err)
 		return
 	}
-	redirect(w, r, consoleClientPath(clientID)+"#cutover", "cutover")
+	redirect(w, r, consoleClientPath(clientID), "cutover")
 }

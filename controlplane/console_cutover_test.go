@@ -36,6 +36,9 @@ func TestConsoleCutover(t *testing.T) {
 
 	r := b.post("/console/clients/app/cutover", url.Values{"auto": {"on"}})
 	mustStatus(t, r, 303)
+	if loc := r.header.Get("Location"); loc != "/console/clients/app?done=cutover" {
+		t.Fatalf("redirected to %q", loc)
+	}
 	if st := k.state("app"); !st.Policy.Auto {
 		t.Fatal("the switch did not turn the cut-over on")
 	}
