@@ -430,3 +430,21 @@ func TestCutoverAPI(t *testing.T) {
 	mustStatus(t, e.admin("GET", "/v1/clients/nope/cutover", nil), 404)
 	mustStatus(t, e.admin("DELETE", "/v1/clients/app/cutover", nil), 405)
 }
+
+// TestCutoverNeedsCallers: with tombstone_window 0 no callers are kept, so
+// nothing tells who moved: a pass revokes nothing, even with the newest
+// secret used and the old one quiet.
+func TestCutoverNeedsCallers(t *testing.T) {
+	e := newEnv(t, func(o *rules.ServiceOptions, _ *APIOptions) { o.TombstoneWindow = durationPtr(0) })
+	k := cutoverKit{e, context.Background()}
+	old, newest := k.startRotation("c", "10.0.0.1")
+	k.setPolicy("c", store.CutoverPolicy{Auto: boolPtr(true), Quiet: durationPtr(time.Minute)})
+	k.use("c", newest, "10.0.0.2")
+	k.clock.Add(time.Hour)
+	if p := k.pass(); len(p.Revoked)+len(p.Stalled) != 0 {
+		t.Fatalf("pass without callers: %+v", p)
+	}
+	if secrets, _ := e.store.Secrets(k.ctx, "c"); secrets[indexOfSecret(secrets, old)].RevokedAt != nil {
+		t.Fatal("the old secret was revoked with no callers known")
+	}
+}

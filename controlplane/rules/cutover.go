@@ -220,12 +220,14 @@ type CutoverPass struct {
 // again on what it reads there: two control planes on one database never
 // revoke or report a secret twice. Clients found with fewer than two
 // active secrets leave the set. A failure on one client is logged and
-// does not stop the others.
+// does not stop the others. With tombstone_window 0 no callers are kept,
+// so nothing tells who moved: the pass does nothing.
 func (s *Service) RunCutover(ctx context.Context) (CutoverPass, error) {
 	now := s.Now()
 	since, keep := s.callersSince(now)
 	if !keep {
-		since = now
+		// tombstone_window 0 keeps no callers: nobody can tell who moved.
+		return CutoverPass{}, nil
 	}
 	rots, err := s.store.Rotations(ctx, now, since)
 	if err != nil {
