@@ -377,13 +377,6 @@ func secretCommand() *cobra.Command {
 			var out secretListJSON
 			return run(cmd, http.MethodGet, clientPath(args[0])+"/secrets", nil, &out, func(w io.Writer) {
 				printSecrets(w, out.Secrets)
-				var co cutoverJSON
-				if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
-					return
-				}
-				fmt.Fprintln(w)
-				printCutoverState(w, co)
 			})
 		},
 	}
