@@ -81,6 +81,12 @@ func TestCutoverEndToEnd(t *testing.T) {
 	}
 	// .2's last use of the old secret, then its move: quiet counts from here.
 	mustToken(t, edge, 1, "127.0.0.2", "app", olds["app"].Secret)
+	// Moved means a last use of the old secret before the first of the
+	// new: wait for that use to be recorded, so that the two are not in
+	// the same millisecond.
+	eventually(t, 5*time.Second, "127.0.0.2's last use of the old secret recorded", func() bool {
+		return api.callers("app", olds["app"].ID)["127.0.0.2"].Requests == 3
+	})
 	mustToken(t, edge, 1, "127.0.0.2", "app", news["app"].Secret)
 	moved := time.Now()
 	// Polled through the API, not the edge: presenting the old secret at
