@@ -44,11 +44,11 @@ given leaves that field as it is.`,
 			}
 			path := clientPath(args[0]) + "/cutover"
 			var out cutoverJSON
-			print := func(w io.Writer) { printCutover(w, out) }
+			show := func(w io.Writer) { printCutover(w, out) }
 			if req == (putCutoverRequest{}) {
-				return run(cmd, http.MethodGet, path, nil, &out, print)
+				return run(cmd, http.MethodGet, path, nil, &out, show)
 			}
-			return run(cmd, http.MethodPut, path, req, &out, print)
+			return run(cmd, http.MethodPut, path, req, &out, show)
 		},
 	}
 	c.Flags().Bool("auto", false, "revoke an older secret once every caller has moved to the newest")

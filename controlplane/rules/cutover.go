@@ -104,7 +104,11 @@ func (s *Service) GetCutover(ctx context.Context, who Actor, clientID string) (C
 // change is audited as client.cutover.
 func (s *Service) SetCutover(ctx context.Context, who Actor, clientID string, change store.CutoverPolicy) (st CutoverState, err error) {
 	defer func() {
-		s.log(who, "client.cutover", clientID, "", err, zap.String("policy", policyDetail(st.Policy)))
+		if err != nil {
+			s.log(who, "client.cutover", clientID, "", err)
+			return
+		}
+		s.log(who, "client.cutover", clientID, "", nil, zap.String("policy", policyDetail(st.Policy)))
 	}()
 	if err := ValidateClientID(clientID); err != nil {
 		return CutoverState{}, invalidError(err.Error())
