@@ -51,6 +51,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		expiry_reminders <duration>...
 //		revocation_delay <duration>
+//		cutover {
+//			auto on|off
+//			quiet <duration>
+//			lookback <duration>
+//			deadline <duration>
+//			on_deadline keep|revoke
+//		}
 //	}
 //
 // Each subdirective may appear once, except webhook. Mistakes are worded as in the edge's
@@ -107,6 +114,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return directive.OneArg(d, &h.LeakAction)
 		case "webhook":
 			return h.unmarshalWebhook(d)
+		case "cutover":
+			return h.unmarshalCutover(d)
 		case "expiry_reminders":
 			args, err := directive.Args(d)
 			if err != nil {
@@ -152,6 +161,55 @@ func (h *Handler) unmarshalWebhook(d *caddyfile.Dispenser) error {
 		return err
 	}
 	h.Webhooks = append(h.Webhooks, w)
+	return nil
+}
+
+// unmarshalCutover reads `cutover { auto on|off; quiet …; lookback …;
+// deadline …; on_deadline keep|revoke }`.
+func (h *Handler) unmarshalCutover(d *caddyfile.Dispenser) error {
+	const name = "cutover"
+	if err := directive.NoArgs(d, name); err != nil {
+		return err
+	}
+	c := new(CutoverConfig)
+	err := directive.Block(d, func(sub string) error {
+		var word string
+		switch sub {
+		case "auto":
+			if err := directive.OneArg(d, &word); err != nil {
+				return err
+			}
+			if word != "on" && word != "off" {
+				return d.Errf("%s %s: %q is neither on nor off", name, sub, word)
+			}
+			on := word == "on"
+			c.Auto = &on
+			return nil
+		case "quiet":
+			c.Quiet = new(caddy.Duration)
+			return directive.Duration(d, c.Quiet)
+		case "lookback":
+			c.Lookback = new(caddy.Duration)
+			return directive.Duration(d, c.Lookback)
+		case "deadline":
+			c.Deadline = new(caddy.Duration)
+			return directive.Duration(d, c.Deadline)
+		case "on_deadline":
+			if err := directive.OneArg(d, &word); err != nil {
+				return err
+			}
+			if word != "keep" && word != "revoke" {
+				return d.Errf("%s %s: %q is neither keep nor revoke", name, sub, word)
+			}
+			c.OnDeadline = word
+			return nil
+		}
+		return directive.Unknown(d, name)
+	})
+	if err != nil {
+		return err
+	}
+	h.Cutover = c
 	return nil
 }
 

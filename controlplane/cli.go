@@ -278,6 +278,13 @@ func clientCommand() *cobra.Command {
 				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\nnetworks:  %s\ncreated:   %s\n\n", out.ClientID, out.Name,
 					orDash(strings.Join(out.Owners, ", ")), networks, fmtTime(&out.CreatedAt, "-"))
 				printSecrets(w, out.Secrets)
+				var co cutoverJSON
+				if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
+					return
+				}
+				fmt.Fprintln(w)
+				printCutoverState(w, co)
 			})
 		},
 	}
@@ -293,7 +300,7 @@ func clientCommand() *cobra.Command {
 		},
 	}
 
-	c.AddCommand(create, list, show, owners, networksCommand(), sinkCommand(), del)
+	c.AddCommand(create, list, show, owners, networksCommand(), cutoverCommand(), sinkCommand(), del)
 	return c
 }
 

@@ -80,7 +80,7 @@ func newConsole(a *API) (*console, error) {
 		return nil, err
 	}
 	for _, page := range []string{"clients", "client", "confirm", "secret", "error", "networks", "sinkset"} {
-		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html", "console/sinkpanel.html")
+		t, err := template.Must(layout.Clone()).ParseFS(consoleFiles, "console/"+page+".html", "console/networksform.html", "console/sinkpanel.html", "console/cutover.html")
 		if err != nil {
 			return nil, err
 		}
@@ -114,6 +114,7 @@ func newConsole(a *API) (*console, error) {
 		{"POST", "/console/clients/{client_id}/networks", c.signedIn(c.post(c.saveNetworks))},
 		{"POST", "/console/clients/{client_id}/sink", c.signedIn(c.post(c.saveSink))},
 		{"POST", "/console/clients/{client_id}/sink/delete", c.signedIn(c.post(c.deleteSink))},
+		{"POST", "/console/clients/{client_id}/cutover", c.signedIn(c.post(c.saveCutover))},
 		{"GET", "/console/clients/{client_id}/delete", c.signedIn(c.confirmDelete)},
 		{"POST", "/console/clients/{client_id}/delete", c.signedIn(c.post(c.deleteClient))},
 	}
@@ -376,7 +377,8 @@ var notices = map[string]string{
 	"unsunk":   "Sink removed. New secrets of this client are shown once again.",
 	"delivered": "New secret made and handed to the client's sink; it is not shown here. " +
 		"Its events tell when the sink acknowledged it.",
-	"stale": "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
+	"cutover": "Cut-over saved.",
+	"stale":   "That form had already been sent, or the secrets changed since it was shown: nothing was done. This is the current list.",
 }
 
 // My clients.
@@ -396,6 +398,8 @@ type clientRow struct {
 	// AfterRevoke says when a dead secret of the client was last
 	// presented at an edge, if that was within recentAfterRevoke.
 	AfterRevoke string
+	// Cutover is the rotation in progress, if any.
+	Cutover *cutoverProgress
 }
 
 func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.Actor, fr frame) {
@@ -433,6 +437,14 @@ func (c *console) clientsPage(w http.ResponseWriter, r *http.Request, who rules.
 		row.LastUsed = at(last)
 		if dead != nil && now.Sub(*dead) < recentAfterRevoke {
 			row.AfterRevoke = "presented after revoke " + ago(now.Sub(*dead)) + " ago"
+		}
+		if row.Active > 1 {
+			st, err := c.svc.GetCutover(r.Context(), who, cl.ID)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				c.fail(w, r, fr, err)
+				return
+			}
+			row.Cutover = progressOf(st)
 		}
 		v.Clients = append(v.Clients, row)
 	}
@@ -517,6 +529,7 @@ type clientView struct {
 	Callers    []callersView
 	Networks   networksView
 	Sink       sinkPanel
+	Cutover    cutoverView
 }
 
 type secretRow struct {
@@ -595,6 +608,12 @@ func (c *console) clientPage(w http.ResponseWriter, r *http.Request, who rules.A
 		c.fail(w, r, fr, err)
 		return
 	}
+	st, err := c.svc.GetCutover(r.Context(), who, cl.ID)
+	if err != nil {
+		c.fail(w, r, fr, err)
+		return
+	}
+	v.Cutover = newCutoverView(fr, v.Path, st, secrets)
 	if v.Callers, err = c.secretCallers(r, who, cl.ID, secrets); err != nil {
 		c.fail(w, r, fr, err)
 		return

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/rotagate/rotagate/controlplane/cutover"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
@@ -123,6 +124,11 @@ type Handler struct {
 	// to a client's sink becomes current there (AWS: AWSCURRENT) this long
 	// after it was stored, when every edge accepts it. Default: 30s.
 	RevocationDelay caddy.Duration `json:"revocation_delay,omitempty"`
+	// Cutover is the cut-over policy of clients that set none of their
+	// own (docs/cutover.md): when an older secret may be revoked because
+	// every caller has moved to the newest one. Default: auto off, quiet
+	// 1h, lookback 14d, deadline 7d, on_deadline keep.
+	Cutover *CutoverConfig `json:"cutover,omitempty"`
 
 	// Resolved by Provision: the tokens, the store config with its
 	// defaults, and the webhooks' URLs and secrets.
@@ -134,10 +140,55 @@ type Handler struct {
 	poolKey string
 	logger  *zap.Logger
 
-	// stopSender ends the webhook sender, which closes senderDone when
-	// it has returned.
-	stopSender context.CancelFunc
-	senderDone chan struct{}
+	// stopSender ends the webhook sender and the cut-over loop, which
+	// close senderDone and cutoverDone when they have returned.
+	stopSender  context.CancelFunc
+	senderDone  chan struct{}
+	cutoverDone chan struct{}
+}
+
+// CutoverConfig is the control plane's default cut-over policy; each
+// field left out keeps its default.
+type CutoverConfig struct {
+	// Auto revokes an older secret once every caller has moved to the
+	// newest one and it has been quiet; off, the state is only shown.
+	// Default: off.
+	Auto *bool `json:"auto,omitempty"`
+	// Quiet is how long the older secret must go without an accepted use.
+	// Default: 1h.
+	Quiet *caddy.Duration `json:"quiet,omitempty"`
+	// Lookback is how far before the newest secret's first use a caller
+	// of the older one counts as one that must move. Default: 14d.
+	Lookback *caddy.Duration `json:"lookback,omitempty"`
+	// Deadline, from the newest secret's creation, is when an unfinished
+	// rotation is reported stalled; 0 never. Default: 7d.
+	Deadline *caddy.Duration `json:"deadline,omitempty"`
+	// OnDeadline is what a stalled rotation does to the older secret:
+	// "keep" or "revoke". Default: keep.
+	OnDeadline string `json:"on_deadline,omitempty"`
+}
+
+// policy returns the policy c describes, over cutover.Default.
+func (c *CutoverConfig) policy() *cutover.Policy {
+	p := cutover.Default
+	if c == nil {
+		return &p
+	}
+	if c.Auto != nil {
+		p.Auto = *c.Auto
+	}
+	for _, f := range []struct {
+		set *caddy.Duration
+		to  *time.Duration
+	}{{c.Quiet, &p.Quiet}, {c.Lookback, &p.Lookback}, {c.Deadline, &p.Deadline}} {
+		if f.set != nil {
+			*f.to = time.Duration(*f.set)
+		}
+	}
+	if c.OnDeadline != "" {
+		p.OnDeadline = cutover.OnDeadline(c.OnDeadline)
+	}
+	return &p
 }
 
 // CaddyModule returns the Caddy module information.
@@ -236,9 +287,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := webhook.RegisterMetrics(ctx); err != nil {
 		return err
 	}
-	// The sender stops with this config (or at Cleanup, which waits for
-	// it, so the store is never closed under it); the next config's takes
-	// over, and the outbox's leases keep the two from sending twice.
+	// The sender and the cut-over loop stop with this config (or at
+	// Cleanup, which waits for them, so the store is never closed under
+	// them); the next config's take over, and the outbox's leases and the
+	// cut-over's row locks keep the two from acting twice.
 	sctx, stop := context.WithCancel(ctx)
 	h.stopSender, h.senderDone = stop, make(chan struct{})
 	go func() {
@@ -252,6 +304,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			Now: svc.Now, Logger: h.logger, Wake: svc.Committed(), Notices: svc.ScanExpiries,
 			Sinks: &webhook.Sinks{Target: svc.SinkTarget, Done: svc.SinkDelivered, Pass: svc.SinkPass},
 		}).Run(sctx)
+	}()
+	h.cutoverDone = make(chan struct{})
+	go func() {
+		defer close(h.cutoverDone)
+		svc.RunCutoverLoop(sctx)
 	}()
 	ao.Logger = h.logger
 	if h.api, err = NewAPI(svc, ao); err != nil {
@@ -292,7 +349,8 @@ func (h *Handler) serviceOptions() rules.ServiceOptions {
 		reminders[i] = time.Duration(d)
 	}
 	o := rules.ServiceOptions{MaxActiveSecrets: h.MaxActiveSecrets, SecretPrefix: h.SecretPrefix, LeakAction: h.LeakAction,
-		Webhooks: h.webhooks, ExpiryReminders: reminders, RevocationDelay: time.Duration(h.RevocationDelay)}
+		Webhooks: h.webhooks, ExpiryReminders: reminders, RevocationDelay: time.Duration(h.RevocationDelay),
+		Cutover: h.Cutover.policy()}
 	if h.TombstoneWindow != nil {
 		d := time.Duration(*h.TombstoneWindow)
 		o.TombstoneWindow = &d
@@ -401,8 +459,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 // Cleanup answers waiting feed requests, stops the webhook sender (an
-// attempt in flight is abandoned, to be retried after its lease) and lets
-// go of the store.
+// attempt in flight is abandoned, to be retried after its lease) and the
+// cut-over loop, and lets go of the store.
 func (h *Handler) Cleanup() error {
 	if h.api != nil {
 		h.api.Close()
@@ -410,6 +468,7 @@ func (h *Handler) Cleanup() error {
 	if h.stopSender != nil {
 		h.stopSender()
 		<-h.senderDone
+		<-h.cutoverDone
 		h.stopSender = nil
 	}
 	if h.poolKey != "" {

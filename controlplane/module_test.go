@@ -256,6 +256,8 @@ func TestValidateBeforeTheStoreOpens(t *testing.T) {
 		`,"tombstone_window":-1`:              "tombstone_window must not be negative",
 		`,"leak_action":"delete"`:             "leak_action must be revoke or flag",
 		`,"leak_token":"{env.TEST_CP_ADMIN}"`: "leak_token must differ",
+		`,"cutover":{"quiet":-1}`:             "cutover: quiet must not be negative",
+		`,"cutover":{"on_deadline":"delete"}`: `cutover: on_deadline must be "keep" or "revoke"`,
 	} {
 		_, err := provision(t, "{"+down+extra+"}")
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "postgres store") {

@@ -83,6 +83,8 @@ func (a *API) table() []route {
 		{"GET", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.getSink},
 		{"PUT", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.putSink},
 		{"DELETE", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.deleteSink},
+		{"GET", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.getCutover},
+		{"PUT", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.putCutover},
 		{"GET", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.listSecrets},
 		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.generateSecret},
 		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, a.rotateSecret},

@@ -522,8 +522,22 @@ func testSinkScheduledRotation(t *testing.T, k storeKit) {
 	if secrets, _ := e.store.Secrets(context.Background(), "svc-s"); len(secrets) != 2 {
 		t.Fatalf("%d secrets after another pass", len(secrets))
 	}
-	if ok, err := e.svc.HasScheduledRotation(context.Background(), "svc-s"); err != nil || !ok {
-		t.Fatalf("HasScheduledRotation = %v, %v", ok, err)
+	// A client rotated on a schedule is cut over automatically unless it
+	// sets auto off (SPEC §15); the control plane's default here is off.
+	admin := rules.Actor{TokenID: "test", Admin: true}
+	if st, err := e.svc.GetCutover(context.Background(), admin, "svc-s"); err != nil || !st.Policy.Auto {
+		t.Fatalf("cut-over of a scheduled client: auto %v, %v; want on", st.Policy.Auto, err)
+	}
+	off := false
+	if st, err := e.svc.SetCutover(context.Background(), admin, "svc-s", store.CutoverPolicy{Auto: &off}); err != nil || st.Policy.Auto {
+		t.Fatalf("cut-over set off: auto %v, %v", st.Policy.Auto, err)
+	}
+	if st, err := e.svc.GetCutover(context.Background(), admin, "svc-s"); err != nil || st.Policy.Auto {
+		t.Fatalf("cut-over set off, read again: auto %v, %v", st.Policy.Auto, err)
+	}
+	e.mustClient("svc-plain")
+	if st, err := e.svc.GetCutover(context.Background(), admin, "svc-plain"); err != nil || st.Policy.Auto {
+		t.Fatalf("cut-over of a client without a schedule: auto %v, %v; want the default, off", st.Policy.Auto, err)
 	}
 }
 

@@ -85,6 +85,11 @@ var storeSuite = []struct {
 	{"NetworksInSnapshot", testNetworksInSnapshot},
 	{"CallersThroughService", testCallersThroughService},
 	{"CallersWindow", testCallersWindow},
+	// The automatic cut-over (cutover_test.go).
+	{"CutoverStore", testCutoverStore},
+	{"CutoverThroughService", testCutoverThroughService},
+	{"CutoverOffAndStalled", testCutoverOffAndStalled},
+	{"CutoverOnceAcrossReplicas", testCutoverOnceAcrossReplicas},
 	// The webhook outbox (outbox_test.go).
 	{"EventsCommitWithTheChange", testEventsCommitWithTheChange},
 	{"ClaimsAreExclusive", testClaimsAreExclusive},

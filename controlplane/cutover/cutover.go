@@ -164,6 +164,9 @@ type Verdict struct {
 	State    State
 	// NotMoved are the caller IPs that must still move, sorted.
 	NotMoved []string
+	// Moved are the caller IPs that had to move and did, sorted: with
+	// NotMoved, every caller the rule counts.
+	Moved []string
 	// Unlisted: an edge counted callers of the older secret after the
 	// newest one's first use without listing their IPs, so nobody can
 	// tell whether they moved.
@@ -234,10 +237,14 @@ func Evaluate(p Policy, newest, older Secret, now time.Time) Verdict {
 		}
 		if first, ok := firstOnNewest[c.IP]; !ok || !c.LastSeen.Before(first) {
 			v.NotMoved = append(v.NotMoved, c.IP)
+		} else {
+			v.Moved = append(v.Moved, c.IP)
 		}
 	}
 	slices.Sort(v.NotMoved)
 	v.NotMoved = slices.Compact(v.NotMoved)
+	slices.Sort(v.Moved)
+	v.Moved = slices.Compact(v.Moved)
 
 	quiet := v.QuietUntil.IsZero() || !now.Before(v.QuietUntil)
 	if !v.NewestUnused && len(v.NotMoved) == 0 && !v.Unlisted && quiet {

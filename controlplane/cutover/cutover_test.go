@@ -92,6 +92,13 @@ func TestNotMovedNamesTheCallers(t *testing.T) {
 	if want := []string{"10.0.0.1", "10.0.0.2"}; !slices.Equal(v.NotMoved, want) {
 		t.Fatalf("NotMoved = %v, want %v (sorted, once each, the gone caller left out)", v.NotMoved, want)
 	}
+	if len(v.Moved) != 0 {
+		t.Fatalf("Moved = %v, want none", v.Moved)
+	}
+	_, newest, older, _ = story()
+	if v := Evaluate(p, newest, older, now); !slices.Equal(v.Moved, []string{"10.0.0.1", "10.0.0.2"}) || len(v.NotMoved) != 0 {
+		t.Fatalf("Moved = %v, NotMoved = %v, want both callers moved (the gone one not counted)", v.Moved, v.NotMoved)
+	}
 }
 
 // Unlisted callers of older before newest's first use say nothing about the

@@ -60,8 +60,8 @@ func (s *Service) Changes(ctx context.Context, since int64) (wire.Delta, bool, e
 // secret. Stamps from the future are recorded as now, so a skewed edge
 // clock cannot pin last_used_at ahead of time; a from that is not an IP
 // address is dropped. Then the batch's callers are added (applyCallers):
-// one write per (secret, caller IP). It returns how many secrets' last use
-// moved.
+// one write per (secret, caller IP), and a cut-over pass is asked for
+// (KickCutover). It returns how many secrets' last use moved.
 func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	now := s.Now()
 	newest := make(map[string]wire.Stamp, len(u.Stamps))
@@ -92,7 +92,11 @@ func (s *Service) ApplyUsage(ctx context.Context, u wire.Usage) (int, error) {
 	if _, err := s.ApplyRevokedUses(ctx, u.Edge, u.RevokedUses); err != nil {
 		return 0, err
 	}
-	return n, s.applyCallers(ctx, u, now)
+	if err := s.applyCallers(ctx, u, now); err != nil {
+		return n, err
+	}
+	s.KickCutover()
+	return n, nil
 }
 
 // cleanIP returns an IP address in its canonical form (IPv4-mapped made

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rotagate/rotagate/controlplane/cutover"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 )
@@ -125,6 +126,9 @@ type ServiceOptions struct {
 	// accepts it (the edges' revocation_delay): a delivery sink moves the
 	// secret to current then (sinks.go). Default: 30s.
 	RevocationDelay time.Duration
+	// Cutover is the cut-over policy of clients that set none of their
+	// own (cutover.go). Default: cutover.Default (auto off).
+	Cutover *cutover.Policy
 }
 
 // DefaultTombstoneWindow is how long the feed carries a dead generated
@@ -164,6 +168,10 @@ func (o ServiceOptions) WithDefaults() ServiceOptions {
 	if o.RevocationDelay == 0 {
 		o.RevocationDelay = DefaultRevocationDelay
 	}
+	if o.Cutover == nil {
+		p := cutover.Default
+		o.Cutover = &p
+	}
 	return o
 }
 
@@ -186,6 +194,9 @@ func (o ServiceOptions) Validate() error {
 	}
 	if err := validateReminders(o.ExpiryReminders); err != nil {
 		return err
+	}
+	if err := o.Cutover.Validate(); err != nil {
+		return fmt.Errorf("cutover: %w", err)
 	}
 	return ValidatePrefix(o.SecretPrefix)
 }
@@ -220,6 +231,10 @@ type Service struct {
 	// and the retries of failed scheduled rotations.
 	revocationDelay time.Duration
 	sched           schedule
+	// The cut-over (cutover.go): the default policy, and the channel
+	// that asks the loop for a pass.
+	cutover     cutover.Policy
+	cutoverKick chan struct{}
 }
 
 // NewService returns the rules over store and publishes the store's current
@@ -247,6 +262,8 @@ func NewService(ctx context.Context, st store.Store, opts ServiceOptions) (*Serv
 		wake:      make(chan struct{}, 1),
 
 		revocationDelay: opts.RevocationDelay,
+		cutover:         *opts.Cutover,
+		cutoverKick:     make(chan struct{}, 1),
 	}
 	var err error
 	if s.hooks, err = webhook.Build(opts.Webhooks); err != nil {

@@ -205,21 +205,6 @@ func (s *Service) DeleteSink(ctx context.Context, who Actor, clientID string) (e
 	return err
 }
 
-// HasScheduledRotation reports whether a client's sink rotates it on a
-// schedule (rotate_every): SPEC §15 turns automatic cut-over on for such
-// a client unless its policy sets it off.
-func (s *Service) HasScheduledRotation(ctx context.Context, clientID string) (bool, error) {
-	ss, err := s.sinkStore()
-	if err != nil {
-		return false, err
-	}
-	k, err := ss.Sink(ctx, clientID)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil && k.RotateEvery > 0, err
-}
-
 // stageAtSink puts a generated secret at the client's AWS sink as
 // AWSPENDING, before the transaction that stores it: a failed put stores
 // nothing (ErrSinkFailed, with secret.delivery_failed). For other sinks,
@@ -505,13 +490,6 @@ func (s *Service) delivered(ctx context.Context, tx store.Tx, clientID, secretID
 		return false, err
 	}
 	return true, s.record(ctx, tx, Actor{TokenID: "sink"}, "secret.delivered", clientID, secretID, "delivered to the webhook sink")
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 // undelivered revokes a secret its webhook sink never acknowledged, and

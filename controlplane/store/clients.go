@@ -167,7 +167,7 @@ func (t *sqlTx) insertOwners(ctx context.Context, clientID string, owners []stri
 }
 
 func (t *sqlTx) DeleteClient(ctx context.Context, id string) error {
-	for _, query := range []string{sqlDeleteCallersOf, sqlDeleteSinkSecretsOf, sqlDeleteSink, sqlDeleteSecretsOf, sqlDeleteOwnersOf} {
+	for _, query := range []string{sqlDeleteCallersOf, sqlDeleteSinkSecretsOf, sqlDeleteSink, sqlDeleteSecretsOf, sqlDeleteOwnersOf, sqlEndRotation} {
 		if _, err := t.q.exec(ctx, query, id); err != nil {
 			return err
 		}

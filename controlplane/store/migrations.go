@@ -178,6 +178,25 @@ var migrations = [][]string{
 		`CREATE INDEX secrets_for_feed ON secrets (client_id, secret_id, hash, expires_at, revoked_at, kind, material, thumbprint)`,
 		`CREATE INDEX clients_for_feed ON clients (client_id, allowed_cidrs, networks_report_only)`,
 	},
+	{ // 11: the cut-over policy of clients (NULL: the control plane's
+		// default), the deadline notice of secrets, and the set of clients
+		// with a rotation in progress (cutover.go).
+		`ALTER TABLE clients ADD COLUMN cutover_auto INTEGER`,
+		`ALTER TABLE clients ADD COLUMN cutover_quiet BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_lookback BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_deadline BIGINT`,
+		`ALTER TABLE clients ADD COLUMN cutover_on_deadline TEXT`,
+		`ALTER TABLE secrets ADD COLUMN cutover_stalled_at BIGINT`,
+		`CREATE TABLE rotations (
+			client_id {id} PRIMARY KEY REFERENCES clients (client_id)
+		)`,
+		`INSERT INTO rotations (client_id)
+			SELECT client_id FROM secrets WHERE revoked_at IS NULL GROUP BY client_id HAVING COUNT(*) >= 2`,
+		// The callers of a secret by last seen, wide enough that a
+		// cut-over pass reads them from the index alone.
+		`DROP INDEX secret_callers_by_secret`,
+		`CREATE INDEX secret_callers_by_secret_seen ON secret_callers (secret_id, last_seen, ip, first_seen, requests, refused)`,
+	},
 }
 
 // applyMigrations brings the schema up to len(list) (the migrations),

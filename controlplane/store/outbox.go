@@ -94,6 +94,8 @@ const (
 	EventSecretExpired              = "secret.expired"
 	EventSecretPresentedAfterRevoke = "secret.presented_after_revoke"
 	EventSecretLeakReported         = "secret.leak_reported"
+	EventSecretCutoverCompleted     = "secret.cutover_completed"
+	EventSecretCutoverStalled       = "secret.cutover_stalled"
 	EventClientCreated              = "client.created"
 	EventClientDeleted              = "client.deleted"
 	// EventSecretDelivered: a client's sink acknowledged a new secret
@@ -103,11 +105,13 @@ const (
 	EventSecretDeliveryFailed = "secret.delivery_failed"
 )
 
-// EventTypes lists every event type, in the order of SPEC §12.
+// EventTypes lists every event type, in the order of SPEC §12, then the
+// cut-over's (§14).
 var EventTypes = []string{
 	EventSecretGenerated, EventSecretRotated, EventSecretRevoked, EventSecretExpiring, EventSecretExpired,
 	EventSecretPresentedAfterRevoke, EventSecretLeakReported, EventClientCreated, EventClientDeleted,
 	EventSecretDelivered, EventSecretDeliveryFailed,
+	EventSecretCutoverCompleted, EventSecretCutoverStalled,
 }
 
 // The webhook outbox's tables (migration 3) and queries. Every statement

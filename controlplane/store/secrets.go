@@ -48,6 +48,9 @@ type Secret struct {
 	// Label says which app has the secret, as its owners wrote it; never
 	// the secret. Empty: none.
 	Label string
+	// CutoverStalledAt is when a cut-over pass found the secret not
+	// finished at its rotation's deadline and said so (once).
+	CutoverStalledAt *time.Time
 }
 
 // Kind is the kind of a credential.
@@ -105,7 +108,7 @@ type RecordedRevokedUse struct {
 const (
 	sqlSecretColumns = `secret_id, client_id, hash, hint, created_at, expires_at, revoked_at, last_used_at, last_used_from, first_used_at,
 		presented_after_revoke_count, last_presented_after_revoke_at, last_presented_after_revoke_from, leak_reported_at,
-		kind, material, thumbprint, label`
+		kind, material, thumbprint, label, cutover_stalled_at`
 	sqlSecrets      = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE client_id = $1 ORDER BY created_at, secret_id`
 	sqlSecretByHash = `SELECT ` + sqlSecretColumns + ` FROM secrets WHERE hash = $1 ORDER BY secret_id LIMIT 1`
 	sqlInsertSecret = `INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, expires_at, kind, material, thumbprint)
@@ -186,6 +189,9 @@ func (t *sqlTx) InsertSecret(ctx context.Context, s Secret) error {
 		string(kind), s.Material, s.Thumbprint); err != nil {
 		return err
 	}
+	if _, err := t.q.exec(ctx, sqlEnterRotation, s.ClientID, s.CreatedAt.UnixMilli()); err != nil {
+		return err
+	}
 	t.touch(s.ClientID)
 	return nil
 }
@@ -231,13 +237,13 @@ func (t *sqlTx) FlagLeak(ctx context.Context, secretID string, at time.Time) err
 func scanSecret(r Row) (Secret, error) {
 	var s Secret
 	var created int64
-	var expires, revoked, used, firstUsed, deadUsed, leak sql.NullInt64
+	var expires, revoked, used, firstUsed, deadUsed, leak, stalled sql.NullInt64
 	if err := r.Scan(&s.ID, &s.ClientID, &s.Hash, &s.Hint, &created, &expires, &revoked, &used, &s.LastUsedFrom, &firstUsed,
-		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak, &s.Kind, &s.Material, &s.Thumbprint, &s.Label); err != nil {
+		&s.PresentedAfterRevoke, &deadUsed, &s.LastPresentedAfterRevokeFrom, &leak, &s.Kind, &s.Material, &s.Thumbprint, &s.Label, &stalled); err != nil {
 		return Secret{}, err
 	}
 	s.CreatedAt = millisTime(created)
 	s.ExpiresAt, s.RevokedAt, s.LastUsedAt, s.FirstUsedAt = fromMillis(expires), fromMillis(revoked), fromMillis(used), fromMillis(firstUsed)
-	s.LastPresentedAfterRevokeAt, s.LeakReportedAt = fromMillis(deadUsed), fromMillis(leak)
+	s.LastPresentedAfterRevokeAt, s.LeakReportedAt, s.CutoverStalledAt = fromMillis(deadUsed), fromMillis(leak), fromMillis(stalled)
 	return s, nil
 }

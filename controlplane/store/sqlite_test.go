@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
@@ -124,5 +125,48 @@ func TestSQLiteMigratesFromVersion1(t *testing.T) {
 	}
 	if list, err := st.Clients(ctx, "u", "", 10); err != nil || len(list) != 1 || list[0].Owners[0] != "u" {
 		t.Fatalf("owned clients: %+v (%v)", list, err)
+	}
+}
+
+// A database of schema 6 holding rotations in progress is brought up to
+// date with them in the rotations set, and without the clients that have
+// one active secret.
+func TestSQLiteMigrationFindsRotationsInProgress(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v6.db")
+	db, err := sql.Open("sqlite", store.SQLiteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.ApplyMigrations(ctx, tx, 6); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO clients (client_id, name, created_at) VALUES ('rotating', '', 1), ('settled', '', 1)`,
+		`INSERT INTO secrets (secret_id, client_id, hash, hint, created_at) VALUES
+			('sec_a', 'rotating', 'h', 'x', 1), ('sec_b', 'rotating', 'h', 'x', 2), ('sec_c', 'settled', 'h', 'x', 1)`,
+		`INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, revoked_at) VALUES ('sec_d', 'settled', 'h', 'x', 2, 3)`,
+	} {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs, err := st.Rotations(ctx, time.UnixMilli(10), time.UnixMilli(0))
+	if err != nil || len(rs) != 1 || rs[0].ClientID != "rotating" || len(rs[0].Secrets) != 2 {
+		t.Fatalf("rotations after the upgrade: %+v (%v)", rs, err)
 	}
 }

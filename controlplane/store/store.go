@@ -112,6 +112,19 @@ type Store interface {
 	// how many.
 	PruneCallers(ctx context.Context, before time.Time) (int64, error)
 
+	// CutoverPolicy returns the cut-over policy a client has set, or
+	// ErrNotFound.
+	CutoverPolicy(ctx context.Context, clientID string) (CutoverPolicy, error)
+
+	// Rotations returns, read in one consistent view, the clients with a
+	// rotation in progress (a secret added beside an active one, and not
+	// yet found ended by Tx.EndRotation), ordered by client id, each with
+	// its policy, its secrets active at now and their callers last seen
+	// at or after callersSince. Its cost is bounded by those clients, not
+	// by all clients. A client listed may have fewer than two active
+	// secrets left (expired, revoked): the caller ends its rotation.
+	Rotations(ctx context.Context, now, callersSince time.Time) ([]Rotation, error)
+
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 
@@ -167,7 +180,9 @@ type Tx interface {
 	// Secrets returns every secret of a client, oldest first.
 	Secrets(ctx context.Context, clientID string) ([]Secret, error)
 
-	// InsertSecret adds a secret to an existing client.
+	// InsertSecret adds a secret to an existing client, and puts the
+	// client among the rotations in progress when it has another active
+	// secret.
 	InsertSecret(ctx context.Context, s Secret) error
 
 	// SetExpiry sets a secret's expires_at; ErrNotFound when it does not
@@ -191,6 +206,25 @@ type Tx interface {
 	// FlagLeak records that a leak report named the secret, unless one
 	// did before. No change: the revision stays.
 	FlagLeak(ctx context.Context, secretID string, at time.Time) error
+	// SetCutoverPolicy replaces the cut-over policy of a client;
+	// ErrNotFound when it does not exist.
+	SetCutoverPolicy(ctx context.Context, clientID string, p CutoverPolicy) error
+
+	// Callers is Store.Callers inside the transaction.
+	Callers(ctx context.Context, secretIDs []string, since time.Time) (map[string][]Caller, error)
+
+	// EndRotation takes a client out of the rotations in progress (see
+	// Store.Rotations); call it under LockClient, after checking that the
+	// client has fewer than two active secrets, so that no secret added
+	// meanwhile is missed. No change: the revision stays.
+	EndRotation(ctx context.Context, clientID string) error
+
+	// MarkStalled records that a secret's rotation passed its deadline
+	// unfinished, and reports whether it was not recorded before, so that
+	// the notice is given once across restarts and replicas. No change:
+	// the revision stays.
+	MarkStalled(ctx context.Context, secretID string, at time.Time) (bool, error)
+
 	// InsertEvent writes an event to the outbox, with a pending delivery,
 	// due at once, for each webhook key given. It does not mark the
 	// transaction as a change: events do not move the revision. Call it
