@@ -173,18 +173,21 @@ func (k *keyAuth) pad(p *presented) { k.verifier.Pad(p.parsed, p.result.Checks) 
 // usableKeys are the client's public keys that may verify at now: all of
 // them (a slice built with the record) unless one has expired since.
 func (c *client) usableKeys(now time.Time) []clientassertion.Key {
-	for i := range c.keys {
-		if !c.keys[i].usable(now) {
-			keys := make([]clientassertion.Key, 0, len(c.keys))
-			for j := range c.keys {
-				if c.keys[j].usable(now) {
-					keys = append(keys, c.assertionKeys[j])
+	if c.pub == nil {
+		return nil
+	}
+	for i := range c.pub.keys {
+		if !c.pub.keys[i].usable(now) {
+			keys := make([]clientassertion.Key, 0, len(c.pub.keys))
+			for j := range c.pub.keys {
+				if c.pub.keys[j].usable(now) {
+					keys = append(keys, c.pub.assertionKeys[j])
 				}
 			}
 			return keys
 		}
 	}
-	return c.assertionKeys
+	return c.pub.assertionKeys
 }
 
 // certAuth is tls_client_auth: the SHA-256 thumbprint of the client's
@@ -204,7 +207,7 @@ func (ca *certAuth) check(c *client, p *presented, now time.Time) string {
 	ca.work.count(workDigest)
 	var certs []certCredential
 	if c != nil {
-		certs = c.certs
+		certs = c.certCreds()
 	}
 	matched := -1
 	for i := range max(len(certs), minCompares) {

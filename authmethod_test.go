@@ -473,7 +473,7 @@ func TestSavedCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := back.client("keyed")
-	if c == nil || len(c.keys) != 1 || c.keys[0].id != "sec_key1" || len(c.certs) != 1 || c.certs[0].id != "sec_cert1" ||
+	if c == nil || len(c.keyCreds()) != 1 || c.keyCreds()[0].id != "sec_key1" || len(c.certCreds()) != 1 || c.certCreds()[0].id != "sec_cert1" ||
 		!c.sameAs(rawOf(snap.client("keyed"))) {
 		t.Fatalf("after the saved copy: %+v", c)
 	}
@@ -505,8 +505,8 @@ func TestFeedCarriesCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := ans.full.client("keyed")
-	if c == nil || len(c.keys) != 1 || c.keys[0].id != "sec_key1" || len(c.certs) != 1 || thumbprintOf(k.cert) != k.certTP ||
-		base64.RawURLEncoding.EncodeToString(c.certs[0].thumbprint[:]) != k.certTP {
+	if c == nil || len(c.keyCreds()) != 1 || c.keyCreds()[0].id != "sec_key1" || len(c.certCreds()) != 1 || thumbprintOf(k.cert) != k.certTP ||
+		base64.RawURLEncoding.EncodeToString(c.certCreds()[0].thumbprint[:]) != k.certTP {
 		t.Fatalf("decoded %+v", c)
 	}
 	again, err := decodeAnswer(strings.NewReader(string(body)), 1<<20, ans.full)
@@ -524,8 +524,8 @@ func TestFeedCarriesCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := next.client("keyed"); len(c.keys) != 2 || len(c.certs) != 0 {
-		t.Fatalf("after the change: %d keys, %d certificates", len(c.keys), len(c.certs))
+	if c := next.client("keyed"); len(c.keyCreds()) != 2 || len(c.certCreds()) != 0 {
+		t.Fatalf("after the change: %d keys, %d certificates", len(c.keyCreds()), len(c.certCreds()))
 	}
 
 	for name, bad := range map[string]string{

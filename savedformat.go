@@ -75,7 +75,7 @@ func encodeSnapshot(w *bufio.Writer, snap *snapshot) error {
 		if c.reportOnly {
 			flags |= flagReportOnly
 		}
-		if len(c.keys)+len(c.certs) > 0 {
+		if c.pub != nil {
 			flags |= flagCredentials
 		}
 		w.WriteByte(flags)
@@ -113,21 +113,22 @@ func encodeCredentials(w *bufio.Writer, c *client) {
 	var scratch [binary.MaxVarintLen64]byte
 	uvarint := func(v uint64) { w.Write(binary.AppendUvarint(scratch[:0], v)) }
 	w.WriteByte(credentialsVersion)
-	uvarint(uint64(len(c.keys)))
-	for k := range c.keys {
-		uvarint(uint64(len(c.keys[k].id)))
-		w.WriteString(c.keys[k].id)
-		jwk := c.keys[k].key.JSON()
+	keys, certs := c.keyCreds(), c.certCreds()
+	uvarint(uint64(len(keys)))
+	for k := range keys {
+		uvarint(uint64(len(keys[k].id)))
+		w.WriteString(keys[k].id)
+		jwk := keys[k].key.JSON()
 		uvarint(uint64(len(jwk)))
 		w.Write(jwk)
-		w.Write(binary.AppendVarint(scratch[:0], c.keys[k].expires))
+		w.Write(binary.AppendVarint(scratch[:0], keys[k].expires))
 	}
-	uvarint(uint64(len(c.certs)))
-	for k := range c.certs {
-		uvarint(uint64(len(c.certs[k].id)))
-		w.WriteString(c.certs[k].id)
-		w.Write(c.certs[k].thumbprint[:])
-		w.Write(binary.AppendVarint(scratch[:0], c.certs[k].expires))
+	uvarint(uint64(len(certs)))
+	for k := range certs {
+		uvarint(uint64(len(certs[k].id)))
+		w.WriteString(certs[k].id)
+		w.Write(certs[k].thumbprint[:])
+		w.Write(binary.AppendVarint(scratch[:0], certs[k].expires))
 	}
 }
 

@@ -75,6 +75,14 @@ type client struct {
 	// reportOnly lets requests from outside networks through, recorded as
 	// refused.
 	reportOnly bool
+	// pub holds the client's public-key and certificate credentials; nil
+	// for a client with secrets only, as most are: one pointer per client
+	// rather than three slices (a million clients' snapshot).
+	pub *publicCredentials
+}
+
+// publicCredentials are a client's credentials without a shared secret.
+type publicCredentials struct {
 	// keys are the client's public keys (private_key_jwt) and certs its
 	// certificates' thumbprints (tls_client_auth), as the feed listed them.
 	keys  []keyCredential
@@ -82,6 +90,22 @@ type client struct {
 	// assertionKeys are the keys as the assertion verifier takes them,
 	// in the order of keys.
 	assertionKeys []clientassertion.Key
+}
+
+// keyCreds are the client's public keys (none without pub).
+func (c *client) keyCreds() []keyCredential {
+	if c.pub == nil {
+		return nil
+	}
+	return c.pub.keys
+}
+
+// certCreds are the client's certificates (none without pub).
+func (c *client) certCreds() []certCredential {
+	if c.pub == nil {
+		return nil
+	}
+	return c.pub.certs
 }
 
 // keyCredential is a public key a client signs its assertions with.
@@ -555,6 +579,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		c.buried = append(c.buried, buriedSecret{id: str(rt.id), digest: rt.digest})
 	}
+	var pub publicCredentials
 	for k := range rc.keys {
 		rk := &rc.keys[k]
 		if rk.id.at == rk.id.end {
@@ -564,15 +589,18 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snapshot public key %q: %v", str(rk.id), err)
 		}
-		c.keys = append(c.keys, keyCredential{secretMeta: secretMeta{id: str(rk.id), expires: rk.expires}, key: key})
-		c.assertionKeys = append(c.assertionKeys, clientassertion.Key{CredentialID: str(rk.id), Key: key})
+		pub.keys = append(pub.keys, keyCredential{secretMeta: secretMeta{id: str(rk.id), expires: rk.expires}, key: key})
+		pub.assertionKeys = append(pub.assertionKeys, clientassertion.Key{CredentialID: str(rk.id), Key: key})
 	}
 	for k := range rc.certs {
 		rt := &rc.certs[k]
 		if rt.id.at == rt.id.end || !rt.sha {
 			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", c.id)
 		}
-		c.certs = append(c.certs, certCredential{secretMeta: secretMeta{id: str(rt.id), expires: rt.expires}, thumbprint: rt.digest})
+		pub.certs = append(pub.certs, certCredential{secretMeta: secretMeta{id: str(rt.id), expires: rt.expires}, thumbprint: rt.digest})
+	}
+	if len(pub.keys)+len(pub.certs) > 0 {
+		c.pub = &pub
 	}
 	return c, nil
 }
@@ -585,17 +613,17 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 func (c *client) sameAs(rc *rawClient) bool {
 	if c.id != string(rc.bytes(rc.id)) || len(rc.secrets) != len(c.digests)+len(c.slow) || len(rc.tombstones) != len(c.buried) ||
 		len(rc.cidrs) != len(c.cidrs) || (len(c.cidrs) > 0 && rc.reportOnly != c.reportOnly) ||
-		len(rc.keys) != len(c.keys) || len(rc.certs) != len(c.certs) {
+		len(rc.keys) != len(c.keyCreds()) || len(rc.certs) != len(c.certCreds()) {
 		return false
 	}
 	for k := range rc.keys {
-		rk, ck := &rc.keys[k], &c.keys[k]
+		rk, ck := &rc.keys[k], &c.keyCreds()[k]
 		if ck.id != string(rc.bytes(rk.id)) || ck.expires != rk.expires || !bytes.Equal(ck.key.JSON(), rc.textAt(rk.jwk)) {
 			return false
 		}
 	}
 	for k := range rc.certs {
-		rt, cc := &rc.certs[k], &c.certs[k]
+		rt, cc := &rc.certs[k], &c.certCreds()[k]
 		if !rt.sha || cc.id != string(rc.bytes(rt.id)) || cc.expires != rt.expires || cc.thumbprint != rt.digest {
 			return false
 		}
@@ -681,10 +709,10 @@ func (c *client) wire() wire.Client {
 		wc.Tombstones = append(wc.Tombstones, wire.Tombstone{ID: t.id, Hash: secrethash.FormatSHA256(t.digest)})
 	}
 	expiry := func(m secretMeta) *time.Time { return meta(m, "").ExpiresAt }
-	for _, k := range c.keys {
+	for _, k := range c.keyCreds() {
 		wc.PublicKeys = append(wc.PublicKeys, wire.PublicKey{ID: k.id, JWK: k.key.JSON(), ExpiresAt: expiry(k.secretMeta)})
 	}
-	for _, t := range c.certs {
+	for _, t := range c.certCreds() {
 		wc.Certificates = append(wc.Certificates, wire.Certificate{ID: t.id,
 			Thumbprint: base64.RawURLEncoding.EncodeToString(t.thumbprint[:]), ExpiresAt: expiry(t.secretMeta)})
 	}
@@ -741,17 +769,17 @@ func newDelta(w *wire.Delta) (*delta, error) {
 
 // secretIDs are the ids of the client's credentials of every kind.
 func (c *client) secretIDs() []string {
-	ids := make([]string, 0, len(c.digests)+len(c.slow)+len(c.keys)+len(c.certs))
+	ids := make([]string, 0, len(c.digests)+len(c.slow)+len(c.keyCreds())+len(c.certCreds()))
 	for _, d := range c.digests {
 		ids = append(ids, d.id)
 	}
 	for _, s := range c.slow {
 		ids = append(ids, s.id)
 	}
-	for _, k := range c.keys {
+	for _, k := range c.keyCreds() {
 		ids = append(ids, k.id)
 	}
-	for _, t := range c.certs {
+	for _, t := range c.certCreds() {
 		ids = append(ids, t.id)
 	}
 	return ids
