@@ -739,3 +739,36 @@ func TestSinkScheduleBackoff(t *testing.T) {
 		t.Fatalf("the sink got %d events, want the one scheduled secret", len(rc.took()))
 	}
 }
+
+// A public key registered or rotated to for a client with a webhook sink
+// is not delivered (it has no plaintext): it is active at once, the answer
+// names no sink, and a rotation's grace applies to the others at once
+// rather than waiting for an acknowledgement that never comes.
+func TestSinkLeavesKeysAlone(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t)
+	e.mustClient("svc-k")
+	first := e.mustGenerate("svc-k")
+	rc.setSigningSecret(putSink(t, e, "svc-k", rc.config(""))["signing_secret"].(string))
+	admin := rules.Actor{TokenID: "test", Admin: true}
+	pub, _ := testKeyJWKs(t)
+	key, err := e.svc.RotateCredential(context.Background(), admin, "svc-k", time.Hour, rules.GenerateOptions{PublicKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.DeliveredTo != "" || key.Secret.Kind != store.KindPublicKey {
+		t.Fatalf("rotation to a key: delivered to %q, kind %q", key.DeliveredTo, key.Secret.Kind)
+	}
+	if len(key.Expiring) != 1 || key.Expiring[0] != first.Secret.ID {
+		t.Fatalf("rotation to a key left expiring %v, want the old secret at once", key.Expiring)
+	}
+	if o := secretHash(t, e.store, "svc-k", first.Secret.ID); o.ExpiresAt == nil {
+		t.Fatal("the old secret got no grace")
+	}
+	deliverSinks(t, sinkSender(e))
+	for _, ev := range rc.took() {
+		if ev.secretID == key.Secret.ID {
+			t.Fatalf("the sink got an event for the key: %+v", ev.secretID)
+		}
+	}
+}
