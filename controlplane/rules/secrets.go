@@ -261,14 +261,7 @@ func (s *Service) RevokeSecret(ctx context.Context, who Actor, clientID, secretI
 	}
 	now := s.Now()
 	return update(ctx, s, func(tx store.Tx) (store.Secret, error) {
-		c, err := tx.LockClient(ctx, clientID)
-		if err != nil {
-			return store.Secret{}, err
-		}
-		if !who.mayManage(c) {
-			return store.Secret{}, store.ErrNotFound
-		}
-		secrets, err := tx.Secrets(ctx, clientID)
+		secrets, err := managedSecrets(ctx, tx, who, clientID)
 		if err != nil {
 			return store.Secret{}, err
 		}
@@ -318,14 +311,7 @@ func (s *Service) LabelSecret(ctx context.Context, who Actor, clientID, secretID
 		return store.Secret{}, invalidf("label must say which app has the secret, not be the secret")
 	}
 	return update(ctx, s, func(tx store.Tx) (store.Secret, error) {
-		c, err := tx.LockClient(ctx, clientID)
-		if err != nil {
-			return store.Secret{}, err
-		}
-		if !who.mayManage(c) {
-			return store.Secret{}, store.ErrNotFound
-		}
-		secrets, err := tx.Secrets(ctx, clientID)
+		secrets, err := managedSecrets(ctx, tx, who, clientID)
 		if err != nil {
 			return store.Secret{}, err
 		}
@@ -352,12 +338,9 @@ func (s *Service) LabelSecret(ctx context.Context, who Actor, clientID, secretID
 // webhook sink it waits for the sink's acknowledgement (deferred).
 func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns CreatedSecret, room int, grace *time.Duration) (added, error) {
 	clientID, now := ns.Secret.ClientID, ns.Secret.CreatedAt
-	c, err := tx.LockClient(ctx, clientID)
+	secrets, err := managedSecrets(ctx, tx, who, clientID)
 	if err != nil {
 		return added{}, err
-	}
-	if !who.mayManage(c) {
-		return added{}, store.ErrNotFound
 	}
 	k, err := tx.Sink(ctx, clientID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -367,10 +350,6 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 	deferred := hasSink && k.Kind == sink.KindWebhook && grace != nil
 	if deferred {
 		room = min(room, s.maxActive) // the others stay active until delivery
-	}
-	secrets, err := tx.Secrets(ctx, clientID)
-	if err != nil {
-		return added{}, err
 	}
 	active := secrets[:0]
 	for _, sec := range secrets {
@@ -399,6 +378,19 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 	}
 	out.deliveredTo, err = s.toSink(ctx, tx, k, ns, grace)
 	return out, err
+}
+
+// managedSecrets locks, inside tx, a client the actor may manage and
+// reads its secrets; a client the actor may not manage is ErrNotFound.
+func managedSecrets(ctx context.Context, tx store.Tx, who Actor, clientID string) ([]store.Secret, error) {
+	c, err := tx.LockClient(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	if !who.mayManage(c) {
+		return nil, store.ErrNotFound
+	}
+	return tx.Secrets(ctx, clientID)
 }
 
 // added is what addSecret found and did.
