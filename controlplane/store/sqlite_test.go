@@ -87,11 +87,13 @@ func TestSQLiteDSNEscapesPath(t *testing.T) {
 	}
 }
 
-// A database made by the first release is brought up to date on open, its
-// clients kept, with no owners.
-func TestSQLiteMigratesFromVersion1(t *testing.T) {
+// openAtVersion makes a SQLite database at schema version, holding the
+// rows that stmts insert, and opens it as the store, which brings it up to
+// date.
+func openAtVersion(t *testing.T, version int, stmts ...string) *store.SQL {
+	t.Helper()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
+	path := filepath.Join(t.TempDir(), "old.db")
 	db, err := sql.Open("sqlite", store.SQLiteDSN(path))
 	if err != nil {
 		t.Fatal(err)
@@ -100,22 +102,31 @@ func TestSQLiteMigratesFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ApplyMigrations(ctx, tx, 1); err != nil {
+	if err := store.ApplyMigrations(ctx, tx, version); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(`INSERT INTO clients (client_id, name, created_at) VALUES ('old', 'Old', 1)`); err != nil {
-		t.Fatal(err)
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
-
 	st, err := store.OpenSQLite(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// A database made by the first release is brought up to date on open, its
+// clients kept, with no owners.
+func TestSQLiteMigratesFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	st := openAtVersion(t, 1, `INSERT INTO clients (client_id, name, created_at) VALUES ('old', 'Old', 1)`)
 	c, err := st.Client(ctx, "old")
 	if err != nil || c.Name != "Old" || len(c.Owners) != 0 {
 		t.Fatalf("after the upgrade: %+v (%v)", c, err)
@@ -132,40 +143,13 @@ func TestSQLiteMigratesFromVersion1(t *testing.T) {
 // date with them in the rotations set, and without the clients that have
 // one active secret.
 func TestSQLiteMigrationFindsRotationsInProgress(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v6.db")
-	db, err := sql.Open("sqlite", store.SQLiteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.ApplyMigrations(ctx, tx, 6); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	st := openAtVersion(t, 6,
 		`INSERT INTO clients (client_id, name, created_at) VALUES ('rotating', '', 1), ('settled', '', 1)`,
 		`INSERT INTO secrets (secret_id, client_id, hash, hint, created_at) VALUES
 			('sec_a', 'rotating', 'h', 'x', 1), ('sec_b', 'rotating', 'h', 'x', 2), ('sec_c', 'settled', 'h', 'x', 1)`,
 		`INSERT INTO secrets (secret_id, client_id, hash, hint, created_at, revoked_at) VALUES ('sec_d', 'settled', 'h', 'x', 2, 3)`,
-	} {
-		if _, err := tx.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	st, err := store.OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	rs, err := st.Rotations(ctx, time.UnixMilli(10), time.UnixMilli(0))
+	)
+	rs, err := st.Rotations(context.Background(), time.UnixMilli(10), time.UnixMilli(0))
 	if err != nil || len(rs) != 1 || rs[0].ClientID != "rotating" || len(rs[0].Secrets) != 2 {
 		t.Fatalf("rotations after the upgrade: %+v (%v)", rs, err)
 	}
