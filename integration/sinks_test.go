@@ -382,19 +382,7 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 	rcv := newSinkReceiver(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	caddyfile := `{
-	admin off
-	auto_https off
-	persist_config off
-}
-http://` + addr + ` {
-	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "cp.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-	}
-}
-`
+	caddyfile := childControlPlaneCaddyfile(addr, dir, "")
 	cp := startChildControlPlane(t, bin, dir, caddyfile, addr)
 	api := adminAPI{t: t, base: cp.base}
 	api.createClient("killed")

@@ -174,6 +174,24 @@ func buildCaddy(t *testing.T) string {
 	return bin
 }
 
+// childControlPlaneCaddyfile is the Caddyfile of a control plane on addr
+// with its SQLite database in dir; extra goes inside its directive's block.
+func childControlPlaneCaddyfile(addr, dir, extra string) string {
+	return `{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://` + addr + ` {
+	client_credentials_control_plane {
+		store sqlite ` + filepath.Join(dir, "cp.db") + `
+		admin_token ` + adminToken + `
+		edge_token ` + edgeToken + extra + `
+	}
+}
+`
+}
+
 // childControlPlane is a control plane in a Caddy process of its own.
 type childControlPlane struct {
 	t    *testing.T
@@ -241,23 +259,11 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	rcv.setDown(true)
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	caddyfile := `{
-	admin off
-	auto_https off
-	persist_config off
-}
-http://` + addr + ` {
-	client_credentials_control_plane {
-		store sqlite ` + filepath.Join(dir, "cp.db") + `
-		admin_token ` + adminToken + `
-		edge_token ` + edgeToken + `
-		webhook ` + rcv.URL + ` {
+	caddyfile := childControlPlaneCaddyfile(addr, dir, `
+		webhook `+rcv.URL+` {
 			secret {env.HOOK_SECRET}
 			timeout 2s
-		}
-	}
-}
-`
+		}`)
 	cp := startChildControlPlane(t, bin, dir, caddyfile, addr, "HOOK_SECRET="+secret)
 	api := adminAPI{t: t, base: cp.base}
 	api.createClient("killed") // committed: the API answered 201
