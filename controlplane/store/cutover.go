@@ -43,11 +43,11 @@ type Rotation struct {
 // reads the clients in the set only, never all clients.
 const (
 	sqlCutoverColumns = `cutover_auto, cutover_quiet, cutover_lookback, cutover_deadline, cutover_on_deadline`
-	sqlCutoverPolicy  = `SELECT ` + sqlCutoverColumns + `, ` + sqlScheduledOfClients + ` FROM clients WHERE client_id = $1`
-	// sqlScheduledOfClients is a column: 1 when the client of the clients
-	// row has a sink with rotate_every, else 0 (CutoverPolicy.Scheduled).
-	sqlScheduledOfClients = `(SELECT COUNT(*) FROM client_sinks k WHERE k.client_id = clients.client_id AND k.rotate_every > 0)`
-	sqlSetCutoverPolicy   = `UPDATE clients SET cutover_auto = $1, cutover_quiet = $2, cutover_lookback = $3,
+	sqlCutoverPolicy  = `SELECT ` + sqlCutoverColumns + `, ` + sqlScheduled + ` FROM clients c WHERE c.client_id = $1`
+	// sqlScheduled is a column of a query on clients c: 1 when the client
+	// has a sink with rotate_every, else 0 (CutoverPolicy.Scheduled).
+	sqlScheduled        = `(SELECT COUNT(*) FROM client_sinks k WHERE k.client_id = c.client_id AND k.rotate_every > 0)`
+	sqlSetCutoverPolicy = `UPDATE clients SET cutover_auto = $1, cutover_quiet = $2, cutover_lookback = $3,
 		cutover_deadline = $4, cutover_on_deadline = $5 WHERE client_id = $6`
 	// sqlEnterRotation puts a client in the set when it has two or more
 	// secrets active at $2.
@@ -68,7 +68,7 @@ const rotationsChunk = 500
 // clients, named by $2…$n+1: one row per secret, or one with NULLs for a
 // client that has none left; only the columns the cut-over reads.
 func sqlRotationsIn(n int) string {
-	return `SELECT c.client_id, ` + qualified("c", sqlCutoverColumns) + `, ` + strings.ReplaceAll(sqlScheduledOfClients, "clients.", "c.") + `,
+	return `SELECT c.client_id, ` + qualified("c", sqlCutoverColumns) + `, ` + sqlScheduled + `,
 			s.secret_id, s.hint, s.created_at, s.expires_at, s.first_used_at, s.last_used_at, s.cutover_stalled_at
 		FROM clients c LEFT JOIN secrets s
 			ON s.client_id = c.client_id AND s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1)
@@ -187,7 +187,7 @@ func (t *sqlTx) MarkStalled(ctx context.Context, secretID string, at time.Time) 
 	return n == 1, err
 }
 
-// scanCutoverPolicy reads a row of sqlCutoverColumns and sqlScheduledOfClients,
+// scanCutoverPolicy reads a row of sqlCutoverColumns and sqlScheduled,
 // with the columns before them into lead and those after them into trail.
 func scanCutoverPolicy(r Row, lead []any, trail ...any) (CutoverPolicy, error) {
 	var p CutoverPolicy
