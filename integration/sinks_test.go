@@ -87,17 +87,12 @@ func (r *sinkReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.seen[id] = true
 	if ev.Data.SecretJWE != "" {
-		obj, err := jose.ParseEncryptedCompact(ev.Data.SecretJWE, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
+		plain, err := sinktest.OpenSecret(r.key, ev.Data.SecretJWE)
 		if err != nil {
-			http.Error(w, "bad JWE", http.StatusBadRequest)
+			http.Error(w, "bad JWE or not for this key", http.StatusBadRequest)
 			return
 		}
-		plain, err := obj.Decrypt(r.key)
-		if err != nil {
-			http.Error(w, "not for this key", http.StatusBadRequest)
-			return
-		}
-		r.secrets[ev.Data.SecretID] = string(plain)
+		r.secrets[ev.Data.SecretID] = plain
 	}
 	r.stages[ev.Data.SecretID] = append(r.stages[ev.Data.SecretID], ev.Data.Stage)
 	w.WriteHeader(http.StatusNoContent)

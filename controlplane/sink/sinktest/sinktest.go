@@ -1,11 +1,13 @@
 // Package sinktest helps tests of the delivery sinks: an AWS Secrets
 // Manager emulator (moto_server) on a port the kernel picks, and the
-// environment and client to talk to it.
+// environment and client to talk to it; and what a webhook sink's receiver
+// does with a delivered secret.
 package sinktest
 
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"io"
 	"os"
 	"os/exec"
@@ -16,7 +18,21 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/go-jose/go-jose/v4"
 )
+
+// OpenSecret decrypts the secret_jwe of a webhook sink's pending event
+// with the receiver's private key, accepting only the algorithms the
+// control plane uses (ECDH-ES+A256KW, A256GCM), as docs/sinks.md tells
+// receivers to.
+func OpenSecret(key *ecdsa.PrivateKey, jwe string) (string, error) {
+	obj, err := jose.ParseEncryptedCompact(jwe, []jose.KeyAlgorithm{jose.ECDH_ES_A256KW}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		return "", err
+	}
+	plain, err := obj.Decrypt(key)
+	return string(plain), err
+}
 
 // AWSEnv points the AWS SDK's default chain at static test credentials
 // and away from the user's AWS files, instance metadata and endpoints.
