@@ -14,18 +14,24 @@ import (
 // the rules: the Service enqueues for the webhooks it builds, and the
 // sender reaches back only through the functions it is given. The
 // cut-over rule and the delivery sinks are pure leaves: they import no
-// other package of the control plane.
+// other package of the control plane. Above the rules, the HTTP API; the
+// console, mounted beside it, signs users in through it; the CLI speaks
+// the API's JSON types; the module mounts them all.
 var layers = []string{
 	"controlplane/cutover",
 	"controlplane/sink",
 	"controlplane/store",
 	"controlplane/webhook",
 	"controlplane/rules",
+	"controlplane/api",
+	"controlplane/console",
+	"controlplane/cli",
 	"controlplane",
 }
 
 // testHelpers are packages for tests only: no layer imports them.
 var testHelpers = []string{
+	"controlplane/cptest",
 	"controlplane/store/storetest",
 	"controlplane/sink/sinktest",
 	"controlplane/webhook/webhooktest",

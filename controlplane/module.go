@@ -1,9 +1,9 @@
-// Package controlplane is rotagate's control plane (docs/design.md §1–§4):
-// it owns clients and the hashes of their secrets, enforces the rotation
-// rules, and serves the management API, the edge feed and the usage
-// ingest, as the Caddy module http.handlers.client_credentials_control_plane
-// or, outside Caddy, as a Server. It also adds the `caddy
-// client-credentials` command.
+// Package controlplane is rotagate's control plane as a Caddy module
+// (docs/design.md §1–§4, §11): http.handlers.client_credentials_control_plane
+// or, outside Caddy, a Server. It mounts the management API, the edge feed
+// and the usage ingest (package api) and the console (package console)
+// over the rules (package rules), and adds the `caddy client-credentials`
+// command (package cli).
 package controlplane
 
 import (
@@ -16,6 +16,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/rotagate/rotagate/controlplane/api"
+	// The `caddy client-credentials` command registers itself.
+	_ "github.com/rotagate/rotagate/controlplane/cli"
+	"github.com/rotagate/rotagate/controlplane/console"
 	"github.com/rotagate/rotagate/controlplane/cutover"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
@@ -136,7 +140,7 @@ type Handler struct {
 	storeCfg                         store.Config
 	webhooks                         []webhook.Config
 
-	api     *API
+	api     *api.API
 	poolKey string
 	logger  *zap.Logger
 
@@ -245,9 +249,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if h.UserID == "" {
-		h.UserID = DefaultUserID
+		h.UserID = api.DefaultUserID
 	}
-	so, ao := h.serviceOptions().WithDefaults(), h.apiOptions().withDefaults()
+	so, ao := h.serviceOptions().WithDefaults(), h.apiOptions().WithDefaults()
 	h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait = so.MaxActiveSecrets, so.SecretPrefix, caddy.Duration(ao.MaxWait)
 	window := caddy.Duration(*so.TombstoneWindow)
 	h.TombstoneWindow, h.LeakAction = &window, so.LeakAction
@@ -311,8 +315,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		svc.RunCutoverLoop(sctx)
 	}()
 	ao.Logger = h.logger
-	if h.api, err = NewAPI(svc, ao); err != nil {
+	if h.api, err = api.New(svc, ao); err != nil {
 		return err
+	}
+	if h.consoleOn() {
+		c, err := console.New(h.api)
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		h.api.Mount(console.Prefix, c)
 	}
 	// Long polls would otherwise hold a graceful shutdown for max_wait.
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
@@ -329,11 +340,11 @@ func (h *Handler) Validate() error {
 	if err := h.serviceOptions().WithDefaults().Validate(); err != nil {
 		return err
 	}
-	if err := h.apiOptions().withDefaults().validate(); err != nil {
+	if err := h.apiOptions().WithDefaults().Validate(); err != nil {
 		return err
 	}
 	if !onePlaceholder.MatchString(h.UserID) {
-		return fmt.Errorf("user_id must be one placeholder such as %s, got %q", DefaultUserID, h.UserID)
+		return fmt.Errorf("user_id must be one placeholder such as %s, got %q", api.DefaultUserID, h.UserID)
 	}
 	if strings.HasPrefix(h.UserID, "{http.request.") {
 		return fmt.Errorf("user_id %s is set by the client itself: name the placeholder an authentication handler sets", h.UserID)
@@ -358,10 +369,6 @@ func (h *Handler) serviceOptions() rules.ServiceOptions {
 	return o
 }
 
-// DefaultUserID is the placeholder of the authenticated user that Caddy's
-// authentication handler sets.
-const DefaultUserID = "{http.auth.user.id}"
-
 var onePlaceholder = regexp.MustCompile(`^\{[A-Za-z0-9_.\-]+\}$`)
 
 // consoleOn reports whether the console is served.
@@ -372,13 +379,11 @@ func (h *Handler) consoleOn() bool {
 	return len(h.Admins) > 0
 }
 
-// user reads the authenticated user's id from the request's replacer.
-func (h *Handler) user(r *http.Request) string { return placeholderValue(r, h.UserID) }
-func (h *Handler) apiOptions() APIOptions {
-	return APIOptions{
+func (h *Handler) apiOptions() api.Options {
+	return api.Options{
 		AdminToken: h.adminToken, EdgeToken: h.edgeToken, LeakToken: h.leakToken, LeakReportKeys: h.LeakReportKeys,
 		MaxWait: time.Duration(h.MaxWait),
-		Admins:  h.Admins, User: h.user, Console: h.consoleOn(),
+		Admins:  h.Admins, User: api.PlaceholderUser(h.UserID),
 	}
 }
 
@@ -483,7 +488,7 @@ func (h *Handler) Cleanup() error {
 
 // API returns the handler's API once provisioned, e.g. to reach its
 // Service.
-func (h *Handler) API() *API { return h.api }
+func (h *Handler) API() *api.API { return h.api }
 
 // Interface guards
 var (

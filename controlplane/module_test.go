@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rotagate/rotagate/controlplane/api"
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
@@ -46,8 +48,8 @@ func sqliteConfig(t *testing.T, path, extra string) string {
 }
 
 func setTokens(t *testing.T) {
-	t.Setenv("TEST_CP_ADMIN", testAdminToken)
-	t.Setenv("TEST_CP_EDGE", testEdgeToken)
+	t.Setenv("TEST_CP_ADMIN", cptest.AdminToken)
+	t.Setenv("TEST_CP_EDGE", cptest.EdgeToken)
 }
 
 func TestProvisionDefaults(t *testing.T) {
@@ -58,7 +60,7 @@ func TestProvisionDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.MaxActiveSecrets != 2 || h.SecretPrefix != "rgs_" || h.MaxWait != caddy.Duration(DefaultMaxWait) {
+	if h.MaxActiveSecrets != 2 || h.SecretPrefix != "rgs_" || h.MaxWait != caddy.Duration(api.DefaultMaxWait) {
 		t.Fatalf("defaults: %d %q %v", h.MaxActiveSecrets, h.SecretPrefix, h.MaxWait)
 	}
 	if h.TombstoneWindow == nil || *h.TombstoneWindow != caddy.Duration(rules.DefaultTombstoneWindow) || h.LeakAction != rules.LeakRevoke {
@@ -74,7 +76,7 @@ func TestProvisionDefaults(t *testing.T) {
 	// The tokens resolved from the environment are the ones enforced.
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "/v1/clients", nil)
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	req.Header.Set("Authorization", "Bearer "+cptest.AdminToken)
 	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != 200 {
 		t.Fatalf("admin request: %d (%v)", rec.Code, err)
 	}
@@ -103,12 +105,12 @@ func TestProvisionErrors(t *testing.T) {
 		"bad max active":            {sqliteConfig(t, db, `,"max_active_secrets":-1`), "max_active_secrets must be at least 1"},
 		"bad max wait":              {sqliteConfig(t, db, `,"max_wait":-5`), "max_wait"},
 		"user_id not a placeholder": {sqliteConfig(t, db, `,"user_id":"alice"`), "user_id must be one placeholder"},
-		"user_id from the client":   {sqliteConfig(t, db, `,"user_id":"{http.request.header.X-User}"`), "set by the client itself"},
+		"user_id from the client":   {sqliteConfig(t, db, `,"user_id":"{http.request.Header.X-User}"`), "set by the client itself"},
 		"empty admin":               {sqliteConfig(t, db, `,"admins":[""]`), "admins: a user id must be"},
 		"unset path env":            {`{"store":{"sqlite":{"path":"{env.TEST_CP_UNSET_PATH}"}},"admin_token":"{env.TEST_CP_ADMIN}","edge_token":"{env.TEST_CP_EDGE}"}`, "store sqlite path"},
 		"webhook unset secret env": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"{env.TEST_CP_UNSET_HOOK}"}]`),
 			"webhook 0 secret: environment variable TEST_CP_UNSET_HOOK is not set or empty"},
-		"webhook raw secret": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+testAdminToken+`"}]`),
+		"webhook raw secret": {sqliteConfig(t, db, `,"webhooks":[{"url":"https://h.example/","secret":"`+cptest.AdminToken+`"}]`),
 			"webhook 0 secret: must start with whsec_"},
 		"webhook bad scheme": {sqliteConfig(t, db, `,"webhooks":[{"url":"ftp://h.example/","secret":"`+hookSecret+`"}]`),
 			"webhook 0: url must be an absolute http or https URL"},
@@ -126,7 +128,7 @@ func TestProvisionErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
 			continue
 		}
-		if strings.Contains(err.Error(), testAdminToken) || strings.Contains(err.Error(), "s3cretpw") || strings.Contains(err.Error(), hookSecret) {
+		if strings.Contains(err.Error(), cptest.AdminToken) || strings.Contains(err.Error(), "s3cretpw") || strings.Contains(err.Error(), hookSecret) {
 			t.Errorf("%s: the error quotes a secret", name)
 		}
 	}
@@ -154,15 +156,15 @@ func TestStoreSharedAcrossHandlers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h1.api.svc.Store() != h2.api.svc.Store() || h1.api.svc.Notifier() != h2.api.svc.Notifier() {
+	if h1.api.Service().Store() != h2.api.Service().Store() || h1.api.Service().Notifier() != h2.api.Service().Notifier() {
 		t.Fatal("two handlers on one path opened two stores")
 	}
 	if refs, _ := stores.References(h1.poolKey); refs != 2 {
 		t.Fatalf("%d references, want 2", refs)
 	}
 	// A change through one wakes feed waiters of the other.
-	_, _, changed := h2.api.svc.Notifier().Current()
-	if _, err := h1.api.svc.CreateClient(context.Background(), who, "c", "", nil); err != nil {
+	_, _, changed := h2.api.Service().Notifier().Current()
+	if _, err := h1.api.Service().CreateClient(context.Background(), cptest.Who, "c", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -170,7 +172,7 @@ func TestStoreSharedAcrossHandlers(t *testing.T) {
 	default:
 		t.Fatal("a change through one handler did not reach the other's notifier")
 	}
-	store := h1.api.svc.Store()
+	store := h1.api.Service().Store()
 	h1.Cleanup() // as after a reload: h2 is the new config
 	if err := store.Ping(context.Background()); err != nil {
 		t.Fatalf("store closed while still in use: %v", err)
@@ -218,13 +220,13 @@ func TestModuleInfo(t *testing.T) {
 
 // The handler takes the user from the placeholder it is told to read: the
 // default one that basic_auth sets, or another such as forward_auth's
-// copied response header.
+// copied cptest.Response header.
 func TestProvisionUserPlaceholder(t *testing.T) {
 	setTokens(t)
 	dir := t.TempDir()
 	for _, tc := range []struct{ extra, placeholder string }{
 		{``, "http.auth.user.id"},
-		{`,"user_id":"{http.reverse_proxy.header.Remote-User}"`, "http.reverse_proxy.header.Remote-User"},
+		{`,"user_id":"{http.reverse_proxy.Header.Remote-User}"`, "http.reverse_proxy.Header.Remote-User"},
 	} {
 		h, err := provision(t, sqliteConfig(t, filepath.Join(dir, "u.db"), `,"admins":["alice"]`+tc.extra))
 		if err != nil {
@@ -243,7 +245,7 @@ func TestProvisionUserPlaceholder(t *testing.T) {
 	}
 }
 
-// Validate holds the checks NewService and NewAPI apply, and Provision
+// Validate holds the checks NewService and api.New apply, and Provision
 // runs it before the store is opened: a bad option next to an unreachable
 // database is reported as itself, without a connection attempt.
 func TestValidateBeforeTheStoreOpens(t *testing.T) {
@@ -325,11 +327,11 @@ func TestProvisionStartsTheSender(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"hooked"}`))
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	req.Header.Set("Authorization", "Bearer "+cptest.AdminToken)
 	if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
 		t.Fatalf("create: %d %v", rec.Code, err)
 	}
-	waitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.Events()) == 1 })
+	cptest.WaitFor(t, 5*time.Second, "the event is delivered", func() bool { return len(rcv.Events()) == 1 })
 	if got := rcv.Events()[0].Body; !strings.Contains(got, `"type":"client.created"`) || !strings.Contains(got, `"client_id":"hooked"`) {
 		t.Fatalf("body %s", got)
 	}
@@ -352,7 +354,7 @@ func TestWebhookMetricsAcrossReload(t *testing.T) {
 		t.Helper()
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("POST", "/v1/clients", strings.NewReader(`{"client_id":"`+id+`"}`))
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		req.Header.Set("Authorization", "Bearer "+cptest.AdminToken)
 		if err := h.ServeHTTP(rec, req, nil); err != nil || rec.Code != http.StatusCreated {
 			t.Fatalf("create: %d %v", rec.Code, err)
 		}
@@ -362,15 +364,15 @@ func TestWebhookMetricsAcrossReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	create(first, "one")
-	waitFor(t, 5*time.Second, "the first event is counted", func() bool { return testutil.ToFloat64(delivered) == before+1 })
+	cptest.WaitFor(t, 5*time.Second, "the first event is counted", func() bool { return testutil.ToFloat64(delivered) == before+1 })
 	second, err := provision(t, cfg) // the reload: provisioned before the old one is cleaned up
 	if err != nil {
 		t.Fatalf("a second registration failed: %v", err)
 	}
 	first.Cleanup()
 	create(second, "two")
-	waitFor(t, 5*time.Second, "the second event is counted", func() bool { return testutil.ToFloat64(delivered) == before+2 })
-	waitFor(t, 5*time.Second, "nothing pending", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the second event is counted", func() bool { return testutil.ToFloat64(delivered) == before+2 })
+	cptest.WaitFor(t, 5*time.Second, "nothing pending", func() bool {
 		return testutil.ToFloat64(webhook.Metrics.Pending.WithLabelValues(host)) == 0
 	})
 	var b strings.Builder

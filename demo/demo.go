@@ -29,11 +29,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/cli"
 )
 
 func init() {
-	controlplane.AddCLICommand(func(root *cobra.Command) { root.AddCommand(command()) })
+	cli.AddCommand(func(root *cobra.Command) { root.AddCommand(command()) })
 }
 
 // Options place the demo.

@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rotagate/rotagate/controlplane"
+	cpcli "github.com/rotagate/rotagate/controlplane/cli"
 )
 
 // cli runs `caddy client-credentials args…` in process and returns its
 // stdout, its stderr and its error (an exit code of 1 in a shell).
 func cli(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := controlplane.NewCLI()
+	cmd := cpcli.New()
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
@@ -34,10 +34,10 @@ func TestCLIAsAnOwnerAndAtTheEdge(t *testing.T) {
 	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call("POST", "/v1/clients", map[string]any{"client_id": "owned", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
-	t.Setenv(controlplane.EnvAdminToken, "")
-	t.Setenv(controlplane.EnvAPIURL, "")
+	t.Setenv(cpcli.EnvAdminToken, "")
+	t.Setenv(cpcli.EnvAPIURL, "")
 
-	t.Setenv(controlplane.EnvPassword, consoleUsers["olive"])
+	t.Setenv(cpcli.EnvPassword, consoleUsers["olive"])
 	out, _, err := cli(t, "--api", h.cpURL(), "--user", "olive", "client", "list")
 	if err != nil || !strings.Contains(out, "owned") || strings.Contains(out, "theirs") {
 		t.Fatalf("the owner's client list: %v\n%s", err, out)
@@ -55,7 +55,7 @@ func TestCLIAsAnOwnerAndAtTheEdge(t *testing.T) {
 
 	// The user and password in --api's URL; the password never in a
 	// message.
-	t.Setenv(controlplane.EnvPassword, "")
+	t.Setenv(cpcli.EnvPassword, "")
 	withPassword := func(pw string) string {
 		u, _ := url.Parse(h.cpURL())
 		u.User = url.UserPassword("olive", pw)
@@ -71,7 +71,7 @@ func TestCLIAsAnOwnerAndAtTheEdge(t *testing.T) {
 	}
 
 	// --api at the edge.
-	t.Setenv(controlplane.EnvAdminToken, adminToken)
+	t.Setenv(cpcli.EnvAdminToken, adminToken)
 	_, _, err = cli(t, "--api", h.edgeURL(), "client", "list")
 	if err == nil || !strings.Contains(err.Error(), "as a rotagate edge does") || !strings.Contains(err.Error(), h.edgeURL()+"/v1/clients") {
 		t.Fatalf("--api at the edge: %v", err)

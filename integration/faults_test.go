@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
@@ -32,7 +33,7 @@ type outsideCP struct {
 func startOutsideCP(t *testing.T, addr, path string, wrap ...func(http.Handler) http.Handler) *outsideCP {
 	t.Helper()
 	cp, err := controlplane.NewServer(context.Background(), path, rules.ServiceOptions{},
-		controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
+		api.Options{AdminToken: adminToken, EdgeToken: edgeToken})
 	if err != nil {
 		t.Fatal(err)
 	}

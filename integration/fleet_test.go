@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rotagate/rotagate/controlplane"
+	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 )
@@ -66,7 +67,7 @@ type replica struct {
 func startReplica(t *testing.T, dsn, schema, addr string) *replica {
 	t.Helper()
 	cp, err := controlplane.NewPostgresServer(context.Background(), dsn, store.PostgresOptions{Schema: schema},
-		rules.ServiceOptions{}, controlplane.APIOptions{AdminToken: adminToken, EdgeToken: edgeToken})
+		rules.ServiceOptions{}, api.Options{AdminToken: adminToken, EdgeToken: edgeToken})
 	if err != nil {
 		t.Fatal(err)
 	}

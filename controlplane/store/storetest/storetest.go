@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,4 +137,17 @@ func EventData(t testing.TB, st store.Store, id string) map[string]any {
 		t.Fatal(err)
 	}
 	return body.Data
+}
+
+// WithParam adds a query parameter to a URL DSN.
+func WithParam(t *testing.T, dsn, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
