@@ -333,9 +333,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // Validate implements caddy.Validator, after Provision (which calls it
-// too, before opening the store). The checks are those NewService,
-// NewAPI and NewStore apply, written once (ServiceOptions, APIOptions and
-// StoreConfig), so that Caddy and programmatic use agree.
+// too, before opening the store). The checks are those rules.NewService,
+// api.New and store.New apply, written once (rules.ServiceOptions,
+// api.Options and store.Config), so that Caddy and programmatic use
+// agree.
 func (h *Handler) Validate() error {
 	if err := h.serviceOptions().WithDefaults().Validate(); err != nil {
 		return err
