@@ -16,8 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/rotagate/rotagate/controlplane/api"
 	// The `caddy client-credentials` command registers itself.
+	"github.com/rotagate/rotagate/controlplane/api"
 	_ "github.com/rotagate/rotagate/controlplane/cli"
 	"github.com/rotagate/rotagate/controlplane/console"
 	"github.com/rotagate/rotagate/controlplane/cutover"

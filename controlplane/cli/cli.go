@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rotagate/rotagate/controlplane/api"
 	"io"
 	"net/http"
 	"net/url"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/spf13/cobra"

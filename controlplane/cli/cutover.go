@@ -3,11 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/rotagate/rotagate/controlplane/api"
 	"io"
 	"net/http"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rotagate/rotagate/controlplane/api"
 )
 
 // cutoverCommand is `client cutover`: show or set a client's cut-over

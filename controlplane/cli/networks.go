@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/rotagate/rotagate/controlplane/api"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/rules"
 )
 

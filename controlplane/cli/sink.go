@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rotagate/rotagate/controlplane/api"
 	"io"
 	"net/http"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/sink"
 )
 
