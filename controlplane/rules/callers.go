@@ -319,12 +319,9 @@ func (s *Service) SetNetworks(ctx context.Context, who Actor, clientID string, c
 		return store.Client{}, err
 	}
 	c, err = update(ctx, s, func(tx store.Tx) (store.Client, error) {
-		c, err := tx.LockClient(ctx, clientID)
+		c, err := lockManaged(ctx, tx, who, clientID)
 		if err != nil {
 			return store.Client{}, err
-		}
-		if !who.mayManage(c) {
-			return store.Client{}, store.ErrNotFound
 		}
 		if slices.Equal(c.AllowedCIDRs, cidrs) && c.NetworksReportOnly == reportOnly {
 			return c, nil

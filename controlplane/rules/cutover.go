@@ -118,12 +118,8 @@ func (s *Service) SetCutover(ctx context.Context, who Actor, clientID string, ch
 		return CutoverState{}, invalidError(err.Error())
 	}
 	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
-		c, err := tx.LockClient(ctx, clientID)
-		if err != nil {
+		if _, err := lockManaged(ctx, tx, who, clientID); err != nil {
 			return nothing{}, err
-		}
-		if !who.mayManage(c) {
-			return nothing{}, store.ErrNotFound
 		}
 		own, err := s.store.CutoverPolicy(ctx, clientID)
 		if err != nil {

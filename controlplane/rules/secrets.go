@@ -380,15 +380,24 @@ func (s *Service) addSecret(ctx context.Context, tx store.Tx, who Actor, ns Crea
 	return out, err
 }
 
-// managedSecrets locks, inside tx, a client the actor may manage and
-// reads its secrets; a client the actor may not manage is ErrNotFound.
-func managedSecrets(ctx context.Context, tx store.Tx, who Actor, clientID string) ([]store.Secret, error) {
+// lockManaged locks, inside tx, a client the actor may manage; one the
+// actor may not manage is ErrNotFound, as if it did not exist.
+func lockManaged(ctx context.Context, tx store.Tx, who Actor, clientID string) (store.Client, error) {
 	c, err := tx.LockClient(ctx, clientID)
 	if err != nil {
-		return nil, err
+		return store.Client{}, err
 	}
 	if !who.mayManage(c) {
-		return nil, store.ErrNotFound
+		return store.Client{}, store.ErrNotFound
+	}
+	return c, nil
+}
+
+// managedSecrets locks, inside tx, a client the actor may manage and
+// reads its secrets.
+func managedSecrets(ctx context.Context, tx store.Tx, who Actor, clientID string) ([]store.Secret, error) {
+	if _, err := lockManaged(ctx, tx, who, clientID); err != nil {
+		return nil, err
 	}
 	return tx.Secrets(ctx, clientID)
 }

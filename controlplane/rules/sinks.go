@@ -141,12 +141,8 @@ func (s *Service) SetSink(ctx context.Context, who Actor, clientID string, cfg s
 	}
 	now := s.Now()
 	return update(ctx, s, func(tx store.Tx) (Sink, error) {
-		c, err := tx.LockClient(ctx, clientID)
-		if err != nil {
+		if _, err := lockManaged(ctx, tx, who, clientID); err != nil {
 			return Sink{}, err
-		}
-		if !who.mayManage(c) {
-			return Sink{}, store.ErrNotFound
 		}
 		old, err := tx.Sink(ctx, clientID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -190,12 +186,8 @@ func (s *Service) DeleteSink(ctx context.Context, who Actor, clientID string) (e
 		return invalidError(err.Error())
 	}
 	_, err = update(ctx, s, func(tx store.Tx) (nothing, error) {
-		c, err := tx.LockClient(ctx, clientID)
-		if err != nil {
+		if _, err := lockManaged(ctx, tx, who, clientID); err != nil {
 			return nothing{}, err
-		}
-		if !who.mayManage(c) {
-			return nothing{}, store.ErrNotFound
 		}
 		if err := tx.DeleteSink(ctx, clientID); err != nil {
 			return nothing{}, err
