@@ -541,11 +541,7 @@ func (a *API) patchOwners(r *http.Request, who rules.Actor) (any, error) {
 }
 
 func (a *API) editOwners(r *http.Request, who rules.Actor, edit rules.OwnersEdit) (any, error) {
-	c, err := a.svc.EditOwners(r.Context(), who, r.PathValue("client_id"), edit)
-	if err != nil {
-		return nil, err
-	}
-	return toClientJSON(c), nil
+	return reply(toClientJSON)(a.svc.EditOwners(r.Context(), who, r.PathValue("client_id"), edit))
 }
 
 // limitParam reads an optional ?limit= of a listing (0 when absent).
@@ -665,11 +661,7 @@ func (c *CredentialRequest) options(opts *rules.GenerateOptions) error {
 }
 
 func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {
-	sec, err := a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"))
-	if err != nil {
-		return nil, err
-	}
-	return toSecretJSON(sec, a.svc.Now()), nil
+	return reply(a.secretJSON)(a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id")))
 }
 
 func (a *API) labelSecret(r *http.Request, who rules.Actor) (any, error) {
@@ -680,12 +672,11 @@ func (a *API) labelSecret(r *http.Request, who rules.Actor) (any, error) {
 	if req.Label == nil {
 		return nil, badRequest(`label is required ("" clears it)`)
 	}
-	sec, err := a.svc.LabelSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"), *req.Label)
-	if err != nil {
-		return nil, err
-	}
-	return toSecretJSON(sec, a.svc.Now()), nil
+	return reply(a.secretJSON)(a.svc.LabelSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id"), *req.Label))
 }
+
+// secretJSON is s as the API shows it now.
+func (a *API) secretJSON(s store.Secret) Secret { return toSecretJSON(s, a.svc.Now()) }
 
 func (a *API) healthz(r *http.Request, _ rules.Actor) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)

@@ -83,11 +83,7 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func (a *API) getCutover(r *http.Request, who rules.Actor) (any, error) {
-	st, err := a.svc.GetCutover(r.Context(), who, r.PathValue("client_id"))
-	if err != nil {
-		return nil, err
-	}
-	return NewCutover(st), nil
+	return reply(NewCutover)(a.svc.GetCutover(r.Context(), who, r.PathValue("client_id")))
 }
 
 func (a *API) putCutover(r *http.Request, who rules.Actor) (any, error) {
@@ -99,11 +95,7 @@ func (a *API) putCutover(r *http.Request, who rules.Actor) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := a.svc.SetCutover(r.Context(), who, r.PathValue("client_id"), change)
-	if err != nil {
-		return nil, err
-	}
-	return NewCutover(st), nil
+	return reply(NewCutover)(a.svc.SetCutover(r.Context(), who, r.PathValue("client_id"), change))
 }
 
 // change reads the request's fields into a policy change; a bad value is

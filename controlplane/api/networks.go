@@ -54,11 +54,7 @@ func toNetworksJSON(c store.Client) Networks {
 }
 
 func (a *API) getNetworks(r *http.Request, who rules.Actor) (any, error) {
-	c, err := a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id"))
-	if err != nil {
-		return nil, err
-	}
-	return toNetworksJSON(c), nil
+	return reply(toNetworksJSON)(a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id")))
 }
 
 func (a *API) putNetworks(r *http.Request, who rules.Actor) (any, error) {
@@ -69,11 +65,7 @@ func (a *API) putNetworks(r *http.Request, who rules.Actor) (any, error) {
 	if req.AllowedCIDRs == nil {
 		return nil, badRequest(`allowed_cidrs is required (a list of CIDR prefixes; [] allows anywhere)`)
 	}
-	c, err := a.svc.SetNetworks(r.Context(), who, r.PathValue("client_id"), *req.AllowedCIDRs, req.ReportOnly)
-	if err != nil {
-		return nil, err
-	}
-	return toNetworksJSON(c), nil
+	return reply(toNetworksJSON)(a.svc.SetNetworks(r.Context(), who, r.PathValue("client_id"), *req.AllowedCIDRs, req.ReportOnly))
 }
 
 func (a *API) suggestNetworks(r *http.Request, who rules.Actor) (any, error) {

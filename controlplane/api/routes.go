@@ -202,6 +202,17 @@ func (a *API) owns(path string) bool {
 	return false
 }
 
+// reply is a handler's answer to a call of the rules that returns v:
+// to(v), or the call's error.
+func reply[T, J any](to func(T) J) func(v T, err error) (any, error) {
+	return func(v T, err error) (any, error) {
+		if err != nil {
+			return nil, err
+		}
+		return to(v), nil
+	}
+}
+
 // respond writes a handler's answer.
 func respond(w http.ResponseWriter, out any) {
 	switch out := out.(type) {

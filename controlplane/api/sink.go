@@ -45,11 +45,7 @@ func (a *API) putSink(r *http.Request, who rules.Actor) (any, error) {
 	if err := decode(r, &cfg, false); err != nil {
 		return nil, err
 	}
-	k, err := a.svc.SetSink(r.Context(), who, r.PathValue("client_id"), cfg)
-	if err != nil {
-		return nil, err
-	}
-	return toSinkJSON(k), nil
+	return reply(toSinkJSON)(a.svc.SetSink(r.Context(), who, r.PathValue("client_id"), cfg))
 }
 
 func (a *API) deleteSink(r *http.Request, who rules.Actor) (any, error) {
