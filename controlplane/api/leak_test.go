@@ -375,16 +375,3 @@ func TestUsageRecordsPresentedAfterRevoke(t *testing.T) {
 		}
 	}
 }
-
-func mustSecret(t *testing.T, e *env, clientID, secretID string) store.Secret {
-	t.Helper()
-	secrets, err := e.Store.Secrets(context.Background(), clientID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := cptest.IndexOfSecret(secrets, secretID)
-	if i < 0 {
-		t.Fatalf("no secret %s", secretID)
-	}
-	return secrets[i]
-}

@@ -56,7 +56,7 @@ func eventTypes(evs []store.EventRecord) []string {
 	return out
 }
 
-// payloads reads every stored payload straight from the store.
+// storedPayloads reads every stored payload straight from the store.
 func storedPayloads(t *testing.T, st store.Store) []string {
 	t.Helper()
 	var out []string
