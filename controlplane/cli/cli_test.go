@@ -386,22 +386,11 @@ func TestCLILabel(t *testing.T) {
 // report, its time.
 func TestCLIAfterRevoke(t *testing.T) {
 	c := newCLIEnv(t)
-	ctx := context.Background()
 	c.MustClient("app")
 	first := c.MustGenerate("app")
-	if _, err := c.Svc.RevokeSecret(ctx, cptest.Root, "app", first.Secret.ID); err != nil {
-		t.Fatal(err)
-	}
-	at := c.Clock.Now().Add(-time.Minute)
-	if _, err := c.Svc.ApplyUsage(ctx, wire.Usage{Edge: "e", RevokedUses: []wire.RevokedUse{
-		{ClientID: "app", SecretID: first.Secret.ID, LastAt: at, From: "198.51.100.4", Count: 3},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+	c.PresentedAfterRevoke("app", first.Secret.ID, "198.51.100.4", 3)
 	fresh := c.MustGenerate("app")
-	if _, err := c.Svc.ReportLeak(ctx, rules.Actor{TokenID: "leak-token", Leak: true}, rules.LeakReport{Token: fresh.Plaintext}); err != nil {
-		t.Fatal(err)
-	}
+	c.ReportLeak(fresh.Plaintext)
 	var list api.SecretList
 	c.Admin("GET", "/v1/clients/app/secrets", nil).Decode(t, &list)
 	want := map[string]string{

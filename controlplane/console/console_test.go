@@ -587,16 +587,7 @@ func TestConsoleShowsKinds(t *testing.T) {
 // report, with red badges (the CLI's listing: TestCLIAfterRevoke).
 func TestPresentedAfterRevokeShown(t *testing.T) {
 	e, first := consoleEnv(t)
-	ctx := context.Background()
-	if _, err := e.Svc.RevokeSecret(ctx, cptest.Root, "app", first.Secret.ID); err != nil {
-		t.Fatal(err)
-	}
-	at := e.Clock.Now().Add(-time.Minute)
-	if _, err := e.Svc.ApplyUsage(ctx, wire.Usage{Edge: "e", RevokedUses: []wire.RevokedUse{
-		{ClientID: "app", SecretID: first.Secret.ID, LastAt: at, From: "198.51.100.4", Count: 3},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+	e.PresentedAfterRevoke("app", first.Secret.ID, "198.51.100.4", 3)
 	r := e.browser("olive").get("/console/clients/app")
 	cptest.MustStatus(t, r, 200)
 	mustContain(t, r, `<span class="badge badge-danger" role="note">presented after revoke: 3</span>`, "from 198.51.100.4", "2030-01-02 03:03:05 UTC")
@@ -605,9 +596,7 @@ func TestPresentedAfterRevokeShown(t *testing.T) {
 	mustContain(t, e.browser("olive").get("/console/"), `<span class="badge badge-danger" role="note">presented after revoke 1 minute ago</span>`)
 
 	fresh := e.MustGenerate("app")
-	if _, err := e.Svc.ReportLeak(ctx, rules.Actor{TokenID: "leak-token", Leak: true}, rules.LeakReport{Token: fresh.Plaintext}); err != nil {
-		t.Fatal(err)
-	}
+	e.ReportLeak(fresh.Plaintext)
 	mustContain(t, e.browser("olive").get("/console/clients/app"), `<span class="badge badge-danger" role="note">leak reported`)
 
 	// …and no longer those older than that; the client page still has

@@ -26,6 +26,7 @@ import (
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/controlplane/webhook"
+	"github.com/rotagate/rotagate/internal/wire"
 )
 
 // The tokens of the API under test.
@@ -283,4 +284,29 @@ func (e *Env) Sender(poll time.Duration) *webhook.Sender {
 	return webhook.NewSender(e.Outbox(), e.Svc.Webhooks(), webhook.Options{
 		Now: e.Svc.Now, Wake: e.Svc.Committed(), Notices: e.Svc.ScanExpiries, Poll: poll,
 	})
+}
+
+// PresentedAfterRevoke revokes a secret and reports, as an edge's usage
+// batch would, that it was presented count times since, last a minute
+// ago from the address from.
+func (e *Env) PresentedAfterRevoke(clientID, secretID, from string, count int64) {
+	e.T.Helper()
+	ctx := context.Background()
+	if _, err := e.Svc.RevokeSecret(ctx, Root, clientID, secretID); err != nil {
+		e.T.Fatal(err)
+	}
+	at := e.Clock.Now().Add(-time.Minute)
+	if _, err := e.Svc.ApplyUsage(ctx, wire.Usage{Edge: "e", RevokedUses: []wire.RevokedUse{
+		{ClientID: clientID, SecretID: secretID, LastAt: at, From: from, Count: count},
+	}}); err != nil {
+		e.T.Fatal(err)
+	}
+}
+
+// ReportLeak reports a secret leaked, as the leak token would.
+func (e *Env) ReportLeak(plaintext string) {
+	e.T.Helper()
+	if _, err := e.Svc.ReportLeak(context.Background(), rules.Actor{TokenID: "leak-token", Leak: true}, rules.LeakReport{Token: plaintext}); err != nil {
+		e.T.Fatal(err)
+	}
 }
