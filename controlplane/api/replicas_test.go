@@ -33,27 +33,20 @@ type replica struct {
 
 func newReplica(t *testing.T, dsn string, pg store.PostgresOptions) *replica {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := store.OpenPostgres(ctx, dsn, pg)
+	st := storetest.OpenPostgres(t, dsn, pg)
+	svc, err := rules.NewService(context.Background(), st, rules.ServiceOptions{})
 	if err != nil {
-		t.Fatalf("OpenPostgres: %v", err)
-	}
-	svc, err := rules.NewService(ctx, st, rules.ServiceOptions{})
-	if err != nil {
-		st.Close()
 		t.Fatalf("NewService: %v", err)
 	}
 	a, err := New(svc, Options{AdminToken: cptest.AdminToken, EdgeToken: cptest.EdgeToken})
 	if err != nil {
-		st.Close()
 		t.Fatalf("New: %v", err)
 	}
 	hs := httptest.NewServer(a)
+	// Before the store closes (cleanups run last first).
 	t.Cleanup(func() {
 		a.Close() // ends long polls, so that the server can close
 		hs.Close()
-		st.Close()
 	})
 	return &replica{srv: a, http: hs}
 }

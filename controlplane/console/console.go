@@ -364,12 +364,15 @@ func redirect(w http.ResponseWriter, r *http.Request, path, done string) {
 // revokedNotice names the secret revoked (the page looks it up in the
 // client's own secrets, so no text of the request is shown) and how soon
 // edges refuse it.
-const revokedNotice = "Secret %s (%s) revoked. Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured)."
+const revokedNotice = "Secret %s (%s) revoked. " + refusedWithinDelay
+
+// refusedWithinDelay says how soon edges refuse a revoked secret.
+const refusedWithinDelay = "Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured)."
 
 var notices = map[string]string{
 	"created":  "Client created.",
 	"deleted":  "Client deleted; its secrets are revoked.",
-	"revoked":  "Secret revoked. Every edge refuses it within its revocation delay (revocation_delay, 30 seconds unless configured).",
+	"revoked":  "Secret revoked. " + refusedWithinDelay,
 	"owners":   "Owners saved.",
 	"labelled": "Label saved.",
 	"networks": "Allowed networks saved. Every edge applies them within the revocation delay.",
