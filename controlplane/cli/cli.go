@@ -168,6 +168,12 @@ func commandsOnly(cmd *cobra.Command) {
 	}
 }
 
+// command is a leaf command: use names its <arguments>, which namedArgs
+// checks before run.
+func command(use, short string, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: namedArgs, RunE: run}
+}
+
 // namedArgs checks a command's arguments against the <names> of its Use
 // line, and names the missing or extra ones.
 func namedArgs(cmd *cobra.Command, args []string) error {
@@ -214,92 +220,67 @@ func Flags(cmd *cobra.Command) (apiURL, token string) {
 func clientCommand() *cobra.Command {
 	c := &cobra.Command{Use: "client", Short: "Creates, lists, shows and deletes clients"}
 
-	create := &cobra.Command{
-		Use:   "create",
-		Short: "Creates a client (with a generated cli_… id unless --id is given)",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := api.CreateClientRequest{}
-			req.Name, _ = cmd.Flags().GetString("name")
-			req.Owners, _ = cmd.Flags().GetStringArray("owner")
-			if cmd.Flags().Changed("id") {
-				id, _ := cmd.Flags().GetString("id")
-				req.ClientID = &id
-			}
-			var out api.Client
-			return run(cmd, http.MethodPost, "/v1/clients", req, &out, func(w io.Writer) {
-				fmt.Fprintln(w, out.ClientID)
-				fmt.Fprintf(cmd.ErrOrStderr(), "created client %s\n", out.ClientID)
-			})
-		},
-	}
+	create := command("create", "Creates a client (with a generated cli_… id unless --id is given)", func(cmd *cobra.Command, _ []string) error {
+		req := api.CreateClientRequest{}
+		req.Name, _ = cmd.Flags().GetString("name")
+		req.Owners, _ = cmd.Flags().GetStringArray("owner")
+		if cmd.Flags().Changed("id") {
+			id, _ := cmd.Flags().GetString("id")
+			req.ClientID = &id
+		}
+		var out api.Client
+		return run(cmd, http.MethodPost, "/v1/clients", req, &out, func(w io.Writer) {
+			fmt.Fprintln(w, out.ClientID)
+			fmt.Fprintf(cmd.ErrOrStderr(), "created client %s\n", out.ClientID)
+		})
+	})
 	create.Flags().String("id", "", "client_id (default: generated)")
 	create.Flags().String("name", "", "display name")
 	create.Flags().StringArray("owner", nil, "a user who may rotate the client's secrets (repeatable)")
 
-	owners := &cobra.Command{
-		Use:   "owners <client_id>",
-		Short: "Adds or removes owners of a client, then prints its owners",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			add, _ := cmd.Flags().GetStringArray("add")
-			remove, _ := cmd.Flags().GetStringArray("remove")
-			var out api.Client
-			listOwners := func(w io.Writer) { fmt.Fprintln(w, strings.Join(out.Owners, "\n")) }
-			if len(add) == 0 && len(remove) == 0 {
-				return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, listOwners)
-			}
-			return run(cmd, http.MethodPatch, clientPath(args[0])+"/owners", api.PatchOwnersRequest{Add: add, Remove: remove}, &out, listOwners)
-		},
-	}
+	owners := command("owners <client_id>", "Adds or removes owners of a client, then prints its owners", func(cmd *cobra.Command, args []string) error {
+		add, _ := cmd.Flags().GetStringArray("add")
+		remove, _ := cmd.Flags().GetStringArray("remove")
+		var out api.Client
+		listOwners := func(w io.Writer) { fmt.Fprintln(w, strings.Join(out.Owners, "\n")) }
+		if len(add) == 0 && len(remove) == 0 {
+			return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, listOwners)
+		}
+		return run(cmd, http.MethodPatch, clientPath(args[0])+"/owners", api.PatchOwnersRequest{Add: add, Remove: remove}, &out, listOwners)
+	})
 	owners.Flags().StringArray("add", nil, "user id to add (repeatable)")
 	owners.Flags().StringArray("remove", nil, "user id to remove (repeatable)")
 
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "Lists all clients",
-		Args:  namedArgs,
-		RunE:  listClientsCmd,
-	}
+	list := command("list", "Lists all clients", listClientsCmd)
 
-	show := &cobra.Command{
-		Use:   "show <client_id>",
-		Short: "Shows a client and its secrets",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out api.ClientDetail
-			return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, func(w io.Writer) {
-				networks := "anywhere"
-				if len(out.AllowedCIDRs) > 0 {
-					networks = strings.Join(out.AllowedCIDRs, ", ")
-					if out.NetworksReportOnly {
-						networks += " (report only)"
-					}
+	show := command("show <client_id>", "Shows a client and its secrets", func(cmd *cobra.Command, args []string) error {
+		var out api.ClientDetail
+		return run(cmd, http.MethodGet, clientPath(args[0]), nil, &out, func(w io.Writer) {
+			networks := "anywhere"
+			if len(out.AllowedCIDRs) > 0 {
+				networks = strings.Join(out.AllowedCIDRs, ", ")
+				if out.NetworksReportOnly {
+					networks += " (report only)"
 				}
-				fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\nnetworks:  %s\ncreated:   %s\n\n", out.ClientID, out.Name,
-					orDash(strings.Join(out.Owners, ", ")), networks, api.FormatTime(&out.CreatedAt, "-"))
-				printSecrets(w, out.Secrets)
-				var co api.Cutover
-				if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
-					return
-				}
-				fmt.Fprintln(w)
-				printCutoverState(w, co)
-			})
-		},
-	}
+			}
+			fmt.Fprintf(w, "client_id: %s\nname:      %s\nowners:    %s\nnetworks:  %s\ncreated:   %s\n\n", out.ClientID, out.Name,
+				orDash(strings.Join(out.Owners, ", ")), networks, api.FormatTime(&out.CreatedAt, "-"))
+			printSecrets(w, out.Secrets)
+			var co api.Cutover
+			if err := call(cmd, http.MethodGet, clientPath(args[0])+"/cutover", nil, &co); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "cut-over state unavailable: %v\n", err)
+				return
+			}
+			fmt.Fprintln(w)
+			printCutoverState(w, co)
+		})
+	})
 
-	del := &cobra.Command{
-		Use:   "delete <client_id>",
-		Short: "Deletes a client, revoking all its secrets",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(cmd, http.MethodDelete, clientPath(args[0]), nil, nil, func(w io.Writer) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "deleted client %s\n", args[0])
-			})
-		},
-	}
+	del := command("delete <client_id>", "Deletes a client, revoking all its secrets", func(cmd *cobra.Command, args []string) error {
+		return run(cmd, http.MethodDelete, clientPath(args[0]), nil, nil, func(w io.Writer) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "deleted client %s\n", args[0])
+		})
+	})
 
 	c.AddCommand(create, list, show, owners, networksCommand(), cutoverCommand(), sinkCommand(), del)
 	return c
@@ -339,60 +320,50 @@ func listClientsCmd(cmd *cobra.Command, _ []string) error {
 func secretCommand() *cobra.Command {
 	c := &cobra.Command{Use: "secret", Short: "Generates, imports, rotates, revokes and lists secrets"}
 
-	generate := &cobra.Command{
-		Use:   "generate <client_id>",
-		Short: "Generates a secret; it is printed this once",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var req api.GenerateRequest
-			var err error
-			if req.ExpiresIn, err = expiresIn(cmd); err != nil {
-				return err
-			}
-			var out api.CreatedSecret
-			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
-				printCreated(cmd, w, args[0], out)
-			})
-		},
-	}
+	generate := command("generate <client_id>", "Generates a secret; it is printed this once", func(cmd *cobra.Command, args []string) error {
+		var req api.GenerateRequest
+		var err error
+		if req.ExpiresIn, err = expiresIn(cmd); err != nil {
+			return err
+		}
+		var out api.CreatedSecret
+		return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
+			printCreated(cmd, w, args[0], out)
+		})
+	})
 	generate.Flags().String("expires-in", "", "expire the secret after this duration (e.g. 30d, 12h)")
 
-	imp := &cobra.Command{
-		Use:   "import <client_id>",
-		Short: "Imports a legacy secret: a bcrypt/argon2id/PBKDF2 hash, or the plaintext read from stdin",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			hash, _ := cmd.Flags().GetString("hash")
-			stdin, _ := cmd.Flags().GetBool("stdin")
-			req := api.GenerateRequest{Import: &api.ImportRequest{Hash: hash}}
-			switch {
-			case hash != "" && stdin, hash == "" && !stdin:
-				return errors.New("give exactly one of --hash and --stdin")
-			case stdin:
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
-					return fmt.Errorf("reading the secret from stdin: %w", err)
-				}
-				req.Import.Secret = strings.TrimRight(line, "\r\n")
-				if req.Import.Secret == "" {
-					return errors.New("no secret on stdin")
-				}
+	imp := command("import <client_id>", "Imports a legacy secret: a bcrypt/argon2id/PBKDF2 hash, or the plaintext read from stdin", func(cmd *cobra.Command, args []string) error {
+		hash, _ := cmd.Flags().GetString("hash")
+		stdin, _ := cmd.Flags().GetBool("stdin")
+		req := api.GenerateRequest{Import: &api.ImportRequest{Hash: hash}}
+		switch {
+		case hash != "" && stdin, hash == "" && !stdin:
+			return errors.New("give exactly one of --hash and --stdin")
+		case stdin:
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("reading the secret from stdin: %w", err)
 			}
-			var err error
-			if req.ExpiresIn, err = expiresIn(cmd); err != nil {
-				return err
+			req.Import.Secret = strings.TrimRight(line, "\r\n")
+			if req.Import.Secret == "" {
+				return errors.New("no secret on stdin")
 			}
-			var out api.CreatedSecret
-			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
-				fmt.Fprintf(w, "%s\n", out.ID)
-				fmt.Fprintf(cmd.ErrOrStderr(), "imported secret %s (%s) for client %s, expires %s\n",
-					out.ID, out.Hint, args[0], api.FormatTime(out.ExpiresAt, "never"))
-				for _, warning := range out.Warnings {
-					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
-				}
-			})
-		},
-	}
+		}
+		var err error
+		if req.ExpiresIn, err = expiresIn(cmd); err != nil {
+			return err
+		}
+		var out api.CreatedSecret
+		return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets", req, &out, func(w io.Writer) {
+			fmt.Fprintf(w, "%s\n", out.ID)
+			fmt.Fprintf(cmd.ErrOrStderr(), "imported secret %s (%s) for client %s, expires %s\n",
+				out.ID, out.Hint, args[0], api.FormatTime(out.ExpiresAt, "never"))
+			for _, warning := range out.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", warning)
+			}
+		})
+	})
 	imp.Flags().String("hash", "", "bcrypt ($2a$/$2b$/$2y$), argon2id PHC or PBKDF2 ($pbkdf2-sha256$/$pbkdf2-sha512$, Kong's or passlib's form) hash of the legacy secret")
 	imp.Flags().Bool("stdin", false, "read the plaintext legacy secret from the first line of stdin")
 	imp.Flags().String("expires-in", "", "expire the secret after this duration (e.g. 30d, 12h)")
@@ -418,72 +389,52 @@ func secretCommand() *cobra.Command {
 	credentialFlags(add)
 	add.Flags().String("expires-in", "", "expire the credential after this Go duration (e.g. 720h)")
 
-	rotate := &cobra.Command{
-		Use:   "rotate <client_id>",
-		Short: "Generates a new secret (or registers --public-key/--certificate) and schedules the others to expire after --grace",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			grace, _ := cmd.Flags().GetString("grace")
-			if grace == "" {
-				return errors.New(`--grace is required: how long the other secrets keep working (e.g. 24h, 7d); "0s" revokes them at once`)
+	rotate := command("rotate <client_id>", "Generates a new secret (or registers --public-key/--certificate) and schedules the others to expire after --grace", func(cmd *cobra.Command, args []string) error {
+		grace, _ := cmd.Flags().GetString("grace")
+		if grace == "" {
+			return errors.New(`--grace is required: how long the other secrets keep working (e.g. 24h, 7d); "0s" revokes them at once`)
+		}
+		if d, err := caddy.ParseDuration(grace); err != nil || d < 0 {
+			return fmt.Errorf(`--grace %q is not a duration of 0s or more (e.g. 24h, 7d; "0s" revokes the other secrets at once)`, grace)
+		}
+		req := api.RotateRequest{Grace: &grace}
+		if err := readCredential(cmd, &req.CredentialRequest, false); err != nil {
+			return err
+		}
+		var out api.RotatedSecret
+		return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets/rotate", req, &out, func(w io.Writer) {
+			printCreated(cmd, w, args[0], out.CreatedSecret)
+			for _, id := range out.Expiring {
+				fmt.Fprintf(cmd.ErrOrStderr(), "secret %s expires within %s\n", id, grace)
 			}
-			if d, err := caddy.ParseDuration(grace); err != nil || d < 0 {
-				return fmt.Errorf(`--grace %q is not a duration of 0s or more (e.g. 24h, 7d; "0s" revokes the other secrets at once)`, grace)
+			for _, id := range out.Revoked {
+				fmt.Fprintf(cmd.ErrOrStderr(), "secret %s revoked\n", id)
 			}
-			req := api.RotateRequest{Grace: &grace}
-			if err := readCredential(cmd, &req.CredentialRequest, false); err != nil {
-				return err
-			}
-			var out api.RotatedSecret
-			return run(cmd, http.MethodPost, clientPath(args[0])+"/secrets/rotate", req, &out, func(w io.Writer) {
-				printCreated(cmd, w, args[0], out.CreatedSecret)
-				for _, id := range out.Expiring {
-					fmt.Fprintf(cmd.ErrOrStderr(), "secret %s expires within %s\n", id, grace)
-				}
-				for _, id := range out.Revoked {
-					fmt.Fprintf(cmd.ErrOrStderr(), "secret %s revoked\n", id)
-				}
-			})
-		},
-	}
+		})
+	})
 	rotate.Flags().String("grace", "", `how long the other active secrets keep working (e.g. 24h, 7d; "0s" revokes them now)`)
 	credentialFlags(rotate)
 
-	revoke := &cobra.Command{
-		Use:   "revoke <client_id> <secret_id>",
-		Short: "Revokes a secret at once",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out api.Secret
-			return run(cmd, http.MethodDelete, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1]), nil, &out, func(w io.Writer) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "revoked secret %s (%s) of client %s\n", out.ID, out.Hint, args[0])
-			})
-		},
-	}
+	revoke := command("revoke <client_id> <secret_id>", "Revokes a secret at once", func(cmd *cobra.Command, args []string) error {
+		var out api.Secret
+		return run(cmd, http.MethodDelete, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1]), nil, &out, func(w io.Writer) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "revoked secret %s (%s) of client %s\n", out.ID, out.Hint, args[0])
+		})
+	})
 
-	label := &cobra.Command{
-		Use:   "label <client_id> <secret_id> <label>",
-		Short: `Labels a secret with the app that has it ("" clears the label)`,
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out api.Secret
-			return run(cmd, http.MethodPut, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1])+"/label", api.LabelRequest{Label: &args[2]}, &out, func(w io.Writer) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "labelled secret %s (%s) of client %s: %s\n", out.ID, out.Hint, args[0], orDash(out.Label))
-			})
-		},
-	}
+	label := command("label <client_id> <secret_id> <label>", `Labels a secret with the app that has it ("" clears the label)`, func(cmd *cobra.Command, args []string) error {
+		var out api.Secret
+		return run(cmd, http.MethodPut, clientPath(args[0])+"/secrets/"+url.PathEscape(args[1])+"/label", api.LabelRequest{Label: &args[2]}, &out, func(w io.Writer) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "labelled secret %s (%s) of client %s: %s\n", out.ID, out.Hint, args[0], orDash(out.Label))
+		})
+	})
 
-	list := &cobra.Command{
-		Use:   "list <client_id>",
-		Short: "Lists a client's secrets with their status and last use",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out api.SecretList
-			return run(cmd, http.MethodGet, clientPath(args[0])+"/secrets", nil, &out, func(w io.Writer) {
-				printSecrets(w, out.Secrets)
-			})
-		},
-	}
+	list := command("list <client_id>", "Lists a client's secrets with their status and last use", func(cmd *cobra.Command, args []string) error {
+		var out api.SecretList
+		return run(cmd, http.MethodGet, clientPath(args[0])+"/secrets", nil, &out, func(w io.Writer) {
+			printSecrets(w, out.Secrets)
+		})
+	})
 
 	c.AddCommand(generate, imp, add, rotate, revoke, label, list, callersCommand())
 	return c

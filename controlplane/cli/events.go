@@ -22,24 +22,19 @@ func init() {
 
 func eventsCommand() *cobra.Command {
 	c := &cobra.Command{Use: "events", Short: "Lists the events sent to webhooks"}
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "Lists recent events, newest first, and where their webhook deliveries stand",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			limit, _ := cmd.Flags().GetInt("limit")
-			q := url.Values{}
-			if limit != 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			path := "/v1/events"
-			if len(q) > 0 {
-				path += "?" + q.Encode()
-			}
-			var out api.EventList
-			return run(cmd, http.MethodGet, path, nil, &out, func(w io.Writer) { printEvents(w, out.Events) })
-		},
-	}
+	list := command("list", "Lists recent events, newest first, and where their webhook deliveries stand", func(cmd *cobra.Command, _ []string) error {
+		limit, _ := cmd.Flags().GetInt("limit")
+		q := url.Values{}
+		if limit != 0 {
+			q.Set("limit", strconv.Itoa(limit))
+		}
+		path := "/v1/events"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		var out api.EventList
+		return run(cmd, http.MethodGet, path, nil, &out, func(w io.Writer) { printEvents(w, out.Events) })
+	})
 	list.Flags().Int("limit", 0, fmt.Sprintf("how many events (default %d, at most %d)", rules.DefaultEventsLimit, rules.MaxPageSize))
 	c.AddCommand(list)
 	return c

@@ -116,23 +116,18 @@ func printNetworks(cmd *cobra.Command, w io.Writer, clientID string, n api.Netwo
 
 // callersCommand is `secret callers`.
 func callersCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "callers <client_id> <secret_id>",
-		Short: "Lists the caller IPs of a secret, and whether each has moved to the newest secret",
-		Args:  namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out api.Callers
-			path := clientPath(args[0]) + "/secrets/" + url.PathEscape(args[1]) + "/callers"
-			return run(cmd, http.MethodGet, path, nil, &out, func(w io.Writer) {
-				printCallers(w, out)
-				newest := "none active"
-				if out.NewestSecretID != nil {
-					newest = *out.NewestSecretID
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "callers of %s seen within %s; newest secret: %s\n", out.SecretID, out.Window, newest)
-			})
-		},
-	}
+	return command("callers <client_id> <secret_id>", "Lists the caller IPs of a secret, and whether each has moved to the newest secret", func(cmd *cobra.Command, args []string) error {
+		var out api.Callers
+		path := clientPath(args[0]) + "/secrets/" + url.PathEscape(args[1]) + "/callers"
+		return run(cmd, http.MethodGet, path, nil, &out, func(w io.Writer) {
+			printCallers(w, out)
+			newest := "none active"
+			if out.NewestSecretID != nil {
+				newest = *out.NewestSecretID
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "callers of %s seen within %s; newest secret: %s\n", out.SecretID, out.Window, newest)
+		})
+	})
 }
 
 // printCallers writes the table of `secret callers`. NEWEST SECRET says
