@@ -379,7 +379,7 @@ func (h *Handler) setBody(r *http.Request, b []byte) {
 // its form body (client_id stays).
 func (h *Handler) strip(r *http.Request, c *credentials, body []byte) {
 	if c.basic {
-		r.Header.Del("Authorization")
+		delete(r.Header, "Authorization") // its canonical name: Header.Del would canonicalise it again
 	}
 	if kept := c.form.keep(body); len(kept) != len(body) {
 		h.setBody(r, kept)

@@ -296,7 +296,7 @@ func runLoad(e *env) error {
 	if err := os.WriteFile(assertions, []byte(assertionLua), 0o600); err != nil {
 		return err
 	}
-	lr := &loadRun{env: e, caddyPID: c.cmd.Process.Pid, report: report, assertions: assertions}
+	lr := &loadRun{env: e, caddyPID: c.cmd.Process.Pid, admin: c.admin, report: report, assertions: assertions}
 
 	fmt.Printf("warm-up: %s per contender\n", e.s.warmup)
 	if e.s.warmup >= time.Second {
@@ -304,6 +304,11 @@ func runLoad(e *env) error {
 			if _, err := lr.runCase(ct, e.s.warmup); err != nil {
 				return err
 			}
+		}
+	}
+	if e.s.profile != "" {
+		if err := lr.profileCases(cs); err != nil {
+			return err
 		}
 	}
 	if e.s.rounds > 0 {
@@ -341,6 +346,7 @@ func runLoad(e *env) error {
 type loadRun struct {
 	*env
 	caddyPID   int
+	admin      string // Caddy's admin endpoint
 	report     string // the good client's Lua script
 	assertions string // its Lua script for case (k)
 }
@@ -348,6 +354,12 @@ type loadRun struct {
 // runCase runs the good client on ct for d, under ct's attack if it has
 // one (started a second before, stopped when the good client is done).
 func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
+	return lr.runCaseWith(ct, d, nil)
+}
+
+// runCaseWith is runCase, calling started (when not nil) once the good
+// client runs.
+func (lr *loadRun) runCaseWith(ct contender, d time.Duration, started func()) (sample, error) {
 	var s sample
 	var atk *attack
 	if ct.attackUser != "" {
@@ -369,6 +381,9 @@ func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
 	}
 	cpu0, wall0 := procCPU(lr.caddyPID), time.Now()
 	good, err := lr.startWrk(script, ct.url, lr.s.conns, d, env)
+	if err == nil && started != nil {
+		started()
+	}
 	if err == nil {
 		s.good, err = good.wait()
 		s.cpu, s.wall = procCPU(lr.caddyPID)-cpu0, time.Since(wall0)
