@@ -74,7 +74,7 @@ func main() {
 	flag.IntVar(&s.bcryptCost, "bcrypt-cost", 10, "cost of the bcrypt hash shared by basic_auth (b) and the imported secret (d)")
 	flag.IntVar(&s.serverCPU, "server-cpu", 0, "core the Caddy binary is pinned to")
 	flag.IntVar(&s.loadCPU, "load-cpu", 1, "core wrk and this harness are pinned to")
-	flag.BoolVar(&s.budgetOff, "failure-budget-off", false, "run the edges of (c), (d), (f-c), (f-d) with failure_budget off (default: the edge's default budget)")
+	flag.BoolVar(&s.budgetOff, "failure-budget-off", false, "run the edges of (c), (d), (k), (f-c), (f-d) with failure_budget off (default: the edge's default budget)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary directory (configs, logs, databases)")
 	flag.BoolVar(&s.paired, "paired", false, "after the rounds, run the paired mode: each case of -paired-cases against its baseline in alternating short slices")
 	flag.IntVar(&s.pairs, "pairs", 30, "pairs per case in the paired mode")
@@ -216,9 +216,9 @@ func printMachine(ctx context.Context, ncpu int, s settings) {
 		fmt.Printf("- good client: wrk -t1 -c%d from 127.0.0.1, GET with keep-alive; attacker: this harness's Go client from %s, %d keep-alive connections, a unique wrong secret per request\n", s.conns, attackerIP, s.attackConn)
 		fmt.Printf("- bcrypt cost %d for (b), (d) and their attacks\n", s.bcryptCost)
 		if s.budgetOff {
-			fmt.Println("- the edges of (c), (d), (f-c), (f-d): failure_budget off")
+			fmt.Println("- the edges of (c), (d), (k), (f-c), (f-d): failure_budget off")
 		} else {
-			fmt.Println("- the edges of (c), (d), (f-c), (f-d): the default failure budget")
+			fmt.Println("- the edges of (c), (d), (k), (f-c), (f-d): the default failure budget")
 		}
 		if s.paired {
 			fmt.Printf("- paired mode: %d pairs of %s slices for %s (about %s)\n", s.pairs, s.slice, s.pairedCases, pairedDuration(s).Round(time.Minute))
