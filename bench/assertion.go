@@ -49,11 +49,15 @@ const (
 )
 
 // assertionLua sends, per request, the next line of the file $BENCH_BODIES
-// as a form POST, and prints the same summary line as reportLua.
+// as a form POST, and prints the same summary line as reportLua. The
+// bodies are read in init, which only the worker thread runs (wrk's main
+// thread runs the script too, for done).
 const assertionLua = `
 local bodies = {}
-for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
 local n = 0
+init = function(args)
+  for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 
