@@ -35,13 +35,15 @@ type failureBudget struct {
 	per      time.Duration
 	buckets  *boundedCache[*failureBucket]
 	seed     maphash.Seed // of the bucket keys
-	// failed has the bit of every key (key % budgetBits) a bucket was
-	// made for, set before the bucket: a caller whose bit is clear has
-	// no bucket, and is known to be within budget without a lookup in
-	// the cache — the common case of a caller that never failed. Bits are
-	// never cleared; under a spray of failures they fill and every
-	// lookup goes to the cache, as it would without them.
-	failed [budgetBits / 64]atomic.Uint64
+	// bounds holds, for each slot of keys (key % budgetSlots), a bound
+	// on the tat of every bucket whose key falls in it, raised before a
+	// bucket's tat is. A caller whose slot's bound is within budget at
+	// now is within budget without a lookup in the cache: one that never
+	// failed, one whose few failures do not put it over, one whose
+	// failure reserved before a slow hash was given back. Under a spray
+	// of failures the slots run ahead and every lookup goes to the cache,
+	// as it would without them.
+	bounds [budgetSlots]atomic.Int64
 	// creating serialises the creation of a bucket with its lookup, so that
 	// parallel first failures from one caller share one bucket.
 	creating [64]sync.Mutex
@@ -59,8 +61,8 @@ const (
 	// budgetBuckets bounds the buckets kept at once (see docs/edge.md for
 	// the memory this takes).
 	budgetBuckets = 100_000
-	// budgetBits is the size of failureBudget.failed, in bits (8 KiB).
-	budgetBits = 1 << 16
+	// budgetSlots is the number of failureBudget.bounds (64 KiB).
+	budgetSlots = 1 << 13
 	// throttleHold is how long a throttled answer is held. Every refusal
 	// costs Caddy's HTTP stack the same whatever is answered, so a
 	// keep-alive attacker is slowed only by waiting for its answers and by
@@ -107,8 +109,7 @@ func (b *failureBudget) failureKey(clientID, ip string, known bool) uint64 {
 // over reports whether the bucket is out of budget at now, and if so how
 // long until it may try again.
 func (b *failureBudget) over(key uint64, now time.Time) (time.Duration, bool) {
-	bit := key % budgetBits
-	if b.failed[bit/64].Load()&(1<<(bit%64)) == 0 {
+	if !b.mayBeOver(key, now) {
 		return 0, false
 	}
 	bucket, ok := b.buckets.get(key)
@@ -116,6 +117,24 @@ func (b *failureBudget) over(key uint64, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	return b.ahead(bucket.tat.Load(), now)
+}
+
+// mayBeOver reports whether key's slot bound lets its bucket be out of
+// budget at now; when it does not, no bucket of the slot is.
+func (b *failureBudget) mayBeOver(key uint64, now time.Time) bool {
+	_, over := b.ahead(b.bounds[key%budgetSlots].Load(), now)
+	return over
+}
+
+// raise makes key's slot bound at least tat.
+func (b *failureBudget) raise(key uint64, tat int64) {
+	bound := &b.bounds[key%budgetSlots]
+	for {
+		old := bound.Load()
+		if old >= tat || bound.CompareAndSwap(old, tat) {
+			return
+		}
+	}
 }
 
 // ahead is how far a bucket at tat is over budget at now, and whether it is.
@@ -130,7 +149,9 @@ func (b *failureBudget) spend(key uint64, now time.Time) {
 	n := now.UnixNano()
 	for {
 		old := bucket.tat.Load()
-		if bucket.tat.CompareAndSwap(old, max(old, n)+int64(b.interval)) {
+		next := max(old, n) + int64(b.interval)
+		b.raise(key, next)
+		if bucket.tat.CompareAndSwap(old, next) {
 			break
 		}
 	}
@@ -150,7 +171,9 @@ func (b *failureBudget) reserve(key uint64, now time.Time) (*failureBucket, time
 		if wait, over := b.ahead(old, now); over {
 			return nil, wait, false
 		}
-		if bucket.tat.CompareAndSwap(old, max(old, n)+int64(b.interval)) {
+		next := max(old, n) + int64(b.interval)
+		b.raise(key, next)
+		if bucket.tat.CompareAndSwap(old, next) {
 			break
 		}
 	}
@@ -160,7 +183,9 @@ func (b *failureBudget) reserve(key uint64, now time.Time) (*failureBucket, time
 	return bucket, 0, true
 }
 
-// refund gives back a failure reserved in bucket.
+// refund gives back a failure reserved in bucket. The slot's bound stays
+// where the reservation put it, one failure ahead: within any budget of
+// two failures or more, so the caller stays off the cache lookup.
 func (b *failureBudget) refund(bucket *failureBucket) { bucket.tat.Add(-int64(b.interval)) }
 
 // bucket finds the bucket of key, or makes a full one (fresh) that
@@ -177,8 +202,6 @@ func (b *failureBudget) bucket(key uint64) (bucket *failureBucket, fresh bool) {
 	if bucket, ok := b.buckets.get(key); ok {
 		return bucket, false
 	}
-	bit := key % budgetBits
-	b.failed[bit/64].Or(1 << (bit % 64))
 	bucket = new(failureBucket)
 	// A new entry is applied in the background: wait for it, so that the
 	// next lookup finds it.

@@ -218,29 +218,46 @@ func TestSlowHashSuccessRefunds(t *testing.T) {
 	expectThrottled(t, h, work, from("127.0.0.2", basicRequest("legacy-bcrypt", "wrong")), "20")
 }
 
-// TestBudgetBitBeforeBucket: a caller that never failed is within budget
-// without a bucket; once one is made for it, its bit is set, so the
-// bucket is looked up and counts.
-func TestBudgetBitBeforeBucket(t *testing.T) {
-	b, err := newFailureBudget(2, time.Minute)
+// TestBudgetBoundBeforeLookup: a caller is looked up in the cache only
+// while its slot's bound could put it over budget: not before any
+// failure, not after fewer failures than the budget, not after a failure
+// reserved before a slow hash and given back (the first check of a bcrypt
+// client); and once it is over, the bound says so.
+func TestBudgetBoundBeforeLookup(t *testing.T) {
+	b, err := newFailureBudget(3, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.close()
 	key := b.failureKey("app", "192.0.2.7", true)
-	bit := key % budgetBits
-	if b.failed[bit/64].Load()&(1<<(bit%64)) != 0 {
-		t.Fatal("bit set before any failure")
+	if b.mayBeOver(key, testNow) {
+		t.Fatal("looked up before any failure")
+	}
+	bucket, _, ok := b.reserve(key, testNow)
+	if !ok {
+		t.Fatal("first reservation refused")
+	}
+	b.refund(bucket)
+	if b.mayBeOver(key, testNow) {
+		t.Fatal("looked up after a reservation given back")
+	}
+	b.spend(key, testNow)
+	b.spend(key, testNow)
+	if b.mayBeOver(key, testNow) {
+		t.Fatal("looked up after two failures of a budget of three")
 	}
 	if _, over := b.over(key, testNow); over {
-		t.Fatal("over budget before any failure")
+		t.Fatal("two failures of a budget of three: over")
 	}
 	b.spend(key, testNow)
-	b.spend(key, testNow)
-	if b.failed[bit/64].Load()&(1<<(bit%64)) == 0 {
-		t.Fatal("no bit after the bucket was made")
+	if !b.mayBeOver(key, testNow) {
+		t.Fatal("three failures of a budget of three: the bound lets the caller by")
 	}
 	if _, over := b.over(key, testNow); !over {
-		t.Fatal("two failures of a budget of two: not over")
+		t.Fatal("three failures of a budget of three: not over")
+	}
+	// A full period later every failure is paid back.
+	if b.mayBeOver(key, testNow.Add(time.Minute)) {
+		t.Fatal("looked up a period after the last failure")
 	}
 }

@@ -112,7 +112,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, outcomeMethodRefused, http.StatusUnauthorized, h.answers.unauthorized, creds.basic)
 	}
 
-	now := h.now()
+	// The request's one clock read: its wall time, and the monotonic
+	// reading that times the check.
+	now := h.clock()
 	snap, confirmed := h.feed.snapshots.current()
 	if snap == nil || (h.MaxStale >= 0 && now.Sub(confirmed) > time.Duration(h.MaxStale)) {
 		return h.refuse(w, r, outcomeUnavailable, http.StatusServiceUnavailable, h.answers.unavailable, false)
@@ -137,12 +139,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveMethod(w, r, next, m, p, name, claimed, &creds, body, snap, from, now, &spent)
 	}
 
-	start := time.Now()
 	var v, dead verdict // the usable secret that matched; a dead one that did
 	for _, p := range creds.pairs[:creds.n] {
 		var err error
 		if v, err = h.verifier.verify(r.Context(), snap, p.id, readOnlyBytes(p.secret), now, &spent); err != nil {
-			edgeMetrics.verify.Observe(time.Since(start).Seconds())
+			edgeMetrics.verify.Observe(h.since(now))
 			if err == errOverBudget {
 				return h.throttle(w, r, spent.wait)
 			}
@@ -155,7 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			dead = v
 		}
 	}
-	edgeMetrics.verify.Observe(time.Since(start).Seconds())
+	edgeMetrics.verify.Observe(h.since(now))
 	if v.secretID == "" {
 		if dead.revoked != "" {
 			// A dead secret is no guess: it spends no budget, so an app
@@ -173,17 +174,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.accept(w, r, next, v, nil, nil, &creds, body, from, now, &spent)
 }
 
+// clock reads the time: the wall clock (with its monotonic reading), or a
+// test's clock.
+func (h *Handler) clock() time.Time {
+	if h.now != nil {
+		return h.now()
+	}
+	return time.Now()
+}
+
+// since is the seconds from start, a time the handler's clock read, to
+// now: from the monotonic clock alone when it is the wall clock's.
+func (h *Handler) since(start time.Time) float64 {
+	if h.now != nil {
+		return h.now().Sub(start).Seconds()
+	}
+	return time.Since(start).Seconds()
+}
+
 // serveMethod authenticates a request by a method other than a secret
 // (authmethod.go): the claim read before the budget was consulted, then
 // the check against the claimed client's credentials.
 func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, m authMethod, p *presented,
 	name string, claimed bool, creds *credentials, body []byte, snap *snapshot, from string, now time.Time, spent *charge) error {
-	start := time.Now()
 	v := verdict{client: snap.client(name)}
 	if claimed {
 		v.secretID = m.check(v.client, p, now)
 	}
-	edgeMetrics.verify.Observe(time.Since(start).Seconds())
+	edgeMetrics.verify.Observe(h.since(now))
 	if v.secretID == "" {
 		spent.fail()
 		return h.refuse(w, r, outcomeInvalidClient, http.StatusUnauthorized, h.answers.unauthorized, false)
@@ -253,10 +271,14 @@ func (h *Handler) extract(r *http.Request, scratch []byte) (c credentials, body 
 	if querySecret(r.URL.RawQuery) {
 		return c, nil, outcomeMalformed
 	}
-	if len(r.Header["Authorization"]) > 1 {
+	// Looked up by its canonical name as is: Header.Get would
+	// canonicalise it again on every request.
+	auths := r.Header["Authorization"]
+	if len(auths) > 1 {
 		return c, nil, outcomeMalformed // which one would the upstream read?
 	}
-	if auth := r.Header.Get("Authorization"); auth != "" {
+	if len(auths) == 1 && auths[0] != "" {
+		auth := auths[0]
 		p, isBasic, err := parseBasic(auth, scratch)
 		if err != nil {
 			return c, nil, outcomeMalformed
@@ -357,7 +379,7 @@ func (h *Handler) setBody(r *http.Request, b []byte) {
 // its form body (client_id stays).
 func (h *Handler) strip(r *http.Request, c *credentials, body []byte) {
 	if c.basic {
-		r.Header.Del("Authorization")
+		delete(r.Header, "Authorization") // its canonical name: Header.Del would canonicalise it again
 	}
 	if kept := c.form.keep(body); len(kept) != len(body) {
 		h.setBody(r, kept)

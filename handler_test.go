@@ -1,7 +1,9 @@
 package rotagate
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -648,5 +650,52 @@ func TestVerifiedSecretWithinTTL(t *testing.T) {
 		if (step.hashes < 0 && n == 0) || (step.hashes >= 0 && n != step.hashes) {
 			t.Fatalf("%s: %d slow hashes, want %d", step.name, n, step.hashes)
 		}
+	}
+}
+
+// TestCachedSlowHitOneDigest: a cached hit of a client with imported
+// hashes only computes no digest of the secret (its name is the one
+// SHA-256), where the first check computed the digest and bcrypt; a wrong
+// secret for it still costs the digest, the comparisons and the tombstone
+// lookup of any failed check.
+func TestCachedSlowHitOneDigest(t *testing.T) {
+	h := newTestHandler(t, nil, nil)
+	work := countWork(h)
+	for i, want := range [][workKinds]int{
+		{workDigest: 1, workCompare: 2, workSlowHash: 1}, // the first check
+		{}, // cached
+	} {
+		before := [workKinds]int{}
+		for kind := range workKinds {
+			before[kind] = work.of(kind)
+		}
+		if w, up := serve(t, h, basicRequest("legacy-bcrypt", legacySecret)); w.Code != 200 || up.secretID != "sec_bcrypt" {
+			t.Fatalf("request %d: status %d", i+1, w.Code)
+		}
+		for kind := range workKinds {
+			if got := work.of(kind) - before[kind]; got != want[kind] {
+				t.Fatalf("request %d: %d of work kind %d, want %d", i+1, got, kind, want[kind])
+			}
+		}
+	}
+	digests, compares, lookups := work.of(workDigest), work.of(workCompare), work.of(workLookup)
+	if w, _ := serve(t, h, basicRequest("legacy-bcrypt", "wrong")); w.Code != 401 {
+		t.Fatalf("wrong secret: status %d", w.Code)
+	}
+	if work.of(workDigest)-digests != 1 || work.of(workCompare)-compares != 2 || work.of(workLookup)-lookups != 1 {
+		t.Fatal("a wrong secret for a bcrypt client skipped the digest, its comparisons or the tombstone lookup")
+	}
+}
+
+// TestPresentedNamesApart: a short secret and a long one whose digest it
+// is get different names; names are the same for the same secret.
+func TestPresentedNamesApart(t *testing.T) {
+	long := bytes.Repeat([]byte("x"), nameInline+1)
+	digest := sha256.Sum256(long)
+	if namePresented(long) == namePresented(digest[:]) {
+		t.Fatal("a long secret is named like its digest")
+	}
+	if namePresented(long) != namePresented(bytes.Clone(long)) || namePresented([]byte(legacySecret)) != namePresented([]byte(legacySecret)) {
+		t.Fatal("one secret, two names")
 	}
 }

@@ -118,7 +118,7 @@ type Handler struct {
 	allowed  methodSet
 	keyAuth  *keyAuth
 	certAuth *certAuth
-	now      func() time.Time
+	now      func() time.Time // nil: the wall clock (tests set it)
 }
 
 // ControlPlane addresses the control plane's edge feed and usage ingest.
@@ -226,7 +226,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // seconds at most.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.now = time.Now
 	h.setDefaults()
 	if err := h.Validate(); err != nil {
 		return err

@@ -98,6 +98,17 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 	if !known {
 		c = v.dummy
 	}
+	// A client with imported legacy hashes only has no stored digest: a
+	// cached pair of it is looked up before the digest is computed, so a
+	// hit costs one SHA-256 (the name), like a sha256 check.
+	var name pairName
+	slowOnly := len(c.digests) == 0 && len(c.slow) > 0
+	if slowOnly {
+		name = namePresented(presented)
+		if id := v.cachedSlow(c, &name, now); id != "" {
+			return verdict{secretID: id, client: c}, nil
+		}
+	}
 	digest := secrethash.Sum(presented)
 	v.work.count(workDigest)
 	matched, expired := -1, -1
@@ -119,7 +130,13 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 		return verdict{secretID: c.digests[matched].id, client: c}, nil
 	}
 	if len(c.slow) > 0 {
-		id, err := v.verifySlow(ctx, c, digest, presented, now, ch)
+		if !slowOnly {
+			name = namePresented(presented)
+			if id := v.cachedSlow(c, &name, now); id != "" {
+				return verdict{secretID: id, client: c}, nil
+			}
+		}
+		id, err := v.verifySlow(ctx, c, name, presented, now, ch)
 		if err != nil {
 			return verdict{}, err
 		}
@@ -139,20 +156,24 @@ func (v *verifier) verify(ctx context.Context, snap *snapshot, clientID string, 
 	return verdict{}, nil
 }
 
-// verifySlow checks a presented secret (and its digest) against a client's
-// imported legacy hashes, and returns the id of the one it matched. A
-// secret verified within the ttl is taken at the cost of one more digest
-// (its name) and a comparison per hash; otherwise each usable hash is
-// checked, the first after reserving a failure from the caller's budget.
-// Concurrent checks of the same pair share one computation; distinct ones
-// queue for a slot.
-func (v *verifier) verifySlow(ctx context.Context, c *client, digest *[sha256.Size]byte, presented []byte, now time.Time, ch *charge) (string, error) {
-	name := namePresented(digest)
+// cachedSlow returns the id of the client's usable legacy secret that
+// the presented secret (by its name) passed the check of within the ttl,
+// or "": an atomic load and a comparison per hash.
+func (v *verifier) cachedSlow(c *client, name *pairName, now time.Time) string {
 	for i := range c.slow {
-		if s := &c.slow[i]; s.usable(now) && s.verified.holds(&name, now, v.ttl) {
-			return s.id, nil
+		if s := &c.slow[i]; s.usable(now) && s.verified.holds(name, now, v.ttl) {
+			return s.id
 		}
 	}
+	return ""
+}
+
+// verifySlow checks a presented secret (named name) against a client's
+// imported legacy hashes, and returns the id of the one it matched. Each
+// usable hash is checked, the first after reserving a failure from the
+// caller's budget. Concurrent checks of the same pair share one
+// computation; distinct ones queue for a slot.
+func (v *verifier) verifySlow(ctx context.Context, c *client, name pairName, presented []byte, now time.Time, ch *charge) (string, error) {
 	for i := range c.slow {
 		s := &c.slow[i]
 		if !s.usable(now) {
@@ -212,9 +233,14 @@ const slotWait = 10 * time.Second
 
 var errNoSlot = errors.New("no slow-hash slot became free")
 
-// verifiedKeySize is the length of the key of presented secrets' names:
-// with the 32-byte digest it fills one SHA-256 block.
+// verifiedKeySize is the length of the key of presented secrets' names.
 const verifiedKeySize = 16
+
+// nameInline is the longest presented secret named from its bytes (the
+// longest bcrypt tells apart); a longer one is named from its digest.
+// With the key and a domain byte, a secret of up to 38 bytes is named in
+// one SHA-256 block.
+const nameInline = secrethash.MaxBcryptSecret
 
 // nameKey keys the names of presented secrets. It is the process's, not a
 // handler's: verifiers of several sites share the snapshot's records, and
@@ -225,18 +251,27 @@ var nameKey = func() (k [verifiedKeySize]byte) {
 }()
 
 // pairName names a presented secret in a verifiedSlot: a SHA-256 over
-// nameKey and the secret's digest, so that the snapshot holds nothing
-// computed without the key (whoever could read it could not test guesses
-// against it with a plain SHA-256).
+// nameKey and the secret, so that the snapshot holds nothing computed
+// without the key (whoever could read it could not test guesses against
+// it with a plain SHA-256).
 type pairName [sha256.Size]byte
 
-// namePresented computes the name of a presented secret from its digest:
-// one SHA-256 block, over a buffer that is cleared after.
-func namePresented(digest *[sha256.Size]byte) pairName {
-	var buf [verifiedKeySize + sha256.Size]byte
-	copy(buf[:], nameKey[:])
-	copy(buf[verifiedKeySize:], digest[:])
-	name := pairName(sha256.Sum256(buf[:]))
+// namePresented computes the name of a presented secret: SHA-256 of
+// nameKey, 0 and the secret when it has at most nameInline bytes; of
+// nameKey, 1 and the secret's SHA-256 otherwise (the domain byte keeps a
+// short secret from being named like a long one whose digest it is). The
+// buffer is cleared after.
+func namePresented(secret []byte) pairName {
+	var buf [verifiedKeySize + 1 + nameInline]byte
+	in := append(buf[:0], nameKey[:]...)
+	if len(secret) <= nameInline {
+		in = append(append(in, 0), secret...)
+	} else {
+		digest := sha256.Sum256(secret)
+		in = append(append(in, 1), digest[:]...)
+		clear(digest[:])
+	}
+	name := pairName(sha256.Sum256(in))
 	clear(buf[:])
 	return name
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,10 @@ import (
 const reportLua = `
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
+` + reportDone
 
+// reportDone is the Lua of wrk's summary line, shared by the scripts.
+const reportDone = `
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT requests=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\n",
@@ -133,6 +137,9 @@ type contender struct {
 	// target is the issue's target for the ratio to (a), or for an attack
 	// row the ratio to its unattacked row; empty when there is none.
 	target string
+	// signer makes the good client's assertions (case (k)); nil: it
+	// sends auth.
+	signer *assertionSigner
 }
 
 type sample struct {
@@ -171,11 +178,11 @@ func procCPU(pid int) time.Duration {
 }
 
 func runLoad(e *env) error {
-	ports, err := freePorts(7)
+	ports, err := freePorts(8)
 	if err != nil {
 		return err
 	}
-	adminPort, upPort, pA, pB, pC, pD, cpPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+	adminPort, upPort, pA, pB, pC, pD, cpPort, pK := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7]
 	adminTok, edgeTok := randToken(), randToken()
 	cpURL := fmt.Sprintf("http://127.0.0.1:%d", cpPort)
 
@@ -197,6 +204,10 @@ func runLoad(e *env) error {
 	if e.s.budgetOff {
 		edge["failure_budget"] = map[string]any{"off": true}
 	}
+	// (k) verifies assertions made for a fixed audience (its token
+	// endpoint's URL would do as well).
+	edgeK := maps.Clone(edge)
+	edgeK["audience"] = []string{benchAudience}
 	cfg := map[string]any{
 		"logging": logging(dir, false),
 		"apps": httpConfig(map[string]any{
@@ -205,6 +216,7 @@ func runLoad(e *env) error {
 			"b_basic_auth": server(pB, basicAuthHandler, reverseProxy(upPort)),
 			"c_rotagate":   server(pC, edge, reverseProxy(upPort)),
 			"d_rotagate":   server(pD, edge, reverseProxy(upPort)),
+			"k_rotagate":   server(pK, edgeK, reverseProxy(upPort)),
 			"control":      server(cpPort, controlPlaneHandler(filepath.Join(dir, "rotagate.db"), adminTok, edgeTok)),
 		}),
 	}
@@ -232,6 +244,14 @@ func runLoad(e *env) error {
 		return err
 	}
 
+	signer, err := newAssertionSigner(assertionClients, benchAudience)
+	if err != nil {
+		return err
+	}
+	if err := signer.register(e.ctx, cp); err != nil {
+		return err
+	}
+
 	url := func(p int) string { return fmt.Sprintf("http://127.0.0.1:%d/", p) }
 	basicGood := basicAuth("bench", legacyPassword)
 	shaGood := basicAuth("bench-sha256", shaSecret)
@@ -241,7 +261,8 @@ func runLoad(e *env) error {
 		{key: "a+h", name: "(a) sent (c)'s Authorization header (forwarded; diagnostic)", url: url(pA), auth: shaGood},
 		{key: "b", name: "basic_auth, bcrypt (cache hit)", url: url(pB), auth: basicGood},
 		{key: "c", name: "rotagate, generated sha256 secret", url: url(pC), auth: shaGood, target: "≥ 0.97"},
-		{key: "d", name: "rotagate, imported bcrypt (cache hit)", url: url(pD), auth: bcryptGood, target: "≥ 0.95"},
+		{key: "d", name: "rotagate, imported bcrypt (cache hit)", url: url(pD), auth: bcryptGood, target: "≥ 0.96"},
+		{key: "k", name: "rotagate, private_key_jwt ES256 (issue 22's row (e))", url: url(pK), signer: signer},
 		{key: "e", name: "good client on (b) during attack on (b)", url: url(pB), auth: basicGood, attackUser: "bench", attackURL: url(pB), unattacked: "b"},
 		{key: "f-c", name: "good client on (c) during attack on (c)", url: url(pC), auth: shaGood, attackUser: "bench-sha256", attackURL: url(pC), unattacked: "c", target: "≥ 0.95"},
 		{key: "f-d", name: "good client on (d) during attack on (d)", url: url(pD), auth: bcryptGood, attackUser: "bench-bcrypt", attackURL: url(pD), unattacked: "d", target: "≥ 0.90"},
@@ -251,6 +272,12 @@ func runLoad(e *env) error {
 	// so that the good client's failure budget stays untouched) 401 before
 	// measuring.
 	for _, ct := range cs {
+		if ct.signer != nil {
+			if err := ct.signer.waitAssertion(e.ctx, ct.url, 20*time.Second); err != nil {
+				return fmt.Errorf("(%s) not ready: %w", ct.key, err)
+			}
+			continue
+		}
 		if err := waitStatus(e.ctx, ct.url, ct.auth, 200, 20*time.Second); err != nil {
 			return fmt.Errorf("(%s) not ready: %w", ct.key, err)
 		}
@@ -265,7 +292,11 @@ func runLoad(e *env) error {
 	if err := os.WriteFile(report, []byte(reportLua), 0o600); err != nil {
 		return err
 	}
-	lr := &loadRun{env: e, caddyPID: c.cmd.Process.Pid, report: report}
+	assertions := filepath.Join(e.dir, "assertion.lua")
+	if err := os.WriteFile(assertions, []byte(assertionLua), 0o600); err != nil {
+		return err
+	}
+	lr := &loadRun{env: e, caddyPID: c.cmd.Process.Pid, admin: c.admin, report: report, assertions: assertions}
 
 	fmt.Printf("warm-up: %s per contender\n", e.s.warmup)
 	if e.s.warmup >= time.Second {
@@ -273,6 +304,11 @@ func runLoad(e *env) error {
 			if _, err := lr.runCase(ct, e.s.warmup); err != nil {
 				return err
 			}
+		}
+	}
+	if e.s.profile != "" {
+		if err := lr.profileCases(cs); err != nil {
+			return err
 		}
 	}
 	if e.s.rounds > 0 {
@@ -309,13 +345,21 @@ func runLoad(e *env) error {
 // Caddy.
 type loadRun struct {
 	*env
-	caddyPID int
-	report   string // the good client's Lua script
+	caddyPID   int
+	admin      string // Caddy's admin endpoint
+	report     string // the good client's Lua script
+	assertions string // its Lua script for case (k)
 }
 
 // runCase runs the good client on ct for d, under ct's attack if it has
 // one (started a second before, stopped when the good client is done).
 func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
+	return lr.runCaseWith(ct, d, nil)
+}
+
+// runCaseWith is runCase, calling started (when not nil) once the good
+// client runs.
+func (lr *loadRun) runCaseWith(ct contender, d time.Duration, started func()) (sample, error) {
 	var s sample
 	var atk *attack
 	if ct.attackUser != "" {
@@ -325,8 +369,21 @@ func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
 		}
 		time.Sleep(time.Second) // the attack is under way before measuring
 	}
+	script, env, signed := lr.report, "BENCH_AUTH="+ct.auth, 0
+	if ct.signer != nil {
+		// Signed now, on the load core while Caddy idles, not measured.
+		bodies := filepath.Join(lr.dir, "assertions.txt")
+		signed = assertionsFor(d, lr.s.conns)
+		if err := ct.signer.writeBodies(bodies, signed, d); err != nil {
+			return s, err
+		}
+		script, env = lr.assertions, "BENCH_BODIES="+bodies
+	}
 	cpu0, wall0 := procCPU(lr.caddyPID), time.Now()
-	good, err := lr.startWrk(lr.report, ct.url, lr.s.conns, d, "BENCH_AUTH="+ct.auth)
+	good, err := lr.startWrk(script, ct.url, lr.s.conns, d, env)
+	if err == nil && started != nil {
+		started()
+	}
 	if err == nil {
 		s.good, err = good.wait()
 		s.cpu, s.wall = procCPU(lr.caddyPID)-cpu0, time.Since(wall0)
@@ -336,6 +393,9 @@ func (lr *loadRun) runCase(ct contender, d time.Duration) (sample, error) {
 	}
 	if err != nil {
 		return s, err
+	}
+	if ct.signer != nil && s.good.Requests+int64(lr.s.conns) > int64(signed) {
+		return s, fmt.Errorf("(%s) %d requests for %d signed assertions: some may have been sent twice (raise assertionRate)", ct.key, s.good.Requests, signed)
 	}
 	if s.good.Status > 0 || s.good.Connect+s.good.Read+s.good.Write+s.good.Timeout > 0 {
 		return s, fmt.Errorf("(%s) good client saw errors: %+v", ct.key, s.good)

@@ -48,6 +48,9 @@ type settings struct {
 	slice       time.Duration
 	pairedCases string
 
+	profile    string
+	profileDir string
+
 	scaleClients int
 	scaleEdges   int
 	scaleParts   string
@@ -63,7 +66,7 @@ func main() {
 	var s settings
 	var all bool
 	flag.StringVar(&s.repo, "repo", ".", "root of the rotagate module (holds go.mod and cmd/caddy)")
-	flag.IntVar(&s.rounds, "rounds", 3, "interleaved rounds of every load contender (0: none, with -paired)")
+	flag.IntVar(&s.rounds, "rounds", 3, "interleaved rounds of every load contender (0: none, with -paired or -profile)")
 	flag.DurationVar(&s.duration, "duration", 8*time.Second, "measured wrk run per contender per round")
 	flag.DurationVar(&s.warmup, "warmup", 2*time.Second, "unmeasured wrk run per contender before the first round")
 	flag.IntVar(&s.conns, "conns", 16, "connections of the good client (wrk -c)")
@@ -71,12 +74,14 @@ func main() {
 	flag.IntVar(&s.bcryptCost, "bcrypt-cost", 10, "cost of the bcrypt hash shared by basic_auth (b) and the imported secret (d)")
 	flag.IntVar(&s.serverCPU, "server-cpu", 0, "core the Caddy binary is pinned to")
 	flag.IntVar(&s.loadCPU, "load-cpu", 1, "core wrk and this harness are pinned to")
-	flag.BoolVar(&s.budgetOff, "failure-budget-off", false, "run the edges of (c), (d), (f-c), (f-d) with failure_budget off (default: the edge's default budget)")
+	flag.BoolVar(&s.budgetOff, "failure-budget-off", false, "run the edges of (c), (d), (k), (f-c), (f-d) with failure_budget off (default: the edge's default budget)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the temporary directory (configs, logs, databases)")
 	flag.BoolVar(&s.paired, "paired", false, "after the rounds, run the paired mode: each case of -paired-cases against its baseline in alternating short slices")
 	flag.IntVar(&s.pairs, "pairs", 30, "pairs per case in the paired mode")
 	flag.DurationVar(&s.slice, "slice", 2*time.Second, "wrk run per slice in the paired mode (whole seconds)")
 	flag.StringVar(&s.pairedCases, "paired-cases", "c,d,f-c,f-d", "cases of the paired mode, comma-separated; each is paired with (a), an attack row with its unattacked row, and x/y (such as d/c) with case y")
+	flag.StringVar(&s.profile, "profile", "", "cases to profile, comma-separated (e.g. a,c,d,k): one -duration run each with Caddy's CPU and allocation profiles, before the rounds")
+	flag.StringVar(&s.profileDir, "profile-dir", ".", "where -profile writes caddy-<case>.cpu.pprof and caddy-<case>.allocs.pprof")
 	flag.BoolVar(&s.scale, "scale", false, "run the scale measurements instead of the load contenders")
 	flag.BoolVar(&all, "all", false, "run the load contenders and the scale measurements")
 	flag.IntVar(&s.scaleClients, "scale-clients", 100_000, "clients in the big snapshot (two secrets each)")
@@ -91,9 +96,9 @@ func main() {
 	flag.Parse()
 	s.load = !s.scale || all
 	s.scale = s.scale || all
-	if s.rounds < 0 || (s.rounds == 0 && !s.paired) || s.duration < time.Second || s.conns < 1 || s.attackConn < 1 || s.usageSecrets < 2 ||
+	if s.rounds < 0 || (s.rounds == 0 && !s.paired && s.profile == "") || s.duration < time.Second || s.conns < 1 || s.attackConn < 1 || s.usageSecrets < 2 ||
 		s.pairs < 1 || s.slice < time.Second || s.slice%time.Second != 0 {
-		fmt.Fprintln(os.Stderr, "bench: bad flags: rounds ≥ 1 (or 0 with -paired), duration ≥ 1s, conns ≥ 1, attack-conns ≥ 1, usage-secrets ≥ 2, pairs ≥ 1, slice whole seconds ≥ 1s")
+		fmt.Fprintln(os.Stderr, "bench: bad flags: rounds ≥ 1 (or 0 with -paired or -profile), duration ≥ 1s, conns ≥ 1, attack-conns ≥ 1, usage-secrets ≥ 2, pairs ≥ 1, slice whole seconds ≥ 1s")
 		os.Exit(2)
 	}
 	if s.paired && s.pairs < 30 {
@@ -211,9 +216,9 @@ func printMachine(ctx context.Context, ncpu int, s settings) {
 		fmt.Printf("- good client: wrk -t1 -c%d from 127.0.0.1, GET with keep-alive; attacker: this harness's Go client from %s, %d keep-alive connections, a unique wrong secret per request\n", s.conns, attackerIP, s.attackConn)
 		fmt.Printf("- bcrypt cost %d for (b), (d) and their attacks\n", s.bcryptCost)
 		if s.budgetOff {
-			fmt.Println("- the edges of (c), (d), (f-c), (f-d): failure_budget off")
+			fmt.Println("- the edges of (c), (d), (k), (f-c), (f-d): failure_budget off")
 		} else {
-			fmt.Println("- the edges of (c), (d), (f-c), (f-d): the default failure budget")
+			fmt.Println("- the edges of (c), (d), (k), (f-c), (f-d): the default failure budget")
 		}
 		if s.paired {
 			fmt.Printf("- paired mode: %d pairs of %s slices for %s (about %s)\n", s.pairs, s.slice, s.pairedCases, pairedDuration(s).Round(time.Minute))

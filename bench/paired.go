@@ -89,7 +89,7 @@ func pairedCase(byKey map[string]contender, key string) (ct, base contender, err
 	caseKey, baseKey, two := strings.Cut(key, "/")
 	ct, ok := byKey[caseKey]
 	if !ok || ct.key == "a" {
-		return ct, base, fmt.Errorf("-paired-cases: unknown case %q (one of a+h, b, c, d, e, f-c, f-d, or x/y such as d/c)", key)
+		return ct, base, fmt.Errorf("-paired-cases: unknown case %q (one of a+h, b, c, d, k, e, f-c, f-d, or x/y such as d/c or k/c)", key)
 	}
 	base = byKey["a"]
 	if ct.unattacked != "" {
