@@ -207,7 +207,7 @@ type snapshotBuilder struct {
 	n      int
 	// secretIDs are hashes of every secret id seen, checked for
 	// duplicates at the end: 8 bytes a secret, not a map of strings.
-	secretIDs []uint64
+	secretIDs idHashes
 	// perShard is how many clients a new shard is made for, when prev
 	// does not tell (expect).
 	perShard int
@@ -218,15 +218,59 @@ type snapshotBuilder struct {
 // at their size instead of growing, and rehashing, as clients come.
 func (b *snapshotBuilder) expect(n int) {
 	b.perShard = n / snapshotShards
-	b.secretIDs = slices.Grow(b.secretIDs, n)
 }
 
 func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
 	b := &snapshotBuilder{prev: prev}
 	if prev != nil {
-		b.secretIDs = make([]uint64, 0, prev.secrets)
+		b.secretIDs.cur = make([]uint64, 0, prev.secrets)
 	}
 	return b
+}
+
+// idHashes gathers hashes in chunks, so that millions of them come
+// together without a growing slice's copies, which at a million clients
+// were 40 MB of garbage in a build that otherwise allocates what it
+// keeps.
+type idHashes struct {
+	full [][]uint64
+	cur  []uint64
+	n    int
+}
+
+// Chunks start small, for the many small snapshots, and double up to
+// maxHashChunk (512 KiB).
+const (
+	minHashChunk = 64
+	maxHashChunk = 1 << 16
+)
+
+func (h *idHashes) add(x uint64) {
+	if len(h.cur) == cap(h.cur) {
+		size := minHashChunk
+		if h.cur != nil {
+			h.full = append(h.full, h.cur)
+			size = min(2*cap(h.cur), maxHashChunk)
+		}
+		h.cur = make([]uint64, 0, size)
+	}
+	h.cur = append(h.cur, x)
+	h.n++
+}
+
+// sorted returns every hash, in order, and empties h.
+func (h *idHashes) sorted() []uint64 {
+	all := h.cur
+	if len(h.full) > 0 {
+		all = make([]uint64, 0, h.n)
+		for _, c := range h.full {
+			all = append(all, c...)
+		}
+		all = append(all, h.cur...)
+	}
+	*h = idHashes{}
+	radixSort(all)
+	return all
 }
 
 // add validates one client of a full snapshot and adds it. A client equal
@@ -260,13 +304,13 @@ func (b *snapshotBuilder) add(rc *rawClient) error {
 		return fmt.Errorf("snapshot lists client %q twice", c.id)
 	}
 	for j := range rc.secrets {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
 	}
 	for j := range rc.keys {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.keys[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.keys[j].id)))
 	}
 	for j := range rc.certs {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.certs[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.certs[j].id)))
 	}
 	sh.put(c)
 	b.n++
@@ -282,7 +326,7 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 	if revision < 0 {
 		return nil, errors.New("snapshot has a negative revision")
 	}
-	secrets := len(b.secretIDs)
+	secrets := b.secretIDs.n
 	if err := b.checkSecretIDs(); err != nil {
 		return nil, err
 	}
@@ -300,17 +344,16 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 // checkSecretIDs rejects a snapshot that lists a secret id twice. Equal
 // hashes are rare; only then are the ids themselves compared.
 func (b *snapshotBuilder) checkSecretIDs() error {
-	radixSort(b.secretIDs)
+	hashes := b.secretIDs.sorted()
 	var clash map[uint64]bool
-	for i := 1; i < len(b.secretIDs); i++ {
-		if b.secretIDs[i] == b.secretIDs[i-1] {
+	for i := 1; i < len(hashes); i++ {
+		if hashes[i] == hashes[i-1] {
 			if clash == nil {
 				clash = make(map[uint64]bool)
 			}
-			clash[b.secretIDs[i]] = true
+			clash[hashes[i]] = true
 		}
 	}
-	b.secretIDs = nil
 	if clash == nil {
 		return nil
 	}
@@ -579,11 +622,27 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		c.buried = append(c.buried, buriedSecret{id: str(rt.id), digest: rt.digest})
 	}
-	var pub publicCredentials
+	if len(rc.keys)+len(rc.certs) > 0 {
+		pub, err := buildPublicCredentials(rc, ids, c.id)
+		if err != nil {
+			return nil, err
+		}
+		c.pub = pub
+	}
+	return c, nil
+}
+
+// buildPublicCredentials validates a client's public keys and
+// certificates and builds their record. Its own function, so that the
+// record is allocated only for a client that has some: a million clients
+// with secrets only make a million fewer objects.
+func buildPublicCredentials(rc *rawClient, ids, clientID string) (*publicCredentials, error) {
+	str := func(sp span) string { return ids[sp.at:sp.end] }
+	pub := &publicCredentials{}
 	for k := range rc.keys {
 		rk := &rc.keys[k]
 		if rk.id.at == rk.id.end {
-			return nil, fmt.Errorf("snapshot client %q has a public key without id", c.id)
+			return nil, fmt.Errorf("snapshot client %q has a public key without id", clientID)
 		}
 		key, err := credkey.ParseJWK(rc.textAt(rk.jwk))
 		if err != nil {
@@ -595,14 +654,11 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 	for k := range rc.certs {
 		rt := &rc.certs[k]
 		if rt.id.at == rt.id.end || !rt.sha {
-			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", c.id)
+			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", clientID)
 		}
 		pub.certs = append(pub.certs, certCredential{secretMeta: secretMeta{id: str(rt.id), expires: rt.expires}, thumbprint: rt.digest})
 	}
-	if len(pub.keys)+len(pub.certs) > 0 {
-		c.pub = &pub
-	}
-	return c, nil
+	return pub, nil
 }
 
 // sameAs reports whether the record holds exactly what rc lists, in the
