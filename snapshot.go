@@ -584,7 +584,14 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 	}
 	ids := string(rc.ids)
 	str := func(sp span) string { return ids[sp.at:sp.end] }
-	c := &client{id: str(rc.id)}
+	sha := 0
+	for k := range rc.secrets {
+		if rc.secrets[k].sha {
+			sha++
+		}
+	}
+	c := newClientRecord(sha)
+	c.id = str(rc.id)
 	if len(rc.cidrs) > 0 {
 		cidrs := make([]string, len(rc.cidrs))
 		for k, sp := range rc.cidrs {
@@ -606,7 +613,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		if rs.sha {
 			if c.digests == nil {
-				c.digests = make([]digestSecret, 0, len(rc.secrets))
+				c.digests = make([]digestSecret, 0, sha)
 			}
 			c.digests = append(c.digests, digestSecret{secretMeta: meta, digest: rs.digest})
 			continue
@@ -635,6 +642,30 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		c.pub = pub
 	}
 	return c, nil
+}
+
+// newClientRecord returns an empty record with room for n sha256
+// secrets: for the common one or two, in the record's own allocation (at
+// a million clients, a million objects fewer to allocate and for the
+// collector to mark, in the same bytes: 256 either way).
+func newClientRecord(n int) *client {
+	switch n {
+	case 1:
+		r := new(struct {
+			c client
+			d [1]digestSecret
+		})
+		r.c.digests = r.d[:0]
+		return &r.c
+	case 2:
+		r := new(struct {
+			c client
+			d [2]digestSecret
+		})
+		r.c.digests = r.d[:0]
+		return &r.c
+	}
+	return &client{}
 }
 
 // buildPublicCredentials validates a client's public keys and
