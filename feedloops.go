@@ -219,7 +219,12 @@ func (f *feed) pollOnce(ctx context.Context, long bool) error {
 		if err != nil {
 			return err
 		}
+		resume := func() {}
+		if held == nil { // a cold sync: nothing is served from this feed yet
+			resume = pauseGC()
+		}
 		ans, err := decodeAnswer(body, cfg.maxBytes, held)
+		resume()
 		switch {
 		case err != nil:
 		case ans.full != nil:
