@@ -208,6 +208,9 @@ type deltaResult struct {
 	// and restart: on a shared core, what the wall times are made of.
 	coldFirstCP, coldFirstEdge time.Duration
 	coldSecondEdge, diskEdge   time.Duration
+	// settled is how long both processes took to go idle after the
+	// restart, before the revocations.
+	settled                    time.Duration
 	edgeLive, edgePeak         uint64
 	edgeRSS                    uint64
 	cpRSS                      uint64
@@ -322,7 +325,11 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 		res.cpRSS = cm.RSS
 	}
 
-	// Revocations with stand-in edges long-polling.
+	// Revocations with stand-in edges long-polling, timed once both
+	// processes are idle: the collection a restart leaves to run while
+	// the edge serves, and the control plane's after its builds, are not
+	// the revocations' cost.
+	res.settled = settle(e.ctx, 15*time.Second, cpc.cmd.Process.Pid, edge.cmd.Process.Pid)
 	pollers := startPollers(e.ctx, cp.base, edgeTok, epoch, rev, e.s.deltaEdges)
 	defer func() { pollers.stop() }()
 	time.Sleep(time.Second) // every stand-in edge holds its poll
@@ -378,6 +385,28 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 	res.pollersFull, res.pollerErrs = pollers.full, pollers.errs
 	pollers.mu.Unlock()
 	return res, nil
+}
+
+// settle waits, for at most limit, until the processes pids spend less
+// than 2 % of a core each over 500 ms, and returns how long it waited.
+func settle(ctx context.Context, limit time.Duration, pids ...int) time.Duration {
+	start := time.Now()
+	const window = 500 * time.Millisecond
+	for time.Since(start) < limit && ctx.Err() == nil {
+		before := make([]time.Duration, len(pids))
+		for i, pid := range pids {
+			before[i] = procCPU(pid)
+		}
+		time.Sleep(window)
+		idle := true
+		for i, pid := range pids {
+			idle = idle && procCPU(pid)-before[i] < window/50
+		}
+		if idle {
+			break
+		}
+	}
+	return time.Since(start)
 }
 
 // waitSavedCopy waits, for at most limit, until the edge has saved the
@@ -442,6 +471,10 @@ func runDeltas(e *env) error {
 	fmt.Println("|---:|---:|---:|---:|")
 	for _, r := range results {
 		fmt.Printf("| %d | %s / %s | %s | %s |\n", r.clients, fmtDur(r.coldFirstCP), fmtDur(r.coldFirstEdge), fmtDur(r.coldSecondEdge), fmtDur(r.diskEdge))
+	}
+	fmt.Println()
+	for _, r := range results {
+		fmt.Printf("At %d clients both processes went idle %s after the restart; the revocations below start then.\n", r.clients, fmtDur(r.settled))
 	}
 	fmt.Println()
 	fmt.Println("| clients | revocations | stand-in edges | bytes per edge per revocation (median / max) | refused at the edge p50 / p99 / max | every stand-in edge has it p50 / p99 / max | control plane CPU per revocation | fan-out: every one of N edges has the change, max of 5, from the revoke request / from its answer | full answers to stand-in edges | poll errors |")
