@@ -160,6 +160,30 @@ func TestPollAsksForGzip(t *testing.T) {
 	}
 }
 
+// TestPollRefusesUnknownEncoding: an answer in an encoding the edge did
+// not ask for, or a gzip one that is not gzip, is refused and leaves the
+// edge without a snapshot.
+func TestPollRefusesUnknownEncoding(t *testing.T) {
+	body, err := json.Marshal(testSnapshot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []string{"br", "gzip"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", enc)
+			_, _ = w.Write(body) // not compressed at all
+		}))
+		f := testFeed(t, srv.URL)
+		if err := f.poll(context.Background(), false); err == nil || !strings.Contains(err.Error(), "snapshot rejected") {
+			t.Errorf("Content-Encoding %s over a plain body: %v", enc, err)
+		}
+		if snap, _ := f.snapshots.current(); snap != nil {
+			t.Errorf("Content-Encoding %s over a plain body: a snapshot was taken", enc)
+		}
+		srv.Close()
+	}
+}
+
 // startTestFeed starts f's loops (after its first fetch) and stops them
 // when the test ends.
 func startTestFeed(t *testing.T, f *feed) {

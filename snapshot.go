@@ -197,36 +197,86 @@ func newSnapshot(w *wire.Snapshot) (*snapshot, error) {
 }
 
 // snapshotBuilder builds a full snapshot one client at a time, as the
-// streaming decoder (or the saved copy's reader) reads them, straight into
-// its shards. A client equal to its record in prev (the snapshot held) is
-// taken from prev, so a full answer that changes little costs little more
-// memory than the snapshot held.
+// streaming decoder (or the saved copy's reader) reads them. A client
+// equal to its record in prev (the snapshot held) is taken from prev, so
+// a full answer that changes little costs little more memory than the
+// snapshot held.
+//
+// The records wait in a list per shard, and each shard's map is made at
+// the end, at its size, in one go: a map filled as clients come in the
+// feed's order grows and rehashes (a fifth of a cold million-client
+// sync), and one made at a guessed size up front is filled in random
+// order, a cache miss per client.
 type snapshotBuilder struct {
-	prev   *snapshot
-	shards [snapshotShards]*shard
-	n      int
+	prev    *snapshot
+	pending [snapshotShards][]*client
+	n       int
 	// secretIDs are hashes of every secret id seen, checked for
 	// duplicates at the end: 8 bytes a secret, not a map of strings.
-	secretIDs []uint64
-	// perShard is how many clients a new shard is made for, when prev
+	secretIDs idHashes
+	// perShard is how many clients a shard's list is made for, when prev
 	// does not tell (expect).
 	perShard int
 }
 
 // expect sizes what the builder makes for n clients, when the caller
-// knows how many come (the saved copy says): the shards' maps are made
-// at their size instead of growing, and rehashing, as clients come.
+// knows how many come (the saved copy says): the shards' lists are made
+// at their size instead of growing as clients come.
 func (b *snapshotBuilder) expect(n int) {
 	b.perShard = n / snapshotShards
-	b.secretIDs = slices.Grow(b.secretIDs, n)
 }
 
 func newSnapshotBuilder(prev *snapshot) *snapshotBuilder {
 	b := &snapshotBuilder{prev: prev}
 	if prev != nil {
-		b.secretIDs = make([]uint64, 0, prev.secrets)
+		b.secretIDs.cur = make([]uint64, 0, prev.secrets)
 	}
 	return b
+}
+
+// idHashes gathers hashes in chunks, so that millions of them come
+// together without a growing slice's copies, which at a million clients
+// were 40 MB of garbage in a build that otherwise allocates what it
+// keeps.
+type idHashes struct {
+	full [][]uint64
+	cur  []uint64
+	n    int
+}
+
+// Chunks start small, for the many small snapshots, and double up to
+// maxHashChunk (512 KiB).
+const (
+	minHashChunk = 64
+	maxHashChunk = 1 << 16
+)
+
+func (h *idHashes) add(x uint64) {
+	if len(h.cur) == cap(h.cur) {
+		size := minHashChunk
+		if h.cur != nil {
+			h.full = append(h.full, h.cur)
+			size = min(2*cap(h.cur), maxHashChunk)
+		}
+		h.cur = make([]uint64, 0, size)
+	}
+	h.cur = append(h.cur, x)
+	h.n++
+}
+
+// sorted returns every hash, in order, and empties h.
+func (h *idHashes) sorted() []uint64 {
+	all := h.cur
+	if len(h.full) > 0 {
+		all = make([]uint64, 0, h.n)
+		for _, c := range h.full {
+			all = append(all, c...)
+		}
+		all = append(all, h.cur...)
+	}
+	*h = idHashes{}
+	radixSort(all)
+	return all
 }
 
 // add validates one client of a full snapshot and adds it. A client equal
@@ -247,28 +297,23 @@ func (b *snapshotBuilder) add(rc *rawClient) error {
 			return err
 		}
 	}
-	sh := b.shards[i]
-	if sh == nil {
+	if b.pending[i] == nil {
 		hint := b.perShard
 		if b.prev != nil { // the shard will likely hold as many as before
 			hint = len(b.prev.shards[i].clients)
 		}
-		sh = &shard{clients: make(map[string]*client, hint)}
-		b.shards[i] = sh
+		b.pending[i] = make([]*client, 0, max(hint, 1))
 	}
-	if _, dup := sh.clients[c.id]; dup {
-		return fmt.Errorf("snapshot lists client %q twice", c.id)
-	}
+	b.pending[i] = append(b.pending[i], c)
 	for j := range rc.secrets {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.secrets[j].id)))
 	}
 	for j := range rc.keys {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.keys[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.keys[j].id)))
 	}
 	for j := range rc.certs {
-		b.secretIDs = append(b.secretIDs, maphash.Bytes(shardSeed, rc.bytes(rc.certs[j].id)))
+		b.secretIDs.add(maphash.Bytes(shardSeed, rc.bytes(rc.certs[j].id)))
 	}
-	sh.put(c)
 	b.n++
 	return nil
 }
@@ -282,35 +327,43 @@ func (b *snapshotBuilder) finish(epoch string, revision int64) (*snapshot, error
 	if revision < 0 {
 		return nil, errors.New("snapshot has a negative revision")
 	}
-	secrets := len(b.secretIDs)
-	if err := b.checkSecretIDs(); err != nil {
-		return nil, err
-	}
-	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, secrets: secrets, shards: new([snapshotShards]*shard)}
-	for i, sh := range b.shards {
-		if sh == nil {
-			sh = emptyShard
+	s := &snapshot{epoch: epoch, revision: revision, clients: b.n, secrets: b.secretIDs.n, shards: new([snapshotShards]*shard)}
+	for i, list := range b.pending {
+		if len(list) == 0 {
+			s.shards[i] = emptyShard
+			continue
+		}
+		sh := &shard{clients: make(map[string]*client, len(list))}
+		for _, c := range list {
+			if _, dup := sh.clients[c.id]; dup {
+				return nil, fmt.Errorf("snapshot lists client %q twice", c.id)
+			}
+			sh.put(c)
 		}
 		s.shards[i] = sh
+		b.pending[i] = nil
+	}
+	if err := b.checkSecretIDs(s); err != nil {
+		return nil, err
 	}
 	b.prev = nil // the snapshot must not keep the one before alive
 	return s, nil
 }
 
-// checkSecretIDs rejects a snapshot that lists a secret id twice. Equal
-// hashes are rare; only then are the ids themselves compared.
-func (b *snapshotBuilder) checkSecretIDs() error {
-	radixSort(b.secretIDs)
+// checkSecretIDs rejects a snapshot s, built, that lists a secret id
+// twice. Equal hashes are rare; only then are the ids themselves
+// compared.
+func (b *snapshotBuilder) checkSecretIDs(s *snapshot) error {
+	hashes := b.secretIDs.sorted()
 	var clash map[uint64]bool
-	for i := 1; i < len(b.secretIDs); i++ {
-		if b.secretIDs[i] == b.secretIDs[i-1] {
+	for i := 1; i < len(hashes); i++ {
+		if hashes[i] == hashes[i-1] {
 			if clash == nil {
 				clash = make(map[uint64]bool)
 			}
-			clash[b.secretIDs[i]] = true
+			clash[hashes[i]] = true
 		}
 	}
-	b.secretIDs = nil
 	if clash == nil {
 		return nil
 	}
@@ -324,16 +377,11 @@ func (b *snapshotBuilder) checkSecretIDs() error {
 			seen[id] = true
 		}
 	}
-	for _, sh := range b.shards {
-		if sh == nil {
-			continue
+	s.each(func(c *client) {
+		for _, id := range c.secretIDs() {
+			check(id)
 		}
-		for _, c := range sh.clients {
-			for _, id := range c.secretIDs() {
-				check(id)
-			}
-		}
-	}
+	})
 	return err
 }
 
@@ -536,7 +584,14 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 	}
 	ids := string(rc.ids)
 	str := func(sp span) string { return ids[sp.at:sp.end] }
-	c := &client{id: str(rc.id)}
+	sha := 0
+	for k := range rc.secrets {
+		if rc.secrets[k].sha {
+			sha++
+		}
+	}
+	c := newClientRecord(sha)
+	c.id = str(rc.id)
 	if len(rc.cidrs) > 0 {
 		cidrs := make([]string, len(rc.cidrs))
 		for k, sp := range rc.cidrs {
@@ -558,7 +613,7 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		if rs.sha {
 			if c.digests == nil {
-				c.digests = make([]digestSecret, 0, len(rc.secrets))
+				c.digests = make([]digestSecret, 0, sha)
 			}
 			c.digests = append(c.digests, digestSecret{secretMeta: meta, digest: rs.digest})
 			continue
@@ -579,11 +634,51 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 		}
 		c.buried = append(c.buried, buriedSecret{id: str(rt.id), digest: rt.digest})
 	}
-	var pub publicCredentials
+	if len(rc.keys)+len(rc.certs) > 0 {
+		pub, err := buildPublicCredentials(rc, ids, c.id)
+		if err != nil {
+			return nil, err
+		}
+		c.pub = pub
+	}
+	return c, nil
+}
+
+// newClientRecord returns an empty record with room for n sha256
+// secrets: for the common one or two, in the record's own allocation (at
+// a million clients, a million objects fewer to allocate and for the
+// collector to mark, in the same bytes: 256 either way).
+func newClientRecord(n int) *client {
+	switch n {
+	case 1:
+		r := new(struct {
+			c client
+			d [1]digestSecret
+		})
+		r.c.digests = r.d[:0]
+		return &r.c
+	case 2:
+		r := new(struct {
+			c client
+			d [2]digestSecret
+		})
+		r.c.digests = r.d[:0]
+		return &r.c
+	}
+	return &client{}
+}
+
+// buildPublicCredentials validates a client's public keys and
+// certificates and builds their record. Its own function, so that the
+// record is allocated only for a client that has some: a million clients
+// with secrets only make a million fewer objects.
+func buildPublicCredentials(rc *rawClient, ids, clientID string) (*publicCredentials, error) {
+	str := func(sp span) string { return ids[sp.at:sp.end] }
+	pub := &publicCredentials{}
 	for k := range rc.keys {
 		rk := &rc.keys[k]
 		if rk.id.at == rk.id.end {
-			return nil, fmt.Errorf("snapshot client %q has a public key without id", c.id)
+			return nil, fmt.Errorf("snapshot client %q has a public key without id", clientID)
 		}
 		key, err := credkey.ParseJWK(rc.textAt(rk.jwk))
 		if err != nil {
@@ -595,14 +690,11 @@ func buildClient(rc *rawClient, i int) (*client, error) {
 	for k := range rc.certs {
 		rt := &rc.certs[k]
 		if rt.id.at == rt.id.end || !rt.sha {
-			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", c.id)
+			return nil, fmt.Errorf("snapshot client %q has a malformed certificate", clientID)
 		}
 		pub.certs = append(pub.certs, certCredential{secretMeta: secretMeta{id: str(rt.id), expires: rt.expires}, thumbprint: rt.digest})
 	}
-	if len(pub.keys)+len(pub.certs) > 0 {
-		c.pub = &pub
-	}
-	return c, nil
+	return pub, nil
 }
 
 // sameAs reports whether the record holds exactly what rc lists, in the

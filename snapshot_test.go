@@ -491,3 +491,47 @@ func TestRadixSort(t *testing.T) {
 		}
 	}
 }
+
+// idHashes gives back every hash it gathered, sorted, whether they fit
+// in its first chunk or span many, and starts over empty.
+func TestIDHashes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, minHashChunk, minHashChunk + 1, 3*maxHashChunk + 5} {
+		var h idHashes
+		want := make([]uint64, n)
+		for i := range want {
+			want[i] = rng.Uint64() % uint64(2*n+1) // duplicates among them
+			h.add(want[i])
+		}
+		if h.n != n {
+			t.Fatalf("%d hashes: counted %d", n, h.n)
+		}
+		slices.Sort(want)
+		if got := h.sorted(); !slices.Equal(got, want) {
+			t.Fatalf("%d hashes: not every one back, sorted", n)
+		}
+		if h.n != 0 || h.cur != nil || h.full != nil {
+			t.Fatalf("%d hashes: not emptied", n)
+		}
+	}
+}
+
+// A secret listed twice is found however far apart the two are, when
+// the builder's hashes span several chunks.
+func TestDuplicateSecretAcrossChunks(t *testing.T) {
+	const clients = maxHashChunk
+	w := wire.Snapshot{Epoch: "e", Revision: 1}
+	for i := range clients {
+		w.Clients = append(w.Clients, wire.Client{ClientID: fmt.Sprintf("c%d", i), Secrets: []wire.Secret{
+			{ID: fmt.Sprintf("s%d-a", i), Hash: secrethash.NewSHA256("a")},
+			{ID: fmt.Sprintf("s%d-b", i), Hash: secrethash.NewSHA256("b")},
+		}})
+	}
+	if _, err := newSnapshot(&w); err != nil {
+		t.Fatalf("no duplicate: %v", err)
+	}
+	w.Clients[clients-1].Secrets[1].ID = w.Clients[0].Secrets[0].ID
+	if _, err := newSnapshot(&w); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("a secret id of the first client given again to the last: %v", err)
+	}
+}

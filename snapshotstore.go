@@ -222,7 +222,9 @@ func (s *snapshotStore) load(limit int64) {
 	if s.disk == nil {
 		return
 	}
+	resume := pauseGC()
 	st, err := s.disk.load(limit, s.logger)
+	resume()
 	if err != nil {
 		s.logger.Warn("ignoring the saved snapshot", zap.Error(err))
 		return

@@ -200,10 +200,17 @@ func (p *pollerSet) waitAll(ctx context.Context, rev int64, n int, limit time.Du
 
 // deltaResult is one size's measurements.
 type deltaResult struct {
-	clients                    int
-	seed                       time.Duration
-	coldFirst, coldSecond      time.Duration
-	fromDisk                   time.Duration
+	clients               int
+	seed                  time.Duration
+	coldFirst, coldSecond time.Duration
+	fromDisk              time.Duration
+	// CPU the control plane and the edge spent in the timed cold syncs
+	// and restart: on a shared core, what the wall times are made of.
+	coldFirstCP, coldFirstEdge time.Duration
+	coldSecondEdge, diskEdge   time.Duration
+	// settled is how long both processes took to go idle after the
+	// restart, before the revocations.
+	settled                    time.Duration
 	edgeLive, edgePeak         uint64
 	edgeRSS                    uint64
 	cpRSS                      uint64
@@ -264,33 +271,36 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 		}
 	}
 	probe := func(i, j int) string { return basicAuth(scaleClientID(i), scaleSecret(i, j, n, 0)) }
-	startEdge := func(name string) (*caddy, time.Duration, uint64, error) {
+	// startEdge also returns the edge's CPU until it accepted the probe.
+	startEdge := func(name string) (*caddy, time.Duration, uint64, time.Duration, error) {
 		start := time.Now()
 		c, err := e.startCaddy(name, ports[2], edgeCfg())
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, 0, 0, err
 		}
 		stopPeak := make(chan struct{})
 		peakc := c.heapPeak(e.ctx, stopPeak)
 		err = waitStatus(e.ctx, edgeURL, probe(n-1, 1), 200, 120*time.Second)
 		took := time.Since(start)
+		cpu := procCPU(c.cmd.Process.Pid)
 		close(stopPeak)
-		return c, took, <-peakc, err
+		return c, took, <-peakc, cpu, err
 	}
 
 	// Cold: the control plane builds its first snapshot for this edge.
-	edge, took, _, err := startEdge(fmt.Sprintf("delta-%d-edge-a", n))
+	cp0 := procCPU(cpc.cmd.Process.Pid)
+	edge, took, _, cpu, err := startEdge(fmt.Sprintf("delta-%d-edge-a", n))
 	if err != nil {
 		return nil, fmt.Errorf("cold edge: %w", err)
 	}
-	res.coldFirst = took
+	res.coldFirst, res.coldFirstEdge, res.coldFirstCP = took, cpu, procCPU(cpc.cmd.Process.Pid)-cp0
 	edge.stop(15 * time.Second)
 	// Cold again, the control plane's snapshot built: the edge's part.
-	edge, took, peak, err := startEdge(fmt.Sprintf("delta-%d-edge-b", n))
+	edge, took, peak, cpu, err := startEdge(fmt.Sprintf("delta-%d-edge-b", n))
 	if err != nil {
 		return nil, fmt.Errorf("second cold edge: %w", err)
 	}
-	res.coldSecond, res.edgePeak = took, peak
+	res.coldSecond, res.edgePeak, res.coldSecondEdge = took, peak, cpu
 	// The disk copy is written after the swap; the restart below must find it.
 	if err := edge.waitSavedCopy(e.ctx, wire.ETag(epoch, rev), 60*time.Second); err != nil {
 		return nil, err
@@ -305,17 +315,21 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 	}
 	// Restart from disk: the same data directory.
 	edge.stop(15 * time.Second)
-	edge, took, _, err = startEdge(fmt.Sprintf("delta-%d-edge-b", n))
+	edge, took, _, cpu, err = startEdge(fmt.Sprintf("delta-%d-edge-b", n))
 	if err != nil {
 		return nil, fmt.Errorf("edge restarted from disk: %w", err)
 	}
-	res.fromDisk = took
+	res.fromDisk, res.diskEdge = took, cpu
 	defer edge.stop(15 * time.Second)
 	if cm, err := cpc.mem(e.ctx); err == nil {
 		res.cpRSS = cm.RSS
 	}
 
-	// Revocations with stand-in edges long-polling.
+	// Revocations with stand-in edges long-polling, timed once both
+	// processes are idle: the collection a restart leaves to run while
+	// the edge serves, and the control plane's after its builds, are not
+	// the revocations' cost.
+	res.settled = settle(e.ctx, 15*time.Second, cpc.cmd.Process.Pid, edge.cmd.Process.Pid)
 	pollers := startPollers(e.ctx, cp.base, edgeTok, epoch, rev, e.s.deltaEdges)
 	defer func() { pollers.stop() }()
 	time.Sleep(time.Second) // every stand-in edge holds its poll
@@ -373,6 +387,28 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 	return res, nil
 }
 
+// settle waits, for at most limit, until the processes pids spend less
+// than 2 % of a core each over 500 ms, and returns how long it waited.
+func settle(ctx context.Context, limit time.Duration, pids ...int) time.Duration {
+	start := time.Now()
+	const window = 500 * time.Millisecond
+	for time.Since(start) < limit && ctx.Err() == nil {
+		before := make([]time.Duration, len(pids))
+		for i, pid := range pids {
+			before[i] = procCPU(pid)
+		}
+		time.Sleep(window)
+		idle := true
+		for i, pid := range pids {
+			idle = idle && procCPU(pid)-before[i] < window/50
+		}
+		if idle {
+			break
+		}
+	}
+	return time.Since(start)
+}
+
 // waitSavedCopy waits, for at most limit, until the edge has saved the
 // snapshot tagged etag to its data directory: the confirmation file,
 // written after the snapshot itself, names it.
@@ -427,6 +463,18 @@ func runDeltas(e *env) error {
 	for _, r := range results {
 		fmt.Printf("| %d / %d | %s | %s | **%s** | %s | %s | **%s** | %s | %s | %s |\n", r.clients, 2*r.clients, fmtDur(r.seed), fmtDur(r.coldFirst), fmtDur(r.coldSecond),
 			fmtDur(r.fromDisk), mib(uint64(r.fullGz)), mib(r.edgeLive), mib(r.edgePeak), mib(r.edgeRSS), mib(r.cpRSS))
+	}
+	fmt.Println()
+	fmt.Println("CPU spent (from /proc, both processes on the server core) until the edge accepted the probe:")
+	fmt.Println()
+	fmt.Println("| clients | cold, CP building: control plane / edge | cold, built: edge | restart from disk: edge |")
+	fmt.Println("|---:|---:|---:|---:|")
+	for _, r := range results {
+		fmt.Printf("| %d | %s / %s | %s | %s |\n", r.clients, fmtDur(r.coldFirstCP), fmtDur(r.coldFirstEdge), fmtDur(r.coldSecondEdge), fmtDur(r.diskEdge))
+	}
+	fmt.Println()
+	for _, r := range results {
+		fmt.Printf("At %d clients both processes went idle %s after the restart; the revocations below start then.\n", r.clients, fmtDur(r.settled))
 	}
 	fmt.Println()
 	fmt.Println("| clients | revocations | stand-in edges | bytes per edge per revocation (median / max) | refused at the edge p50 / p99 / max | every stand-in edge has it p50 / p99 / max | control plane CPU per revocation | fan-out: every one of N edges has the change, max of 5, from the revoke request / from its answer | full answers to stand-in edges | poll errors |")

@@ -471,3 +471,34 @@ func TestChunks(t *testing.T) {
 		t.Fatalf("reader: %d bytes (%v), want %d", len(read), err, want.Len())
 	}
 }
+
+// appendPlainClient writes what json.Marshal writes, or leaves the
+// client to it.
+func TestAppendPlainClient(t *testing.T) {
+	at := time.UnixMilli(1_800_000_000_123).UTC()
+	for name, c := range map[string]wire.Client{
+		"secrets":         {ClientID: "c-1", Secrets: []wire.Secret{{ID: "s1", Hash: "sha256:abc"}, {ID: "s2", Hash: "$2a$10$x/y.z"}}},
+		"expiring":        {ClientID: "c-1", Secrets: []wire.Secret{{ID: "s1", Hash: "sha256:abc", ExpiresAt: &at}}},
+		"no secrets":      {ClientID: "c-1", Secrets: []wire.Secret{}},
+		"nil secrets":     {ClientID: "c-1"},
+		"escaped id":      {ClientID: "<a&b>", Secrets: []wire.Secret{{ID: "s1", Hash: "h"}}},
+		"escaped secret":  {ClientID: "c", Secrets: []wire.Secret{{ID: "s\"1", Hash: "h"}}},
+		"non-ASCII":       {ClientID: "é", Secrets: []wire.Secret{}},
+		"networks":        {ClientID: "c", Secrets: []wire.Secret{}, AllowedCIDRs: []string{"10.0.0.0/8"}, NetworksReportOnly: true},
+		"report only":     {ClientID: "c", Secrets: []wire.Secret{}, NetworksReportOnly: true},
+		"tombstones only": {ClientID: "c", Secrets: []wire.Secret{}, Tombstones: []wire.Tombstone{{ID: "t", Hash: "sha256:x"}}},
+	} {
+		want, err := json.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendPlainClient([]byte("prefix"), &c)
+		plain := name == "secrets" || name == "expiring" || name == "no secrets"
+		if ok != plain {
+			t.Fatalf("%s: written by hand %v, want %v", name, ok, plain)
+		}
+		if ok && string(got) != "prefix"+string(want) {
+			t.Fatalf("%s: wrote\n%s\njson.Marshal writes\n%s", name, got, want)
+		}
+	}
+}

@@ -2,12 +2,13 @@ package api
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"io"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -15,7 +16,9 @@ import (
 // feedGzipLevel is how hard feed answers are compressed. Their bulk is
 // hashes, base64 of random bytes, which no level shrinks: the fastest
 // level gives a body 5 % larger than the default's for 20 % less time
-// (BenchmarkSnapshotBuild).
+// (BenchmarkSnapshotBuild). The compressor is klauspost/compress's (Caddy's
+// own encode module uses it): at that level it takes half the time of the
+// standard library's for a body 1 % smaller.
 const feedGzipLevel = gzip.BestSpeed
 
 var gzipWriters = sync.Pool{New: func() any {
@@ -83,6 +86,7 @@ type snapshotEncoder struct {
 	*bodyEncoder
 	head    wire.Snapshot
 	clients int
+	plain   []byte // appendPlainClient's, reused
 }
 
 // snapshotTail closes the clients' list and the snapshot.
@@ -113,7 +117,62 @@ func (s *snapshotEncoder) Client(c *wire.Client) error {
 		}
 	}
 	s.clients++
+	var ok bool
+	if s.plain, ok = appendPlainClient(s.plain[:0], c); ok {
+		return s.write(s.plain)
+	}
 	return s.value(c)
+}
+
+// appendPlainClient appends c as json.Marshal writes it, when c has
+// secrets only and strings that JSON writes as they are — nearly every
+// client of a big snapshot — and reports whether it did; any other
+// client is left to encoding/json. Reflection was a third of the
+// encoder's time at a million clients.
+func appendPlainClient(buf []byte, c *wire.Client) ([]byte, bool) {
+	if c.Secrets == nil || len(c.AllowedCIDRs) > 0 || c.NetworksReportOnly || len(c.Tombstones) > 0 ||
+		len(c.PublicKeys) > 0 || len(c.Certificates) > 0 || !plainJSON(c.ClientID) {
+		return buf, false
+	}
+	buf = append(buf, `{"client_id":"`...)
+	buf = append(buf, c.ClientID...)
+	buf = append(buf, `","secrets":[`...)
+	for i := range c.Secrets {
+		sec := &c.Secrets[i]
+		if !plainJSON(sec.ID) || !plainJSON(sec.Hash) {
+			return buf, false
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"id":"`...)
+		buf = append(buf, sec.ID...)
+		buf = append(buf, `","hash":"`...)
+		buf = append(buf, sec.Hash...)
+		buf = append(buf, '"')
+		if sec.ExpiresAt != nil {
+			at, err := sec.ExpiresAt.MarshalJSON() // what json.Marshal calls
+			if err != nil {
+				return buf, false
+			}
+			buf = append(buf, `,"expires_at":`...)
+			buf = append(buf, at...)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, "]}"...), true
+}
+
+// plainJSON reports whether json.Marshal writes s as it is, between
+// quotes: printable ASCII, none of the characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case b < 0x20 || b > 0x7e, b == '"', b == '\\', b == '<', b == '>', b == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // chunks is a buffer that grows by adding chunks rather than by copying

@@ -21,9 +21,15 @@ const (
 	// revoked, or expires_at <= t.
 	// Each row carries its client's allowed networks, which the feed lists
 	// with the client.
+	// What most rows lack comes as NULL rather than as an empty value (no
+	// networks, the kind and material of a plain secret): the driver
+	// reads a NULL column in one call where a text takes three and a
+	// string, which at a million clients was a quarter of the build.
 	sqlFeedColumns = `SELECT s.client_id, s.secret_id, s.hash, s.expires_at,
 			CASE WHEN s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1) THEN 1 ELSE 0 END,
-			c.allowed_cidrs, c.networks_report_only, s.kind, s.material, s.thumbprint
+			NULLIF(c.allowed_cidrs, ''), CASE WHEN c.allowed_cidrs <> '' THEN c.networks_report_only END,
+			NULLIF(s.kind, 'secret'),
+			CASE WHEN s.kind <> 'secret' THEN s.material END, CASE WHEN s.kind <> 'secret' THEN s.thumbprint END
 		FROM secrets s JOIN clients c ON c.client_id = s.client_id`
 	sqlFeedRows = `((s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > $1))
 			OR (s.hash LIKE 'sha256:%' AND (s.revoked_at IS NULL OR s.revoked_at > $2) AND (s.expires_at IS NULL OR s.expires_at > $2)))`
@@ -114,14 +120,12 @@ func scanSnapshot(rs Rows, emit func(*wire.Client) error) error {
 	secrets := make([]wire.Secret, 0, 4)
 	open := false
 	for rs.Next() {
-		var clientID, cidrs string
+		var clientID string
 		var sec wire.Secret
-		var expires sql.NullInt64
+		var expires, reportOnly sql.NullInt64
 		var alive int
-		var reportOnly int64
-		var kind Kind
-		var material, thumbprint string
-		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly, &kind, &material, &thumbprint); err != nil {
+		var cidrs, kindOf, material, thumbprint sql.NullString
+		if err := rs.Scan(&clientID, &sec.ID, &sec.Hash, &expires, &alive, &cidrs, &reportOnly, &kindOf, &material, &thumbprint); err != nil {
 			return err
 		}
 		if !open || c.ClientID != clientID {
@@ -131,9 +135,13 @@ func scanSnapshot(rs Rows, emit func(*wire.Client) error) error {
 				}
 				secrets = c.Secrets[:0]
 			}
-			c = wire.Client{ClientID: clientID, Secrets: secrets, AllowedCIDRs: splitCIDRs(cidrs), Tombstones: c.Tombstones[:0]}
-			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly != 0
+			c = wire.Client{ClientID: clientID, Secrets: secrets, AllowedCIDRs: splitCIDRs(cidrs.String), Tombstones: c.Tombstones[:0]}
+			c.NetworksReportOnly = len(c.AllowedCIDRs) > 0 && reportOnly.Int64 != 0
 			open = true
+		}
+		kind := KindSecret
+		if kindOf.Valid {
+			kind = Kind(kindOf.String)
 		}
 		if alive == 0 {
 			c.Tombstones = append(c.Tombstones, wire.Tombstone{ID: sec.ID, Hash: sec.Hash})
@@ -142,9 +150,9 @@ func scanSnapshot(rs Rows, emit func(*wire.Client) error) error {
 		sec.ExpiresAt = fromMillis(expires)
 		switch kind { // only public material of keys and certificates
 		case KindPublicKey:
-			c.PublicKeys = append(c.PublicKeys, wire.PublicKey{ID: sec.ID, JWK: json.RawMessage(material), ExpiresAt: sec.ExpiresAt})
+			c.PublicKeys = append(c.PublicKeys, wire.PublicKey{ID: sec.ID, JWK: json.RawMessage(material.String), ExpiresAt: sec.ExpiresAt})
 		case KindCertificate:
-			c.Certificates = append(c.Certificates, wire.Certificate{ID: sec.ID, Thumbprint: thumbprint, ExpiresAt: sec.ExpiresAt})
+			c.Certificates = append(c.Certificates, wire.Certificate{ID: sec.ID, Thumbprint: thumbprint.String, ExpiresAt: sec.ExpiresAt})
 		default:
 			c.Secrets = append(c.Secrets, sec)
 		}
