@@ -16,15 +16,15 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	// The `caddy client-credentials` command registers itself.
+	"go.uber.org/zap"
+
 	"github.com/rotagate/rotagate/controlplane/api"
-	_ "github.com/rotagate/rotagate/controlplane/cli"
+	_ "github.com/rotagate/rotagate/controlplane/cli" // the `caddy client-credentials` command registers itself
 	"github.com/rotagate/rotagate/controlplane/console"
 	"github.com/rotagate/rotagate/controlplane/cutover"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
-	"go.uber.org/zap"
 )
 
 func init() {

@@ -12,13 +12,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"github.com/rotagate/rotagate/controlplane/cptest"
-	"github.com/rotagate/rotagate/controlplane/rules"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
+	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
 const testLeakToken = "leak-token-0123456789abcdef"

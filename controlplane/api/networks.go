@@ -1,10 +1,11 @@
 package api
 
 import (
-	"github.com/rotagate/rotagate/controlplane/rules"
-	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/rules"
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // JSON shapes of the callers and networks endpoints.

@@ -5,17 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
 	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
 	"github.com/rotagate/rotagate/controlplane/webhook"
 	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
-	"net/http"
-	"strings"
-	"sync"
-	"testing"
-	"time"
 )
 
 // withWebhooks configures webhooks on the env's Service.

@@ -2,9 +2,10 @@ package api
 
 import (
 	"context"
+	"testing"
+
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/store/storetest"
-	"testing"
 )
 
 // sqliteKit opens SQLite stores, each on a file of its own, for the shared

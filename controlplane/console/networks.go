@@ -1,10 +1,11 @@
 package console
 
 import (
-	"github.com/rotagate/rotagate/controlplane/rules"
-	"github.com/rotagate/rotagate/controlplane/store"
 	"net/http"
 	"strings"
+
+	"github.com/rotagate/rotagate/controlplane/rules"
+	"github.com/rotagate/rotagate/controlplane/store"
 )
 
 // The console's callers and allowed networks: on a client's page, per

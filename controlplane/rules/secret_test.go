@@ -1,11 +1,12 @@
 package rules
 
 import (
-	"github.com/rotagate/rotagate/internal/base62"
 	"hash/crc32"
 	"math/big"
 	"strings"
 	"testing"
+
+	"github.com/rotagate/rotagate/internal/base62"
 )
 
 // referenceBase62 encodes with math/big, translating its digit order
