@@ -147,17 +147,20 @@ func (b *failureBudget) ahead(tat int64, now time.Time) (time.Duration, bool) {
 func (b *failureBudget) spend(key uint64, now time.Time) {
 	bucket, fresh := b.bucket(key)
 	n := now.UnixNano()
-	for {
-		old := bucket.tat.Load()
-		next := max(old, n) + int64(b.interval)
-		b.raise(key, next)
-		if bucket.tat.CompareAndSwap(old, next) {
-			break
-		}
+	for !b.advance(key, bucket, bucket.tat.Load(), n) {
 	}
 	if !fresh {
 		b.keep(key, bucket)
 	}
+}
+
+// advance moves bucket's tat from old on by one failure at n (UnixNano),
+// raising key's slot bound first; false when another request moved it
+// since old was read.
+func (b *failureBudget) advance(key uint64, bucket *failureBucket, old, n int64) bool {
+	next := max(old, n) + int64(b.interval)
+	b.raise(key, next)
+	return bucket.tat.CompareAndSwap(old, next)
 }
 
 // reserve spends a failure at now ahead of a slow check, unless the bucket
@@ -171,9 +174,7 @@ func (b *failureBudget) reserve(key uint64, now time.Time) (*failureBucket, time
 		if wait, over := b.ahead(old, now); over {
 			return nil, wait, false
 		}
-		next := max(old, n) + int64(b.interval)
-		b.raise(key, next)
-		if bucket.tat.CompareAndSwap(old, next) {
+		if b.advance(key, bucket, old, n) {
 			break
 		}
 	}
