@@ -6,8 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/clientassertion"
 )
 
 // Case (k): the good client authenticates with private_key_jwt (ES256),
@@ -39,13 +39,11 @@ const (
 	// edge remembers each jti until its exp (and 30 s of leeway), so a
 	// short exp keeps the replay cache small over many runs.
 	assertionSlack = 30 * time.Second
-	// maxAssertionAhead is the furthest exp the edge accepts (5 min, less
-	// a margin).
-	maxAssertionAhead = 4*time.Minute + 30*time.Second
+	// maxAssertionAhead is the furthest exp the harness signs: what the
+	// edge accepts, less a margin.
+	maxAssertionAhead = clientassertion.MaxLifetime - 30*time.Second
 	// benchAudience is the edge's audience option for (k).
 	benchAudience = "https://bench.rotagate.invalid/token"
-	// jwtBearer is client_assertion_type (RFC 7523 §2.2).
-	jwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 )
 
 // assertionLua sends, per request, the next line of the file $BENCH_BODIES
@@ -67,29 +65,33 @@ request = function()
 end
 ` + reportDone
 
-// keyedClient is one client of case (k) and its private key.
+// keyedClient is one client of case (k), its private key and a signer
+// with it.
 type keyedClient struct {
-	id  string
-	key *ecdsa.PrivateKey
+	id     string
+	key    *ecdsa.PrivateKey
+	signer jose.Signer
 }
 
 // assertionSigner signs the assertions of case (k).
 type assertionSigner struct {
 	clients []keyedClient
 	aud     string
-	header  string // the JWS header, base64url
 	jti     uint64 // the last jti used
 }
 
 func newAssertionSigner(n int, aud string) (*assertionSigner, error) {
-	s := &assertionSigner{aud: aud,
-		header: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","typ":"JWT"}`))}
+	s := &assertionSigner{aud: aud}
 	for i := range n {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return nil, err
 		}
-		s.clients = append(s.clients, keyedClient{id: fmt.Sprintf("bench-key-%03d", i), key: k})
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			return nil, err
+		}
+		s.clients = append(s.clients, keyedClient{id: fmt.Sprintf("bench-key-%03d", i), key: k, signer: signer})
 	}
 	return s, nil
 }
@@ -114,8 +116,7 @@ func (s *assertionSigner) register(ctx context.Context, cp controlPlane) error {
 }
 
 // body is the form body of the next assertion, for client i (mod the
-// clients), issued at now and expiring at exp: a compact ES256 JWS (RFC
-// 7515 §7.1, the signature r ‖ s as RFC 7518 §3.4 has it).
+// clients), issued at now and expiring at exp: a compact ES256 JWS.
 func (s *assertionSigner) body(i int, now, exp time.Time) (string, error) {
 	c := s.clients[i%len(s.clients)]
 	s.jti++
@@ -124,17 +125,15 @@ func (s *assertionSigner) body(i int, now, exp time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	input := s.header + "." + base64.RawURLEncoding.EncodeToString(claims)
-	digest := sha256.Sum256([]byte(input))
-	r, sg, err := ecdsa.Sign(rand.Reader, c.key, digest[:])
+	signed, err := c.signer.Sign(claims)
 	if err != nil {
 		return "", err
 	}
-	var sig [64]byte
-	r.FillBytes(sig[:32])
-	sg.FillBytes(sig[32:])
-	jws := input + "." + base64.RawURLEncoding.EncodeToString(sig[:])
-	return "grant_type=client_credentials&client_assertion_type=" + url.QueryEscape(jwtBearer) +
+	jws, err := signed.CompactSerialize()
+	if err != nil {
+		return "", err
+	}
+	return "grant_type=client_credentials&client_assertion_type=" + url.QueryEscape(clientassertion.AssertionType) +
 		"&client_assertion=" + jws, nil
 }
 
