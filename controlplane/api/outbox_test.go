@@ -213,7 +213,18 @@ func testDeliveredOncePerFleet(t *testing.T, k storeKit) {
 	for _, e := range []*env{a, b} {
 		wg.Go(func() { e.Sender(fastPoll).Run(ctx) })
 	}
-	cptest.WaitFor(t, 10*time.Second, "every event delivered", func() bool { return len(rcv.Events()) == n })
+	// The receiver counts an event before it answers, so the wait is on
+	// the store: cancelling while the answer is in flight would fail the
+	// attempt the receiver already counted.
+	cptest.WaitFor(t, 10*time.Second, "every event delivered", func() bool {
+		evs := a.events()
+		for _, ev := range evs {
+			if d := ev.Deliveries; len(d) != 1 || d[0].State() != "delivered" {
+				return false
+			}
+		}
+		return len(evs) == n
+	})
 	cancel()
 	wg.Wait()
 	if raw := rcv.RawCount(); raw != n {
