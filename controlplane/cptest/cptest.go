@@ -196,11 +196,7 @@ func Redact(b []byte) string {
 // Revision reads the store's revision.
 func (e *Env) Revision() int64 {
 	e.T.Helper()
-	_, rev, err := e.Store.Revision(context.Background())
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	return rev
+	return storetest.Revision(e.T, e.Store)
 }
 
 // Root is the actor of the helpers: an admin token. Who is an admin

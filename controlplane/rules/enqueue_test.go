@@ -47,11 +47,7 @@ func (e *rulesEnv) events() []store.EventRecord {
 // revision reads the store's revision.
 func (e *rulesEnv) revision() int64 {
 	e.t.Helper()
-	_, rev, err := e.st.Revision(context.Background())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return rev
+	return storetest.Revision(e.t, e.st)
 }
 
 func TestEnqueueRefusesUnknownType(t *testing.T) {

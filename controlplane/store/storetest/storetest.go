@@ -119,6 +119,16 @@ func OpenPostgres(t testing.TB, dsn string, opts store.PostgresOptions) *store.S
 	return st
 }
 
+// Revision reads st's revision, failing the test if it cannot.
+func Revision(t testing.TB, st store.Store) int64 {
+	t.Helper()
+	_, rev, err := st.Revision(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
 // EventData returns the data of one stored event's payload, read
 // straight from the store.
 func EventData(t testing.TB, st store.Store, id string) map[string]any {
