@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,9 +32,7 @@ func callerUse(secretID, ip string, first, last time.Time, requests, refused int
 // never moves, and deleting the client takes its callers along.
 func testCallersStore(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st := k.openStore(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st, t0)
+	st, t0 := k.openUsageFixture(t)
 	_, rev, _ := st.Revision(ctx)
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	apply := func(uses ...store.CallerUse) {
@@ -99,27 +96,17 @@ func testCallersStore(t *testing.T, k storeKit) {
 // request is counted once.
 func testCallersFromTwoInstances(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st1, reopen := k.open(t)
-	st2 := reopen(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st1, t0)
-	var wg sync.WaitGroup
-	for i := range 20 {
-		st := st1
-		if i%2 == 1 {
-			st = st2
+	st1, st2 := k.openTwo(t)
+	t0 := usageFixture(t, st1)
+	inTurn(20, st1, st2, func(i int, st store.Store) {
+		uses := []store.CallerUse{
+			callerUse("sec_a", "192.0.2.1", t0.Add(time.Duration(i)*time.Second), t0.Add(time.Duration(i)*time.Second), 3, 1),
+			callerUse("sec_a", fmt.Sprintf("198.51.100.%d", i%4), t0, t0, 1, 0),
 		}
-		wg.Go(func() {
-			uses := []store.CallerUse{
-				callerUse("sec_a", "192.0.2.1", t0.Add(time.Duration(i)*time.Second), t0.Add(time.Duration(i)*time.Second), 3, 1),
-				callerUse("sec_a", fmt.Sprintf("198.51.100.%d", i%4), t0, t0, 1, 0),
-			}
-			if err := st.ApplyCallers(ctx, uses, rules.MaxCallersPerSecret); err != nil {
-				t.Errorf("callers: %v", err)
-			}
-		})
-	}
-	wg.Wait()
+		if err := st.ApplyCallers(ctx, uses, rules.MaxCallersPerSecret); err != nil {
+			t.Errorf("callers: %v", err)
+		}
+	})
 	got, err := st2.Callers(ctx, []string{"sec_a"}, t0)
 	if err != nil {
 		t.Fatal(err)

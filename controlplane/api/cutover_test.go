@@ -23,9 +23,7 @@ import (
 // revision except the policy.
 func testCutoverStore(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st := k.openStore(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st, t0) // client c with sec_a
+	st, t0 := k.openUsageFixture(t) // client c with sec_a
 	insert := func(s store.Secret) {
 		t.Helper()
 		if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.InsertSecret(ctx, s) }); err != nil {

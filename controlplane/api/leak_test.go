@@ -109,9 +109,7 @@ func testSnapshotTombstones(t *testing.T, k storeKit) {
 // are refused; the revision does not move.
 func testRevokedUses(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st := k.openStore(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st, t0) // client c, secret sec_a (live)
+	st, t0 := k.openUsageFixture(t) // client c, secret sec_a (live)
 	later := t0.Add(2 * time.Hour)
 	_, err := st.Update(ctx, func(tx store.Tx) error {
 		if err := tx.InsertSecret(ctx, store.Secret{ID: "sec_exp", ClientID: "c", Hash: "h2", Hint: "y", CreatedAt: t0, ExpiresAt: &later}); err != nil {

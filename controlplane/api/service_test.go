@@ -563,8 +563,7 @@ func testConcurrentGenerateNeverExceedsMax(t *testing.T, k storeKit) {
 // both seeing room for one more secret.
 func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st1, reopen := k.open(t)
-	st2 := reopen(t)
+	st1, st2 := k.openTwo(t)
 	e1 := newEnvOn(t, st1, "")
 	e2 := newEnvOn(t, st2, "")
 	e1.MustClient("c")

@@ -33,6 +33,27 @@ func (k storeKit) openStore(t *testing.T) store.Store {
 	return st
 }
 
+// openTwo returns two handles on one new store: what two replicas have.
+func (k storeKit) openTwo(t *testing.T) (store.Store, store.Store) {
+	t.Helper()
+	st, reopen := k.open(t)
+	return st, reopen(t)
+}
+
+// inTurn runs n goroutines at once, the even ones on a and the odd ones on
+// b, and waits for them all.
+func inTurn[H any](n int, a, b H, run func(i int, h H)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		wg.Go(func() { run(i, h) })
+	}
+	wg.Wait()
+}
+
 // newEnv is a control plane on a new store of the kit's kind.
 func (k storeKit) newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
@@ -241,8 +262,7 @@ func testRevisionMovesOnlyOnWrites(t *testing.T, k storeKit) {
 // never sees the revision go backwards.
 func testRevisionMonotonicUnderConcurrency(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st1, reopen := k.open(t)
-	st2 := reopen(t)
+	st1, st2 := k.openTwo(t)
 	const writers = 20
 	stop := make(chan struct{})
 	readerDone := make(chan error, 1)
@@ -267,24 +287,16 @@ func testRevisionMonotonicUnderConcurrency(t *testing.T, k storeKit) {
 			last = r
 		}
 	}()
-	var wg sync.WaitGroup
 	revs := make([]int64, writers)
-	for i := range writers {
-		st := st1
-		if i%2 == 1 {
-			st = st2
-		}
-		wg.Go(func() {
-			r, err := st.Update(ctx, func(tx store.Tx) error {
-				return tx.InsertClient(ctx, store.Client{ID: fmt.Sprintf("c%02d", i), CreatedAt: time.Now()})
-			})
-			if err != nil {
-				t.Errorf("writer %d: %v", i, err)
-			}
-			revs[i] = r
+	inTurn(writers, st1, st2, func(i int, st store.Store) {
+		r, err := st.Update(ctx, func(tx store.Tx) error {
+			return tx.InsertClient(ctx, store.Client{ID: fmt.Sprintf("c%02d", i), CreatedAt: time.Now()})
 		})
-	}
-	wg.Wait()
+		if err != nil {
+			t.Errorf("writer %d: %v", i, err)
+		}
+		revs[i] = r
+	})
 	close(stop)
 	if err := <-readerDone; err != nil {
 		t.Fatal(err)
@@ -301,10 +313,12 @@ func testRevisionMonotonicUnderConcurrency(t *testing.T, k storeKit) {
 	}
 }
 
-// usageFixture stores client c with secret sec_a, created at t0.
-func usageFixture(t *testing.T, st store.Store, t0 time.Time) {
+// usageFixture stores client c with secret sec_a in st and returns the
+// time they were created at.
+func usageFixture(t *testing.T, st store.Store) time.Time {
 	t.Helper()
 	ctx := context.Background()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	_, err := st.Update(ctx, func(tx store.Tx) error {
 		if err := tx.InsertClient(ctx, store.Client{ID: "c", CreatedAt: t0}); err != nil {
 			return err
@@ -314,6 +328,15 @@ func usageFixture(t *testing.T, st store.Store, t0 time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return t0
+}
+
+// openUsageFixture returns a new store holding usageFixture's client c
+// and secret sec_a, and the time they were created at.
+func (k storeKit) openUsageFixture(t *testing.T) (store.Store, time.Time) {
+	t.Helper()
+	st := k.openStore(t)
+	return st, usageFixture(t, st)
 }
 
 // checkLastUsed fails unless sec_a of client c was last used at from.
@@ -331,9 +354,7 @@ func checkLastUsed(t *testing.T, st store.Store, at time.Time, from string) {
 
 func testUsageMaxSemantics(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st := k.openStore(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st, t0)
+	st, t0 := k.openUsageFixture(t)
 	_, rev, _ := st.Revision(ctx)
 	apply := func(at time.Time, from string) int {
 		n, err := st.ApplyUsage(ctx, []wire.Stamp{{ClientID: "c", SecretID: "sec_a", LastUsedAt: at, From: from}})
@@ -381,29 +402,19 @@ func testUsageMaxSemantics(t *testing.T, k storeKit) {
 // after a retry: the newest stamp wins wherever it lands.
 func testUsageFromTwoInstances(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	st1, reopen := k.open(t)
-	st2 := reopen(t)
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	usageFixture(t, st1, t0)
+	st1, st2 := k.openTwo(t)
+	t0 := usageFixture(t, st1)
 	newest := t0.Add(50 * time.Minute)
-	var wg sync.WaitGroup
-	for i := range 50 {
-		st := st1
-		if i%2 == 1 {
-			st = st2
-		}
-		wg.Go(func() {
-			// Every stamp twice, as a retried batch would be.
-			at := t0.Add(time.Duration(i+1) * time.Minute)
-			from := fmt.Sprintf("192.0.2.%d", i+1)
-			for range 2 {
-				if _, err := st.ApplyUsage(ctx, []wire.Stamp{{ClientID: "c", SecretID: "sec_a", LastUsedAt: at, From: from}}); err != nil {
-					t.Errorf("usage: %v", err)
-				}
+	inTurn(50, st1, st2, func(i int, st store.Store) {
+		// Every stamp twice, as a retried batch would be.
+		at := t0.Add(time.Duration(i+1) * time.Minute)
+		from := fmt.Sprintf("192.0.2.%d", i+1)
+		for range 2 {
+			if _, err := st.ApplyUsage(ctx, []wire.Stamp{{ClientID: "c", SecretID: "sec_a", LastUsedAt: at, From: from}}); err != nil {
+				t.Errorf("usage: %v", err)
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	checkLastUsed(t, st1, newest, "192.0.2.50")
 	checkLastUsed(t, st2, newest, "192.0.2.50")
 }
