@@ -128,8 +128,7 @@ func testCallersFromTwoInstances(t *testing.T, k storeKit) {
 // owner may set them on their client, a stranger learns nothing.
 func testNetworksInSnapshot(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	e.MustClient("open")
 	e.MustGenerate("c")
 	e.MustGenerate("open")
@@ -203,8 +202,7 @@ func testNetworksInSnapshot(t *testing.T, k storeKit) {
 // and the suggestion covers exactly the callers of active secrets.
 func testCallersThroughService(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	old := e.MustGenerate("c").Secret.ID
 	now := e.Clock.Now()
 	ago := func(d time.Duration) time.Time { return now.Add(-d).Truncate(time.Millisecond) }
@@ -304,8 +302,7 @@ func testCallersThroughService(t *testing.T, k storeKit) {
 // and are pruned; a window of 0 keeps none at all.
 func testCallersWindow(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t, withWindow(time.Hour))
-	e.MustClient("c")
+	e := k.newClientEnv(t, withWindow(time.Hour))
 	sec := e.MustGenerate("c").Secret.ID
 	now := e.Clock.Now()
 	batch := func(ip string, at time.Time) wire.Usage {

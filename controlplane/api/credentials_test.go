@@ -21,8 +21,7 @@ import (
 // revoked like secrets; bad keys are refused with a 400 naming the
 // problem.
 func testPublicKeyCredentials(t *testing.T, k storeKit) {
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	pub, priv := cptest.KeyJWKs(t)
 
 	r := e.Admin("POST", "/v1/clients/c/secrets", map[string]any{"public_key": pub})

@@ -177,8 +177,7 @@ func testRevokedUses(t *testing.T, k storeKit) {
 
 // A secret is found by its stored hash; another hash finds nothing.
 func testSecretByHash(t *testing.T, k storeKit) {
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	ns := e.MustGenerate("c")
 	sec, err := e.Store.SecretByHash(context.Background(), secrethash.NewSHA256(ns.Plaintext))
 	if err != nil || sec.ID != ns.Secret.ID || sec.ClientID != "c" {

@@ -23,8 +23,7 @@ import (
 
 func testGenerateUpToMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	a := e.MustGenerate("c")
 	b := e.MustGenerate("c")
 	if a.Secret.ID == b.Secret.ID || a.Plaintext == b.Plaintext {
@@ -57,8 +56,7 @@ func testGenerateUpToMax(t *testing.T, k storeKit) {
 }
 
 func testMaxActiveSecretsConfigurable(t *testing.T, k storeKit) {
-	e := k.newEnv(t, func(so *rules.ServiceOptions, _ *Options) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
-	e.MustClient("c")
+	e := k.newClientEnv(t, func(so *rules.ServiceOptions, _ *Options) { so.MaxActiveSecrets = 3; so.SecretPrefix = "acme_" })
 	for range 3 {
 		if ns := e.MustGenerate("c"); !rules.CheckSecret(ns.Plaintext, "acme_") {
 			t.Fatal("secret does not use the configured prefix")
@@ -77,8 +75,7 @@ func testMaxActiveSecretsConfigurable(t *testing.T, k storeKit) {
 
 func testStatusesOverTime(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	plain := e.MustGenerate("c")
 	timed, err := e.Svc.GenerateSecret(ctx, cptest.Who, "c", rules.GenerateOptions{ExpiresIn: 90 * time.Minute})
 	if err != nil {
@@ -118,8 +115,7 @@ func testStatusesOverTime(t *testing.T, k storeKit) {
 
 func testRotateWithGrace(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	old := e.MustGenerate("c")
 	start := e.Clock.Now()
 
@@ -186,8 +182,7 @@ func testRotateWithGrace(t *testing.T, k storeKit) {
 
 func testRotateWithoutGraceRevokesOthers(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	e.MustGenerate("c")
 	e.MustGenerate("c")
 	ns, err := e.Svc.RotateSecret(ctx, cptest.Who, "c", 0) // at the max, and allowed
@@ -315,8 +310,7 @@ func testRotateIsAtomic(t *testing.T, k storeKit) {
 
 func testRevoke(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	e.MustClient("d")
 	a := e.MustGenerate("c")
 	rev := e.Revision()
@@ -349,8 +343,7 @@ func testRevoke(t *testing.T, k storeKit) {
 
 func testDeleteClient(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	a, b := e.MustGenerate("c"), e.MustGenerate("c")
 	if err := e.Svc.DeleteClient(ctx, cptest.Who, "c"); err != nil {
 		t.Fatal(err)
@@ -389,8 +382,7 @@ func testDeleteClient(t *testing.T, k storeKit) {
 
 func testImportHash(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	bc, err := bcrypt.GenerateFromPassword([]byte("legacy-one"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -456,8 +448,7 @@ func testImportHash(t *testing.T, k storeKit) {
 
 func testImportPlaintext(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	const legacy = "legacy-plaintext-secret-42"
 	ns, err := e.Svc.GenerateSecret(ctx, cptest.Who, "c", rules.GenerateOptions{ImportSecret: legacy})
 	if err != nil {
@@ -529,32 +520,50 @@ func TestImportWarnings(t *testing.T) {
 	}
 }
 
+// generateTally counts the outcomes of generates racing for the slots
+// of one client.
+type generateTally struct {
+	mu          sync.Mutex
+	ok, refused int
+}
+
+// add counts one generate's outcome; an error other than
+// ErrTooManyActive fails the test.
+func (g *generateTally) add(t *testing.T, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case err == nil:
+		g.ok++
+	case errors.Is(err, rules.ErrTooManyActive):
+		g.refused++
+	default:
+		t.Errorf("generate: %v", err)
+	}
+}
+
+// check fails the test unless 50 generates filled the 2 slots of client c
+// and were refused the rest.
+func (g *generateTally) check(t *testing.T, e *env) {
+	t.Helper()
+	if g.ok != 2 || g.refused != 48 || e.ActiveCount("c") != 2 {
+		t.Fatalf("%d generated, %d refused, %d active; want 2, 48, 2", g.ok, g.refused, e.ActiveCount("c"))
+	}
+}
+
 func testConcurrentGenerateNeverExceedsMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, refused := 0, 0
+	var tally generateTally
 	for range 50 {
 		wg.Go(func() {
 			_, err := e.Svc.GenerateSecret(ctx, cptest.Who, "c", rules.GenerateOptions{})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, rules.ErrTooManyActive):
-				refused++
-			default:
-				t.Errorf("generate: %v", err)
-			}
+			tally.add(t, err)
 		})
 	}
 	wg.Wait()
-	if ok != 2 || refused != 48 || e.ActiveCount("c") != 2 {
-		t.Fatalf("%d generated, %d refused, %d active; want 2, 48, 2", ok, refused, e.ActiveCount("c"))
-	}
+	tally.check(t, e)
 }
 
 // Two stores on one database (two processes, or two replicas of a fleet)
@@ -569,8 +578,7 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 	e1.MustClient("c")
 	e1.MustClient("d")
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, refused := 0, 0
+	var tally generateTally
 	for i := range 50 {
 		svc := e1.Svc
 		if i%2 == 1 {
@@ -578,16 +586,7 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 		}
 		wg.Go(func() {
 			_, err := svc.GenerateSecret(ctx, cptest.Who, "c", rules.GenerateOptions{})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, rules.ErrTooManyActive):
-				refused++
-			default:
-				t.Errorf("generate: %v", err)
-			}
+			tally.add(t, err)
 		})
 		// Rotations and generates mixed, on another client.
 		wg.Go(func() {
@@ -603,9 +602,7 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 		})
 	}
 	wg.Wait()
-	if ok != 2 || refused != 48 || e2.ActiveCount("c") != 2 {
-		t.Fatalf("%d generated, %d refused, %d active; want 2, 48, 2", ok, refused, e2.ActiveCount("c"))
-	}
+	tally.check(t, e2)
 	if n := e1.ActiveCount("d"); n != 2 {
 		t.Fatalf("%d active secrets, want 2", n)
 	}
@@ -613,8 +610,7 @@ func testConcurrentGenerateAcrossInstances(t *testing.T, k storeKit) {
 
 func testConcurrentRotateNeverExceedsMax(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	e.MustGenerate("c")
 	var wg sync.WaitGroup
 	for i := range 50 {
@@ -698,8 +694,7 @@ func testEveryChangeIsPublished(t *testing.T, k storeKit) {
 
 func testApplyUsageMergesAndClamps(t *testing.T, k storeKit) {
 	ctx := context.Background()
-	e := k.newEnv(t)
-	e.MustClient("c")
+	e := k.newClientEnv(t)
 	a := e.MustGenerate("c")
 	now := e.Clock.Now()
 	n, err := e.Svc.ApplyUsage(ctx, wire.Usage{Edge: "e1", Stamps: []wire.Stamp{

@@ -60,6 +60,15 @@ func (k storeKit) newEnv(t *testing.T, opts ...envOption) *env {
 	return newEnvOn(t, k.openStore(t), "", opts...)
 }
 
+// newClientEnv is newEnv with client c created: the client most of the
+// suite's rules tests work on.
+func (k storeKit) newClientEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	e := k.newEnv(t, opts...)
+	e.MustClient("c")
+	return e
+}
+
 // storeSuite is every test a Store implementation must pass: the store
 // contract itself and the rotation rules over it. Each store runs all of
 // it (TestSQLiteStore, TestPostgresStore), so the two cannot drift.
