@@ -91,10 +91,7 @@ func TestClientsAPI(t *testing.T) {
 		}
 	}
 	r = e.Admin("POST", "/v1/clients", map[string]string{"client_id": "acme"})
-	cptest.MustStatus(t, r, 409)
-	if r.JSON(t)["error"] != "client_exists" {
-		t.Fatalf("duplicate: %s", r.Body)
-	}
+	cptest.MustError(t, r, 409, "client_exists")
 
 	r = e.Admin("GET", "/v1/clients/acme", nil)
 	cptest.MustStatus(t, r, 200)
@@ -106,10 +103,7 @@ func TestClientsAPI(t *testing.T) {
 
 	cptest.MustStatus(t, e.Admin("DELETE", "/v1/clients/acme", nil), 204)
 	r = e.Admin("GET", "/v1/clients/acme", nil)
-	cptest.MustStatus(t, r, 404)
-	if r.JSON(t)["error"] != "not_found" {
-		t.Fatalf("after delete: %s", r.Body)
-	}
+	cptest.MustError(t, r, 404, "not_found")
 	cptest.MustStatus(t, e.Admin("DELETE", "/v1/clients/acme", nil), 404)
 	cptest.MustStatus(t, e.Admin("GET", "/v1/clients/acme/secrets", nil), 404)
 	cptest.MustStatus(t, e.Admin("POST", "/v1/clients/acme/secrets", nil), 404)
@@ -176,10 +170,7 @@ func TestListClientsPagination(t *testing.T) {
 	}
 	for _, q := range []string{"limit=0", "limit=1001", "limit=abc", "limit=-1", "after=has%20space"} {
 		r := e.Admin("GET", "/v1/clients?"+q, nil)
-		cptest.MustStatus(t, r, 400)
-		if r.JSON(t)["error"] != "invalid_request" {
-			t.Fatalf("%s: %s", q, r.Body)
-		}
+		cptest.MustError(t, r, 400, "invalid_request")
 	}
 }
 
@@ -213,10 +204,7 @@ func TestSecretsAPI(t *testing.T) {
 	}
 
 	r = e.Admin("POST", "/v1/clients/c/secrets", nil)
-	cptest.MustStatus(t, r, 409)
-	if r.JSON(t)["error"] != "too_many_active_secrets" {
-		t.Fatalf("third: %s", r.Body)
-	}
+	cptest.MustError(t, r, 409, "too_many_active_secrets")
 	cptest.MustStatus(t, e.Admin("POST", "/v1/clients/c/secrets/rotate", `{"grace":"24h"}`), 409)
 
 	r = e.Admin("GET", "/v1/clients/c/secrets", nil)

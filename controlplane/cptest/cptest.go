@@ -185,6 +185,16 @@ func MustStatus(t *testing.T, r Response, want int) {
 	}
 }
 
+// MustError fails the test unless r has the status and its JSON body the
+// error code. The body is shown with any secret redacted.
+func MustError(t *testing.T, r Response, status int, code string) {
+	t.Helper()
+	MustStatus(t, r, status)
+	if got := r.JSON(t)["error"]; got != code {
+		t.Fatalf("error %v, want %s; body: %s", got, code, Redact(r.Body))
+	}
+}
+
 var secretLike = regexp.MustCompile(`[a-z0-9_]{1,16}[0-9A-Za-z]{49}`)
 
 // Redact hides anything shaped like a generated secret, so that failing
