@@ -433,8 +433,7 @@ func BenchmarkCallersIngestSQLite(b *testing.B) {
 }
 
 func BenchmarkCallersIngestPostgres(b *testing.B) {
-	dsn, schema := storetest.Schema(b)
-	benchmarkCallersIngest(b, storetest.OpenPostgres(b, dsn, store.PostgresOptions{Schema: schema}))
+	benchmarkCallersIngest(b, storetest.PostgresStore(b))
 }
 
 // TestCallersPerBatchBounded: a batch listing more IPs for one secret

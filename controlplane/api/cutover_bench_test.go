@@ -137,6 +137,5 @@ func BenchmarkCutoverPassSQLite(b *testing.B) {
 }
 
 func BenchmarkCutoverPassPostgres(b *testing.B) {
-	dsn, schema := storetest.Schema(b)
-	benchmarkCutoverPass(b, storetest.OpenPostgres(b, dsn, store.PostgresOptions{Schema: schema}))
+	benchmarkCutoverPass(b, storetest.PostgresStore(b))
 }

@@ -129,6 +129,14 @@ func Revision(t testing.TB, st store.Store) int64 {
 	return rev
 }
 
+// PostgresStore opens a PostgreSQL store in a schema of its own (see
+// Schema), closed when the test ends.
+func PostgresStore(t testing.TB) *store.SQL {
+	t.Helper()
+	dsn, schema := Schema(t)
+	return OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
+}
+
 // EventData returns the data of one stored event's payload, read
 // straight from the store.
 func EventData(t testing.TB, st store.Store, id string) map[string]any {
