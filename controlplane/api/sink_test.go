@@ -61,6 +61,24 @@ func putSink(t *testing.T, e *env, clientID string, cfg sink.Config) map[string]
 	return r.JSON(t)
 }
 
+// sinkTo points clientID's sink at the webhook receiver rc, with
+// rotate_every rotateEvery ("" for none), and gives rc the signing secret
+// the answer carries.
+func sinkTo(t *testing.T, e *env, rc *cptest.Receiver, clientID, rotateEvery string) {
+	t.Helper()
+	rc.SetSigningSecret(putSink(t, e, clientID, rc.Config(rotateEvery))["signing_secret"].(string))
+}
+
+// sinkClient creates clientID with its secrets going to a new webhook
+// receiver (see sinkTo), and returns the receiver.
+func sinkClient(t *testing.T, e *env, clientID, rotateEvery string) *cptest.Receiver {
+	t.Helper()
+	rc := cptest.NewReceiver(t)
+	e.MustClient(clientID)
+	sinkTo(t, e, rc, clientID, rotateEvery)
+	return rc
+}
+
 // secretHash returns the stored hash of a secret.
 func secretHash(t *testing.T, st store.Store, clientID, secretID string) store.Secret {
 	t.Helper()
@@ -212,9 +230,7 @@ func testSinkWebhook(t *testing.T, k storeKit) {
 // The SQLite file and its WAL hold no plaintext of a delivered secret.
 func TestSinkDatabaseFileHoldsNoSecret(t *testing.T) {
 	e := newEnv(t)
-	rc := cptest.NewReceiver(t)
-	e.MustClient("svc-f")
-	rc.SetSigningSecret(putSink(t, e, "svc-f", rc.Config(""))["signing_secret"].(string))
+	rc := sinkClient(t, e, "svc-f", "")
 	ns := e.MustGenerate("svc-f")
 	if ns.Plaintext != "" || ns.DeliveredTo != sink.KindWebhook {
 		t.Fatal("GenerateSecret with a sink returned the plaintext")
@@ -243,7 +259,7 @@ func TestSinkWebhookDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.SetSigningSecret(putSink(t, e, "svc-d", rc.Config(""))["signing_secret"].(string))
+	sinkTo(t, e, rc, "svc-d", "")
 	rc.SetFailing(true)
 	ns, err := e.Svc.RotateSecret(context.Background(), cptest.Root, "svc-d", time.Hour)
 	if err != nil {
@@ -319,7 +335,7 @@ func testSinkScheduledRotation(t *testing.T, k storeKit) {
 	rc := cptest.NewReceiver(t)
 	e.MustClient("svc-s")
 	first := e.MustGenerate("svc-s")
-	rc.SetSigningSecret(putSink(t, e, "svc-s", rc.Config("2m"))["signing_secret"].(string))
+	sinkTo(t, e, rc, "svc-s", "2m")
 	replicaSvc, err := rules.NewService(context.Background(), reopen(t), rules.ServiceOptions{Now: e.Clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -381,9 +397,7 @@ func testSinkScheduledRotation(t *testing.T, k storeKit) {
 func testSinkReplicasDeliverOnce(t *testing.T, k storeKit) {
 	st, reopen := k.open(t)
 	e := newEnvOn(t, st, "")
-	rc := cptest.NewReceiver(t)
-	e.MustClient("svc-r")
-	rc.SetSigningSecret(putSink(t, e, "svc-r", rc.Config(""))["signing_secret"].(string))
+	rc := sinkClient(t, e, "svc-r", "")
 	var ids []string
 	for range 2 {
 		ids = append(ids, e.MustGenerate("svc-r").Secret.ID)
@@ -498,9 +512,7 @@ func TestSinkAWS(t *testing.T) {
 // hears of it only as pending, and the metric counts its delivery.
 func TestSinkRevokedBeforePromotion(t *testing.T) {
 	e := newEnv(t)
-	rc := cptest.NewReceiver(t)
-	e.MustClient("svc-v")
-	rc.SetSigningSecret(putSink(t, e, "svc-v", rc.Config(""))["signing_secret"].(string))
+	rc := sinkClient(t, e, "svc-v", "")
 	delivered := testutil.ToFloat64(rules.Metrics.SinkDeliveries.WithLabelValues(sink.KindWebhook, "delivered"))
 	ns := e.MustGenerate("svc-v")
 	s := sinkSender(e)
@@ -539,7 +551,7 @@ func TestSinkScheduleBackoff(t *testing.T) {
 	e.MustClient("svc-k")
 	old := e.MustGenerate("svc-k")
 	e.MustGenerate("svc-k")
-	rc.SetSigningSecret(putSink(t, e, "svc-k", rc.Config("1m"))["signing_secret"].(string))
+	sinkTo(t, e, rc, "svc-k", "1m")
 	attempts := func() int {
 		n := 0
 		for _, l := range e.Audit.All() {
@@ -583,7 +595,7 @@ func TestSinkLeavesKeysAlone(t *testing.T) {
 	rc := cptest.NewReceiver(t)
 	e.MustClient("svc-k")
 	first := e.MustGenerate("svc-k")
-	rc.SetSigningSecret(putSink(t, e, "svc-k", rc.Config(""))["signing_secret"].(string))
+	sinkTo(t, e, rc, "svc-k", "")
 	admin := cptest.Root
 	pub, _ := cptest.KeyJWKs(t)
 	key, err := e.Svc.RotateCredential(context.Background(), admin, "svc-k", time.Hour, rules.GenerateOptions{PublicKey: pub})
