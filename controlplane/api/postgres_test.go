@@ -15,17 +15,16 @@ import (
 )
 
 // postgresKit opens PostgreSQL stores, each in a schema of its own, for
-// the shared store suite. Another handle is another pool on the schema:
-// what a second replica has.
-var postgresKit = storeKit{
-	name: "postgres",
-	open: func(t *testing.T) (store.Store, func(t *testing.T) store.Store) {
-		dsn, schema := storetest.Schema(t)
-		st := storetest.OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
-		return st, func(t *testing.T) store.Store {
-			return storetest.OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
-		}
-	},
+// the shared store suite.
+var postgresKit = storeKit{name: "postgres", database: postgresDatabase}
+
+// postgresDatabase makes a new schema; each of its handles is another pool
+// on the schema: what a second replica has.
+func postgresDatabase(t *testing.T) func(t *testing.T) store.Store {
+	dsn, schema := storetest.Schema(t)
+	return func(t *testing.T) store.Store {
+		return storetest.OpenPostgres(t, dsn, store.PostgresOptions{Schema: schema})
+	}
 }
 
 func TestPostgresStore(t *testing.T) {

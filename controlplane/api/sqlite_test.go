@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"testing"
 
 	"github.com/rotagate/rotagate/controlplane/store"
@@ -10,20 +9,12 @@ import (
 
 // sqliteKit opens SQLite stores, each on a file of its own, for the shared
 // store suite.
-var sqliteKit = storeKit{
-	name: "sqlite",
-	open: func(t *testing.T) (store.Store, func(t *testing.T) store.Store) {
-		st, path := storetest.SQLite(t)
-		return st, func(t *testing.T) store.Store {
-			t.Helper()
-			st, err := store.OpenSQLite(context.Background(), path)
-			if err != nil {
-				t.Fatalf("reopening %s: %v", path, err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	},
+var sqliteKit = storeKit{name: "sqlite", database: sqliteDatabase}
+
+// sqliteDatabase places a new SQLite file; its handles open that file.
+func sqliteDatabase(t *testing.T) func(t *testing.T) store.Store {
+	path := storetest.SQLitePath(t)
+	return func(t *testing.T) store.Store { return storetest.OpenSQLite(t, path) }
 }
 
 func TestSQLiteStore(t *testing.T) { runStoreSuite(t, sqliteKit) }

@@ -18,12 +18,19 @@ import (
 // storeKit opens stores of one kind for the shared store suite.
 type storeKit struct {
 	name string
-	// open returns a new, empty store, closed when the test ends, and a
-	// function that opens another handle on the same database: a second
-	// process, a replica, or the same store after a restart. Handles it
-	// opens are closed when the test ends too; closing one earlier is
-	// allowed.
-	open func(t *testing.T) (store.Store, func(t *testing.T) store.Store)
+	// database makes a new, empty database and returns a function that
+	// opens a handle on it: the first store, then a second process, a
+	// replica, or the same store after a restart. Handles are closed when
+	// the test ends; closing one earlier is allowed.
+	database func(t *testing.T) func(t *testing.T) store.Store
+}
+
+// open returns a new, empty store and the function that opens another
+// handle on its database.
+func (k storeKit) open(t *testing.T) (store.Store, func(t *testing.T) store.Store) {
+	t.Helper()
+	reopen := k.database(t)
+	return reopen(t), reopen
 }
 
 // openStore returns a new, empty store.

@@ -22,17 +22,30 @@ import (
 	"github.com/rotagate/rotagate/controlplane/store"
 )
 
-// SQLite opens a SQLite store on a real file in a temporary directory,
-// closed when the test ends, and returns it with the file's path.
+// SQLite opens a SQLite store on a new file (see SQLitePath), closed when
+// the test ends, and returns it with the file's path.
 func SQLite(t testing.TB) (*store.SQL, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "cp.db")
+	path := SQLitePath(t)
+	return OpenSQLite(t, path), path
+}
+
+// SQLitePath is the path of a new SQLite file, cp.db in a temporary
+// directory of the test's own.
+func SQLitePath(t testing.TB) string {
+	return filepath.Join(t.TempDir(), "cp.db")
+}
+
+// OpenSQLite opens a SQLite store on the file at path, closed when the
+// test ends.
+func OpenSQLite(t testing.TB, path string) *store.SQL {
+	t.Helper()
 	st, err := store.OpenSQLite(context.Background(), path)
 	if err != nil {
-		t.Fatalf("OpenSQLite: %v", err)
+		t.Fatalf("OpenSQLite %s: %v", path, err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return st, path
+	return st
 }
 
 // The PostgreSQL tests run against ROTAGATE_TEST_POSTGRES (default: the
