@@ -47,16 +47,16 @@ func (k storeKit) openTwo(t *testing.T) (store.Store, store.Store) {
 	return st, reopen(t)
 }
 
-// inTurn runs n goroutines at once, the even ones on a and the odd ones on
-// b, and waits for them all.
-func inTurn[H any](n int, a, b H, run func(i int, h H)) {
+// inTurn runs n goroutines at once, the even ones on handle a and the odd
+// ones on handle b, and waits for them all.
+func inTurn(n int, a, b store.Store, run func(i int, st store.Store)) {
 	var wg sync.WaitGroup
 	for i := range n {
-		h := a
+		st := a
 		if i%2 == 1 {
-			h = b
+			st = b
 		}
-		wg.Go(func() { run(i, h) })
+		wg.Go(func() { run(i, st) })
 	}
 	wg.Wait()
 }
