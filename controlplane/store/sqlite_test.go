@@ -43,11 +43,7 @@ func TestSQLiteMigrationAndEpoch(t *testing.T) {
 
 	// A second open of the same file, as after a restart, keeps the epoch
 	// and migrates nothing again.
-	st2, err := store.OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
+	st2 := storetest.OpenSQLite(t, path)
 	epoch2, _, err := st2.Revision(ctx)
 	if err != nil || epoch2 != epoch {
 		t.Fatalf("reopened epoch %q (%v), want %q", epoch2, err, epoch)
@@ -74,11 +70,7 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 
 func TestSQLiteDSNEscapesPath(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "odd ?#% dir")
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "x.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.OpenSQLite(t, filepath.Join(dir, "x.db"))
 	if err := st.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +106,7 @@ func openAtVersion(t *testing.T, version int, stmts ...string) *store.SQL {
 		t.Fatal(err)
 	}
 	db.Close()
-	st, err := store.OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return storetest.OpenSQLite(t, path)
 }
 
 // A database made by the first release is brought up to date on open, its
