@@ -134,6 +134,22 @@ func newVerifier(t testing.TB, cfg Config) *Verifier {
 	return v
 }
 
+// oneKeyClient readies the keys and a verifier with cfg for the tests'
+// usual client, clientID holding ec256 registered as sec_1.
+func oneKeyClient(t testing.TB, cfg Config) (*Verifier, []Key) {
+	t.Helper()
+	fixture(t)
+	return newVerifier(t, cfg), []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+}
+
+// kidKeys readies the keys and registers two keys of one client under
+// kids: ec256 as sec_1 "k1", ec256b as sec_2 "k2".
+func kidKeys(t testing.TB) (k1, k2 Key) {
+	t.Helper()
+	fixture(t)
+	return registered(t, "sec_1", &ec256.PublicKey, "k1", ""), registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
+}
+
 // run parses and verifies as the edge does.
 func run(v *Verifier, assertion, bodyClientID string, keys []Key) (Verified, error) {
 	a, err := v.Parse(assertion, bodyClientID, audiences, now)
@@ -181,8 +197,7 @@ func TestVerifyEveryAlgorithm(t *testing.T) {
 
 // Every claim rule, one case each side of its line where it has one.
 func TestClaimRules(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+	v, keys := oneKeyClient(t, Config{})
 	cases := []struct {
 		name   string
 		claims map[string]any
@@ -218,7 +233,6 @@ func TestClaimRules(t *testing.T) {
 		{"empty jti", edit(goodClaims(), "jti", ""), "", ReasonNoJTI},
 		{"claims in other case", map[string]any{"ISS": clientID, "SUB": clientID, "AUD": tokenURL, "EXP": now.Unix(), "JTI": "x"}, "", ReasonIssuer},
 	}
-	v := newVerifier(t, Config{})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := v.SignatureChecks()
@@ -344,9 +358,7 @@ func TestMalformed(t *testing.T) {
 }
 
 func TestSize(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
+	v, keys := oneKeyClient(t, Config{})
 	// Pad a claim until the assertion is exactly MaxSize bytes.
 	padded := func(total int) string {
 		c := goodClaims()
@@ -378,9 +390,7 @@ func TestSize(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
+	v, keys := oneKeyClient(t, Config{})
 	assertion := sign(t, jose.ES256, ec256, "", goodClaims())
 	if _, err := run(v, assertion, "", keys); err != nil {
 		t.Fatalf("first use refused: %v", reasonOf(t, err))
@@ -464,9 +474,7 @@ func TestReplayCache(t *testing.T) {
 
 // A full replay cache refuses a good assertion (it never forgets a live jti).
 func TestReplayFullRefuses(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{ReplayPerClient: 1, ReplayTotal: 1})
+	v, keys := oneKeyClient(t, Config{ReplayPerClient: 1, ReplayTotal: 1})
 	if _, err := run(v, sign(t, jose.ES256, ec256, "", goodClaims()), "", keys); err != nil {
 		t.Fatal(reasonOf(t, err))
 	}
@@ -478,9 +486,7 @@ func TestReplayFullRefuses(t *testing.T) {
 // kid picks the key when the assertion names one; without it each key is
 // tried.
 func TestKeyChoice(t *testing.T) {
-	fixture(t)
-	k1 := registered(t, "sec_1", &ec256.PublicKey, "k1", "")
-	k2 := registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
+	k1, k2 := kidKeys(t)
 	noKid := registered(t, "sec_3", &ec256b.PublicKey, "", "")
 	cases := []struct {
 		name   string
@@ -520,9 +526,7 @@ func TestKeyChoice(t *testing.T) {
 // keys that do not verify it, or has the kid it names. Only a client with
 // more matching keys than MaxKeys costs more (one check per key).
 func TestEqualWork(t *testing.T) {
-	fixture(t)
-	k1 := registered(t, "sec_1", &ec256.PublicKey, "k1", "")
-	k2 := registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
+	k1, k2 := kidKeys(t)
 	rsaOnly := registered(t, "sec_r", &rsaKey.PublicKey, "", "")
 	clients := []struct {
 		name     string
@@ -683,9 +687,7 @@ func TestEd25519Name(t *testing.T) {
 // A replay is caught up to the last instant Parse accepts the assertion
 // (exp + Leeway), and after it Parse refuses it as expired.
 func TestReplayAtTheEdgeOfExpiry(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
+	v, keys := oneKeyClient(t, Config{})
 	a := sign(t, jose.ES256, ec256, "", edit(goodClaims(), "exp", now.Unix()))
 	verify := func(at time.Time) Reason {
 		p, err := v.Parse(a, "", audiences, at)
@@ -708,9 +710,7 @@ func TestReplayAtTheEdgeOfExpiry(t *testing.T) {
 // Concurrent presentations of one assertion to one edge: exactly
 // one is accepted.
 func TestReplayConcurrent(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
+	v, keys := oneKeyClient(t, Config{})
 	a := sign(t, jose.ES256, ec256, "", goodClaims())
 	const n = 16
 	results := make(chan Reason, n)
