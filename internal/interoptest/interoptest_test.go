@@ -2,11 +2,7 @@ package interoptest
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +13,7 @@ import (
 
 	"github.com/rotagate/rotagate/internal/clientassertion"
 	"github.com/rotagate/rotagate/internal/credkey"
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // tokenEndpoint is a stand-in for an edge in front of a token endpoint:
@@ -60,11 +57,7 @@ func tokenEndpoint(t *testing.T, keys map[string][]clientassertion.Key) string {
 
 func register(t *testing.T, id string, pub crypto.PublicKey, kid string) clientassertion.Key {
 	t.Helper()
-	raw, err := jose.JSONWebKey{Key: pub, KeyID: kid}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := credkey.ParseJWK(raw)
+	k, err := credkey.ParseJWK(testkeys.JWK(t, jose.JSONWebKey{Key: pub, KeyID: kid}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,18 +71,9 @@ type clientCase struct {
 }
 
 func clientCases(t *testing.T) ([]clientCase, map[string][]clientassertion.Key) {
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ed, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ec := testkeys.ECDSA(t, elliptic.P256(), "")
+	rs := testkeys.RSA(t, 2048, "")
+	ed := testkeys.Ed25519(t, "")
 	keys := map[string][]clientassertion.Key{
 		"cli_ec":  {register(t, "sec_ec", &ec.PublicKey, "ec-1")},
 		"cli_rsa": {register(t, "sec_rsa", &rs.PublicKey, "")},
