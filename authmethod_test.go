@@ -3,7 +3,6 @@ package rotagate
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,16 +15,15 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/rotagate/rotagate/internal/clientassertion"
+	"github.com/rotagate/rotagate/internal/testkeys"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -43,48 +41,30 @@ type keyedClient struct {
 	otherClientJ string
 }
 
-var jtiSeq atomic.Int64
-
 func newKeyedClient(t testing.TB) *keyedClient {
 	t.Helper()
-	k := &keyedClient{key: newECKey(t), other: newECKey(t), otherClient: newECKey(t)}
+	k := &keyedClient{
+		key:         testkeys.ECDSA(t, elliptic.P256(), "keyed"),
+		other:       testkeys.ECDSA(t, elliptic.P256(), "other"),
+		otherClient: testkeys.ECDSA(t, elliptic.P256(), "keyed2"),
+	}
 	k.jwk, k.otherJWK, k.otherClientJ = publicJWK(t, k.key), publicJWK(t, k.other), publicJWK(t, k.otherClient)
 	k.cert, k.stray = selfSigned(t, "keyed"), selfSigned(t, "stray")
 	k.certTP = thumbprintOf(k.cert)
 	return k
 }
 
-func newECKey(t testing.TB) *ecdsa.PrivateKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func publicJWK(t testing.TB, k *ecdsa.PrivateKey) string {
-	b, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(testkeys.JWK(t, jose.JSONWebKey{Key: &k.PublicKey}))
 }
 
 func selfSigned(t testing.TB, cn string) *x509.Certificate {
 	t.Helper()
-	key := newECKey(t)
+	key := testkeys.ECDSA(t, elliptic.P256(), "certificate "+cn)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
 		NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(24 * time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testkeys.SelfSigned(t, tmpl, &key.PublicKey, key)
 }
 
 func thumbprintOf(c *x509.Certificate) string {
@@ -114,21 +94,14 @@ func withKeyedClients(t testing.TB, h *Handler, k *keyedClient, cidrs ...string)
 func claims() map[string]any {
 	return map[string]any{"iss": "keyed", "sub": "keyed", "aud": tokenURL,
 		"exp": testNow.Add(2 * time.Minute).Unix(), "iat": testNow.Unix(),
-		"jti": "jti-" + big.NewInt(jtiSeq.Add(1)).String()}
+		"jti": testkeys.JTI()}
 }
 
-// signed makes an assertion with go-jose.
+// signed makes an assertion with go-jose, without a kid: the edge's
+// clients here have one key each.
 func signed(t testing.TB, alg jose.SignatureAlgorithm, key any, c map[string]any) string {
 	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jwt.Signed(signer).Claims(c).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return testkeys.Sign(t, alg, key, "", c)
 }
 
 // assertionRequest is a token request authenticated by an assertion.
@@ -174,17 +147,7 @@ func TestPrivateKeyJWTRefusals(t *testing.T) {
 	withKeyedClients(t, h, k)
 	wrongSecret, _ := serve(t, h, postForm("app", "wrong"))
 
-	with := func(kv ...any) map[string]any {
-		c := claims()
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i+1] == nil {
-				delete(c, kv[i].(string))
-				continue
-			}
-			c[kv[i].(string)] = kv[i+1]
-		}
-		return c
-	}
+	with := func(kv ...any) map[string]any { return testkeys.With(claims(), kv...) }
 	replayed := signed(t, jose.ES256, k.key, claims())
 	if w, _ := serve(t, h, assertionRequest(replayed)); w.Code != 200 {
 		t.Fatalf("first use of the replayed assertion: %d", w.Code)

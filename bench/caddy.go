@@ -412,6 +412,22 @@ func (cp controlPlane) waitHealthy(ctx context.Context) error {
 	}
 }
 
+// startControlPlane runs Caddy with cfg, which serves the control plane at
+// cpURL among its servers, and waits until the control plane is healthy.
+// The caller stops the Caddy it returns.
+func (e *env) startControlPlane(name string, adminPort int, cfg map[string]any, cpURL, adminTok string) (*caddy, controlPlane, error) {
+	c, err := e.startCaddy(name, adminPort, cfg)
+	if err != nil {
+		return nil, controlPlane{}, err
+	}
+	cp := controlPlane{base: cpURL, token: adminTok}
+	if err := cp.waitHealthy(e.ctx); err != nil {
+		c.stop(15 * time.Second)
+		return nil, controlPlane{}, err
+	}
+	return c, cp, nil
+}
+
 func (cp controlPlane) createClient(ctx context.Context, id string) error {
 	_, err := cp.call(ctx, http.MethodPost, "/v1/clients", map[string]any{"client_id": id}, http.StatusCreated)
 	return err

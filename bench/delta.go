@@ -250,15 +250,11 @@ func scaleDeltas(e *env, n int) (*deltaResult, error) {
 		"logging": logging(filepath.Join(dir, "cp"), false),
 		"apps":    httpConfig(map[string]any{"control": server(ports[1], controlPlaneHandler(db, adminTok, edgeTok))}),
 	}
-	cpc, err := e.startCaddy(fmt.Sprintf("delta-%d-cp", n), ports[0], cpCfg)
+	cpc, cp, err := e.startControlPlane(fmt.Sprintf("delta-%d-cp", n), ports[0], cpCfg, fmt.Sprintf("http://127.0.0.1:%d", ports[1]), adminTok)
 	if err != nil {
 		return nil, err
 	}
 	defer cpc.stop(15 * time.Second)
-	cp := controlPlane{base: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), token: adminTok}
-	if err := cp.waitHealthy(e.ctx); err != nil {
-		return nil, err
-	}
 
 	edgeURL := fmt.Sprintf("http://127.0.0.1:%d/", ports[3])
 	edgeCfg := func() map[string]any {

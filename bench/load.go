@@ -220,16 +220,12 @@ func runLoad(e *env) error {
 			"control":      server(cpPort, controlPlaneHandler(filepath.Join(dir, "rotagate.db"), adminTok, edgeTok)),
 		}),
 	}
-	c, err := e.startCaddy("load", adminPort, cfg)
+	c, cp, err := e.startControlPlane("load", adminPort, cfg, cpURL, adminTok)
 	if err != nil {
 		return err
 	}
 	defer c.stop(10 * time.Second)
 
-	cp := controlPlane{base: cpURL, token: adminTok}
-	if err := cp.waitHealthy(e.ctx); err != nil {
-		return err
-	}
 	if err := cp.createClient(e.ctx, "bench-sha256"); err != nil {
 		return err
 	}

@@ -224,15 +224,11 @@ func scaleWaitingEdges(e *env) error {
 			"control": server(cpPort, controlPlaneHandler(filepath.Join(dir, "rotagate.db"), adminTok, edgeTok)),
 		}),
 	}
-	c, err := e.startCaddy("edges", adminPort, cfg)
+	c, cp, err := e.startControlPlane("edges", adminPort, cfg, fmt.Sprintf("http://127.0.0.1:%d", cpPort), adminTok)
 	if err != nil {
 		return err
 	}
 	defer c.stop(15 * time.Second)
-	cp := controlPlane{base: fmt.Sprintf("http://127.0.0.1:%d", cpPort), token: adminTok}
-	if err := cp.waitHealthy(e.ctx); err != nil {
-		return err
-	}
 	if err := cp.createClient(e.ctx, "seed"); err != nil {
 		return err
 	}
@@ -394,15 +390,11 @@ func scaleUsage(e *env) error {
 			"control": server(cpPort, controlPlaneHandler(filepath.Join(dir, "rotagate.db"), adminTok, edgeTok)),
 		}),
 	}
-	c, err := e.startCaddy("usage", adminPort, cfg)
+	c, cp, err := e.startControlPlane("usage", adminPort, cfg, cpURL, adminTok)
 	if err != nil {
 		return err
 	}
 	defer c.stop(15 * time.Second)
-	cp := controlPlane{base: cpURL, token: adminTok}
-	if err := cp.waitHealthy(e.ctx); err != nil {
-		return err
-	}
 	var auths []string
 	var clients []string
 	for i := 0; len(auths) < k; i++ {

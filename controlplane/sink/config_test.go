@@ -3,10 +3,8 @@ package sink
 import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,47 +13,30 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
-// p256Key returns a fresh P-256 key and its public JWK as JSON.
+// p256Key returns a fresh P-256 key and its public JWK as a receiver
+// publishes it.
 func p256Key(t *testing.T) (*ecdsa.PrivateKey, json.RawMessage) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: "receiver-1", Use: "enc"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, pub
+	return k, testkeys.JWK(t, jose.JSONWebKey{Key: &k.PublicKey, KeyID: "receiver-1", Use: "enc"})
 }
 
 // jwkJSON marshals a key as a JWK.
 func jwkJSON(t *testing.T, key any) json.RawMessage {
 	t.Helper()
-	b, err := json.Marshal(jose.JSONWebKey{Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testkeys.JWK(t, jose.JSONWebKey{Key: key})
 }
 
 func TestValidate(t *testing.T) {
 	ecPriv, ecPub := p256Key(t)
 	privJWK := jwkJSON(t, ecPriv)
-	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edPub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	xKey, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -114,9 +95,9 @@ func TestValidate(t *testing.T) {
 		{"key not an object", hook("https://r.example/", json.RawMessage(`"abc"`)), "public_key", "JSON object"},
 		{"private key", hook("https://r.example/", privJWK), "public_key", "private key"},
 		{"symmetric key", hook("https://r.example/", json.RawMessage(`{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}`)), "public_key", "symmetric"},
-		{"rsa key", hook("https://r.example/", jwkJSON(t, &rsaKey.PublicKey)), "public_key", `"RSA"`},
-		{"P-384 key", hook("https://r.example/", jwkJSON(t, &p384.PublicKey)), "public_key", `"P-384"`},
-		{"Ed25519 key", hook("https://r.example/", jwkJSON(t, edPub)), "public_key", `"Ed25519"`},
+		{"rsa key", hook("https://r.example/", jwkJSON(t, &testkeys.RSA(t, 2048, "").PublicKey)), "public_key", `"RSA"`},
+		{"P-384 key", hook("https://r.example/", jwkJSON(t, &testkeys.ECDSA(t, elliptic.P384(), "").PublicKey)), "public_key", `"P-384"`},
+		{"Ed25519 key", hook("https://r.example/", jwkJSON(t, testkeys.Ed25519(t, "").Public())), "public_key", `"Ed25519"`},
 		{"X25519 key", hook("https://r.example/", x25519), "public_key", "X25519"},
 		{"no kty", hook("https://r.example/", json.RawMessage(`{"crv":"P-256"}`)), "public_key", "kty"},
 		{"signing key", hook("https://r.example/", withMember("use", "sig")), "public_key", `"use"`},

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // maxVerifyAllocs is the allocation bound of one ES256 verification, Parse
@@ -15,7 +17,7 @@ const maxVerifyAllocs = 60
 func assertions(t testing.TB, n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = sign(t, jose.ES256, ec256, "k1", goodClaims())
+		out[i] = testkeys.Sign(t, jose.ES256, ec256, "k1", goodClaims())
 	}
 	return out
 }
@@ -63,7 +65,7 @@ func BenchmarkVerifyES256(b *testing.B) {
 func BenchmarkRefuseUnknownClientES256(b *testing.B) {
 	fixture(b)
 	v := newVerifier(b, Config{})
-	a := sign(b, jose.ES256, attacker, "", goodClaims())
+	a := testkeys.Sign(b, jose.ES256, attacker, "", goodClaims())
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

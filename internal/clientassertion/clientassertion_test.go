@@ -19,9 +19,9 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/rotagate/rotagate/internal/credkey"
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 const (
@@ -42,16 +42,17 @@ var (
 	attacker                    *ecdsa.PrivateKey
 )
 
+// fixture readies the tests' keys, made once per process by testkeys.
 func fixture(t testing.TB) {
 	t.Helper()
 	fixtureOnce.Do(func() {
-		ec256, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		ec256b, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		ec384, _ = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-		ec521, _ = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-		attacker, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		_, edKey, _ = ed25519.GenerateKey(rand.Reader)
-		rsaKey, _ = rsa.GenerateKey(rand.Reader, 2048)
+		ec256 = testkeys.ECDSA(t, elliptic.P256(), "")
+		ec256b = testkeys.ECDSA(t, elliptic.P256(), "b")
+		ec384 = testkeys.ECDSA(t, elliptic.P384(), "")
+		ec521 = testkeys.ECDSA(t, elliptic.P521(), "")
+		attacker = testkeys.ECDSA(t, elliptic.P256(), "attacker")
+		edKey = testkeys.Ed25519(t, "")
+		rsaKey = testkeys.RSA(t, 2048, "")
 	})
 }
 
@@ -59,27 +60,11 @@ func fixture(t testing.TB) {
 // the edge read it from the snapshot.
 func registered(t testing.TB, id string, pub crypto.PublicKey, kid string, alg jose.SignatureAlgorithm) Key {
 	t.Helper()
-	raw, err := jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(alg)}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := credkey.ParseJWK(raw)
+	k, err := credkey.ParseJWK(testkeys.JWK(t, jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(alg)}))
 	if err != nil {
 		t.Fatalf("ParseJWK: %v", err)
 	}
 	return Key{CredentialID: id, Key: k}
-}
-
-var jtiSeq struct {
-	sync.Mutex
-	n int
-}
-
-func nextJTI() string {
-	jtiSeq.Lock()
-	defer jtiSeq.Unlock()
-	jtiSeq.n++
-	return fmt.Sprintf("jti-%d", jtiSeq.n)
 }
 
 // goodClaims are claims every rule accepts, with a fresh jti.
@@ -90,37 +75,8 @@ func goodClaims() map[string]any {
 		"aud": tokenURL,
 		"exp": now.Add(time.Minute).Unix(),
 		"iat": now.Unix(),
-		"jti": nextJTI(),
+		"jti": testkeys.JTI(),
 	}
-}
-
-func edit(c map[string]any, kv ...any) map[string]any {
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(c, kv[i].(string))
-		} else {
-			c[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return c
-}
-
-// sign makes an assertion the way a client library does.
-func sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, claims any) string {
-	t.Helper()
-	opts := (&jose.SignerOptions{}).WithType("JWT")
-	if kid != "" {
-		opts = opts.WithHeader("kid", kid)
-	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jwt.Signed(s).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
@@ -132,6 +88,22 @@ func newVerifier(t testing.TB, cfg Config) *Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// oneKeyClient readies the keys and a verifier with cfg for the tests'
+// usual client, clientID holding ec256 registered as sec_1.
+func oneKeyClient(t testing.TB, cfg Config) (*Verifier, []Key) {
+	t.Helper()
+	fixture(t)
+	return newVerifier(t, cfg), []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+}
+
+// kidKeys readies the keys and registers two keys of one client under
+// kids: ec256 as sec_1 "k1", ec256b as sec_2 "k2".
+func kidKeys(t testing.TB) (k1, k2 Key) {
+	t.Helper()
+	fixture(t)
+	return registered(t, "sec_1", &ec256.PublicKey, "k1", ""), registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
 }
 
 // run parses and verifies as the edge does.
@@ -168,7 +140,7 @@ func TestVerifyEveryAlgorithm(t *testing.T) {
 	v := newVerifier(t, Config{})
 	for _, c := range cases {
 		t.Run(string(c.alg), func(t *testing.T) {
-			got, err := run(v, sign(t, c.alg, c.priv, "", goodClaims()), clientID, []Key{c.key})
+			got, err := run(v, testkeys.Sign(t, c.alg, c.priv, "", goodClaims()), clientID, []Key{c.key})
 			if err != nil {
 				t.Fatalf("refused: %v", reasonOf(t, err))
 			}
@@ -181,8 +153,7 @@ func TestVerifyEveryAlgorithm(t *testing.T) {
 
 // Every claim rule, one case each side of its line where it has one.
 func TestClaimRules(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
+	v, keys := oneKeyClient(t, Config{})
 	cases := []struct {
 		name   string
 		claims map[string]any
@@ -192,37 +163,36 @@ func TestClaimRules(t *testing.T) {
 		{"good, no client_id in body", goodClaims(), "", reasonNone},
 		{"good, client_id in body", goodClaims(), clientID, reasonNone},
 		{"client_id in body differs", goodClaims(), "cli_other", ReasonClientMismatch},
-		{"no iss", edit(goodClaims(), "iss", nil), "", ReasonIssuer},
-		{"no sub", edit(goodClaims(), "sub", nil), "", ReasonIssuer},
-		{"sub differs from iss", edit(goodClaims(), "sub", "cli_other"), "", ReasonIssuer},
-		{"iss longer than a client id", edit(goodClaims(), "iss", strings.Repeat("c", 256), "sub", strings.Repeat("c", 256)), "", ReasonIssuer},
-		{"iss and sub another client", edit(goodClaims(), "iss", "cli_other", "sub", "cli_other"), clientID, ReasonClientMismatch},
-		{"no aud", edit(goodClaims(), "aud", nil), "", ReasonAudience},
-		{"aud another endpoint", edit(goodClaims(), "aud", "https://other.example.com/token"), "", ReasonAudience},
-		{"aud array holding ours", edit(goodClaims(), "aud", []string{"https://issuer.example.com", tokenURL}), "", reasonNone},
-		{"aud array without ours", edit(goodClaims(), "aud", []string{"https://issuer.example.com"}), "", ReasonAudience},
-		{"aud a prefix of ours", edit(goodClaims(), "aud", tokenURL[:len(tokenURL)-1]), "", ReasonAudience},
-		{"no exp", edit(goodClaims(), "exp", nil), "", ReasonNoExpiry},
-		{"exp 29 s ago (leeway)", edit(goodClaims(), "exp", now.Add(-29*time.Second).Unix()), "", reasonNone},
-		{"exp 31 s ago", edit(goodClaims(), "exp", now.Add(-31*time.Second).Unix()), "", ReasonExpired},
-		{"exp 5 min 30 s ahead", edit(goodClaims(), "exp", now.Add(MaxLifetime+Leeway).Unix()), "", reasonNone},
-		{"exp 5 min 31 s ahead", edit(goodClaims(), "exp", now.Add(MaxLifetime+Leeway+time.Second).Unix()), "", ReasonLifetime},
-		{"exp an hour ahead (authlib's default)", edit(goodClaims(), "exp", now.Add(time.Hour).Unix()), "", ReasonLifetime},
-		{"exp fractional", edit(goodClaims(), "exp", float64(now.Add(time.Minute).Unix())+0.5), "", reasonNone},
-		{"exp a string", edit(goodClaims(), "exp", "soon"), "", ReasonMalformed},
-		{"nbf 29 s ahead (leeway)", edit(goodClaims(), "nbf", now.Add(29*time.Second).Unix()), "", reasonNone},
-		{"nbf 31 s ahead", edit(goodClaims(), "nbf", now.Add(31*time.Second).Unix()), "", ReasonNotYetValid},
-		{"iat 31 s ahead", edit(goodClaims(), "iat", now.Add(31*time.Second).Unix()), "", ReasonNotYetValid},
-		{"iat an hour ago", edit(goodClaims(), "iat", now.Add(-time.Hour).Unix()), "", reasonNone},
-		{"no jti", edit(goodClaims(), "jti", nil), "", ReasonNoJTI},
-		{"empty jti", edit(goodClaims(), "jti", ""), "", ReasonNoJTI},
+		{"no iss", testkeys.With(goodClaims(), "iss", nil), "", ReasonIssuer},
+		{"no sub", testkeys.With(goodClaims(), "sub", nil), "", ReasonIssuer},
+		{"sub differs from iss", testkeys.With(goodClaims(), "sub", "cli_other"), "", ReasonIssuer},
+		{"iss longer than a client id", testkeys.With(goodClaims(), "iss", strings.Repeat("c", 256), "sub", strings.Repeat("c", 256)), "", ReasonIssuer},
+		{"iss and sub another client", testkeys.With(goodClaims(), "iss", "cli_other", "sub", "cli_other"), clientID, ReasonClientMismatch},
+		{"no aud", testkeys.With(goodClaims(), "aud", nil), "", ReasonAudience},
+		{"aud another endpoint", testkeys.With(goodClaims(), "aud", "https://other.example.com/token"), "", ReasonAudience},
+		{"aud array holding ours", testkeys.With(goodClaims(), "aud", []string{"https://issuer.example.com", tokenURL}), "", reasonNone},
+		{"aud array without ours", testkeys.With(goodClaims(), "aud", []string{"https://issuer.example.com"}), "", ReasonAudience},
+		{"aud a prefix of ours", testkeys.With(goodClaims(), "aud", tokenURL[:len(tokenURL)-1]), "", ReasonAudience},
+		{"no exp", testkeys.With(goodClaims(), "exp", nil), "", ReasonNoExpiry},
+		{"exp 29 s ago (leeway)", testkeys.With(goodClaims(), "exp", now.Add(-29*time.Second).Unix()), "", reasonNone},
+		{"exp 31 s ago", testkeys.With(goodClaims(), "exp", now.Add(-31*time.Second).Unix()), "", ReasonExpired},
+		{"exp 5 min 30 s ahead", testkeys.With(goodClaims(), "exp", now.Add(MaxLifetime+Leeway).Unix()), "", reasonNone},
+		{"exp 5 min 31 s ahead", testkeys.With(goodClaims(), "exp", now.Add(MaxLifetime+Leeway+time.Second).Unix()), "", ReasonLifetime},
+		{"exp an hour ahead (authlib's default)", testkeys.With(goodClaims(), "exp", now.Add(time.Hour).Unix()), "", ReasonLifetime},
+		{"exp fractional", testkeys.With(goodClaims(), "exp", float64(now.Add(time.Minute).Unix())+0.5), "", reasonNone},
+		{"exp a string", testkeys.With(goodClaims(), "exp", "soon"), "", ReasonMalformed},
+		{"nbf 29 s ahead (leeway)", testkeys.With(goodClaims(), "nbf", now.Add(29*time.Second).Unix()), "", reasonNone},
+		{"nbf 31 s ahead", testkeys.With(goodClaims(), "nbf", now.Add(31*time.Second).Unix()), "", ReasonNotYetValid},
+		{"iat 31 s ahead", testkeys.With(goodClaims(), "iat", now.Add(31*time.Second).Unix()), "", ReasonNotYetValid},
+		{"iat an hour ago", testkeys.With(goodClaims(), "iat", now.Add(-time.Hour).Unix()), "", reasonNone},
+		{"no jti", testkeys.With(goodClaims(), "jti", nil), "", ReasonNoJTI},
+		{"empty jti", testkeys.With(goodClaims(), "jti", ""), "", ReasonNoJTI},
 		{"claims in other case", map[string]any{"ISS": clientID, "SUB": clientID, "AUD": tokenURL, "EXP": now.Unix(), "JTI": "x"}, "", ReasonIssuer},
 	}
-	v := newVerifier(t, Config{})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := v.SignatureChecks()
-			got, err := run(v, sign(t, jose.ES256, ec256, "", c.claims), c.body, keys)
+			got, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", c.claims), c.body, keys)
 			if r := reasonOf(t, err); r != c.want {
 				t.Fatalf("reason %v, want %v", r, c.want)
 			}
@@ -263,23 +233,23 @@ func TestAlgorithms(t *testing.T) {
 		{"None", enc(`{"alg":"None"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
 		{"no alg", enc(`{"typ":"JWT"}`) + "." + claims + ".", rsaKeys, ReasonAlgorithm},
 		// The classic confusion: the public key, which anyone may read, as an HMAC secret.
-		{"HS256 keyed with the public key's PEM", sign(t, jose.HS256, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"HS256 keyed with the public JWK", sign(t, jose.HS256, rsaJWK, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"HS384", sign(t, jose.HS384, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"HS512", sign(t, jose.HS512, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"RS384", sign(t, jose.RS384, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"RS512", sign(t, jose.RS512, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"PS384", sign(t, jose.PS384, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
-		{"ES512", sign(t, jose.ES512, ec521, "", goodClaims()), ecKeys, ReasonAlgorithm},
+		{"HS256 keyed with the public key's PEM", testkeys.Sign(t, jose.HS256, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"HS256 keyed with the public JWK", testkeys.Sign(t, jose.HS256, rsaJWK, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"HS384", testkeys.Sign(t, jose.HS384, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"HS512", testkeys.Sign(t, jose.HS512, pubPEM, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"RS384", testkeys.Sign(t, jose.RS384, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"RS512", testkeys.Sign(t, jose.RS512, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"PS384", testkeys.Sign(t, jose.PS384, rsaKey, "", goodClaims()), rsaKeys, ReasonAlgorithm},
+		{"ES512", testkeys.Sign(t, jose.ES512, ec521, "", goodClaims()), ecKeys, ReasonAlgorithm},
 		// Allowed algorithms that do not fit the client's keys.
-		{"ES256 against an RSA key", sign(t, jose.ES256, ec256, "", goodClaims()), rsaKeys, ReasonSignature},
-		{"RS256 against an EC key", sign(t, jose.RS256, rsaKey, "", goodClaims()), ecKeys, ReasonSignature},
-		{"PS256 against a key pinned to RS256", sign(t, jose.PS256, rsaKey, "", goodClaims()), rsaPinned, ReasonSignature},
-		{"ES384 against a P-256 key", sign(t, jose.ES384, ec384, "", goodClaims()), ecKeys, ReasonSignature},
-		{"EdDSA against an EC key", sign(t, jose.EdDSA, edKey, "", goodClaims()), ecKeys, ReasonSignature},
-		{"RS256 signature relabelled PS256", relabel(t, sign(t, jose.RS256, rsaKey, "", goodClaims()), "PS256"), rsaKeys, ReasonSignature},
-		{"ES256 signature relabelled ES384", relabel(t, sign(t, jose.ES256, ec256, "", goodClaims()), "ES384"), ecKeys, ReasonSignature},
-		{"RS256 signed and pinned", sign(t, jose.RS256, rsaKey, "", goodClaims()), rsaPinned, reasonNone},
+		{"ES256 against an RSA key", testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), rsaKeys, ReasonSignature},
+		{"RS256 against an EC key", testkeys.Sign(t, jose.RS256, rsaKey, "", goodClaims()), ecKeys, ReasonSignature},
+		{"PS256 against a key pinned to RS256", testkeys.Sign(t, jose.PS256, rsaKey, "", goodClaims()), rsaPinned, ReasonSignature},
+		{"ES384 against a P-256 key", testkeys.Sign(t, jose.ES384, ec384, "", goodClaims()), ecKeys, ReasonSignature},
+		{"EdDSA against an EC key", testkeys.Sign(t, jose.EdDSA, edKey, "", goodClaims()), ecKeys, ReasonSignature},
+		{"RS256 signature relabelled PS256", relabel(t, testkeys.Sign(t, jose.RS256, rsaKey, "", goodClaims()), "PS256"), rsaKeys, ReasonSignature},
+		{"ES256 signature relabelled ES384", relabel(t, testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), "ES384"), ecKeys, ReasonSignature},
+		{"RS256 signed and pinned", testkeys.Sign(t, jose.RS256, rsaKey, "", goodClaims()), rsaPinned, reasonNone},
 	}
 	v := newVerifier(t, Config{})
 	for _, c := range cases {
@@ -316,7 +286,7 @@ func relabel(t testing.TB, assertion, alg string) string {
 
 func TestMalformed(t *testing.T) {
 	fixture(t)
-	good := sign(t, jose.ES256, ec256, "", goodClaims())
+	good := testkeys.Sign(t, jose.ES256, ec256, "", goodClaims())
 	parts := strings.Split(good, ".")
 	cases := map[string]string{
 		"empty":               "",
@@ -344,19 +314,17 @@ func TestMalformed(t *testing.T) {
 }
 
 func TestSize(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
+	v, keys := oneKeyClient(t, Config{})
 	// Pad a claim until the assertion is exactly MaxSize bytes.
 	padded := func(total int) string {
 		c := goodClaims()
-		base := len(sign(t, jose.ES256, ec256, "", edit(c, "pad", "")))
+		base := len(testkeys.Sign(t, jose.ES256, ec256, "", testkeys.With(c, "pad", "")))
 		// 3 bytes of claim make 4 of base64url.
 		pad := (total - base) / 4 * 3
-		a := sign(t, jose.ES256, ec256, "", edit(c, "pad", strings.Repeat("p", pad)))
+		a := testkeys.Sign(t, jose.ES256, ec256, "", testkeys.With(c, "pad", strings.Repeat("p", pad)))
 		for len(a) < total {
 			pad++
-			a = sign(t, jose.ES256, ec256, "", edit(c, "pad", strings.Repeat("p", pad)))
+			a = testkeys.Sign(t, jose.ES256, ec256, "", testkeys.With(c, "pad", strings.Repeat("p", pad)))
 		}
 		return a
 	}
@@ -378,10 +346,8 @@ func TestSize(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
-	assertion := sign(t, jose.ES256, ec256, "", goodClaims())
+	v, keys := oneKeyClient(t, Config{})
+	assertion := testkeys.Sign(t, jose.ES256, ec256, "", goodClaims())
 	if _, err := run(v, assertion, "", keys); err != nil {
 		t.Fatalf("first use refused: %v", reasonOf(t, err))
 	}
@@ -392,20 +358,20 @@ func TestReplay(t *testing.T) {
 	c := goodClaims()
 	c["exp"] = now.Add(2 * time.Minute).Unix()
 	jti := c["jti"]
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", c), "", keys); err != nil {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", c), "", keys); err != nil {
 		t.Fatalf("fresh jti refused: %v", reasonOf(t, err))
 	}
 	c = goodClaims()
 	c["jti"] = jti
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", c), "", keys); reasonOf(t, err) != ReasonReplay {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", c), "", keys); reasonOf(t, err) != ReasonReplay {
 		t.Fatalf("same jti, new assertion: %v", err)
 	}
 	// A refused assertion is not remembered: a bad signature does not burn its jti.
 	c = goodClaims()
-	if _, err := run(v, sign(t, jose.ES256, attacker, "", c), "", keys); reasonOf(t, err) != ReasonSignature {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, attacker, "", c), "", keys); reasonOf(t, err) != ReasonSignature {
 		t.Fatalf("attacker's signature: %v", err)
 	}
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", c), "", keys); err != nil {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", c), "", keys); err != nil {
 		t.Fatalf("jti burnt by a forged assertion: %v", reasonOf(t, err))
 	}
 	if v.ReplayEntries() != 3 {
@@ -464,13 +430,11 @@ func TestReplayCache(t *testing.T) {
 
 // A full replay cache refuses a good assertion (it never forgets a live jti).
 func TestReplayFullRefuses(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{ReplayPerClient: 1, ReplayTotal: 1})
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", goodClaims()), "", keys); err != nil {
+	v, keys := oneKeyClient(t, Config{ReplayPerClient: 1, ReplayTotal: 1})
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), "", keys); err != nil {
 		t.Fatal(reasonOf(t, err))
 	}
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", goodClaims()), "", keys); reasonOf(t, err) != ReasonReplayFull {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), "", keys); reasonOf(t, err) != ReasonReplayFull {
 		t.Fatalf("full cache: %v", err)
 	}
 }
@@ -478,9 +442,7 @@ func TestReplayFullRefuses(t *testing.T) {
 // kid picks the key when the assertion names one; without it each key is
 // tried.
 func TestKeyChoice(t *testing.T) {
-	fixture(t)
-	k1 := registered(t, "sec_1", &ec256.PublicKey, "k1", "")
-	k2 := registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
+	k1, k2 := kidKeys(t)
 	noKid := registered(t, "sec_3", &ec256b.PublicKey, "", "")
 	cases := []struct {
 		name   string
@@ -500,7 +462,7 @@ func TestKeyChoice(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := v.SignatureChecks()
-			got, err := run(v, sign(t, jose.ES256, ec256b, c.kid, goodClaims()), "", c.keys)
+			got, err := run(v, testkeys.Sign(t, jose.ES256, ec256b, c.kid, goodClaims()), "", c.keys)
 			if c.want == "" {
 				if reasonOf(t, err) != ReasonSignature {
 					t.Fatalf("want a signature refusal, got %+v %v", got, err)
@@ -520,9 +482,7 @@ func TestKeyChoice(t *testing.T) {
 // keys that do not verify it, or has the kid it names. Only a client with
 // more matching keys than MaxKeys costs more (one check per key).
 func TestEqualWork(t *testing.T) {
-	fixture(t)
-	k1 := registered(t, "sec_1", &ec256.PublicKey, "k1", "")
-	k2 := registered(t, "sec_2", &ec256b.PublicKey, "k2", "")
+	k1, k2 := kidKeys(t)
 	rsaOnly := registered(t, "sec_r", &rsaKey.PublicKey, "", "")
 	clients := []struct {
 		name     string
@@ -541,7 +501,7 @@ func TestEqualWork(t *testing.T) {
 		for _, c := range clients {
 			for _, kid := range []string{"", "k1", "nope"} {
 				before := v.SignatureChecks()
-				_, err := run(v, sign(t, jose.ES256, attacker, kid, goodClaims()), "", c.keys)
+				_, err := run(v, testkeys.Sign(t, jose.ES256, attacker, kid, goodClaims()), "", c.keys)
 				if reasonOf(t, err) != ReasonSignature {
 					t.Fatalf("%s: %v", c.name, err)
 				}
@@ -602,7 +562,7 @@ func TestDummyKeysVerify(t *testing.T) {
 		default:
 			priv = rsaKey
 		}
-		a, err := v.Parse(sign(t, alg, priv, "", goodClaims()), "", audiences, now)
+		a, err := v.Parse(testkeys.Sign(t, alg, priv, "", goodClaims()), "", audiences, now)
 		if err != nil {
 			t.Fatal(reasonOf(t, err))
 		}
@@ -633,8 +593,8 @@ func TestDummyKeysVerify(t *testing.T) {
 // is refused by Verify for a client without keys, after MaxKeys checks.
 func FuzzParse(f *testing.F) {
 	fixture(f)
-	f.Add(sign(f, jose.ES256, ec256, "k1", goodClaims()), "")
-	f.Add(sign(f, jose.EdDSA, edKey, "", goodClaims()), clientID)
+	f.Add(testkeys.Sign(f, jose.ES256, ec256, "k1", goodClaims()), "")
+	f.Add(testkeys.Sign(f, jose.EdDSA, edKey, "", goodClaims()), clientID)
 	f.Add(enc(`{"alg":"none"}`)+"."+enc(`{"iss":"a"}`)+".", "")
 	v := newVerifier(f, Config{})
 	f.Fuzz(func(t *testing.T, assertion, bodyClientID string) {
@@ -683,10 +643,8 @@ func TestEd25519Name(t *testing.T) {
 // A replay is caught up to the last instant Parse accepts the assertion
 // (exp + Leeway), and after it Parse refuses it as expired.
 func TestReplayAtTheEdgeOfExpiry(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
-	a := sign(t, jose.ES256, ec256, "", edit(goodClaims(), "exp", now.Unix()))
+	v, keys := oneKeyClient(t, Config{})
+	a := testkeys.Sign(t, jose.ES256, ec256, "", testkeys.With(goodClaims(), "exp", now.Unix()))
 	verify := func(at time.Time) Reason {
 		p, err := v.Parse(a, "", audiences, at)
 		if err == nil {
@@ -708,10 +666,8 @@ func TestReplayAtTheEdgeOfExpiry(t *testing.T) {
 // Concurrent presentations of one assertion to one edge: exactly
 // one is accepted.
 func TestReplayConcurrent(t *testing.T) {
-	fixture(t)
-	keys := []Key{registered(t, "sec_1", &ec256.PublicKey, "", "")}
-	v := newVerifier(t, Config{})
-	a := sign(t, jose.ES256, ec256, "", goodClaims())
+	v, keys := oneKeyClient(t, Config{})
+	a := testkeys.Sign(t, jose.ES256, ec256, "", goodClaims())
 	const n = 16
 	results := make(chan Reason, n)
 	var wg sync.WaitGroup
@@ -750,12 +706,12 @@ func TestPadCostsARefusal(t *testing.T) {
 	v := newVerifier(t, Config{})
 	key := registered(t, "sec_es", &ec256.PublicKey, "", "")
 	before := v.SignatureChecks()
-	if _, err := run(v, sign(t, jose.ES256, ec256, "", goodClaims()), clientID, []Key{registered(t, "sec_other", &ec256b.PublicKey, "", "")}); err == nil {
+	if _, err := run(v, testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), clientID, []Key{registered(t, "sec_other", &ec256b.PublicKey, "", "")}); err == nil {
 		t.Fatal("a wrong key verified")
 	}
 	refused := v.SignatureChecks() - before
 
-	a, err := v.Parse(sign(t, jose.ES256, ec256, "", goodClaims()), clientID, audiences, now)
+	a, err := v.Parse(testkeys.Sign(t, jose.ES256, ec256, "", goodClaims()), clientID, audiences, now)
 	if err != nil {
 		t.Fatal(err)
 	}

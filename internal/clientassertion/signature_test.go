@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // derSignature agrees with encoding/asn1 on the edge cases of INTEGER
@@ -40,7 +42,7 @@ func TestSignatureForms(t *testing.T) {
 		registered(t, "sec_ec", &ec256.PublicKey, "", ""),
 		registered(t, "sec_rsa", &rsaKey.PublicKey, "", ""),
 	}
-	good := sign(t, jose.ES256, ec256, "", goodClaims())
+	good := testkeys.Sign(t, jose.ES256, ec256, "", goodClaims())
 	i := strings.LastIndexByte(good, '.')
 	sig, err := b64.DecodeString(good[i+1:])
 	if err != nil {

@@ -2,10 +2,7 @@ package credkey
 
 import (
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -15,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // selfSigned makes a self-signed certificate for pub, signed by a P-256
@@ -22,10 +21,6 @@ import (
 // subject key's does). It answers the DER.
 func selfSigned(t testing.TB, pub crypto.PublicKey) []byte {
 	t.Helper()
-	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(42),
 		Subject:      pkix.Name{CommonName: "client-1"},
@@ -34,11 +29,7 @@ func selfSigned(t testing.TB, pub crypto.PublicKey) []byte {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return testkeys.SelfSigned(t, tmpl, pub, testkeys.ECDSA(t, elliptic.P256(), "issuer")).Raw
 }
 
 func pemOf(typ string, der []byte) string {
@@ -46,17 +37,12 @@ func pemOf(typ string, der []byte) string {
 }
 
 func TestParseCertificatePEMAccepts(t *testing.T) {
-	testKeys(t)
-	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, pub := range map[string]crypto.PublicKey{
-		"P-256":    &ecKey.PublicKey,
-		"P-384":    &ec384.PublicKey,
-		"P-521":    &ec521.PublicKey, // a TLS key, not an assertion key: no ES512 needed
-		"Ed25519":  edKey.Public(),
-		"RSA 2048": &rsa2048.PublicKey,
+		"P-256":    &testkeys.ECDSA(t, elliptic.P256(), "").PublicKey,
+		"P-384":    &testkeys.ECDSA(t, elliptic.P384(), "").PublicKey,
+		"P-521":    &testkeys.ECDSA(t, elliptic.P521(), "").PublicKey, // a TLS key, not an assertion key: no ES512 needed
+		"Ed25519":  testkeys.Ed25519(t, "").Public(),
+		"RSA 2048": &testkeys.RSA(t, 2048, "").PublicKey,
 	} {
 		t.Run(name, func(t *testing.T) {
 			der := selfSigned(t, pub)
@@ -79,12 +65,8 @@ func TestParseCertificatePEMAccepts(t *testing.T) {
 }
 
 func TestParseCertificatePEMRefuses(t *testing.T) {
-	testKeys(t)
+	ecKey := testkeys.ECDSA(t, elliptic.P256(), "")
 	good := selfSigned(t, &ecKey.PublicKey)
-	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(ecKey)
 	if err != nil {
 		t.Fatal(err)
@@ -119,8 +101,8 @@ func TestParseCertificatePEMRefuses(t *testing.T) {
 		{"bad base64", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "malformed"},
 		{"not a certificate inside", pemOf("CERTIFICATE", []byte("not DER")), "cannot be parsed"},
 		{"truncated DER", pemOf("CERTIFICATE", good[:len(good)-10]), "cannot be parsed"},
-		{"RSA 1024", pemOf("CERTIFICATE", selfSigned(t, &rsa1024.PublicKey)), "has 1024 bits; at least 2048"},
-		{"P-224", pemOf("CERTIFICATE", selfSigned(t, &ec224.PublicKey)), "curve P-224 is not accepted"},
+		{"RSA 1024", pemOf("CERTIFICATE", selfSigned(t, &testkeys.RSA(t, 1024, "").PublicKey)), "has 1024 bits; at least 2048"},
+		{"P-224", pemOf("CERTIFICATE", selfSigned(t, &testkeys.ECDSA(t, elliptic.P224(), "").PublicKey)), "curve P-224 is not accepted"},
 		{"too large", goodPEM + strings.Repeat(" ", MaxCertificatePEMBytes), "larger than 32 KiB"},
 	}
 	for _, c := range cases {

@@ -2,19 +2,17 @@ package credkey
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"math/big"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // rfc7517RSA is the RSA public key of RFC 7517 appendix A.1, whose RFC 7638
@@ -27,51 +25,14 @@ const rfc7517RSA = `{"kty":"RSA",
 
 const rfc7638Thumbprint = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
-var (
-	keysOnce            sync.Once
-	ecKey, ec384, ec521 *ecdsa.PrivateKey
-	edKey               ed25519.PrivateKey
-	ec224               *ecdsa.PrivateKey
-)
-
-func testKeys(t testing.TB) {
-	t.Helper()
-	keysOnce.Do(func() {
-		ecKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		ec384, _ = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-		ec521, _ = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-		ec224, _ = ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-		_, edKey, _ = ed25519.GenerateKey(rand.Reader)
-	})
-}
-
 // jwkMembers is the JWK of key (private or public) as a map to edit.
 func jwkMembers(t testing.TB, key any) map[string]any {
 	t.Helper()
-	raw, err := jose.JSONWebKey{Key: key}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := json.Unmarshal(testkeys.JWK(t, jose.JSONWebKey{Key: key}), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func with(m map[string]any, kv ...any) map[string]any {
-	out := make(map[string]any, len(m)+len(kv)/2)
-	for k, v := range m {
-		out[k] = v
-	}
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-		} else {
-			out[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return out
 }
 
 func marshal(t testing.TB, v any) []byte {
@@ -92,20 +53,20 @@ func rsaModulus(bits int) string {
 }
 
 func TestParseJWKAccepts(t *testing.T) {
-	testKeys(t)
-	ec := jwkMembers(t, &ecKey.PublicKey)
+	ec := jwkMembers(t, &testkeys.ECDSA(t, elliptic.P256(), "").PublicKey)
+	edKey := testkeys.Ed25519(t, "")
 	cases := []struct {
 		name string
 		jwk  []byte
 		algs []jose.SignatureAlgorithm
 	}{
 		{"P-256 without alg", marshal(t, ec), []jose.SignatureAlgorithm{jose.ES256}},
-		{"P-256 ES256 use sig kid", marshal(t, with(ec, "alg", "ES256", "use", "sig", "kid", "k1")), []jose.SignatureAlgorithm{jose.ES256}},
-		{"P-256 key_ops verify", marshal(t, with(ec, "key_ops", []string{"verify"})), []jose.SignatureAlgorithm{jose.ES256}},
-		{"P-384", marshal(t, jwkMembers(t, &ec384.PublicKey)), []jose.SignatureAlgorithm{jose.ES384}},
+		{"P-256 ES256 use sig kid", marshal(t, testkeys.With(ec, "alg", "ES256", "use", "sig", "kid", "k1")), []jose.SignatureAlgorithm{jose.ES256}},
+		{"P-256 key_ops verify", marshal(t, testkeys.With(ec, "key_ops", []string{"verify"})), []jose.SignatureAlgorithm{jose.ES256}},
+		{"P-384", marshal(t, jwkMembers(t, &testkeys.ECDSA(t, elliptic.P384(), "").PublicKey)), []jose.SignatureAlgorithm{jose.ES384}},
 		{"Ed25519", marshal(t, jwkMembers(t, edKey.Public())), []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}},
-		{"Ed25519 EdDSA", marshal(t, with(jwkMembers(t, edKey.Public()), "alg", "EdDSA")), []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}},
-		{"Ed25519 alg Ed25519 (RFC 9864)", marshal(t, with(jwkMembers(t, edKey.Public()), "alg", "Ed25519")), []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}},
+		{"Ed25519 EdDSA", marshal(t, testkeys.With(jwkMembers(t, edKey.Public()), "alg", "EdDSA")), []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}},
+		{"Ed25519 alg Ed25519 (RFC 9864)", marshal(t, testkeys.With(jwkMembers(t, edKey.Public()), "alg", "Ed25519")), []jose.SignatureAlgorithm{jose.EdDSA, Ed25519}},
 		{"RSA pinned RS256 (RFC 7517 A.1)", []byte(rfc7517RSA), []jose.SignatureAlgorithm{jose.RS256}},
 		{"RSA without alg", marshal(t, map[string]any{"kty": "RSA", "n": rsaModulus(2048), "e": "AQAB"}), []jose.SignatureAlgorithm{jose.RS256, jose.PS256}},
 		{"RSA PS256 4096 bits", marshal(t, map[string]any{"kty": "RSA", "n": rsaModulus(4096), "e": "AQAB", "alg": "PS256"}), []jose.SignatureAlgorithm{jose.PS256}},
@@ -173,18 +134,18 @@ func TestThumbprintRFC7638(t *testing.T) {
 	if err := json.Unmarshal([]byte(rfc7517RSA), &m); err != nil {
 		t.Fatal(err)
 	}
-	k2, err := ParseJWK(marshal(t, with(m, "kid", "other", "alg", "PS256")))
+	k2, err := ParseJWK(marshal(t, testkeys.With(m, "kid", "other", "alg", "PS256")))
 	if err != nil || k2.Thumbprint() != rfc7638Thumbprint {
 		t.Fatalf("thumbprint changed with kid/alg: %v %v", k2, err)
 	}
 }
 
 func TestParseJWKRefuses(t *testing.T) {
-	testKeys(t)
+	ecKey, edKey := testkeys.ECDSA(t, elliptic.P256(), ""), testkeys.Ed25519(t, "")
 	ec := jwkMembers(t, &ecKey.PublicKey)
 	ed := jwkMembers(t, edKey.Public())
 	rsaPub := map[string]any{"kty": "RSA", "n": rsaModulus(2048), "e": "AQAB"}
-	offCurve := with(ec, "y", ec["x"])
+	offCurve := testkeys.With(ec, "y", ec["x"])
 	cases := []struct {
 		name string
 		jwk  []byte
@@ -193,48 +154,48 @@ func TestParseJWKRefuses(t *testing.T) {
 		{"not JSON", []byte("-----BEGIN PUBLIC KEY-----"), "not a JSON object"},
 		{"JSON array", []byte(`[{"kty":"EC"}]`), "not a JSON object"},
 		{"JSON null", []byte(`null`), "not a JSON object"},
-		{"too large", marshal(t, with(ec, "kid", strings.Repeat("a", MaxJWKBytes))), "larger than 16 KiB"},
+		{"too large", marshal(t, testkeys.With(ec, "kid", strings.Repeat("a", MaxJWKBytes))), "larger than 16 KiB"},
 		{"EC private", marshal(t, jwkMembers(t, ecKey)), `private key (it has the member "d")`},
-		{"RSA private member p only", marshal(t, with(rsaPub, "p", "AQAB")), `private key (it has the member "p")`},
-		{"RSA private member oth", marshal(t, with(rsaPub, "oth", []any{})), `private key (it has the member "oth")`},
-		{"RSA private qi", marshal(t, with(rsaPub, "qi", "AQAB")), `private key (it has the member "qi")`},
+		{"RSA private member p only", marshal(t, testkeys.With(rsaPub, "p", "AQAB")), `private key (it has the member "p")`},
+		{"RSA private member oth", marshal(t, testkeys.With(rsaPub, "oth", []any{})), `private key (it has the member "oth")`},
+		{"RSA private qi", marshal(t, testkeys.With(rsaPub, "qi", "AQAB")), `private key (it has the member "qi")`},
 		{"Ed25519 private", marshal(t, jwkMembers(t, edKey)), `private key (it has the member "d")`},
-		{"private member in upper case", marshal(t, with(ec, "D", "AAAA")), `private key (it has the member "D")`},
+		{"private member in upper case", marshal(t, testkeys.With(ec, "D", "AAAA")), `private key (it has the member "D")`},
 		{"symmetric oct", []byte(`{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}`), "symmetric key"},
 		{"symmetric kty without k", []byte(`{"kty":"oct"}`), `symmetric key (kty "oct")`},
-		{"no kty", marshal(t, with(ec, "kty", nil)), `no "kty"`},
-		{"unknown kty", marshal(t, with(ec, "kty", "DSA")), `key type "DSA" is not accepted`},
-		{"kty not a string", marshal(t, with(ec, "kty", 1)), "wrong type"},
-		{"P-521", marshal(t, jwkMembers(t, &ec521.PublicKey)), "ES512, which rotagate does not accept"},
-		{"secp256k1", marshal(t, with(ec, "crv", "secp256k1")), `curve "secp256k1" is not accepted`},
-		{"EC without crv", marshal(t, with(ec, "crv", nil)), `EC key has no "crv"`},
+		{"no kty", marshal(t, testkeys.With(ec, "kty", nil)), `no "kty"`},
+		{"unknown kty", marshal(t, testkeys.With(ec, "kty", "DSA")), `key type "DSA" is not accepted`},
+		{"kty not a string", marshal(t, testkeys.With(ec, "kty", 1)), "wrong type"},
+		{"P-521", marshal(t, jwkMembers(t, &testkeys.ECDSA(t, elliptic.P521(), "").PublicKey)), "ES512, which rotagate does not accept"},
+		{"secp256k1", marshal(t, testkeys.With(ec, "crv", "secp256k1")), `curve "secp256k1" is not accepted`},
+		{"EC without crv", marshal(t, testkeys.With(ec, "crv", nil)), `EC key has no "crv"`},
 		{"X25519", []byte(`{"kty":"OKP","crv":"X25519","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}`), "key-agreement curve"},
-		{"Ed448", marshal(t, with(ed, "crv", "Ed448")), `OKP curve "Ed448" is not accepted`},
-		{"OKP without crv", marshal(t, with(ed, "crv", nil)), `OKP key has no "crv"`},
-		{"Ed25519 short x", marshal(t, with(ed, "x", "AAAA")), "OKP key is malformed"},
+		{"Ed448", marshal(t, testkeys.With(ed, "crv", "Ed448")), `OKP curve "Ed448" is not accepted`},
+		{"OKP without crv", marshal(t, testkeys.With(ed, "crv", nil)), `OKP key has no "crv"`},
+		{"Ed25519 short x", marshal(t, testkeys.With(ed, "x", "AAAA")), "OKP key is malformed"},
 		{"EC point off the curve", marshal(t, offCurve), "EC key is malformed"},
-		{"EC x too short", marshal(t, with(ec, "x", "AAAA")), "EC key is malformed"},
-		{"RSA 1024 bits", marshal(t, with(rsaPub, "n", rsaModulus(1024))), "has 1024 bits; at least 2048"},
-		{"RSA 2047 bits", marshal(t, with(rsaPub, "n", rsaModulus(2047))), "has 2047 bits; at least 2048"},
-		{"RSA 4097 bits", marshal(t, with(rsaPub, "n", rsaModulus(4097))), "has 4097 bits; at most 4096"},
-		{"RSA even exponent", marshal(t, with(rsaPub, "e", "AQAA")), "public exponent"},
-		{"RSA exponent 1", marshal(t, with(rsaPub, "e", "AQ")), "public exponent"},
-		{"RSA even modulus", marshal(t, with(rsaPub, "n", base64.RawURLEncoding.EncodeToString(new(big.Int).Lsh(big.NewInt(1), 2047).Bytes()))), "modulus is even"},
-		{"RSA without n", marshal(t, with(rsaPub, "n", nil)), "RSA key is malformed"},
-		{"alg none", marshal(t, with(ec, "alg", "none")), `algorithm "none" is not accepted; use one of ES256, ES384, RS256, PS256, EdDSA, Ed25519`},
-		{"alg HS256", marshal(t, with(ec, "alg", "HS256")), `algorithm "HS256" is not accepted`},
-		{"alg ES512", marshal(t, with(ec, "alg", "ES512")), `algorithm "ES512" is not accepted`},
-		{"alg RS384", marshal(t, with(rsaPub, "alg", "RS384")), `algorithm "RS384" is not accepted`},
-		{"alg ES384 on P-256", marshal(t, with(ec, "alg", "ES384")), "ES384 does not match a P-256 key; use ES256"},
-		{"alg RS256 on EC", marshal(t, with(ec, "alg", "RS256")), "RS256 does not match a P-256 key"},
-		{"alg ES256 on RSA", marshal(t, with(rsaPub, "alg", "ES256")), "ES256 does not match an RSA key; use RS256 or PS256"},
-		{"alg EdDSA on RSA", marshal(t, with(rsaPub, "alg", "EdDSA")), "EdDSA does not match an RSA key"},
-		{"alg PS256 on Ed25519", marshal(t, with(ed, "alg", "PS256")), "PS256 does not match an Ed25519 key; use EdDSA or Ed25519"},
-		{"alg Ed25519 on P-256", marshal(t, with(ec, "alg", "Ed25519")), "Ed25519 does not match a P-256 key; use ES256"},
-		{"alg Ed448", marshal(t, with(ed, "alg", "Ed448")), `algorithm "Ed448" is not accepted; use one of ES256, ES384, RS256, PS256, EdDSA, Ed25519`},
-		{"use enc", marshal(t, with(ec, "use", "enc")), `"use" is "enc"`},
-		{"key_ops without verify", marshal(t, with(ec, "key_ops", []string{"encrypt"})), `"key_ops" do not include "verify"`},
-		{"kid too long", marshal(t, with(ec, "kid", strings.Repeat("k", MaxKeyIDBytes+1))), `"kid" is longer than 256 bytes`},
+		{"EC x too short", marshal(t, testkeys.With(ec, "x", "AAAA")), "EC key is malformed"},
+		{"RSA 1024 bits", marshal(t, testkeys.With(rsaPub, "n", rsaModulus(1024))), "has 1024 bits; at least 2048"},
+		{"RSA 2047 bits", marshal(t, testkeys.With(rsaPub, "n", rsaModulus(2047))), "has 2047 bits; at least 2048"},
+		{"RSA 4097 bits", marshal(t, testkeys.With(rsaPub, "n", rsaModulus(4097))), "has 4097 bits; at most 4096"},
+		{"RSA even exponent", marshal(t, testkeys.With(rsaPub, "e", "AQAA")), "public exponent"},
+		{"RSA exponent 1", marshal(t, testkeys.With(rsaPub, "e", "AQ")), "public exponent"},
+		{"RSA even modulus", marshal(t, testkeys.With(rsaPub, "n", base64.RawURLEncoding.EncodeToString(new(big.Int).Lsh(big.NewInt(1), 2047).Bytes()))), "modulus is even"},
+		{"RSA without n", marshal(t, testkeys.With(rsaPub, "n", nil)), "RSA key is malformed"},
+		{"alg none", marshal(t, testkeys.With(ec, "alg", "none")), `algorithm "none" is not accepted; use one of ES256, ES384, RS256, PS256, EdDSA, Ed25519`},
+		{"alg HS256", marshal(t, testkeys.With(ec, "alg", "HS256")), `algorithm "HS256" is not accepted`},
+		{"alg ES512", marshal(t, testkeys.With(ec, "alg", "ES512")), `algorithm "ES512" is not accepted`},
+		{"alg RS384", marshal(t, testkeys.With(rsaPub, "alg", "RS384")), `algorithm "RS384" is not accepted`},
+		{"alg ES384 on P-256", marshal(t, testkeys.With(ec, "alg", "ES384")), "ES384 does not match a P-256 key; use ES256"},
+		{"alg RS256 on EC", marshal(t, testkeys.With(ec, "alg", "RS256")), "RS256 does not match a P-256 key"},
+		{"alg ES256 on RSA", marshal(t, testkeys.With(rsaPub, "alg", "ES256")), "ES256 does not match an RSA key; use RS256 or PS256"},
+		{"alg EdDSA on RSA", marshal(t, testkeys.With(rsaPub, "alg", "EdDSA")), "EdDSA does not match an RSA key"},
+		{"alg PS256 on Ed25519", marshal(t, testkeys.With(ed, "alg", "PS256")), "PS256 does not match an Ed25519 key; use EdDSA or Ed25519"},
+		{"alg Ed25519 on P-256", marshal(t, testkeys.With(ec, "alg", "Ed25519")), "Ed25519 does not match a P-256 key; use ES256"},
+		{"alg Ed448", marshal(t, testkeys.With(ed, "alg", "Ed448")), `algorithm "Ed448" is not accepted; use one of ES256, ES384, RS256, PS256, EdDSA, Ed25519`},
+		{"use enc", marshal(t, testkeys.With(ec, "use", "enc")), `"use" is "enc"`},
+		{"key_ops without verify", marshal(t, testkeys.With(ec, "key_ops", []string{"encrypt"})), `"key_ops" do not include "verify"`},
+		{"kid too long", marshal(t, testkeys.With(ec, "kid", strings.Repeat("k", MaxKeyIDBytes+1))), `"kid" is longer than 256 bytes`},
 		{"alg twice by case", []byte(`{"kty":"RSA","n":"` + rsaModulus(2048) + `","e":"AQAB","alg":"RS256","ALG":"HS256"}`), `member "alg" twice`},
 	}
 	for _, c := range cases {
@@ -255,8 +216,7 @@ func TestParseJWKRefuses(t *testing.T) {
 
 // The error about a private key never quotes the key material.
 func TestParseJWKErrorHoldsNoKeyMaterial(t *testing.T) {
-	testKeys(t)
-	m := jwkMembers(t, ecKey)
+	m := jwkMembers(t, testkeys.ECDSA(t, elliptic.P256(), ""))
 	_, err := ParseJWK(marshal(t, m))
 	if err == nil {
 		t.Fatal("private key accepted")
@@ -270,8 +230,11 @@ func TestParseJWKErrorHoldsNoKeyMaterial(t *testing.T) {
 
 // The parsed key is the key that was given.
 func TestParseJWKKeyMatches(t *testing.T) {
-	testKeys(t)
-	for _, pub := range []crypto.PublicKey{&ecKey.PublicKey, &ec384.PublicKey, edKey.Public()} {
+	for _, pub := range []crypto.PublicKey{
+		&testkeys.ECDSA(t, elliptic.P256(), "").PublicKey,
+		&testkeys.ECDSA(t, elliptic.P384(), "").PublicKey,
+		testkeys.Ed25519(t, "").Public(),
+	} {
 		k, err := ParseJWK(marshal(t, jwkMembers(t, pub)))
 		if err != nil {
 			t.Fatal(err)

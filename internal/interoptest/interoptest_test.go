@@ -2,11 +2,7 @@ package interoptest
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +13,7 @@ import (
 
 	"github.com/rotagate/rotagate/internal/clientassertion"
 	"github.com/rotagate/rotagate/internal/credkey"
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // tokenEndpoint is a stand-in for an edge in front of a token endpoint:
@@ -60,11 +57,7 @@ func tokenEndpoint(t *testing.T, keys map[string][]clientassertion.Key) string {
 
 func register(t *testing.T, id string, pub crypto.PublicKey, kid string) clientassertion.Key {
 	t.Helper()
-	raw, err := jose.JSONWebKey{Key: pub, KeyID: kid}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := credkey.ParseJWK(raw)
+	k, err := credkey.ParseJWK(testkeys.JWK(t, jose.JSONWebKey{Key: pub, KeyID: kid}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,18 +71,9 @@ type clientCase struct {
 }
 
 func clientCases(t *testing.T) ([]clientCase, map[string][]clientassertion.Key) {
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ed, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ec := testkeys.ECDSA(t, elliptic.P256(), "")
+	rs := testkeys.RSA(t, 2048, "")
+	ed := testkeys.Ed25519(t, "")
 	keys := map[string][]clientassertion.Key{
 		"cli_ec":  {register(t, "sec_ec", &ec.PublicKey, "ec-1")},
 		"cli_rsa": {register(t, "sec_rsa", &rs.PublicKey, "")},
@@ -108,52 +92,51 @@ func clientCases(t *testing.T) ([]clientCase, map[string][]clientassertion.Key) 
 	}, keys
 }
 
-func TestOpenIDClient(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs node and may install openid-client from npm")
-	}
-	cases, keys := clientCases(t)
-	tokenURL := tokenEndpoint(t, keys)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			c.client.TokenURL = tokenURL
-			if got := OpenIDClient(t, c.client); got != c.want {
-				t.Fatalf("openid-client got %+v, want %+v", got, c.want)
-			}
-		})
-	}
-	// oauth4webapi puts the issuer, not the token endpoint, in aud: an
-	// edge whose audience is only the token endpoint URL refuses it.
-	t.Run("issuer as audience", func(t *testing.T) {
-		c := cases[0].client
-		c.TokenURL, c.Issuer = tokenURL, "https://issuer.example.com"
-		if got := OpenIDClient(t, c); got.Status != 401 {
-			t.Fatalf("aud = issuer accepted: %+v", got)
-		}
-	})
+// library is a client library the tests drive: run authenticates a client
+// through it, and quirk is a default of its own that rotagate refuses, set
+// on a client by setQuirk.
+type library struct {
+	name     string
+	run      func(testing.TB, Client) Result
+	quirk    string
+	setQuirk func(*Client)
 }
 
-func TestAuthlib(t *testing.T) {
+var libraries = []library{
+	// oauth4webapi puts the issuer, not the token endpoint, in aud: an
+	// edge whose audience is only the token endpoint URL refuses it.
+	{"openid-client", OpenIDClient, "issuer as audience", func(c *Client) { c.Issuer = "https://issuer.example.com" }},
+	// authlib's own assertion lifetime (an hour) is over the 5 minutes
+	// rotagate accepts.
+	{"authlib", Authlib, "authlib's default lifetime", func(c *Client) { c.ExpiresIn = -1 }},
+}
+
+// TestLibraries runs every client case through each library, then the
+// library's quirk, which must be refused.
+func TestLibraries(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs python3 with authlib")
+		t.Skip("runs node, which may install openid-client from npm, and python3 with authlib")
 	}
 	cases, keys := clientCases(t)
 	tokenURL := tokenEndpoint(t, keys)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			c.client.TokenURL = tokenURL
-			if got := Authlib(t, c.client); got != c.want {
-				t.Fatalf("authlib got %+v, want %+v", got, c.want)
+	for _, lib := range libraries {
+		t.Run(lib.name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					c.client.TokenURL = tokenURL
+					if got := lib.run(t, c.client); got != c.want {
+						t.Fatalf("%s got %+v, want %+v", lib.name, got, c.want)
+					}
+				})
 			}
+			t.Run(lib.quirk, func(t *testing.T) {
+				c := cases[0].client
+				c.TokenURL = tokenURL
+				lib.setQuirk(&c)
+				if got := lib.run(t, c); got.Status != 401 {
+					t.Fatalf("%s: %s accepted: %+v", lib.name, lib.quirk, got)
+				}
+			})
 		})
 	}
-	// authlib's own assertion lifetime (an hour) is over the 5 minutes
-	// rotagate accepts.
-	t.Run("authlib's default lifetime", func(t *testing.T) {
-		c := cases[0].client
-		c.TokenURL, c.ExpiresIn = tokenURL, -1
-		if got := Authlib(t, c); got.Status != 401 {
-			t.Fatalf("an hour-long assertion accepted: %+v", got)
-		}
-	})
 }
