@@ -191,20 +191,17 @@ func (b *binReader) fail(err error) {
 	}
 }
 
-func (b *binReader) uvarint() uint64 {
-	if b.err != nil {
-		return 0
-	}
-	v, err := binary.ReadUvarint(b)
-	b.fail(err)
-	return v
-}
+func (b *binReader) uvarint() uint64 { return readVarint(b, binary.ReadUvarint) }
 
-func (b *binReader) varint() int64 {
+func (b *binReader) varint() int64 { return readVarint(b, binary.ReadVarint) }
+
+// readVarint reads one number with read (binary.ReadUvarint or
+// ReadVarint) unless an error came before, and keeps read's error.
+func readVarint[T uint64 | int64](b *binReader, read func(io.ByteReader) (T, error)) T {
 	if b.err != nil {
 		return 0
 	}
-	v, err := binary.ReadVarint(b)
+	v, err := read(b)
 	b.fail(err)
 	return v
 }
