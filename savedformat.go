@@ -322,10 +322,7 @@ func (b *binReader) client(rc *rawClient) {
 		rc.secrets = append(rc.secrets, s)
 	}
 	for range b.count() {
-		s := rawSecret{sha: true}
-		rc.ids, s.id = b.str(rc.ids)
-		b.fixed(s.digest[:])
-		rc.tombstones = append(rc.tombstones, s)
+		rc.tombstones = append(rc.tombstones, b.digestEntry(rc))
 	}
 	if flags&flagCredentials != 0 {
 		b.credentials(rc)
@@ -345,10 +342,17 @@ func (b *binReader) credentials(rc *rawClient) {
 		rc.keys = append(rc.keys, k)
 	}
 	for range b.count() {
-		c := rawSecret{sha: true}
-		rc.ids, c.id = b.str(rc.ids)
-		b.fixed(c.digest[:])
+		c := b.digestEntry(rc)
 		c.expires = b.varint()
 		rc.certs = append(rc.certs, c)
 	}
+}
+
+// digestEntry reads what a tombstone and a certificate both start with:
+// an id and a sha256 digest (of the secret, or the x5t#S256 thumbprint).
+func (b *binReader) digestEntry(rc *rawClient) rawSecret {
+	s := rawSecret{sha: true}
+	rc.ids, s.id = b.str(rc.ids)
+	b.fixed(s.digest[:])
+	return s
 }
