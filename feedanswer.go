@@ -55,9 +55,6 @@ func decodeAnswer(body io.Reader, limit int64, prev *snapshot) (feedAnswer, erro
 // decodeTop reads the top-level object of a feed answer. The decoder
 // rejects a key given twice.
 func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
-	if err := expectKind(dec, '{'); err != nil {
-		return feedAnswer{}, err
-	}
 	var (
 		epoch               []byte
 		rev, since          int64
@@ -66,12 +63,8 @@ func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
 		changed             []wire.Client
 		removed             []string
 	)
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return feedAnswer{}, err
-		}
-		switch name.String() {
+	err := readObject(dec, "", func(name string) (err error) {
+		switch name {
 		case "epoch":
 			epoch, _, err = readString(dec, nil)
 		case "revision":
@@ -91,11 +84,9 @@ func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
 		default: // a field this edge does not know
 			err = dec.SkipValue()
 		}
-		if err != nil {
-			return feedAnswer{}, err
-		}
-	}
-	if err := expectKind(dec, '}'); err != nil {
+		return err
+	})
+	if err != nil {
 		return feedAnswer{}, err
 	}
 	switch {
@@ -140,15 +131,8 @@ func decodeClients(dec *jsontext.Decoder, b *snapshotBuilder) error {
 // decode reads one client object of the feed into rc. Unknown keys are
 // skipped; null reads as absent.
 func (rc *rawClient) decode(dec *jsontext.Decoder) error {
-	if err := expectKind(dec, '{'); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return err
-		}
-		switch name.String() {
+	return readObject(dec, "client", func(name string) (err error) {
+		switch name {
 		case "client_id":
 			rc.ids, rc.id, err = readString(dec, rc.ids)
 		case "secrets":
@@ -187,11 +171,8 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 		default:
 			err = dec.SkipValue()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return expectKind(dec, '}')
+		return err
+	})
 }
 
 // decodeSecret reads a secret (or, without withExpiry, a tombstone): its
@@ -199,47 +180,31 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 // into rc.text.
 func (rc *rawClient) decodeSecret(dec *jsontext.Decoder, withExpiry bool) (rawSecret, error) {
 	var s rawSecret
-	if err := expectKind(dec, '{'); err != nil {
-		return s, fmt.Errorf("secret: %w", err)
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return s, err
-		}
-		switch key := name.String(); {
-		case key == "id":
+	err := readObject(dec, "secret", func(name string) (err error) {
+		switch {
+		case name == "id":
 			rc.ids, s.id, err = readString(dec, rc.ids)
-		case key == "hash":
+		case name == "hash":
 			rc.text, s.hash, err = readString(dec, rc.text)
 			if err == nil {
 				rc.text = s.parseHash(rc.text)
 			}
-		case key == "expires_at" && withExpiry:
+		case name == "expires_at" && withExpiry:
 			s.expires, err = readExpiry(dec)
 		default:
 			err = dec.SkipValue()
 		}
-		if err != nil {
-			return s, err
-		}
-	}
-	return s, expectKind(dec, '}')
+		return err
+	})
+	return s, err
 }
 
 // decodeKey reads a public key: its id into rc.ids, its JWK, as the JSON
 // it is, into rc.text.
 func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
 	var k rawKey
-	if err := expectKind(dec, '{'); err != nil {
-		return k, fmt.Errorf("public key: %w", err)
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return k, err
-		}
-		switch name.String() {
+	err := readObject(dec, "public key", func(name string) (err error) {
+		switch name {
 		case "id":
 			rc.ids, k.id, err = readString(dec, rc.ids)
 		case "jwk":
@@ -254,26 +219,17 @@ func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
 		default:
 			err = dec.SkipValue()
 		}
-		if err != nil {
-			return k, err
-		}
-	}
-	return k, expectKind(dec, '}')
+		return err
+	})
+	return k, err
 }
 
 // decodeCertificate reads a certificate: its id into rc.ids, its
 // thumbprint decoded into the fixed array.
 func (rc *rawClient) decodeCertificate(dec *jsontext.Decoder) (rawSecret, error) {
 	var c rawSecret
-	if err := expectKind(dec, '{'); err != nil {
-		return c, fmt.Errorf("certificate: %w", err)
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return c, err
-		}
-		switch name.String() {
+	err := readObject(dec, "certificate", func(name string) (err error) {
+		switch name {
 		case "id":
 			rc.ids, c.id, err = readString(dec, rc.ids)
 		case "x5t#S256":
@@ -287,11 +243,9 @@ func (rc *rawClient) decodeCertificate(dec *jsontext.Decoder) (rawSecret, error)
 		default:
 			err = dec.SkipValue()
 		}
-		if err != nil {
-			return c, err
-		}
-	}
-	return c, expectKind(dec, '}')
+		return err
+	})
+	return c, err
 }
 
 // readExpiry reads an RFC 3339 time, or null, as secretMeta.expires
@@ -356,6 +310,28 @@ func readBool(dec *jsontext.Decoder) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("want true or false, got %v", v.Kind())
+}
+
+// readObject reads the object that comes next, calling field for each
+// member with dec on its value, which field reads (or skips). what names
+// the object in an error about its start; the top level goes unnamed.
+func readObject(dec *jsontext.Decoder, what string, field func(name string) error) error {
+	if err := expectKind(dec, '{'); err != nil {
+		if what != "" {
+			err = fmt.Errorf("%s: %w", what, err)
+		}
+		return err
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		if err := field(name.String()); err != nil {
+			return err
+		}
+	}
+	return expectKind(dec, '}')
 }
 
 // readArray calls each for every element of the array that comes next
