@@ -180,19 +180,14 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 // into rc.text.
 func (rc *rawClient) decodeSecret(dec *jsontext.Decoder, withExpiry bool) (rawSecret, error) {
 	var s rawSecret
-	err := readObject(dec, "secret", func(name string) (err error) {
-		switch {
-		case name == "id":
-			rc.ids, s.id, err = readString(dec, rc.ids)
-		case name == "hash":
-			rc.text, s.hash, err = readString(dec, rc.text)
-			if err == nil {
-				rc.text = s.parseHash(rc.text)
-			}
-		case name == "expires_at" && withExpiry:
-			s.expires, err = readExpiry(dec)
-		default:
-			err = dec.SkipValue()
+	expires := &s.expires
+	if !withExpiry {
+		expires = nil
+	}
+	err := rc.decodeCredential(dec, "secret", &s.id, expires, "hash", func() (err error) {
+		rc.text, s.hash, err = readString(dec, rc.text)
+		if err == nil {
+			rc.text = s.parseHash(rc.text)
 		}
 		return err
 	})
@@ -203,21 +198,12 @@ func (rc *rawClient) decodeSecret(dec *jsontext.Decoder, withExpiry bool) (rawSe
 // it is, into rc.text.
 func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
 	var k rawKey
-	err := readObject(dec, "public key", func(name string) (err error) {
-		switch name {
-		case "id":
-			rc.ids, k.id, err = readString(dec, rc.ids)
-		case "jwk":
-			var v jsontext.Value
-			if v, err = dec.ReadValue(); err == nil {
-				k.jwk.at = len(rc.text)
-				rc.text = append(rc.text, v...)
-				k.jwk.end = len(rc.text)
-			}
-		case "expires_at":
-			k.expires, err = readExpiry(dec)
-		default:
-			err = dec.SkipValue()
+	err := rc.decodeCredential(dec, "public key", &k.id, &k.expires, "jwk", func() error {
+		v, err := dec.ReadValue()
+		if err == nil {
+			k.jwk.at = len(rc.text)
+			rc.text = append(rc.text, v...)
+			k.jwk.end = len(rc.text)
 		}
 		return err
 	})
@@ -228,24 +214,35 @@ func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
 // thumbprint decoded into the fixed array.
 func (rc *rawClient) decodeCertificate(dec *jsontext.Decoder) (rawSecret, error) {
 	var c rawSecret
-	err := readObject(dec, "certificate", func(name string) (err error) {
-		switch name {
-		case "id":
-			rc.ids, c.id, err = readString(dec, rc.ids)
-		case "x5t#S256":
-			var at span
-			if rc.text, at, err = readString(dec, rc.text); err == nil {
-				c.digest, c.sha = parseThumbprint(rc.text[at.at:at.end])
-				rc.text = rc.text[:at.at]
-			}
-		case "expires_at":
-			c.expires, err = readExpiry(dec)
+	err := rc.decodeCredential(dec, "certificate", &c.id, &c.expires, "x5t#S256", func() (err error) {
+		var at span
+		if rc.text, at, err = readString(dec, rc.text); err == nil {
+			c.digest, c.sha = parseThumbprint(rc.text[at.at:at.end])
+			rc.text = rc.text[:at.at]
+		}
+		return err
+	})
+	return c, err
+}
+
+// decodeCredential reads the object of a secret, tombstone, public key or
+// certificate (what, for errors): its id into rc.ids at *id, its expiry
+// into *expires (skipped when expires is nil), and the member named
+// material with readMaterial. Other members are skipped.
+func (rc *rawClient) decodeCredential(dec *jsontext.Decoder, what string, id *span, expires *int64, material string, readMaterial func() error) error {
+	return readObject(dec, what, func(name string) (err error) {
+		switch {
+		case name == "id":
+			rc.ids, *id, err = readString(dec, rc.ids)
+		case name == material:
+			err = readMaterial()
+		case name == "expires_at" && expires != nil:
+			*expires, err = readExpiry(dec)
 		default:
 			err = dec.SkipValue()
 		}
 		return err
 	})
-	return c, err
 }
 
 // readExpiry reads an RFC 3339 time, or null, as secretMeta.expires
