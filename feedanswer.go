@@ -248,12 +248,9 @@ func (rc *rawClient) decodeCredential(dec *jsontext.Decoder, what string, id *sp
 // readExpiry reads an RFC 3339 time, or null, as secretMeta.expires
 // holds it.
 func readExpiry(dec *jsontext.Decoder) (int64, error) {
-	v, err := dec.ReadValue()
-	if err != nil || v.Kind() == 'n' {
+	v, err := readKindOrNull(dec, '"', "expires_at: want a string")
+	if v == nil {
 		return 0, err
-	}
-	if v.Kind() != '"' {
-		return 0, fmt.Errorf("expires_at: want a string, got %v", v.Kind())
 	}
 	var buf [64]byte
 	raw, err := jsontext.AppendUnquote(buf[:0], v)
@@ -285,14 +282,25 @@ func readString(dec *jsontext.Decoder, buf []byte) ([]byte, span, error) {
 }
 
 func readInt(dec *jsontext.Decoder) (int64, error) {
-	v, err := dec.ReadValue()
-	if err != nil || v.Kind() == 'n' {
+	v, err := readKindOrNull(dec, '0', "want an integer")
+	if v == nil {
 		return 0, err
 	}
-	if v.Kind() != '0' {
-		return 0, fmt.Errorf("want an integer, got %v", v.Kind())
-	}
 	return strconv.ParseInt(string(v), 10, 64)
+}
+
+// readKindOrNull reads the value that comes next, which must be of kind
+// want (mismatch: an error that says so, then what came), or null: nil
+// and no error.
+func readKindOrNull(dec *jsontext.Decoder, want jsontext.Kind, mismatch string) (jsontext.Value, error) {
+	v, err := dec.ReadValue()
+	if err != nil || v.Kind() == 'n' {
+		return nil, err
+	}
+	if v.Kind() != want {
+		return nil, fmt.Errorf("%s, got %v", mismatch, v.Kind())
+	}
+	return v, nil
 }
 
 func readBool(dec *jsontext.Decoder) (bool, error) {
