@@ -1,27 +1,16 @@
 package rotagate
 
 import (
-	"strconv"
-
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rotagate/rotagate/internal/directive"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("client_credentials", parseCaddyfile)
 	// After basic_auth and before request_header, so the placeholders it
 	// sets are there for request_header and everything after.
-	httpcaddyfile.RegisterDirectiveOrder("client_credentials", httpcaddyfile.After, "basic_auth")
-}
-
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	var handler Handler
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return &handler, err
+	directive.Register[Handler]("client_credentials", httpcaddyfile.After, "basic_auth")
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -47,52 +36,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // and Caddyfile configs behave the same.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
-	if err := directive.NoArgs(d, d.Val()); err != nil {
-		return err
-	}
-	return directive.Block(d, func(name string) error {
-		switch name {
-		case "control_plane":
-			return h.unmarshalControlPlane(d)
-		case "revocation_delay":
-			return directive.Duration(d, &h.RevocationDelay)
-		case "usage_flush":
-			return directive.Duration(d, &h.UsageFlush)
-		case "max_stale":
-			var v string
-			if err := directive.OneArg(d, &v); err != nil {
-				return err
-			}
-			var err error
-			if h.MaxStale, err = ParseStaleness(v); err != nil {
-				return d.Errf("max_stale: %v", err)
-			}
-			return nil
-		case "methods":
-			var err error
-			h.Methods, err = directive.Args(d)
-			return err
-		case "audience":
-			var err error
-			h.Audience, err = directive.Args(d)
-			return err
-		case "realm":
-			return directive.OneArg(d, &h.Realm)
-		case "forward_credentials":
-			h.ForwardCredentials = true
-			return directive.Flag(d)
-		case "max_body":
-			return directive.Size(d, &h.MaxBody)
-		case "max_snapshot_bytes":
-			return directive.Size(d, &h.MaxSnapshotBytes)
-		case "slow_hash_concurrency":
-			return directive.Int(d, &h.SlowHashConcurrency)
-		case "failure_budget":
-			var err error
-			h.FailureBudget, err = unmarshalFailureBudget(d)
-			return err
-		}
-		return directive.Unknown(d, "client_credentials")
+	return directive.Section(d, map[string]directive.Reader{
+		"control_plane":         h.unmarshalControlPlane,
+		"revocation_delay":      directive.Duration(&h.RevocationDelay),
+		"usage_flush":           directive.Duration(&h.UsageFlush),
+		"max_stale":             directive.Parsed(&h.MaxStale, ParseStaleness),
+		"methods":               directive.Strings(&h.Methods),
+		"audience":              directive.Strings(&h.Audience),
+		"realm":                 directive.String(&h.Realm),
+		"forward_credentials":   directive.Flag(&h.ForwardCredentials),
+		"max_body":              directive.Size(&h.MaxBody),
+		"max_snapshot_bytes":    directive.Size(&h.MaxSnapshotBytes),
+		"slow_hash_concurrency": directive.Int(&h.SlowHashConcurrency),
+		"failure_budget":        h.unmarshalFailureBudget,
 	})
 }
 
@@ -103,44 +59,43 @@ func (h *Handler) unmarshalControlPlane(d *caddyfile.Dispenser) error {
 		return d.Errf("control_plane: at least one URL is required")
 	}
 	h.ControlPlane = cp
-	return directive.Block(d, func(name string) error {
-		if name == "token" {
-			return directive.OneArg(d, &cp.Token)
-		}
-		return directive.Unknown(d, "control_plane")
+	return directive.Block(d, "control_plane", map[string]directive.Reader{
+		"token": directive.String(&cp.Token),
 	})
 }
 
 // unmarshalFailureBudget reads `<n> per <duration>` or `off`. Ranges are
 // checked in Validate.
-func unmarshalFailureBudget(d *caddyfile.Dispenser) (*FailureBudget, error) {
+func (h *Handler) unmarshalFailureBudget(d *caddyfile.Dispenser) error {
 	const name = "failure_budget"
 	var first string
 	if err := directive.NextArg(d, name, &first); err != nil {
-		return nil, err
+		return err
 	}
 	if first == "off" {
-		return &FailureBudget{Off: true}, directive.End(d, name)
+		h.FailureBudget = &FailureBudget{Off: true}
+		return directive.End(d, name)
 	}
 	var per, period string
 	if err := directive.NextArg(d, name, &per); err != nil {
-		return nil, err
+		return err
 	}
 	if err := directive.NextArg(d, name, &period); err != nil {
-		return nil, err
+		return err
 	}
 	if per != "per" {
-		return nil, d.Errf("%s: want `<n> per <duration>` or `off`", name)
+		return d.Errf("%s: want `<n> per <duration>` or `off`", name)
 	}
-	n, err := strconv.Atoi(first)
+	n, err := directive.ParseInt(first)
 	if err != nil {
-		return nil, d.Errf("%s: %q is not a whole number", name, first)
+		return d.Errf("%s: %v", name, err)
 	}
-	dur, err := caddy.ParseDuration(period)
+	dur, err := directive.ParseDuration(period)
 	if err != nil {
-		return nil, d.Errf("%s: %v", name, err)
+		return d.Errf("%s: %v", name, err)
 	}
-	return &FailureBudget{Failures: n, Per: caddy.Duration(dur)}, directive.End(d, name)
+	h.FailureBudget = &FailureBudget{Failures: n, Per: dur}
+	return directive.End(d, name)
 }
 
 // Interface guards

@@ -1,11 +1,9 @@
 package rotagate
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
@@ -17,26 +15,19 @@ import (
 // and goes back when a holder lets go, instead of only ever tightening.
 func TestFeedRefits(t *testing.T) {
 	fs := feedtest.New(t, *testSnapshot(t))
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	cfg := func(flush, wait time.Duration, maxBytes int64) feedConfig {
 		return feedConfig{urls: []string{fs.URL}, token: feedtest.Token, wait: wait, maxBytes: maxBytes, flush: flush}
 	}
 	slow, fast, third := new(Handler), new(Handler), new(Handler)
-	f, err := acquireFeed(ctx, slow, cfg(10*time.Second, 200*time.Millisecond, 1<<20), Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := mustAcquireFeed(t, ctx, slow, cfg(10*time.Second, 200*time.Millisecond, 1<<20), Forever)
 	defer f.release(slow)
 	fitted := func() feedConfig { return *f.config.Load() }
 	if c := fitted(); c.flush != 10*time.Second {
 		t.Fatalf("one holder: flush %v", c.flush)
 	}
 
-	f2, err := acquireFeed(ctx, fast, cfg(time.Second, 100*time.Millisecond, 2<<20), Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f2 := mustAcquireFeed(t, ctx, fast, cfg(time.Second, 100*time.Millisecond, 2<<20), Forever)
 	if f2 != f {
 		t.Fatal("a second handler on the same control plane started a second feed")
 	}
@@ -44,9 +35,7 @@ func TestFeedRefits(t *testing.T) {
 		t.Fatalf("two holders: %+v", c)
 	}
 
-	if _, err := acquireFeed(ctx, third, cfg(5*time.Second, 150*time.Millisecond, 1<<20), Forever); err != nil {
-		t.Fatal(err)
-	}
+	mustAcquireFeed(t, ctx, third, cfg(5*time.Second, 150*time.Millisecond, 1<<20), Forever)
 	if err := f.release(fast); err != nil {
 		t.Fatal(err)
 	}
@@ -68,14 +57,10 @@ func TestFeedRefits(t *testing.T) {
 // feed; the next acquire starts a new one.
 func TestFeedStopsWithItsLastHolder(t *testing.T) {
 	fs := feedtest.New(t, *testSnapshot(t))
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	h := new(Handler)
 	cfg := testFeedConfig(fs.URL)
-	f, err := acquireFeed(ctx, h, cfg, Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := mustAcquireFeed(t, ctx, h, cfg, Forever)
 	if snap, _ := f.snapshots.current(); snap == nil {
 		t.Fatal("no first fetch")
 	}
@@ -85,10 +70,7 @@ func TestFeedStopsWithItsLastHolder(t *testing.T) {
 	if f.ctx.Err() == nil {
 		t.Fatal("the feed runs on after its last holder let go")
 	}
-	again, err := acquireFeed(ctx, h, cfg, Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := mustAcquireFeed(t, ctx, h, cfg, Forever)
 	defer again.release(h)
 	if again == f {
 		t.Fatal("a stopped feed was handed out again")

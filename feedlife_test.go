@@ -30,15 +30,11 @@ import (
 // finds a fresh confirmation instead of one a whole old wait old.
 func TestTighterRefitConfirmsAtOnce(t *testing.T) {
 	fs := feedtest.New(t, *testSnapshot(t))
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	cfg := testFeedConfig(fs.URL)
 	cfg.wait = time.Hour // the old config's poll is held for an hour
 	old := new(Handler)
-	f, err := acquireFeed(ctx, old, cfg, Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := mustAcquireFeed(t, ctx, old, cfg, Forever)
 	defer f.release(old)
 	waitFor(t, 5*time.Second, "the held poll", func() bool {
 		f.pollMu.Lock()
@@ -50,9 +46,7 @@ func TestTighterRefitConfirmsAtOnce(t *testing.T) {
 	tight.wait = 2 * time.Second
 	before := time.Now()
 	next := new(Handler)
-	if _, err := acquireFeed(ctx, next, tight, Staleness(4*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	mustAcquireFeed(t, ctx, next, tight, Staleness(4*time.Second))
 	defer f.release(next)
 	if _, confirmed := f.snapshots.current(); confirmed.Before(before) {
 		t.Fatalf("provisioned with a confirmation from %v before the re-fit; the held poll was not cut", before.Sub(confirmed))
@@ -107,17 +101,13 @@ func TestSavedSnapshotServesAtOnce(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(released)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	cfg := testFeedConfig(srv.URL)
 	cfg.wait = time.Hour
 
 	// A first run saves the snapshot, then stops.
 	h := new(Handler)
-	f, err := acquireFeed(ctx, h, cfg, Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := mustAcquireFeed(t, ctx, h, cfg, Forever)
 	if snap, _ := f.snapshots.current(); snap == nil {
 		t.Fatal("no first snapshot")
 	}
@@ -126,10 +116,7 @@ func TestSavedSnapshotServesAtOnce(t *testing.T) {
 	}
 
 	hold.Store(true)
-	again, err := acquireFeed(ctx, h, cfg, Staleness(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := mustAcquireFeed(t, ctx, h, cfg, Staleness(time.Hour))
 	defer again.release(h)
 	if again == f {
 		t.Fatal("the stopped feed was handed out again")
@@ -198,8 +185,7 @@ func TestStartupRetriesRefusalsQuietly(t *testing.T) {
 // pause after a failure, so a control plane in the same process is polled
 // as soon as it listens.
 func TestNudgeEndsThePause(t *testing.T) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	f := testFeed(t, "http://127.0.0.1:9")
 	h := &Handler{feed: f}
 	woke := make(chan bool)

@@ -226,19 +226,28 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// TestSyncLoopDoesNotSpin: against a control plane that answers 304 at
-// once instead of holding the poll, the loop keeps to its minimum gap.
-func TestSyncLoopDoesNotSpin(t *testing.T) {
-	var polls atomic.Int64
+// notModifiedServer is a control plane that answers a poll for changes
+// (If-None-Match) 304 at once, and a blind poll with the test snapshot.
+// Each request first goes through seen, told whether it is blind.
+func notModifiedServer(t *testing.T, seen func(blind bool)) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		polls.Add(1)
-		if r.Header.Get("If-None-Match") != "" {
+		blind := r.Header.Get("If-None-Match") == ""
+		seen(blind)
+		if !blind {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 		_ = json.NewEncoder(w).Encode(testSnapshot(t))
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestSyncLoopDoesNotSpin: against a control plane that answers 304 at
+// once instead of holding the poll, the loop keeps to its minimum gap.
+func TestSyncLoopDoesNotSpin(t *testing.T) {
+	var polls atomic.Int64
+	srv := notModifiedServer(t, func(bool) { polls.Add(1) })
 	f := testFeed(t, srv.URL)
 	f.start(context.Background())
 	time.Sleep(500 * time.Millisecond) // a window to count polls in, not a synchronisation
@@ -329,19 +338,14 @@ func TestFinalUsageFlush(t *testing.T) {
 func TestSlowFirstFetchIsNotCutOff(t *testing.T) {
 	var requests, blind atomic.Int64 // all, and those of an edge holding nothing
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := notModifiedServer(t, func(blindPoll bool) {
 		if requests.Add(1) == 1 {
 			<-release // a transfer still under way when start returns
 		}
-		if r.Header.Get("If-None-Match") == "" {
+		if blindPoll {
 			blind.Add(1)
-		} else {
-			w.WriteHeader(http.StatusNotModified)
-			return
 		}
-		_ = json.NewEncoder(w).Encode(testSnapshot(t))
-	}))
-	defer srv.Close()
+	})
 	f := testFeed(t, srv.URL)
 	f.start(context.Background())
 	defer f.Destruct()

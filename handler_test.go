@@ -35,11 +35,7 @@ func TestAnswers(t *testing.T) {
 		{"no credentials", func() *http.Request { return httptest.NewRequest(http.MethodPost, "/token", nil) }, 401, "invalid_client", true},
 		{"form without credentials", func() *http.Request { return formRequest("grant_type=client_credentials") }, 401, "invalid_client", true},
 		{"client_id alone is no credential", func() *http.Request { return formRequest("grant_type=client_credentials&client_id=app") }, 401, "invalid_client", true},
-		{"bearer is no client credential", func() *http.Request {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Authorization", "Bearer abc")
-			return r
-		}, 401, "invalid_client", true},
+		{"bearer is no client credential", func() *http.Request { return authorizationRequest("Bearer abc") }, 401, "invalid_client", true},
 		{"unknown client basic", func() *http.Request { return basicRequest("nobody", appSecret) }, 401, "invalid_client", true},
 		{"wrong secret basic", func() *http.Request { return basicRequest("app", appSecret+"x") }, 401, "invalid_client", true},
 		{"wrong secret post", func() *http.Request { return postForm("app", "nope") }, 401, "invalid_client", false},
@@ -50,14 +46,10 @@ func TestAnswers(t *testing.T) {
 		{"wrong legacy argon2id", func() *http.Request { return postForm("legacy-argon", "legacy secret") }, 401, "invalid_client", false},
 		{"empty secret", func() *http.Request { return basicRequest("app", "") }, 401, "invalid_client", true},
 		{"basic and body", func() *http.Request {
-			r := postForm("app", appSecret)
-			r.Header.Set("Authorization", basicHeader("app", appSecret))
-			return r
+			return withAuthorization(postForm("app", appSecret), basicHeader("app", appSecret))
 		}, 400, "invalid_request", false},
 		{"basic and a different body client_id", func() *http.Request {
-			r := formRequest("grant_type=client_credentials&client_id=other")
-			r.Header.Set("Authorization", basicHeader("app", appSecret))
-			return r
+			return withAuthorization(formRequest("grant_type=client_credentials&client_id=other"), basicHeader("app", appSecret))
 		}, 400, "invalid_request", false},
 		{"repeated client_id", func() *http.Request {
 			return formRequest("client_id=app&client_id=app&client_secret=" + appSecret)
@@ -66,40 +58,19 @@ func TestAnswers(t *testing.T) {
 			return formRequest("client_id=app&client_secret=" + appSecret + "&client_secret=" + appSecret)
 		}, 400, "invalid_request", false},
 		{"repeated grant_type with basic", func() *http.Request {
-			r := formRequest("grant_type=client_credentials&grant_type=client_credentials")
-			r.Header.Set("Authorization", basicHeader("app", appSecret))
-			return r
+			return withAuthorization(formRequest("grant_type=client_credentials&grant_type=client_credentials"), basicHeader("app", appSecret))
 		}, 400, "invalid_request", false},
 		{"escaped repeated name", func() *http.Request {
 			return formRequest("client_id=app&client%5Fsecret=a&client_secret=" + appSecret)
 		}, 400, "invalid_request", false},
 		{"secret without client_id", func() *http.Request { return formRequest("client_secret=" + appSecret) }, 400, "invalid_request", false},
-		{"bad base64", func() *http.Request {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Authorization", "Basic !!!notbase64")
-			return r
-		}, 400, "invalid_request", false},
+		{"bad base64", func() *http.Request { return authorizationRequest("Basic !!!notbase64") }, 400, "invalid_request", false},
 		{"two Authorization headers", func() *http.Request {
-			r := postForm("app", appSecret)
-			r.Header.Add("Authorization", "Bearer x")
-			r.Header.Add("Authorization", basicHeader("other", "y"))
-			return r
+			return withAuthorization(postForm("app", appSecret), "Bearer x", basicHeader("other", "y"))
 		}, 400, "invalid_request", false},
-		{"basic scheme alone", func() *http.Request {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Authorization", "Basic")
-			return r
-		}, 400, "invalid_request", false},
-		{"no colon", func() *http.Request {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app"+appSecret)))
-			return r
-		}, 400, "invalid_request", false},
-		{"bad escape in basic is a raw secret", func() *http.Request {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("app:%zz")))
-			return r
-		}, 401, "invalid_client", true},
+		{"basic scheme alone", func() *http.Request { return authorizationRequest("Basic") }, 400, "invalid_request", false},
+		{"no colon", func() *http.Request { return authorizationRequest(rawBasic("app" + appSecret)) }, 400, "invalid_request", false},
+		{"bad escape in basic is a raw secret", func() *http.Request { return authorizationRequest(rawBasic("app:%zz")) }, 401, "invalid_client", true},
 		{"client_secret in the query", func() *http.Request {
 			r := basicRequest("app", appSecret)
 			r.URL.RawQuery = "client_secret=" + appSecret
@@ -143,6 +114,32 @@ func TestAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withAuthorization adds each value to r as an Authorization header.
+func withAuthorization(r *http.Request, values ...string) *http.Request {
+	for _, v := range values {
+		r.Header.Add("Authorization", v)
+	}
+	return r
+}
+
+// authorizationRequest is a GET with no body and only the given
+// Authorization headers.
+func authorizationRequest(values ...string) *http.Request {
+	return withAuthorization(httptest.NewRequest(http.MethodGet, "/", nil), values...)
+}
+
+// rawBasic is a Basic Authorization header of userpass as it is: no
+// escaping of its parts, no colon added.
+func rawBasic(userpass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(userpass))
+}
+
+// rawBasicRequest is a token request whose Basic header carries id and
+// secret unescaped, as some clients send them.
+func rawBasicRequest(id, secret string) *http.Request {
+	return withAuthorization(formRequest("grant_type=client_credentials"), rawBasic(id+":"+secret))
 }
 
 func checkErrorHeaders(t *testing.T, w *httptest.ResponseRecorder) {
@@ -298,11 +295,6 @@ func TestRawBasicPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.feed.snapshots.snap.Store(snap)
-	raw := func(id, secret string) *http.Request {
-		r := formRequest("grant_type=client_credentials")
-		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
-		return r
-	}
 	for _, tc := range []struct{ name, client, secret, secretID string }{
 		// "%c+" is no valid escape: only the raw pair stands.
 		{"undecodable id and secret", "a b%c+d", "p: a%20+b c", "sec_odd"},
@@ -314,7 +306,7 @@ func TestRawBasicPair(t *testing.T) {
 		{"plus in a secret", "plus", plusSecret, "sec_plus"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, up := serve(t, h, raw(tc.client, tc.secret))
+			w, up := serve(t, h, rawBasicRequest(tc.client, tc.secret))
 			if w.Code != 200 || up.clientID != tc.client || up.secretID != tc.secretID {
 				t.Fatalf("status %d, ids %q %q", w.Code, up.clientID, up.secretID)
 			}
@@ -324,7 +316,7 @@ func TestRawBasicPair(t *testing.T) {
 		})
 	}
 	// A raw '%' that is no escape is a wrong secret, not a malformed request.
-	if w, _ := serve(t, h, raw("app", "%zz")); w.Code != 401 {
+	if w, _ := serve(t, h, rawBasicRequest("app", "%zz")); w.Code != 401 {
 		t.Fatalf("raw bad escape: status %d, want 401", w.Code)
 	}
 }
@@ -435,11 +427,6 @@ func TestMoreLegacyHashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.feed.snapshots.snap.Store(snap)
-	rawBasic := func(id, secret string) *http.Request {
-		r := formRequest("grant_type=client_credentials")
-		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(id+":"+secret)))
-		return r
-	}
 	for _, tc := range []struct {
 		name   string
 		req    *http.Request
@@ -449,7 +436,7 @@ func TestMoreLegacyHashes(t *testing.T) {
 		{"kong pbkdf2-sha512 again (cached)", postForm("kong", "tofu"), 200},
 		{"kong, wrong secret", basicRequest("kong", "tofu!"), 401},
 		{"passlib pbkdf2-sha512, encoded", basicRequest("passlib", "legacy+secret%20"), 200},
-		{"passlib pbkdf2-sha512, raw", rawBasic("passlib", "legacy+secret%20"), 200},
+		{"passlib pbkdf2-sha512, raw", rawBasicRequest("passlib", "legacy+secret%20"), 200},
 		{"bcrypt, 72 bytes", basicRequest("long-bcrypt", long), 200},
 		{"bcrypt, 75 bytes sharing the first 72", basicRequest("long-bcrypt", long+"zzz"), 401},
 	} {

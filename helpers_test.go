@@ -1,6 +1,7 @@
 package rotagate
 
 import (
+	"context"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -71,6 +72,24 @@ func testSnapshot(t testing.TB) *wire.Snapshot {
 			{ClientID: "a b%c+d", Secrets: []wire.Secret{{ID: "sec_odd", Hash: secrethash.NewSHA256("p: a%20+b c")}}},
 		},
 	}
+}
+
+// testContext is a Caddy context for one test, cancelled when the test
+// ends.
+func testContext(t testing.TB) caddy.Context {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// mustAcquireFeed acquires the feed of cfg for h, or ends the test.
+func mustAcquireFeed(t testing.TB, ctx caddy.Context, h *Handler, cfg feedConfig, maxStale Staleness) *feed {
+	t.Helper()
+	f, err := acquireFeed(ctx, h, cfg, maxStale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // newTestHandler builds a handler with the given options and the test

@@ -27,35 +27,28 @@ var edgeMetrics = struct {
 	presentedAfterRevoke prometheus.Counter
 	feeds                feedCollector
 }{
-	auth: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "auth_total",
-		Help: "Client authentication results at the edge, by outcome.",
-	}, []string{"outcome"}),
+	auth: prometheus.NewCounterVec(counterOpts("auth_total", "Client authentication results at the edge, by outcome."), []string{"outcome"}),
 	verify: prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "verify_seconds",
 		Help:    "Time spent checking a presented secret against the client's hashes.",
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11), // 1µs … ~1s
 	}),
-	syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sync_errors_total",
-		Help: "Failed or rejected polls of the control plane's snapshot feed.",
-	}, []string{"control_plane"}),
-	stampsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_flushed_total",
-		Help: "Last-used stamps delivered to the control plane.",
-	}, []string{"control_plane"}),
-	stampsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_failed_total",
-		Help: "Last-used stamps whose delivery failed and that are kept to be retried (counted at each failed try).",
-	}, []string{"control_plane"}),
-	stampsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "usage_stamps_dropped_total",
-		Help: "Last-used stamps dropped because the control plane refused their batch as malformed or too large (400, 413).",
-	}, []string{"control_plane"}),
-	presentedAfterRevoke: prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "presented_after_revoke_total",
-		Help: "Requests refused because they presented a revoked or expired secret (a tombstone of the client).",
-	}),
+	syncErrors:    controlPlaneCounter("sync_errors_total", "Failed or rejected polls of the control plane's snapshot feed."),
+	stampsSent:    controlPlaneCounter("usage_stamps_flushed_total", "Last-used stamps delivered to the control plane."),
+	stampsFailed:  controlPlaneCounter("usage_stamps_failed_total", "Last-used stamps whose delivery failed and that are kept to be retried (counted at each failed try)."),
+	stampsDropped: controlPlaneCounter("usage_stamps_dropped_total", "Last-used stamps dropped because the control plane refused their batch as malformed or too large (400, 413)."),
+	presentedAfterRevoke: prometheus.NewCounter(counterOpts("presented_after_revoke_total",
+		"Requests refused because they presented a revoked or expired secret (a tombstone of the client).")),
+}
+
+// counterOpts names a counter of the edge.
+func counterOpts(name, help string) prometheus.CounterOpts {
+	return prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}
+}
+
+// controlPlaneCounter is a counter of the edge labelled by control plane.
+func controlPlaneCounter(name, help string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(counterOpts(name, help), []string{"control_plane"})
 }
 
 func init() {
@@ -94,13 +87,16 @@ func controlPlaneLabel(urls []string) string { return strings.Join(urls, ",") }
 type feedCollector struct{}
 
 var (
-	descRevision = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "snapshot_revision"),
-		"Revision of the snapshot the edge holds.", []string{"control_plane"}, nil)
-	descAge = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "snapshot_age_seconds"),
-		"Seconds since the control plane last confirmed the snapshot (the edge answers 503 past max_stale).", []string{"control_plane"}, nil)
-	descPending = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "usage_stamps_pending"),
-		"Last-used stamps waiting to be sent (one per secret used since the last flush, with its callers).", []string{"control_plane"}, nil)
+	descRevision = controlPlaneGauge("snapshot_revision", "Revision of the snapshot the edge holds.")
+	descAge      = controlPlaneGauge("snapshot_age_seconds", "Seconds since the control plane last confirmed the snapshot (the edge answers 503 past max_stale).")
+	descPending  = controlPlaneGauge("usage_stamps_pending", "Last-used stamps waiting to be sent (one per secret used since the last flush, with its callers).")
 )
+
+// controlPlaneGauge describes a gauge of the edge labelled by control
+// plane, which feedCollector reports.
+func controlPlaneGauge(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, name), help, []string{"control_plane"}, nil)
+}
 
 func (feedCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRevision

@@ -1,7 +1,6 @@
 package rotagate
 
 import (
-	"context"
 	"encoding/json"
 	"runtime"
 	"strings"
@@ -85,8 +84,7 @@ func TestStalenessJSON(t *testing.T) {
 // An unset {env.…} token fails provisioning loudly instead of becoming an
 // empty token.
 func TestProvisionUnsetTokenPlaceholder(t *testing.T) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx := testContext(t)
 	h := Handler{ControlPlane: &ControlPlane{URLs: []string{"http://127.0.0.1:9"}, Token: "{env.ROTAGATE_TEST_SURELY_UNSET}"}}
 	err := h.Provision(ctx)
 	if err == nil || !strings.Contains(err.Error(), "token") {

@@ -191,20 +191,17 @@ func (b *binReader) fail(err error) {
 	}
 }
 
-func (b *binReader) uvarint() uint64 {
-	if b.err != nil {
-		return 0
-	}
-	v, err := binary.ReadUvarint(b)
-	b.fail(err)
-	return v
-}
+func (b *binReader) uvarint() uint64 { return readVarint(b, binary.ReadUvarint) }
 
-func (b *binReader) varint() int64 {
+func (b *binReader) varint() int64 { return readVarint(b, binary.ReadVarint) }
+
+// readVarint reads one number with read (binary.ReadUvarint or
+// ReadVarint) unless an error came before, and keeps read's error.
+func readVarint[T uint64 | int64](b *binReader, read func(io.ByteReader) (T, error)) T {
 	if b.err != nil {
 		return 0
 	}
-	v, err := binary.ReadVarint(b)
+	v, err := read(b)
 	b.fail(err)
 	return v
 }
@@ -325,10 +322,7 @@ func (b *binReader) client(rc *rawClient) {
 		rc.secrets = append(rc.secrets, s)
 	}
 	for range b.count() {
-		s := rawSecret{sha: true}
-		rc.ids, s.id = b.str(rc.ids)
-		b.fixed(s.digest[:])
-		rc.tombstones = append(rc.tombstones, s)
+		rc.tombstones = append(rc.tombstones, b.digestEntry(rc))
 	}
 	if flags&flagCredentials != 0 {
 		b.credentials(rc)
@@ -348,10 +342,17 @@ func (b *binReader) credentials(rc *rawClient) {
 		rc.keys = append(rc.keys, k)
 	}
 	for range b.count() {
-		c := rawSecret{sha: true}
-		rc.ids, c.id = b.str(rc.ids)
-		b.fixed(c.digest[:])
+		c := b.digestEntry(rc)
 		c.expires = b.varint()
 		rc.certs = append(rc.certs, c)
 	}
+}
+
+// digestEntry reads what a tombstone and a certificate both start with:
+// an id and a sha256 digest (of the secret, or the x5t#S256 thumbprint).
+func (b *binReader) digestEntry(rc *rawClient) rawSecret {
+	s := rawSecret{sha: true}
+	rc.ids, s.id = b.str(rc.ids)
+	b.fixed(s.digest[:])
+	return s
 }

@@ -1,10 +1,8 @@
 package controlplane
 
 import (
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/rotagate/rotagate/controlplane/store"
 	"github.com/rotagate/rotagate/controlplane/webhook"
@@ -12,19 +10,10 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("client_credentials_control_plane", parseCaddyfile)
 	// Ahead of handle/route blocks and terminal handlers, so that a
 	// catch-all `handle` or `respond` does not swallow the API paths; after
 	// the auth and header directives, which may guard or decorate it.
-	httpcaddyfile.RegisterDirectiveOrder("client_credentials_control_plane", httpcaddyfile.Before, "invoke")
-}
-
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	cp := new(Handler)
-	if err := cp.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return cp, nil
+	directive.Register[Handler]("client_credentials_control_plane", httpcaddyfile.Before, "invoke")
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -65,73 +54,57 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // and Validate.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
-	if err := directive.NoArgs(d, d.Val()); err != nil {
+	return directive.Section(d, map[string]directive.Reader{
+		"store":              h.unmarshalStore,
+		"admins":             directive.Strings(&h.Admins),
+		"console":            h.unmarshalConsole,
+		"user_id":            directive.String(&h.UserID),
+		"admin_token":        directive.String(&h.AdminToken),
+		"edge_token":         directive.String(&h.EdgeToken),
+		"max_active_secrets": directive.Int(&h.MaxActiveSecrets),
+		"secret_prefix":      directive.String(&h.SecretPrefix),
+		"max_wait":           directive.Duration(&h.MaxWait),
+		"revocation_delay":   directive.Duration(&h.RevocationDelay),
+		"tombstone_window":   directive.New(&h.TombstoneWindow, directive.Duration),
+		"leak_token":         directive.String(&h.LeakToken),
+		"leak_report_keys":   directive.String(&h.LeakReportKeys),
+		"leak_action":        directive.String(&h.LeakAction),
+		"webhook":            h.unmarshalWebhook,
+		"cutover":            h.unmarshalCutover,
+		"expiry_reminders":   h.unmarshalExpiryReminders,
+	}, "webhook")
+}
+
+// unmarshalConsole reads `console [on|off]`; alone, it means on.
+func (h *Handler) unmarshalConsole(d *caddyfile.Dispenser) error {
+	on := true
+	if d.NextArg() {
+		switch d.Val() {
+		case "on":
+		case "off":
+			on = false
+		default:
+			return d.Errf("console: %q is neither on nor off", d.Val())
+		}
+	}
+	h.Console = &on
+	return directive.End(d, "console")
+}
+
+// unmarshalExpiryReminders reads `expiry_reminders <duration>...`.
+func (h *Handler) unmarshalExpiryReminders(d *caddyfile.Dispenser) error {
+	args, err := directive.Args(d)
+	if err != nil {
 		return err
 	}
-	return directive.Block(d, func(name string) error {
-		switch name {
-		case "store":
-			return h.unmarshalStore(d)
-		case "admins":
-			var err error
-			h.Admins, err = directive.Args(d)
-			return err
-		case "console":
-			on := true
-			if d.NextArg() {
-				switch d.Val() {
-				case "on":
-				case "off":
-					on = false
-				default:
-					return d.Errf("console: %q is neither on nor off", d.Val())
-				}
-			}
-			h.Console = &on
-			return directive.End(d, "console")
-		case "user_id":
-			return directive.OneArg(d, &h.UserID)
-		case "admin_token":
-			return directive.OneArg(d, &h.AdminToken)
-		case "edge_token":
-			return directive.OneArg(d, &h.EdgeToken)
-		case "max_active_secrets":
-			return directive.Int(d, &h.MaxActiveSecrets)
-		case "secret_prefix":
-			return directive.OneArg(d, &h.SecretPrefix)
-		case "max_wait":
-			return directive.Duration(d, &h.MaxWait)
-		case "revocation_delay":
-			return directive.Duration(d, &h.RevocationDelay)
-		case "tombstone_window":
-			h.TombstoneWindow = new(caddy.Duration)
-			return directive.Duration(d, h.TombstoneWindow)
-		case "leak_token":
-			return directive.OneArg(d, &h.LeakToken)
-		case "leak_report_keys":
-			return directive.OneArg(d, &h.LeakReportKeys)
-		case "leak_action":
-			return directive.OneArg(d, &h.LeakAction)
-		case "webhook":
-			return h.unmarshalWebhook(d)
-		case "cutover":
-			return h.unmarshalCutover(d)
-		case "expiry_reminders":
-			args, err := directive.Args(d)
-			if err != nil {
-				return err
-			}
-			for _, a := range args {
-				dur, err := caddy.ParseDuration(a)
-				if err != nil {
-					return d.Errf("expiry_reminders: %v", err)
-				}
-				h.ExpiryReminders = append(h.ExpiryReminders, caddy.Duration(dur))
-			}
-			return nil
+	for _, a := range args {
+		dur, err := directive.ParseDuration(a)
+		if err != nil {
+			return d.Errf("expiry_reminders: %v", err)
 		}
-		return directive.Unknown(d, "client_credentials_control_plane")
-	}, "webhook")
+		h.ExpiryReminders = append(h.ExpiryReminders, dur)
+	}
+	return nil
 }
 
 // unmarshalWebhook reads `webhook <url> { secret …; events …; timeout … }`.
@@ -144,18 +117,10 @@ func (h *Handler) unmarshalWebhook(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("%s: too many arguments", name)
 	}
-	err := directive.Block(d, func(sub string) error {
-		switch sub {
-		case "secret":
-			return directive.OneArg(d, &w.Secret)
-		case "events":
-			var err error
-			w.Events, err = directive.Args(d)
-			return err
-		case "timeout":
-			return directive.Duration(d, &w.Timeout)
-		}
-		return directive.Unknown(d, name)
+	err := directive.Block(d, name, map[string]directive.Reader{
+		"secret":  directive.String(&w.Secret),
+		"events":  directive.Strings(&w.Events),
+		"timeout": directive.Duration(&w.Timeout),
 	})
 	if err != nil {
 		return err
@@ -167,50 +132,40 @@ func (h *Handler) unmarshalWebhook(d *caddyfile.Dispenser) error {
 // unmarshalCutover reads `cutover { auto on|off; quiet …; lookback …;
 // deadline …; on_deadline keep|revoke }`.
 func (h *Handler) unmarshalCutover(d *caddyfile.Dispenser) error {
-	const name = "cutover"
-	if err := directive.NoArgs(d, name); err != nil {
-		return err
-	}
 	c := new(CutoverConfig)
-	err := directive.Block(d, func(sub string) error {
-		var word string
-		switch sub {
-		case "auto":
-			if err := directive.OneArg(d, &word); err != nil {
+	h.Cutover = c
+	return directive.Section(d, map[string]directive.Reader{
+		"auto": func(d *caddyfile.Dispenser) error {
+			word, err := cutoverChoice(d, "on", "off")
+			if err != nil {
 				return err
-			}
-			if word != "on" && word != "off" {
-				return d.Errf("%s %s: %q is neither on nor off", name, sub, word)
 			}
 			on := word == "on"
 			c.Auto = &on
 			return nil
-		case "quiet":
-			c.Quiet = new(caddy.Duration)
-			return directive.Duration(d, c.Quiet)
-		case "lookback":
-			c.Lookback = new(caddy.Duration)
-			return directive.Duration(d, c.Lookback)
-		case "deadline":
-			c.Deadline = new(caddy.Duration)
-			return directive.Duration(d, c.Deadline)
-		case "on_deadline":
-			if err := directive.OneArg(d, &word); err != nil {
-				return err
-			}
-			if word != "keep" && word != "revoke" {
-				return d.Errf("%s %s: %q is neither keep nor revoke", name, sub, word)
-			}
-			c.OnDeadline = word
-			return nil
-		}
-		return directive.Unknown(d, name)
+		},
+		"quiet":    directive.New(&c.Quiet, directive.Duration),
+		"lookback": directive.New(&c.Lookback, directive.Duration),
+		"deadline": directive.New(&c.Deadline, directive.Duration),
+		"on_deadline": func(d *caddyfile.Dispenser) (err error) {
+			c.OnDeadline, err = cutoverChoice(d, "keep", "revoke")
+			return err
+		},
 	})
-	if err != nil {
-		return err
+}
+
+// cutoverChoice reads the cutover subdirective d is on, whose one
+// argument is a or b.
+func cutoverChoice(d *caddyfile.Dispenser, a, b string) (string, error) {
+	sub := d.Val()
+	var word string
+	if err := directive.OneArg(d, &word); err != nil {
+		return "", err
 	}
-	h.Cutover = c
-	return nil
+	if word != a && word != b {
+		return "", d.Errf("cutover %s: %q is neither %s nor %s", sub, word, a, b)
+	}
+	return word, nil
 }
 
 // unmarshalStore reads `store sqlite [<path>]` or `store postgres <dsn>`.

@@ -18,22 +18,20 @@ var Metrics = struct {
 	Failed         *prometheus.CounterVec
 	Pending        *prometheus.GaugeVec
 }{
-	Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_delivered_total",
-		Help: "Webhook deliveries the receiver accepted (2xx).",
-	}, []string{"webhook"}),
-	AttemptsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_attempts_failed_total",
-		Help: "Webhook delivery attempts that failed (each retry counts).",
-	}, []string{"webhook"}),
-	Failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_failed_total",
-		Help: "Webhook deliveries given up: still failing 24h after the event, or answered 410 Gone.",
-	}, []string{"webhook"}),
+	Delivered:      counter("webhook_deliveries_delivered_total", "Webhook deliveries the receiver accepted (2xx)."),
+	AttemptsFailed: counter("webhook_attempts_failed_total", "Webhook delivery attempts that failed (each retry counts)."),
+	Failed:         counter("webhook_deliveries_failed_total", "Webhook deliveries given up: still failing 24h after the event, or answered 410 Gone."),
 	Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "rotagate", Subsystem: "control_plane", Name: "webhook_deliveries_pending",
 		Help: "Webhook deliveries neither delivered nor failed yet, as the sender last counted them in the store (all replicas').",
 	}, []string{"webhook"}),
+}
+
+// counter is a webhook counter of the control plane, labelled by webhook.
+func counter(name, help string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rotagate", Subsystem: "control_plane", Name: name, Help: help,
+	}, []string{"webhook"})
 }
 
 // RegisterMetrics puts the webhook collectors on a config's

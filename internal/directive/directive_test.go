@@ -25,38 +25,16 @@ func parse(input string) (conf, error) {
 	var c conf
 	d := caddyfile.NewTestDispenser(input)
 	d.Next()
-	if err := NoArgs(d, d.Val()); err != nil {
-		return c, err
-	}
-	err := Block(d, func(name string) error {
-		switch name {
-		case "token":
-			return OneArg(d, &c.token)
-		case "urls":
-			var err error
-			c.urls, err = Args(d)
-			return err
-		case "n":
-			return Int(d, &c.n)
-		case "wait":
-			return Duration(d, &c.wait)
-		case "size":
-			return Size(d, &c.size)
-		case "flag":
-			c.flag = true
-			return Flag(d)
-		case "nested":
-			if err := NoArgs(d, name); err != nil {
-				return err
-			}
-			return Block(d, func(name string) error {
-				if name == "inner" {
-					return OneArg(d, &c.inner)
-				}
-				return Unknown(d, "nested")
-			})
-		}
-		return Unknown(d, "test")
+	err := Section(d, map[string]Reader{
+		"token": String(&c.token),
+		"urls":  Strings(&c.urls),
+		"n":     Int(&c.n),
+		"wait":  Duration(&c.wait),
+		"size":  Size(&c.size),
+		"flag":  Flag(&c.flag),
+		"nested": func(d *caddyfile.Dispenser) error {
+			return Section(d, map[string]Reader{"inner": String(&c.inner)})
+		},
 	})
 	return c, err
 }
@@ -120,22 +98,21 @@ func TestBlockRepeatable(t *testing.T) {
 	d := caddyfile.NewTestDispenser("test {\nhook a\nhook b\nonce x\n}")
 	d.Next()
 	var hooks []string
-	err := Block(d, func(name string) error {
-		var v string
-		if err := OneArg(d, &v); err != nil {
-			return err
-		}
-		if name == "hook" {
+	subs := map[string]Reader{
+		"hook": func(d *caddyfile.Dispenser) error {
+			var v string
+			err := OneArg(d, &v)
 			hooks = append(hooks, v)
-		}
-		return nil
-	}, "hook")
-	if err != nil || strings.Join(hooks, ",") != "a,b" {
+			return err
+		},
+		"once": String(new(string)),
+	}
+	if err := Block(d, "test", subs, "hook"); err != nil || strings.Join(hooks, ",") != "a,b" {
 		t.Fatalf("hooks %v, err %v", hooks, err)
 	}
 	d = caddyfile.NewTestDispenser("test {\nonce a\nonce b\n}")
 	d.Next()
-	if err := Block(d, func(string) error { return OneArg(d, new(string)) }, "hook"); err == nil || !strings.Contains(err.Error(), "once: given more than once") {
+	if err := Block(d, "test", subs, "hook"); err == nil || !strings.Contains(err.Error(), "once: given more than once") {
 		t.Fatalf("a name not listed as repeatable: %v", err)
 	}
 }
