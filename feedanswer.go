@@ -55,6 +55,9 @@ func decodeAnswer(body io.Reader, limit int64, prev *snapshot) (feedAnswer, erro
 // decodeTop reads the top-level object of a feed answer. The decoder
 // rejects a key given twice.
 func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
+	if err := expectKind(dec, '{'); err != nil {
+		return feedAnswer{}, err
+	}
 	var (
 		epoch               []byte
 		rev, since          int64
@@ -63,8 +66,12 @@ func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
 		changed             []wire.Client
 		removed             []string
 	)
-	err := readObject(dec, "", func(name string) (err error) {
-		switch name {
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return feedAnswer{}, err
+		}
+		switch name.String() {
 		case "epoch":
 			epoch, _, err = readString(dec, nil)
 		case "revision":
@@ -84,9 +91,11 @@ func decodeTop(dec *jsontext.Decoder, prev *snapshot) (feedAnswer, error) {
 		default: // a field this edge does not know
 			err = dec.SkipValue()
 		}
-		return err
-	})
-	if err != nil {
+		if err != nil {
+			return feedAnswer{}, err
+		}
+	}
+	if err := expectKind(dec, '}'); err != nil {
 		return feedAnswer{}, err
 	}
 	switch {
@@ -131,8 +140,15 @@ func decodeClients(dec *jsontext.Decoder, b *snapshotBuilder) error {
 // decode reads one client object of the feed into rc. Unknown keys are
 // skipped; null reads as absent.
 func (rc *rawClient) decode(dec *jsontext.Decoder) error {
-	return readObject(dec, "client", func(name string) (err error) {
-		switch name {
+	if err := expectKind(dec, '{'); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		switch name.String() {
 		case "client_id":
 			rc.ids, rc.id, err = readString(dec, rc.ids)
 		case "secrets":
@@ -171,8 +187,11 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 		default:
 			err = dec.SkipValue()
 		}
-		return err
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return expectKind(dec, '}')
 }
 
 // decodeSecret reads a secret (or, without withExpiry, a tombstone): its
@@ -180,77 +199,110 @@ func (rc *rawClient) decode(dec *jsontext.Decoder) error {
 // into rc.text.
 func (rc *rawClient) decodeSecret(dec *jsontext.Decoder, withExpiry bool) (rawSecret, error) {
 	var s rawSecret
-	expires := &s.expires
-	if !withExpiry {
-		expires = nil
+	if err := expectKind(dec, '{'); err != nil {
+		return s, fmt.Errorf("secret: %w", err)
 	}
-	err := rc.decodeCredential(dec, "secret", &s.id, expires, "hash", func() (err error) {
-		rc.text, s.hash, err = readString(dec, rc.text)
-		if err == nil {
-			rc.text = s.parseHash(rc.text)
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return s, err
 		}
-		return err
-	})
-	return s, err
+		switch key := name.String(); {
+		case key == "id":
+			rc.ids, s.id, err = readString(dec, rc.ids)
+		case key == "hash":
+			rc.text, s.hash, err = readString(dec, rc.text)
+			if err == nil {
+				rc.text = s.parseHash(rc.text)
+			}
+		case key == "expires_at" && withExpiry:
+			s.expires, err = readExpiry(dec)
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return s, err
+		}
+	}
+	return s, expectKind(dec, '}')
 }
 
 // decodeKey reads a public key: its id into rc.ids, its JWK, as the JSON
 // it is, into rc.text.
 func (rc *rawClient) decodeKey(dec *jsontext.Decoder) (rawKey, error) {
 	var k rawKey
-	err := rc.decodeCredential(dec, "public key", &k.id, &k.expires, "jwk", func() error {
-		v, err := dec.ReadValue()
-		if err == nil {
-			k.jwk.at = len(rc.text)
-			rc.text = append(rc.text, v...)
-			k.jwk.end = len(rc.text)
+	if err := expectKind(dec, '{'); err != nil {
+		return k, fmt.Errorf("public key: %w", err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return k, err
 		}
-		return err
-	})
-	return k, err
+		switch name.String() {
+		case "id":
+			rc.ids, k.id, err = readString(dec, rc.ids)
+		case "jwk":
+			var v jsontext.Value
+			if v, err = dec.ReadValue(); err == nil {
+				k.jwk.at = len(rc.text)
+				rc.text = append(rc.text, v...)
+				k.jwk.end = len(rc.text)
+			}
+		case "expires_at":
+			k.expires, err = readExpiry(dec)
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return k, err
+		}
+	}
+	return k, expectKind(dec, '}')
 }
 
 // decodeCertificate reads a certificate: its id into rc.ids, its
 // thumbprint decoded into the fixed array.
 func (rc *rawClient) decodeCertificate(dec *jsontext.Decoder) (rawSecret, error) {
 	var c rawSecret
-	err := rc.decodeCredential(dec, "certificate", &c.id, &c.expires, "x5t#S256", func() (err error) {
-		var at span
-		if rc.text, at, err = readString(dec, rc.text); err == nil {
-			c.digest, c.sha = parseThumbprint(rc.text[at.at:at.end])
-			rc.text = rc.text[:at.at]
+	if err := expectKind(dec, '{'); err != nil {
+		return c, fmt.Errorf("certificate: %w", err)
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return c, err
 		}
-		return err
-	})
-	return c, err
-}
-
-// decodeCredential reads the object of a secret, tombstone, public key or
-// certificate (what, for errors): its id into rc.ids at *id, its expiry
-// into *expires (skipped when expires is nil), and the member named
-// material with readMaterial. Other members are skipped.
-func (rc *rawClient) decodeCredential(dec *jsontext.Decoder, what string, id *span, expires *int64, material string, readMaterial func() error) error {
-	return readObject(dec, what, func(name string) (err error) {
-		switch {
-		case name == "id":
-			rc.ids, *id, err = readString(dec, rc.ids)
-		case name == material:
-			err = readMaterial()
-		case name == "expires_at" && expires != nil:
-			*expires, err = readExpiry(dec)
+		switch name.String() {
+		case "id":
+			rc.ids, c.id, err = readString(dec, rc.ids)
+		case "x5t#S256":
+			var at span
+			if rc.text, at, err = readString(dec, rc.text); err == nil {
+				c.digest, c.sha = parseThumbprint(rc.text[at.at:at.end])
+				rc.text = rc.text[:at.at]
+			}
+		case "expires_at":
+			c.expires, err = readExpiry(dec)
 		default:
 			err = dec.SkipValue()
 		}
-		return err
-	})
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, expectKind(dec, '}')
 }
 
 // readExpiry reads an RFC 3339 time, or null, as secretMeta.expires
 // holds it.
 func readExpiry(dec *jsontext.Decoder) (int64, error) {
-	v, err := readKindOrNull(dec, '"', "expires_at: want a string")
-	if v == nil {
+	v, err := dec.ReadValue()
+	if err != nil || v.Kind() == 'n' {
 		return 0, err
+	}
+	if v.Kind() != '"' {
+		return 0, fmt.Errorf("expires_at: want a string, got %v", v.Kind())
 	}
 	var buf [64]byte
 	raw, err := jsontext.AppendUnquote(buf[:0], v)
@@ -282,25 +334,14 @@ func readString(dec *jsontext.Decoder, buf []byte) ([]byte, span, error) {
 }
 
 func readInt(dec *jsontext.Decoder) (int64, error) {
-	v, err := readKindOrNull(dec, '0', "want an integer")
-	if v == nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(v), 10, 64)
-}
-
-// readKindOrNull reads the value that comes next, which must be of kind
-// want (mismatch: an error that says so, then what came), or null: nil
-// and no error.
-func readKindOrNull(dec *jsontext.Decoder, want jsontext.Kind, mismatch string) (jsontext.Value, error) {
 	v, err := dec.ReadValue()
 	if err != nil || v.Kind() == 'n' {
-		return nil, err
+		return 0, err
 	}
-	if v.Kind() != want {
-		return nil, fmt.Errorf("%s, got %v", mismatch, v.Kind())
+	if v.Kind() != '0' {
+		return 0, fmt.Errorf("want an integer, got %v", v.Kind())
 	}
-	return v, nil
+	return strconv.ParseInt(string(v), 10, 64)
 }
 
 func readBool(dec *jsontext.Decoder) (bool, error) {
@@ -315,28 +356,6 @@ func readBool(dec *jsontext.Decoder) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("want true or false, got %v", v.Kind())
-}
-
-// readObject reads the object that comes next, calling field for each
-// member with dec on its value, which field reads (or skips). what names
-// the object in an error about its start; the top level goes unnamed.
-func readObject(dec *jsontext.Decoder, what string, field func(name string) error) error {
-	if err := expectKind(dec, '{'); err != nil {
-		if what != "" {
-			err = fmt.Errorf("%s: %w", what, err)
-		}
-		return err
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return err
-		}
-		if err := field(name.String()); err != nil {
-			return err
-		}
-	}
-	return expectKind(dec, '}')
 }
 
 // readArray calls each for every element of the array that comes next
