@@ -208,17 +208,8 @@ func scanCutoverPolicy(r Row, lead []any, trail ...any) (CutoverPolicy, error) {
 	return p, nil
 }
 
-func durationMillis(d *time.Duration) sql.NullInt64 {
-	if d == nil {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: d.Milliseconds(), Valid: true}
-}
+func durationMillis(d *time.Duration) sql.NullInt64 { return nullMillis(d, time.Duration.Milliseconds) }
 
 func millisDuration(v sql.NullInt64) *time.Duration {
-	if !v.Valid {
-		return nil
-	}
-	d := time.Duration(v.Int64) * time.Millisecond
-	return &d
+	return fromNullMillis(v, func(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond })
 }
