@@ -98,12 +98,7 @@ func (s *SQL) Rotations(ctx context.Context, now, callersSince time.Time) ([]Rot
 		out := make([]Rotation, 0, len(ids))
 		var secretIDs []string
 		for chunk := range slices.Chunk(ids, rotationsChunk) {
-			args := make([]any, 0, len(chunk)+1)
-			args = append(args, now.UnixMilli())
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rs, err := q.query(ctx, sqlRotationsIn(len(chunk)), args...)
+			rs, err := q.query(ctx, sqlRotationsIn(len(chunk)), inArgs(chunk, now.UnixMilli())...)
 			if err != nil {
 				return nil, err
 			}

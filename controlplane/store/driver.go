@@ -122,6 +122,17 @@ func placeholders(from, n int) string {
 	return b.String()
 }
 
+// inArgs are the arguments of a statement whose first placeholders take
+// fixed and the rest, placeholders(len(fixed)+1, len(ids)), the ids.
+func inArgs(ids []string, fixed ...any) []any {
+	args := make([]any, 0, len(fixed)+len(ids))
+	args = append(args, fixed...)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return args
+}
+
 // Times are BIGINT unix milliseconds (UTC) on both databases, and so are
 // durations; an optional one is NULL when absent.
 
