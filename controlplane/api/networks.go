@@ -58,22 +58,14 @@ func (a *API) getNetworks(r *http.Request, who rules.Actor) (any, error) {
 	return reply(toNetworksJSON)(a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id")))
 }
 
-func (a *API) putNetworks(r *http.Request, who rules.Actor) (any, error) {
-	var req PutNetworksRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) putNetworks(r *http.Request, who rules.Actor, req PutNetworksRequest) (any, error) {
 	if req.AllowedCIDRs == nil {
 		return nil, badRequest(`allowed_cidrs is required (a list of CIDR prefixes; [] allows anywhere)`)
 	}
 	return reply(toNetworksJSON)(a.svc.SetNetworks(r.Context(), who, r.PathValue("client_id"), *req.AllowedCIDRs, req.ReportOnly))
 }
 
-func (a *API) suggestNetworks(r *http.Request, who rules.Actor) (any, error) {
-	var req SuggestRequest
-	if err := decode(r, &req, true); err != nil {
-		return nil, err
-	}
+func (a *API) suggestNetworks(r *http.Request, who rules.Actor, req SuggestRequest) (any, error) {
 	var within time.Duration
 	if req.Within != nil {
 		var err error
