@@ -570,17 +570,14 @@ func (a *API) listSecrets(r *http.Request, who rules.Actor) (any, error) {
 }
 
 func (a *API) generateSecret(r *http.Request, who rules.Actor, req GenerateRequest) (any, error) {
-	var opts rules.GenerateOptions
-	if req.ExpiresIn != nil {
-		d, err := parseDuration("expires_in", *req.ExpiresIn)
-		if err != nil {
-			return nil, err
-		}
-		if d == 0 {
-			return nil, badRequest("expires_in must be positive")
-		}
-		opts.ExpiresIn = d
+	expiresIn, err := optionalDuration("expires_in", req.ExpiresIn)
+	if err != nil {
+		return nil, err
 	}
+	if req.ExpiresIn != nil && expiresIn == 0 {
+		return nil, badRequest("expires_in must be positive")
+	}
+	opts := rules.GenerateOptions{ExpiresIn: expiresIn}
 	if req.Import != nil {
 		if (req.Import.Hash == "") == (req.Import.Secret == "") {
 			return nil, badRequest("import takes exactly one of hash and secret")
@@ -676,6 +673,15 @@ func parseDuration(field, v string) (time.Duration, error) {
 		return 0, badRequest("%s must not be negative", field)
 	}
 	return d, nil
+}
+
+// optionalDuration is parseDuration of an optional field: 0 when it is
+// absent.
+func optionalDuration(field string, v *string) (time.Duration, error) {
+	if v == nil {
+		return 0, nil
+	}
+	return parseDuration(field, *v)
 }
 
 // decode reads a JSON object into v, refusing unknown fields and

@@ -66,12 +66,9 @@ func (a *API) putNetworks(r *http.Request, who rules.Actor, req PutNetworksReque
 }
 
 func (a *API) suggestNetworks(r *http.Request, who rules.Actor, req SuggestRequest) (any, error) {
-	var within time.Duration
-	if req.Within != nil {
-		var err error
-		if within, err = parseDuration("within", *req.Within); err != nil {
-			return nil, err
-		}
+	within, err := optionalDuration("within", req.Within)
+	if err != nil {
+		return nil, err
 	}
 	sug, err := a.svc.SuggestNetworks(r.Context(), who, r.PathValue("client_id"), within)
 	if err != nil {
