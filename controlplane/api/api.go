@@ -472,11 +472,7 @@ func toCreatedJSON(ns rules.CreatedSecret) CreatedSecret {
 	}
 }
 
-func (a *API) createClient(r *http.Request, who rules.Actor) (any, error) {
-	var req CreateClientRequest
-	if err := decode(r, &req, true); err != nil {
-		return nil, err
-	}
+func (a *API) createClient(r *http.Request, who rules.Actor, req CreateClientRequest) (any, error) {
 	id := ""
 	if req.ClientID != nil {
 		if id = *req.ClientID; id == "" {
@@ -521,22 +517,14 @@ func (a *API) deleteClient(r *http.Request, who rules.Actor) (any, error) {
 	return answer{status: http.StatusNoContent}, nil
 }
 
-func (a *API) putOwners(r *http.Request, who rules.Actor) (any, error) {
-	var req PutOwnersRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) putOwners(r *http.Request, who rules.Actor, req PutOwnersRequest) (any, error) {
 	if req.Owners == nil {
 		return nil, badRequest(`owners is required (a list of user ids; [] removes every owner)`)
 	}
 	return a.editOwners(r, who, rules.OwnersEdit{Replace: true, Set: *req.Owners})
 }
 
-func (a *API) patchOwners(r *http.Request, who rules.Actor) (any, error) {
-	var req PatchOwnersRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) patchOwners(r *http.Request, who rules.Actor, req PatchOwnersRequest) (any, error) {
 	return a.editOwners(r, who, rules.OwnersEdit{Add: req.Add, Remove: req.Remove})
 }
 
@@ -581,22 +569,15 @@ func (a *API) listSecrets(r *http.Request, who rules.Actor) (any, error) {
 	return SecretList{Secrets: toSecretsJSON(secrets, a.svc.Now())}, nil
 }
 
-func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
-	var req GenerateRequest
-	if err := decode(r, &req, true); err != nil {
+func (a *API) generateSecret(r *http.Request, who rules.Actor, req GenerateRequest) (any, error) {
+	expiresIn, err := optionalDuration("expires_in", req.ExpiresIn)
+	if err != nil {
 		return nil, err
 	}
-	var opts rules.GenerateOptions
-	if req.ExpiresIn != nil {
-		d, err := parseDuration("expires_in", *req.ExpiresIn)
-		if err != nil {
-			return nil, err
-		}
-		if d == 0 {
-			return nil, badRequest("expires_in must be positive")
-		}
-		opts.ExpiresIn = d
+	if req.ExpiresIn != nil && expiresIn == 0 {
+		return nil, badRequest("expires_in must be positive")
 	}
+	opts := rules.GenerateOptions{ExpiresIn: expiresIn}
 	if req.Import != nil {
 		if (req.Import.Hash == "") == (req.Import.Secret == "") {
 			return nil, badRequest("import takes exactly one of hash and secret")
@@ -613,11 +594,7 @@ func (a *API) generateSecret(r *http.Request, who rules.Actor) (any, error) {
 	return answer{status: http.StatusCreated, body: toCreatedJSON(ns)}, nil
 }
 
-func (a *API) rotateSecret(r *http.Request, who rules.Actor) (any, error) {
-	var req RotateRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) rotateSecret(r *http.Request, who rules.Actor, req RotateRequest) (any, error) {
 	if req.Grace == nil {
 		return nil, badRequest(`grace is required (a Go duration; "0s" revokes the other secrets at once)`)
 	}
@@ -664,11 +641,7 @@ func (a *API) revokeSecret(r *http.Request, who rules.Actor) (any, error) {
 	return reply(a.secretJSON)(a.svc.RevokeSecret(r.Context(), who, r.PathValue("client_id"), r.PathValue("secret_id")))
 }
 
-func (a *API) labelSecret(r *http.Request, who rules.Actor) (any, error) {
-	var req LabelRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) labelSecret(r *http.Request, who rules.Actor, req LabelRequest) (any, error) {
 	if req.Label == nil {
 		return nil, badRequest(`label is required ("" clears it)`)
 	}
@@ -700,6 +673,15 @@ func parseDuration(field, v string) (time.Duration, error) {
 		return 0, badRequest("%s must not be negative", field)
 	}
 	return d, nil
+}
+
+// optionalDuration is parseDuration of an optional field: 0 when it is
+// absent.
+func optionalDuration(field string, v *string) (time.Duration, error) {
+	if v == nil {
+		return 0, nil
+	}
+	return parseDuration(field, *v)
 }
 
 // decode reads a JSON object into v, refusing unknown fields and

@@ -86,11 +86,7 @@ func (a *API) getCutover(r *http.Request, who rules.Actor) (any, error) {
 	return reply(NewCutover)(a.svc.GetCutover(r.Context(), who, r.PathValue("client_id")))
 }
 
-func (a *API) putCutover(r *http.Request, who rules.Actor) (any, error) {
-	var req PutCutoverRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) putCutover(r *http.Request, who rules.Actor, req PutCutoverRequest) (any, error) {
 	change, err := req.change()
 	if err != nil {
 		return nil, err

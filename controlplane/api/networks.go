@@ -58,28 +58,17 @@ func (a *API) getNetworks(r *http.Request, who rules.Actor) (any, error) {
 	return reply(toNetworksJSON)(a.svc.VisibleClient(r.Context(), who, r.PathValue("client_id")))
 }
 
-func (a *API) putNetworks(r *http.Request, who rules.Actor) (any, error) {
-	var req PutNetworksRequest
-	if err := decode(r, &req, false); err != nil {
-		return nil, err
-	}
+func (a *API) putNetworks(r *http.Request, who rules.Actor, req PutNetworksRequest) (any, error) {
 	if req.AllowedCIDRs == nil {
 		return nil, badRequest(`allowed_cidrs is required (a list of CIDR prefixes; [] allows anywhere)`)
 	}
 	return reply(toNetworksJSON)(a.svc.SetNetworks(r.Context(), who, r.PathValue("client_id"), *req.AllowedCIDRs, req.ReportOnly))
 }
 
-func (a *API) suggestNetworks(r *http.Request, who rules.Actor) (any, error) {
-	var req SuggestRequest
-	if err := decode(r, &req, true); err != nil {
+func (a *API) suggestNetworks(r *http.Request, who rules.Actor, req SuggestRequest) (any, error) {
+	within, err := optionalDuration("within", req.Within)
+	if err != nil {
 		return nil, err
-	}
-	var within time.Duration
-	if req.Within != nil {
-		var err error
-		if within, err = parseDuration("within", *req.Within); err != nil {
-			return nil, err
-		}
 	}
 	sug, err := a.svc.SuggestNetworks(r.Context(), who, r.PathValue("client_id"), within)
 	if err != nil {

@@ -71,25 +71,25 @@ type route struct {
 func (a *API) table() []route {
 	return []route{
 		{"GET", "/v1/clients", roleAdmin, 0, a.listClients},
-		{"POST", "/v1/clients", roleAdmin, 0, a.createClient},
+		{"POST", "/v1/clients", roleAdmin, 0, withBody(true, a.createClient)},
 		{"GET", "/v1/clients/{client_id}", roleAdmin, 0, a.getClient},
 		{"DELETE", "/v1/clients/{client_id}", roleAdmin, 0, a.deleteClient},
-		{"PUT", "/v1/clients/{client_id}/owners", roleAdmin, 0, a.putOwners},
-		{"PATCH", "/v1/clients/{client_id}/owners", roleAdmin, 0, a.patchOwners},
+		{"PUT", "/v1/clients/{client_id}/owners", roleAdmin, 0, withBody(false, a.putOwners)},
+		{"PATCH", "/v1/clients/{client_id}/owners", roleAdmin, 0, withBody(false, a.patchOwners)},
 		{"GET", "/v1/clients/{client_id}/audit", roleAdmin, 0, a.audit},
 		{"GET", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.getNetworks},
-		{"PUT", "/v1/clients/{client_id}/networks", roleAdmin, 0, a.putNetworks},
-		{"POST", "/v1/clients/{client_id}/networks/suggest", roleAdmin, 0, a.suggestNetworks},
+		{"PUT", "/v1/clients/{client_id}/networks", roleAdmin, 0, withBody(false, a.putNetworks)},
+		{"POST", "/v1/clients/{client_id}/networks/suggest", roleAdmin, 0, withBody(true, a.suggestNetworks)},
 		{"GET", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.getSink},
-		{"PUT", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.putSink},
+		{"PUT", "/v1/clients/{client_id}/sink", roleAdmin, 0, withBody(false, a.putSink)},
 		{"DELETE", "/v1/clients/{client_id}/sink", roleAdmin, 0, a.deleteSink},
 		{"GET", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.getCutover},
-		{"PUT", "/v1/clients/{client_id}/cutover", roleAdmin, 0, a.putCutover},
+		{"PUT", "/v1/clients/{client_id}/cutover", roleAdmin, 0, withBody(false, a.putCutover)},
 		{"GET", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.listSecrets},
-		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, a.generateSecret},
-		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, a.rotateSecret},
+		{"POST", "/v1/clients/{client_id}/secrets", roleAdmin, 0, withBody(true, a.generateSecret)},
+		{"POST", "/v1/clients/{client_id}/secrets/rotate", roleAdmin, 0, withBody(false, a.rotateSecret)},
 		{"DELETE", "/v1/clients/{client_id}/secrets/{secret_id}", roleAdmin, 0, a.revokeSecret},
-		{"PUT", "/v1/clients/{client_id}/secrets/{secret_id}/label", roleAdmin, 0, a.labelSecret},
+		{"PUT", "/v1/clients/{client_id}/secrets/{secret_id}/label", roleAdmin, 0, withBody(false, a.labelSecret)},
 		{"GET", "/v1/clients/{client_id}/secrets/{secret_id}/callers", roleAdmin, 0, a.listCallers},
 		{"GET", "/v1/events", roleAdmin, 0, a.listEvents},
 		{"GET", wire.SnapshotPath, roleEdge, 0, a.snapshot},
@@ -200,6 +200,19 @@ func (a *API) owns(path string) bool {
 		}
 	}
 	return false
+}
+
+// withBody is the handler h of an endpoint that takes a JSON request
+// body: decode reads it into a Req (an empty body is the zero Req when
+// allowEmpty) before h runs.
+func withBody[Req any](allowEmpty bool, h func(r *http.Request, who rules.Actor, req Req) (any, error)) handler {
+	return func(r *http.Request, who rules.Actor) (any, error) {
+		var req Req
+		if err := decode(r, &req, allowEmpty); err != nil {
+			return nil, err
+		}
+		return h(r, who, req)
+	}
 }
 
 // reply is a handler's answer to a call of the rules that returns v:

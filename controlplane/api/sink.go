@@ -40,11 +40,7 @@ func (a *API) getSink(r *http.Request, who rules.Actor) (any, error) {
 
 // putSink sets the client's sink from a sink.Config; the rules refuse a
 // bad one naming the field (400).
-func (a *API) putSink(r *http.Request, who rules.Actor) (any, error) {
-	var cfg sink.Config
-	if err := decode(r, &cfg, false); err != nil {
-		return nil, err
-	}
+func (a *API) putSink(r *http.Request, who rules.Actor, cfg sink.Config) (any, error) {
 	return reply(toSinkJSON)(a.svc.SetSink(r.Context(), who, r.PathValue("client_id"), cfg))
 }
 

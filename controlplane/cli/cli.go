@@ -174,6 +174,21 @@ func command(use, short string, run func(cmd *cobra.Command, args []string) erro
 	return &cobra.Command{Use: use, Short: short, Args: namedArgs, RunE: run}
 }
 
+// clientResourceCommand is `client <name> <client_id>`, a command over
+// the client's resource /v1/clients/{client_id}/<name>: args checks its
+// arguments, and run gets the client id and the resource's path.
+func clientResourceCommand(name, short, long string, args cobra.PositionalArgs, run func(cmd *cobra.Command, clientID, path string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   name + " <client_id>",
+		Short: short,
+		Long:  long,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, args[0], clientPath(args[0])+"/"+name)
+		},
+	}
+}
+
 // namedArgs checks a command's arguments against the <names> of its Use
 // line, and names the missing or extra ones.
 func namedArgs(cmd *cobra.Command, args []string) error {

@@ -14,17 +14,14 @@ import (
 // cutoverCommand is `client cutover`: show or set a client's cut-over
 // policy, and show where its rotation stands.
 func cutoverCommand() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "cutover <client_id>",
-		Short: "Shows or sets when an old secret is revoked by itself (--auto, --manual, --quiet, --lookback, --deadline, --on-deadline)",
-		Long: `Shows or sets a client's cut-over policy, then prints it and the state of
+	c := clientResourceCommand("cutover", "Shows or sets when an old secret is revoked by itself (--auto, --manual, --quiet, --lookback, --deadline, --on-deadline)",
+		`Shows or sets a client's cut-over policy, then prints it and the state of
 each older active secret: which callers have not moved to the newest secret
 yet, and when it will be quiet or stall. --auto revokes an older secret once
 every caller has moved and it has been quiet for --quiet; --manual only
 shows the state. Durations take Go's form or d for days ("14d"). A flag not
 given leaves that field as it is.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		cobra.ExactArgs(1), func(cmd *cobra.Command, clientID, path string) error {
 			auto, _ := cmd.Flags().GetBool("auto")
 			manual, _ := cmd.Flags().GetBool("manual")
 			if auto && manual {
@@ -43,15 +40,13 @@ given leaves that field as it is.`,
 					*f.to = &v
 				}
 			}
-			path := clientPath(args[0]) + "/cutover"
 			var out api.Cutover
 			show := func(w io.Writer) { printCutover(w, out) }
 			if req == (api.PutCutoverRequest{}) {
 				return run(cmd, http.MethodGet, path, nil, &out, show)
 			}
 			return run(cmd, http.MethodPut, path, req, &out, show)
-		},
-	}
+		})
 	c.Flags().Bool("auto", false, "revoke an older secret once every caller has moved to the newest")
 	c.Flags().Bool("manual", false, "never revoke by itself; only show the state")
 	c.Flags().String("quiet", "", "how long the older secret must go unused (e.g. 1h)")

@@ -18,10 +18,8 @@ import (
 // networksCommand is `client networks`: show, set, clear or suggest a
 // client's allowed networks, and switch report-only mode.
 func networksCommand() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "networks <client_id>",
-		Short: "Shows or sets the networks a client may call from (--set, --clear, --report-only, --enforce), or suggests them (--suggest)",
-		Long: `Shows or sets the networks a client may call from. With no flag it prints
+	c := clientResourceCommand("networks", "Shows or sets the networks a client may call from (--set, --clear, --report-only, --enforce), or suggests them (--suggest)",
+		`Shows or sets the networks a client may call from. With no flag it prints
 them, one CIDR per line (nothing: anywhere). --set replaces them with a
 comma-separated list of CIDR prefixes or addresses; --clear allows anywhere.
 --report-only records calls from outside without refusing them; --enforce
@@ -29,8 +27,7 @@ refuses them (the default for a client). Without a mode flag, the mode stays
 as it is. --suggest prints the smallest set of networks covering the callers
 of the client's active secrets seen within --within (default: the control
 plane's tombstone_window), without saving it.`,
-		Args: namedArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		namedArgs, func(cmd *cobra.Command, clientID, path string) error {
 			set, _ := cmd.Flags().GetStringSlice("set")
 			clear, _ := cmd.Flags().GetBool("clear")
 			reportOnly, _ := cmd.Flags().GetBool("report-only")
@@ -48,7 +45,6 @@ plane's tombstone_window), without saving it.`,
 			case within != "" && !suggest:
 				return errors.New("--within goes with --suggest")
 			}
-			path := clientPath(args[0]) + "/networks"
 			if suggest {
 				req := api.SuggestRequest{}
 				if within != "" {
@@ -58,7 +54,7 @@ plane's tombstone_window), without saving it.`,
 				return run(cmd, http.MethodPost, path+"/suggest", req, &out, func(w io.Writer) {
 					printCIDRs(w, out.AllowedCIDRs)
 					fmt.Fprintf(cmd.ErrOrStderr(), "covers the %s seen; not saved (apply with: client networks %s --set %s)\n",
-						rules.Plural(int64(out.Callers), "caller IP", "caller IPs"), args[0], orDash(strings.Join(out.AllowedCIDRs, ",")))
+						rules.Plural(int64(out.Callers), "caller IP", "caller IPs"), clientID, orDash(strings.Join(out.AllowedCIDRs, ",")))
 					if out.UnlistedRequests > 0 {
 						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d requests came from IPs the edges did not list one by one (over 64 per secret per flush); these networks may miss callers\n", out.UnlistedRequests)
 					}
@@ -66,7 +62,7 @@ plane's tombstone_window), without saving it.`,
 			}
 			var cur api.Networks
 			if !setting && !reportOnly && !enforce {
-				return run(cmd, http.MethodGet, path, nil, &cur, func(w io.Writer) { printNetworks(cmd, w, args[0], cur) })
+				return run(cmd, http.MethodGet, path, nil, &cur, func(w io.Writer) { printNetworks(cmd, w, clientID, cur) })
 			}
 			if err := call(cmd, http.MethodGet, path, nil, &cur); err != nil {
 				return err
@@ -83,9 +79,8 @@ plane's tombstone_window), without saving it.`,
 				req.ReportOnly = reportOnly
 			}
 			var out api.Networks
-			return run(cmd, http.MethodPut, path, req, &out, func(w io.Writer) { printNetworks(cmd, w, args[0], out) })
-		},
-	}
+			return run(cmd, http.MethodPut, path, req, &out, func(w io.Writer) { printNetworks(cmd, w, clientID, out) })
+		})
 	c.Flags().StringSlice("set", nil, "allowed networks, comma-separated CIDR prefixes or addresses (e.g. 10.0.0.0/8,2001:db8::/32)")
 	c.Flags().Bool("clear", false, "allow the client from anywhere")
 	c.Flags().Bool("report-only", false, "record calls from outside the networks without refusing them")

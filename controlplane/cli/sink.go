@@ -17,10 +17,8 @@ import (
 // sinkCommand is `client sink`: show, set or remove a client's delivery
 // sink (SPEC §15).
 func sinkCommand() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "sink <client_id>",
-		Short: "Shows or sets where a client's new secrets are delivered (--webhook, --aws, --file), or removes it (--delete)",
-		Long: `Shows or sets the client's sink: where its new secrets go instead of to
+	c := clientResourceCommand("sink", "Shows or sets where a client's new secrets are delivered (--webhook, --aws, --file), or removes it (--delete)",
+		`Shows or sets the client's sink: where its new secrets go instead of to
 whoever generates them. With no flag it prints the sink. --webhook <url> with
 --public-key <file> (the receiver's EC P-256 public JWK) sets a webhook sink;
 the answer's signing secret, which the receiver verifies every event with, is
@@ -28,9 +26,7 @@ printed once on stdout. --aws <secret name or ARN> with --region (and
 --endpoint) sets an AWS Secrets Manager sink. --file <path> (or - for stdin)
 sets the sink from its JSON instead. --rotate-every (e.g. 90d) rotates the
 client on a schedule. --delete removes the sink.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path := clientPath(args[0]) + "/sink"
+		cobra.ExactArgs(1), func(cmd *cobra.Command, clientID, path string) error {
 			f := cmd.Flags()
 			del, _ := f.GetBool("delete")
 			file, _ := f.GetString("file")
@@ -44,7 +40,7 @@ client on a schedule. --delete removes the sink.`,
 				if err := call(cmd, http.MethodDelete, path, nil, nil); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "client %s has no sink any more: its new secrets are shown once again\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "client %s has no sink any more: its new secrets are shown once again\n", clientID)
 				return nil
 			case !setting && countSet(cmd, "public-key", "region", "endpoint", "rotate-every") > 0:
 				return errors.New("give --webhook, --aws or --file to set a sink")
@@ -64,8 +60,7 @@ client on a schedule. --delete removes the sink.`,
 				}
 				printSink(cmd.ErrOrStderr(), out)
 			})
-		},
-	}
+		})
 	f := c.Flags()
 	f.String("webhook", "", "set a webhook sink posting to this https URL (http only to a loopback address)")
 	f.String("public-key", "", "with --webhook: file holding the receiver's public JWK (EC P-256)")

@@ -92,12 +92,7 @@ func readCallers(ctx context.Context, q querier, secretIDs []string, since time.
 	if len(secretIDs) == 0 {
 		return out, nil
 	}
-	args := make([]any, 0, len(secretIDs)+1)
-	args = append(args, since.UnixMilli())
-	for _, id := range secretIDs {
-		args = append(args, id)
-	}
-	rs, err := q.query(ctx, sqlCallersIn(len(secretIDs)), args...)
+	rs, err := q.query(ctx, sqlCallersIn(len(secretIDs)), inArgs(secretIDs, since.UnixMilli())...)
 	if err != nil {
 		return nil, err
 	}

@@ -236,12 +236,7 @@ func readChanges(ctx context.Context, q querier, since int64, now time.Time, tom
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]
 		ids = ids[len(batch):]
-		args := make([]any, 0, len(batch)+2)
-		args = append(args, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))
-		for _, id := range batch {
-			args = append(args, id)
-		}
-		rs, err := q.query(ctx, sqlFeedRowsOf(len(batch)), args...)
+		rs, err := q.query(ctx, sqlFeedRowsOf(len(batch)), inArgs(batch, now.UnixMilli(), tombstonesSince(now, tombstoneWindow))...)
 		if err != nil {
 			return wire.Delta{}, false, err
 		}

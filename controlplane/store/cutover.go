@@ -98,12 +98,7 @@ func (s *SQL) Rotations(ctx context.Context, now, callersSince time.Time) ([]Rot
 		out := make([]Rotation, 0, len(ids))
 		var secretIDs []string
 		for chunk := range slices.Chunk(ids, rotationsChunk) {
-			args := make([]any, 0, len(chunk)+1)
-			args = append(args, now.UnixMilli())
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rs, err := q.query(ctx, sqlRotationsIn(len(chunk)), args...)
+			rs, err := q.query(ctx, sqlRotationsIn(len(chunk)), inArgs(chunk, now.UnixMilli())...)
 			if err != nil {
 				return nil, err
 			}
@@ -208,17 +203,8 @@ func scanCutoverPolicy(r Row, lead []any, trail ...any) (CutoverPolicy, error) {
 	return p, nil
 }
 
-func durationMillis(d *time.Duration) sql.NullInt64 {
-	if d == nil {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: d.Milliseconds(), Valid: true}
-}
+func durationMillis(d *time.Duration) sql.NullInt64 { return nullMillis(d, time.Duration.Milliseconds) }
 
 func millisDuration(v sql.NullInt64) *time.Duration {
-	if !v.Valid {
-		return nil
-	}
-	d := time.Duration(v.Int64) * time.Millisecond
-	return &d
+	return fromNullMillis(v, func(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond })
 }

@@ -122,21 +122,40 @@ func placeholders(from, n int) string {
 	return b.String()
 }
 
-// Times are BIGINT unix milliseconds (UTC) on both databases.
-
-func toMillis(t *time.Time) sql.NullInt64 {
-	if t == nil {
-		return sql.NullInt64{}
+// inArgs are the arguments of a statement whose first placeholders take
+// fixed and the rest, placeholders(len(fixed)+1, len(ids)), the ids.
+func inArgs(ids []string, fixed ...any) []any {
+	args := make([]any, 0, len(fixed)+len(ids))
+	args = append(args, fixed...)
+	for _, id := range ids {
+		args = append(args, id)
 	}
-	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+	return args
 }
 
-func fromMillis(v sql.NullInt64) *time.Time {
+// Times are BIGINT unix milliseconds (UTC) on both databases, and so are
+// durations; an optional one is NULL when absent.
+
+// nullMillis is *v in milliseconds as ms counts them, or NULL for nil.
+func nullMillis[T any](v *T, ms func(T) int64) sql.NullInt64 {
+	if v == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: ms(*v), Valid: true}
+}
+
+// fromNullMillis is the value from makes of v's milliseconds, or nil for
+// NULL.
+func fromNullMillis[T any](v sql.NullInt64, from func(int64) T) *T {
 	if !v.Valid {
 		return nil
 	}
-	t := time.UnixMilli(v.Int64).UTC()
-	return &t
+	out := from(v.Int64)
+	return &out
 }
+
+func toMillis(t *time.Time) sql.NullInt64 { return nullMillis(t, time.Time.UnixMilli) }
+
+func fromMillis(v sql.NullInt64) *time.Time { return fromNullMillis(v, millisTime) }
 
 func millisTime(v int64) time.Time { return time.UnixMilli(v).UTC() }
