@@ -112,17 +112,3 @@ func refused(err error) bool {
 	var re *oauth2.RetrieveError
 	return errors.As(err, &re) && re.Response.StatusCode == http.StatusUnauthorized && re.ErrorCode == "invalid_client"
 }
-
-// eventually polls cond every few milliseconds until it holds or timeout
-// passes, and returns how long it took.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
-}

@@ -19,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // consoleHalves runs the control plane behind basic_auth for people
@@ -230,8 +232,8 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	}
 
 	// The app runs with its first secret.
-	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(old.Secret) == nil })
-	eventually(t, 5*time.Second, "the first secret's last use reaches the control plane", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(old.Secret) == nil })
+	cptest.WaitFor(t, 5*time.Second, "the first secret's last use reaches the control plane", func() bool {
 		return api.secrets("demo-app")[old.ID].LastUsedAt != nil
 	})
 
@@ -293,7 +295,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	}
 
 	// The app switches to it and gets a token through the edge.
-	eventually(t, 5*time.Second, "the edge accepts the new secret", func() bool { return token(secret) == nil })
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the new secret", func() bool { return token(secret) == nil })
 
 	// Reloading the answer (the browser sends the POST again) shows no
 	// secret and makes none.
@@ -314,7 +316,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 			newID = id
 		}
 	}
-	eventually(t, 5*time.Second, "the new secret's last use reaches the control plane", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the new secret's last use reaches the control plane", func() bool {
 		s := api.secrets("demo-app")
 		return s[newID].LastUsedAt != nil && s[newID].LastUsedAt.After(*s[old.ID].LastUsedAt)
 	})
@@ -335,7 +337,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	if !strings.Contains(olive.body(), "("+old.ID+") revoked.") || olive.status(old.ID) != "revoked" {
 		t.Fatal("the client page does not show the secret revoked")
 	}
-	took := eventually(t, 2*time.Second, "the edge refuses the revoked secret within revocation_delay", func() bool {
+	took := cptest.WaitFor(t, 2*time.Second, "the edge refuses the revoked secret within revocation_delay", func() bool {
 		return refused(token(old.Secret))
 	})
 	if err := token(secret); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/interoptest"
 )
 
@@ -94,12 +95,12 @@ func privateKeyJWTInterop(t *testing.T, edge string, api adminAPI) {
 	if res := interoptest.OpenIDClient(t, c); res.Status != 200 || res.AccessToken != "tok-svc" {
 		t.Fatalf("openid-client: %+v", res)
 	}
-	eventually(t, 5*time.Second, "the key's last use stamped", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the key's last use stamped", func() bool {
 		return api.secrets("svc")[keyID].LastUsedAt != nil
 	})
 
 	api.revoke("svc", keyID)
-	took := eventually(t, 5*time.Second, "the revoked key refused", func() bool {
+	took := cptest.WaitFor(t, 5*time.Second, "the revoked key refused", func() bool {
 		return interoptest.Authlib(t, c).Status == http.StatusUnauthorized
 	})
 	t.Logf("the revoked key was refused %v after the revocation (revocation_delay 2s)", took)
@@ -212,7 +213,7 @@ https://localhost:%[2]d {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	eventually(t, 5*time.Second, "the edge accepts the registered certificate", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the registered certificate", func() bool {
 		status, _ := ask(clientCert, clientKey)
 		return status == 200
 	})
@@ -227,7 +228,7 @@ https://localhost:%[2]d {
 		t.Fatalf("no certificate: %d", status)
 	}
 	api.revoke("machine", reg.ID)
-	eventually(t, 5*time.Second, "the revoked certificate refused", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the revoked certificate refused", func() bool {
 		status, _ := ask(clientCert, clientKey)
 		return status == 401
 	})

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // leakLoop runs both halves, as bothHalves, plus the leak loop: GitHub's
@@ -157,11 +159,11 @@ func TestPresentedAfterRevoke(t *testing.T) {
 	api := adminAPI{t: t, base: cp}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
-	eventually(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, edge, "app", s1.Secret).status == 200 })
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, edge, "app", s1.Secret).status == 200 })
 	before := cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total")
 
 	api.revoke("app", s1.ID)
-	eventually(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, edge, "app", s1.Secret).status == 401 })
+	cptest.WaitFor(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, edge, "app", s1.Secret).status == 401 })
 	// The edge's snapshot now carries s1 as a tombstone (the revocation
 	// reached it); count from here.
 	presented := time.Now()
@@ -172,7 +174,7 @@ func TestPresentedAfterRevoke(t *testing.T) {
 		t.Fatalf("refusals differ:\nrevoked: %+v\nwrong:   %+v\nunknown: %+v", dead, wrong, unknown)
 	}
 
-	eventually(t, 2*time.Second, "the listing shows s1 presented after revoke", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the listing shows s1 presented after revoke", func() bool {
 		u := deadUses(t, api, "app")[s1.ID]
 		return u.Count >= 1 && u.From != nil && *u.From == "127.0.0.1"
 	})
@@ -180,10 +182,10 @@ func TestPresentedAfterRevoke(t *testing.T) {
 	if u := deadUses(t, api, "app")[s2.ID]; u.Count != 0 {
 		t.Fatalf("the live secret s2 was counted: %+v", u)
 	}
-	eventually(t, time.Second, "the metric counts it", func() bool {
+	cptest.WaitFor(t, time.Second, "the metric counts it", func() bool {
 		return cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total") > before
 	})
-	eventually(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
 		types, _, _ := hook.got()
 		return len(types) >= 2
 	})
@@ -211,7 +213,7 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	leaked, other := api.generate("app"), api.generate("app")
 	// Both: the edge may hold the revision with the first and not yet the
 	// second.
-	eventually(t, 2*time.Second, "the edge accepts both secrets", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts both secrets", func() bool {
 		return present(t, edge, "app", leaked.Secret).status == 200 && present(t, edge, "app", other.Secret).status == 200
 	})
 
@@ -250,7 +252,7 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 		out[0]["token_hash"] != hex.EncodeToString(sum[:]) || out[0]["token_type"] != "rotagate_client_secret" {
 		t.Fatalf("report: %d %v", st, out)
 	}
-	eventually(t, 2*time.Second, "the edge refuses the reported secret", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the edge refuses the reported secret", func() bool {
 		return present(t, edge, "app", leaked.Secret).status == 401
 	})
 	t.Logf("leak report → refused at the edge: %v (bound revocation_delay 2s)", time.Since(reported))
@@ -271,7 +273,7 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 	if e.Action != "secret.revoke" || e.SecretID != leaked.ID || e.Who != "github-secret-scanning" || e.Detail != "reason: leak_report; url: "+url {
 		t.Fatalf("audit entry: %+v", e)
 	}
-	eventually(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
 		types, _, _ := hook.got()
 		return len(types) >= 2
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/feedtest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -57,7 +58,7 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 	}
 	up.mu.Unlock()
 	var logged string
-	eventually(t, 5*time.Second, "the access log line", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the access log line", func() bool {
 		b, _ := os.ReadFile(accessLog)
 		logged = string(b)
 		return strings.Contains(logged, "query-secret-test")

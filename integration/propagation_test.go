@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // bothHalves runs the control plane (SQLite in dir) and an edge in front
@@ -109,13 +111,13 @@ func TestRotationStory(t *testing.T) {
 
 	api.createClient("billing")
 	old := api.generate("billing")
-	eventually(t, 5*time.Second, "the edge accepts the first secret", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the first secret", func() bool {
 		return fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader) == nil
 	})
 	app := startApp(edgeURL, "billing", old.Secret)
 
 	next := api.generate("billing")
-	eventually(t, 2*time.Second, "the edge accepts the second secret", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts the second secret", func() bool {
 		return fetchToken(ctx, edgeURL, "billing", next.Secret, oauth2.AuthStyleInParams) == nil
 	})
 	if err := fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader); err != nil {
@@ -123,10 +125,10 @@ func TestRotationStory(t *testing.T) {
 	}
 	app.secret.Store(&next.Secret) // the app is redeployed with the new secret
 	switched := time.Now()
-	eventually(t, 2*time.Second, "the app uses the new secret", func() bool { return app.lastOK.Load() > switched.UnixNano() })
+	cptest.WaitFor(t, 2*time.Second, "the app uses the new secret", func() bool { return app.lastOK.Load() > switched.UnixNano() })
 
 	api.revoke("billing", old.ID)
-	latency := eventually(t, 2*time.Second, "the revoked secret is refused", func() bool {
+	latency := cptest.WaitFor(t, 2*time.Second, "the revoked secret is refused", func() bool {
 		return refused(fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader))
 	})
 	refusedAt := time.Now()
@@ -134,7 +136,7 @@ func TestRotationStory(t *testing.T) {
 
 	// Last used: the new secret's stamp is in the API within usage_flush+1s.
 	usedBy := time.Unix(0, app.lastOK.Load())
-	eventually(t, 2*time.Second, "last_used_at of the new secret reaches the API", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "last_used_at of the new secret reaches the API", func() bool {
 		s := api.secrets("billing")[next.ID]
 		return s.LastUsedAt != nil && !s.LastUsedAt.Before(usedBy.Truncate(time.Millisecond)) && s.LastUsedFrom != nil && *s.LastUsedFrom == "127.0.0.1"
 	})
@@ -149,7 +151,7 @@ func TestRotationStory(t *testing.T) {
 	}
 	app.finish(t)
 	last := time.Unix(0, app.lastOK.Load()).Truncate(time.Millisecond)
-	eventually(t, 2*time.Second, "the stamp of the app's last request, sent after the reloads, reaches the API", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the stamp of the app's last request, sent after the reloads, reaches the API", func() bool {
 		s := api.secrets("billing")[next.ID]
 		return s.LastUsedAt != nil && !s.LastUsedAt.Before(last)
 	})
@@ -171,11 +173,11 @@ func TestRevocationLatency(t *testing.T) {
 	var latencies []time.Duration
 	for range 50 {
 		s := api.generate("latency")
-		eventually(t, 2*time.Second, "the edge accepts a new secret", func() bool {
+		cptest.WaitFor(t, 2*time.Second, "the edge accepts a new secret", func() bool {
 			return fetchToken(ctx, edgeURL, "latency", s.Secret, oauth2.AuthStyleInHeader) == nil
 		})
 		api.revoke("latency", s.ID)
-		latencies = append(latencies, eventually(t, 2*time.Second, "the revoked secret is refused", func() bool {
+		latencies = append(latencies, cptest.WaitFor(t, 2*time.Second, "the revoked secret is refused", func() bool {
 			return refused(fetchToken(ctx, edgeURL, "latency", s.Secret, oauth2.AuthStyleInHeader))
 		}))
 	}

@@ -24,6 +24,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"golang.org/x/oauth2"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/sink/sinktest"
 )
 
@@ -222,14 +223,14 @@ func TestSinkWebhookEndToEnd(t *testing.T) {
 	if _, has := gen["secret"]; has || gen["delivered_to"] != "webhook" {
 		t.Fatalf("generate answer with a sink: keys %v", len(gen))
 	}
-	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
+	cptest.WaitFor(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
 	secret := rcv.secret(id)
 	ctx := context.Background()
-	took := eventually(t, 10*time.Second, "the delivered secret gets a token at the edge", func() bool {
+	took := cptest.WaitFor(t, 10*time.Second, "the delivered secret gets a token at the edge", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "sunk", secret, oauth2.AuthStyleInHeader) == nil
 	})
 	t.Logf("delivered secret accepted at the edge %v after delivery", took)
-	eventually(t, 15*time.Second, "the secret becomes current at the sink", func() bool { return rcv.stagesOf(id) == "pending,current" })
+	cptest.WaitFor(t, 15*time.Second, "the secret becomes current at the sink", func() bool { return rcv.stagesOf(id) == "pending,current" })
 
 	if bytes.Contains(answer, []byte(secret[4:20])) {
 		t.Error("the generate answer holds the secret")
@@ -260,15 +261,15 @@ func TestSinkScheduledEndToEnd(t *testing.T) {
 	api.createClient("sched")
 	rcv.setSigningSecret(t, setSink(api, "sched", rcv.sink(t, "1m"))["signing_secret"].(string))
 	first := api.generate("sched").ID
-	eventually(t, 10*time.Second, "the first secret reaches the sink", func() bool { return rcv.secret(first) != "" })
+	cptest.WaitFor(t, 10*time.Second, "the first secret reaches the sink", func() bool { return rcv.secret(first) != "" })
 	old := rcv.secret(first)
 	ctx := context.Background()
-	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the first secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader) == nil
 	})
 
 	var second string
-	eventually(t, 90*time.Second, "the schedule rotates the client", func() bool {
+	cptest.WaitFor(t, 90*time.Second, "the schedule rotates the client", func() bool {
 		for id := range api.secrets("sched") {
 			if id != first {
 				second = id
@@ -278,11 +279,11 @@ func TestSinkScheduledEndToEnd(t *testing.T) {
 		return false
 	})
 	rotatedAt := time.Now()
-	eventually(t, 10*time.Second, "the new secret reaches the sink", func() bool { return rcv.secret(second) != "" })
-	eventually(t, 10*time.Second, "the edge accepts the new secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the new secret reaches the sink", func() bool { return rcv.secret(second) != "" })
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the new secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "sched", rcv.secret(second), oauth2.AuthStyleInHeader) == nil
 	})
-	eventually(t, 90*time.Second, "the edge refuses the old secret", func() bool {
+	cptest.WaitFor(t, 90*time.Second, "the edge refuses the old secret", func() bool {
 		return refused(fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader))
 	})
 	t.Logf("old secret refused %v after the scheduled rotation was seen", time.Since(rotatedAt).Round(100*time.Millisecond))
@@ -338,21 +339,21 @@ func TestSinkAWSEndToEnd(t *testing.T) {
 	if pending.SecretID != first.ID {
 		t.Fatalf("AWSPENDING holds %q, want %s", pending.SecretID, first.ID)
 	}
-	eventually(t, 10*time.Second, "the edge accepts the AWSPENDING secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the AWSPENDING secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInParams) == nil
 	})
-	eventually(t, 15*time.Second, "the secret becomes AWSCURRENT", func() bool { return read("AWSCURRENT").SecretID == first.ID })
+	cptest.WaitFor(t, 15*time.Second, "the secret becomes AWSCURRENT", func() bool { return read("AWSCURRENT").SecretID == first.ID })
 
 	var rotated secretInfo
 	api.must(api.call(http.MethodPost, "/v1/clients/aws-e2e/secrets/rotate", map[string]string{"grace": "0s"}, &rotated))
 	next := read("AWSPENDING")
-	eventually(t, 10*time.Second, "the edge accepts the rotated secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the rotated secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "aws-e2e", next.ClientSecret, oauth2.AuthStyleInHeader) == nil
 	})
-	eventually(t, 10*time.Second, "the edge refuses the old secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge refuses the old secret", func() bool {
 		return refused(fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInHeader))
 	})
-	eventually(t, 15*time.Second, "AWSCURRENT moves, the old value AWSPREVIOUS", func() bool {
+	cptest.WaitFor(t, 15*time.Second, "AWSCURRENT moves, the old value AWSPREVIOUS", func() bool {
 		return read("AWSCURRENT").SecretID == rotated.ID && read("AWSPREVIOUS").SecretID == first.ID
 	})
 
@@ -402,7 +403,7 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 		}
 		return "", ""
 	}
-	eventually(t, 10*time.Second, "the first attempt fails and is recorded", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the first attempt fails and is recorded", func() bool {
 		_, e := lastError(api)
 		return e != ""
 	})
@@ -413,9 +414,9 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 	rcv.setDown(false)
 	restarted := startChildControlPlane(t, bin, dir, caddyfile, addr)
 	defer restarted.kill()
-	eventually(t, 30*time.Second, "the restarted control plane delivers the secret", func() bool { return rcv.secret(id) != "" })
+	cptest.WaitFor(t, 30*time.Second, "the restarted control plane delivers the secret", func() bool { return rcv.secret(id) != "" })
 	rapi := adminAPI{t: t, base: restarted.base}
-	eventually(t, 5*time.Second, "the outbox records the delivery", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the outbox records the delivery", func() bool {
 		st, _ := lastError(rapi)
 		return st == "delivered"
 	})
@@ -478,7 +479,7 @@ func TestConsoleSinkInABrowser(t *testing.T) {
 	for sid := range api.secrets("sinky") {
 		id = sid
 	}
-	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
+	cptest.WaitFor(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
 	if strings.Contains(olive.body(), rcv.secret(id)) {
 		t.Fatal("the page holds the delivered secret")
 	}
