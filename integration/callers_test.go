@@ -101,9 +101,8 @@ func edgeKnows(t *testing.T, edge string, api adminAPI, probe string) {
 // the callers seen.
 func TestCallersAndAllowedNetworks(t *testing.T) {
 	h := callersHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
 	edgeKnows(t, edge, api, "probe-1")
@@ -189,9 +188,8 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 // address that is no trusted proxy, X-Forwarded-For is ignored.
 func TestCallersBehindTrustedProxy(t *testing.T) {
 	h := callersHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s := api.generate("app")
 	edgeKnows(t, edge, api, "probe")

@@ -23,16 +23,16 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// consoleHalves runs the control plane behind basic_auth for people
-// (alice the admin, olive, mallory), and an edge in front of upstream
-// with a 2s revocation delay and a fast usage flush, so that Last Used
-// shows up at once.
-func consoleHalves(t *testing.T, dir, upstream string) halves {
-	h := newHalves(t, dir)
+// consoleHalves runs the control plane (SQLite in a temporary directory)
+// behind basic_auth for people (alice the admin, olive, mallory), and an
+// edge in front of a tokenUpstream with a 2s revocation delay and a fast
+// usage flush, so that Last Used shows up at once.
+func consoleHalves(t *testing.T) halves {
+	h := newHalves(t, t.TempDir())
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions = "\t\tadmins alice\n"
 	h.UsageFlush = "100ms"
-	h.Upstream = upstreamAddr(upstream)
+	h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 	return h
 }
 
@@ -216,11 +216,9 @@ func (tb *tab) count(css string) int {
 func TestConsoleRotationInABrowser(t *testing.T) {
 	began := time.Now()
 	browser := headless(t)
-	up := newTokenUpstream(t)
-	h := consoleHalves(t, t.TempDir(), up.URL)
-	startCaddy(t, h.caddyfile())
+	h := consoleHalves(t)
+	api := h.start(t)
 	edgeURL, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
 	const evilName = "<script>alert(1)</script>"

@@ -33,11 +33,9 @@ const screenshotsEnv = "ROTAGATE_SCREENSHOTS"
 // and each table keeps its intended columns.
 func TestConsoleForANewUser(t *testing.T) {
 	browser := headless(t)
-	up := newTokenUpstream(t)
-	h := consoleHalves(t, t.TempDir(), up.URL)
-	startCaddy(t, h.caddyfile())
+	h := consoleHalves(t)
+	api := h.start(t)
 	edgeURL, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	ctx := context.Background()
 	token := func(secret string) error {

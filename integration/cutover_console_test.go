@@ -23,9 +23,8 @@ func TestCutoverPanelInABrowser(t *testing.T) {
 	h := callersHalves(t, t.TempDir())
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions += "\t\tadmins alice\n\t\tcutover {\n\t\t\tquiet 2s\n\t\t}\n"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "app", "owners": []string{"olive"}}, nil))
 	old := api.generate("app")
 	edgeKnows(t, edge, api, "probe-1")

@@ -39,9 +39,8 @@ func TestCutoverEndToEnd(t *testing.T) {
 	h.CPOptions += "\t\twebhook " + rcv.URL + "/rotagate {\n\t\t\tsecret {env.ROTAGATE_TEST_WEBHOOK_SECRET}\n" +
 		"\t\t\tevents secret.cutover_completed secret.cutover_stalled\n\t\t}\n" +
 		"\t\tcutover {\n\t\t\tauto on\n\t\t\tquiet 2s\n\t\t}\n"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 
 	olds := map[string]secretInfo{}
 	for _, c := range []string{"app", "stall-keep", "stall-revoke"} {

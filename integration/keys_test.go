@@ -54,8 +54,8 @@ func TestPrivateKeyJWTInterop(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		h := newHalves(t, t.TempDir())
 		h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
-		startCaddy(t, h.caddyfile())
-		privateKeyJWTInterop(t, h.edgeURL(), adminAPI{t: t, base: h.cpURL()})
+		api := h.start(t)
+		privateKeyJWTInterop(t, h.edgeURL(), api)
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn, schema := fleetSchema(t)
@@ -239,8 +239,7 @@ https://localhost:%[2]d {
 // assertion accepted before the reload is refused after it.
 func TestAssertionReplayAcrossReload(t *testing.T) {
 	h := newHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	api := h.start(t)
 	api.createClient("svc")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

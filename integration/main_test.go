@@ -150,6 +150,14 @@ http://127.0.0.1:{{.CPPort}} {
 {{end}}}
 `))
 
+// start loads the halves into the in-process Caddy, as startCaddy does,
+// and returns the management API of their control plane.
+func (h halves) start(t *testing.T) adminAPI {
+	t.Helper()
+	startCaddy(t, h.caddyfile())
+	return adminAPI{t: t, base: h.cpURL()}
+}
+
 // caddyfile renders the Caddyfile.
 func (h halves) caddyfile() string {
 	var b bytes.Buffer

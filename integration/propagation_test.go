@@ -16,12 +16,13 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// bothHalves runs the control plane (SQLite in dir) and an edge in front
-// of upstream, with a 1s usage flush and the raised test budget; tests
-// vary the realm between reloads so that each reload is a new config.
-func bothHalves(t *testing.T, dir, upstream string) halves {
-	h := newHalves(t, dir)
-	h.Upstream = upstreamAddr(upstream)
+// bothHalves runs the control plane (SQLite in a temporary directory) and
+// an edge in front of a tokenUpstream, with a 1s usage flush and the
+// raised test budget; tests vary the realm between reloads so that each
+// reload is a new config.
+func bothHalves(t *testing.T) halves {
+	h := newHalves(t, t.TempDir())
+	h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 	h.Budget = testBudget
 	return h
 }
@@ -100,13 +101,10 @@ func (a *appLoop) finish(t *testing.T) {
 // last-used stamps appear in the management API within usage_flush + 1s,
 // and a config reload under load loses no stamp and fails no request.
 func TestRotationStory(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.Realm = "r0"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edgeURL := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 
 	api.createClient("billing")
@@ -161,13 +159,10 @@ func TestRotationStory(t *testing.T) {
 // TestRevocationLatency revokes 50 secrets one after another and measures
 // how long each keeps working at the edge.
 func TestRevocationLatency(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.Realm = "lat"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edgeURL := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 	api.createClient("latency")
 	var latencies []time.Duration

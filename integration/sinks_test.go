@@ -83,11 +83,9 @@ func filesHold(t *testing.T, secret string, paths ...string) []string {
 // database (outbox included) and the logs hold no plaintext; the secret
 // becomes current after the revocation delay.
 func TestSinkWebhookEndToEnd(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	logPath := filepath.Join(dir, "caddy.log")
+	logPath := filepath.Join(h.Dir, "caddy.log")
 	startCaddy(t, withLogFile(h.caddyfile(), logPath))
 	api := adminAPI{t: t, base: h.cpURL()}
 	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
@@ -117,7 +115,7 @@ func TestSinkWebhookEndToEnd(t *testing.T) {
 	if bytes.Contains(answer, []byte(secret[4:20])) {
 		t.Error("the generate answer holds the secret")
 	}
-	db := filepath.Join(dir, "rotagate.db")
+	db := filepath.Join(h.Dir, "rotagate.db")
 	if held := filesHold(t, secret, db, db+"-wal", logPath); len(held) > 0 {
 		t.Errorf("these files hold the secret: %v", held)
 	}
@@ -134,11 +132,9 @@ func TestSinkScheduledEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a one-minute schedule")
 	}
-	dir := t.TempDir()
-	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	api := h.start(t)
 	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
 	api.createClient("sched")
 	rcv.SetSigningSecret(setSink(api, "sched", rcv.Config("1m"))["signing_secret"].(string))
@@ -191,11 +187,9 @@ func TestSinkAWSEndToEnd(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	api := h.start(t)
 	api.createClient("aws-e2e")
 	setSink(api, "aws-e2e", map[string]any{"kind": "aws_secrets_manager", "secret_id": "rotagate/aws-e2e", "region": "us-east-1", "endpoint": endpoint})
 	read := func(stage string) (v struct{ ClientSecret, SecretID string }) {
@@ -317,9 +311,8 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 // instead of the page; Remove sink removes it.
 func TestConsoleSinkInABrowser(t *testing.T) {
 	browser := headless(t)
-	h := consoleHalves(t, t.TempDir(), newTokenUpstream(t).URL)
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	h := consoleHalves(t)
+	api := h.start(t)
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "sinky", "owners": []string{"olive"}}, nil))
 	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
 	cfg, err := json.Marshal(rcv.Config("30d"))
