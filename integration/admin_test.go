@@ -33,6 +33,11 @@ type secretInfo struct {
 	Status       string     `json:"status"`
 	LastUsedAt   *time.Time `json:"last_used_at"`
 	LastUsedFrom *string    `json:"last_used_from"`
+	// PresentedAfterRevoke counts the times the secret was presented
+	// after its revocation; PresentedAfterRevokeFrom is the address of
+	// the last of them.
+	PresentedAfterRevoke     int64   `json:"presented_after_revoke_count"`
+	PresentedAfterRevokeFrom *string `json:"last_presented_after_revoke_from"`
 }
 
 func (a adminAPI) call(method, path string, body, out any) error {

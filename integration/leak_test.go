@@ -138,23 +138,6 @@ func cpMetric(t *testing.T, cp, name string) float64 {
 	return metricSample(t, cp+"/metrics", name)
 }
 
-type deadUse struct {
-	ID    string  `json:"id"`
-	Count int64   `json:"presented_after_revoke_count"`
-	From  *string `json:"last_presented_after_revoke_from"`
-}
-
-func deadUses(t *testing.T, api adminAPI, client string) map[string]deadUse {
-	t.Helper()
-	var out struct{ Secrets []deadUse }
-	api.must(api.call(http.MethodGet, "/v1/clients/"+client+"/secrets", nil, &out))
-	m := map[string]deadUse{}
-	for _, s := range out.Secrets {
-		m[s.ID] = s
-	}
-	return m
-}
-
 // TestPresentedAfterRevoke: revoke s1, present it at the edge → the same
 // 401 as a wrong secret and an unknown client, byte for byte; the listing
 // shows the count and the caller's IP within usage_flush + 1s, the
@@ -180,11 +163,11 @@ func TestPresentedAfterRevoke(t *testing.T) {
 	}
 
 	cptest.WaitFor(t, 2*time.Second, "the listing shows s1 presented after revoke", func() bool {
-		u := deadUses(t, l.api, "app")[s1.ID]
-		return u.Count >= 1 && u.From != nil && *u.From == "127.0.0.1"
+		u := l.api.secrets("app")[s1.ID]
+		return u.PresentedAfterRevoke >= 1 && u.PresentedAfterRevokeFrom != nil && *u.PresentedAfterRevokeFrom == "127.0.0.1"
 	})
 	t.Logf("presented after revoke → in the listing: %v (bound usage_flush 1s + 1s)", time.Since(presented))
-	if u := deadUses(t, l.api, "app")[s2.ID]; u.Count != 0 {
+	if u := l.api.secrets("app")[s2.ID]; u.PresentedAfterRevoke != 0 {
 		t.Fatalf("the live secret s2 was counted: %+v", u)
 	}
 	cptest.WaitFor(t, time.Second, "the metric counts it", func() bool {
