@@ -38,19 +38,28 @@ func startOutsideCP(t *testing.T, addr, path string, wrap ...func(http.Handler) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	var h http.Handler = cp
+	for _, w := range wrap {
+		h = w(h)
+	}
+	p := &outsideCP{t: t, addr: addr, path: path, http: serveOutside(t, cp, addr, h), cp: cp}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// serveOutside serves h, the handler of cp or one wrapping it, on addr
+// outside Caddy, until the returned server is closed; when addr cannot be
+// had, it closes cp and fails the test.
+func serveOutside(t *testing.T, cp *controlplane.Server, addr string, h http.Handler) *http.Server {
+	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
-	var h http.Handler = cp
-	for _, w := range wrap {
-		h = w(h)
-	}
-	p := &outsideCP{t: t, addr: addr, path: path, http: &http.Server{Handler: h}, cp: cp}
-	go func() { _ = p.http.Serve(ln) }()
-	t.Cleanup(p.stop)
-	return p
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	return srv
 }
 
 func (p *outsideCP) url() string { return "http://" + p.addr }

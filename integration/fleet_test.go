@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -72,13 +71,7 @@ func startReplica(t *testing.T, dsn, schema, addr string) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	r := &replica{url: "http://" + addr, http: &http.Server{Handler: cp}, cp: cp}
-	go func() { _ = r.http.Serve(ln) }()
+	r := &replica{url: "http://" + addr, http: serveOutside(t, cp, addr, cp), cp: cp}
 	t.Cleanup(r.kill)
 	return r
 }
