@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -95,11 +94,7 @@ func TestFleet(t *testing.T) {
 	dsn, schema := fleetSchema(t)
 	a := startReplica(t, dsn, schema, freeAddr(t))
 	b := startReplica(t, dsn, schema, freeAddr(t))
-	port := freePort(t)
-	edgeURL := localURL(port)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	edgeURL := startSite(t, `
 	client_credentials {
 		control_plane `+b.url+` `+a.url+` {
 			token `+edgeToken+`
@@ -108,7 +103,6 @@ func TestFleet(t *testing.T) {
 		usage_flush 1s
 	}
 	respond "upstream reached" 200
-}
 `)
 	api := adminAPI{t: t, base: a.url}
 	api.createClient("fleet")

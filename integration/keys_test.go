@@ -60,10 +60,7 @@ func TestPrivateKeyJWTInterop(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		dsn, schema := fleetSchema(t)
 		cp := startReplica(t, dsn, schema, freeAddr(t))
-		port := freePort(t)
-		startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	bind 127.0.0.1
+		edge := startSite(t, fmt.Sprintf(`
 	client_credentials {
 		control_plane %s {
 			token %s
@@ -73,9 +70,8 @@ func TestPrivateKeyJWTInterop(t *testing.T) {
 	}
 	request_header X-Client-Id {http.auth.client_id}
 	reverse_proxy %s
-}
-`, port, cp.url, edgeToken, upstreamAddr(newTokenUpstream(t).URL)))
-		privateKeyJWTInterop(t, localURL(port), adminAPI{t: t, base: cp.url})
+`, cp.url, edgeToken, upstreamAddr(newTokenUpstream(t).URL)))
+		privateKeyJWTInterop(t, edge, adminAPI{t: t, base: cp.url})
 	})
 }
 

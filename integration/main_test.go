@@ -75,6 +75,17 @@ func freeAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
 }
 
+// startSite loads the global options and one site into the in-process
+// Caddy, as startCaddy does: the site listens on a free loopback port and
+// holds directives, which start on a line of their own. It returns the
+// site's URL.
+func startSite(t *testing.T, directives string) string {
+	t.Helper()
+	port := freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf("\n:%d {\n\tbind 127.0.0.1%s}\n", port, directives))
+	return localURL(port)
+}
+
 // localURL is the http URL of a loopback port.
 func localURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
 

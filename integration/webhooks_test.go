@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,10 +93,7 @@ func TestWebhooksInOrder(t *testing.T) {
 	rcv, secret := newHookReceiver(t)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
 	db := filepath.Join(t.TempDir(), "cp.db")
-	port := freePort(t)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	cp := startSite(t, `
 	client_credentials_control_plane {
 		store sqlite `+db+`
 		admin_token `+adminToken+`
@@ -108,9 +104,8 @@ func TestWebhooksInOrder(t *testing.T) {
 			timeout 5s
 		}
 	}
-}
 `)
-	api := adminAPI{t: t, base: localURL(port)}
+	api := adminAPI{t: t, base: cp}
 	api.createClient("hooked")
 	first := api.generate("hooked")
 	var rotated secretInfo
