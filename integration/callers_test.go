@@ -13,13 +13,13 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// callersHalves runs a control plane (SQLite in dir, three active secrets
-// allowed so that a rotation with grace leaves two older ones working) and
-// an edge whose server trusts 127.0.0.1 as a proxy: a request from
-// 127.0.0.1 carrying X-Forwarded-For is from the forwarded address; from
-// any other address the header is ignored.
-func callersHalves(t *testing.T, dir string) halves {
-	h := newHalves(t, dir)
+// callersHalves runs a control plane (three active secrets allowed so
+// that a rotation with grace leaves two older ones working) and an edge
+// whose server trusts 127.0.0.1 as a proxy: a request from 127.0.0.1
+// carrying X-Forwarded-For is from the forwarded address; from any other
+// address the header is ignored.
+func callersHalves(t *testing.T) halves {
+	h := newHalves(t)
 	h.Servers = "\t\ttrusted_proxies static 127.0.0.1/32\n"
 	h.CPOptions = "\t\tmax_active_secrets 3\n"
 	h.Budget = testBudget
@@ -100,7 +100,7 @@ func edgeKnows(t *testing.T, edge string, api adminAPI, probe string) {
 // 127.0.0.2 through and still records it; the suggestion covers exactly
 // the callers seen.
 func TestCallersAndAllowedNetworks(t *testing.T) {
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	api := h.start(t)
 	edge := h.edgeURL()
 	api.createClient("app")
@@ -187,7 +187,7 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 // forwarded address, for the listing and for the network check; from an
 // address that is no trusted proxy, X-Forwarded-For is ignored.
 func TestCallersBehindTrustedProxy(t *testing.T) {
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	api := h.start(t)
 	edge := h.edgeURL()
 	api.createClient("app")

@@ -23,12 +23,12 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// consoleHalves runs the control plane (SQLite in a temporary directory)
-// behind basic_auth for people (alice the admin, olive, mallory), and an
-// edge in front of a tokenUpstream with a 2s revocation delay and a fast
-// usage flush, so that Last Used shows up at once.
+// consoleHalves runs the control plane behind basic_auth for people
+// (alice the admin, olive, mallory), and an edge in front of a
+// tokenUpstream with a 2s revocation delay and a fast usage flush, so
+// that Last Used shows up at once.
 func consoleHalves(t *testing.T) halves {
-	h := newHalves(t, t.TempDir())
+	h := newHalves(t)
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions = "\t\tadmins alice\n"
 	h.UsageFlush = "100ms"

@@ -20,7 +20,7 @@ import (
 // in progress.
 func TestCutoverPanelInABrowser(t *testing.T) {
 	browser := headless(t)
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions += "\t\tadmins alice\n\t\tcutover {\n\t\t\tquiet 2s\n\t\t}\n"
 	api := h.start(t)

@@ -35,7 +35,7 @@ func (a adminAPI) cutover(client string) []cutoverRow {
 func TestCutoverEndToEnd(t *testing.T) {
 	rcv, secret := newHookReceiver(t)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	h.CPOptions += "\t\twebhook " + rcv.URL + "/rotagate {\n\t\t\tsecret {env.ROTAGATE_TEST_WEBHOOK_SECRET}\n" +
 		"\t\t\tevents secret.cutover_completed secret.cutover_stalled\n\t\t}\n" +
 		"\t\tcutover {\n\t\t\tauto on\n\t\t\tquiet 2s\n\t\t}\n"

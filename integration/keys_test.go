@@ -52,7 +52,7 @@ func (a adminAPI) registerKey(client string, key *ecdsa.PrivateKey, kid string) 
 // control plane; a revoked key is refused within the revocation delay.
 func TestPrivateKeyJWTInterop(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
-		h := newHalves(t, t.TempDir())
+		h := newHalves(t)
 		h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 		api := h.start(t)
 		privateKeyJWTInterop(t, h.edgeURL(), api)
@@ -234,7 +234,7 @@ https://localhost:%[2]d {
 // reload (it belongs to the feed the reloaded sites share), so an
 // assertion accepted before the reload is refused after it.
 func TestAssertionReplayAcrossReload(t *testing.T) {
-	h := newHalves(t, t.TempDir())
+	h := newHalves(t)
 	api := h.start(t)
 	api.createClient("svc")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -92,7 +92,7 @@ func localURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port)
 // halves is the Caddyfile of the tests that run both halves in one Caddy:
 // a control plane on SQLite in Dir and an edge fed by it, with a 2s
 // revocation delay, each on a free port. The fields are what the tests
-// vary; newHalves fills the rest.
+// vary; newHalves fills the rest, Dir with a temporary directory.
 type halves struct {
 	EdgePort, CPPort int
 	Dir              string
@@ -120,8 +120,8 @@ type halves struct {
 // they measure revocation, not throttling.
 const testBudget = "1000 per 1m"
 
-func newHalves(t *testing.T, dir string) halves {
-	return halves{EdgePort: freePort(t), CPPort: freePort(t), Dir: dir}
+func newHalves(t *testing.T) halves {
+	return halves{EdgePort: freePort(t), CPPort: freePort(t), Dir: t.TempDir()}
 }
 
 func (h halves) edgeURL() string { return localURL(h.EdgePort) }

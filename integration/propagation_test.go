@@ -16,12 +16,11 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// bothHalves runs the control plane (SQLite in a temporary directory) and
-// an edge in front of a tokenUpstream, with a 1s usage flush and the
-// raised test budget; tests vary the realm between reloads so that each
-// reload is a new config.
+// bothHalves runs the control plane and an edge in front of a
+// tokenUpstream, with a 1s usage flush and the raised test budget; tests
+// vary the realm between reloads so that each reload is a new config.
 func bothHalves(t *testing.T) halves {
-	h := newHalves(t, t.TempDir())
+	h := newHalves(t)
 	h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 	h.Budget = testBudget
 	return h
