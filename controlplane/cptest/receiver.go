@@ -35,8 +35,8 @@ type Receiver struct {
 	// URL is the receiver's address.
 	URL string
 
-	wallClock bool
-	once      bool
+	// Set by the ReceiverOptions, before the server starts.
+	wallClock, once bool
 
 	mu         sync.Mutex
 	signer     *standardwebhooks.Webhook
