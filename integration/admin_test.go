@@ -33,6 +33,11 @@ type secretInfo struct {
 	Status       string     `json:"status"`
 	LastUsedAt   *time.Time `json:"last_used_at"`
 	LastUsedFrom *string    `json:"last_used_from"`
+	// PresentedAfterRevoke counts the times the secret was presented
+	// after its revocation; PresentedAfterRevokeFrom is the address of
+	// the last of them.
+	PresentedAfterRevoke     int64   `json:"presented_after_revoke_count"`
+	PresentedAfterRevokeFrom *string `json:"last_presented_after_revoke_from"`
 }
 
 func (a adminAPI) call(method, path string, body, out any) error {
@@ -111,18 +116,4 @@ func fetchToken(ctx context.Context, edge, client, secret string, style oauth2.A
 func refused(err error) bool {
 	var re *oauth2.RetrieveError
 	return errors.As(err, &re) && re.Response.StatusCode == http.StatusUnauthorized && re.ErrorCode == "invalid_client"
-}
-
-// eventually polls cond every few milliseconds until it holds or timeout
-// passes, and returns how long it took.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
 }

@@ -87,11 +87,7 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 		{ClientID: "billing", Secrets: []wire.Secret{{ID: "sec_billing", Hash: secrethash.NewSHA256(edgeSecret1)}}},
 	}})
 	up := newTokenUpstream(t)
-	port := freePort(t)
-	edge := localURL(port)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	edge := startSite(t, `
 	handle /metrics {
 		metrics
 	}
@@ -102,9 +98,8 @@ func TestFailureBudgetThrottlesAttacker(t *testing.T) {
 			}
 		}
 		request_header X-Client-Id {http.auth.client_id}
-		reverse_proxy `+strings.TrimPrefix(up.URL, "http://")+`
+		reverse_proxy `+upstreamAddr(up.URL)+`
 	}
-}
 `)
 	ctx := context.Background()
 	good := func(client, secret string) {

@@ -9,15 +9,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// callersHalves runs a control plane (SQLite in dir, three active secrets
-// allowed so that a rotation with grace leaves two older ones working) and
-// an edge whose server trusts 127.0.0.1 as a proxy: a request from
-// 127.0.0.1 carrying X-Forwarded-For is from the forwarded address; from
-// any other address the header is ignored.
-func callersHalves(t *testing.T, dir string) halves {
-	h := newHalves(t, dir)
+// callersHalves runs a control plane (three active secrets allowed so
+// that a rotation with grace leaves two older ones working) and an edge
+// whose server trusts 127.0.0.1 as a proxy: a request from 127.0.0.1
+// carrying X-Forwarded-For is from the forwarded address; from any other
+// address the header is ignored.
+func callersHalves(t *testing.T) halves {
+	h := newHalves(t)
 	h.Servers = "\t\ttrusted_proxies static 127.0.0.1/32\n"
 	h.CPOptions = "\t\tmax_active_secrets 3\n"
 	h.Budget = testBudget
@@ -83,7 +85,7 @@ func edgeKnows(t *testing.T, edge string, api adminAPI, probe string) {
 	t.Helper()
 	api.createClient(probe)
 	secret := api.generate(probe).Secret
-	eventually(t, 5*time.Second, "the edge learns of the probe client", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge learns of the probe client", func() bool {
 		status, _, _ := token(t, edge, "127.0.0.9", probe, secret, "")
 		return status == 200
 	})
@@ -98,10 +100,9 @@ func edgeKnows(t *testing.T, edge string, api adminAPI, probe string) {
 // 127.0.0.2 through and still records it; the suggestion covers exactly
 // the callers seen.
 func TestCallersAndAllowedNetworks(t *testing.T) {
-	h := callersHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
+	h := callersHalves(t)
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s1, s2 := api.generate("app"), api.generate("app")
 	edgeKnows(t, edge, api, "probe-1")
@@ -110,7 +111,7 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	mustToken(t, edge, 2, "127.0.0.2", "app", s1.Secret)
 	mustToken(t, edge, 4, "127.0.0.3", "app", s2.Secret)
 	mustToken(t, edge, 1, "127.0.0.1", "app", s2.Secret)
-	eventually(t, 5*time.Second, "callers listed after a flush", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "callers listed after a flush", func() bool {
 		c1, c2 := api.callers("app", s1.ID), api.callers("app", s2.ID)
 		return len(c1) == 2 && c1["127.0.0.1"].Requests == 3 && c1["127.0.0.2"].Requests == 2 &&
 			len(c2) == 2 && c2["127.0.0.3"].Requests == 4 && c2["127.0.0.1"].Requests == 1
@@ -123,7 +124,7 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	edgeKnows(t, edge, api, "probe-2")
 	mustToken(t, edge, 2, "127.0.0.1", "app", rotated.Secret)
 	mustToken(t, edge, 1, "127.0.0.2", "app", s1.Secret)
-	eventually(t, 5*time.Second, "the rotation's callers listed", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the rotation's callers listed", func() bool {
 		return api.callers("app", rotated.ID)["127.0.0.1"].Requests == 2 && api.callers("app", s1.ID)["127.0.0.2"].Requests == 3
 	})
 	c1 := api.callers("app", s1.ID)
@@ -150,7 +151,7 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"127.0.0.1/32"}}, nil))
 	var refusedBody []byte
 	var refusedHeader http.Header
-	eventually(t, 5*time.Second, "the edge enforces the allowed networks", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge enforces the allowed networks", func() bool {
 		status, body, h := token(t, edge, "127.0.0.2", "app", s1.Secret, "")
 		refusedBody, refusedHeader = body, h
 		return status == 401
@@ -163,18 +164,18 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 		t.Fatalf("127.0.0.3 outside the networks: %d", status)
 	}
 	var refusedBefore int64
-	eventually(t, 5*time.Second, "the refusals listed", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the refusals listed", func() bool {
 		refusedBefore = api.callers("app", s1.ID)["127.0.0.2"].Refused
 		return refusedBefore >= 1 && api.callers("app", s2.ID)["127.0.0.3"].Refused == 1
 	})
 
 	// Report-only: 127.0.0.2 goes through, and is still recorded.
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"127.0.0.1/32"}, "report_only": true}, nil))
-	eventually(t, 5*time.Second, "the edge lets report-only through", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge lets report-only through", func() bool {
 		status, _, _ := token(t, edge, "127.0.0.2", "app", s1.Secret, "")
 		return status == 200
 	})
-	eventually(t, 5*time.Second, "the report-only pass recorded as refused", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the report-only pass recorded as refused", func() bool {
 		return api.callers("app", s1.ID)["127.0.0.2"].Refused > refusedBefore
 	})
 	if from := api.secrets("app")[s1.ID].LastUsedFrom; from == nil || *from != "127.0.0.2" {
@@ -186,10 +187,9 @@ func TestCallersAndAllowedNetworks(t *testing.T) {
 // forwarded address, for the listing and for the network check; from an
 // address that is no trusted proxy, X-Forwarded-For is ignored.
 func TestCallersBehindTrustedProxy(t *testing.T) {
-	h := callersHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
+	h := callersHalves(t)
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.createClient("app")
 	s := api.generate("app")
 	edgeKnows(t, edge, api, "probe")
@@ -202,7 +202,7 @@ func TestCallersBehindTrustedProxy(t *testing.T) {
 	if status, body, _ := token(t, edge, "127.0.0.2", "app", s.Secret, "198.51.100.9"); status != 200 {
 		t.Fatalf("forged X-Forwarded-For: %d %s", status, body)
 	}
-	eventually(t, 5*time.Second, "forwarded and direct callers listed", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "forwarded and direct callers listed", func() bool {
 		c := api.callers("app", s.ID)
 		return c["203.0.113.7"].Requests == 2 && c["127.0.0.2"].Requests == 1
 	})
@@ -212,7 +212,7 @@ func TestCallersBehindTrustedProxy(t *testing.T) {
 
 	// The network check sees the forwarded address too.
 	api.must(api.call(http.MethodPut, "/v1/clients/app/networks", map[string]any{"allowed_cidrs": []string{"203.0.113.0/24"}}, nil))
-	eventually(t, 5*time.Second, "the edge enforces 203.0.113.0/24", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge enforces 203.0.113.0/24", func() bool {
 		status, _, _ := token(t, edge, "127.0.0.1", "app", s.Secret, "198.51.100.1")
 		return status == 401
 	})

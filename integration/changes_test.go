@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -93,14 +94,14 @@ func TestEdgeFollowsChanges(t *testing.T) {
 	port := freePort(t)
 	edgeURL := localURL(port)
 	startCaddy(t, edgeOnly(port, cp.url(), "30s"))
-	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the secret", func() bool {
 		code, _ := status(t, edgeURL, "delta", first.Secret)
 		return code == 200
 	})
 
 	second := api.generate("delta")
 	api.revoke("delta", first.ID)
-	eventually(t, 3*time.Second, "the revoked secret is refused", func() bool {
+	cptest.WaitFor(t, 3*time.Second, "the revoked secret is refused", func() bool {
 		code, _ := status(t, edgeURL, "delta", first.Secret)
 		return code == 401
 	})
@@ -136,7 +137,7 @@ func TestEdgeFollowsChanges(t *testing.T) {
 	// before was read: the restarted edge's first poll is the first one
 	// still answered.
 	var firstPoll *feedRecord
-	eventually(t, 3*time.Second, "the restarted edge polls", func() bool {
+	cptest.WaitFor(t, 3*time.Second, "the restarted edge polls", func() bool {
 		for _, r := range rec.records()[before:] {
 			if !r.gone {
 				firstPoll = &r
@@ -149,7 +150,7 @@ func TestEdgeFollowsChanges(t *testing.T) {
 		t.Fatalf("the restarted edge's first poll: %+v, want since= and no full snapshot", r)
 	}
 	api.revoke("delta", second.ID)
-	eventually(t, 3*time.Second, "a revocation after the restart is refused", func() bool {
+	cptest.WaitFor(t, 3*time.Second, "a revocation after the restart is refused", func() bool {
 		code, _ := status(t, edgeURL, "delta", second.Secret)
 		return code == 401
 	})

@@ -28,10 +28,8 @@ func cli(t *testing.T, args ...string) (string, string, error) {
 // client; a wrong password is named as such, without the password; and
 // --api pointed at an edge says so.
 func TestCLIAsAnOwnerAndAtTheEdge(t *testing.T) {
-	up := newTokenUpstream(t)
-	h := consoleHalves(t, t.TempDir(), up.URL)
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	h := consoleHalves(t)
+	api := h.start(t)
 	api.must(api.call("POST", "/v1/clients", map[string]any{"client_id": "owned", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
 	t.Setenv(cpcli.EnvAdminToken, "")

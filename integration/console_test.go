@@ -19,18 +19,20 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // consoleHalves runs the control plane behind basic_auth for people
-// (alice the admin, olive, mallory), and an edge in front of upstream
-// with a 2s revocation delay and a fast usage flush, so that Last Used
-// shows up at once.
-func consoleHalves(t *testing.T, dir, upstream string) halves {
-	h := newHalves(t, dir)
+// (alice the admin, olive, mallory), and an edge in front of a
+// tokenUpstream with a 2s revocation delay and a fast usage flush, so
+// that Last Used shows up at once.
+func consoleHalves(t *testing.T) halves {
+	h := newHalves(t)
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions = "\t\tadmins alice\n"
 	h.UsageFlush = "100ms"
-	h.Upstream = upstreamAddr(upstream)
+	h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 	return h
 }
 
@@ -214,11 +216,9 @@ func (tb *tab) count(css string) int {
 func TestConsoleRotationInABrowser(t *testing.T) {
 	began := time.Now()
 	browser := headless(t)
-	up := newTokenUpstream(t)
-	h := consoleHalves(t, t.TempDir(), up.URL)
-	startCaddy(t, h.caddyfile())
+	h := consoleHalves(t)
+	api := h.start(t)
 	edgeURL, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")
 	const evilName = "<script>alert(1)</script>"
@@ -230,8 +230,8 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	}
 
 	// The app runs with its first secret.
-	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(old.Secret) == nil })
-	eventually(t, 5*time.Second, "the first secret's last use reaches the control plane", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(old.Secret) == nil })
+	cptest.WaitFor(t, 5*time.Second, "the first secret's last use reaches the control plane", func() bool {
 		return api.secrets("demo-app")[old.ID].LastUsedAt != nil
 	})
 
@@ -293,7 +293,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	}
 
 	// The app switches to it and gets a token through the edge.
-	eventually(t, 5*time.Second, "the edge accepts the new secret", func() bool { return token(secret) == nil })
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the new secret", func() bool { return token(secret) == nil })
 
 	// Reloading the answer (the browser sends the POST again) shows no
 	// secret and makes none.
@@ -314,7 +314,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 			newID = id
 		}
 	}
-	eventually(t, 5*time.Second, "the new secret's last use reaches the control plane", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the new secret's last use reaches the control plane", func() bool {
 		s := api.secrets("demo-app")
 		return s[newID].LastUsedAt != nil && s[newID].LastUsedAt.After(*s[old.ID].LastUsedAt)
 	})
@@ -335,7 +335,7 @@ func TestConsoleRotationInABrowser(t *testing.T) {
 	if !strings.Contains(olive.body(), "("+old.ID+") revoked.") || olive.status(old.ID) != "revoked" {
 		t.Fatal("the client page does not show the secret revoked")
 	}
-	took := eventually(t, 2*time.Second, "the edge refuses the revoked secret within revocation_delay", func() bool {
+	took := cptest.WaitFor(t, 2*time.Second, "the edge refuses the revoked secret within revocation_delay", func() bool {
 		return refused(token(old.Secret))
 	})
 	if err := token(secret); err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // screenshotsEnv, when set, makes TestConsoleForANewUser save the docs'
@@ -31,11 +33,9 @@ const screenshotsEnv = "ROTAGATE_SCREENSHOTS"
 // and each table keeps its intended columns.
 func TestConsoleForANewUser(t *testing.T) {
 	browser := headless(t)
-	up := newTokenUpstream(t)
-	h := consoleHalves(t, t.TempDir(), up.URL)
-	startCaddy(t, h.caddyfile())
+	h := consoleHalves(t)
+	api := h.start(t)
 	edgeURL, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "demo-app", "name": "Demo app", "owners": []string{"olive"}}, nil))
 	ctx := context.Background()
 	token := func(secret string) error {
@@ -45,10 +45,10 @@ func TestConsoleForANewUser(t *testing.T) {
 	// A secret the app used, then revoked, and still presented at the
 	// edge afterwards; then two active secrets, the maximum, both used.
 	dead := api.generate("demo-app")
-	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(dead.Secret) == nil })
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the first secret", func() bool { return token(dead.Secret) == nil })
 	api.revoke("demo-app", dead.ID)
-	eventually(t, 5*time.Second, "the edge refuses the revoked secret", func() bool { return refused(token(dead.Secret)) })
-	eventually(t, 5*time.Second, "the revoked secret's use reaches the control plane", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge refuses the revoked secret", func() bool { return refused(token(dead.Secret)) })
+	cptest.WaitFor(t, 5*time.Second, "the revoked secret's use reaches the control plane", func() bool {
 		var out struct {
 			Secrets []struct {
 				ID    string `json:"id"`
@@ -64,8 +64,8 @@ func TestConsoleForANewUser(t *testing.T) {
 		})
 	})
 	first, second := api.generate("demo-app"), api.generate("demo-app")
-	eventually(t, 5*time.Second, "the edge accepts both active secrets", func() bool { return token(first.Secret) == nil && token(second.Secret) == nil })
-	eventually(t, 5*time.Second, "their uses reach the control plane", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts both active secrets", func() bool { return token(first.Secret) == nil && token(second.Secret) == nil })
+	cptest.WaitFor(t, 5*time.Second, "their uses reach the control plane", func() bool {
 		s := api.secrets("demo-app")
 		return s[first.ID].LastUsedAt != nil && s[second.ID].LastUsedAt != nil
 	})

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // TestCutoverPanelInABrowser: in headless Chromium with JavaScript off,
@@ -18,23 +20,22 @@ import (
 // in progress.
 func TestCutoverPanelInABrowser(t *testing.T) {
 	browser := headless(t)
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	h.CPRoutes = peopleRoutes(t)
 	h.CPOptions += "\t\tadmins alice\n\t\tcutover {\n\t\t\tquiet 2s\n\t\t}\n"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge, consoleURL := h.edgeURL(), h.cpURL()+"/console/"
-	api := adminAPI{t: t, base: h.cpURL()}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "app", "owners": []string{"olive"}}, nil))
 	old := api.generate("app")
 	edgeKnows(t, edge, api, "probe-1")
 	mustToken(t, edge, 1, "127.0.0.1", "app", old.Secret)
 	mustToken(t, edge, 1, "127.0.0.2", "app", old.Secret)
-	eventually(t, 5*time.Second, "the callers listed", func() bool { return len(api.callers("app", old.ID)) == 2 })
+	cptest.WaitFor(t, 5*time.Second, "the callers listed", func() bool { return len(api.callers("app", old.ID)) == 2 })
 	var rotated secretInfo
 	api.must(api.call(http.MethodPost, "/v1/clients/app/secrets/rotate", map[string]string{"grace": "1h"}, &rotated))
 	edgeKnows(t, edge, api, "probe-2")
 	mustToken(t, edge, 1, "127.0.0.1", "app", rotated.Secret)
-	eventually(t, 5*time.Second, "127.0.0.1's move recorded", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "127.0.0.1's move recorded", func() bool {
 		rows := api.cutover("app")
 		return len(rows) == 1 && len(rows[0].NotMoved) == 1
 	})
@@ -71,7 +72,7 @@ func TestCutoverPanelInABrowser(t *testing.T) {
 	}
 
 	mustToken(t, edge, 1, "127.0.0.2", "app", rotated.Secret)
-	eventually(t, 20*time.Second, "the cut-over revokes the old secret", func() bool {
+	cptest.WaitFor(t, 20*time.Second, "the cut-over revokes the old secret", func() bool {
 		return api.secrets("app")[old.ID].Status == "revoked"
 	})
 	olive.open(h.cpURL() + "/console/clients/app")

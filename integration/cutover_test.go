@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // cutoverRow is one older secret in GET …/cutover.
@@ -33,13 +35,12 @@ func (a adminAPI) cutover(client string) []cutoverRow {
 func TestCutoverEndToEnd(t *testing.T) {
 	rcv, secret := newHookReceiver(t)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
-	h := callersHalves(t, t.TempDir())
+	h := callersHalves(t)
 	h.CPOptions += "\t\twebhook " + rcv.URL + "/rotagate {\n\t\t\tsecret {env.ROTAGATE_TEST_WEBHOOK_SECRET}\n" +
 		"\t\t\tevents secret.cutover_completed secret.cutover_stalled\n\t\t}\n" +
 		"\t\tcutover {\n\t\t\tauto on\n\t\t\tquiet 2s\n\t\t}\n"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edge := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 
 	olds := map[string]secretInfo{}
 	for _, c := range []string{"app", "stall-keep", "stall-revoke"} {
@@ -55,7 +56,7 @@ func TestCutoverEndToEnd(t *testing.T) {
 	mustToken(t, edge, 2, "127.0.0.2", "app", olds["app"].Secret)
 	mustToken(t, edge, 1, "127.0.0.3", "stall-keep", olds["stall-keep"].Secret)
 	mustToken(t, edge, 1, "127.0.0.3", "stall-revoke", olds["stall-revoke"].Secret)
-	eventually(t, 5*time.Second, "the callers listed", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the callers listed", func() bool {
 		c := api.callers("app", olds["app"].ID)
 		return len(c) == 2 && len(api.callers("stall-keep", olds["stall-keep"].ID)) == 1 && len(api.callers("stall-revoke", olds["stall-revoke"].ID)) == 1
 	})
@@ -72,7 +73,7 @@ func TestCutoverEndToEnd(t *testing.T) {
 	mustToken(t, edge, 1, "127.0.0.4", "stall-revoke", news["stall-revoke"].Secret)
 
 	mustToken(t, edge, 1, "127.0.0.1", "app", news["app"].Secret)
-	eventually(t, 5*time.Second, "GET …/cutover waits on 127.0.0.2 only", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "GET …/cutover waits on 127.0.0.2 only", func() bool {
 		rows := api.cutover("app")
 		return len(rows) == 1 && rows[0].NewestUsed && slices.Equal(rows[0].NotMoved, []string{"127.0.0.2"})
 	})
@@ -84,17 +85,17 @@ func TestCutoverEndToEnd(t *testing.T) {
 	// Moved means a last use of the old secret before the first of the
 	// new: wait for that use to be recorded, so that the two are not in
 	// the same millisecond.
-	eventually(t, 5*time.Second, "127.0.0.2's last use of the old secret recorded", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "127.0.0.2's last use of the old secret recorded", func() bool {
 		return api.callers("app", olds["app"].ID)["127.0.0.2"].Requests == 3
 	})
 	mustToken(t, edge, 1, "127.0.0.2", "app", news["app"].Secret)
 	moved := time.Now()
 	// Polled through the API, not the edge: presenting the old secret at
 	// the edge would be a use of it, which a cut-over waits out.
-	eventually(t, 20*time.Second, "the cut-over revokes the old secret", func() bool {
+	cptest.WaitFor(t, 20*time.Second, "the cut-over revokes the old secret", func() bool {
 		return api.secrets("app")[olds["app"].ID].Status == "revoked"
 	})
-	eventually(t, 5*time.Second, "the edge refuses the old secret", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge refuses the old secret", func() bool {
 		status, _, _ := token(t, edge, "127.0.0.9", "app", olds["app"].Secret, "")
 		return status == 401
 	})
@@ -104,10 +105,10 @@ func TestCutoverEndToEnd(t *testing.T) {
 	}
 	mustToken(t, edge, 1, "127.0.0.1", "app", news["app"].Secret)
 
-	eventually(t, 20*time.Second, "both stalled rotations acted on", func() bool {
+	cptest.WaitFor(t, 20*time.Second, "both stalled rotations acted on", func() bool {
 		return api.secrets("stall-revoke")[olds["stall-revoke"].ID].Status == "revoked"
 	})
-	eventually(t, 10*time.Second, "the receiver gets one completed and two stalled events", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the receiver gets one completed and two stalled events", func() bool {
 		types, _, _ := rcv.got()
 		return len(types) >= 3
 	})
@@ -120,7 +121,7 @@ func TestCutoverEndToEnd(t *testing.T) {
 		t.Fatalf("on_deadline keep revoked the old secret")
 	}
 	mustToken(t, edge, 1, "127.0.0.3", "stall-keep", olds["stall-keep"].Secret)
-	eventually(t, 5*time.Second, "the edge refuses the stalled secret revoked at the deadline", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge refuses the stalled secret revoked at the deadline", func() bool {
 		status, _, _ := token(t, edge, "127.0.0.3", "stall-revoke", olds["stall-revoke"].Secret, "")
 		return status == 401
 	})

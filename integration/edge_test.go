@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,10 +57,7 @@ func TestEdgeInFrontOfUpstream(t *testing.T) {
 		}},
 	}})
 	up := newTokenUpstream(t)
-	port := freePort(t)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	edge := startSite(t, `
 	client_credentials {
 		control_plane `+feed.URL+` {
 			token `+feedtest.Token+`
@@ -69,12 +65,11 @@ func TestEdgeInFrontOfUpstream(t *testing.T) {
 		revocation_delay 3s
 	}
 	request_header X-Client-Id {http.auth.client_id}
-	reverse_proxy `+strings.TrimPrefix(up.URL, "http://")+`
-}
+	reverse_proxy `+upstreamAddr(up.URL)+`
 `)
 	ctx := context.Background()
 	token := func(secret string, style oauth2.AuthStyle) (*oauth2.Token, error) {
-		cfg := clientcredentials.Config{ClientID: "billing", ClientSecret: secret, TokenURL: localURL(port) + "/token", AuthStyle: style}
+		cfg := clientcredentials.Config{ClientID: "billing", ClientSecret: secret, TokenURL: edge + "/token", AuthStyle: style}
 		return cfg.Token(ctx)
 	}
 	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams} {

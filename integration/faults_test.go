@@ -13,6 +13,7 @@ import (
 
 	"github.com/rotagate/rotagate/controlplane"
 	"github.com/rotagate/rotagate/controlplane/api"
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/rules"
 )
 
@@ -37,19 +38,28 @@ func startOutsideCP(t *testing.T, addr, path string, wrap ...func(http.Handler) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	var h http.Handler = cp
+	for _, w := range wrap {
+		h = w(h)
+	}
+	p := &outsideCP{t: t, addr: addr, path: path, http: serveOutside(t, cp, addr, h), cp: cp}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// serveOutside serves h, the handler of cp or one wrapping it, on addr
+// outside Caddy, until the returned server is closed; when addr cannot be
+// had, it closes cp and fails the test.
+func serveOutside(t *testing.T, cp *controlplane.Server, addr string, h http.Handler) *http.Server {
+	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
-	var h http.Handler = cp
-	for _, w := range wrap {
-		h = w(h)
-	}
-	p := &outsideCP{t: t, addr: addr, path: path, http: &http.Server{Handler: h}, cp: cp}
-	go func() { _ = p.http.Serve(ln) }()
-	t.Cleanup(p.stop)
-	return p
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	return srv
 }
 
 func (p *outsideCP) url() string { return "http://" + p.addr }
@@ -122,7 +132,7 @@ func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, se
 	s := api.generate(client)
 	edgePort := freePort(t)
 	startCaddy(t, edgeOnly(edgePort, cp.url(), maxStale))
-	eventually(t, 5*time.Second, "the edge accepts the secret", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the secret", func() bool {
 		code, _ := status(t, localURL(edgePort), client, s.Secret)
 		return code == 200
 	})
@@ -144,7 +154,7 @@ func TestControlPlaneDown(t *testing.T) {
 		t.Fatalf("right after the control plane stopped: %d", code)
 	}
 	usedWhileDown := time.Now()
-	until503 := eventually(t, 4*time.Second, "503 once max_stale has passed", func() bool {
+	until503 := cptest.WaitFor(t, 4*time.Second, "503 once max_stale has passed", func() bool {
 		code, hdr := status(t, edgeURL, "ops", s.Secret)
 		return code == 503 && hdr.Get("Retry-After") != ""
 	})
@@ -154,12 +164,12 @@ func TestControlPlaneDown(t *testing.T) {
 	t.Logf("control plane down: the edge served for %v, then answered 503 (max_stale 2s)", until503)
 
 	startOutsideCP(t, cp.addr, cp.path)
-	recovered := eventually(t, 10*time.Second, "the edge recovers by itself", func() bool {
+	recovered := cptest.WaitFor(t, 10*time.Second, "the edge recovers by itself", func() bool {
 		code, _ := status(t, edgeURL, "ops", s.Secret)
 		return code == 200
 	})
 	t.Logf("the edge recovered %v after the control plane came back", recovered)
-	eventually(t, 10*time.Second, "the stamp recorded while the control plane was down arrives", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the stamp recorded while the control plane was down arrives", func() bool {
 		got := api.secrets("ops")[s.ID]
 		return got.LastUsedAt != nil && !got.LastUsedAt.Before(usedWhileDown.Add(-time.Second).Truncate(time.Millisecond))
 	})
@@ -183,7 +193,7 @@ func TestEdgeRestartWhileControlPlaneDown(t *testing.T) {
 	if code, _ := status(t, edgeURL, "ops2", s.Secret+"x"); code != 401 {
 		t.Fatalf("a wrong secret on the restarted edge: %d", code)
 	}
-	eventually(t, 8*time.Second, "503 once max_stale has passed since the saved confirmation", func() bool {
+	cptest.WaitFor(t, 8*time.Second, "503 once max_stale has passed since the saved confirmation", func() bool {
 		code, _ := status(t, edgeURL, "ops2", s.Secret)
 		return code == 503
 	})
@@ -241,7 +251,7 @@ func TestGarbageFromControlPlane(t *testing.T) {
 	if code, _ := status(t, edgeURL, "ops", "anything"); code != 401 {
 		t.Fatalf("unknown client: %d", code)
 	}
-	eventually(t, 4*time.Second, "503 once max_stale passes with only garbage answers", func() bool {
+	cptest.WaitFor(t, 4*time.Second, "503 once max_stale passes with only garbage answers", func() bool {
 		code, _ := status(t, edgeURL, "g", s.Secret)
 		return code == 503
 	})

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/rotagate/rotagate/controlplane"
 	"github.com/rotagate/rotagate/controlplane/api"
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/rules"
 	"github.com/rotagate/rotagate/controlplane/store"
 )
@@ -71,13 +70,7 @@ func startReplica(t *testing.T, dsn, schema, addr string) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	r := &replica{url: "http://" + addr, http: &http.Server{Handler: cp}, cp: cp}
-	go func() { _ = r.http.Serve(ln) }()
+	r := &replica{url: "http://" + addr, http: serveOutside(t, cp, addr, cp), cp: cp}
 	t.Cleanup(r.kill)
 	return r
 }
@@ -101,11 +94,7 @@ func TestFleet(t *testing.T) {
 	dsn, schema := fleetSchema(t)
 	a := startReplica(t, dsn, schema, freeAddr(t))
 	b := startReplica(t, dsn, schema, freeAddr(t))
-	port := freePort(t)
-	edgeURL := localURL(port)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	edgeURL := startSite(t, `
 	client_credentials {
 		control_plane `+b.url+` `+a.url+` {
 			token `+edgeToken+`
@@ -114,17 +103,16 @@ func TestFleet(t *testing.T) {
 		usage_flush 1s
 	}
 	respond "upstream reached" 200
-}
 `)
 	api := adminAPI{t: t, base: a.url}
 	api.createClient("fleet")
 	first := api.generate("fleet")
-	eventually(t, 5*time.Second, "the edge accepts a secret created through replica A", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts a secret created through replica A", func() bool {
 		code, _ := status(t, edgeURL, "fleet", first.Secret)
 		return code == 200
 	})
 	api.revoke("fleet", first.ID)
-	latency := eventually(t, time.Second, "a revoke through A is refused at the edge fed by B", func() bool {
+	latency := cptest.WaitFor(t, time.Second, "a revoke through A is refused at the edge fed by B", func() bool {
 		code, _ := status(t, edgeURL, "fleet", first.Secret)
 		return code == 401
 	})
@@ -132,7 +120,7 @@ func TestFleet(t *testing.T) {
 
 	keep := api.generate("fleet")
 	doomed := api.generate("fleet")
-	eventually(t, 3*time.Second, "the edge accepts the new secrets", func() bool {
+	cptest.WaitFor(t, 3*time.Second, "the edge accepts the new secrets", func() bool {
 		c1, _ := status(t, edgeURL, "fleet", keep.Secret)
 		c2, _ := status(t, edgeURL, "fleet", doomed.Secret)
 		return c1 == 200 && c2 == 200
@@ -141,7 +129,7 @@ func TestFleet(t *testing.T) {
 	b.kill()
 	killed := time.Now()
 	api.revoke("fleet", doomed.ID)
-	failover := eventually(t, 3*time.Second, "with B dead, a revoke through A is refused within revocation_delay", func() bool {
+	failover := cptest.WaitFor(t, 3*time.Second, "with B dead, a revoke through A is refused within revocation_delay", func() bool {
 		code, _ := status(t, edgeURL, "fleet", doomed.Secret)
 		return code == 401
 	})
@@ -154,7 +142,7 @@ func TestFleet(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Last-used stamps reach the database through A as well.
-	eventually(t, 5*time.Second, "the stamp of the remaining secret arrives through A", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the stamp of the remaining secret arrives through A", func() bool {
 		s := api.secrets("fleet")[keep.ID]
 		return s.LastUsedAt != nil && s.LastUsedAt.After(killed)
 	})

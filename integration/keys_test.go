@@ -25,6 +25,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/interoptest"
 )
 
@@ -51,18 +52,15 @@ func (a adminAPI) registerKey(client string, key *ecdsa.PrivateKey, kid string) 
 // control plane; a revoked key is refused within the revocation delay.
 func TestPrivateKeyJWTInterop(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
-		h := newHalves(t, t.TempDir())
+		h := newHalves(t)
 		h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
-		startCaddy(t, h.caddyfile())
-		privateKeyJWTInterop(t, h.edgeURL(), adminAPI{t: t, base: h.cpURL()})
+		api := h.start(t)
+		privateKeyJWTInterop(t, h.edgeURL(), api)
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn, schema := fleetSchema(t)
 		cp := startReplica(t, dsn, schema, freeAddr(t))
-		port := freePort(t)
-		startCaddy(t, globalOptions+fmt.Sprintf(`
-:%d {
-	bind 127.0.0.1
+		edge := startSite(t, fmt.Sprintf(`
 	client_credentials {
 		control_plane %s {
 			token %s
@@ -72,9 +70,8 @@ func TestPrivateKeyJWTInterop(t *testing.T) {
 	}
 	request_header X-Client-Id {http.auth.client_id}
 	reverse_proxy %s
-}
-`, port, cp.url, edgeToken, upstreamAddr(newTokenUpstream(t).URL)))
-		privateKeyJWTInterop(t, localURL(port), adminAPI{t: t, base: cp.url})
+`, cp.url, edgeToken, upstreamAddr(newTokenUpstream(t).URL)))
+		privateKeyJWTInterop(t, edge, adminAPI{t: t, base: cp.url})
 	})
 }
 
@@ -94,12 +91,12 @@ func privateKeyJWTInterop(t *testing.T, edge string, api adminAPI) {
 	if res := interoptest.OpenIDClient(t, c); res.Status != 200 || res.AccessToken != "tok-svc" {
 		t.Fatalf("openid-client: %+v", res)
 	}
-	eventually(t, 5*time.Second, "the key's last use stamped", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the key's last use stamped", func() bool {
 		return api.secrets("svc")[keyID].LastUsedAt != nil
 	})
 
 	api.revoke("svc", keyID)
-	took := eventually(t, 5*time.Second, "the revoked key refused", func() bool {
+	took := cptest.WaitFor(t, 5*time.Second, "the revoked key refused", func() bool {
 		return interoptest.Authlib(t, c).Status == http.StatusUnauthorized
 	})
 	t.Logf("the revoked key was refused %v after the revocation (revocation_delay 2s)", took)
@@ -212,7 +209,7 @@ https://localhost:%[2]d {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	eventually(t, 5*time.Second, "the edge accepts the registered certificate", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the registered certificate", func() bool {
 		status, _ := ask(clientCert, clientKey)
 		return status == 200
 	})
@@ -227,7 +224,7 @@ https://localhost:%[2]d {
 		t.Fatalf("no certificate: %d", status)
 	}
 	api.revoke("machine", reg.ID)
-	eventually(t, 5*time.Second, "the revoked certificate refused", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the revoked certificate refused", func() bool {
 		status, _ := ask(clientCert, clientKey)
 		return status == 401
 	})
@@ -237,9 +234,8 @@ https://localhost:%[2]d {
 // reload (it belongs to the feed the reloaded sites share), so an
 // assertion accepted before the reload is refused after it.
 func TestAssertionReplayAcrossReload(t *testing.T) {
-	h := newHalves(t, t.TempDir())
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	h := newHalves(t)
+	api := h.start(t)
 	api.createClient("svc")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

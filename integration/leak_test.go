@@ -18,18 +18,32 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// leakLoop runs both halves, as bothHalves, plus the leak loop: GitHub's
-// keys from keyFile, the control plane's metrics, a webhook to hook
-// (signed with hookSecret) for the given events, and usage_flush 1s (the
-// bound the listing is held to).
-func leakLoop(t *testing.T, dir, upstream, keyFile, hook, hookSecret, events string) halves {
-	h := bothHalves(t, dir, upstream)
+// leakLoop is both halves, as bothHalves runs them, plus the leak loop,
+// running in Caddy: key's public half in leak_report_keys, the control
+// plane's metrics, a webhook to hook, and usage_flush 1s (the bound the
+// listing is held to).
+type leakLoop struct {
+	edge, cp string
+	api      adminAPI
+	key      githubKey
+	hook     *hookReceiver
+}
+
+// startLeakLoop starts a leakLoop whose webhook sends the given events.
+func startLeakLoop(t *testing.T, events string) leakLoop {
+	t.Helper()
+	h := bothHalves(t)
+	key, keyFile := newGitHubKey(t, h.Dir)
+	hook, hookSecret := newHookReceiver(t)
 	h.CPRoutes = "\thandle /metrics {\n\t\tmetrics\n\t}\n"
 	h.CPOptions = "\t\tleak_report_keys " + keyFile + "\n" +
-		"\t\twebhook " + hook + " {\n\t\t\tsecret " + hookSecret + "\n\t\t\tevents " + events + "\n\t\t}\n"
-	return h
+		"\t\twebhook " + hook.URL + " {\n\t\t\tsecret " + hookSecret + "\n\t\t\tevents " + events + "\n\t\t}\n"
+	api := h.start(t)
+	return leakLoop{edge: h.edgeURL(), cp: h.cpURL(), api: api, key: key, hook: hook}
 }
 
 // githubKey plays GitHub's secret scanning signer.
@@ -124,70 +138,46 @@ func cpMetric(t *testing.T, cp, name string) float64 {
 	return metricSample(t, cp+"/metrics", name)
 }
 
-type deadUse struct {
-	ID    string  `json:"id"`
-	Count int64   `json:"presented_after_revoke_count"`
-	From  *string `json:"last_presented_after_revoke_from"`
-}
-
-func deadUses(t *testing.T, api adminAPI, client string) map[string]deadUse {
-	t.Helper()
-	var out struct{ Secrets []deadUse }
-	api.must(api.call(http.MethodGet, "/v1/clients/"+client+"/secrets", nil, &out))
-	m := map[string]deadUse{}
-	for _, s := range out.Secrets {
-		m[s.ID] = s
-	}
-	return m
-}
-
 // TestPresentedAfterRevoke: revoke s1, present it at the edge → the same
 // 401 as a wrong secret and an unknown client, byte for byte; the listing
 // shows the count and the caller's IP within usage_flush + 1s, the
 // control plane's metric counts it, and a webhook receiver that verifies
 // signatures gets secret.revoked, then secret.presented_after_revoke.
 func TestPresentedAfterRevoke(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	_, keys := newGitHubKey(t, dir)
-	hook, hookSecret := newHookReceiver(t)
-	h := leakLoop(t, dir, up.URL, keys, hook.URL, hookSecret, "secret.revoked secret.presented_after_revoke")
-	startCaddy(t, h.caddyfile())
-	edge, cp := h.edgeURL(), h.cpURL()
-	api := adminAPI{t: t, base: cp}
-	api.createClient("app")
-	s1, s2 := api.generate("app"), api.generate("app")
-	eventually(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, edge, "app", s1.Secret).status == 200 })
-	before := cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total")
+	l := startLeakLoop(t, "secret.revoked secret.presented_after_revoke")
+	l.api.createClient("app")
+	s1, s2 := l.api.generate("app"), l.api.generate("app")
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts s1", func() bool { return present(t, l.edge, "app", s1.Secret).status == 200 })
+	before := cpMetric(t, l.cp, "rotagate_control_plane_presented_after_revoke_total")
 
-	api.revoke("app", s1.ID)
-	eventually(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, edge, "app", s1.Secret).status == 401 })
+	l.api.revoke("app", s1.ID)
+	cptest.WaitFor(t, 2*time.Second, "the edge refuses s1", func() bool { return present(t, l.edge, "app", s1.Secret).status == 401 })
 	// The edge's snapshot now carries s1 as a tombstone (the revocation
 	// reached it); count from here.
 	presented := time.Now()
-	dead := present(t, edge, "app", s1.Secret)
-	wrong := present(t, edge, "app", s2.Secret[:len(s2.Secret)-1]+"x")
-	unknown := present(t, edge, "nobody", s1.Secret)
+	dead := present(t, l.edge, "app", s1.Secret)
+	wrong := present(t, l.edge, "app", s2.Secret[:len(s2.Secret)-1]+"x")
+	unknown := present(t, l.edge, "nobody", s1.Secret)
 	if dead.status != 401 || dead != wrong || dead != unknown {
 		t.Fatalf("refusals differ:\nrevoked: %+v\nwrong:   %+v\nunknown: %+v", dead, wrong, unknown)
 	}
 
-	eventually(t, 2*time.Second, "the listing shows s1 presented after revoke", func() bool {
-		u := deadUses(t, api, "app")[s1.ID]
-		return u.Count >= 1 && u.From != nil && *u.From == "127.0.0.1"
+	cptest.WaitFor(t, 2*time.Second, "the listing shows s1 presented after revoke", func() bool {
+		u := l.api.secrets("app")[s1.ID]
+		return u.PresentedAfterRevoke >= 1 && u.PresentedAfterRevokeFrom != nil && *u.PresentedAfterRevokeFrom == "127.0.0.1"
 	})
 	t.Logf("presented after revoke → in the listing: %v (bound usage_flush 1s + 1s)", time.Since(presented))
-	if u := deadUses(t, api, "app")[s2.ID]; u.Count != 0 {
+	if u := l.api.secrets("app")[s2.ID]; u.PresentedAfterRevoke != 0 {
 		t.Fatalf("the live secret s2 was counted: %+v", u)
 	}
-	eventually(t, time.Second, "the metric counts it", func() bool {
-		return cpMetric(t, cp, "rotagate_control_plane_presented_after_revoke_total") > before
+	cptest.WaitFor(t, time.Second, "the metric counts it", func() bool {
+		return cpMetric(t, l.cp, "rotagate_control_plane_presented_after_revoke_total") > before
 	})
-	eventually(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
-		types, _, _ := hook.got()
+	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
+		types, _, _ := l.hook.got()
 		return len(types) >= 2
 	})
-	types, _, forged := hook.got()
+	types, _, forged := l.hook.got()
 	if types[0] != "secret.revoked" || types[1] != "secret.presented_after_revoke" || forged != 0 {
 		t.Fatalf("webhook events %v (%d forged), want secret.revoked, secret.presented_after_revoke", types, forged)
 	}
@@ -199,20 +189,13 @@ func TestPresentedAfterRevoke(t *testing.T) {
 // and revokes nothing; a bad checksum is a false_positive (the unit test
 // TestLeakReportRevokes shows it costs no store query).
 func TestGitHubLeakReportRevokes(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	key, keys := newGitHubKey(t, dir)
-	hook, hookSecret := newHookReceiver(t)
-	h := leakLoop(t, dir, up.URL, keys, hook.URL, hookSecret, "secret.leak_reported secret.revoked")
-	startCaddy(t, h.caddyfile())
-	edge, cp := h.edgeURL(), h.cpURL()
-	api := adminAPI{t: t, base: cp}
-	api.createClient("app")
-	leaked, other := api.generate("app"), api.generate("app")
+	l := startLeakLoop(t, "secret.leak_reported secret.revoked")
+	l.api.createClient("app")
+	leaked, other := l.api.generate("app"), l.api.generate("app")
 	// Both: the edge may hold the revision with the first and not yet the
 	// second.
-	eventually(t, 2*time.Second, "the edge accepts both secrets", func() bool {
-		return present(t, edge, "app", leaked.Secret).status == 200 && present(t, edge, "app", other.Secret).status == 200
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts both secrets", func() bool {
+		return present(t, l.edge, "app", leaked.Secret).status == 200 && present(t, l.edge, "app", other.Secret).status == 200
 	})
 
 	url := "https://github.com/octo/app/blob/0a1b2c/.env"
@@ -220,41 +203,41 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 
 	// Signed by someone else: 401, and the secret still works.
 	forger, _ := newGitHubKey(t, t.TempDir())
-	forger.id = key.id
-	if st, _ := forger.report(t, cp, reports, ""); st != http.StatusUnauthorized {
+	forger.id = l.key.id
+	if st, _ := forger.report(t, l.cp, reports, ""); st != http.StatusUnauthorized {
 		t.Fatalf("forged report: %d, want 401", st)
 	}
-	if st, _ := key.report(t, cp, reports, base64.StdEncoding.EncodeToString([]byte("not a signature"))); st != http.StatusUnauthorized {
+	if st, _ := l.key.report(t, l.cp, reports, base64.StdEncoding.EncodeToString([]byte("not a signature"))); st != http.StatusUnauthorized {
 		t.Fatalf("garbage signature: %d, want 401", st)
 	}
-	if present(t, edge, "app", leaked.Secret).status != 200 {
+	if present(t, l.edge, "app", leaked.Secret).status != 200 {
 		t.Fatal("a report with a wrong signature revoked the secret")
 	}
 
 	// A look-alike with a bad checksum: false positive.
 	bad := []byte(other.Secret)
 	bad[len(bad)-1] ^= 1
-	st, out := key.report(t, cp, []map[string]string{{"token": string(bad), "type": "rotagate_client_secret", "url": url, "source": "content"}}, "")
+	st, out := l.key.report(t, l.cp, []map[string]string{{"token": string(bad), "type": "rotagate_client_secret", "url": url, "source": "content"}}, "")
 	if st != 200 || len(out) != 1 || out[0]["label"] != "false_positive" {
 		t.Fatalf("bad checksum: %d %v", st, out)
 	}
-	if present(t, edge, "app", other.Secret).status != 200 {
+	if present(t, l.edge, "app", other.Secret).status != 200 {
 		t.Fatal("a false positive revoked a secret")
 	}
 
 	// Signed by GitHub's key: true positive, refused within the delay.
 	reported := time.Now()
-	st, out = key.report(t, cp, reports, "")
+	st, out = l.key.report(t, l.cp, reports, "")
 	sum := sha256.Sum256([]byte(leaked.Secret))
 	if st != 200 || len(out) != 1 || out[0]["label"] != "true_positive" ||
 		out[0]["token_hash"] != hex.EncodeToString(sum[:]) || out[0]["token_type"] != "rotagate_client_secret" {
 		t.Fatalf("report: %d %v", st, out)
 	}
-	eventually(t, 2*time.Second, "the edge refuses the reported secret", func() bool {
-		return present(t, edge, "app", leaked.Secret).status == 401
+	cptest.WaitFor(t, 2*time.Second, "the edge refuses the reported secret", func() bool {
+		return present(t, l.edge, "app", leaked.Secret).status == 401
 	})
 	t.Logf("leak report → refused at the edge: %v (bound revocation_delay 2s)", time.Since(reported))
-	if present(t, edge, "app", other.Secret).status != 200 {
+	if present(t, l.edge, "app", other.Secret).status != 200 {
 		t.Fatal("the other secret stopped working")
 	}
 
@@ -266,16 +249,16 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 			Detail   string `json:"detail"`
 		} `json:"entries"`
 	}
-	api.must(api.call(http.MethodGet, "/v1/clients/app/audit", nil, &audit))
+	l.api.must(l.api.call(http.MethodGet, "/v1/clients/app/audit", nil, &audit))
 	e := audit.Entries[0]
 	if e.Action != "secret.revoke" || e.SecretID != leaked.ID || e.Who != "github-secret-scanning" || e.Detail != "reason: leak_report; url: "+url {
 		t.Fatalf("audit entry: %+v", e)
 	}
-	eventually(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
-		types, _, _ := hook.got()
+	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
+		types, _, _ := l.hook.got()
 		return len(types) >= 2
 	})
-	if types, _, _ := hook.got(); len(types) != 2 || types[0] != "secret.leak_reported" || types[1] != "secret.revoked" {
+	if types, _, _ := l.hook.got(); len(types) != 2 || types[0] != "secret.leak_reported" || types[1] != "secret.revoked" {
 		t.Fatalf("webhook events %v, want secret.leak_reported, secret.revoked", types)
 	}
 }

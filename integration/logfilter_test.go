@@ -4,11 +4,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/feedtest"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
@@ -23,10 +23,7 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 	}})
 	up := newTokenUpstream(t)
 	accessLog := filepath.Join(t.TempDir(), "access.log")
-	port := freePort(t)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	edge := startSite(t, `
 	log {
 		output file `+accessLog+`
 		format filter {
@@ -40,10 +37,9 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 			token `+feedtest.Token+`
 		}
 	}
-	reverse_proxy `+strings.TrimPrefix(up.URL, "http://")+`
-}
+	reverse_proxy `+upstreamAddr(up.URL)+`
 `)
-	resp, err := http.Post(localURL(port)+"/token?client_id=billing&client_secret="+edgeSecret1+"&marker=query-secret-test", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
+	resp, err := http.Post(edge+"/token?client_id=billing&client_secret="+edgeSecret1+"&marker=query-secret-test", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +53,7 @@ func TestQuerySecretRefusedAndFilteredFromLogs(t *testing.T) {
 	}
 	up.mu.Unlock()
 	var logged string
-	eventually(t, 5*time.Second, "the access log line", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the access log line", func() bool {
 		b, _ := os.ReadFile(accessLog)
 		logged = string(b)
 		return strings.Contains(logged, "query-secret-test")

@@ -75,13 +75,24 @@ func freeAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
 }
 
+// startSite loads the global options and one site into the in-process
+// Caddy, as startCaddy does: the site listens on a free loopback port and
+// holds directives, which start on a line of their own. It returns the
+// site's URL.
+func startSite(t *testing.T, directives string) string {
+	t.Helper()
+	port := freePort(t)
+	startCaddy(t, globalOptions+fmt.Sprintf("\n:%d {\n\tbind 127.0.0.1%s}\n", port, directives))
+	return localURL(port)
+}
+
 // localURL is the http URL of a loopback port.
 func localURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
 
 // halves is the Caddyfile of the tests that run both halves in one Caddy:
 // a control plane on SQLite in Dir and an edge fed by it, with a 2s
 // revocation delay, each on a free port. The fields are what the tests
-// vary; newHalves fills the rest.
+// vary; newHalves fills the rest, Dir with a temporary directory.
 type halves struct {
 	EdgePort, CPPort int
 	Dir              string
@@ -109,8 +120,8 @@ type halves struct {
 // they measure revocation, not throttling.
 const testBudget = "1000 per 1m"
 
-func newHalves(t *testing.T, dir string) halves {
-	return halves{EdgePort: freePort(t), CPPort: freePort(t), Dir: dir}
+func newHalves(t *testing.T) halves {
+	return halves{EdgePort: freePort(t), CPPort: freePort(t), Dir: t.TempDir()}
 }
 
 func (h halves) edgeURL() string { return localURL(h.EdgePort) }
@@ -149,6 +160,14 @@ http://127.0.0.1:{{.CPPort}} {
 {{else}}	respond "token for {http.auth.client_id}" 200
 {{end}}}
 `))
+
+// start loads the halves into the in-process Caddy, as startCaddy does,
+// and returns the management API of their control plane.
+func (h halves) start(t *testing.T) adminAPI {
+	t.Helper()
+	startCaddy(t, h.caddyfile())
+	return adminAPI{t: t, base: h.cpURL()}
+}
 
 // caddyfile renders the Caddyfile.
 func (h halves) caddyfile() string {

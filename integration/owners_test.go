@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -40,19 +39,17 @@ func peopleRoutes(t *testing.T) string {
 ` + basicAuthBlock(t)
 }
 
-// controlPlaneBehindBasicAuth is the README's layout: a control plane on
-// port, people through basic_auth, bearer tokens untouched.
-func controlPlaneBehindBasicAuth(t *testing.T, port int, db string) string {
+// controlPlaneBehindBasicAuth is the site of the README's layout: a
+// control plane on SQLite in db, people through basic_auth, bearer tokens
+// untouched.
+func controlPlaneBehindBasicAuth(t *testing.T, db string) string {
 	return `
-:` + strconv.Itoa(port) + ` {
-	bind 127.0.0.1
 ` + peopleRoutes(t) + `	client_credentials_control_plane {
 		store sqlite ` + db + `
 		admin_token ` + adminToken + `
 		edge_token ` + edgeToken + `
 		admins alice
 	}
-}
 `
 }
 
@@ -60,9 +57,7 @@ func controlPlaneBehindBasicAuth(t *testing.T, port int, db string) string {
 // sees and rotates only their client through the API, a stranger sees
 // nothing, the admin token and the edge feed work as before.
 func TestOwnersThroughBasicAuth(t *testing.T) {
-	port := freePort(t)
-	base := localURL(port)
-	startCaddy(t, globalOptions+controlPlaneBehindBasicAuth(t, port, t.TempDir()+"/cp.db"))
+	base := startSite(t, controlPlaneBehindBasicAuth(t, t.TempDir()+"/cp.db"))
 	api := adminAPI{t: t, base: base}
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "owned", "owners": []string{"olive"}}, nil))
 	api.createClient("theirs")

@@ -12,14 +12,16 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
-// bothHalves runs the control plane (SQLite in dir) and an edge in front
-// of upstream, with a 1s usage flush and the raised test budget; tests
+// bothHalves runs the control plane and an edge in front of a
+// tokenUpstream, with a 1s usage flush and the raised test budget; tests
 // vary the realm between reloads so that each reload is a new config.
-func bothHalves(t *testing.T, dir, upstream string) halves {
-	h := newHalves(t, dir)
-	h.Upstream = upstreamAddr(upstream)
+func bothHalves(t *testing.T) halves {
+	h := newHalves(t)
+	h.Upstream = upstreamAddr(newTokenUpstream(t).URL)
 	h.Budget = testBudget
 	return h
 }
@@ -98,24 +100,21 @@ func (a *appLoop) finish(t *testing.T) {
 // last-used stamps appear in the management API within usage_flush + 1s,
 // and a config reload under load loses no stamp and fails no request.
 func TestRotationStory(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.Realm = "r0"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edgeURL := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 
 	api.createClient("billing")
 	old := api.generate("billing")
-	eventually(t, 5*time.Second, "the edge accepts the first secret", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the edge accepts the first secret", func() bool {
 		return fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader) == nil
 	})
 	app := startApp(edgeURL, "billing", old.Secret)
 
 	next := api.generate("billing")
-	eventually(t, 2*time.Second, "the edge accepts the second secret", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the edge accepts the second secret", func() bool {
 		return fetchToken(ctx, edgeURL, "billing", next.Secret, oauth2.AuthStyleInParams) == nil
 	})
 	if err := fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader); err != nil {
@@ -123,10 +122,10 @@ func TestRotationStory(t *testing.T) {
 	}
 	app.secret.Store(&next.Secret) // the app is redeployed with the new secret
 	switched := time.Now()
-	eventually(t, 2*time.Second, "the app uses the new secret", func() bool { return app.lastOK.Load() > switched.UnixNano() })
+	cptest.WaitFor(t, 2*time.Second, "the app uses the new secret", func() bool { return app.lastOK.Load() > switched.UnixNano() })
 
 	api.revoke("billing", old.ID)
-	latency := eventually(t, 2*time.Second, "the revoked secret is refused", func() bool {
+	latency := cptest.WaitFor(t, 2*time.Second, "the revoked secret is refused", func() bool {
 		return refused(fetchToken(ctx, edgeURL, "billing", old.Secret, oauth2.AuthStyleInHeader))
 	})
 	refusedAt := time.Now()
@@ -134,7 +133,7 @@ func TestRotationStory(t *testing.T) {
 
 	// Last used: the new secret's stamp is in the API within usage_flush+1s.
 	usedBy := time.Unix(0, app.lastOK.Load())
-	eventually(t, 2*time.Second, "last_used_at of the new secret reaches the API", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "last_used_at of the new secret reaches the API", func() bool {
 		s := api.secrets("billing")[next.ID]
 		return s.LastUsedAt != nil && !s.LastUsedAt.Before(usedBy.Truncate(time.Millisecond)) && s.LastUsedFrom != nil && *s.LastUsedFrom == "127.0.0.1"
 	})
@@ -149,7 +148,7 @@ func TestRotationStory(t *testing.T) {
 	}
 	app.finish(t)
 	last := time.Unix(0, app.lastOK.Load()).Truncate(time.Millisecond)
-	eventually(t, 2*time.Second, "the stamp of the app's last request, sent after the reloads, reaches the API", func() bool {
+	cptest.WaitFor(t, 2*time.Second, "the stamp of the app's last request, sent after the reloads, reaches the API", func() bool {
 		s := api.secrets("billing")[next.ID]
 		return s.LastUsedAt != nil && !s.LastUsedAt.Before(last)
 	})
@@ -159,23 +158,20 @@ func TestRotationStory(t *testing.T) {
 // TestRevocationLatency revokes 50 secrets one after another and measures
 // how long each keeps working at the edge.
 func TestRevocationLatency(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.Realm = "lat"
-	startCaddy(t, h.caddyfile())
+	api := h.start(t)
 	edgeURL := h.edgeURL()
-	api := adminAPI{t: t, base: h.cpURL()}
 	ctx := context.Background()
 	api.createClient("latency")
 	var latencies []time.Duration
 	for range 50 {
 		s := api.generate("latency")
-		eventually(t, 2*time.Second, "the edge accepts a new secret", func() bool {
+		cptest.WaitFor(t, 2*time.Second, "the edge accepts a new secret", func() bool {
 			return fetchToken(ctx, edgeURL, "latency", s.Secret, oauth2.AuthStyleInHeader) == nil
 		})
 		api.revoke("latency", s.ID)
-		latencies = append(latencies, eventually(t, 2*time.Second, "the revoked secret is refused", func() bool {
+		latencies = append(latencies, cptest.WaitFor(t, 2*time.Second, "the revoked secret is refused", func() bool {
 			return refused(fetchToken(ctx, edgeURL, "latency", s.Secret, oauth2.AuthStyleInHeader))
 		}))
 	}

@@ -3,144 +3,27 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/chromedp/chromedp"
-	"github.com/go-jose/go-jose/v4"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"golang.org/x/oauth2"
 
+	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/sink/sinktest"
 )
 
-// sinkReceiver is a webhook sink as docs/sinks.md describes one: its own
-// EC P-256 key, the Standard Webhooks signature checked (timestamp
-// included), each webhook-id processed once, the secret decrypted from
-// its JWE.
-type sinkReceiver struct {
-	*httptest.Server
-	key *ecdsa.PrivateKey
-
-	mu       sync.Mutex
-	verifier *standardwebhooks.Webhook
-	down     bool
-	seen     map[string]bool
-	accepted int
-	secrets  map[string]string   // secret id → plaintext
-	stages   map[string][]string // secret id → stages, in order
-}
-
-func newSinkReceiver(t *testing.T) *sinkReceiver {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &sinkReceiver{key: key, seen: map[string]bool{}, secrets: map[string]string{}, stages: map[string][]string{}}
-	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *sinkReceiver) serve(w http.ResponseWriter, req *http.Request) {
-	body, _ := io.ReadAll(req.Body)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.down {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-		return
-	}
-	if r.verifier == nil || r.verifier.Verify(body, req.Header) != nil {
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var ev struct {
-		Data struct {
-			SecretID  string `json:"secret_id"`
-			Stage     string `json:"stage"`
-			SecretJWE string `json:"secret_jwe"`
-		} `json:"data"`
-	}
-	if json.Unmarshal(body, &ev) != nil {
-		http.Error(w, "bad event", http.StatusBadRequest)
-		return
-	}
-	r.accepted++
-	id := req.Header.Get("webhook-id")
-	if r.seen[id] {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	r.seen[id] = true
-	if ev.Data.SecretJWE != "" {
-		plain, err := sinktest.OpenSecret(r.key, ev.Data.SecretJWE)
-		if err != nil {
-			http.Error(w, "bad JWE or not for this key", http.StatusBadRequest)
-			return
-		}
-		r.secrets[ev.Data.SecretID] = plain
-	}
-	r.stages[ev.Data.SecretID] = append(r.stages[ev.Data.SecretID], ev.Data.Stage)
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// sink is the receiver's sink config for PUT /v1/clients/{id}/sink.
-func (r *sinkReceiver) sink(t *testing.T, rotateEvery string) map[string]any {
-	pub, err := json.Marshal(jose.JSONWebKey{Key: &r.key.PublicKey, Use: "enc"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := map[string]any{"kind": "webhook", "url": r.URL + "/rotagate", "public_key": json.RawMessage(pub)}
-	if rotateEvery != "" {
-		cfg["rotate_every"] = rotateEvery
-	}
-	return cfg
-}
-
-func (r *sinkReceiver) setSigningSecret(t *testing.T, secret string) {
-	v, err := standardwebhooks.NewWebhook(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	r.verifier = v
-	r.mu.Unlock()
-}
-
-func (r *sinkReceiver) setDown(down bool) {
-	r.mu.Lock()
-	r.down = down
-	r.mu.Unlock()
-}
-
-func (r *sinkReceiver) secret(id string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.secrets[id]
-}
-
-func (r *sinkReceiver) stagesOf(id string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.stages[id], ",")
-}
-
 // setSink gives client a sink through the API and returns the answer.
-func setSink(api adminAPI, client string, cfg map[string]any) map[string]any {
+func setSink(api adminAPI, client string, cfg any) map[string]any {
 	api.t.Helper()
 	var out map[string]any
 	api.must(api.call(http.MethodPut, "/v1/clients/"+client+"/sink", cfg, &out))
@@ -200,18 +83,16 @@ func filesHold(t *testing.T, secret string, paths ...string) []string {
 // database (outbox included) and the logs hold no plaintext; the secret
 // becomes current after the revocation delay.
 func TestSinkWebhookEndToEnd(t *testing.T) {
-	dir := t.TempDir()
-	up := newTokenUpstream(t)
-	h := bothHalves(t, dir, up.URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	logPath := filepath.Join(dir, "caddy.log")
+	logPath := filepath.Join(h.Dir, "caddy.log")
 	startCaddy(t, withLogFile(h.caddyfile(), logPath))
 	api := adminAPI{t: t, base: h.cpURL()}
-	rcv := newSinkReceiver(t)
+	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
 	api.createClient("sunk")
-	set := setSink(api, "sunk", rcv.sink(t, ""))
+	set := setSink(api, "sunk", rcv.Config(""))
 	signing, _ := set["signing_secret"].(string)
-	rcv.setSigningSecret(t, signing)
+	rcv.SetSigningSecret(signing)
 
 	status, answer := rawCall(t, h.cpURL(), http.MethodPost, "/v1/clients/sunk/secrets", map[string]string{})
 	var gen map[string]any
@@ -222,19 +103,19 @@ func TestSinkWebhookEndToEnd(t *testing.T) {
 	if _, has := gen["secret"]; has || gen["delivered_to"] != "webhook" {
 		t.Fatalf("generate answer with a sink: keys %v", len(gen))
 	}
-	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
-	secret := rcv.secret(id)
+	cptest.WaitFor(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.Delivered(id) != "" })
+	secret := rcv.Delivered(id)
 	ctx := context.Background()
-	took := eventually(t, 10*time.Second, "the delivered secret gets a token at the edge", func() bool {
+	took := cptest.WaitFor(t, 10*time.Second, "the delivered secret gets a token at the edge", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "sunk", secret, oauth2.AuthStyleInHeader) == nil
 	})
 	t.Logf("delivered secret accepted at the edge %v after delivery", took)
-	eventually(t, 15*time.Second, "the secret becomes current at the sink", func() bool { return rcv.stagesOf(id) == "pending,current" })
+	cptest.WaitFor(t, 15*time.Second, "the secret becomes current at the sink", func() bool { return slices.Equal(rcv.Stages(id), []string{"pending", "current"}) })
 
 	if bytes.Contains(answer, []byte(secret[4:20])) {
 		t.Error("the generate answer holds the secret")
 	}
-	db := filepath.Join(dir, "rotagate.db")
+	db := filepath.Join(h.Dir, "rotagate.db")
 	if held := filesHold(t, secret, db, db+"-wal", logPath); len(held) > 0 {
 		t.Errorf("these files hold the secret: %v", held)
 	}
@@ -251,24 +132,22 @@ func TestSinkScheduledEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a one-minute schedule")
 	}
-	dir := t.TempDir()
-	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
-	rcv := newSinkReceiver(t)
+	api := h.start(t)
+	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
 	api.createClient("sched")
-	rcv.setSigningSecret(t, setSink(api, "sched", rcv.sink(t, "1m"))["signing_secret"].(string))
+	rcv.SetSigningSecret(setSink(api, "sched", rcv.Config("1m"))["signing_secret"].(string))
 	first := api.generate("sched").ID
-	eventually(t, 10*time.Second, "the first secret reaches the sink", func() bool { return rcv.secret(first) != "" })
-	old := rcv.secret(first)
+	cptest.WaitFor(t, 10*time.Second, "the first secret reaches the sink", func() bool { return rcv.Delivered(first) != "" })
+	old := rcv.Delivered(first)
 	ctx := context.Background()
-	eventually(t, 10*time.Second, "the edge accepts the first secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the first secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader) == nil
 	})
 
 	var second string
-	eventually(t, 90*time.Second, "the schedule rotates the client", func() bool {
+	cptest.WaitFor(t, 90*time.Second, "the schedule rotates the client", func() bool {
 		for id := range api.secrets("sched") {
 			if id != first {
 				second = id
@@ -278,19 +157,19 @@ func TestSinkScheduledEndToEnd(t *testing.T) {
 		return false
 	})
 	rotatedAt := time.Now()
-	eventually(t, 10*time.Second, "the new secret reaches the sink", func() bool { return rcv.secret(second) != "" })
-	eventually(t, 10*time.Second, "the edge accepts the new secret", func() bool {
-		return fetchToken(ctx, h.edgeURL(), "sched", rcv.secret(second), oauth2.AuthStyleInHeader) == nil
+	cptest.WaitFor(t, 10*time.Second, "the new secret reaches the sink", func() bool { return rcv.Delivered(second) != "" })
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the new secret", func() bool {
+		return fetchToken(ctx, h.edgeURL(), "sched", rcv.Delivered(second), oauth2.AuthStyleInHeader) == nil
 	})
-	eventually(t, 90*time.Second, "the edge refuses the old secret", func() bool {
+	cptest.WaitFor(t, 90*time.Second, "the edge refuses the old secret", func() bool {
 		return refused(fetchToken(ctx, h.edgeURL(), "sched", old, oauth2.AuthStyleInHeader))
 	})
 	t.Logf("old secret refused %v after the scheduled rotation was seen", time.Since(rotatedAt).Round(100*time.Millisecond))
 	if n := len(api.secrets("sched")); n != 2 {
 		t.Fatalf("%d secrets, want 2: one scheduled rotation", n)
 	}
-	if st := rcv.stagesOf(first); !strings.HasSuffix(st, "previous") {
-		t.Fatalf("stages of the first secret: %s", st)
+	if st := rcv.Stages(first); len(st) == 0 || st[len(st)-1] != "previous" {
+		t.Fatalf("stages of the first secret: %v", st)
 	}
 }
 
@@ -308,11 +187,9 @@ func TestSinkAWSEndToEnd(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	h := bothHalves(t, dir, newTokenUpstream(t).URL)
+	h := bothHalves(t)
 	h.CPOptions = "\t\trevocation_delay 2s\n"
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	api := h.start(t)
 	api.createClient("aws-e2e")
 	setSink(api, "aws-e2e", map[string]any{"kind": "aws_secrets_manager", "secret_id": "rotagate/aws-e2e", "region": "us-east-1", "endpoint": endpoint})
 	read := func(stage string) (v struct{ ClientSecret, SecretID string }) {
@@ -338,21 +215,21 @@ func TestSinkAWSEndToEnd(t *testing.T) {
 	if pending.SecretID != first.ID {
 		t.Fatalf("AWSPENDING holds %q, want %s", pending.SecretID, first.ID)
 	}
-	eventually(t, 10*time.Second, "the edge accepts the AWSPENDING secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the AWSPENDING secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInParams) == nil
 	})
-	eventually(t, 15*time.Second, "the secret becomes AWSCURRENT", func() bool { return read("AWSCURRENT").SecretID == first.ID })
+	cptest.WaitFor(t, 15*time.Second, "the secret becomes AWSCURRENT", func() bool { return read("AWSCURRENT").SecretID == first.ID })
 
 	var rotated secretInfo
 	api.must(api.call(http.MethodPost, "/v1/clients/aws-e2e/secrets/rotate", map[string]string{"grace": "0s"}, &rotated))
 	next := read("AWSPENDING")
-	eventually(t, 10*time.Second, "the edge accepts the rotated secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge accepts the rotated secret", func() bool {
 		return fetchToken(ctx, h.edgeURL(), "aws-e2e", next.ClientSecret, oauth2.AuthStyleInHeader) == nil
 	})
-	eventually(t, 10*time.Second, "the edge refuses the old secret", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the edge refuses the old secret", func() bool {
 		return refused(fetchToken(ctx, h.edgeURL(), "aws-e2e", pending.ClientSecret, oauth2.AuthStyleInHeader))
 	})
-	eventually(t, 15*time.Second, "AWSCURRENT moves, the old value AWSPREVIOUS", func() bool {
+	cptest.WaitFor(t, 15*time.Second, "AWSCURRENT moves, the old value AWSPREVIOUS", func() bool {
 		return read("AWSCURRENT").SecretID == rotated.ID && read("AWSPREVIOUS").SecretID == first.ID
 	})
 
@@ -374,15 +251,15 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 		t.Skip("builds cmd/caddy")
 	}
 	bin := buildCaddy(t)
-	rcv := newSinkReceiver(t)
+	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	caddyfile := childControlPlaneCaddyfile(addr, dir, "")
 	cp := startChildControlPlane(t, bin, dir, caddyfile, addr)
 	api := adminAPI{t: t, base: cp.base}
 	api.createClient("killed")
-	rcv.setSigningSecret(t, setSink(api, "killed", rcv.sink(t, ""))["signing_secret"].(string))
-	rcv.setDown(true)
+	rcv.SetSigningSecret(setSink(api, "killed", rcv.Config(""))["signing_secret"].(string))
+	rcv.SetFailing(true)
 	id := api.generate("killed").ID // committed: the JWE is in the outbox
 	lastError := func(a adminAPI) (string, string) {
 		var listed struct {
@@ -402,30 +279,27 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 		}
 		return "", ""
 	}
-	eventually(t, 10*time.Second, "the first attempt fails and is recorded", func() bool {
+	cptest.WaitFor(t, 10*time.Second, "the first attempt fails and is recorded", func() bool {
 		_, e := lastError(api)
 		return e != ""
 	})
 	cp.kill()
-	if rcv.secret(id) != "" {
+	if rcv.Delivered(id) != "" {
 		t.Fatal("delivered before the kill")
 	}
-	rcv.setDown(false)
+	rcv.SetFailing(false)
 	restarted := startChildControlPlane(t, bin, dir, caddyfile, addr)
 	defer restarted.kill()
-	eventually(t, 30*time.Second, "the restarted control plane delivers the secret", func() bool { return rcv.secret(id) != "" })
+	cptest.WaitFor(t, 30*time.Second, "the restarted control plane delivers the secret", func() bool { return rcv.Delivered(id) != "" })
 	rapi := adminAPI{t: t, base: restarted.base}
-	eventually(t, 5*time.Second, "the outbox records the delivery", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the outbox records the delivery", func() bool {
 		st, _ := lastError(rapi)
 		return st == "delivered"
 	})
-	rcv.mu.Lock()
-	accepted := rcv.accepted
-	rcv.mu.Unlock()
-	if accepted != 1 {
-		t.Fatalf("the sink accepted %d deliveries, want 1", accepted)
+	if n := rcv.Deliveries(); n != 1 {
+		t.Fatalf("the sink accepted %d deliveries, want 1", n)
 	}
-	if held := filesHold(t, rcv.secret(id), filepath.Join(dir, "cp.db"), filepath.Join(dir, "cp.db-wal"), filepath.Join(dir, "caddy.log")); len(held) > 0 {
+	if held := filesHold(t, rcv.Delivered(id), filepath.Join(dir, "cp.db"), filepath.Join(dir, "cp.db-wal"), filepath.Join(dir, "caddy.log")); len(held) > 0 {
 		t.Fatalf("these files hold the secret: %v", held)
 	}
 }
@@ -437,12 +311,11 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 // instead of the page; Remove sink removes it.
 func TestConsoleSinkInABrowser(t *testing.T) {
 	browser := headless(t)
-	h := consoleHalves(t, t.TempDir(), newTokenUpstream(t).URL)
-	startCaddy(t, h.caddyfile())
-	api := adminAPI{t: t, base: h.cpURL()}
+	h := consoleHalves(t)
+	api := h.start(t)
 	api.must(api.call(http.MethodPost, "/v1/clients", map[string]any{"client_id": "sinky", "owners": []string{"olive"}}, nil))
-	rcv := newSinkReceiver(t)
-	cfg, err := json.Marshal(rcv.sink(t, "30d"))
+	rcv := cptest.NewReceiver(t, cptest.WallClock, cptest.OncePerID)
+	cfg, err := json.Marshal(rcv.Config("30d"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +334,7 @@ func TestConsoleSinkInABrowser(t *testing.T) {
 	if !strings.HasPrefix(signing, "whsec_") {
 		t.Fatal("the answer page shows no signing secret")
 	}
-	rcv.setSigningSecret(t, signing)
+	rcv.SetSigningSecret(signing)
 	olive.open(clientURL)
 	panel := olive.text("section.sink")
 	if !strings.Contains(panel, "webhook") || !strings.Contains(panel, rcv.URL+"/rotagate") || strings.Contains(olive.body(), signing) {
@@ -478,8 +351,8 @@ func TestConsoleSinkInABrowser(t *testing.T) {
 	for sid := range api.secrets("sinky") {
 		id = sid
 	}
-	eventually(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.secret(id) != "" })
-	if strings.Contains(olive.body(), rcv.secret(id)) {
+	cptest.WaitFor(t, 10*time.Second, "the sink receives the secret", func() bool { return rcv.Delivered(id) != "" })
+	if strings.Contains(olive.body(), rcv.Delivered(id)) {
 		t.Fatal("the page holds the delivered secret")
 	}
 

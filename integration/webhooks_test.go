@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/rotagate/rotagate/controlplane/cptest"
 )
 
 // hookReceiver is a webhook receiver as an operator would write one: it
@@ -92,10 +93,7 @@ func TestWebhooksInOrder(t *testing.T) {
 	rcv, secret := newHookReceiver(t)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
 	db := filepath.Join(t.TempDir(), "cp.db")
-	port := freePort(t)
-	startCaddy(t, globalOptions+`
-:`+strconv.Itoa(port)+` {
-	bind 127.0.0.1
+	cp := startSite(t, `
 	client_credentials_control_plane {
 		store sqlite `+db+`
 		admin_token `+adminToken+`
@@ -106,16 +104,15 @@ func TestWebhooksInOrder(t *testing.T) {
 			timeout 5s
 		}
 	}
-}
 `)
-	api := adminAPI{t: t, base: localURL(port)}
+	api := adminAPI{t: t, base: cp}
 	api.createClient("hooked")
 	first := api.generate("hooked")
 	var rotated secretInfo
 	api.must(api.call("POST", "/v1/clients/hooked/secrets/rotate", map[string]string{"grace": "1h"}, &rotated))
 	api.revoke("hooked", first.ID)
 	want := "client.created secret.generated secret.rotated secret.revoked"
-	eventually(t, 5*time.Second, "the receiver gets every event", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the receiver gets every event", func() bool {
 		types, _, _ := rcv.got()
 		return len(types) >= 4
 	})
@@ -226,7 +223,7 @@ func startChildControlPlane(t *testing.T, bin, dir, caddyfile, addr string, env 
 			}
 		}
 	})
-	eventually(t, 20*time.Second, "the control plane process answers", func() bool {
+	cptest.WaitFor(t, 20*time.Second, "the control plane process answers", func() bool {
 		resp, err := http.Get(c.base + "/healthz")
 		if err != nil {
 			return false
@@ -270,7 +267,7 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	// Wait until the failed first attempt is recorded (an attempt in
 	// flight holds a lease of 10 × timeout + 30s; a recorded failure is
 	// retried 10–12s later).
-	eventually(t, 5*time.Second, "the first attempt fails and is recorded", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the first attempt fails and is recorded", func() bool {
 		var listed struct {
 			Events []struct {
 				Deliveries []struct {
@@ -290,13 +287,13 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	restarted := startChildControlPlane(t, bin, dir, caddyfile, addr, "HOOK_SECRET="+secret)
 	defer restarted.kill()
 	// The retry is due 10–12s after the failed attempt.
-	eventually(t, 30*time.Second, "the restarted control plane delivers the event", func() bool {
+	cptest.WaitFor(t, 30*time.Second, "the restarted control plane delivers the event", func() bool {
 		types, _, _ := rcv.got()
 		return len(types) == 1
 	})
 	// Once the outbox records the delivery as done, nothing sends it again.
 	rapi := adminAPI{t: t, base: restarted.base}
-	eventually(t, 5*time.Second, "the outbox records the delivery", func() bool {
+	cptest.WaitFor(t, 5*time.Second, "the outbox records the delivery", func() bool {
 		var listed struct {
 			Events []struct {
 				Deliveries []struct {
