@@ -17,7 +17,7 @@ import (
 // builds it: two sha256 secrets a client, every tenth second one expiring.
 const benchClients = 100_000
 
-func benchSnapshotJSON(b *testing.B, rev int64, n int) []byte {
+func benchSnapshotJSON(b testing.TB, rev int64, n int) []byte {
 	b.Helper()
 	exp := testNow.Add(24 * time.Hour)
 	w := wire.Snapshot{Epoch: "bench", Revision: rev, Clients: make([]wire.Client, n)}
@@ -40,6 +40,31 @@ func benchSnapshotJSON(b *testing.B, rev int64, n int) []byte {
 		b.Fatal(err)
 	}
 	return raw
+}
+
+// TestFullSwapReusesRecords: decoding a full answer against the snapshot
+// held keeps the record of every client that did not change, so its
+// allocations do not grow with the number of clients (the decoder reads
+// member names without making strings of them). The fixed part (the shard
+// maps) is measured away by comparing two sizes.
+func TestFullSwapReusesRecords(t *testing.T) {
+	swapAllocs := func(n int) float64 {
+		held, next := benchSnapshotJSON(t, 1, n), benchSnapshotJSON(t, 2, n)
+		ans, err := decodeAnswer(bytes.NewReader(held), 1<<30, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return testing.AllocsPerRun(3, func() {
+			if _, err := decodeAnswer(bytes.NewReader(next), 1<<30, ans.full); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	const small, large = 2000, 8000
+	a, b := swapAllocs(small), swapAllocs(large)
+	if perClient := (b - a) / (large - small); perClient > 0.25 {
+		t.Fatalf("%.2f allocations per unchanged client (%.0f for %d, %.0f for %d)", perClient, a, small, b, large)
+	}
 }
 
 // BenchmarkFullSwap: a full answer of benchClients clients in which one
