@@ -22,17 +22,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/rotagate/rotagate"
+	"github.com/rotagate/rotagate/internal/loopback"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestDemoEndToEnd starts the demo, runs the shell steps it prints with
 // bash, and checks each step's answer: the rotation story works as told.
@@ -45,7 +36,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	d, err := Start(context.Background(), Options{
-		EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t),
+		EdgePort: loopback.FreePort(t), ControlPlanePort: loopback.FreePort(t), UpstreamPort: loopback.FreePort(t),
 		RevocationDelay: 2 * time.Second,
 	})
 	if err != nil {
@@ -134,7 +125,7 @@ func TestDemoEndToEnd(t *testing.T) {
 // TestDemoReusesItsDir: a second run on the same --dir starts afresh.
 func TestDemoReusesItsDir(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
-	opts := Options{Dir: t.TempDir(), EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t)}
+	opts := Options{Dir: t.TempDir(), EdgePort: loopback.FreePort(t), ControlPlanePort: loopback.FreePort(t), UpstreamPort: loopback.FreePort(t)}
 	first, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +156,7 @@ func TestDemoRefusesBusyPorts(t *testing.T) {
 			}
 			defer busy.Close()
 			port := busy.Addr().(*net.TCPAddr).Port
-			opts := Options{EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t)}
+			opts := Options{EdgePort: loopback.FreePort(t), ControlPlanePort: loopback.FreePort(t), UpstreamPort: loopback.FreePort(t)}
 			switch flag {
 			case "--edge-port":
 				opts.EdgePort = port
@@ -185,12 +176,12 @@ func TestDemoRefusesBusyPorts(t *testing.T) {
 			}
 		})
 	}
-	port := freePort(t)
-	_, err := Start(context.Background(), Options{EdgePort: freePort(t), ControlPlanePort: port, UpstreamPort: port})
+	port := loopback.FreePort(t)
+	_, err := Start(context.Background(), Options{EdgePort: loopback.FreePort(t), ControlPlanePort: port, UpstreamPort: port})
 	if err == nil || err.Error() != fmt.Sprintf("--control-plane-port and --upstream-port are both %d; the demo needs three different ports", port) {
 		t.Fatalf("the same port twice: %v", err)
 	}
-	_, err = Start(context.Background(), Options{EdgePort: 0, ControlPlanePort: freePort(t), UpstreamPort: freePort(t)})
+	_, err = Start(context.Background(), Options{EdgePort: 0, ControlPlanePort: loopback.FreePort(t), UpstreamPort: loopback.FreePort(t)})
 	if err == nil || err.Error() != "port 0 is no TCP port; pass --edge-port with one from 1 to 65535" {
 		t.Fatalf("port 0: %v", err)
 	}
@@ -325,7 +316,7 @@ func (p *demoProcess) ended(bound time.Duration) bool {
 // first keeps working.
 func TestSecondDemoRefusesItsPorts(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
-	opts := Options{EdgePort: freePort(t), ControlPlanePort: freePort(t), UpstreamPort: freePort(t)}
+	opts := Options{EdgePort: loopback.FreePort(t), ControlPlanePort: loopback.FreePort(t), UpstreamPort: loopback.FreePort(t)}
 	first, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +353,7 @@ func TestDemoStopsWithItsParent(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("only Linux ties the demo to its parent")
 	}
-	ports := []int{freePort(t), freePort(t), freePort(t)}
+	ports := []int{loopback.FreePort(t), loopback.FreePort(t), loopback.FreePort(t)}
 	parent := startProcess(t, "parent", "--edge-port", strconv.Itoa(ports[0]),
 		"--control-plane-port", strconv.Itoa(ports[1]), "--upstream-port", strconv.Itoa(ports[2]))
 	pid, err := strconv.Atoi(strings.TrimPrefix(parent.lineWith(t, "child ", time.Minute), "child "))

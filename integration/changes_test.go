@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane/cptest"
+	"github.com/rotagate/rotagate/internal/loopback"
 	"github.com/rotagate/rotagate/internal/wire"
 )
 
@@ -91,7 +92,7 @@ func TestEdgeFollowsChanges(t *testing.T) {
 	}
 	api.createClient("delta")
 	first := api.generate("delta")
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	edgeURL := localURL(port)
 	startCaddy(t, edgeOnly(port, cp.url(), "30s"))
 	cptest.WaitFor(t, 5*time.Second, "the edge accepts the secret", func() bool {

@@ -15,6 +15,7 @@ import (
 	"github.com/rotagate/rotagate/controlplane/api"
 	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/controlplane/rules"
+	"github.com/rotagate/rotagate/internal/loopback"
 )
 
 // outsideCP is a control plane running outside Caddy — the real
@@ -130,7 +131,7 @@ func syncedEdge(t *testing.T, client, maxStale string) (*outsideCP, adminAPI, se
 	api := adminAPI{t: t, base: cp.url()}
 	api.createClient(client)
 	s := api.generate(client)
-	edgePort := freePort(t)
+	edgePort := loopback.FreePort(t)
 	startCaddy(t, edgeOnly(edgePort, cp.url(), maxStale))
 	cptest.WaitFor(t, 5*time.Second, "the edge accepts the secret", func() bool {
 		code, _ := status(t, localURL(edgePort), client, s.Secret)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/interoptest"
+	"github.com/rotagate/rotagate/internal/loopback"
 )
 
 // registerKey registers the public half of key for client as a
@@ -150,7 +151,7 @@ func selfSignedPair(t *testing.T, cn string, usage x509.ExtKeyUsage) (*x509.Cert
 func TestTLSClientAuthThroughCaddy(t *testing.T) {
 	dir := t.TempDir()
 	pool := mtlsFiles(t, dir)
-	cpPort, edgePort := freePort(t), freePort(t)
+	cpPort, edgePort := loopback.FreePort(t), loopback.FreePort(t)
 	startCaddy(t, globalOptions+fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	bind 127.0.0.1

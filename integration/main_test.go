@@ -7,7 +7,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	_ "github.com/rotagate/rotagate"
 	_ "github.com/rotagate/rotagate/controlplane"
 	"github.com/rotagate/rotagate/internal/caddyhome"
+	"github.com/rotagate/rotagate/internal/loopback"
 )
 
 // TestMain keeps Caddy's config and data files in a temporary home.
@@ -59,20 +59,9 @@ const globalOptions = `{
 }
 `
 
-// freePort returns a loopback port no one listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // freeAddr returns a loopback address no one listens on now.
 func freeAddr(t *testing.T) string {
-	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	return fmt.Sprintf("127.0.0.1:%d", loopback.FreePort(t))
 }
 
 // startSite loads the global options and one site into the in-process
@@ -81,7 +70,7 @@ func freeAddr(t *testing.T) string {
 // site's URL.
 func startSite(t *testing.T, directives string) string {
 	t.Helper()
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	startCaddy(t, globalOptions+fmt.Sprintf("\n:%d {\n\tbind 127.0.0.1%s}\n", port, directives))
 	return localURL(port)
 }
@@ -121,7 +110,7 @@ type halves struct {
 const testBudget = "1000 per 1m"
 
 func newHalves(t *testing.T) halves {
-	return halves{EdgePort: freePort(t), CPPort: freePort(t), Dir: t.TempDir()}
+	return halves{EdgePort: loopback.FreePort(t), CPPort: loopback.FreePort(t), Dir: t.TempDir()}
 }
 
 func (h halves) edgeURL() string { return localURL(h.EdgePort) }

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,6 +30,7 @@ import (
 	_ "github.com/rotagate/rotagate/controlplane"
 	"github.com/rotagate/rotagate/internal/caddyhome"
 	"github.com/rotagate/rotagate/internal/feedtest"
+	"github.com/rotagate/rotagate/internal/loopback"
 	"github.com/rotagate/rotagate/internal/secrethash"
 	"github.com/rotagate/rotagate/internal/wire"
 )
@@ -45,17 +45,6 @@ const (
 // temporary home.
 func TestMain(m *testing.M) {
 	os.Exit(caddyhome.Run(m, "rotagate-lifecycle-"))
-}
-
-// freePort asks the kernel for a loopback port nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // globals are the global options of every config here: no admin endpoint
@@ -211,7 +200,7 @@ func steadyLoad(ctx context.Context, edge string, workers int) *loadCounts {
 func TestTighteningReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	fs := feedtest.New(t, lifecycleSnapshot())
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	edge := fmt.Sprintf("http://127.0.0.1:%d", port)
 	load(t, globals(dir, "")+edgeSite(port, fs.URL, feedtest.Token, "30s", "30s", "10s"))
 	firstOK(t, edge, appSecret, 10*time.Second)
@@ -253,7 +242,7 @@ func TestTighteningReloadUnderLoad(t *testing.T) {
 func TestRestartWithControlPlaneDown(t *testing.T) {
 	dir := t.TempDir()
 	fs := feedtest.New(t, lifecycleSnapshot())
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	edge := fmt.Sprintf("http://127.0.0.1:%d", port)
 	site := edgeSite(port, fs.URL, feedtest.Token, "30s", "30s", "10s")
 	load(t, globals(dir, "")+site)
@@ -285,7 +274,7 @@ func TestEdgeAndControlPlaneInOneProcess(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "rotagate.db")
 	logFile := filepath.Join(dir, "caddy.log")
-	cpPort, edgePort := freePort(t), freePort(t)
+	cpPort, edgePort := loopback.FreePort(t), loopback.FreePort(t)
 	cp := fmt.Sprintf("http://127.0.0.1:%d", cpPort)
 	edge := fmt.Sprintf("http://127.0.0.1:%d", edgePort)
 
