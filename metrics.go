@@ -1,12 +1,13 @@
 package rotagate
 
 import (
-	"errors"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotagate/rotagate/internal/promreg"
 )
 
 // Metrics live in package variables, created once and registered on each
@@ -64,17 +65,8 @@ func init() {
 // registerMetrics puts the edge's collectors on a config's registry; a
 // second site in the same config finds them there already.
 func registerMetrics(ctx caddy.Context) error {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return nil
-	}
 	m := &edgeMetrics
-	for _, c := range []prometheus.Collector{m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsFailed, m.stampsDropped, m.presentedAfterRevoke, m.feeds} {
-		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(ctx, m.auth, m.verify, m.syncErrors, m.stampsSent, m.stampsFailed, m.stampsDropped, m.presentedAfterRevoke, m.feeds)
 }
 
 func countOutcome(o outcome) { edgeMetrics.authBy[o].Inc() }

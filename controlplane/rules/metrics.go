@@ -1,10 +1,10 @@
 package rules
 
 import (
-	"errors"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotagate/rotagate/internal/promreg"
 )
 
 // The rules' metrics live in package variables registered on
@@ -34,14 +34,5 @@ var Metrics = struct {
 // RegisterMetrics puts the control plane's collectors on a config's
 // registry; a second site in the same config finds them there already.
 func RegisterMetrics(ctx caddy.Context) error {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{Metrics.PresentedAfterRevoke, Metrics.LeakReports, Metrics.SinkDeliveries} {
-		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(ctx, Metrics.PresentedAfterRevoke, Metrics.LeakReports, Metrics.SinkDeliveries)
 }

@@ -1,10 +1,10 @@
 package webhook
 
 import (
-	"errors"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotagate/rotagate/internal/promreg"
 )
 
 // Metrics live in package variables, registered on each config's
@@ -37,17 +37,8 @@ func counter(name, help string) *prometheus.CounterVec {
 // RegisterMetrics puts the webhook collectors on a config's
 // registry; a second site in the same config finds them there already.
 func RegisterMetrics(ctx caddy.Context) error {
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return nil
-	}
 	m := &Metrics
-	for _, c := range []prometheus.Collector{m.Delivered, m.AttemptsFailed, m.Failed, m.Pending} {
-		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(ctx, m.Delivered, m.AttemptsFailed, m.Failed, m.Pending)
 }
 
 // setPending publishes the pending counts of the configured webhooks,
