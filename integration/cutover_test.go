@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane/cptest"
+	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 )
 
 // cutoverRow is one older secret in GET …/cutover.
@@ -33,7 +34,8 @@ func (a adminAPI) cutover(client string) []cutoverRow {
 // caller never moves stall at their 3s deadline: one keeps its old secret
 // working, the other has it revoked.
 func TestCutoverEndToEnd(t *testing.T) {
-	rcv, secret := newHookReceiver(t)
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
 	h := callersHalves(t)
 	h.CPOptions += "\t\twebhook " + rcv.URL + "/rotagate {\n\t\t\tsecret {env.ROTAGATE_TEST_WEBHOOK_SECRET}\n" +
@@ -109,10 +111,10 @@ func TestCutoverEndToEnd(t *testing.T) {
 		return api.secrets("stall-revoke")[olds["stall-revoke"].ID].Status == "revoked"
 	})
 	cptest.WaitFor(t, 10*time.Second, "the receiver gets one completed and two stalled events", func() bool {
-		types, _, _ := rcv.got()
+		types, _, _ := got(t, rcv)
 		return len(types) >= 3
 	})
-	types, _, forged := rcv.got()
+	types, _, forged := got(t, rcv)
 	slices.Sort(types)
 	if want := []string{"secret.cutover_completed", "secret.cutover_stalled", "secret.cutover_stalled"}; !slices.Equal(types, want) || forged != 0 {
 		t.Fatalf("received %v (%d forged), want %v", types, forged, want)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rotagate/rotagate/controlplane/cptest"
+	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 )
 
 // leakLoop is both halves, as bothHalves runs them, plus the leak loop,
@@ -30,7 +31,7 @@ type leakLoop struct {
 	edge, cp string
 	api      adminAPI
 	key      githubKey
-	hook     *hookReceiver
+	hook     *webhooktest.Receiver
 }
 
 // startLeakLoop starts a leakLoop whose webhook sends the given events.
@@ -38,7 +39,8 @@ func startLeakLoop(t *testing.T, events string) leakLoop {
 	t.Helper()
 	h := bothHalves(t)
 	key, keyFile := newGitHubKey(t, h.Dir)
-	hook, hookSecret := newHookReceiver(t)
+	hookSecret := webhooktest.Secret(t)
+	hook := webhooktest.NewReceiver(t, hookSecret)
 	h.CPRoutes = "\thandle /metrics {\n\t\tmetrics\n\t}\n"
 	h.CPOptions = "\t\tleak_report_keys " + keyFile + "\n" +
 		"\t\twebhook " + hook.URL + " {\n\t\t\tsecret " + hookSecret + "\n\t\t\tevents " + events + "\n\t\t}\n"
@@ -180,10 +182,10 @@ func TestPresentedAfterRevoke(t *testing.T) {
 		return cpMetric(t, l.cp, "rotagate_control_plane_presented_after_revoke_total") > before
 	})
 	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets both events", func() bool {
-		types, _, _ := l.hook.got()
+		types, _, _ := got(t, l.hook)
 		return len(types) >= 2
 	})
-	types, _, forged := l.hook.got()
+	types, _, forged := got(t, l.hook)
 	if types[0] != "secret.revoked" || types[1] != "secret.presented_after_revoke" || forged != 0 {
 		t.Fatalf("webhook events %v (%d forged), want secret.revoked, secret.presented_after_revoke", types, forged)
 	}
@@ -261,10 +263,10 @@ func TestGitHubLeakReportRevokes(t *testing.T) {
 		t.Fatalf("audit entry: %+v", e)
 	}
 	cptest.WaitFor(t, 5*time.Second, "the webhook receiver gets the events", func() bool {
-		types, _, _ := l.hook.got()
+		types, _, _ := got(t, l.hook)
 		return len(types) >= 2
 	})
-	if types, _, _ := l.hook.got(); len(types) != 2 || types[0] != "secret.leak_reported" || types[1] != "secret.revoked" {
+	if types, _, _ := got(t, l.hook); len(types) != 2 || types[0] != "secret.leak_reported" || types[1] != "secret.revoked" {
 		t.Fatalf("webhook events %v, want secret.leak_reported, secret.revoked", types)
 	}
 }

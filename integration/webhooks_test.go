@@ -1,96 +1,44 @@
 package integration
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-
 	"github.com/rotagate/rotagate/controlplane/cptest"
+	"github.com/rotagate/rotagate/controlplane/webhook/webhooktest"
 )
 
-// hookReceiver is a webhook receiver as an operator would write one: it
-// verifies every delivery's Standard Webhooks signature (timestamp
-// included) and processes each webhook-id once.
-type hookReceiver struct {
-	*httptest.Server
-	verifier *standardwebhooks.Webhook
-
-	mu       sync.Mutex
-	down     bool // answer 503
-	types    []string
-	seen     map[string]bool
-	accepted int // 2xx answers, duplicates included
-	forged   int
-}
-
-func newHookReceiver(t *testing.T) (*hookReceiver, string) {
+// got is what a receiver (it verifies every delivery's Standard Webhooks
+// signature, timestamp included, and processes each webhook-id once, as
+// an operator's would) accepted: the event types in order, the deliveries
+// answered 2xx, repeats included, and those with a forged signature.
+func got(t *testing.T, rcv *webhooktest.Receiver) (types []string, accepted, forged int) {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
-	v, err := standardwebhooks.NewWebhook(secret)
-	if err != nil {
-		t.Fatal(err)
+	for _, ev := range rcv.Events() {
+		var e struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal([]byte(ev.Body), &e); err != nil {
+			t.Fatalf("event %s: %v", ev.ID, err)
+		}
+		types = append(types, e.Type)
 	}
-	r := &hookReceiver{verifier: v, seen: map[string]bool{}}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if err := r.verifier.Verify(body, req.Header); err != nil {
-			r.forged++
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		if r.down {
-			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
-			return
-		}
-		r.accepted++
-		if id := req.Header.Get("webhook-id"); !r.seen[id] {
-			r.seen[id] = true
-			var ev struct {
-				Type string `json:"type"`
-			}
-			json.Unmarshal(body, &ev)
-			r.types = append(r.types, ev.Type)
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.Close)
-	return r, secret
-}
-
-func (r *hookReceiver) got() (types []string, accepted, forged int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.types...), r.accepted, r.forged
-}
-
-func (r *hookReceiver) setDown(down bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.down = down
+	return types, rcv.RawCount(), rcv.Forged()
 }
 
 // TestWebhooksInOrder: a real Caddy control plane sends the events of
 // create, generate, rotate and revoke, signed, in order, to a receiver
 // that verifies them; `events list` shows them delivered.
 func TestWebhooksInOrder(t *testing.T) {
-	rcv, secret := newHookReceiver(t)
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
 	t.Setenv("ROTAGATE_TEST_WEBHOOK_SECRET", secret)
 	db := filepath.Join(t.TempDir(), "cp.db")
 	cp := startSite(t, `
@@ -113,10 +61,10 @@ func TestWebhooksInOrder(t *testing.T) {
 	api.revoke("hooked", first.ID)
 	want := "client.created secret.generated secret.rotated secret.revoked"
 	cptest.WaitFor(t, 5*time.Second, "the receiver gets every event", func() bool {
-		types, _, _ := rcv.got()
+		types, _, _ := got(t, rcv)
 		return len(types) >= 4
 	})
-	types, accepted, forged := rcv.got()
+	types, accepted, forged := got(t, rcv)
 	if strings.Join(types, " ") != want || accepted != 4 || forged != 0 {
 		t.Fatalf("received %v (%d accepted, %d forged), want %s once each", types, accepted, forged, want)
 	}
@@ -252,8 +200,9 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 		t.Skip("builds cmd/caddy")
 	}
 	bin := buildCaddy(t)
-	rcv, secret := newHookReceiver(t)
-	rcv.setDown(true)
+	secret := webhooktest.Secret(t)
+	rcv := webhooktest.NewReceiver(t, secret)
+	rcv.SetStatus(http.StatusServiceUnavailable)
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	caddyfile := childControlPlaneCaddyfile(addr, dir, `
@@ -279,16 +228,16 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 		return len(listed.Events) == 1 && listed.Events[0].Deliveries[0].LastError != ""
 	})
 	cp.kill()
-	if types, accepted, _ := rcv.got(); len(types) != 0 || accepted != 0 {
+	if types, accepted, _ := got(t, rcv); len(types) != 0 || accepted != 0 {
 		t.Fatalf("delivered before the kill: %v", types)
 	}
 
-	rcv.setDown(false)
+	rcv.SetStatus(0)
 	restarted := startChildControlPlane(t, bin, dir, caddyfile, addr, "HOOK_SECRET="+secret)
 	defer restarted.kill()
 	// The retry is due 10–12s after the failed attempt.
 	cptest.WaitFor(t, 30*time.Second, "the restarted control plane delivers the event", func() bool {
-		types, _, _ := rcv.got()
+		types, _, _ := got(t, rcv)
 		return len(types) == 1
 	})
 	// Once the outbox records the delivery as done, nothing sends it again.
@@ -306,7 +255,7 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 		d := listed.Events[0].Deliveries[0]
 		return d.State == "delivered" && d.Attempts == 2
 	})
-	types, accepted, forged := rcv.got()
+	types, accepted, forged := got(t, rcv)
 	if strings.Join(types, " ") != "client.created" || accepted != 1 || forged != 0 {
 		t.Fatalf("received %v, %d accepted, %d forged; want client.created once", types, accepted, forged)
 	}

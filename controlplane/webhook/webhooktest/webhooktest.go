@@ -37,7 +37,7 @@ type Receiver struct {
 	got    []Event
 	seen   map[string]bool
 	raw    int // accepted deliveries, duplicates included
-	bad    int
+	bad    int // deliveries whose signature did not verify
 }
 
 // Event is one delivery the receiver accepted.
@@ -90,6 +90,13 @@ func (r *Receiver) RawCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.raw
+}
+
+// Forged is how many deliveries had a signature that did not verify.
+func (r *Receiver) Forged() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bad
 }
 
 // SetStatus makes the receiver answer code (0: 204).
