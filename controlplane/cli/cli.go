@@ -175,14 +175,14 @@ func command(use, short string, run func(cmd *cobra.Command, args []string) erro
 }
 
 // clientResourceCommand is `client <name> <client_id>`, a command over
-// the client's resource /v1/clients/{client_id}/<name>: args checks its
-// arguments, and run gets the client id and the resource's path.
-func clientResourceCommand(name, short, long string, args cobra.PositionalArgs, run func(cmd *cobra.Command, clientID, path string) error) *cobra.Command {
+// the client's resource /v1/clients/{client_id}/<name>: namedArgs checks
+// its argument, and run gets the client id and the resource's path.
+func clientResourceCommand(name, short, long string, run func(cmd *cobra.Command, clientID, path string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " <client_id>",
 		Short: short,
 		Long:  long,
-		Args:  args,
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, args[0], clientPath(args[0])+"/"+name)
 		},
@@ -386,7 +386,7 @@ func secretCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add <client_id>",
 		Short: "Registers a public key (private_key_jwt) or a client certificate (tls_client_auth) from a file",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.GenerateRequest{}
 			if err := readCredential(cmd, &req.CredentialRequest, true); err != nil {

@@ -21,7 +21,7 @@ yet, and when it will be quiet or stall. --auto revokes an older secret once
 every caller has moved and it has been quiet for --quiet; --manual only
 shows the state. Durations take Go's form or d for days ("14d"). A flag not
 given leaves that field as it is.`,
-		cobra.ExactArgs(1), func(cmd *cobra.Command, clientID, path string) error {
+		func(cmd *cobra.Command, clientID, path string) error {
 			auto, _ := cmd.Flags().GetBool("auto")
 			manual, _ := cmd.Flags().GetBool("manual")
 			if auto && manual {

@@ -27,7 +27,7 @@ refuses them (the default for a client). Without a mode flag, the mode stays
 as it is. --suggest prints the smallest set of networks covering the callers
 of the client's active secrets seen within --within (default: the control
 plane's tombstone_window), without saving it.`,
-		namedArgs, func(cmd *cobra.Command, clientID, path string) error {
+		func(cmd *cobra.Command, clientID, path string) error {
 			set, _ := cmd.Flags().GetStringSlice("set")
 			clear, _ := cmd.Flags().GetBool("clear")
 			reportOnly, _ := cmd.Flags().GetBool("report-only")

@@ -26,7 +26,7 @@ printed once on stdout. --aws <secret name or ARN> with --region (and
 --endpoint) sets an AWS Secrets Manager sink. --file <path> (or - for stdin)
 sets the sink from its JSON instead. --rotate-every (e.g. 90d) rotates the
 client on a schedule. --delete removes the sink.`,
-		cobra.ExactArgs(1), func(cmd *cobra.Command, clientID, path string) error {
+		func(cmd *cobra.Command, clientID, path string) error {
 			f := cmd.Flags()
 			del, _ := f.GetBool("delete")
 			file, _ := f.GetString("file")
