@@ -313,7 +313,7 @@ func (f *feed) stopping(holder *Handler) {
 	if _, ok := f.holders[holder]; ok {
 		f.stopped[holder] = true
 	}
-	last := len(f.stopped) == len(f.holders)
+	last := f.allStoppingLocked()
 	f.mu.Unlock()
 	if !last {
 		return
@@ -323,6 +323,19 @@ func (f *feed) stopping(holder *Handler) {
 	if err := f.usage.flush(ctx); err != nil {
 		f.logger.Info("usage flush before the stop failed; trying again when the feed stops", zap.Error(err))
 	}
+}
+
+// allStopping reports whether every config that holds the feed is being
+// stopped. A control plane in this very process stops listening then,
+// before the feed is released, so a failed poll is expected, not news.
+func (f *feed) allStopping() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.allStoppingLocked()
+}
+
+func (f *feed) allStoppingLocked() bool {
+	return len(f.holders) > 0 && len(f.stopped) == len(f.holders)
 }
 
 // start loads the saved snapshot and runs the sync and usage loops until

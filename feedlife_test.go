@@ -229,6 +229,36 @@ func TestStoppingFlushesWhenEveryHolderStops(t *testing.T) {
 	}
 }
 
+// TestFailedPollsWhileStoppingAreNoWarning: once every config holding the
+// feed is being stopped, a control plane in the same process stops
+// listening before the feed is released; the polls that fail then are
+// logged at info level, not as warnings.
+func TestFailedPollsWhileStoppingAreNoWarning(t *testing.T) {
+	fs := feedtest.New(t, *testSnapshot(t))
+	core, logs := observer.New(zap.InfoLevel)
+	f := newFeed(testFeedConfig(fs.URL), zap.New(core), nil)
+	h := new(Handler)
+	f.hold(h, *f.config.Load())
+	failed := edgeMetrics.syncErrors.WithLabelValues(f.client.label)
+	startTestFeed(t, f)
+	waitFor(t, 10*time.Second, "the first snapshot", func() bool {
+		snap, _ := f.snapshots.current()
+		return snap != nil
+	})
+	before := testutil.ToFloat64(failed)
+
+	f.stopping(h) // the process exits: Caddy stops the servers first
+	fs.Close()
+	f.nudge()
+	waitFor(t, 10*time.Second, "a failed poll", func() bool { return testutil.ToFloat64(failed) > before })
+	if warned := logs.FilterLevelExact(zap.WarnLevel); warned.Len() != 0 {
+		t.Fatalf("warned while stopping: %v", warned.All()[0].Message)
+	}
+	if logs.FilterMessageSnippet("while Caddy stops").Len() == 0 {
+		t.Fatal("the failed poll was not logged")
+	}
+}
+
 // closedPortURL is the URL of a loopback port nothing listens on.
 func closedPortURL(t *testing.T) string {
 	t.Helper()

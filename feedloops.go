@@ -102,6 +102,8 @@ func (f *feed) syncLoop(ctx context.Context) {
 				toldStartup = true
 				f.logger.Info("the control plane does not accept connections yet; trying again until it does", zap.Error(err))
 			}
+		} else if f.allStopping() {
+			f.logger.Info("snapshot sync failed while Caddy stops", zap.Int("failures", failures), zap.Error(err))
 		} else {
 			f.logger.Warn("snapshot sync failed", zap.Int("failures", failures), zap.Error(err))
 		}
