@@ -311,7 +311,7 @@ func TestEdgeAndControlPlaneInOneProcess(t *testing.T) {
 	entries := readLog(t, logFile)
 	for _, e := range entries {
 		if e["logger"] != nil && strings.HasPrefix(e["logger"].(string), "client_credentials") && e["level"] == "warn" {
-			t.Errorf("warning while starting and stopping with the control plane: %v", e["msg"])
+			t.Errorf("warning while starting and stopping with the control plane: %v (%v)", e["msg"], e["error"])
 		}
 	}
 
