@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -28,18 +27,16 @@ import (
 	"github.com/rotagate/rotagate/controlplane/cptest"
 	"github.com/rotagate/rotagate/internal/interoptest"
 	"github.com/rotagate/rotagate/internal/loopback"
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // registerKey registers the public half of key for client as a
 // public-key credential and returns its id.
 func (a adminAPI) registerKey(client string, key *ecdsa.PrivateKey, kid string) string {
 	a.t.Helper()
-	jwk, err := json.Marshal(jose.JSONWebKey{Key: &key.PublicKey, KeyID: kid})
-	if err != nil {
-		a.t.Fatal(err)
-	}
+	jwk := testkeys.JWK(a.t, jose.JSONWebKey{Key: &key.PublicKey, KeyID: kid})
 	var s struct{ ID, Kind string }
-	a.must(a.call(http.MethodPost, "/v1/clients/"+client+"/secrets", map[string]any{"public_key": json.RawMessage(jwk)}, &s))
+	a.must(a.call(http.MethodPost, "/v1/clients/"+client+"/secrets", map[string]any{"public_key": jwk}, &s))
 	if s.Kind != "public_key" {
 		a.t.Fatalf("registered a %q", s.Kind)
 	}
@@ -132,15 +129,7 @@ func selfSignedPair(t *testing.T, cn string, usage x509.ExtKeyUsage) (*x509.Cert
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
 		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
+	return testkeys.SelfSigned(t, tmpl, &key.PublicKey, key), key
 }
 
 // TestTLSClientAuthThroughCaddy: a client certificate registered on the

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // KeyJWKs makes an EC P-256 key pair: its public JWK and its private
@@ -25,15 +27,7 @@ func KeyJWKs(t *testing.T) (public, private json.RawMessage) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: "k1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := json.Marshal(jose.JSONWebKey{Key: k, KeyID: "k1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub, priv
+	return testkeys.JWK(t, jose.JSONWebKey{Key: &k.PublicKey, KeyID: "k1"}), testkeys.JWK(t, jose.JSONWebKey{Key: k, KeyID: "k1"})
 }
 
 // CertificatePEM makes a self-signed client certificate valid until
@@ -46,10 +40,7 @@ func CertificatePEM(t *testing.T, notAfter time.Time) (string, string) {
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "client"},
 		NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	der := testkeys.SelfSigned(t, tmpl, &k.PublicKey, k).Raw
 	sum := sha256.Sum256(der)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), base64.RawURLEncoding.EncodeToString(sum[:])
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rotagate/rotagate/controlplane/sink"
 	"github.com/rotagate/rotagate/controlplane/sink/sinktest"
+	"github.com/rotagate/rotagate/internal/testkeys"
 )
 
 // Event is one event a test Receiver took, verified and decrypted.
@@ -78,11 +79,7 @@ func NewReceiver(t *testing.T, opts ...ReceiverOption) *Receiver {
 
 // PublicJWK is the Receiver's public key as a sink config takes it.
 func (rc *Receiver) PublicJWK() json.RawMessage {
-	b, err := json.Marshal(jose.JSONWebKey{Key: &rc.Key.PublicKey, KeyID: "receiver-1", Use: "enc"})
-	if err != nil {
-		rc.t.Fatal(err)
-	}
-	return b
+	return testkeys.JWK(rc.t, jose.JSONWebKey{Key: &rc.Key.PublicKey, KeyID: "receiver-1", Use: "enc"})
 }
 
 // Config is a webhook sink to the receiver.
